@@ -1,0 +1,1 @@
+//! The local stack used by `canaryd demo` and the integration tests (placeholder).

@@ -1,0 +1,1 @@
+//! Kayenta-style classifier (placeholder until the statistics work lands).

@@ -1,0 +1,1 @@
+//! Rank statistics (placeholder until the statistics work lands).

@@ -1,0 +1,3 @@
+//! canaryd: progressive delivery with statistics.
+pub mod demo;
+pub mod judge;
