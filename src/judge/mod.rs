@@ -4,10 +4,17 @@
 //! the samples and the metric's configuration as arguments and returns a value that explains
 //! itself, so verdicts can be replayed offline (`canaryd judge`) and tested as tables.
 
+pub mod checks;
 pub mod classifier;
+pub mod observation;
+pub mod score;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};
+
+pub use checks::{Check, Threshold, ThresholdKind, Verdict, judge_metric};
+pub use observation::Observation;
+pub use score::{Score, ScoreOutcome, score};
 
 /// Which way a metric gets worse. Shared by thresholds, ratios and the statistical classifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

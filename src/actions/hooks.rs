@@ -1,0 +1,203 @@
+//! Hook delivery: HTTP POST of the design.md payload, or a command with `CANARYD_*` variables.
+//!
+//! Both retry with exponential backoff and jitter, so a receiver that blips does not fail a
+//! rollout, and both carry an idempotency key, so a receiver that sees a retry can ignore it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::judge::Check;
+use crate::rollout::HookKind;
+use crate::rules::schema::HookSpec;
+use crate::rules::templates;
+
+/// The JSON body of every HTTP hook (design.md "Hooks").
+#[derive(Debug, Clone, Serialize)]
+pub struct HookPayload {
+    pub event: HookKind,
+    pub rollout_id: String,
+    pub rule: String,
+    pub version: String,
+    pub step: usize,
+    pub weight: u32,
+    pub phase: String,
+    pub reason: Option<String>,
+    pub checks: Vec<Check>,
+    pub time: DateTime<Utc>,
+}
+
+impl HookPayload {
+    /// Same action, same key: across retries and across restarts of canaryd.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}:{}:{}:{}", self.rollout_id, self.event.as_str(), self.step, self.weight)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("{url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url} unreachable: {message}")]
+    Transport { url: String, message: String },
+    #[error("command {program:?} exited with {code:?}: {stderr}")]
+    Exit { program: String, code: Option<i32>, stderr: String },
+    #[error("command {program:?} did not finish within {timeout:?} and was killed")]
+    Timeout { program: String, timeout: Duration },
+    #[error("command {program:?} could not start: {message}")]
+    Spawn { program: String, message: String },
+    #[error("hook template: {0}")]
+    Template(String),
+}
+
+impl HookError {
+    /// Some errors repeat identically on every try; retrying them only delays the rollback.
+    fn retryable(&self) -> bool {
+        match self {
+            HookError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            HookError::Template(_) | HookError::Spawn { .. } => false,
+            _ => true,
+        }
+    }
+}
+
+/// Delivers hooks. Cheap to clone: one HTTP connection pool for all rollouts.
+#[derive(Clone)]
+pub struct HookRunner {
+    http: reqwest::Client,
+    /// First retry delay; tests shorten it.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl HookRunner {
+    pub fn new() -> Result<HookRunner, reqwest::Error> {
+        Ok(HookRunner {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()?,
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+        })
+    }
+
+    /// Delivers one hook with its retries. `None` (no hook configured) succeeds at once: a rule
+    /// may watch and decide without acting. Returns the number of attempts it took.
+    pub async fn call(&self, spec: Option<&HookSpec>, payload: &HookPayload) -> Result<u32, HookError> {
+        let Some(spec) = spec else {
+            tracing::info!(target: "hook.call", hook = payload.event.as_str(), rollout = %payload.rollout_id, "no hook configured; nothing to call");
+            return Ok(0);
+        };
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.min_backoff)
+            .with_max_delay(self.max_backoff)
+            .with_max_times(spec.retries as usize)
+            .with_jitter();
+        let result = (|| async {
+            attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let outcome = self.attempt(spec, payload).await;
+            let label = if outcome.is_ok() { "success" } else { "error" };
+            metrics::counter!("canaryd_hook_calls_total", "hook" => payload.event.as_str(), "outcome" => label)
+                .increment(1);
+            outcome
+        })
+        .retry(backoff)
+        .when(HookError::retryable)
+        .notify(|e, after| {
+            tracing::warn!(target: "hook.call", hook = payload.event.as_str(), rollout = %payload.rollout_id, error = %e, retry_in = ?after, "hook attempt failed; retrying");
+        })
+        .await;
+        let n = attempts.load(std::sync::atomic::Ordering::Relaxed);
+        match &result {
+            Ok(()) => tracing::info!(target: "hook.call", hook = payload.event.as_str(), rollout = %payload.rollout_id, weight = payload.weight, attempts = n, "hook delivered"),
+            Err(e) => tracing::error!(target: "hook.call", hook = payload.event.as_str(), rollout = %payload.rollout_id, attempts = n, error = %e, "hook not delivered"),
+        }
+        result.map(|()| n)
+    }
+
+    async fn attempt(&self, spec: &HookSpec, payload: &HookPayload) -> Result<(), HookError> {
+        match (&spec.url, &spec.command) {
+            (Some(url), _) => self.post(url, spec.timeout, payload).await,
+            (None, Some(argv)) => run_command(argv, spec.timeout, payload).await,
+            (None, None) => Err(HookError::Template("hook has neither url nor command".into())),
+        }
+    }
+
+    async fn post(&self, url: &str, timeout: Duration, payload: &HookPayload) -> Result<(), HookError> {
+        let response = self
+            .http
+            .post(url)
+            .timeout(timeout)
+            .header("Idempotency-Key", payload.idempotency_key())
+            .json(payload)
+            .send()
+            .await
+            .map_err(|e| HookError::Transport {
+                url: url.to_string(),
+                message: if e.is_timeout() { format!("no answer within {timeout:?}") } else { e.to_string() },
+            })?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(HookError::Status {
+                url: url.to_string(),
+                status: response.status().as_u16(),
+            })
+        }
+    }
+}
+
+fn hook_vars(payload: &HookPayload) -> BTreeMap<String, String> {
+    [
+        ("event", payload.event.as_str().to_string()),
+        ("rollout", payload.rollout_id.clone()),
+        ("rule", payload.rule.clone()),
+        ("version", payload.version.clone()),
+        ("weight", payload.weight.to_string()),
+        ("reason", payload.reason.clone().unwrap_or_default()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+async fn run_command(argv: &[String], timeout: Duration, payload: &HookPayload) -> Result<(), HookError> {
+    let vars = hook_vars(payload);
+    let rendered: Vec<String> = argv
+        .iter()
+        .map(|a| templates::render(a, &vars).map_err(|e| HookError::Template(e.to_string())))
+        .collect::<Result<_, _>>()?;
+    let program = rendered.first().cloned().unwrap_or_default();
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(&rendered[1..])
+        .env("CANARYD_EVENT", payload.event.as_str())
+        .env("CANARYD_ROLLOUT", &payload.rollout_id)
+        .env("CANARYD_RULE", &payload.rule)
+        .env("CANARYD_VERSION", &payload.version)
+        .env("CANARYD_WEIGHT", payload.weight.to_string())
+        .env("CANARYD_REASON", payload.reason.clone().unwrap_or_default())
+        .env("CANARYD_IDEMPOTENCY_KEY", payload.idempotency_key())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().map_err(|e| HookError::Spawn {
+        program: program.clone(),
+        message: e.to_string(),
+    })?;
+    // Dropping the future on timeout drops the child, and kill_on_drop kills it.
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Err(_) => Err(HookError::Timeout { program, timeout }),
+        Ok(Err(e)) => Err(HookError::Spawn { program, message: e.to_string() }),
+        Ok(Ok(out)) if out.status.success() => Ok(()),
+        Ok(Ok(out)) => Err(HookError::Exit {
+            program,
+            code: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).chars().take(500).collect(),
+        }),
+    }
+}

@@ -1,0 +1,250 @@
+//! One metric at one tick: absolute thresholds, ratio to the baseline, and (when configured) the
+//! statistical comparison, folded into one [`Check`] that carries every number behind it.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Classification, Direction, Observation};
+use crate::rules::schema::{Compare, MetricSpec};
+
+/// The verdict a user sees for one metric at one tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Warn,
+    Fail,
+    Nodata,
+    Error,
+}
+
+/// Which line a value was held against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdKind {
+    RollbackAbove,
+    RollbackBelow,
+    WarnAbove,
+    WarnBelow,
+    MaxRatio,
+    AllowedIncrease,
+    AllowedDecrease,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Threshold {
+    pub kind: ThresholdKind,
+    pub value: f64,
+}
+
+/// A metric's verdict with everything a human needs to explain it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    pub metric: String,
+    pub verdict: Verdict,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
+    pub critical: bool,
+    /// The canary value the deciding rule used (latest point for absolute lines, window mean
+    /// for the ratio).
+    pub canary: Option<f64>,
+    pub baseline: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    pub threshold: Option<Threshold>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<(f64, f64)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effect: Option<f64>,
+    pub canary_samples: usize,
+    pub baseline_samples: usize,
+    pub reason: String,
+}
+
+impl Check {
+    /// A breach of an absolute rollback line, or any failure of a critical metric, does not wait
+    /// for `failure_limit`: the runbooks roll back at once when error rate passes 5 %.
+    pub fn rolls_back_now(&self) -> bool {
+        self.verdict == Verdict::Fail
+            && (self.critical
+                || matches!(
+                    self.threshold.map(|t| t.kind),
+                    Some(ThresholdKind::RollbackAbove | ThresholdKind::RollbackBelow)
+                ))
+    }
+
+    /// Healthy enough to count toward promotion.
+    pub fn is_healthy(&self) -> bool {
+        matches!(self.verdict, Verdict::Pass | Verdict::Warn)
+    }
+
+    fn new(spec: &MetricSpec, verdict: Verdict, reason: String) -> Check {
+        Check {
+            metric: spec.name.clone(),
+            verdict,
+            classification: None,
+            critical: spec.critical,
+            canary: None,
+            baseline: None,
+            ratio: None,
+            threshold: None,
+            p_value: None,
+            interval: None,
+            estimate: None,
+            effect: None,
+            canary_samples: 0,
+            baseline_samples: 0,
+            reason,
+        }
+    }
+}
+
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+fn unusable(obs: &Observation, min_samples: usize) -> Option<(Verdict, String)> {
+    match obs {
+        Observation::Failed { message } => Some((Verdict::Error, message.clone())),
+        Observation::Ambiguous { series } => Some((
+            Verdict::Error,
+            format!("query returned {series} series; aggregate it to one (e.g. sum(...))"),
+        )),
+        Observation::Empty { dropped } => Some((
+            Verdict::Nodata,
+            if *dropped > 0 {
+                format!("all {dropped} points were NaN or infinite")
+            } else {
+                "query returned no series".to_string()
+            },
+        )),
+        Observation::Samples { values, .. } if values.len() < min_samples => Some((
+            Verdict::Nodata,
+            format!("{} samples, fewer than min_samples {min_samples}", values.len()),
+        )),
+        Observation::Samples { .. } => None,
+    }
+}
+
+/// Judges one metric. Pure: same inputs, same check.
+pub fn judge_metric(
+    spec: &MetricSpec,
+    canary: &Observation,
+    baseline: &Observation,
+    min_samples: usize,
+) -> Check {
+    if let Some((verdict, why)) = unusable(canary, min_samples) {
+        let mut c = Check::new(spec, verdict, format!("canary: {why}"));
+        c.canary_samples = canary.values().len();
+        return c;
+    }
+    let cv = canary.values();
+    let latest = cv[cv.len() - 1];
+    let base_latest = baseline.latest();
+    let mut check = Check::new(spec, Verdict::Pass, String::new());
+    check.canary = Some(latest);
+    check.baseline = base_latest;
+    check.canary_samples = cv.len();
+    check.baseline_samples = baseline.values().len();
+
+    if let Some(t) = spec.rollback_above.filter(|t| latest > *t) {
+        return breach(check, ThresholdKind::RollbackAbove, t, "above", Verdict::Fail);
+    }
+    if let Some(t) = spec.rollback_below.filter(|t| latest < *t) {
+        return breach(check, ThresholdKind::RollbackBelow, t, "below", Verdict::Fail);
+    }
+
+    let compares = spec.max_ratio.is_some() || spec.compare != Compare::None;
+    if compares {
+        if let Some((verdict, why)) = unusable(baseline, min_samples) {
+            check.verdict = verdict;
+            check.reason = format!("baseline: {why}; cannot compare");
+            return check;
+        }
+        if let Some(failed) = ratio_check(spec, &mut check, cv, baseline.values()) {
+            return failed;
+        }
+    }
+
+    if let Some(t) = spec.warn_above.filter(|t| latest > *t) {
+        return breach(check, ThresholdKind::WarnAbove, t, "above", Verdict::Warn);
+    }
+    if let Some(t) = spec.warn_below.filter(|t| latest < *t) {
+        return breach(check, ThresholdKind::WarnBelow, t, "below", Verdict::Warn);
+    }
+    if check.reason.is_empty() {
+        check.reason = format!(
+            "canary {} within every line{}",
+            fmt(latest),
+            base_latest.map(|b| format!(" (baseline {})", fmt(b))).unwrap_or_default()
+        );
+        check.threshold = spec
+            .rollback_above
+            .map(|v| Threshold { kind: ThresholdKind::RollbackAbove, value: v })
+            .or(spec.rollback_below.map(|v| Threshold { kind: ThresholdKind::RollbackBelow, value: v }));
+    }
+    check
+}
+
+fn breach(mut c: Check, kind: ThresholdKind, t: f64, side: &str, verdict: Verdict) -> Check {
+    let latest = c.canary.unwrap_or(f64::NAN);
+    c.verdict = verdict;
+    c.threshold = Some(Threshold { kind, value: t });
+    c.reason = format!(
+        "canary {} is {side} {} {}{}",
+        fmt(latest),
+        serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        fmt(t),
+        c.baseline.map(|b| format!(" (baseline {})", fmt(b))).unwrap_or_default()
+    );
+    c
+}
+
+/// Window means, not single points: one scrape's jitter must not look like a 2x regression.
+fn ratio_check(spec: &MetricSpec, check: &mut Check, cv: &[f64], bv: &[f64]) -> Option<Check> {
+    let max = spec.max_ratio?;
+    let (cm, bm) = (mean(cv)?, mean(bv)?);
+    if bm == 0.0 {
+        check.reason = format!(
+            "baseline mean is 0, ratio undefined; canary mean {} judged by absolute lines only",
+            fmt(cm)
+        );
+        return None;
+    }
+    let ratio = cm / bm;
+    check.ratio = Some(ratio);
+    let worse = match spec.direction {
+        Direction::Increase => ratio > max,
+        Direction::Decrease => ratio < 1.0 / max,
+        Direction::Either => ratio > max || ratio < 1.0 / max,
+    };
+    if worse {
+        let mut c = check.clone();
+        c.verdict = Verdict::Fail;
+        c.canary = Some(cm);
+        c.baseline = Some(bm);
+        c.threshold = Some(Threshold { kind: ThresholdKind::MaxRatio, value: max });
+        c.reason = format!(
+            "canary mean {} is {:.2}x baseline mean {} (max_ratio {})",
+            fmt(cm),
+            ratio,
+            fmt(bm),
+            fmt(max)
+        );
+        return Some(c);
+    }
+    None
+}
+
+/// Short, stable number formatting for messages.
+pub fn fmt(v: f64) -> String {
+    if v == 0.0 || (v.abs() >= 0.001 && v.abs() < 1e6) {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{v:.3e}")
+    }
+}

@@ -1,0 +1,385 @@
+//! The rollout state machine: `(rollout, plan, event, now) -> (rollout, actions)`.
+//!
+//! Pure, so every phase × event pair is a table row in the tests. The controller performs the
+//! returned actions and reports their outcome back as `Hook*` events.
+//!
+//! Safety rules that every transition keeps:
+//! - a rollback decision is final: `rollback_decided` never clears, and no later event can lead
+//!   to `Promote` or `SetWeight` for that rollout;
+//! - no step advances on no-data or on a tick taken during warmup;
+//! - weights only go up, one step at a time, until a rollback.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{PauseReason, Phase, Plan, Rollout, Tick};
+
+/// Something that happened to a rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Start,
+    /// A judged analysis round.
+    Tick(Tick),
+    /// Time passed without analysis (warmup, waiting for a window).
+    Timer,
+    HookSucceeded { hook: HookKind },
+    HookFailed { hook: HookKind, error: String },
+    Abort { reason: String },
+    Pause,
+    Resume,
+    Promote,
+    Approve,
+    /// A matching Alertmanager alert fired.
+    AlertFired { alert: String },
+    /// A health probe failed `failure_limit` times in a row.
+    HealthFailed { url: String, error: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookKind {
+    SetWeight,
+    Promote,
+    Rollback,
+}
+
+impl HookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::SetWeight => "set_weight",
+            HookKind::Promote => "promote",
+            HookKind::Rollback => "rollback",
+        }
+    }
+}
+
+/// What the controller must do on the world.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    SetWeight { step: usize, weight: u32 },
+    Promote,
+    Rollback { reason: String },
+}
+
+impl Action {
+    pub fn hook(&self) -> HookKind {
+        match self {
+            Action::SetWeight { .. } => HookKind::SetWeight,
+            Action::Promote => HookKind::Promote,
+            Action::Rollback { .. } => HookKind::Rollback,
+        }
+    }
+}
+
+/// The outcome of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub rollout: Rollout,
+    pub actions: Vec<Action>,
+    /// Set when the event does not apply in this phase (the API answers 409 with it).
+    pub rejected: Option<String>,
+}
+
+/// Applies one event. Never panics, whatever the state and event.
+pub fn handle(current: &Rollout, plan: &Plan, event: Event, now: DateTime<Utc>) -> Transition {
+    let mut r = current.clone();
+    let mut actions = Vec::new();
+    let rejected = apply(&mut r, plan, event, now, &mut actions);
+    if r != *current {
+        r.updated_at = now;
+    }
+    Transition {
+        rollout: r,
+        actions,
+        rejected,
+    }
+}
+
+fn apply(
+    r: &mut Rollout,
+    plan: &Plan,
+    event: Event,
+    now: DateTime<Utc>,
+    out: &mut Vec<Action>,
+) -> Option<String> {
+    if r.phase.is_terminal() {
+        return Some(format!("rollout is {}", r.phase.as_str()));
+    }
+    match event {
+        Event::Start if r.phase == Phase::Pending => {
+            r.phase = Phase::Progressing;
+            request_weight(r, plan, 0, out);
+            None
+        }
+        Event::Start => Some("rollout already started".into()),
+        Event::HookSucceeded { hook } => hook_succeeded(r, plan, hook, now, out),
+        Event::HookFailed { hook, error } => hook_failed(r, hook, error, now, out),
+        Event::Abort { reason } => decide_rollback(r, format!("aborted: {reason}"), out),
+        Event::AlertFired { alert } => decide_rollback(r, format!("alert fired: {alert}"), out),
+        Event::HealthFailed { url, error } => {
+            decide_rollback(r, format!("health check {url} failed: {error}"), out)
+        }
+        Event::Tick(tick) => {
+            on_tick(r, plan, tick, now, out);
+            None
+        }
+        Event::Timer => {
+            if r.phase.is_watching() {
+                try_advance(r, plan, now, out);
+            }
+            None
+        }
+        Event::Pause => {
+            if r.phase.is_watching() && r.phase != Phase::Paused {
+                r.phase = Phase::Paused;
+                r.pause_reason = Some(PauseReason::Manual);
+                r.reason = Some("paused by user".into());
+                None
+            } else {
+                Some(format!("cannot pause a rollout that is {}", r.phase.as_str()))
+            }
+        }
+        Event::Resume => {
+            if r.phase == Phase::Paused {
+                resume(r);
+                try_advance(r, plan, now, out);
+                None
+            } else {
+                Some(format!("cannot resume a rollout that is {}", r.phase.as_str()))
+            }
+        }
+        Event::Approve => {
+            if r.phase == Phase::WaitingApproval {
+                r.approved_step = Some(r.step);
+                r.phase = Phase::Progressing;
+                try_advance(r, plan, now, out);
+                None
+            } else {
+                Some(format!("nothing to approve: rollout is {}", r.phase.as_str()))
+            }
+        }
+        Event::Promote => {
+            if r.phase.is_watching() && !r.rollback_decided {
+                r.phase = Phase::Promoting;
+                r.reason = Some("promoted by user".into());
+                r.pending = Some(crate::rollout::Action::Promote);
+                out.push(Action::Promote);
+                None
+            } else {
+                Some(format!("cannot promote a rollout that is {}", r.phase.as_str()))
+            }
+        }
+    }
+}
+
+fn resume(r: &mut Rollout) {
+    r.phase = Phase::Progressing;
+    r.pause_reason = None;
+    r.nodata_ticks = 0;
+    r.reason = None;
+}
+
+fn request_weight(r: &mut Rollout, plan: &Plan, step: usize, out: &mut Vec<Action>) {
+    let weight = plan.steps.get(step).map_or(100, |s| s.weight);
+    let action = Action::SetWeight { step, weight };
+    r.step = step;
+    r.pending = Some(action.clone());
+    out.push(action);
+}
+
+/// The one way into `rolling_back`. Idempotent: a second cause changes nothing.
+fn decide_rollback(r: &mut Rollout, reason: String, out: &mut Vec<Action>) -> Option<String> {
+    if r.rollback_decided {
+        return Some("rollback already decided".into());
+    }
+    r.rollback_decided = true;
+    r.phase = Phase::RollingBack;
+    r.pause_reason = None;
+    r.reason = Some(reason.clone());
+    let action = Action::Rollback { reason };
+    r.pending = Some(action.clone());
+    out.push(action);
+    None
+}
+
+fn hook_succeeded(
+    r: &mut Rollout,
+    plan: &Plan,
+    hook: HookKind,
+    now: DateTime<Utc>,
+    out: &mut Vec<Action>,
+) -> Option<String> {
+    let Some(pending) = r.pending.clone().filter(|a| a.hook() == hook) else {
+        return Some(format!("no {} hook in flight", hook.as_str()));
+    };
+    r.pending = None;
+    match pending {
+        Action::SetWeight { step, weight } => {
+            r.weight = weight;
+            r.step = step;
+            r.step_started_at = Some(now);
+            r.failures.clear();
+            r.nodata_ticks = 0;
+            r.last_tick = None;
+            try_advance(r, plan, now, out);
+        }
+        Action::Promote => {
+            r.phase = Phase::Succeeded;
+            r.weight = 100;
+            r.finished_at = Some(now);
+        }
+        Action::Rollback { .. } => {
+            r.phase = Phase::RolledBack;
+            r.weight = 0;
+            r.finished_at = Some(now);
+        }
+    }
+    None
+}
+
+fn hook_failed(
+    r: &mut Rollout,
+    hook: HookKind,
+    error: String,
+    now: DateTime<Utc>,
+    out: &mut Vec<Action>,
+) -> Option<String> {
+    if !r.pending.as_ref().is_some_and(|a| a.hook() == hook) {
+        return Some(format!("no {} hook in flight", hook.as_str()));
+    }
+    r.pending = None;
+    match hook {
+        // Traffic is in an unknown state between two weights: the known-good state is the
+        // baseline, so a weight change that cannot be delivered rolls back.
+        HookKind::SetWeight => decide_rollback(r, format!("set_weight hook failed: {error}"), out),
+        // The canary was healthy at every step; undoing it would be a guess. A human decides.
+        HookKind::Promote => {
+            r.phase = Phase::Failed;
+            r.reason = Some(format!("promote hook failed: {error}"));
+            r.finished_at = Some(now);
+            None
+        }
+        HookKind::Rollback => {
+            r.phase = Phase::Failed;
+            r.reason = Some(format!(
+                "rollback hook failed: {error} (rollback was decided because: {})",
+                r.reason.clone().unwrap_or_default()
+            ));
+            r.finished_at = Some(now);
+            None
+        }
+    }
+}
+
+fn in_warmup(r: &Rollout, plan: &Plan, at: DateTime<Utc>) -> bool {
+    match r.step_started_at {
+        Some(started) => at < started + plan.warmup,
+        None => true,
+    }
+}
+
+fn on_tick(r: &mut Rollout, plan: &Plan, tick: Tick, now: DateTime<Utc>, out: &mut Vec<Action>) {
+    if !r.phase.is_watching() || r.pending.is_some() || tick.step != r.step {
+        return;
+    }
+    if in_warmup(r, plan, tick.at) {
+        return;
+    }
+    if let Some(c) = tick.checks.iter().find(|c| c.rolls_back_now()) {
+        decide_rollback(r, format!("{}: {}", c.metric, c.reason), out);
+        r.last_tick = Some(tick);
+        return;
+    }
+    for c in &tick.checks {
+        let count = r.failures.entry(c.metric.clone()).or_insert(0);
+        *count = if c.verdict == crate::judge::Verdict::Fail { *count + 1 } else { 0 };
+    }
+    let over = tick
+        .checks
+        .iter()
+        .find(|c| r.failures.get(&c.metric).copied().unwrap_or(0) >= plan.failure_limit);
+    if let Some(c) = over {
+        let reason = format!(
+            "{}: failed {} ticks in a row (failure_limit {}): {}",
+            c.metric, plan.failure_limit, plan.failure_limit, c.reason
+        );
+        decide_rollback(r, reason, out);
+        r.last_tick = Some(tick);
+        return;
+    }
+    let missing: Vec<String> = tick
+        .checks
+        .iter()
+        .filter(|c| matches!(c.verdict, crate::judge::Verdict::Nodata | crate::judge::Verdict::Error))
+        .map(|c| format!("{} ({})", c.metric, c.reason))
+        .collect();
+    if missing.is_empty() {
+        r.nodata_ticks = 0;
+        if r.phase == Phase::Paused && r.pause_reason == Some(PauseReason::Nodata) {
+            resume(r);
+        }
+    } else {
+        r.nodata_ticks += 1;
+        if r.nodata_ticks >= plan.nodata_limit && r.phase != Phase::Paused {
+            r.phase = Phase::Paused;
+            r.pause_reason = Some(PauseReason::Nodata);
+            r.reason = Some(format!(
+                "no data for {} ticks (nodata_limit {}): {}",
+                r.nodata_ticks,
+                plan.nodata_limit,
+                missing.join("; ")
+            ));
+        }
+    }
+    r.last_tick = Some(tick);
+    try_advance(r, plan, now, out);
+}
+
+/// Leaves the step when its hold elapsed with a healthy, counted tick, a gate was passed and the
+/// window allows. The last step promotes.
+fn try_advance(r: &mut Rollout, plan: &Plan, now: DateTime<Utc>, out: &mut Vec<Action>) {
+    if r.rollback_decided || r.pending.is_some() || r.phase == Phase::Paused {
+        return;
+    }
+    let (Some(started), Some(step)) = (r.step_started_at, plan.steps.get(r.step)) else {
+        return;
+    };
+    let last = plan.is_last(r.step);
+    // Reaching 100 % with no hold is the promotion itself: the canary proved itself at the
+    // previous steps, and at 100 % there is no baseline traffic left to compare with.
+    let needs_tick = !(last && step.hold.is_zero());
+    if now < started + step.hold {
+        return;
+    }
+    if needs_tick {
+        let healthy = r.last_tick.as_ref().is_some_and(|t| {
+            t.step == r.step
+                && t.at >= started + plan.warmup
+                && t.all_healthy()
+                && t.score.outcome == crate::judge::ScoreOutcome::Pass
+        });
+        if !healthy {
+            return;
+        }
+    }
+    if step.approval && r.approved_step != Some(r.step) {
+        r.phase = Phase::WaitingApproval;
+        return;
+    }
+    if let Some(w) = &plan.windows {
+        if !w.allows(now) {
+            r.phase = Phase::WaitingWindow;
+            return;
+        }
+    }
+    r.phase = Phase::Progressing;
+    if last {
+        r.phase = Phase::Promoting;
+        r.pending = Some(Action::Promote);
+        out.push(Action::Promote);
+    } else {
+        request_weight(r, plan, r.step + 1, out);
+    }
+}

@@ -1,0 +1,166 @@
+//! Rollouts: the pure state machine, the async controller that feeds it, and its store.
+//!
+//! Architecture Invariant: `machine` and `plan` do no I/O and read no clock; `now` is an argument.
+//! Only `controller` owns time and calls `actions`.
+
+pub mod controller;
+pub mod machine;
+pub mod plan;
+pub mod store;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::judge::{Check, Score};
+
+pub use machine::{Action, Event, HookKind, Transition, handle};
+pub use plan::{Plan, PlanStep};
+
+/// Where a rollout is in its life. Names are the contract of design.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Pending,
+    Progressing,
+    WaitingWindow,
+    WaitingApproval,
+    Paused,
+    Promoting,
+    Succeeded,
+    RollingBack,
+    RolledBack,
+    Failed,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 10] = [
+        Phase::Pending,
+        Phase::Progressing,
+        Phase::WaitingWindow,
+        Phase::WaitingApproval,
+        Phase::Paused,
+        Phase::Promoting,
+        Phase::Succeeded,
+        Phase::RollingBack,
+        Phase::RolledBack,
+        Phase::Failed,
+    ];
+
+    /// Ended for good: nothing will be called for it again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::RolledBack | Phase::Failed)
+    }
+
+    /// Analysing the canary: ticks are judged and may roll back.
+    pub fn is_watching(self) -> bool {
+        matches!(
+            self,
+            Phase::Progressing | Phase::WaitingWindow | Phase::WaitingApproval | Phase::Paused
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Progressing => "progressing",
+            Phase::WaitingWindow => "waiting_window",
+            Phase::WaitingApproval => "waiting_approval",
+            Phase::Paused => "paused",
+            Phase::Promoting => "promoting",
+            Phase::Succeeded => "succeeded",
+            Phase::RollingBack => "rolling_back",
+            Phase::RolledBack => "rolled_back",
+            Phase::Failed => "failed",
+        }
+    }
+
+    /// Stable number for the `canaryd_rollout_phase` gauge (index in [`Phase::ALL`]).
+    pub fn code(self) -> f64 {
+        Phase::ALL.iter().position(|p| *p == self).unwrap_or(0) as f64
+    }
+}
+
+/// Why a rollout paused: only a no-data pause lifts itself when data returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    Manual,
+    Nodata,
+    Alert,
+}
+
+/// One judged analysis round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tick {
+    pub at: DateTime<Utc>,
+    pub step: usize,
+    pub checks: Vec<Check>,
+    pub score: Score,
+}
+
+impl Tick {
+    /// Every metric had data and none failed: the tick can count toward promotion.
+    pub fn all_healthy(&self) -> bool {
+        self.checks.iter().all(Check::is_healthy)
+    }
+}
+
+/// One run of a rule for one version. Everything the machine needs to decide is in here, so a
+/// rollout can be persisted and resumed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub id: String,
+    pub rule: String,
+    pub version: String,
+    pub phase: Phase,
+    /// Index of the current step in the plan.
+    pub step: usize,
+    /// Weight confirmed by the last successful `set_weight` hook (0 before the first).
+    pub weight: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// When the current step's weight was confirmed: hold and warmup count from here.
+    pub step_started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Consecutive failing ticks per non-critical metric.
+    pub failures: BTreeMap<String, u32>,
+    /// Consecutive ticks with a metric in no-data or error.
+    pub nodata_ticks: u32,
+    pub pause_reason: Option<PauseReason>,
+    /// The hook in flight, so its result can be matched to what was asked.
+    pub pending: Option<Action>,
+    /// Steps a human approved (gates).
+    pub approved_step: Option<usize>,
+    /// Set once; a rollout that decided to roll back never promotes.
+    pub rollback_decided: bool,
+    /// Why the rollout is where it is (rollback cause, pause cause, hook failure).
+    pub reason: Option<String>,
+    pub last_tick: Option<Tick>,
+}
+
+impl Rollout {
+    pub fn new(id: String, rule: String, version: String, now: DateTime<Utc>) -> Rollout {
+        Rollout {
+            id,
+            rule,
+            version,
+            phase: Phase::Pending,
+            step: 0,
+            weight: 0,
+            created_at: now,
+            updated_at: now,
+            step_started_at: None,
+            finished_at: None,
+            failures: BTreeMap::new(),
+            nodata_ticks: 0,
+            pause_reason: None,
+            pending: None,
+            approved_step: None,
+            rollback_decided: false,
+            reason: None,
+            last_tick: None,
+        }
+    }
+}

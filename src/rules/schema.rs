@@ -1,0 +1,258 @@
+//! The rule file as users write it (v1 of design.md).
+//!
+//! Types here are deserialised straight from YAML with `deny_unknown_fields`, so a typo is an
+//! error with file:line:col instead of a silently ignored setting. Fields that later validation
+//! must point at (steps, metrics, queries) keep their source location in a [`Spanned`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::judge::Direction;
+
+/// One service policy: which series to compare, how traffic moves, what counts as worse.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub name: Spanned<String>,
+    pub selector: SelectorSpec,
+    pub steps: Spanned<Vec<Spanned<StepSpec>>>,
+    #[serde(default)]
+    pub analysis: AnalysisSpec,
+    pub metrics: Spanned<Vec<Spanned<MetricSpec>>>,
+    #[serde(default)]
+    pub health: Vec<Spanned<HealthSpec>>,
+    #[serde(default)]
+    pub windows: Option<WindowsSpec>,
+    #[serde(default)]
+    pub hooks: HooksSpec,
+    #[serde(default)]
+    pub alerts: AlertsSpec,
+    /// Extra template variables, so teams share one query shape across services.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+}
+
+/// PromQL label matchers that pick each group's series; spliced into queries as `{{selector}}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectorSpec {
+    pub canary: String,
+    pub baseline: String,
+}
+
+/// A traffic weight and how long it must stay healthy before the next one.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    pub weight: u32,
+    /// Absent on the last step: reaching 100 % after healthy steps is the promotion.
+    #[serde(default, with = "opt_duration")]
+    pub hold: Option<Duration>,
+    /// A gate: wait for a human `approve` before leaving this step.
+    #[serde(default)]
+    pub approval: bool,
+}
+
+impl StepSpec {
+    pub fn hold(&self) -> Duration {
+        self.hold.unwrap_or_default()
+    }
+}
+
+/// Analysis timing and rollout-level limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisSpec {
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    #[serde(with = "duration")]
+    pub window: Duration,
+    #[serde(with = "duration")]
+    pub step: Duration,
+    #[serde(with = "duration")]
+    pub warmup: Duration,
+    pub failure_limit: u32,
+    pub nodata_limit: u32,
+    /// Fewer finite samples than this in a group is no data: one point proves nothing.
+    pub min_samples: usize,
+    pub score: ScoreSpec,
+}
+
+impl Default for AnalysisSpec {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            window: Duration::from_secs(600),
+            step: Duration::from_secs(15),
+            warmup: Duration::from_secs(300),
+            failure_limit: 3,
+            nodata_limit: 5,
+            min_samples: 3,
+            score: ScoreSpec::default(),
+        }
+    }
+}
+
+/// Kayenta-style score cut-offs (0–100).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScoreSpec {
+    pub pass: f64,
+    pub marginal: f64,
+}
+
+impl Default for ScoreSpec {
+    fn default() -> Self {
+        Self {
+            pass: 95.0,
+            marginal: 75.0,
+        }
+    }
+}
+
+/// How a metric is compared with the baseline beyond fixed thresholds.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Compare {
+    #[default]
+    None,
+    MannWhitney,
+}
+
+/// One signal: a PromQL template plus the lines it must not cross.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricSpec {
+    pub name: String,
+    pub query: Spanned<String>,
+    #[serde(default)]
+    pub direction: Direction,
+    #[serde(default)]
+    pub rollback_above: Option<f64>,
+    #[serde(default)]
+    pub rollback_below: Option<f64>,
+    #[serde(default)]
+    pub warn_above: Option<f64>,
+    #[serde(default)]
+    pub warn_below: Option<f64>,
+    #[serde(default)]
+    pub max_ratio: Option<f64>,
+    #[serde(default)]
+    pub compare: Compare,
+    #[serde(default)]
+    pub critical: bool,
+    /// Practical effect size for the statistical comparison (mean ratio).
+    #[serde(default)]
+    pub allowed_increase: Option<f64>,
+    #[serde(default)]
+    pub allowed_decrease: Option<f64>,
+    /// Share of the score; Kayenta weights metrics equally unless told otherwise.
+    #[serde(default = "one")]
+    pub weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A canary health endpoint polled directly, as the runbooks' "health endpoint fails" trigger.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    pub url: String,
+    #[serde(default = "ten_seconds", with = "duration")]
+    pub interval: Duration,
+    #[serde(default = "three")]
+    pub failure_limit: u32,
+}
+
+fn ten_seconds() -> Duration {
+    Duration::from_secs(10)
+}
+fn three() -> u32 {
+    3
+}
+
+/// When promotion may advance; rollback is allowed any time.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsSpec {
+    pub timezone: Spanned<String>,
+    pub allow: Vec<Spanned<String>>,
+}
+
+/// The actions on the world. Absent hooks are no-ops, so a rule can watch without acting.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSpec {
+    #[serde(default)]
+    pub set_weight: Option<Spanned<HookSpec>>,
+    #[serde(default)]
+    pub promote: Option<Spanned<HookSpec>>,
+    #[serde(default)]
+    pub rollback: Option<Spanned<HookSpec>>,
+}
+
+/// An HTTP endpoint or a command; exactly one of `url` and `command`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookSpec {
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default = "ten_seconds", with = "duration")]
+    pub timeout: Duration,
+    #[serde(default = "three")]
+    pub retries: u32,
+}
+
+/// Alertmanager matchers whose firing alerts stop the rule's live rollouts.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSpec {
+    #[serde(default)]
+    pub rollback_on: Vec<String>,
+    #[serde(default)]
+    pub pause_on: Vec<String>,
+}
+
+/// humantime durations (`30s`, `5m`, `24h`) with the bad text in the error message.
+pub(crate) mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?} ({e}); write e.g. 30s, 5m, 24h"
+            ))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+pub(crate) mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+}

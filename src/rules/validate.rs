@@ -1,0 +1,218 @@
+//! Semantic checks that YAML types cannot express: ordering of steps, thresholds that contradict
+//! each other, templates that reference unknown variables. Every finding keeps the location of
+//! the value it is about, and all findings are returned, not just the first.
+
+use serde_saphyr::{Location, Spanned};
+
+use super::schema::{HookSpec, MetricSpec, RuleSpec};
+use super::templates;
+use super::window::{Window, Windows};
+
+/// A finding before the file name is attached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
+fn at<T>(s: &Spanned<T>, message: impl Into<String>) -> Finding {
+    at_loc(s.referenced, message)
+}
+
+fn at_loc(loc: Location, message: impl Into<String>) -> Finding {
+    Finding {
+        line: loc.line().max(1) as u32,
+        column: loc.column().max(1) as u32,
+        message: message.into(),
+    }
+}
+
+/// Runs every check; an empty list means the rule can run.
+pub fn validate(spec: &RuleSpec) -> (Vec<Finding>, Option<Windows>) {
+    let mut out = Vec::new();
+    let name = &spec.name.value;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        out.push(at(
+            &spec.name,
+            format!("rule name {name:?} must be non-empty letters, digits, '-' or '_'"),
+        ));
+    }
+    check_steps(spec, &mut out);
+    check_analysis(spec, &mut out);
+    check_metrics(spec, &mut out);
+    for hook in [&spec.hooks.set_weight, &spec.hooks.promote, &spec.hooks.rollback]
+        .into_iter()
+        .flatten()
+    {
+        check_hook(hook, &mut out);
+    }
+    for h in &spec.health {
+        if reqwest::Url::parse(&h.value.url).is_err() {
+            out.push(at(h, format!("health url {:?} is not a URL", h.value.url)));
+        }
+        if h.value.failure_limit == 0 {
+            out.push(at(h, "health failure_limit must be at least 1"));
+        }
+    }
+    let windows = check_windows(spec, &mut out);
+    (out, windows)
+}
+
+fn check_steps(spec: &RuleSpec, out: &mut Vec<Finding>) {
+    let steps = &spec.steps.value;
+    let Some(last) = steps.last() else {
+        out.push(at(&spec.steps, "steps must not be empty; e.g. [{weight: 5, hold: 1h}, {weight: 100}]"));
+        return;
+    };
+    let mut previous = 0;
+    for step in steps {
+        let w = step.value.weight;
+        if w == 0 || w > 100 {
+            out.push(at(step, format!("step weight {w} must be between 1 and 100")));
+        } else if w <= previous {
+            out.push(at(
+                step,
+                format!("step weight {w} must be greater than the previous step's {previous}"),
+            ));
+        }
+        previous = previous.max(w);
+    }
+    if last.value.weight != 100 {
+        out.push(at(
+            last,
+            format!("the last step must have weight 100, not {}", last.value.weight),
+        ));
+    }
+}
+
+fn check_analysis(spec: &RuleSpec, out: &mut Vec<Finding>) {
+    let a = &spec.analysis;
+    let loc = spec.steps.referenced;
+    let mut bad = |m: String| out.push(at_loc(loc, format!("analysis: {m}")));
+    if a.interval.is_zero() || a.step.is_zero() || a.window.is_zero() {
+        bad("interval, window and step must be longer than zero".into());
+    }
+    if a.window < a.step {
+        bad(format!(
+            "window ({}) must be at least one step ({})",
+            humantime::format_duration(a.window),
+            humantime::format_duration(a.step)
+        ));
+    }
+    if a.failure_limit == 0 || a.nodata_limit == 0 {
+        bad("failure_limit and nodata_limit must be at least 1".into());
+    }
+    if !(0.0..=100.0).contains(&a.score.pass) || a.score.marginal > a.score.pass {
+        bad(format!(
+            "score cut-offs must satisfy 0 <= marginal ({}) <= pass ({}) <= 100",
+            a.score.marginal, a.score.pass
+        ));
+    }
+}
+
+fn check_metrics(spec: &RuleSpec, out: &mut Vec<Finding>) {
+    if spec.metrics.value.is_empty() {
+        out.push(at(&spec.metrics, "metrics must not be empty"));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for m in &spec.metrics.value {
+        if !seen.insert(m.value.name.clone()) {
+            out.push(at(m, format!("metric {:?} is defined twice", m.value.name)));
+        }
+        check_metric(&m.value, m, spec, out);
+    }
+}
+
+fn check_metric(
+    m: &MetricSpec,
+    span: &Spanned<MetricSpec>,
+    spec: &RuleSpec,
+    out: &mut Vec<Finding>,
+) {
+    let name = &m.name;
+    if let (Some(warn), Some(rb)) = (m.warn_above, m.rollback_above) {
+        if warn > rb {
+            out.push(at(span, format!(
+                "metric {name}: warn_above ({warn}) is beyond rollback_above ({rb}); the warning would never fire"
+            )));
+        }
+    }
+    if let (Some(warn), Some(rb)) = (m.warn_below, m.rollback_below) {
+        if warn < rb {
+            out.push(at(span, format!(
+                "metric {name}: warn_below ({warn}) is beyond rollback_below ({rb}); the warning would never fire"
+            )));
+        }
+    }
+    let finite = [m.rollback_above, m.rollback_below, m.warn_above, m.warn_below, m.max_ratio];
+    if finite.iter().flatten().any(|v| !v.is_finite()) {
+        out.push(at(span, format!("metric {name}: thresholds must be finite numbers")));
+    }
+    if let Some(r) = m.max_ratio {
+        if r <= 0.0 {
+            out.push(at(span, format!("metric {name}: max_ratio must be positive, not {r}")));
+        }
+    }
+    if m.allowed_increase.is_some_and(|v| v < 1.0) || m.allowed_decrease.is_some_and(|v| v > 1.0) {
+        out.push(at(span, format!(
+            "metric {name}: allowed_increase must be >= 1 and allowed_decrease <= 1 (they are mean ratios)"
+        )));
+    }
+    if !(m.weight.is_finite() && m.weight >= 0.0) {
+        out.push(at(span, format!("metric {name}: weight must be a non-negative number")));
+    }
+    if let Err(e) = templates::check(&m.query.value, &spec.vars) {
+        out.push(at(&m.query, format!("metric {name}: query {e}")));
+    }
+}
+
+fn check_hook(hook: &Spanned<HookSpec>, out: &mut Vec<Finding>) {
+    let h = &hook.value;
+    match (&h.url, &h.command) {
+        (Some(url), None) => {
+            if reqwest::Url::parse(url).is_err() {
+                out.push(at(hook, format!("hook url {url:?} is not a URL")));
+            }
+        }
+        (None, Some(argv)) if !argv.is_empty() => {
+            for arg in argv {
+                let known = templates::HOOK_VARIABLES.iter().copied().collect();
+                if let Err(e) = templates::check_known(arg, &known) {
+                    out.push(at(hook, format!("hook command argument {arg:?}: {e}")));
+                }
+            }
+        }
+        (None, Some(_)) => out.push(at(hook, "hook command must not be empty")),
+        _ => out.push(at(hook, "a hook needs exactly one of `url` or `command`")),
+    }
+    if h.timeout.is_zero() {
+        out.push(at(hook, "hook timeout must be longer than zero"));
+    }
+}
+
+fn check_windows(spec: &RuleSpec, out: &mut Vec<Finding>) -> Option<Windows> {
+    let w = spec.windows.as_ref()?;
+    let timezone = match Windows::parse_timezone(&w.timezone.value) {
+        Ok(tz) => tz,
+        Err(e) => {
+            out.push(at(&w.timezone, e));
+            return None;
+        }
+    };
+    let mut allow = Vec::new();
+    for item in &w.allow {
+        match Window::parse(&item.value) {
+            Ok(win) => allow.push(win),
+            Err(e) => out.push(at(item, e)),
+        }
+    }
+    if w.allow.is_empty() {
+        out.push(at(&w.timezone, "windows.allow must list at least one window"));
+    }
+    Some(Windows { timezone, allow })
+}

@@ -1,0 +1,8 @@
+//! Where numbers come from: Prometheus (and compatible backends) and HTTP health probes.
+//!
+//! Architecture Invariant: this folder knows queries and endpoints, nothing about rollouts,
+//! steps or verdicts. Failures come back as typed [`crate::judge::Observation`]s, never panics.
+
+pub mod prometheus;
+
+pub use prometheus::{PrometheusConfig, PrometheusSource};

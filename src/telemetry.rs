@@ -1,0 +1,113 @@
+//! canaryd's own metrics and logs. Names are the contract of design.md.
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::judge::Verdict;
+use crate::rollout::{Phase, Rollout, Tick};
+use crate::rules::Rule;
+
+/// Installs the global metrics recorder once per process and describes every metric, so
+/// `/metrics` documents itself even before the first rollout.
+pub fn install_metrics() -> Result<PrometheusHandle, String> {
+    static HANDLE: std::sync::OnceLock<Result<PrometheusHandle, String>> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| format!("cannot install metrics recorder: {e}"))?;
+            describe();
+            Ok(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_gauge!("canaryd_rollout_phase", "Phase of each rollout as an index: 0 pending, 1 progressing, 2 waiting_window, 3 waiting_approval, 4 paused, 5 promoting, 6 succeeded, 7 rolling_back, 8 rolled_back, 9 failed");
+    describe_gauge!("canaryd_rollout_weight", Unit::Percent, "Traffic weight confirmed for the canary");
+    describe_gauge!("canaryd_metric_value", "Latest value of a metric per group (canary, baseline)");
+    describe_gauge!("canaryd_metric_threshold", "Threshold a metric is held against, by kind");
+    describe_counter!("canaryd_check_verdicts_total", "Check verdicts by rule, metric and verdict");
+    describe_gauge!("canaryd_analysis_score", "Score of the last analysis tick (0-100)");
+    describe_counter!("canaryd_rollbacks_total", "Rollbacks decided, by reason kind");
+    describe_counter!("canaryd_promotions_total", "Rollouts promoted");
+    describe_histogram!("canaryd_prometheus_query_duration_seconds", Unit::Seconds, "Duration of range queries to Prometheus");
+    describe_counter!("canaryd_prometheus_errors_total", "Failed Prometheus queries by kind");
+    describe_counter!("canaryd_hook_calls_total", "Hook delivery attempts by hook and outcome (success, error)");
+    describe_gauge!("canaryd_rules_reload_success", "1 when the last rule (re)load succeeded, 0 when it kept the previous rules");
+}
+
+/// Per-tick gauges and verdict counters.
+pub fn record_tick(r: &Rollout, rule: &Rule, tick: &Tick) {
+    gauge!("canaryd_analysis_score", "rollout" => r.id.clone(), "rule" => r.rule.clone()).set(tick.score.value);
+    for c in &tick.checks {
+        let verdict = match c.verdict {
+            Verdict::Pass => "pass",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "fail",
+            Verdict::Nodata => "nodata",
+            Verdict::Error => "error",
+        };
+        counter!("canaryd_check_verdicts_total", "rule" => r.rule.clone(), "metric" => c.metric.clone(), "verdict" => verdict).increment(1);
+        for (group, v) in [("canary", c.canary), ("baseline", c.baseline)] {
+            if let Some(v) = v {
+                gauge!("canaryd_metric_value", "rollout" => r.id.clone(), "rule" => r.rule.clone(), "metric" => c.metric.clone(), "group" => group).set(v);
+            }
+        }
+    }
+    for m in rule.metrics() {
+        for (kind, v) in [
+            ("rollback_above", m.rollback_above),
+            ("rollback_below", m.rollback_below),
+            ("warn_above", m.warn_above),
+            ("warn_below", m.warn_below),
+            ("max_ratio", m.max_ratio),
+        ] {
+            if let Some(v) = v {
+                gauge!("canaryd_metric_threshold", "rule" => r.rule.clone(), "metric" => m.name.clone(), "kind" => kind).set(v);
+            }
+        }
+    }
+}
+
+/// Phase and weight gauges, and the rollback/promotion counters on the edge that caused them.
+pub fn record_rollout(r: &Rollout, before: &Rollout) {
+    gauge!("canaryd_rollout_phase", "rollout" => r.id.clone(), "rule" => r.rule.clone()).set(r.phase.code());
+    gauge!("canaryd_rollout_weight", "rollout" => r.id.clone(), "rule" => r.rule.clone()).set(f64::from(r.weight));
+    if r.rollback_decided && !before.rollback_decided {
+        counter!("canaryd_rollbacks_total", "rule" => r.rule.clone(), "reason" => rollback_kind(r.reason.as_deref())).increment(1);
+    }
+    if r.phase == Phase::Succeeded && before.phase != Phase::Succeeded {
+        counter!("canaryd_promotions_total", "rule" => r.rule.clone()).increment(1);
+    }
+}
+
+/// A small fixed set of label values: free text in a label would explode cardinality.
+fn rollback_kind(reason: Option<&str>) -> &'static str {
+    match reason.unwrap_or_default() {
+        r if r.starts_with("aborted") => "abort",
+        r if r.starts_with("alert fired") => "alert",
+        r if r.starts_with("health check") => "health",
+        r if r.contains("hook failed") => "hook",
+        _ => "metric",
+    }
+}
+
+/// Text or JSON logs to stderr; `RUST_LOG` overrides the default level.
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
