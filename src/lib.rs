@@ -6,3 +6,6 @@ pub mod source;
 pub mod rollout;
 pub mod actions;
 pub mod telemetry;
+pub mod config;
+pub mod api;
+pub mod cli;

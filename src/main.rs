@@ -1,1 +1,26 @@
-fn main() {}
+//! The `canaryd` binary: parses the command line and hands over to `canaryd::cli`.
+
+use clap::Parser;
+
+use canaryd::cli::{self, Cli, Command};
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Check(args) => cli::check::run(&args),
+        Command::Serve(args) => report(cli::serve::run(args).await.map(|()| 0)),
+        Command::Rollout(args) => report(cli::client::run(args).await),
+    };
+    std::process::exit(code);
+}
+
+fn report(result: anyhow::Result<i32>) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("canaryd: {e:#}");
+            1
+        }
+    }
+}

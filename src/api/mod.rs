@@ -1,0 +1,145 @@
+//! The HTTP API (axum): health, metrics, rules and rollouts.
+//!
+//! Handlers translate HTTP to controller calls and back; they decide nothing themselves.
+
+mod error;
+mod rollouts;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+pub use error::ApiError;
+
+use crate::rollout::controller::Controller;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub controller: Controller,
+    pub metrics: Option<PrometheusHandle>,
+    pub api_token: Option<Arc<str>>,
+}
+
+/// Request bodies are small JSON documents; anything larger is a mistake or an attack.
+const BODY_LIMIT: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let mutating = Router::new()
+        .route("/api/v1/rollouts", post(rollouts::create))
+        .route("/api/v1/rollouts/{id}/{action}", post(rollouts::act))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/health", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route("/health/live", get(|| async { axum::Json(json!({"status": "alive"})) }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/rules", get(rules))
+        .route("/api/v1/rollouts", get(rollouts::list))
+        .route("/api/v1/rollouts/{id}", get(rollouts::show))
+        .merge(mutating)
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Bearer token on mutating routes, compared in constant time so timing leaks nothing.
+async fn require_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    if let Some(expected) = &state.api_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq::constant_time_eq(given.trim().as_bytes(), expected.as_bytes()) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    let mut failing = Vec::new();
+    let rules = state.controller.rules();
+    if rules.is_empty() {
+        failing.push("rules: no rule loaded".to_string());
+    }
+    if let Err(e) = state.controller.source().ping().await {
+        failing.push(format!("prometheus: {e}"));
+    }
+    if failing.is_empty() {
+        axum::Json(json!({"status": "ready", "rules": rules.len()})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "not_ready", "failing": failing})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => ApiError::NotFound("metrics are not enabled".into()).into_response(),
+    }
+}
+
+async fn rules(State(state): State<AppState>) -> Response {
+    let rules = state.controller.rules();
+    let list: Vec<serde_json::Value> = rules
+        .values()
+        .map(|r| {
+            let mut spec = serde_json::to_value(&r.spec).unwrap_or_default();
+            redact_hooks(&mut spec);
+            json!({"name": r.name(), "path": r.path, "spec": spec})
+        })
+        .collect();
+    axum::Json(json!({ "rules": list })).into_response()
+}
+
+/// Hook URLs may carry credentials in userinfo or query; the API never shows them.
+fn redact_hooks(spec: &mut serde_json::Value) {
+    let Some(hooks) = spec.get_mut("hooks").and_then(|h| h.as_object_mut()) else {
+        return;
+    };
+    for hook in hooks.values_mut() {
+        if let Some(url) = hook.get_mut("url") {
+            if let Some(text) = url.as_str() {
+                *url = json!(redact_url(text));
+            }
+        }
+    }
+}
+
+pub fn redact_url(text: &str) -> String {
+    match reqwest::Url::parse(text) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("redacted");
+                let _ = u.set_password(None);
+            }
+            if u.query().is_some() {
+                u.set_query(Some("redacted"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<invalid url>".into(),
+    }
+}

@@ -1,0 +1,99 @@
+//! `/api/v1/rollouts`: start, list, show and steer rollouts.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::rollout::{Event, Rollout};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRollout {
+    pub rule: String,
+    pub version: String,
+}
+
+/// The rollout as users see it: its state plus where it stands in its plan.
+pub fn view(state: &AppState, r: &Rollout) -> serde_json::Value {
+    let rules = state.controller.rules();
+    let steps: Vec<u32> = rules
+        .get(&r.rule)
+        .map(|rule| rule.steps().map(|s| s.weight).collect())
+        .unwrap_or_default();
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("steps".into(), json!(steps));
+        obj.insert(
+            "checks".into(),
+            json!(r.last_tick.as_ref().map(|t| t.checks.clone()).unwrap_or_default()),
+        );
+        obj.insert("score".into(), json!(r.last_tick.as_ref().map(|t| t.score.clone())));
+    }
+    v
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    body: Result<Json<CreateRollout>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("invalid request body: {}", e.body_text())))?;
+    let r = state.controller.start(&req.rule, &req.version).await?;
+    Ok((StatusCode::CREATED, Json(view(&state, &r))).into_response())
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let all: Vec<serde_json::Value> = state
+        .controller
+        .list()?
+        .iter()
+        .map(|r| view(&state, r))
+        .collect();
+    Ok(Json(json!({ "rollouts": all })).into_response())
+}
+
+pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let r = state.controller.get(&id)?;
+    Ok(Json(view(&state, &r)).into_response())
+}
+
+/// `abort`, `pause`, `resume`, `promote`, `approve`. An optional `{"reason": "..."}` on abort.
+pub async fn act(
+    State(state): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let event = match action.as_str() {
+        "abort" => {
+            let reason = if body.is_empty() {
+                "requested through the API".to_string()
+            } else {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct AbortBody {
+                    reason: String,
+                }
+                serde_json::from_slice::<AbortBody>(&body)
+                    .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?
+                    .reason
+            };
+            Event::Abort { reason }
+        }
+        "pause" => Event::Pause,
+        "resume" => Event::Resume,
+        "promote" => Event::Promote,
+        "approve" => Event::Approve,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "unknown action {other:?}; use abort, pause, resume, promote or approve"
+            )));
+        }
+    };
+    state.controller.get(&id)?;
+    let r = state.controller.send(&id, event).await?;
+    Ok(Json(view(&state, &r)).into_response())
+}

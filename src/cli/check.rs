@@ -1,0 +1,35 @@
+//! `canaryd check PATH…`: the SRE's first tool, like `promtool check rules`.
+
+use clap::Args;
+
+use crate::rules::load_paths;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Rule files, folders or globs.
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+}
+
+/// Prints every error and a summary; returns the exit code.
+pub fn run(args: &CheckArgs) -> i32 {
+    let (rules, errors) = load_paths(&args.paths);
+    for e in &errors {
+        eprintln!("{e}");
+    }
+    for r in &rules {
+        println!(
+            "{}: rule {:?} OK ({} steps, {} metrics)",
+            r.path.display(),
+            r.name(),
+            r.steps().len(),
+            r.metrics().len()
+        );
+    }
+    if errors.is_empty() {
+        0
+    } else {
+        eprintln!("{} error(s)", errors.len());
+        1
+    }
+}

@@ -1,0 +1,24 @@
+//! Command-line interface: the daemon, the offline tools and the API client.
+
+pub mod check;
+pub mod client;
+pub mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "canaryd", version, about = "Progressive delivery with statistics: shift traffic in steps, judge the canary against the baseline in Prometheus, promote or roll back.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve(serve::ServeArgs),
+    /// Validate rule files and folders; exit 0 when valid, 1 when not.
+    Check(check::CheckArgs),
+    /// Talk to a running daemon.
+    Rollout(client::RolloutArgs),
+}

@@ -1,0 +1,160 @@
+//! The daemon's own configuration (`canaryd.yaml`); every key is also a flag and a `CANARYD_*`
+//! variable, merged flag > variable > file > default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub prometheus: PrometheusSection,
+    pub alertmanager: AlertmanagerSection,
+    pub rules: Vec<String>,
+    pub state_dir: PathBuf,
+    pub api_token_file: Option<PathBuf>,
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9797)),
+            prometheus: PrometheusSection::default(),
+            alertmanager: AlertmanagerSection::default(),
+            rules: vec!["rules/*.yaml".into()],
+            state_dir: PathBuf::from("/var/lib/canaryd"),
+            api_token_file: None,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusSection {
+    pub url: String,
+    #[serde(with = "crate::rules::schema::duration")]
+    pub timeout: Duration,
+    pub bearer_token_file: Option<PathBuf>,
+    pub basic_auth: Option<BasicAuth>,
+}
+
+impl Default for PrometheusSection {
+    fn default() -> Self {
+        PrometheusSection {
+            url: "http://127.0.0.1:9090".into(),
+            timeout: Duration::from_secs(10),
+            bearer_token_file: None,
+            basic_auth: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertmanagerSection {
+    pub urls: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse { path: PathBuf, line: u32, column: u32, message: String },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("refusing to start: {0}")]
+    Unsafe(String),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_saphyr::from_str(&text).map_err(|e| {
+            let (line, column) = e.location().map(|l| (l.line() as u32, l.column() as u32)).unwrap_or((1, 1));
+            let text = e.without_snippet().to_string();
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: text.lines().next().unwrap_or("invalid YAML").to_string(),
+            }
+        })
+    }
+
+    /// Reads a secret file, trimming the trailing newline editors add.
+    pub fn read_secret(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+    }
+
+    /// The API token, from `CANARYD_API_TOKEN` or the token file.
+    pub fn api_token(&self) -> Result<Option<String>, ConfigError> {
+        if let Ok(t) = std::env::var("CANARYD_API_TOKEN") {
+            if !t.trim().is_empty() {
+                return Ok(Some(t.trim().to_string()));
+            }
+        }
+        self.api_token_file.as_deref().map(Self::read_secret).transpose()
+    }
+
+    /// Fail fast on settings that would expose rollout control, as the runbooks' production
+    /// start-up checks do: a mutating API beyond loopback needs a token.
+    pub fn check_safe(&self, token: Option<&str>) -> Result<(), ConfigError> {
+        if !self.listen.ip().is_loopback() && token.is_none() {
+            return Err(ConfigError::Unsafe(format!(
+                "listen address {} is beyond loopback and no API token is configured (set api_token_file or CANARYD_API_TOKEN)",
+                self.listen
+            )));
+        }
+        if token.is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::Unsafe("API token must be at least 16 characters".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_public_listen_without_token() {
+        let cfg = Config {
+            listen: "0.0.0.0:9797".parse().unwrap(),
+            ..Config::default()
+        };
+        assert!(matches!(cfg.check_safe(None), Err(ConfigError::Unsafe(_))));
+        assert!(cfg.check_safe(Some("0123456789abcdef0123")).is_ok());
+        assert!(Config::default().check_safe(None).is_ok());
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("canaryd.yaml");
+        std::fs::write(&p, "listen: 127.0.0.1:9797\nprometheus:\n  ulr: http://x\n").unwrap();
+        let err = Config::load(&p).unwrap_err().to_string();
+        assert!(err.contains("canaryd.yaml:3:3"), "{err}");
+        assert!(err.contains("ulr"), "{err}");
+    }
+}
