@@ -1,0 +1,508 @@
+//! The rollout state machine as a specification: every phase × event, then the scenarios the
+//! runbooks care about. Pure: no servers, no clock, `now` is built by hand.
+
+use std::time::Duration;
+
+use canaryd::judge::{Check, Score, ScoreOutcome, Threshold, ThresholdKind, Verdict};
+use canaryd::rollout::{Action, Event, HookKind, Phase, Plan, PlanStep, Rollout, Tick, handle};
+use canaryd::rules::window::{Window, Windows};
+use chrono::{DateTime, TimeZone, Utc};
+
+fn t0() -> DateTime<Utc> {
+    // A Wednesday, 12:00 US Eastern: inside the runbooks' Tue–Thu 10:00–14:00 window.
+    Utc.with_ymd_and_hms(2026, 11, 18, 17, 0, 0).unwrap()
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    t0() + chrono::Duration::seconds(secs)
+}
+
+fn plan() -> Plan {
+    Plan {
+        steps: [5, 25, 50]
+            .iter()
+            .map(|w| PlanStep { weight: *w, hold: Duration::from_secs(10), approval: false })
+            .chain([PlanStep { weight: 100, hold: Duration::ZERO, approval: false }])
+            .collect(),
+        warmup: Duration::from_secs(2),
+        failure_limit: 3,
+        nodata_limit: 2,
+        windows: None,
+    }
+}
+
+fn check(metric: &str, verdict: Verdict) -> Check {
+    Check {
+        metric: metric.into(),
+        verdict,
+        classification: None,
+        critical: false,
+        canary: Some(0.001),
+        baseline: Some(0.001),
+        ratio: None,
+        threshold: None,
+        p_value: None,
+        interval: None,
+        estimate: None,
+        effect: None,
+        canary_samples: 10,
+        baseline_samples: 10,
+        reason: format!("{metric} {verdict:?}"),
+    }
+}
+
+fn tick(r: &Rollout, secs: i64, checks: Vec<Check>) -> Event {
+    let healthy = checks.iter().all(Check::is_healthy);
+    Event::Tick(Tick {
+        at: at(secs),
+        step: r.step,
+        checks,
+        score: Score {
+            value: if healthy { 100.0 } else { 0.0 },
+            outcome: if healthy { ScoreOutcome::Pass } else { ScoreOutcome::Fail },
+            reason: String::new(),
+        },
+    })
+}
+
+fn healthy(r: &Rollout, secs: i64) -> Event {
+    tick(r, secs, vec![check("error_rate", Verdict::Pass), check("p95_latency", Verdict::Pass)])
+}
+
+fn new_rollout() -> Rollout {
+    Rollout::new("ro-1".into(), "checkout-api".into(), "v2".into(), t0())
+}
+
+/// Applies an event and asserts it was accepted.
+fn step(r: &Rollout, p: &Plan, e: Event, secs: i64) -> (Rollout, Vec<Action>) {
+    let t = handle(r, p, e.clone(), at(secs));
+    assert_eq!(t.rejected, None, "event {e:?} rejected in {:?}", r.phase);
+    (t.rollout, t.actions)
+}
+
+fn ok(hook: HookKind) -> Event {
+    Event::HookSucceeded { hook }
+}
+
+/// Started and at 5 % with the weight confirmed at t=0.
+fn at_first_step(p: &Plan) -> Rollout {
+    let (r, _) = step(&new_rollout(), p, Event::Start, 0);
+    step(&r, p, ok(HookKind::SetWeight), 0).0
+}
+
+#[test]
+fn start_asks_for_the_first_weight_and_waits_for_the_hook() {
+    let p = plan();
+    let (r, actions) = step(&new_rollout(), &p, Event::Start, 0);
+    assert_eq!(actions, vec![Action::SetWeight { step: 0, weight: 5 }]);
+    assert_eq!(r.phase, Phase::Progressing);
+    assert_eq!(r.weight, 0, "weight counts only once the hook confirmed it");
+    let (r, actions) = step(&r, &p, ok(HookKind::SetWeight), 1);
+    assert!(actions.is_empty());
+    assert_eq!((r.weight, r.step_started_at), (5, Some(at(1))));
+}
+
+#[test]
+fn healthy_canary_goes_5_25_50_100_then_promotes() {
+    let p = plan();
+    let mut r = at_first_step(&p);
+    let mut weights = vec![r.weight];
+    let mut now = 0;
+    let mut all_actions = Vec::new();
+    while r.phase != Phase::Succeeded {
+        now += 1;
+        assert!(now < 200, "did not promote; stuck in {:?}", r.phase);
+        let (next, mut actions) = step(&r, &p, healthy(&r, now), now);
+        r = next;
+        // The controller reports each hook's success; that report may ask for the next action.
+        while let Some(a) = actions.pop() {
+            let hook = a.hook();
+            all_actions.push(a);
+            let (next, more) = step(&r, &p, ok(hook), now);
+            r = next;
+            actions.extend(more);
+            if hook == HookKind::SetWeight {
+                weights.push(r.weight);
+            }
+        }
+    }
+    assert_eq!(weights, vec![5, 25, 50, 100]);
+    assert_eq!(all_actions.last(), Some(&Action::Promote));
+    assert!(!all_actions.iter().any(|a| matches!(a, Action::Rollback { .. })));
+    // Each of the three held steps took at least its 10 s hold.
+    assert!(now >= 30, "promoted after {now}s, before the holds elapsed");
+}
+
+#[test]
+fn no_step_advances_before_its_hold() {
+    let p = plan();
+    let r = at_first_step(&p);
+    let (r, actions) = step(&r, &p, healthy(&r, 9), 9);
+    assert!(actions.is_empty());
+    let (_, actions) = step(&r, &p, healthy(&r, 10), 10);
+    assert_eq!(actions, vec![Action::SetWeight { step: 1, weight: 25 }]);
+}
+
+#[test]
+fn ticks_during_warmup_count_for_nothing() {
+    let p = plan();
+    let r = at_first_step(&p);
+    let mut failing = check("error_rate", Verdict::Fail);
+    failing.critical = true;
+    let (r, actions) = step(&r, &p, tick(&r, 1, vec![failing]), 1);
+    assert!(actions.is_empty(), "a warmup tick must not roll back");
+    assert_eq!(r.phase, Phase::Progressing);
+    // And a healthy warmup tick must not be what promotes the step.
+    let (r, _) = step(&r, &p, healthy(&r, 1), 1);
+    let (_, actions) = step(&r, &p, Event::Timer, 11);
+    assert!(actions.is_empty(), "advanced on a tick taken during warmup");
+}
+
+#[test]
+fn critical_metric_failure_rolls_back_at_once() {
+    let p = plan();
+    let r = at_first_step(&p);
+    let mut c = check("error_rate", Verdict::Fail);
+    c.critical = true;
+    let (r, actions) = step(&r, &p, tick(&r, 3, vec![c]), 3);
+    assert_eq!(r.phase, Phase::RollingBack);
+    assert!(matches!(&actions[..], [Action::Rollback { reason }] if reason.contains("error_rate")));
+    let (r, _) = step(&r, &p, ok(HookKind::Rollback), 4);
+    assert_eq!((r.phase, r.weight), (Phase::RolledBack, 0));
+}
+
+#[test]
+fn rolls_back_at_once_when_an_absolute_rollback_line_is_crossed() {
+    let p = plan();
+    let r = at_first_step(&p);
+    let mut c = check("cpu_utilization", Verdict::Fail);
+    c.threshold = Some(Threshold { kind: ThresholdKind::RollbackAbove, value: 0.9 });
+    let (r, actions) = step(&r, &p, tick(&r, 3, vec![c]), 3);
+    assert_eq!(r.phase, Phase::RollingBack);
+    assert_eq!(actions.len(), 1);
+}
+
+#[test]
+fn non_critical_failure_rolls_back_after_failure_limit_consecutive_ticks() {
+    let p = plan();
+    let mut r = at_first_step(&p);
+    let ratio_fail = || {
+        let mut c = check("p95_latency", Verdict::Fail);
+        c.threshold = Some(Threshold { kind: ThresholdKind::MaxRatio, value: 2.0 });
+        c
+    };
+    for s in 3..5 {
+        let (next, actions) = step(&r, &p, tick(&r, s, vec![ratio_fail()]), s);
+        assert!(actions.is_empty());
+        r = next;
+    }
+    let (r, actions) = step(&r, &p, tick(&r, 5, vec![ratio_fail()]), 5);
+    assert_eq!(r.phase, Phase::RollingBack);
+    assert!(matches!(&actions[..], [Action::Rollback { reason }] if reason.contains("3 ticks in a row")));
+}
+
+#[test]
+fn a_passing_tick_resets_the_failure_count() {
+    let p = plan();
+    let mut r = at_first_step(&p);
+    let fail = || tick_fail_ratio();
+    for (s, e) in [(3, true), (4, true), (5, false), (6, true), (7, true)] {
+        let ev = if e { fail()(&r, s) } else { healthy(&r, s) };
+        let (next, actions) = step(&r, &p, ev, s);
+        assert!(actions.iter().all(|a| !matches!(a, Action::Rollback { .. })), "rolled back at {s}");
+        r = next;
+    }
+    assert_eq!(r.failures.get("p95_latency"), Some(&2));
+}
+
+fn tick_fail_ratio() -> impl Fn(&Rollout, i64) -> Event {
+    |r, s| {
+        let mut c = check("p95_latency", Verdict::Fail);
+        c.threshold = Some(Threshold { kind: ThresholdKind::MaxRatio, value: 2.0 });
+        tick(r, s, vec![c])
+    }
+}
+
+#[test]
+fn nodata_pauses_after_nodata_limit_and_never_promotes() {
+    let p = plan();
+    let r = at_first_step(&p);
+    let nodata = |r: &Rollout, s| tick(r, s, vec![check("error_rate", Verdict::Nodata)]);
+    let (r, _) = step(&r, &p, nodata(&r, 3), 3);
+    assert_eq!(r.phase, Phase::Progressing);
+    let (r, _) = step(&r, &p, nodata(&r, 4), 4);
+    assert_eq!(r.phase, Phase::Paused);
+    assert!(r.reason.as_deref().unwrap_or("").contains("no data"));
+    // Long past the hold, still no data: nothing advances, nothing promotes.
+    let mut r = r;
+    for s in 5..100 {
+        let (next, actions) = step(&r, &p, nodata(&r, s), s);
+        assert!(actions.is_empty(), "acted on no data at {s}: {actions:?}");
+        r = next;
+    }
+    assert_eq!((r.phase, r.weight), (Phase::Paused, 5));
+}
+
+#[test]
+fn a_nodata_pause_lifts_itself_when_data_returns() {
+    let p = plan();
+    let r = at_first_step(&p);
+    let err = |r: &Rollout, s| tick(r, s, vec![check("error_rate", Verdict::Error)]);
+    let (r, _) = step(&r, &p, err(&r, 3), 3);
+    let (r, _) = step(&r, &p, err(&r, 4), 4);
+    assert_eq!(r.phase, Phase::Paused);
+    let (r, actions) = step(&r, &p, healthy(&r, 20), 20);
+    assert_eq!(r.phase, Phase::Progressing);
+    assert_eq!(actions, vec![Action::SetWeight { step: 1, weight: 25 }]);
+}
+
+#[test]
+fn failures_still_roll_back_while_paused() {
+    let p = plan();
+    let r = at_first_step(&p);
+    let (r, _) = step(&r, &p, Event::Pause, 3);
+    let mut c = check("error_rate", Verdict::Fail);
+    c.critical = true;
+    let (r, actions) = step(&r, &p, tick(&r, 4, vec![c]), 4);
+    assert_eq!(r.phase, Phase::RollingBack);
+    assert_eq!(actions.len(), 1);
+}
+
+#[test]
+fn manual_pause_holds_the_step_until_resume() {
+    let p = plan();
+    let r = at_first_step(&p);
+    let (r, _) = step(&r, &p, Event::Pause, 3);
+    let (r, actions) = step(&r, &p, healthy(&r, 30), 30);
+    assert!(actions.is_empty());
+    assert_eq!(r.phase, Phase::Paused, "a manual pause does not lift on data");
+    let (r, actions) = step(&r, &p, Event::Resume, 31);
+    assert_eq!(r.phase, Phase::Progressing);
+    assert_eq!(actions, vec![Action::SetWeight { step: 1, weight: 25 }]);
+}
+
+#[test]
+fn failed_set_weight_hook_rolls_back() {
+    let p = plan();
+    let (r, _) = step(&new_rollout(), &p, Event::Start, 0);
+    let (r, actions) = step(&r, &p, Event::HookFailed { hook: HookKind::SetWeight, error: "HTTP 500".into() }, 1);
+    assert_eq!(r.phase, Phase::RollingBack);
+    assert!(matches!(&actions[..], [Action::Rollback { reason }] if reason.contains("set_weight hook failed")));
+}
+
+#[test]
+fn failed_rollback_hook_ends_failed_with_both_reasons() {
+    let p = plan();
+    let r = at_first_step(&p);
+    let (r, _) = step(&r, &p, Event::Abort { reason: "bad deploy".into() }, 3);
+    let (r, actions) = step(&r, &p, Event::HookFailed { hook: HookKind::Rollback, error: "timeout".into() }, 4);
+    assert!(actions.is_empty());
+    assert_eq!(r.phase, Phase::Failed);
+    let reason = r.reason.unwrap_or_default();
+    assert!(reason.contains("timeout") && reason.contains("bad deploy"), "{reason}");
+}
+
+#[test]
+fn failed_promote_hook_ends_failed_not_succeeded() {
+    let p = plan();
+    let r = at_first_step(&p);
+    let (r, actions) = step(&r, &p, Event::Promote, 3);
+    assert_eq!((r.phase, actions), (Phase::Promoting, vec![Action::Promote]));
+    let (r, _) = step(&r, &p, Event::HookFailed { hook: HookKind::Promote, error: "exit 1".into() }, 4);
+    assert_eq!(r.phase, Phase::Failed);
+}
+
+#[test]
+fn abort_while_set_weight_is_in_flight_replaces_it_with_rollback() {
+    let p = plan();
+    let r = at_first_step(&p);
+    let (r, actions) = step(&r, &p, healthy(&r, 10), 10);
+    assert_eq!(actions, vec![Action::SetWeight { step: 1, weight: 25 }]);
+    let (r, actions) = step(&r, &p, Event::Abort { reason: "pager".into() }, 11);
+    assert!(matches!(r.pending, Some(Action::Rollback { .. })));
+    assert!(matches!(&actions[..], [Action::Rollback { .. }]));
+    // A late success of the cancelled set_weight is not accepted as progress.
+    let t = handle(&r, &p, ok(HookKind::SetWeight), at(12));
+    assert!(t.rejected.is_some());
+    assert_eq!(t.rollout.weight, 5);
+}
+
+#[test]
+fn a_rollback_decision_is_final() {
+    let p = plan();
+    let r = at_first_step(&p);
+    let (r, _) = step(&r, &p, Event::AlertFired { alert: "APIDown".into() }, 3);
+    for e in [Event::Promote, Event::Resume, Event::Approve, Event::Timer, Event::Start] {
+        let t = handle(&r, &p, e.clone(), at(50));
+        assert!(
+            t.actions.iter().all(|a| matches!(a, Action::Rollback { .. })),
+            "{e:?} produced {:?} after a rollback decision",
+            t.actions
+        );
+        assert!(t.rollout.rollback_decided);
+    }
+    let t = handle(&r, &p, healthy(&r, 60), at(60));
+    assert!(t.actions.is_empty());
+}
+
+#[test]
+fn closed_window_holds_promotion_and_rollback_still_works() {
+    let mut p = plan();
+    p.windows = Some(Windows {
+        timezone: Windows::parse_timezone("America/New_York").unwrap(),
+        // 12:00–12:00:20 Eastern on Wednesdays: the first step's hold ends inside it, the second after.
+        allow: vec![Window::parse("Wed 12:00-12:01").unwrap()],
+    });
+    let r = at_first_step(&p);
+    let (r, actions) = step(&r, &p, healthy(&r, 10), 10);
+    assert_eq!(actions, vec![Action::SetWeight { step: 1, weight: 25 }]);
+    let (r, _) = step(&r, &p, ok(HookKind::SetWeight), 70);
+    let (r, actions) = step(&r, &p, healthy(&r, 80), 80);
+    assert!(actions.is_empty());
+    assert_eq!(r.phase, Phase::WaitingWindow);
+    let mut c = check("error_rate", Verdict::Fail);
+    c.critical = true;
+    let (r, actions) = step(&r, &p, tick(&r, 90, vec![c]), 90);
+    assert_eq!(r.phase, Phase::RollingBack);
+    assert_eq!(actions.len(), 1);
+}
+
+#[test]
+fn window_reopening_lets_the_waiting_step_advance() {
+    let mut p = plan();
+    p.windows = Some(Windows {
+        timezone: Windows::parse_timezone("America/New_York").unwrap(),
+        allow: vec![Window::parse("Wed 12:01-13:00").unwrap()],
+    });
+    let r = at_first_step(&p);
+    let (r, _) = step(&r, &p, healthy(&r, 10), 10);
+    assert_eq!(r.phase, Phase::WaitingWindow);
+    let (r, actions) = step(&r, &p, Event::Timer, 61);
+    assert_eq!(r.phase, Phase::Progressing);
+    assert_eq!(actions, vec![Action::SetWeight { step: 1, weight: 25 }]);
+}
+
+#[test]
+fn approval_gate_waits_for_a_human() {
+    let mut p = plan();
+    p.steps[0].approval = true;
+    let r = at_first_step(&p);
+    let (r, actions) = step(&r, &p, healthy(&r, 10), 10);
+    assert!(actions.is_empty());
+    assert_eq!(r.phase, Phase::WaitingApproval);
+    let (r, actions) = step(&r, &p, Event::Approve, 11);
+    assert_eq!(r.phase, Phase::Progressing);
+    assert_eq!(actions, vec![Action::SetWeight { step: 1, weight: 25 }]);
+}
+
+/// One representative event of every kind.
+fn all_events(r: &Rollout) -> Vec<Event> {
+    let mut critical = check("error_rate", Verdict::Fail);
+    critical.critical = true;
+    let mut events = vec![
+        Event::Start,
+        healthy(r, 50),
+        tick(r, 50, vec![critical]),
+        tick(r, 50, vec![check("error_rate", Verdict::Nodata)]),
+        Event::Timer,
+        Event::Abort { reason: "x".into() },
+        Event::Pause,
+        Event::Resume,
+        Event::Promote,
+        Event::Approve,
+        Event::AlertFired { alert: "APIDown".into() },
+        Event::HealthFailed { url: "http://h".into(), error: "503".into() },
+    ];
+    for hook in [HookKind::SetWeight, HookKind::Promote, HookKind::Rollback] {
+        events.push(Event::HookSucceeded { hook });
+        events.push(Event::HookFailed { hook, error: "e".into() });
+    }
+    events
+}
+
+/// A rollout in each phase, reached the way the machine reaches it where possible.
+fn in_phase(phase: Phase, p: &Plan) -> Rollout {
+    let mut r = at_first_step(p);
+    r.phase = phase;
+    match phase {
+        Phase::Pending => r = new_rollout(),
+        Phase::Promoting => r.pending = Some(Action::Promote),
+        Phase::RollingBack => {
+            r.rollback_decided = true;
+            r.pending = Some(Action::Rollback { reason: "x".into() });
+        }
+        Phase::RolledBack | Phase::Failed => r.rollback_decided = true,
+        Phase::Paused => r.pause_reason = Some(canaryd::rollout::PauseReason::Manual),
+        _ => {}
+    }
+    r
+}
+
+#[test]
+fn every_phase_and_event_keeps_the_safety_invariants() {
+    let p = plan();
+    for phase in Phase::ALL {
+        let r = in_phase(phase, &p);
+        for e in all_events(&r) {
+            let t = handle(&r, &p, e.clone(), at(50));
+            let ctx = format!("{phase:?} + {e:?}");
+            if phase.is_terminal() {
+                assert_eq!(t.rollout, r, "{ctx}: a terminal rollout changed");
+                assert!(t.actions.is_empty() && t.rejected.is_some(), "{ctx}");
+                continue;
+            }
+            if r.rollback_decided {
+                assert!(t.rollout.rollback_decided, "{ctx}: rollback decision cleared");
+                assert!(
+                    !t.actions.iter().any(|a| matches!(a, Action::Promote | Action::SetWeight { .. })),
+                    "{ctx}: acted forward after a rollback decision"
+                );
+                assert_ne!(t.rollout.phase, Phase::Succeeded, "{ctx}");
+            }
+            assert!(t.rollout.weight >= r.weight || t.rollout.phase == Phase::RolledBack, "{ctx}: weight went down");
+            assert!(t.actions.len() <= 1, "{ctx}: several actions at once {:?}", t.actions);
+            if let Some(a) = t.actions.first() {
+                assert_eq!(t.rollout.pending.as_ref(), Some(a), "{ctx}: action not recorded as pending");
+            }
+            if t.rejected.is_some() {
+                assert!(t.actions.is_empty(), "{ctx}: a rejected event acted");
+            }
+        }
+    }
+}
+
+#[test]
+fn expected_phase_after_each_user_event() {
+    let p = plan();
+    use Phase::*;
+    // (phase, event, expected phase) — the table users read in the README.
+    let table: Vec<(Phase, Event, Option<Phase>)> = vec![
+        (Progressing, Event::Pause, Some(Paused)),
+        (WaitingWindow, Event::Pause, Some(Paused)),
+        (Paused, Event::Pause, None),
+        (Paused, Event::Resume, Some(Progressing)),
+        (Progressing, Event::Resume, None),
+        (WaitingApproval, Event::Approve, Some(Progressing)),
+        (Progressing, Event::Approve, None),
+        (Progressing, Event::Promote, Some(Promoting)),
+        (Paused, Event::Promote, Some(Promoting)),
+        (Pending, Event::Promote, None),
+        (Progressing, Event::Abort { reason: "x".into() }, Some(RollingBack)),
+        (Promoting, Event::Abort { reason: "x".into() }, Some(RollingBack)),
+        (Pending, Event::Abort { reason: "x".into() }, Some(RollingBack)),
+        (RollingBack, Event::Abort { reason: "x".into() }, None),
+        (Succeeded, Event::Abort { reason: "x".into() }, None),
+        (RolledBack, Event::Resume, None),
+    ];
+    for (phase, event, expected) in table {
+        let r = in_phase(phase, &p);
+        let t = handle(&r, &p, event.clone(), at(50));
+        match expected {
+            Some(want) => {
+                assert_eq!(t.rejected, None, "{phase:?} + {event:?}");
+                assert_eq!(t.rollout.phase, want, "{phase:?} + {event:?}");
+            }
+            None => assert!(t.rejected.is_some(), "{phase:?} + {event:?} should be rejected"),
+        }
+    }
+}
