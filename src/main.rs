@@ -11,6 +11,7 @@ async fn main() {
         Command::Check(args) => cli::check::run(&args),
         Command::Serve(args) => report(cli::serve::run(args).await.map(|()| 0)),
         Command::Rollout(args) => report(cli::client::run(args).await),
+        Command::Demo(args) => report(cli::demo::run(args).await),
     };
     std::process::exit(code);
 }

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod client;
+pub mod demo;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -21,4 +22,6 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Talk to a running daemon.
     Rollout(client::RolloutArgs),
+    /// The showcase: a real Prometheus, a simulated service, one rollout promoted, one rolled back.
+    Demo(demo::DemoArgs),
 }

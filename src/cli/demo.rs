@@ -1,0 +1,212 @@
+//! `canaryd demo`: the one-command showcase. A real Prometheus, a simulated service with a
+//! baseline and a canary, a hook receiver, and two rollouts of a shipped policy: one healthy
+//! (promoted) and one whose canary starts failing at 25 % (rolled back).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::actions::HookRunner;
+use crate::api::{self, AppState};
+use crate::demo::prometheus::{PrometheusOptions, PrometheusProcess};
+use crate::demo::receiver::HookReceiver;
+use crate::demo::service::{DemoService, Track};
+use crate::judge::checks::fmt;
+use crate::rollout::controller::{Controller, Update};
+use crate::rollout::store::MemoryStore;
+use crate::rollout::{Action, Phase};
+use crate::rules::{Rule, parse_rule};
+use crate::source::{PrometheusConfig, PrometheusSource};
+
+/// The shipped policy the demo runs, compiled in so the demo works from any directory.
+const POLICY_PATH: &str = "rules/hotrodan.yaml";
+const POLICY: &str = include_str!("../../rules/hotrodan.yaml");
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Seconds each step holds before the next.
+    #[arg(long, default_value_t = 6)]
+    pub hold: u64,
+    /// Canary error rate injected into the second rollout once it reaches 25 %.
+    #[arg(long, default_value_t = 0.12)]
+    pub bad_error_rate: f64,
+}
+
+/// The shipped policy with second-scale timings and the local stack's addresses.
+fn demo_rule(receiver: &HookReceiver, hold: u64) -> anyhow::Result<Rule> {
+    let mut rule = parse_rule(std::path::Path::new(POLICY_PATH), POLICY)
+        .map_err(|errors| anyhow::anyhow!("shipped policy is invalid: {}", errors[0]))?;
+    let name = rule.name().to_string();
+    let spec = &mut rule.spec;
+    spec.selector.canary = format!(r#"service="{name}", track="canary""#);
+    spec.selector.baseline = format!(r#"service="{name}", track="baseline""#);
+    let a = &mut spec.analysis;
+    a.interval = Duration::from_secs(1);
+    a.window = Duration::from_secs(15);
+    a.step = Duration::from_secs(3);
+    a.warmup = Duration::from_secs(3);
+    for step in spec.steps.value.iter_mut() {
+        if step.value.hold.is_some() {
+            step.value.hold = Some(Duration::from_secs(hold));
+        }
+    }
+    let hook = |path: &str| crate::rules::schema::HookSpec {
+        url: Some(receiver.url(path)),
+        command: None,
+        timeout: Duration::from_secs(2),
+        retries: 3,
+    };
+    for (slot, path) in [
+        (&mut spec.hooks.set_weight, "/weight"),
+        (&mut spec.hooks.promote, "/promote"),
+        (&mut spec.hooks.rollback, "/rollback"),
+    ] {
+        *slot = Some(serde_saphyr::Spanned::new(
+            hook(path),
+            serde_saphyr::Location::UNKNOWN,
+            serde_saphyr::Location::UNKNOWN,
+        ));
+    }
+    // The demo runs now, whatever the day: the Tue–Thu window would otherwise hold it.
+    rule.windows = None;
+    spec.windows = None;
+    spec.health.clear();
+    Ok(rule)
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
+    println!("canaryd demo: a real Prometheus, a simulated service, two rollouts of {POLICY_PATH}\n");
+    let service_name = "hotrodan";
+    let service = DemoService::start(service_name, "127.0.0.1:0".parse()?).await?;
+    let prometheus = PrometheusProcess::start(PrometheusOptions {
+        targets: vec![service.addr().to_string()],
+        ..PrometheusOptions::default()
+    })
+    .await
+    .context("starting Prometheus")?;
+    let receiver = HookReceiver::start().await?;
+    receiver.on_call(|c| {
+        let b = &c.body;
+        println!(
+            "    hook <- {:<9} weight {:>3}%  {}",
+            b["event"].as_str().unwrap_or("?"),
+            b["weight"].as_u64().unwrap_or(0),
+            b["reason"].as_str().unwrap_or("")
+        );
+    });
+    println!("  service     http://{}/metrics (baseline and canary tracks)", service.addr());
+    println!("  prometheus  {} (scrapes every 1s)", prometheus.url());
+    println!("  hooks       {}", receiver.url("/"));
+
+    let rule = demo_rule(&receiver, args.hold)?;
+    if rule.name() != service_name {
+        bail!("demo expects the {service_name} policy, found {}", rule.name());
+    }
+    prometheus
+        .wait_for_series(
+            &format!(r#"sum(rate(http_requests_total{{service="{service_name}",track="canary"}}[3s]))"#),
+            Duration::from_secs(30),
+        )
+        .await?;
+    let source = PrometheusSource::new(&PrometheusConfig {
+        url: prometheus.url(),
+        timeout: Duration::from_secs(3),
+        bearer_token: None,
+        basic_auth: None,
+    })?;
+    let rules = [(rule.name().to_string(), Arc::new(rule))].into_iter().collect();
+    let controller = Controller::new(rules, Arc::new(MemoryStore::default()), source, HookRunner::new()?);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("  canaryd API http://{}/api/v1/rollouts\n", listener.local_addr()?);
+    let app = api::router(AppState {
+        controller: controller.clone(),
+        metrics: crate::telemetry::install_metrics().ok(),
+        api_token: None,
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    println!("== rollout 1: v1.1.0, canary as healthy as the baseline");
+    let first = drive(&controller, &service, service_name, "v1.1.0", None).await?;
+    println!("== rollout 2: v1.2.0, canary error rate jumps to {}% once it has 25% of traffic", args.bad_error_rate * 100.0);
+    let baseline_errors = service.profile(Track::Baseline).error_rate;
+    service.update(Track::Canary, |p| p.error_rate = baseline_errors);
+    let second = drive(&controller, &service, service_name, "v1.2.0", Some(args.bad_error_rate)).await?;
+
+    println!("\nsummary");
+    println!("  v1.1.0  {}  ({})", first.phase.as_str(), first.reason.as_deref().unwrap_or("every step healthy"));
+    println!("  v1.2.0  {}  ({})", second.phase.as_str(), second.reason.as_deref().unwrap_or(""));
+    controller.shutdown().await;
+    if first.phase == Phase::Succeeded && second.phase == Phase::RolledBack {
+        println!("\ndemo OK: the healthy canary was promoted, the failing one rolled back.");
+        Ok(0)
+    } else {
+        println!("\ndemo did not end as expected");
+        Ok(1)
+    }
+}
+
+/// Runs one rollout to its end, printing each step, each tick's verdicts and the outcome.
+async fn drive(
+    controller: &Controller,
+    service: &DemoService,
+    rule: &str,
+    version: &str,
+    degrade_at_25: Option<f64>,
+) -> anyhow::Result<crate::rollout::Rollout> {
+    let mut updates = controller.subscribe();
+    let started = Instant::now();
+    let r = controller.start(rule, version).await?;
+    let id = r.id.clone();
+    let mut degraded = false;
+    loop {
+        let u: Update = match tokio::time::timeout(Duration::from_secs(120), updates.recv()).await {
+            Err(_) => bail!("rollout {id} made no progress for two minutes"),
+            Ok(Err(RecvError::Lagged(_))) => continue,
+            Ok(Err(RecvError::Closed)) => bail!("controller stopped"),
+            Ok(Ok(u)) => u,
+        };
+        if u.rollout.id != id {
+            continue;
+        }
+        let at = started.elapsed().as_secs_f64();
+        for a in &u.actions {
+            match a {
+                Action::SetWeight { step, weight } => println!("  [{at:5.1}s] step {} -> {weight}% of traffic", step + 1),
+                Action::Promote => println!("  [{at:5.1}s] every step healthy: promoting"),
+                Action::Rollback { reason } => println!("  [{at:5.1}s] ROLLBACK: {reason}"),
+            }
+        }
+        if u.event == "tick" {
+            if let Some(t) = &u.rollout.last_tick {
+                let parts: Vec<String> = t
+                    .checks
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} {} {}{}",
+                            c.metric,
+                            serde_json::to_value(c.verdict).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                            c.canary.map(fmt).unwrap_or("-".into()),
+                            c.threshold.map(|t| format!("/{}", fmt(t.value))).unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                println!("  [{at:5.1}s]   tick at {}%: score {:.0} | {}", u.rollout.weight, t.score.value, parts.join(" | "));
+            }
+        }
+        if let Some(bad) = degrade_at_25 {
+            if !degraded && u.rollout.weight == 25 {
+                degraded = true;
+                service.update(Track::Canary, |p| p.error_rate = bad);
+                println!("  [{at:5.1}s] (demo) canary now answers {}% of requests with 500", bad * 100.0);
+            }
+        }
+        if u.rollout.phase.is_terminal() {
+            println!("  [{at:5.1}s] {} {} after {:.0}s\n", version, u.rollout.phase.as_str(), at);
+            return Ok(u.rollout);
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The real stack for integration tests: a simulated service, a real Prometheus scraping it every
+//! second, a hook receiver, and `canaryd serve` as a child process, all on free loopback ports.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use canaryd::demo::prometheus::{PrometheusOptions, PrometheusProcess};
+use canaryd::demo::receiver::{HookReceiver, ReceivedCall};
+use canaryd::demo::service::{DemoService, Track};
+use serde_json::Value;
+
+/// Knobs of the generated rule file.
+#[derive(Clone)]
+pub struct RuleOpts {
+    pub hold: &'static str,
+    pub warmup: &'static str,
+    pub nodata_limit: u32,
+    pub failure_limit: u32,
+}
+
+impl Default for RuleOpts {
+    fn default() -> Self {
+        RuleOpts { hold: "4s", warmup: "2s", nodata_limit: 3, failure_limit: 3 }
+    }
+}
+
+/// A rule in the shape of the shipped policies, with second-scale timings.
+pub fn rule_yaml(name: &str, receiver: &HookReceiver, o: &RuleOpts) -> String {
+    format!(
+        r#"name: {name}
+selector:
+  canary: 'service="{name}", track="canary"'
+  baseline: 'service="{name}", track="baseline"'
+vars:
+  rate: 4s
+steps:
+  - {{ weight: 5, hold: {hold} }}
+  - {{ weight: 25, hold: {hold} }}
+  - {{ weight: 50, hold: {hold} }}
+  - {{ weight: 100 }}
+analysis:
+  interval: 1s
+  window: 10s
+  step: 1s
+  warmup: {warmup}
+  failure_limit: {failure_limit}
+  nodata_limit: {nodata_limit}
+metrics:
+  - name: error_rate
+    query: |
+      sum(rate(http_requests_total{{ {{{{selector}}}}, code=~"5.." }}[{{{{rate}}}}]))
+        / sum(rate(http_requests_total{{ {{{{selector}}}} }}[{{{{rate}}}}]))
+    rollback_above: 0.05
+    warn_above: 0.01
+    max_ratio: 2.0
+    critical: true
+  - name: p95_latency
+    query: histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{{ {{{{selector}}}} }}[{{{{rate}}}}])))
+    rollback_above: 10
+    warn_above: 5
+  - name: db_pool_utilization
+    query: sum(db_pool_connections_in_use{{ {{{{selector}}}} }}) / sum(db_pool_connections_max{{ {{{{selector}}}} }})
+    rollback_above: 0.95
+    warn_above: 0.90
+  - name: cpu_utilization
+    query: avg(rate(process_cpu_seconds_total{{ {{{{selector}}}} }}[{{{{rate}}}}]))
+    rollback_above: 0.90
+    warn_above: 0.80
+hooks:
+  set_weight: {{ url: "{sw}", timeout: 2s, retries: 4 }}
+  promote: {{ url: "{pr}", timeout: 2s, retries: 4 }}
+  rollback: {{ url: "{rb}", timeout: 2s, retries: 4 }}
+"#,
+        hold = o.hold,
+        warmup = o.warmup,
+        failure_limit = o.failure_limit,
+        nodata_limit = o.nodata_limit,
+        sw = receiver.url("/weight"),
+        pr = receiver.url("/promote"),
+        rb = receiver.url("/rollback"),
+    )
+}
+
+/// A running `canaryd serve`, killed on drop.
+pub struct Daemon {
+    child: tokio::process::Child,
+    pub url: String,
+    pub log: PathBuf,
+    pub http: reqwest::Client,
+    pub token: Option<String>,
+}
+
+impl Daemon {
+    pub async fn start(prometheus_url: &str, rules: &[PathBuf], dir: &std::path::Path, extra: &[&str]) -> Daemon {
+        let port = canaryd::demo::free_loopback_port().expect("free port");
+        let log = dir.join(format!("canaryd-{port}.log"));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_canaryd"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--prometheus-url")
+            .arg(prometheus_url)
+            .arg("--prometheus-timeout")
+            .arg("2s")
+            .arg("--state-dir")
+            .arg(dir)
+            .args(extra)
+            .env_remove("CANARYD_API_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .kill_on_drop(true);
+        for r in rules {
+            cmd.arg("--rules").arg(r);
+        }
+        let child = cmd.spawn().expect("spawn canaryd");
+        let d = Daemon {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            http: reqwest::Client::new(),
+            token: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if d.http.get(format!("{}/health/live", d.url)).send().await.is_ok() {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("canaryd did not start; log:\n{}", d.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.url));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self.http.get(format!("{}{path}", self.url)).send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn start_rollout(&self, rule: &str, version: &str) -> String {
+        let (status, body) = self.post("/api/v1/rollouts", Some(serde_json::json!({"rule": rule, "version": version}))).await;
+        assert_eq!(status, 201, "start rollout: {body}");
+        body["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn rollout(&self, id: &str) -> Value {
+        self.get(&format!("/api/v1/rollouts/{id}")).await.1
+    }
+
+    /// Polls until the rollout's phase is one of `phases`; panics with its state and the log.
+    pub async fn wait_phase(&self, id: &str, phases: &[&str], timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.rollout(id).await;
+            if phases.contains(&r["phase"].as_str().unwrap_or("")) {
+                return r;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "rollout {id} not in {phases:?} after {timeout:?}: {}\nlog tail:\n{}",
+                    serde_json::to_string_pretty(&r).unwrap_or_default(),
+                    tail(&self.log_text(), 40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Service + Prometheus + receiver + one rule file + canaryd.
+pub struct Stack {
+    pub service: DemoService,
+    pub prometheus: PrometheusProcess,
+    pub receiver: HookReceiver,
+    pub daemon: Daemon,
+    pub rule: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Stack {
+    pub async fn start(rule: &str, opts: RuleOpts) -> Stack {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let service = DemoService::start(rule, "127.0.0.1:0".parse().expect("addr")).await.expect("demo service");
+        let prometheus = PrometheusProcess::start(PrometheusOptions {
+            targets: vec![service.addr().to_string()],
+            ..PrometheusOptions::default()
+        })
+        .await
+        .expect("prometheus");
+        let receiver = HookReceiver::start().await.expect("receiver");
+        let rule_path = dir.path().join(format!("{rule}.yaml"));
+        std::fs::write(&rule_path, rule_yaml(rule, &receiver, &opts)).expect("write rule");
+        // Wait until rates exist for both groups, so the first tick has data.
+        prometheus
+            .wait_for_series(
+                &format!(r#"sum(rate(http_requests_total{{service="{rule}", track="canary"}}[4s]))"#),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("series in prometheus");
+        let daemon = Daemon::start(&prometheus.url(), &[rule_path], dir.path(), &[]).await;
+        Stack { service, prometheus, receiver, daemon, rule: rule.to_string(), dir }
+    }
+
+    pub fn degrade_canary_errors(&self, rate: f64) {
+        self.service.update(Track::Canary, |p| p.error_rate = rate);
+    }
+}
+
+/// Calls to one hook path, in order.
+pub fn calls_to<'a>(calls: &'a [ReceivedCall], path: &str) -> Vec<&'a ReceivedCall> {
+    calls.iter().filter(|c| c.path == path).collect()
+}
+
+pub fn weights(calls: &[ReceivedCall]) -> Vec<u64> {
+    calls_to(calls, "/weight").iter().filter_map(|c| c.body["weight"].as_u64()).collect()
+}
