@@ -138,7 +138,12 @@ fn lognormal_cdf(x: f64, median: f64, sigma: f64) -> f64 {
 }
 
 /// A family with one sample per track: name, type, help, and how to read its value.
-type SimpleFamily = (&'static str, &'static str, &'static str, fn(&Counters) -> f64);
+type SimpleFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Counters) -> f64,
+);
 
 /// Writes the exposition of both tracks in the Prometheus text format (version 0.0.4).
 pub(crate) fn render(service: &str, tracks: &[(&str, &Counters)]) -> String {
