@@ -169,6 +169,8 @@ async fn prometheus_comes_back_on_the_same_port_with_its_data_after_a_stop() -> 
         Duration::from_secs(10),
     )
     .await?;
+    // The lifecycle API is on, so rule files can be reloaded in place.
+    prometheus.reload().await?;
     Ok(())
 }
 
@@ -192,6 +194,71 @@ async fn alertmanager_starts_and_reports_its_status() -> TestResult {
     assert!(
         config.contains(&receiver.url("/alerts")),
         "config was {config}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_canary_alert_travels_from_prometheus_through_alertmanager_to_the_receiver() -> TestResult
+{
+    let receiver = HookReceiver::start().await?;
+    let alertmanager = AlertmanagerProcess::start(AlertmanagerOptions {
+        webhook_urls: vec![receiver.url("/alerts")],
+        ..AlertmanagerOptions::default()
+    })
+    .await?;
+    let service = DemoService::start("checkout-api", LOOPBACK.parse()?).await?;
+    let rules = tempfile::NamedTempFile::with_suffix(".yml")?;
+    std::fs::write(
+        rules.path(),
+        format!(
+            "groups:\n- name: canary\n  rules:\n  - alert: CanaryErrors\n    expr: '({CANARY_ERROR_RATIO}) > 0.1'\n    labels: {{ severity: critical, service: checkout-api }}\n"
+        ),
+    )?;
+    let prometheus = PrometheusProcess::start(PrometheusOptions {
+        targets: vec![service.addr().to_string()],
+        rule_files: vec![rules.path().to_owned()],
+        alertmanagers: vec![alertmanager.address()],
+        ..PrometheusOptions::default()
+    })
+    .await?;
+    prometheus
+        .wait_for_series(CANARY_ERROR_RATIO, Duration::from_secs(10))
+        .await?;
+
+    service.update(Track::Canary, |p| p.error_rate = 0.5);
+    let firing = |calls: &[canaryd::demo::receiver::ReceivedCall]| {
+        calls.iter().any(|c| {
+            c.body["status"] == "firing"
+                && c.body["alerts"][0]["labels"]["alertname"] == "CanaryErrors"
+        })
+    };
+    assert!(
+        receiver.wait_for(firing, Duration::from_secs(20)).await,
+        "no firing CanaryErrors webhook; got {:?}",
+        receiver.calls()
+    );
+    let call = receiver
+        .calls()
+        .into_iter()
+        .find(|c| firing(std::slice::from_ref(c)))
+        .ok_or("vanished")?;
+    assert_eq!(call.path, "/alerts");
+    assert_eq!(call.body["alerts"][0]["labels"]["severity"], "critical");
+    assert_eq!(
+        call.body["alerts"][0]["labels"]["track"],
+        serde_json::Value::Null
+    );
+
+    // send_resolved: fixing the canary produces a "resolved" notification too.
+    service.update(Track::Canary, |p| p.error_rate = 0.0);
+    let resolved = |calls: &[canaryd::demo::receiver::ReceivedCall]| {
+        calls.iter().any(|c| c.body["status"] == "resolved")
+    };
+    assert!(
+        receiver.wait_for(resolved, Duration::from_secs(15)).await,
+        "no resolved webhook; got {:?}",
+        receiver.calls()
     );
     Ok(())
 }

@@ -20,6 +20,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const PORT_ATTEMPTS: usize = 3;
 /// Lines of the log shown in a [`DemoError::NotReady`].
 const TAIL_LINES: usize = 30;
+/// Polls of 5 ms that `Drop` spends reaping a killed child (at most 1 s).
+const REAP_POLLS: usize = 200;
 
 /// Returns `program` as found on `PATH`, else `fallback`, so that defaults work both on a
 /// developer machine with a custom build first on `PATH` and under a minimal test environment.
@@ -158,9 +160,20 @@ impl ChildProcess {
 
 impl Drop for ChildProcess {
     fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            // `kill_on_drop` would do this too; being explicit keeps the guarantee visible.
-            let _ = child.start_kill();
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        // `kill_on_drop` would send the signal too, but leaves reaping to tokio in the
+        // background; a test process that exits right after dropping us hands the zombie to
+        // PID 1, which in containers often never reaps it. SIGKILL is prompt, so wait briefly.
+        if child.start_kill().is_err() {
+            return;
+        }
+        for _ in 0..REAP_POLLS {
+            match child.try_wait() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(Some(_)) | Err(_) => return,
+            }
         }
     }
 }

@@ -116,6 +116,19 @@ impl PrometheusProcess {
         self.process.start().await
     }
 
+    /// Asks Prometheus to re-read its configuration and rule files (`POST /-/reload`), so a
+    /// test can change a rule file without losing the data scraped so far.
+    pub async fn reload(&self) -> Result<(), DemoError> {
+        let url = format!("{}/-/reload", self.url());
+        self.client
+            .post(&url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| DemoError::http(format!("reloading via {url}"), e))?;
+        Ok(())
+    }
+
     /// Runs an instant query and returns the `data.result` vector.
     pub async fn query(&self, promql: &str) -> Result<Vec<serde_json::Value>, DemoError> {
         let mut url = reqwest::Url::parse(&format!("{}/api/v1/query", self.url()))

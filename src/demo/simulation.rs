@@ -282,6 +282,25 @@ mod tests {
     }
 
     #[test]
+    fn noise_jitters_reproducibly_from_the_seed() {
+        let noisy = Profile {
+            noise: 0.2,
+            ..Profile::default()
+        };
+        let run = |seed| {
+            let mut counters = Counters::default();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            for _ in 0..10 {
+                counters.advance(&noisy, 0.1, &mut rng);
+            }
+            counters.count
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7), run(8));
+        assert!((run(7) - 50.0).abs() <= 10.0 + 1e-9);
+    }
+
+    #[test]
     fn validate_rejects_negative_and_out_of_range_values() {
         let bad = Profile {
             error_rate: 1.5,
