@@ -21,6 +21,10 @@ pub struct PrometheusOptions {
     /// The `prometheus` binary: by default the one on `PATH`, else `/usr/bin/prometheus`.
     pub binary: PathBuf,
     /// How often every target is scraped; 1 s keeps tests short.
+    ///
+    /// Give `rate()` a window of at least 4 intervals: measured on Prometheus 2.42 at 1 s,
+    /// `[1s]` is always empty, `[2s]` and `[3s]` jump by up to 10 % between evaluations
+    /// (extrapolation over one or two deltas), `[5s]` is exact to 0.1 %.
     pub scrape_interval: Duration,
     /// Targets as `host:port`, scraped at `/metrics` under `job="demo"`.
     pub targets: Vec<String>,
