@@ -1,0 +1,191 @@
+//! Supervision of the external programs in the stack (Prometheus, Alertmanager).
+//!
+//! Both need the same care: find the binary or say how to install it, start it on a free port
+//! (retrying when another process grabs that port first), send its output to a log file whose
+//! tail ends up in the error when it fails, wait until it says it is ready, and never outlive the
+//! test that started it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use super::{DemoError, free_loopback_port};
+
+/// How long a child gets to answer its readiness endpoint; Prometheus replays its WAL first.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times a start is retried when the chosen port was taken in the meantime.
+const PORT_ATTEMPTS: usize = 3;
+/// Lines of the log shown in a [`DemoError::NotReady`].
+const TAIL_LINES: usize = 30;
+/// Polls of 5 ms that `Drop` spends reaping a killed child (at most 1 s).
+const REAP_POLLS: usize = 200;
+
+/// Returns `program` as found on `PATH`, else `fallback`, so that defaults work both on a
+/// developer machine with a custom build first on `PATH` and under a minimal test environment.
+pub(crate) fn find_binary(program: &str, fallback: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| PathBuf::from(fallback))
+}
+
+/// A child process with a fixed command line, restartable, killed on drop.
+pub(crate) struct ChildProcess {
+    program: &'static str,
+    binary: PathBuf,
+    args: Vec<OsString>,
+    log: PathBuf,
+    ready_url: String,
+    child: Option<Child>,
+}
+
+impl ChildProcess {
+    /// Starts `binary` with the arguments `args(port)` on a free loopback port and waits until
+    /// `http://127.0.0.1:PORT{ready_path}` answers 2xx. Returns the process and its port.
+    pub(crate) async fn start_on_free_port(
+        program: &'static str,
+        package: &str,
+        binary: &Path,
+        log: PathBuf,
+        ready_path: &str,
+        args: impl Fn(u16) -> Vec<OsString>,
+    ) -> Result<(ChildProcess, u16), DemoError> {
+        if !binary.is_file() {
+            return Err(DemoError::BinaryNotFound {
+                program: program.to_owned(),
+                package: package.to_owned(),
+            });
+        }
+        let mut last_error = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_loopback_port()
+                .map_err(|e| DemoError::io("picking a free loopback port", e))?;
+            let mut process = ChildProcess {
+                program,
+                binary: binary.to_owned(),
+                args: args(port),
+                log: log.clone(),
+                ready_url: format!("http://127.0.0.1:{port}{ready_path}"),
+                child: None,
+            };
+            match process.start().await {
+                Ok(()) => return Ok((process, port)),
+                Err(DemoError::NotReady { log_tail, .. })
+                    if log_tail.contains("address already in use") =>
+                {
+                    last_error = Some(port);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(DemoError::Unexpected(format!(
+            "{program}: every port tried was taken by another process (last: {last_error:?})"
+        )))
+    }
+
+    /// Spawns the child (again) with the same arguments and waits until it is ready.
+    pub(crate) async fn start(&mut self) -> Result<(), DemoError> {
+        self.stop().await;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| DemoError::io(format!("opening {}", self.log.display()), e))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| DemoError::io(format!("duplicating {}", self.log.display()), e))?;
+        let child = Command::new(&self.binary)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| DemoError::io(format!("spawning {}", self.binary.display()), e))?;
+        self.child = Some(child);
+        self.wait_ready().await
+    }
+
+    /// Kills the child and reaps it; a no-op when it is not running.
+    pub(crate) async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // An error means the child already exited; either way it is gone once `wait` returns.
+            let _ = child.kill().await;
+        }
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), DemoError> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .map_err(|e| DemoError::http("building an HTTP client", e))?;
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(self.not_ready(format!("it exited early with {status}")));
+            }
+            if let Ok(response) = client.get(&self.ready_url).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.stop().await;
+                return Err(self.not_ready(format!(
+                    "{} did not answer 2xx within {READY_TIMEOUT:?}",
+                    self.ready_url
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn not_ready(&self, reason: String) -> DemoError {
+        DemoError::NotReady {
+            program: self.program.to_owned(),
+            reason,
+            log: self.log.clone(),
+            log_tail: log_tail(&self.log, TAIL_LINES),
+        }
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        // `kill_on_drop` would send the signal too, but leaves reaping to tokio in the
+        // background; a test process that exits right after dropping us hands the zombie to
+        // PID 1, which in containers often never reaps it. SIGKILL is prompt, so wait briefly.
+        if child.start_kill().is_err() {
+            return;
+        }
+        for _ in 0..REAP_POLLS {
+            match child.try_wait() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(Some(_)) | Err(_) => return,
+            }
+        }
+    }
+}
+
+/// The last `lines` lines of the file at `path`, or a note saying why it could not be read.
+pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(could not read {}: {e})", path.display()),
+    }
+}

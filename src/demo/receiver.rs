@@ -1,0 +1,209 @@
+//! An HTTP endpoint that records the hooks it receives.
+//!
+//! canaryd acts on the world only through hooks (`set_weight`, `promote`, `rollback`) and
+//! Alertmanager only through webhooks. Tests assert on what was *received*, including retries:
+//! the receiver can fail the next requests or answer slowly, and counts every attempt apart
+//! from the calls it accepted. The demo prints each call as it arrives with [`HookReceiver::on_call`].
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::DemoError;
+
+/// One request the receiver answered with 2xx.
+#[derive(Clone, Debug)]
+pub struct ReceivedCall {
+    /// The request path, e.g. `/weight`.
+    pub path: String,
+    /// Every header, names in lower case, values lossily decoded.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body; an empty body is `null`, one that is not JSON is kept as a JSON string.
+    pub body: serde_json::Value,
+    /// When the call was answered.
+    pub at: SystemTime,
+}
+
+type Callback = Arc<dyn Fn(&ReceivedCall) + Send + Sync>;
+
+#[derive(Default)]
+struct Inner {
+    calls: Vec<ReceivedCall>,
+    attempts: usize,
+    fail_next: u32,
+    delay: Duration,
+    callbacks: Vec<Callback>,
+}
+
+#[derive(Clone, Default)]
+struct Shared {
+    inner: Arc<Mutex<Inner>>,
+    /// Woken on every recorded call, so [`HookReceiver::wait_for`] needs no polling interval.
+    changed: Arc<Notify>,
+}
+
+impl Shared {
+    /// Locks the state; the plain data inside stays consistent even if a callback panicked.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A running hook receiver. Dropping it stops the server.
+pub struct HookReceiver {
+    addr: SocketAddr,
+    shared: Shared,
+    server: JoinHandle<()>,
+}
+
+impl HookReceiver {
+    /// Starts a receiver on a free loopback port, accepting `POST` on any path.
+    pub async fn start() -> Result<HookReceiver, DemoError> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|e| DemoError::io("binding the hook receiver to 127.0.0.1", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| DemoError::io("reading the hook receiver's address", e))?;
+        let shared = Shared::default();
+        let app = Router::new().fallback(receive).with_state(shared.clone());
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "hook receiver stopped serving");
+            }
+        });
+        Ok(HookReceiver {
+            addr,
+            shared,
+            server,
+        })
+    }
+
+    /// The URL of `path` on this receiver, e.g. `url("/weight")`.
+    pub fn url(&self, path: &str) -> String {
+        let path = path.strip_prefix('/').unwrap_or(path);
+        format!("http://{}/{path}", self.addr)
+    }
+
+    /// Every call answered 2xx, in the order they were answered.
+    pub fn calls(&self) -> Vec<ReceivedCall> {
+        self.shared.lock().calls.clone()
+    }
+
+    /// Every request received, including those answered 5xx: retries show up here.
+    pub fn attempts(&self) -> usize {
+        self.shared.lock().attempts
+    }
+
+    /// Answers 500 to the next `n` requests, which are then not recorded in [`Self::calls`].
+    pub fn fail_next(&self, n: u32) {
+        self.shared.lock().fail_next = n;
+    }
+
+    /// Waits `d` before answering each later request, to make a caller's timeout fire. A call
+    /// is recorded only once answered, so one whose caller gave up may still appear later.
+    pub fn set_delay(&self, d: Duration) {
+        self.shared.lock().delay = d;
+    }
+
+    /// Waits until `pred` holds for the calls so far, or `timeout` passes; returns whether it
+    /// held.
+    pub async fn wait_for(
+        &self,
+        pred: impl Fn(&[ReceivedCall]) -> bool,
+        timeout: Duration,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Register for the wake-up before checking, so a call landing in between is seen.
+            let changed = self.shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if pred(&self.shared.lock().calls) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return pred(&self.shared.lock().calls);
+            }
+        }
+    }
+
+    /// Runs `f` on every call as it is recorded (after earlier callbacks).
+    pub fn on_call(&self, f: impl Fn(&ReceivedCall) + Send + Sync + 'static) {
+        self.shared.lock().callbacks.push(Arc::new(f));
+    }
+}
+
+impl Drop for HookReceiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn receive(
+    State(shared): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let (fail, delay) = {
+        let mut inner = shared.lock();
+        inner.attempts += 1;
+        if method != Method::POST {
+            return StatusCode::METHOD_NOT_ALLOWED.into_response();
+        }
+        let fail = inner.fail_next > 0;
+        inner.fail_next = inner.fail_next.saturating_sub(1);
+        (fail, inner.delay)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if fail {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failing as asked by fail_next",
+        )
+            .into_response();
+    }
+    let call = ReceivedCall {
+        path: uri.path().to_owned(),
+        headers: headers
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                (name.as_str().to_owned(), value)
+            })
+            .collect(),
+        body: if body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&body).into())
+            })
+        },
+        at: SystemTime::now(),
+    };
+    let callbacks = {
+        let mut inner = shared.lock();
+        inner.calls.push(call.clone());
+        inner.callbacks.clone()
+    };
+    // Outside the lock: a callback may well call back into the receiver.
+    for callback in callbacks {
+        callback(&call);
+    }
+    shared.changed.notify_waiters();
+    StatusCode::OK.into_response()
+}
