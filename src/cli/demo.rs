@@ -45,8 +45,8 @@ fn demo_rule(receiver: &HookReceiver, hold: u64) -> anyhow::Result<Rule> {
     spec.selector.baseline = format!(r#"service="{name}", track="baseline""#);
     let a = &mut spec.analysis;
     a.interval = Duration::from_secs(1);
-    a.window = Duration::from_secs(15);
-    a.step = Duration::from_secs(3);
+    a.window = Duration::from_secs(20);
+    a.step = Duration::from_secs(4);
     a.warmup = Duration::from_secs(3);
     for step in spec.steps.value.iter_mut() {
         if step.value.hold.is_some() {
@@ -107,7 +107,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     }
     prometheus
         .wait_for_series(
-            &format!(r#"sum(rate(http_requests_total{{service="{service_name}",track="canary"}}[3s]))"#),
+            &format!(r#"sum(rate(http_requests_total{{service="{service_name}",track="canary"}}[4s]))"#),
             Duration::from_secs(30),
         )
         .await?;
