@@ -17,7 +17,10 @@ pub const BUILTIN_VARIABLES: &[&str] = &[
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TemplateError {
     #[error("template syntax: {message}")]
-    Syntax { message: String, line: Option<usize> },
+    Syntax {
+        message: String,
+        line: Option<usize>,
+    },
     #[error("unknown template variable `{name}` (known: {known})")]
     Unknown { name: String, known: String },
 }
@@ -75,13 +78,13 @@ pub fn render(template: &str, vars: &BTreeMap<String, String>) -> Result<String,
 /// Formats a duration the way PromQL range selectors want it (`15s`, `5m`, `1h`, `1500ms`).
 pub fn promql_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         format!("{ms}ms")
     } else {
         let s = d.as_secs();
-        if s != 0 && s % 3600 == 0 {
+        if s != 0 && s.is_multiple_of(3600) {
             format!("{}h", s / 3600)
-        } else if s != 0 && s % 60 == 0 {
+        } else if s != 0 && s.is_multiple_of(60) {
             format!("{}m", s / 60)
         } else {
             format!("{s}s")
@@ -97,7 +100,10 @@ mod tests {
     fn accepts_builtin_and_declared_variables() {
         let mut vars = BTreeMap::new();
         vars.insert("job".to_string(), "api".to_string());
-        assert_eq!(check("rate(x{ {{selector}}, job=\"{{job}}\" }[{{step}}])", &vars), Ok(()));
+        assert_eq!(
+            check("rate(x{ {{selector}}, job=\"{{job}}\" }[{{step}}])", &vars),
+            Ok(())
+        );
     }
 
     #[test]

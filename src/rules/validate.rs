@@ -45,9 +45,13 @@ pub fn validate(spec: &RuleSpec) -> (Vec<Finding>, Option<Windows>) {
     check_steps(spec, &mut out);
     check_analysis(spec, &mut out);
     check_metrics(spec, &mut out);
-    for hook in [&spec.hooks.set_weight, &spec.hooks.promote, &spec.hooks.rollback]
-        .into_iter()
-        .flatten()
+    for hook in [
+        &spec.hooks.set_weight,
+        &spec.hooks.promote,
+        &spec.hooks.rollback,
+    ]
+    .into_iter()
+    .flatten()
     {
         check_hook(hook, &mut out);
     }
@@ -66,14 +70,20 @@ pub fn validate(spec: &RuleSpec) -> (Vec<Finding>, Option<Windows>) {
 fn check_steps(spec: &RuleSpec, out: &mut Vec<Finding>) {
     let steps = &spec.steps.value;
     let Some(last) = steps.last() else {
-        out.push(at(&spec.steps, "steps must not be empty; e.g. [{weight: 5, hold: 1h}, {weight: 100}]"));
+        out.push(at(
+            &spec.steps,
+            "steps must not be empty; e.g. [{weight: 5, hold: 1h}, {weight: 100}]",
+        ));
         return;
     };
     let mut previous = 0;
     for step in steps {
         let w = step.value.weight;
         if w == 0 || w > 100 {
-            out.push(at(step, format!("step weight {w} must be between 1 and 100")));
+            out.push(at(
+                step,
+                format!("step weight {w} must be between 1 and 100"),
+            ));
         } else if w <= previous {
             out.push(at(
                 step,
@@ -85,7 +95,10 @@ fn check_steps(spec: &RuleSpec, out: &mut Vec<Finding>) {
     if last.value.weight != 100 {
         out.push(at(
             last,
-            format!("the last step must have weight 100, not {}", last.value.weight),
+            format!(
+                "the last step must have weight 100, not {}",
+                last.value.weight
+            ),
         ));
     }
 }
@@ -135,28 +148,40 @@ fn check_metric(
     out: &mut Vec<Finding>,
 ) {
     let name = &m.name;
-    if let (Some(warn), Some(rb)) = (m.warn_above, m.rollback_above) {
-        if warn > rb {
-            out.push(at(span, format!(
-                "metric {name}: warn_above ({warn}) is beyond rollback_above ({rb}); the warning would never fire"
-            )));
-        }
+    if let (Some(warn), Some(rb)) = (m.warn_above, m.rollback_above)
+        && warn > rb
+    {
+        out.push(at(span, format!(
+            "metric {name}: warn_above ({warn}) is beyond rollback_above ({rb}); the warning would never fire"
+        )));
     }
-    if let (Some(warn), Some(rb)) = (m.warn_below, m.rollback_below) {
-        if warn < rb {
-            out.push(at(span, format!(
-                "metric {name}: warn_below ({warn}) is beyond rollback_below ({rb}); the warning would never fire"
-            )));
-        }
+    if let (Some(warn), Some(rb)) = (m.warn_below, m.rollback_below)
+        && warn < rb
+    {
+        out.push(at(span, format!(
+            "metric {name}: warn_below ({warn}) is beyond rollback_below ({rb}); the warning would never fire"
+        )));
     }
-    let finite = [m.rollback_above, m.rollback_below, m.warn_above, m.warn_below, m.max_ratio];
+    let finite = [
+        m.rollback_above,
+        m.rollback_below,
+        m.warn_above,
+        m.warn_below,
+        m.max_ratio,
+    ];
     if finite.iter().flatten().any(|v| !v.is_finite()) {
-        out.push(at(span, format!("metric {name}: thresholds must be finite numbers")));
+        out.push(at(
+            span,
+            format!("metric {name}: thresholds must be finite numbers"),
+        ));
     }
-    if let Some(r) = m.max_ratio {
-        if r <= 0.0 {
-            out.push(at(span, format!("metric {name}: max_ratio must be positive, not {r}")));
-        }
+    if let Some(r) = m.max_ratio
+        && r <= 0.0
+    {
+        out.push(at(
+            span,
+            format!("metric {name}: max_ratio must be positive, not {r}"),
+        ));
     }
     if m.allowed_increase.is_some_and(|v| v < 1.0) || m.allowed_decrease.is_some_and(|v| v > 1.0) {
         out.push(at(span, format!(
@@ -164,7 +189,10 @@ fn check_metric(
         )));
     }
     if !(m.weight.is_finite() && m.weight >= 0.0) {
-        out.push(at(span, format!("metric {name}: weight must be a non-negative number")));
+        out.push(at(
+            span,
+            format!("metric {name}: weight must be a non-negative number"),
+        ));
     }
     if let Err(e) = templates::check(&m.query.value, &spec.vars) {
         out.push(at(&m.query, format!("metric {name}: query {e}")));
@@ -212,7 +240,10 @@ fn check_windows(spec: &RuleSpec, out: &mut Vec<Finding>) -> Option<Windows> {
         }
     }
     if w.allow.is_empty() {
-        out.push(at(&w.timezone, "windows.allow must list at least one window"));
+        out.push(at(
+            &w.timezone,
+            "windows.allow must list at least one window",
+        ));
     }
     Some(Windows { timezone, allow })
 }
