@@ -38,6 +38,25 @@ fn describe() {
     describe_gauge!("canaryd_rules_reload_success", "1 when the last rule (re)load succeeded, 0 when it kept the previous rules");
 }
 
+/// Counters start at 0 for every known label set, so a `rate()` or an alert on them works from
+/// the first scrape instead of after the first incident.
+pub fn init_series<'a>(rules: impl IntoIterator<Item = &'a str>) {
+    for rule in rules {
+        counter!("canaryd_promotions_total", "rule" => rule.to_string()).increment(0);
+        for reason in ["metric", "abort", "alert", "health", "hook"] {
+            counter!("canaryd_rollbacks_total", "rule" => rule.to_string(), "reason" => reason).increment(0);
+        }
+    }
+    for hook in ["set_weight", "promote", "rollback"] {
+        for outcome in ["success", "error"] {
+            counter!("canaryd_hook_calls_total", "hook" => hook, "outcome" => outcome).increment(0);
+        }
+    }
+    for kind in ["query", "transport", "other"] {
+        counter!("canaryd_prometheus_errors_total", "kind" => kind).increment(0);
+    }
+}
+
 /// Per-tick gauges and verdict counters.
 pub fn record_tick(r: &Rollout, rule: &Rule, tick: &Tick) {
     gauge!("canaryd_analysis_score", "rollout" => r.id.clone(), "rule" => r.rule.clone()).set(tick.score.value);

@@ -116,14 +116,17 @@ async fn readiness_names_the_failing_component_and_metrics_are_described() {
     assert_eq!(d.get("/health/live").await.0, 200);
     assert_eq!(d.get("/health").await.0, 200);
     let m = d.metrics().await;
+    // Counters exist at 0 from the start, described, so alerts on them work before any incident.
     for name in [
-        "canaryd_rollout_phase",
         "canaryd_hook_calls_total",
         "canaryd_rules_reload_success",
-        "canaryd_prometheus_query_duration_seconds",
+        "canaryd_rollbacks_total",
+        "canaryd_promotions_total",
+        "canaryd_prometheus_errors_total",
     ] {
-        assert!(m.contains(&format!("# HELP {name}")) || m.contains(name), "{name} missing from /metrics:\n{m}");
+        assert!(m.contains(&format!("# HELP {name}")), "{name} not described in /metrics:\n{m}");
     }
+    assert!(m.contains(r#"canaryd_promotions_total{rule="api-test"} 0"#), "{m}");
 }
 
 #[tokio::test]

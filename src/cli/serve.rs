@@ -93,6 +93,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     metrics::gauge!("canaryd_rules_reload_success").set(1.0);
+    telemetry::init_series(rules.keys().map(String::as_str));
     let prometheus = PrometheusConfig {
         url: cfg.prometheus.url.clone(),
         timeout: cfg.prometheus.timeout,
