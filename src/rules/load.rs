@@ -2,6 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_saphyr::Spanned;
+
 use super::schema::RuleSpec;
 use super::validate::validate;
 use super::{Rule, RuleError};
@@ -9,7 +13,9 @@ use super::{Rule, RuleError};
 /// Parses and validates one rule file's text. `path` only labels the errors.
 pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
     let spec: RuleSpec = serde_saphyr::from_str(text).map_err(|e| vec![yaml_error(path, &e)])?;
-    let (findings, windows) = validate(&spec);
+    let anchors: Anchors = serde_saphyr::from_str(text).unwrap_or_default();
+    let analysis_at = anchors.analysis.map(|a| a.referenced);
+    let (findings, windows) = validate(&spec, analysis_at);
     if findings.is_empty() {
         Ok(Rule {
             spec,
@@ -29,7 +35,16 @@ pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
     }
 }
 
-/// serde-saphyr prefixes its message with the location; keep our own `file:line:col:` format.
+/// Where blocks that `RuleSpec` keeps unwrapped start, so findings about them point there.
+/// `analysis` is read all over the controller, so it stays a plain `AnalysisSpec` there and its
+/// location comes from this second, lenient pass over the same text.
+#[derive(Default, Deserialize)]
+struct Anchors {
+    #[serde(default)]
+    analysis: Option<Spanned<IgnoredAny>>,
+}
+
+/// serde-saphyr puts the location around its message; keep our own `file:line:col:` format.
 fn yaml_error(path: &Path, e: &serde_saphyr::Error) -> RuleError {
     let (line, column) = e
         .location()
@@ -39,14 +54,34 @@ fn yaml_error(path: &Path, e: &serde_saphyr::Error) -> RuleError {
     let first = text.lines().next().unwrap_or("invalid YAML").trim();
     let first = first.strip_prefix("error: ").unwrap_or(first);
     let message = match first.split_once(": ") {
-        Some((prefix, rest)) if prefix.starts_with("line ") => rest.to_string(),
-        _ => first.to_string(),
+        Some((prefix, rest)) if prefix.starts_with("line ") => rest,
+        _ => first,
+    };
+    // The location is already in front of the message; drop the trailing " at line L, column C".
+    let message = match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(", column ") => &message[..i],
+        _ => message,
+    };
+    let message = match e.without_snippet() {
+        serde_saphyr::Error::InvalidScalar { ty, .. } => format!("{message}: {}", expected(ty)),
+        _ => message.to_string(),
     };
     RuleError {
         file: path.to_path_buf(),
         line: line.max(1),
         column: column.max(1),
         message,
+    }
+}
+
+/// What a value of a scalar type looks like, for "invalid u32" and friends.
+fn expected(ty: &str) -> &'static str {
+    match ty {
+        "bool" | "boolean" => "expected true or false",
+        "f32" | "f64" | "floating point" => "expected a number, e.g. 0.05",
+        t if t.starts_with('u') => "expected a whole number, e.g. 25",
+        t if t.starts_with('i') => "expected a whole number",
+        _ => "wrong type for this key",
     }
 }
 
@@ -72,7 +107,10 @@ pub fn expand_paths(patterns: &[String]) -> Result<Vec<PathBuf>, RuleError> {
                 column: 1,
                 message: format!("bad glob pattern: {e}"),
             })?;
-            let mut found: Vec<PathBuf> = matches.filter_map(Result::ok).filter(|f| f.is_file()).collect();
+            let mut found: Vec<PathBuf> = matches
+                .filter_map(Result::ok)
+                .filter(|f| f.is_file())
+                .collect();
             if found.is_empty() {
                 return Err(RuleError {
                     file: p.to_path_buf(),

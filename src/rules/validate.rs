@@ -29,7 +29,10 @@ fn at_loc(loc: Location, message: impl Into<String>) -> Finding {
 }
 
 /// Runs every check; an empty list means the rule can run.
-pub fn validate(spec: &RuleSpec) -> (Vec<Finding>, Option<Windows>) {
+///
+/// `analysis_at` is where the `analysis:` block starts (absent when the file leaves it out, and
+/// then its defaults are valid).
+pub fn validate(spec: &RuleSpec, analysis_at: Option<Location>) -> (Vec<Finding>, Option<Windows>) {
     let mut out = Vec::new();
     let name = &spec.name.value;
     if name.is_empty()
@@ -43,7 +46,7 @@ pub fn validate(spec: &RuleSpec) -> (Vec<Finding>, Option<Windows>) {
         ));
     }
     check_steps(spec, &mut out);
-    check_analysis(spec, &mut out);
+    check_analysis(spec, analysis_at.unwrap_or(spec.name.referenced), &mut out);
     check_metrics(spec, &mut out);
     for hook in [
         &spec.hooks.set_weight,
@@ -103,9 +106,8 @@ fn check_steps(spec: &RuleSpec, out: &mut Vec<Finding>) {
     }
 }
 
-fn check_analysis(spec: &RuleSpec, out: &mut Vec<Finding>) {
+fn check_analysis(spec: &RuleSpec, loc: Location, out: &mut Vec<Finding>) {
     let a = &spec.analysis;
-    let loc = spec.steps.referenced;
     let mut bad = |m: String| out.push(at_loc(loc, format!("analysis: {m}")));
     if a.interval.is_zero() || a.step.is_zero() || a.window.is_zero() {
         bad("interval, window and step must be longer than zero".into());
@@ -216,7 +218,11 @@ fn check_hook(hook: &Spanned<HookSpec>, out: &mut Vec<Finding>) {
             }
         }
         (None, Some(_)) => out.push(at(hook, "hook command must not be empty")),
-        _ => out.push(at(hook, "a hook needs exactly one of `url` or `command`")),
+        (Some(_), Some(_)) => out.push(at(
+            hook,
+            "hook has both `url` and `command`; a hook is exactly one of them, keep one",
+        )),
+        (None, None) => out.push(at(hook, "hook needs a `url` or a `command`")),
     }
     if h.timeout.is_zero() {
         out.push(at(hook, "hook timeout must be longer than zero"));
