@@ -72,9 +72,17 @@ pub struct AlertmanagerSection {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}:{line}:{column}: {message}")]
-    Parse { path: PathBuf, line: u32, column: u32, message: String },
+    Parse {
+        path: PathBuf,
+        line: u32,
+        column: u32,
+        message: String,
+    },
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("refusing to start: {0}")]
     Unsafe(String),
 }
@@ -86,7 +94,10 @@ impl Config {
             source,
         })?;
         serde_saphyr::from_str(&text).map_err(|e| {
-            let (line, column) = e.location().map(|l| (l.line() as u32, l.column() as u32)).unwrap_or((1, 1));
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line() as u32, l.column() as u32))
+                .unwrap_or((1, 1));
             let text = e.without_snippet().to_string();
             ConfigError::Parse {
                 path: path.to_path_buf(),
@@ -109,12 +120,15 @@ impl Config {
 
     /// The API token, from `CANARYD_API_TOKEN` or the token file.
     pub fn api_token(&self) -> Result<Option<String>, ConfigError> {
-        if let Ok(t) = std::env::var("CANARYD_API_TOKEN") {
-            if !t.trim().is_empty() {
-                return Ok(Some(t.trim().to_string()));
-            }
+        if let Ok(t) = std::env::var("CANARYD_API_TOKEN")
+            && !t.trim().is_empty()
+        {
+            return Ok(Some(t.trim().to_string()));
         }
-        self.api_token_file.as_deref().map(Self::read_secret).transpose()
+        self.api_token_file
+            .as_deref()
+            .map(Self::read_secret)
+            .transpose()
     }
 
     /// Fail fast on settings that would expose rollout control, as the runbooks' production
@@ -127,7 +141,9 @@ impl Config {
             )));
         }
         if token.is_some_and(|t| t.len() < 16) {
-            return Err(ConfigError::Unsafe("API token must be at least 16 characters".into()));
+            return Err(ConfigError::Unsafe(
+                "API token must be at least 16 characters".into(),
+            ));
         }
         Ok(())
     }

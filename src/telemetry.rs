@@ -11,7 +11,8 @@ use crate::rules::Rule;
 /// Installs the global metrics recorder once per process and describes every metric, so
 /// `/metrics` documents itself even before the first rollout.
 pub fn install_metrics() -> Result<PrometheusHandle, String> {
-    static HANDLE: std::sync::OnceLock<Result<PrometheusHandle, String>> = std::sync::OnceLock::new();
+    static HANDLE: std::sync::OnceLock<Result<PrometheusHandle, String>> =
+        std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
@@ -24,18 +25,53 @@ pub fn install_metrics() -> Result<PrometheusHandle, String> {
 }
 
 fn describe() {
-    describe_gauge!("canaryd_rollout_phase", "Phase of each rollout as an index: 0 pending, 1 progressing, 2 waiting_window, 3 waiting_approval, 4 paused, 5 promoting, 6 succeeded, 7 rolling_back, 8 rolled_back, 9 failed");
-    describe_gauge!("canaryd_rollout_weight", Unit::Percent, "Traffic weight confirmed for the canary");
-    describe_gauge!("canaryd_metric_value", "Latest value of a metric per group (canary, baseline)");
-    describe_gauge!("canaryd_metric_threshold", "Threshold a metric is held against, by kind");
-    describe_counter!("canaryd_check_verdicts_total", "Check verdicts by rule, metric and verdict");
-    describe_gauge!("canaryd_analysis_score", "Score of the last analysis tick (0-100)");
-    describe_counter!("canaryd_rollbacks_total", "Rollbacks decided, by reason kind");
+    describe_gauge!(
+        "canaryd_rollout_phase",
+        "Phase of each rollout as an index: 0 pending, 1 progressing, 2 waiting_window, 3 waiting_approval, 4 paused, 5 promoting, 6 succeeded, 7 rolling_back, 8 rolled_back, 9 failed"
+    );
+    describe_gauge!(
+        "canaryd_rollout_weight",
+        Unit::Percent,
+        "Traffic weight confirmed for the canary"
+    );
+    describe_gauge!(
+        "canaryd_metric_value",
+        "Latest value of a metric per group (canary, baseline)"
+    );
+    describe_gauge!(
+        "canaryd_metric_threshold",
+        "Threshold a metric is held against, by kind"
+    );
+    describe_counter!(
+        "canaryd_check_verdicts_total",
+        "Check verdicts by rule, metric and verdict"
+    );
+    describe_gauge!(
+        "canaryd_analysis_score",
+        "Score of the last analysis tick (0-100)"
+    );
+    describe_counter!(
+        "canaryd_rollbacks_total",
+        "Rollbacks decided, by reason kind"
+    );
     describe_counter!("canaryd_promotions_total", "Rollouts promoted");
-    describe_histogram!("canaryd_prometheus_query_duration_seconds", Unit::Seconds, "Duration of range queries to Prometheus");
-    describe_counter!("canaryd_prometheus_errors_total", "Failed Prometheus queries by kind");
-    describe_counter!("canaryd_hook_calls_total", "Hook delivery attempts by hook and outcome (success, error)");
-    describe_gauge!("canaryd_rules_reload_success", "1 when the last rule (re)load succeeded, 0 when it kept the previous rules");
+    describe_histogram!(
+        "canaryd_prometheus_query_duration_seconds",
+        Unit::Seconds,
+        "Duration of range queries to Prometheus"
+    );
+    describe_counter!(
+        "canaryd_prometheus_errors_total",
+        "Failed Prometheus queries by kind"
+    );
+    describe_counter!(
+        "canaryd_hook_calls_total",
+        "Hook delivery attempts by hook and outcome (success, error)"
+    );
+    describe_gauge!(
+        "canaryd_rules_reload_success",
+        "1 when the last rule (re)load succeeded, 0 when it kept the previous rules"
+    );
 }
 
 /// Counters start at 0 for every known label set, so a `rate()` or an alert on them works from
@@ -44,7 +80,8 @@ pub fn init_series<'a>(rules: impl IntoIterator<Item = &'a str>) {
     for rule in rules {
         counter!("canaryd_promotions_total", "rule" => rule.to_string()).increment(0);
         for reason in ["metric", "abort", "alert", "health", "hook"] {
-            counter!("canaryd_rollbacks_total", "rule" => rule.to_string(), "reason" => reason).increment(0);
+            counter!("canaryd_rollbacks_total", "rule" => rule.to_string(), "reason" => reason)
+                .increment(0);
         }
     }
     for hook in ["set_weight", "promote", "rollback"] {
@@ -59,7 +96,8 @@ pub fn init_series<'a>(rules: impl IntoIterator<Item = &'a str>) {
 
 /// Per-tick gauges and verdict counters.
 pub fn record_tick(r: &Rollout, rule: &Rule, tick: &Tick) {
-    gauge!("canaryd_analysis_score", "rollout" => r.id.clone(), "rule" => r.rule.clone()).set(tick.score.value);
+    gauge!("canaryd_analysis_score", "rollout" => r.id.clone(), "rule" => r.rule.clone())
+        .set(tick.score.value);
     for c in &tick.checks {
         let verdict = match c.verdict {
             Verdict::Pass => "pass",
@@ -92,8 +130,10 @@ pub fn record_tick(r: &Rollout, rule: &Rule, tick: &Tick) {
 
 /// Phase and weight gauges, and the rollback/promotion counters on the edge that caused them.
 pub fn record_rollout(r: &Rollout, before: &Rollout) {
-    gauge!("canaryd_rollout_phase", "rollout" => r.id.clone(), "rule" => r.rule.clone()).set(r.phase.code());
-    gauge!("canaryd_rollout_weight", "rollout" => r.id.clone(), "rule" => r.rule.clone()).set(f64::from(r.weight));
+    gauge!("canaryd_rollout_phase", "rollout" => r.id.clone(), "rule" => r.rule.clone())
+        .set(r.phase.code());
+    gauge!("canaryd_rollout_weight", "rollout" => r.id.clone(), "rule" => r.rule.clone())
+        .set(f64::from(r.weight));
     if r.rollback_decided && !before.rollback_decided {
         counter!("canaryd_rollbacks_total", "rule" => r.rule.clone(), "reason" => rollback_kind(r.reason.as_deref())).increment(1);
     }
@@ -116,14 +156,26 @@ fn rollback_kind(reason: Option<&str>) -> &'static str {
 /// Text or JSON logs to stderr; `RUST_LOG` overrides the default level.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     #[default]

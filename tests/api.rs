@@ -26,22 +26,47 @@ async fn daemon(token: bool) -> (Daemon, tempfile::TempDir) {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
     let port = canaryd::demo::free_loopback_port().expect("port");
-    let extra: Vec<String> = if token { vec!["--api-token-file".into(), token_file.display().to_string()] } else { vec![] };
+    let extra: Vec<String> = if token {
+        vec!["--api-token-file".into(), token_file.display().to_string()]
+    } else {
+        vec![]
+    };
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let d = Daemon::start(&format!("http://127.0.0.1:{port}"), &[rule], dir.path(), &extra).await;
+    let d = Daemon::start(
+        &format!("http://127.0.0.1:{port}"),
+        &[rule],
+        dir.path(),
+        &extra,
+    )
+    .await;
     (d, dir)
 }
 
 #[tokio::test]
 async fn starting_a_rollout_answers_201_and_a_second_for_the_same_rule_409() {
     let (d, _dir) = daemon(false).await;
-    let (status, body) = d.post("/api/v1/rollouts", Some(json!({"rule": "api-test", "version": "v1"}))).await;
+    let (status, body) = d
+        .post(
+            "/api/v1/rollouts",
+            Some(json!({"rule": "api-test", "version": "v1"})),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     assert!(body["id"].as_str().is_some_and(|id| !id.is_empty()));
     assert_eq!(body["rule"], "api-test");
-    let (status, body) = d.post("/api/v1/rollouts", Some(json!({"rule": "api-test", "version": "v2"}))).await;
+    let (status, body) = d
+        .post(
+            "/api/v1/rollouts",
+            Some(json!({"rule": "api-test", "version": "v2"})),
+        )
+        .await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap_or("").contains("live rollout"));
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("live rollout")
+    );
     let (status, list) = d.get("/api/v1/rollouts").await;
     assert_eq!(status, 200);
     assert_eq!(list["rollouts"].as_array().map(Vec::len), Some(1));
@@ -62,10 +87,20 @@ async fn bad_requests_get_json_errors_with_4xx() {
     let body: serde_json::Value = resp.json().await.expect("json error");
     assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
 
-    let (status, body) = d.post("/api/v1/rollouts", Some(json!({"rule": "nope", "version": "v1"}))).await;
+    let (status, body) = d
+        .post(
+            "/api/v1/rollouts",
+            Some(json!({"rule": "nope", "version": "v1"})),
+        )
+        .await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap_or("").contains("nope"));
-    let (status, _) = d.post("/api/v1/rollouts", Some(json!({"rule": "api-test", "version": "v1", "extra": 1}))).await;
+    let (status, _) = d
+        .post(
+            "/api/v1/rollouts",
+            Some(json!({"rule": "api-test", "version": "v1", "extra": 1})),
+        )
+        .await;
     assert_eq!(status, 400, "unknown fields are refused");
     let (status, body) = d.get("/api/v1/rollouts/ro-doesnotexist").await;
     assert_eq!(status, 404, "{body}");
@@ -79,32 +114,70 @@ async fn bad_requests_get_json_errors_with_4xx() {
 async fn abort_rolls_back_and_a_second_abort_conflicts() {
     let (d, _dir) = daemon(false).await;
     let id = d.start_rollout("api-test", "v1").await;
-    let (status, body) = d.post(&format!("/api/v1/rollouts/{id}/abort"), Some(json!({"reason": "bad smell"}))).await;
+    let (status, body) = d
+        .post(
+            &format!("/api/v1/rollouts/{id}/abort"),
+            Some(json!({"reason": "bad smell"})),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
-    let r = d.wait_phase(&id, &["rolled_back"], Duration::from_secs(10)).await;
+    let r = d
+        .wait_phase(&id, &["rolled_back"], Duration::from_secs(10))
+        .await;
     assert!(r["reason"].as_str().unwrap_or("").contains("bad smell"));
     let (status, _) = d.post(&format!("/api/v1/rollouts/{id}/abort"), None).await;
     assert_eq!(status, 409);
-    let (status, _) = d.post(&format!("/api/v1/rollouts/{id}/approve"), None).await;
+    let (status, _) = d
+        .post(&format!("/api/v1/rollouts/{id}/approve"), None)
+        .await;
     assert_eq!(status, 409);
 }
 
 #[tokio::test]
 async fn mutating_routes_need_the_token_and_reads_do_not() {
     let (mut d, _dir) = daemon(true).await;
-    let (status, body) = d.post("/api/v1/rollouts", Some(json!({"rule": "api-test", "version": "v1"}))).await;
+    let (status, body) = d
+        .post(
+            "/api/v1/rollouts",
+            Some(json!({"rule": "api-test", "version": "v1"})),
+        )
+        .await;
     assert_eq!(status, 401, "{body}");
     d.token = Some("wrong-token-wrong-token".into());
-    let (status, _) = d.post("/api/v1/rollouts", Some(json!({"rule": "api-test", "version": "v1"}))).await;
+    let (status, _) = d
+        .post(
+            "/api/v1/rollouts",
+            Some(json!({"rule": "api-test", "version": "v1"})),
+        )
+        .await;
     assert_eq!(status, 401);
     d.token = Some(TOKEN.into());
-    let (status, body) = d.post("/api/v1/rollouts", Some(json!({"rule": "api-test", "version": "v1"}))).await;
+    let (status, body) = d
+        .post(
+            "/api/v1/rollouts",
+            Some(json!({"rule": "api-test", "version": "v1"})),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     let (status, _) = d.get("/api/v1/rollouts").await;
     assert_eq!(status, 200);
-    let rules = d.http.get(format!("{}/api/v1/rules", d.url)).send().await.expect("rules").text().await.unwrap_or_default();
-    assert!(!rules.contains(TOKEN), "the API token leaked into /api/v1/rules");
-    assert!(!d.log_text().contains(TOKEN), "the API token leaked into the log");
+    let rules = d
+        .http
+        .get(format!("{}/api/v1/rules", d.url))
+        .send()
+        .await
+        .expect("rules")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        !rules.contains(TOKEN),
+        "the API token leaked into /api/v1/rules"
+    );
+    assert!(
+        !d.log_text().contains(TOKEN),
+        "the API token leaked into the log"
+    );
 }
 
 #[tokio::test]
@@ -124,9 +197,15 @@ async fn readiness_names_the_failing_component_and_metrics_are_described() {
         "canaryd_promotions_total",
         "canaryd_prometheus_errors_total",
     ] {
-        assert!(m.contains(&format!("# HELP {name}")), "{name} not described in /metrics:\n{m}");
+        assert!(
+            m.contains(&format!("# HELP {name}")),
+            "{name} not described in /metrics:\n{m}"
+        );
     }
-    assert!(m.contains(r#"canaryd_promotions_total{rule="api-test"} 0"#), "{m}");
+    assert!(
+        m.contains(r#"canaryd_promotions_total{rule="api-test"} 0"#),
+        "{m}"
+    );
 }
 
 #[tokio::test]

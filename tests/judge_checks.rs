@@ -21,46 +21,110 @@ fn verdict_table() {
     let base = obs(&[0.004, 0.005, 0.005, 0.006]);
     // (canary, baseline, verdict, threshold kind)
     let cases: Vec<(Observation, Observation, Verdict, Option<ThresholdKind>)> = vec![
-        (obs(&[0.004, 0.005, 0.006, 0.005]), base.clone(), Verdict::Pass, Some(ThresholdKind::RollbackAbove)),
-        (obs(&[0.005, 0.005, 0.005, 0.2]), base.clone(), Verdict::Fail, Some(ThresholdKind::RollbackAbove)),
-        (obs(&[0.02, 0.02, 0.02, 0.02]), base.clone(), Verdict::Fail, Some(ThresholdKind::MaxRatio)),
-        (obs(&[0.005, 0.005, 0.005, 0.012]), obs(&[0.008, 0.008, 0.008, 0.008]), Verdict::Warn, Some(ThresholdKind::WarnAbove)),
+        (
+            obs(&[0.004, 0.005, 0.006, 0.005]),
+            base.clone(),
+            Verdict::Pass,
+            Some(ThresholdKind::RollbackAbove),
+        ),
+        (
+            obs(&[0.005, 0.005, 0.005, 0.2]),
+            base.clone(),
+            Verdict::Fail,
+            Some(ThresholdKind::RollbackAbove),
+        ),
+        (
+            obs(&[0.02, 0.02, 0.02, 0.02]),
+            base.clone(),
+            Verdict::Fail,
+            Some(ThresholdKind::MaxRatio),
+        ),
+        (
+            obs(&[0.005, 0.005, 0.005, 0.012]),
+            obs(&[0.008, 0.008, 0.008, 0.008]),
+            Verdict::Warn,
+            Some(ThresholdKind::WarnAbove),
+        ),
         (obs(&[]), base.clone(), Verdict::Nodata, None),
-        (obs(&[f64::NAN, f64::NAN, f64::NAN]), base.clone(), Verdict::Nodata, None),
+        (
+            obs(&[f64::NAN, f64::NAN, f64::NAN]),
+            base.clone(),
+            Verdict::Nodata,
+            None,
+        ),
         (obs(&[0.005, 0.005]), base.clone(), Verdict::Nodata, None),
         (obs(&[0.005; 4]), obs(&[]), Verdict::Nodata, None),
-        (Observation::Ambiguous { series: 3 }, base.clone(), Verdict::Error, None),
-        (Observation::Failed { message: "connection refused".into() }, base.clone(), Verdict::Error, None),
-        (obs(&[0.005; 4]), Observation::Failed { message: "timeout".into() }, Verdict::Error, None),
+        (
+            Observation::Ambiguous { series: 3 },
+            base.clone(),
+            Verdict::Error,
+            None,
+        ),
+        (
+            Observation::Failed {
+                message: "connection refused".into(),
+            },
+            base.clone(),
+            Verdict::Error,
+            None,
+        ),
+        (
+            obs(&[0.005; 4]),
+            Observation::Failed {
+                message: "timeout".into(),
+            },
+            Verdict::Error,
+            None,
+        ),
     ];
     for (i, (canary, baseline, verdict, kind)) in cases.into_iter().enumerate() {
         let c = judge_metric(&m, &canary, &baseline, 3);
         assert_eq!(c.verdict, verdict, "case {i}: {}", c.reason);
         assert_eq!(c.threshold.map(|t| t.kind), kind, "case {i}: {}", c.reason);
-        assert!(!c.reason.is_empty(), "case {i}: a verdict without an explanation");
+        assert!(
+            !c.reason.is_empty(),
+            "case {i}: a verdict without an explanation"
+        );
     }
 }
 
 #[test]
 fn absolute_breach_reports_value_baseline_and_threshold() {
-    let c = judge_metric(&error_rate(), &obs(&[0.01, 0.01, 0.2]), &obs(&[0.005, 0.005, 0.005]), 3);
+    let c = judge_metric(
+        &error_rate(),
+        &obs(&[0.01, 0.01, 0.2]),
+        &obs(&[0.005, 0.005, 0.005]),
+        3,
+    );
     assert_eq!(c.verdict, Verdict::Fail);
     assert_eq!(c.canary, Some(0.2));
     assert_eq!(c.baseline, Some(0.005));
     assert_eq!(c.threshold.map(|t| t.value), Some(0.05));
     assert!(c.rolls_back_now());
-    assert!(c.reason.contains("0.2") && c.reason.contains("0.05"), "{}", c.reason);
+    assert!(
+        c.reason.contains("0.2") && c.reason.contains("0.05"),
+        "{}",
+        c.reason
+    );
 }
 
 #[test]
 fn ratio_uses_window_means_and_reports_them() {
     let mut m = error_rate();
     m.critical = false;
-    let c = judge_metric(&m, &obs(&[0.01, 0.03, 0.02]), &obs(&[0.005, 0.005, 0.005]), 3);
+    let c = judge_metric(
+        &m,
+        &obs(&[0.01, 0.03, 0.02]),
+        &obs(&[0.005, 0.005, 0.005]),
+        3,
+    );
     assert_eq!(c.verdict, Verdict::Fail);
     assert_eq!(c.ratio.map(|r| (r * 100.0).round() / 100.0), Some(4.0));
     assert_eq!(c.canary, Some(0.02));
-    assert!(!c.rolls_back_now(), "a ratio failure waits for failure_limit unless critical");
+    assert!(
+        !c.rolls_back_now(),
+        "a ratio failure waits for failure_limit unless critical"
+    );
 }
 
 #[test]
@@ -74,7 +138,9 @@ fn zero_baseline_does_not_fail_on_an_infinite_ratio() {
 
 #[test]
 fn decrease_direction_fails_when_canary_drops() {
-    let mut m: MetricSpec = serde_saphyr::from_str("name: throughput\nquery: x\ndirection: decrease\nmax_ratio: 2\n").unwrap();
+    let mut m: MetricSpec =
+        serde_saphyr::from_str("name: throughput\nquery: x\ndirection: decrease\nmax_ratio: 2\n")
+            .unwrap();
     let c = judge_metric(&m, &obs(&[10.0, 10.0, 10.0]), &obs(&[50.0, 50.0, 50.0]), 3);
     assert_eq!(c.verdict, Verdict::Fail);
     m.direction = canaryd::judge::Direction::Increase;
@@ -86,14 +152,23 @@ fn decrease_direction_fails_when_canary_drops() {
 fn critical_unhealthy_metric_forces_score_zero() {
     let m = error_rate();
     let nodata = judge_metric(&m, &obs(&[]), &obs(&[0.005; 3]), 3);
-    let mut ok: MetricSpec = serde_saphyr::from_str("name: cpu\nquery: x\nrollback_above: 0.9\n").unwrap();
+    let mut ok: MetricSpec =
+        serde_saphyr::from_str("name: cpu\nquery: x\nrollback_above: 0.9\n").unwrap();
     ok.weight = 3.0;
     let pass = judge_metric(&ok, &obs(&[0.3; 3]), &obs(&[0.3; 3]), 3);
-    let s = score(&[nodata.clone(), pass.clone()], &[1.0, 3.0], &ScoreSpec::default());
+    let s = score(
+        &[nodata.clone(), pass.clone()],
+        &[1.0, 3.0],
+        &ScoreSpec::default(),
+    );
     assert_eq!(s.value, 0.0);
     let mut nodata_noncritical = nodata;
     nodata_noncritical.critical = false;
-    let s = score(&[nodata_noncritical, pass], &[1.0, 3.0], &ScoreSpec::default());
+    let s = score(
+        &[nodata_noncritical, pass],
+        &[1.0, 3.0],
+        &ScoreSpec::default(),
+    );
     assert_eq!(s.value, 75.0);
     assert_eq!(s.outcome, canaryd::judge::ScoreOutcome::Marginal);
 }

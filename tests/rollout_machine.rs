@@ -21,8 +21,16 @@ fn plan() -> Plan {
     Plan {
         steps: [5, 25, 50]
             .iter()
-            .map(|w| PlanStep { weight: *w, hold: Duration::from_secs(10), approval: false })
-            .chain([PlanStep { weight: 100, hold: Duration::ZERO, approval: false }])
+            .map(|w| PlanStep {
+                weight: *w,
+                hold: Duration::from_secs(10),
+                approval: false,
+            })
+            .chain([PlanStep {
+                weight: 100,
+                hold: Duration::ZERO,
+                approval: false,
+            }])
             .collect(),
         warmup: Duration::from_secs(2),
         failure_limit: 3,
@@ -59,14 +67,25 @@ fn tick(r: &Rollout, secs: i64, checks: Vec<Check>) -> Event {
         checks,
         score: Score {
             value: if healthy { 100.0 } else { 0.0 },
-            outcome: if healthy { ScoreOutcome::Pass } else { ScoreOutcome::Fail },
+            outcome: if healthy {
+                ScoreOutcome::Pass
+            } else {
+                ScoreOutcome::Fail
+            },
             reason: String::new(),
         },
     })
 }
 
 fn healthy(r: &Rollout, secs: i64) -> Event {
-    tick(r, secs, vec![check("error_rate", Verdict::Pass), check("p95_latency", Verdict::Pass)])
+    tick(
+        r,
+        secs,
+        vec![
+            check("error_rate", Verdict::Pass),
+            check("p95_latency", Verdict::Pass),
+        ],
+    )
 }
 
 fn new_rollout() -> Rollout {
@@ -128,7 +147,11 @@ fn healthy_canary_goes_5_25_50_100_then_promotes() {
     }
     assert_eq!(weights, vec![5, 25, 50, 100]);
     assert_eq!(all_actions.last(), Some(&Action::Promote));
-    assert!(!all_actions.iter().any(|a| matches!(a, Action::Rollback { .. })));
+    assert!(
+        !all_actions
+            .iter()
+            .any(|a| matches!(a, Action::Rollback { .. }))
+    );
     // Each of the three held steps took at least its 10 s hold.
     assert!(now >= 30, "promoted after {now}s, before the holds elapsed");
 }
@@ -140,7 +163,13 @@ fn no_step_advances_before_its_hold() {
     let (r, actions) = step(&r, &p, healthy(&r, 9), 9);
     assert!(actions.is_empty());
     let (_, actions) = step(&r, &p, healthy(&r, 10), 10);
-    assert_eq!(actions, vec![Action::SetWeight { step: 1, weight: 25 }]);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 1,
+            weight: 25
+        }]
+    );
 }
 
 #[test]
@@ -176,7 +205,10 @@ fn rolls_back_at_once_when_an_absolute_rollback_line_is_crossed() {
     let p = plan();
     let r = at_first_step(&p);
     let mut c = check("cpu_utilization", Verdict::Fail);
-    c.threshold = Some(Threshold { kind: ThresholdKind::RollbackAbove, value: 0.9 });
+    c.threshold = Some(Threshold {
+        kind: ThresholdKind::RollbackAbove,
+        value: 0.9,
+    });
     let (r, actions) = step(&r, &p, tick(&r, 3, vec![c]), 3);
     assert_eq!(r.phase, Phase::RollingBack);
     assert_eq!(actions.len(), 1);
@@ -188,7 +220,10 @@ fn non_critical_failure_rolls_back_after_failure_limit_consecutive_ticks() {
     let mut r = at_first_step(&p);
     let ratio_fail = || {
         let mut c = check("p95_latency", Verdict::Fail);
-        c.threshold = Some(Threshold { kind: ThresholdKind::MaxRatio, value: 2.0 });
+        c.threshold = Some(Threshold {
+            kind: ThresholdKind::MaxRatio,
+            value: 2.0,
+        });
         c
     };
     for s in 3..5 {
@@ -198,7 +233,9 @@ fn non_critical_failure_rolls_back_after_failure_limit_consecutive_ticks() {
     }
     let (r, actions) = step(&r, &p, tick(&r, 5, vec![ratio_fail()]), 5);
     assert_eq!(r.phase, Phase::RollingBack);
-    assert!(matches!(&actions[..], [Action::Rollback { reason }] if reason.contains("3 ticks in a row")));
+    assert!(
+        matches!(&actions[..], [Action::Rollback { reason }] if reason.contains("3 ticks in a row"))
+    );
 }
 
 #[test]
@@ -209,7 +246,12 @@ fn a_passing_tick_resets_the_failure_count() {
     for (s, e) in [(3, true), (4, true), (5, false), (6, true), (7, true)] {
         let ev = if e { fail()(&r, s) } else { healthy(&r, s) };
         let (next, actions) = step(&r, &p, ev, s);
-        assert!(actions.iter().all(|a| !matches!(a, Action::Rollback { .. })), "rolled back at {s}");
+        assert!(
+            actions
+                .iter()
+                .all(|a| !matches!(a, Action::Rollback { .. })),
+            "rolled back at {s}"
+        );
         r = next;
     }
     assert_eq!(r.failures.get("p95_latency"), Some(&2));
@@ -218,7 +260,10 @@ fn a_passing_tick_resets_the_failure_count() {
 fn tick_fail_ratio() -> impl Fn(&Rollout, i64) -> Event {
     |r, s| {
         let mut c = check("p95_latency", Verdict::Fail);
-        c.threshold = Some(Threshold { kind: ThresholdKind::MaxRatio, value: 2.0 });
+        c.threshold = Some(Threshold {
+            kind: ThresholdKind::MaxRatio,
+            value: 2.0,
+        });
         tick(r, s, vec![c])
     }
 }
@@ -253,7 +298,13 @@ fn a_nodata_pause_lifts_itself_when_data_returns() {
     assert_eq!(r.phase, Phase::Paused);
     let (r, actions) = step(&r, &p, healthy(&r, 20), 20);
     assert_eq!(r.phase, Phase::Progressing);
-    assert_eq!(actions, vec![Action::SetWeight { step: 1, weight: 25 }]);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 1,
+            weight: 25
+        }]
+    );
 }
 
 #[test]
@@ -275,31 +326,69 @@ fn manual_pause_holds_the_step_until_resume() {
     let (r, _) = step(&r, &p, Event::Pause, 3);
     let (r, actions) = step(&r, &p, healthy(&r, 30), 30);
     assert!(actions.is_empty());
-    assert_eq!(r.phase, Phase::Paused, "a manual pause does not lift on data");
+    assert_eq!(
+        r.phase,
+        Phase::Paused,
+        "a manual pause does not lift on data"
+    );
     let (r, actions) = step(&r, &p, Event::Resume, 31);
     assert_eq!(r.phase, Phase::Progressing);
-    assert_eq!(actions, vec![Action::SetWeight { step: 1, weight: 25 }]);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 1,
+            weight: 25
+        }]
+    );
 }
 
 #[test]
 fn failed_set_weight_hook_rolls_back() {
     let p = plan();
     let (r, _) = step(&new_rollout(), &p, Event::Start, 0);
-    let (r, actions) = step(&r, &p, Event::HookFailed { hook: HookKind::SetWeight, error: "HTTP 500".into() }, 1);
+    let (r, actions) = step(
+        &r,
+        &p,
+        Event::HookFailed {
+            hook: HookKind::SetWeight,
+            error: "HTTP 500".into(),
+        },
+        1,
+    );
     assert_eq!(r.phase, Phase::RollingBack);
-    assert!(matches!(&actions[..], [Action::Rollback { reason }] if reason.contains("set_weight hook failed")));
+    assert!(
+        matches!(&actions[..], [Action::Rollback { reason }] if reason.contains("set_weight hook failed"))
+    );
 }
 
 #[test]
 fn failed_rollback_hook_ends_failed_with_both_reasons() {
     let p = plan();
     let r = at_first_step(&p);
-    let (r, _) = step(&r, &p, Event::Abort { reason: "bad deploy".into() }, 3);
-    let (r, actions) = step(&r, &p, Event::HookFailed { hook: HookKind::Rollback, error: "timeout".into() }, 4);
+    let (r, _) = step(
+        &r,
+        &p,
+        Event::Abort {
+            reason: "bad deploy".into(),
+        },
+        3,
+    );
+    let (r, actions) = step(
+        &r,
+        &p,
+        Event::HookFailed {
+            hook: HookKind::Rollback,
+            error: "timeout".into(),
+        },
+        4,
+    );
     assert!(actions.is_empty());
     assert_eq!(r.phase, Phase::Failed);
     let reason = r.reason.unwrap_or_default();
-    assert!(reason.contains("timeout") && reason.contains("bad deploy"), "{reason}");
+    assert!(
+        reason.contains("timeout") && reason.contains("bad deploy"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -307,8 +396,19 @@ fn failed_promote_hook_ends_failed_not_succeeded() {
     let p = plan();
     let r = at_first_step(&p);
     let (r, actions) = step(&r, &p, Event::Promote, 3);
-    assert_eq!((r.phase, actions), (Phase::Promoting, vec![Action::Promote]));
-    let (r, _) = step(&r, &p, Event::HookFailed { hook: HookKind::Promote, error: "exit 1".into() }, 4);
+    assert_eq!(
+        (r.phase, actions),
+        (Phase::Promoting, vec![Action::Promote])
+    );
+    let (r, _) = step(
+        &r,
+        &p,
+        Event::HookFailed {
+            hook: HookKind::Promote,
+            error: "exit 1".into(),
+        },
+        4,
+    );
     assert_eq!(r.phase, Phase::Failed);
 }
 
@@ -317,8 +417,21 @@ fn abort_while_set_weight_is_in_flight_replaces_it_with_rollback() {
     let p = plan();
     let r = at_first_step(&p);
     let (r, actions) = step(&r, &p, healthy(&r, 10), 10);
-    assert_eq!(actions, vec![Action::SetWeight { step: 1, weight: 25 }]);
-    let (r, actions) = step(&r, &p, Event::Abort { reason: "pager".into() }, 11);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 1,
+            weight: 25
+        }]
+    );
+    let (r, actions) = step(
+        &r,
+        &p,
+        Event::Abort {
+            reason: "pager".into(),
+        },
+        11,
+    );
     assert!(matches!(r.pending, Some(Action::Rollback { .. })));
     assert!(matches!(&actions[..], [Action::Rollback { .. }]));
     // A late success of the cancelled set_weight is not accepted as progress.
@@ -331,11 +444,26 @@ fn abort_while_set_weight_is_in_flight_replaces_it_with_rollback() {
 fn a_rollback_decision_is_final() {
     let p = plan();
     let r = at_first_step(&p);
-    let (r, _) = step(&r, &p, Event::AlertFired { alert: "APIDown".into() }, 3);
-    for e in [Event::Promote, Event::Resume, Event::Approve, Event::Timer, Event::Start] {
+    let (r, _) = step(
+        &r,
+        &p,
+        Event::AlertFired {
+            alert: "APIDown".into(),
+        },
+        3,
+    );
+    for e in [
+        Event::Promote,
+        Event::Resume,
+        Event::Approve,
+        Event::Timer,
+        Event::Start,
+    ] {
         let t = handle(&r, &p, e.clone(), at(50));
         assert!(
-            t.actions.iter().all(|a| matches!(a, Action::Rollback { .. })),
+            t.actions
+                .iter()
+                .all(|a| matches!(a, Action::Rollback { .. })),
             "{e:?} produced {:?} after a rollback decision",
             t.actions
         );
@@ -355,7 +483,13 @@ fn closed_window_holds_promotion_and_rollback_still_works() {
     });
     let r = at_first_step(&p);
     let (r, actions) = step(&r, &p, healthy(&r, 10), 10);
-    assert_eq!(actions, vec![Action::SetWeight { step: 1, weight: 25 }]);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 1,
+            weight: 25
+        }]
+    );
     let (r, _) = step(&r, &p, ok(HookKind::SetWeight), 70);
     let (r, actions) = step(&r, &p, healthy(&r, 80), 80);
     assert!(actions.is_empty());
@@ -379,7 +513,13 @@ fn window_reopening_lets_the_waiting_step_advance() {
     assert_eq!(r.phase, Phase::WaitingWindow);
     let (r, actions) = step(&r, &p, Event::Timer, 61);
     assert_eq!(r.phase, Phase::Progressing);
-    assert_eq!(actions, vec![Action::SetWeight { step: 1, weight: 25 }]);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 1,
+            weight: 25
+        }]
+    );
 }
 
 #[test]
@@ -392,7 +532,13 @@ fn approval_gate_waits_for_a_human() {
     assert_eq!(r.phase, Phase::WaitingApproval);
     let (r, actions) = step(&r, &p, Event::Approve, 11);
     assert_eq!(r.phase, Phase::Progressing);
-    assert_eq!(actions, vec![Action::SetWeight { step: 1, weight: 25 }]);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 1,
+            weight: 25
+        }]
+    );
 }
 
 /// One representative event of every kind.
@@ -410,12 +556,20 @@ fn all_events(r: &Rollout) -> Vec<Event> {
         Event::Resume,
         Event::Promote,
         Event::Approve,
-        Event::AlertFired { alert: "APIDown".into() },
-        Event::HealthFailed { url: "http://h".into(), error: "503".into() },
+        Event::AlertFired {
+            alert: "APIDown".into(),
+        },
+        Event::HealthFailed {
+            url: "http://h".into(),
+            error: "503".into(),
+        },
     ];
     for hook in [HookKind::SetWeight, HookKind::Promote, HookKind::Rollback] {
         events.push(Event::HookSucceeded { hook });
-        events.push(Event::HookFailed { hook, error: "e".into() });
+        events.push(Event::HookFailed {
+            hook,
+            error: "e".into(),
+        });
     }
     events
 }
@@ -452,17 +606,33 @@ fn every_phase_and_event_keeps_the_safety_invariants() {
                 continue;
             }
             if r.rollback_decided {
-                assert!(t.rollout.rollback_decided, "{ctx}: rollback decision cleared");
                 assert!(
-                    !t.actions.iter().any(|a| matches!(a, Action::Promote | Action::SetWeight { .. })),
+                    t.rollout.rollback_decided,
+                    "{ctx}: rollback decision cleared"
+                );
+                assert!(
+                    !t.actions
+                        .iter()
+                        .any(|a| matches!(a, Action::Promote | Action::SetWeight { .. })),
                     "{ctx}: acted forward after a rollback decision"
                 );
                 assert_ne!(t.rollout.phase, Phase::Succeeded, "{ctx}");
             }
-            assert!(t.rollout.weight >= r.weight || t.rollout.phase == Phase::RolledBack, "{ctx}: weight went down");
-            assert!(t.actions.len() <= 1, "{ctx}: several actions at once {:?}", t.actions);
+            assert!(
+                t.rollout.weight >= r.weight || t.rollout.phase == Phase::RolledBack,
+                "{ctx}: weight went down"
+            );
+            assert!(
+                t.actions.len() <= 1,
+                "{ctx}: several actions at once {:?}",
+                t.actions
+            );
             if let Some(a) = t.actions.first() {
-                assert_eq!(t.rollout.pending.as_ref(), Some(a), "{ctx}: action not recorded as pending");
+                assert_eq!(
+                    t.rollout.pending.as_ref(),
+                    Some(a),
+                    "{ctx}: action not recorded as pending"
+                );
             }
             if t.rejected.is_some() {
                 assert!(t.actions.is_empty(), "{ctx}: a rejected event acted");
@@ -487,9 +657,21 @@ fn expected_phase_after_each_user_event() {
         (Progressing, Event::Promote, Some(Promoting)),
         (Paused, Event::Promote, Some(Promoting)),
         (Pending, Event::Promote, None),
-        (Progressing, Event::Abort { reason: "x".into() }, Some(RollingBack)),
-        (Promoting, Event::Abort { reason: "x".into() }, Some(RollingBack)),
-        (Pending, Event::Abort { reason: "x".into() }, Some(RollingBack)),
+        (
+            Progressing,
+            Event::Abort { reason: "x".into() },
+            Some(RollingBack),
+        ),
+        (
+            Promoting,
+            Event::Abort { reason: "x".into() },
+            Some(RollingBack),
+        ),
+        (
+            Pending,
+            Event::Abort { reason: "x".into() },
+            Some(RollingBack),
+        ),
         (RollingBack, Event::Abort { reason: "x".into() }, None),
         (Succeeded, Event::Abort { reason: "x".into() }, None),
         (RolledBack, Event::Resume, None),
@@ -502,7 +684,10 @@ fn expected_phase_after_each_user_event() {
                 assert_eq!(t.rejected, None, "{phase:?} + {event:?}");
                 assert_eq!(t.rollout.phase, want, "{phase:?} + {event:?}");
             }
-            None => assert!(t.rejected.is_some(), "{phase:?} + {event:?} should be rejected"),
+            None => assert!(
+                t.rejected.is_some(),
+                "{phase:?} + {event:?} should be rejected"
+            ),
         }
     }
 }

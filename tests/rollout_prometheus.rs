@@ -10,7 +10,14 @@ use common::{RuleOpts, Stack, calls_to, weights};
 async fn healthy_canary_is_shifted_5_25_50_100_then_promoted() {
     let stack = Stack::start("healthy-api", RuleOpts::default()).await;
     let id = stack.daemon.start_rollout("healthy-api", "v2.0.0").await;
-    let r = stack.daemon.wait_phase(&id, &["succeeded", "rolled_back", "failed"], Duration::from_secs(90)).await;
+    let r = stack
+        .daemon
+        .wait_phase(
+            &id,
+            &["succeeded", "rolled_back", "failed"],
+            Duration::from_secs(90),
+        )
+        .await;
     assert_eq!(r["phase"], "succeeded", "{r}");
     let calls = stack.receiver.calls();
     assert_eq!(weights(&calls), vec![5, 25, 50, 100]);
@@ -30,45 +37,102 @@ async fn healthy_canary_is_shifted_5_25_50_100_then_promoted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_error_rate_at_20_percent_during_step_2_is_rolled_back() {
-    let stack = Stack::start("degrading-api", RuleOpts { hold: "12s", ..RuleOpts::default() }).await;
+    let stack = Stack::start(
+        "degrading-api",
+        RuleOpts {
+            hold: "12s",
+            ..RuleOpts::default()
+        },
+    )
+    .await;
     let id = stack.daemon.start_rollout("degrading-api", "v2.0.1").await;
     assert!(
-        stack.receiver.wait_for(|c| common::weights(c).contains(&25), Duration::from_secs(60)).await,
+        stack
+            .receiver
+            .wait_for(
+                |c| common::weights(c).contains(&25),
+                Duration::from_secs(60)
+            )
+            .await,
         "never reached step 2"
     );
     stack.degrade_canary_errors(0.2);
-    let r = stack.daemon.wait_phase(&id, &["rolled_back", "succeeded", "failed"], Duration::from_secs(60)).await;
+    let r = stack
+        .daemon
+        .wait_phase(
+            &id,
+            &["rolled_back", "succeeded", "failed"],
+            Duration::from_secs(60),
+        )
+        .await;
     assert_eq!(r["phase"], "rolled_back", "{r}");
     let calls = stack.receiver.calls();
-    assert_eq!(weights(&calls), vec![5, 25], "no set_weight after the degradation");
+    assert_eq!(
+        weights(&calls),
+        vec![5, 25],
+        "no set_weight after the degradation"
+    );
     assert!(calls_to(&calls, "/promote").is_empty());
     let rollbacks = calls_to(&calls, "/rollback");
     assert_eq!(rollbacks.len(), 1);
     let reason = r["reason"].as_str().unwrap_or("");
-    assert!(reason.contains("error_rate") && reason.contains("0.05"), "reason must name metric and threshold: {reason}");
+    assert!(
+        reason.contains("error_rate") && reason.contains("0.05"),
+        "reason must name metric and threshold: {reason}"
+    );
     let failing = r["checks"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["metric"] == "error_rate"))
         .cloned()
         .expect("error_rate check in status");
     assert_eq!(failing["verdict"], "fail");
-    assert!(failing["canary"].as_f64().unwrap_or(0.0) > 0.05, "{failing}");
+    assert!(
+        failing["canary"].as_f64().unwrap_or(0.0) > 0.05,
+        "{failing}"
+    );
     assert_eq!(failing["threshold"]["value"], 0.05);
     assert_eq!(failing["threshold"]["kind"], "rollback_above");
     // The rollback hook carries the same explanation.
     assert_eq!(rollbacks[0].body["event"], "rollback");
-    assert!(rollbacks[0].body["reason"].as_str().unwrap_or("").contains("error_rate"));
+    assert!(
+        rollbacks[0].body["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("error_rate")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_outage_pauses_and_never_promotes() {
-    let mut stack = Stack::start("outage-api", RuleOpts { hold: "6s", ..RuleOpts::default() }).await;
+    let mut stack = Stack::start(
+        "outage-api",
+        RuleOpts {
+            hold: "6s",
+            ..RuleOpts::default()
+        },
+    )
+    .await;
     let id = stack.daemon.start_rollout("outage-api", "v3").await;
-    assert!(stack.receiver.wait_for(|c| !c.is_empty(), Duration::from_secs(20)).await);
+    assert!(
+        stack
+            .receiver
+            .wait_for(|c| !c.is_empty(), Duration::from_secs(20))
+            .await
+    );
     stack.prometheus.stop().await;
-    let r = stack.daemon.wait_phase(&id, &["paused", "succeeded", "rolled_back"], Duration::from_secs(40)).await;
+    let r = stack
+        .daemon
+        .wait_phase(
+            &id,
+            &["paused", "succeeded", "rolled_back"],
+            Duration::from_secs(40),
+        )
+        .await;
     assert_eq!(r["phase"], "paused", "{r}");
-    assert!(r["reason"].as_str().unwrap_or("").contains("no data"), "{r}");
+    assert!(
+        r["reason"].as_str().unwrap_or("").contains("no data"),
+        "{r}"
+    );
     // Well past every hold: still paused, no promotion, no further weight.
     tokio::time::sleep(Duration::from_secs(8)).await;
     let r = stack.daemon.rollout(&id).await;
@@ -77,10 +141,24 @@ async fn prometheus_outage_pauses_and_never_promotes() {
     assert!(calls_to(&calls, "/promote").is_empty());
     assert_eq!(weights(&calls), vec![5]);
     let errors = stack.daemon.metrics().await;
-    assert!(errors.contains("canaryd_prometheus_errors_total"), "outage not counted");
+    assert!(
+        errors.contains("canaryd_prometheus_errors_total"),
+        "outage not counted"
+    );
     // Data returns: the no-data pause lifts by itself.
-    stack.prometheus.restart().await.expect("restart prometheus");
-    let r = stack.daemon.wait_phase(&id, &["progressing", "promoting", "succeeded"], Duration::from_secs(40)).await;
+    stack
+        .prometheus
+        .restart()
+        .await
+        .expect("restart prometheus");
+    let r = stack
+        .daemon
+        .wait_phase(
+            &id,
+            &["progressing", "promoting", "succeeded"],
+            Duration::from_secs(40),
+        )
+        .await;
     assert_ne!(r["phase"], "paused");
 }
 
@@ -89,18 +167,34 @@ async fn hook_failing_twice_is_retried_delivered_once_and_counted() {
     let stack = Stack::start("flaky-hook-api", RuleOpts::default()).await;
     stack.receiver.fail_next(2);
     let id = stack.daemon.start_rollout("flaky-hook-api", "v4").await;
-    assert!(stack.receiver.wait_for(|c| !c.is_empty(), Duration::from_secs(20)).await);
+    assert!(
+        stack
+            .receiver
+            .wait_for(|c| !c.is_empty(), Duration::from_secs(20))
+            .await
+    );
     let r = stack.daemon.rollout(&id).await;
     assert_eq!(r["weight"], 5, "{r}");
     let calls = stack.receiver.calls();
     assert_eq!(weights(&calls), vec![5], "delivered exactly once");
     assert_eq!(stack.receiver.attempts(), 3);
-    let key = calls[0].headers.iter().find(|(k, _)| k == "idempotency-key").map(|(_, v)| v.clone());
-    assert!(key.is_some_and(|k| k.contains(&id)), "Idempotency-Key header missing");
+    let key = calls[0]
+        .headers
+        .iter()
+        .find(|(k, _)| k == "idempotency-key")
+        .map(|(_, v)| v.clone());
+    assert!(
+        key.is_some_and(|k| k.contains(&id)),
+        "Idempotency-Key header missing"
+    );
     let m = stack.daemon.metrics().await;
     let line = |outcome: &str| {
         m.lines()
-            .find(|l| l.starts_with("canaryd_hook_calls_total") && l.contains("hook=\"set_weight\"") && l.contains(&format!("outcome=\"{outcome}\"")))
+            .find(|l| {
+                l.starts_with("canaryd_hook_calls_total")
+                    && l.contains("hook=\"set_weight\"")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<f64>().ok())
     };

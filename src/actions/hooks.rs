@@ -33,7 +33,13 @@ pub struct HookPayload {
 impl HookPayload {
     /// Same action, same key: across retries and across restarts of canaryd.
     pub fn idempotency_key(&self) -> String {
-        format!("{}:{}:{}:{}", self.rollout_id, self.event.as_str(), self.step, self.weight)
+        format!(
+            "{}:{}:{}:{}",
+            self.rollout_id,
+            self.event.as_str(),
+            self.step,
+            self.weight
+        )
     }
 }
 
@@ -44,7 +50,11 @@ pub enum HookError {
     #[error("{url} unreachable: {message}")]
     Transport { url: String, message: String },
     #[error("command {program:?} exited with {code:?}: {stderr}")]
-    Exit { program: String, code: Option<i32>, stderr: String },
+    Exit {
+        program: String,
+        code: Option<i32>,
+        stderr: String,
+    },
     #[error("command {program:?} did not finish within {timeout:?} and was killed")]
     Timeout { program: String, timeout: Duration },
     #[error("command {program:?} could not start: {message}")]
@@ -86,7 +96,11 @@ impl HookRunner {
 
     /// Delivers one hook with its retries. `None` (no hook configured) succeeds at once: a rule
     /// may watch and decide without acting. Returns the number of attempts it took.
-    pub async fn call(&self, spec: Option<&HookSpec>, payload: &HookPayload) -> Result<u32, HookError> {
+    pub async fn call(
+        &self,
+        spec: Option<&HookSpec>,
+        payload: &HookPayload,
+    ) -> Result<u32, HookError> {
         let Some(spec) = spec else {
             tracing::info!(target: "hook.call", hook = payload.event.as_str(), rollout = %payload.rollout_id, "no hook configured; nothing to call");
             return Ok(0);
@@ -113,8 +127,12 @@ impl HookRunner {
         .await;
         let n = attempts.load(std::sync::atomic::Ordering::Relaxed);
         match &result {
-            Ok(()) => tracing::info!(target: "hook.call", hook = payload.event.as_str(), rollout = %payload.rollout_id, weight = payload.weight, attempts = n, "hook delivered"),
-            Err(e) => tracing::error!(target: "hook.call", hook = payload.event.as_str(), rollout = %payload.rollout_id, attempts = n, error = %e, "hook not delivered"),
+            Ok(()) => {
+                tracing::info!(target: "hook.call", hook = payload.event.as_str(), rollout = %payload.rollout_id, weight = payload.weight, attempts = n, "hook delivered")
+            }
+            Err(e) => {
+                tracing::error!(target: "hook.call", hook = payload.event.as_str(), rollout = %payload.rollout_id, attempts = n, error = %e, "hook not delivered")
+            }
         }
         result.map(|()| n)
     }
@@ -123,11 +141,18 @@ impl HookRunner {
         match (&spec.url, &spec.command) {
             (Some(url), _) => self.post(url, spec.timeout, payload).await,
             (None, Some(argv)) => run_command(argv, spec.timeout, payload).await,
-            (None, None) => Err(HookError::Template("hook has neither url nor command".into())),
+            (None, None) => Err(HookError::Template(
+                "hook has neither url nor command".into(),
+            )),
         }
     }
 
-    async fn post(&self, url: &str, timeout: Duration, payload: &HookPayload) -> Result<(), HookError> {
+    async fn post(
+        &self,
+        url: &str,
+        timeout: Duration,
+        payload: &HookPayload,
+    ) -> Result<(), HookError> {
         let response = self
             .http
             .post(url)
@@ -138,7 +163,11 @@ impl HookRunner {
             .await
             .map_err(|e| HookError::Transport {
                 url: url.to_string(),
-                message: if e.is_timeout() { format!("no answer within {timeout:?}") } else { e.to_string() },
+                message: if e.is_timeout() {
+                    format!("no answer within {timeout:?}")
+                } else {
+                    e.to_string()
+                },
             })?;
         if response.status().is_success() {
             Ok(())
@@ -165,7 +194,11 @@ fn hook_vars(payload: &HookPayload) -> BTreeMap<String, String> {
     .collect()
 }
 
-async fn run_command(argv: &[String], timeout: Duration, payload: &HookPayload) -> Result<(), HookError> {
+async fn run_command(
+    argv: &[String],
+    timeout: Duration,
+    payload: &HookPayload,
+) -> Result<(), HookError> {
     let vars = hook_vars(payload);
     let rendered: Vec<String> = argv
         .iter()
@@ -192,12 +225,18 @@ async fn run_command(argv: &[String], timeout: Duration, payload: &HookPayload) 
     // Dropping the future on timeout drops the child, and kill_on_drop kills it.
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Err(_) => Err(HookError::Timeout { program, timeout }),
-        Ok(Err(e)) => Err(HookError::Spawn { program, message: e.to_string() }),
+        Ok(Err(e)) => Err(HookError::Spawn {
+            program,
+            message: e.to_string(),
+        }),
         Ok(Ok(out)) if out.status.success() => Ok(()),
         Ok(Ok(out)) => Err(HookError::Exit {
             program,
             code: out.status.code(),
-            stderr: String::from_utf8_lossy(&out.stderr).chars().take(500).collect(),
+            stderr: String::from_utf8_lossy(&out.stderr)
+                .chars()
+                .take(500)
+                .collect(),
         }),
     }
 }

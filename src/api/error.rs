@@ -25,8 +25,12 @@ impl From<ControlError> for ApiError {
         match e {
             ControlError::UnknownRule(_) => ApiError::BadRequest(e.to_string()),
             ControlError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            ControlError::Conflict(_) | ControlError::Rejected(_) => ApiError::Conflict(e.to_string()),
-            ControlError::Store(_) | ControlError::ShuttingDown => ApiError::Unavailable(e.to_string()),
+            ControlError::Conflict(_) | ControlError::Rejected(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            ControlError::Store(_) | ControlError::ShuttingDown => {
+                ApiError::Unavailable(e.to_string())
+            }
         }
     }
 }

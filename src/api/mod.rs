@@ -37,8 +37,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rollouts/{id}/{action}", post(rollouts::act))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .route("/health", get(|| async { axum::Json(json!({"status": "ok"})) }))
-        .route("/health/live", get(|| async { axum::Json(json!({"status": "alive"})) }))
+        .route(
+            "/health",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route(
+            "/health/live",
+            get(|| async { axum::Json(json!({"status": "alive"})) }),
+        )
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/v1/rules", get(rules))
@@ -120,10 +126,10 @@ fn redact_hooks(spec: &mut serde_json::Value) {
         return;
     };
     for hook in hooks.values_mut() {
-        if let Some(url) = hook.get_mut("url") {
-            if let Some(text) = url.as_str() {
-                *url = json!(redact_url(text));
-            }
+        if let Some(url) = hook.get_mut("url")
+            && let Some(text) = url.as_str()
+        {
+            *url = json!(redact_url(text));
         }
     }
 }

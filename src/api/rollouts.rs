@@ -30,9 +30,17 @@ pub fn view(state: &AppState, r: &Rollout) -> serde_json::Value {
         obj.insert("steps".into(), json!(steps));
         obj.insert(
             "checks".into(),
-            json!(r.last_tick.as_ref().map(|t| t.checks.clone()).unwrap_or_default()),
+            json!(
+                r.last_tick
+                    .as_ref()
+                    .map(|t| t.checks.clone())
+                    .unwrap_or_default()
+            ),
         );
-        obj.insert("score".into(), json!(r.last_tick.as_ref().map(|t| t.score.clone())));
+        obj.insert(
+            "score".into(),
+            json!(r.last_tick.as_ref().map(|t| t.score.clone())),
+        );
     }
     v
 }
@@ -41,7 +49,8 @@ pub async fn create(
     State(state): State<AppState>,
     body: Result<Json<CreateRollout>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("invalid request body: {}", e.body_text())))?;
+    let Json(req) =
+        body.map_err(|e| ApiError::BadRequest(format!("invalid request body: {}", e.body_text())))?;
     let r = state.controller.start(&req.rule, &req.version).await?;
     Ok((StatusCode::CREATED, Json(view(&state, &r))).into_response())
 }
@@ -56,7 +65,10 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(json!({ "rollouts": all })).into_response())
 }
 
-pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let r = state.controller.get(&id)?;
     Ok(Json(view(&state, &r)).into_response())
 }

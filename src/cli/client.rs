@@ -31,16 +31,26 @@ pub enum RolloutCommand {
         version: String,
     },
     List,
-    Status { id: String },
+    Status {
+        id: String,
+    },
     Abort {
         id: String,
         #[arg(long)]
         reason: Option<String>,
     },
-    Pause { id: String },
-    Resume { id: String },
-    Promote { id: String },
-    Approve { id: String },
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    Promote {
+        id: String,
+    },
+    Approve {
+        id: String,
+    },
 }
 
 pub async fn run(args: RolloutArgs) -> anyhow::Result<i32> {
@@ -60,16 +70,34 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<i32> {
             Some(json!({"rule": rule, "version": version})),
         ),
         RolloutCommand::List => (reqwest::Method::GET, "/api/v1/rollouts".to_string(), None),
-        RolloutCommand::Status { id } => (reqwest::Method::GET, format!("/api/v1/rollouts/{id}"), None),
+        RolloutCommand::Status { id } => {
+            (reqwest::Method::GET, format!("/api/v1/rollouts/{id}"), None)
+        }
         RolloutCommand::Abort { id, reason } => (
             reqwest::Method::POST,
             format!("/api/v1/rollouts/{id}/abort"),
             reason.as_ref().map(|r| json!({"reason": r})),
         ),
-        RolloutCommand::Pause { id } => (reqwest::Method::POST, format!("/api/v1/rollouts/{id}/pause"), None),
-        RolloutCommand::Resume { id } => (reqwest::Method::POST, format!("/api/v1/rollouts/{id}/resume"), None),
-        RolloutCommand::Promote { id } => (reqwest::Method::POST, format!("/api/v1/rollouts/{id}/promote"), None),
-        RolloutCommand::Approve { id } => (reqwest::Method::POST, format!("/api/v1/rollouts/{id}/approve"), None),
+        RolloutCommand::Pause { id } => (
+            reqwest::Method::POST,
+            format!("/api/v1/rollouts/{id}/pause"),
+            None,
+        ),
+        RolloutCommand::Resume { id } => (
+            reqwest::Method::POST,
+            format!("/api/v1/rollouts/{id}/resume"),
+            None,
+        ),
+        RolloutCommand::Promote { id } => (
+            reqwest::Method::POST,
+            format!("/api/v1/rollouts/{id}/promote"),
+            None,
+        ),
+        RolloutCommand::Approve { id } => (
+            reqwest::Method::POST,
+            format!("/api/v1/rollouts/{id}/approve"),
+            None,
+        ),
     };
     let mut req = http.request(method, format!("{base}{path}"));
     if let Some(t) = token {
@@ -78,23 +106,41 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<i32> {
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let resp = req.send().await.with_context(|| format!("cannot reach canaryd at {base}"))?;
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach canaryd at {base}"))?;
     let status = resp.status();
-    let value: Value = resp.json().await.context("canaryd answered something that is not JSON")?;
+    let value: Value = resp
+        .json()
+        .await
+        .context("canaryd answered something that is not JSON")?;
     if !status.is_success() {
-        bail!("{} ({})", value["error"].as_str().unwrap_or("request failed"), status);
+        bail!(
+            "{} ({})",
+            value["error"].as_str().unwrap_or("request failed"),
+            status
+        );
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else if let Some(list) = value["rollouts"].as_array() {
-        println!("{:<16} {:<20} {:<14} {:<17} {:>6}  REASON", "ID", "RULE", "VERSION", "PHASE", "WEIGHT");
+        println!(
+            "{:<16} {:<20} {:<14} {:<17} {:>6}  REASON",
+            "ID", "RULE", "VERSION", "PHASE", "WEIGHT"
+        );
         for r in list {
             println!("{}", summary_line(r));
         }
     } else {
         println!("{}", summary_line(&value));
         for c in value["checks"].as_array().into_iter().flatten() {
-            println!("  {:<22} {:<7} {}", c["metric"].as_str().unwrap_or(""), c["verdict"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or(""));
+            println!(
+                "  {:<22} {:<7} {}",
+                c["metric"].as_str().unwrap_or(""),
+                c["verdict"].as_str().unwrap_or(""),
+                c["reason"].as_str().unwrap_or("")
+            );
         }
     }
     Ok(0)

@@ -78,7 +78,9 @@ fn demo_rule(receiver: &HookReceiver, hold: u64) -> anyhow::Result<Rule> {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
-    println!("canaryd demo: a real Prometheus, a simulated service, two rollouts of {POLICY_PATH}\n");
+    println!(
+        "canaryd demo: a real Prometheus, a simulated service, two rollouts of {POLICY_PATH}\n"
+    );
     let service_name = "hotrodan";
     let service = DemoService::start(service_name, "127.0.0.1:0".parse()?).await?;
     let prometheus = PrometheusProcess::start(PrometheusOptions {
@@ -97,17 +99,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
             b["reason"].as_str().unwrap_or("")
         );
     });
-    println!("  service     http://{}/metrics (baseline and canary tracks)", service.addr());
+    println!(
+        "  service     http://{}/metrics (baseline and canary tracks)",
+        service.addr()
+    );
     println!("  prometheus  {} (scrapes every 1s)", prometheus.url());
     println!("  hooks       {}", receiver.url("/"));
 
     let rule = demo_rule(&receiver, args.hold)?;
     if rule.name() != service_name {
-        bail!("demo expects the {service_name} policy, found {}", rule.name());
+        bail!(
+            "demo expects the {service_name} policy, found {}",
+            rule.name()
+        );
     }
     prometheus
         .wait_for_series(
-            &format!(r#"sum(rate(http_requests_total{{service="{service_name}",track="canary"}}[4s]))"#),
+            &format!(
+                r#"sum(rate(http_requests_total{{service="{service_name}",track="canary"}}[4s]))"#
+            ),
             Duration::from_secs(30),
         )
         .await?;
@@ -117,10 +127,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         bearer_token: None,
         basic_auth: None,
     })?;
-    let rules = [(rule.name().to_string(), Arc::new(rule))].into_iter().collect();
-    let controller = Controller::new(rules, Arc::new(MemoryStore::default()), source, HookRunner::new()?);
+    let rules = [(rule.name().to_string(), Arc::new(rule))]
+        .into_iter()
+        .collect();
+    let controller = Controller::new(
+        rules,
+        Arc::new(MemoryStore::default()),
+        source,
+        HookRunner::new()?,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    println!("  canaryd API http://{}/api/v1/rollouts\n", listener.local_addr()?);
+    println!(
+        "  canaryd API http://{}/api/v1/rollouts\n",
+        listener.local_addr()?
+    );
     let app = api::router(AppState {
         controller: controller.clone(),
         metrics: crate::telemetry::install_metrics().ok(),
@@ -130,14 +150,32 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
 
     println!("== rollout 1: v1.1.0, canary as healthy as the baseline");
     let first = drive(&controller, &service, service_name, "v1.1.0", None).await?;
-    println!("== rollout 2: v1.2.0, canary error rate jumps to {}% once it has 25% of traffic", args.bad_error_rate * 100.0);
+    println!(
+        "== rollout 2: v1.2.0, canary error rate jumps to {}% once it has 25% of traffic",
+        args.bad_error_rate * 100.0
+    );
     let baseline_errors = service.profile(Track::Baseline).error_rate;
     service.update(Track::Canary, |p| p.error_rate = baseline_errors);
-    let second = drive(&controller, &service, service_name, "v1.2.0", Some(args.bad_error_rate)).await?;
+    let second = drive(
+        &controller,
+        &service,
+        service_name,
+        "v1.2.0",
+        Some(args.bad_error_rate),
+    )
+    .await?;
 
     println!("\nsummary");
-    println!("  v1.1.0  {}  ({})", first.phase.as_str(), first.reason.as_deref().unwrap_or("every step healthy"));
-    println!("  v1.2.0  {}  ({})", second.phase.as_str(), second.reason.as_deref().unwrap_or(""));
+    println!(
+        "  v1.1.0  {}  ({})",
+        first.phase.as_str(),
+        first.reason.as_deref().unwrap_or("every step healthy")
+    );
+    println!(
+        "  v1.2.0  {}  ({})",
+        second.phase.as_str(),
+        second.reason.as_deref().unwrap_or("")
+    );
     controller.shutdown().await;
     if first.phase == Phase::Succeeded && second.phase == Phase::RolledBack {
         println!("\ndemo OK: the healthy canary was promoted, the failing one rolled back.");
@@ -174,38 +212,59 @@ async fn drive(
         let at = started.elapsed().as_secs_f64();
         for a in &u.actions {
             match a {
-                Action::SetWeight { step, weight } => println!("  [{at:5.1}s] step {} -> {weight}% of traffic", step + 1),
+                Action::SetWeight { step, weight } => {
+                    println!("  [{at:5.1}s] step {} -> {weight}% of traffic", step + 1)
+                }
                 Action::Promote => println!("  [{at:5.1}s] every step healthy: promoting"),
                 Action::Rollback { reason } => println!("  [{at:5.1}s] ROLLBACK: {reason}"),
             }
         }
-        if u.event == "tick" {
-            if let Some(t) = &u.rollout.last_tick {
-                let parts: Vec<String> = t
-                    .checks
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "{} {} {}{}",
-                            c.metric,
-                            serde_json::to_value(c.verdict).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-                            c.canary.map(fmt).unwrap_or("-".into()),
-                            c.threshold.map(|t| format!("/{}", fmt(t.value))).unwrap_or_default()
-                        )
-                    })
-                    .collect();
-                println!("  [{at:5.1}s]   tick at {}%: score {:.0} | {}", u.rollout.weight, t.score.value, parts.join(" | "));
-            }
+        if u.event == "tick"
+            && let Some(t) = &u.rollout.last_tick
+        {
+            let parts: Vec<String> = t
+                .checks
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {} {}{}",
+                        c.metric,
+                        serde_json::to_value(c.verdict)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default(),
+                        c.canary.map(fmt).unwrap_or("-".into()),
+                        c.threshold
+                            .map(|t| format!("/{}", fmt(t.value)))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            println!(
+                "  [{at:5.1}s]   tick at {}%: score {:.0} | {}",
+                u.rollout.weight,
+                t.score.value,
+                parts.join(" | ")
+            );
         }
-        if let Some(bad) = degrade_at_25 {
-            if !degraded && u.rollout.weight == 25 {
-                degraded = true;
-                service.update(Track::Canary, |p| p.error_rate = bad);
-                println!("  [{at:5.1}s] (demo) canary now answers {}% of requests with 500", bad * 100.0);
-            }
+        if let Some(bad) = degrade_at_25
+            && !degraded
+            && u.rollout.weight == 25
+        {
+            degraded = true;
+            service.update(Track::Canary, |p| p.error_rate = bad);
+            println!(
+                "  [{at:5.1}s] (demo) canary now answers {}% of requests with 500",
+                bad * 100.0
+            );
         }
         if u.rollout.phase.is_terminal() {
-            println!("  [{at:5.1}s] {} {} after {:.0}s\n", version, u.rollout.phase.as_str(), at);
+            println!(
+                "  [{at:5.1}s] {} {} after {:.0}s\n",
+                version,
+                u.rollout.phase.as_str(),
+                at
+            );
             return Ok(u.rollout);
         }
     }

@@ -8,7 +8,11 @@ pub mod serve;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "canaryd", version, about = "Progressive delivery with statistics: shift traffic in steps, judge the canary against the baseline in Prometheus, promote or roll back.")]
+#[command(
+    name = "canaryd",
+    version,
+    about = "Progressive delivery with statistics: shift traffic in steps, judge the canary against the baseline in Prometheus, promote or roll back."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -97,7 +97,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let prometheus = PrometheusConfig {
         url: cfg.prometheus.url.clone(),
         timeout: cfg.prometheus.timeout,
-        bearer_token: cfg.prometheus.bearer_token_file.as_deref().map(Config::read_secret).transpose()?,
+        bearer_token: cfg
+            .prometheus
+            .bearer_token_file
+            .as_deref()
+            .map(Config::read_secret)
+            .transpose()?,
         basic_auth: match &cfg.prometheus.basic_auth {
             Some(b) => Some((b.username.clone(), Config::read_secret(&b.password_file)?)),
             None => None,
@@ -120,7 +125,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let reloader = controller.clone();
     let patterns = cfg.rules.clone();
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
             return;
         };
         while hup.recv().await.is_some() {

@@ -123,7 +123,10 @@ fn unusable(obs: &Observation, min_samples: usize) -> Option<(Verdict, String)> 
         )),
         Observation::Samples { values, .. } if values.len() < min_samples => Some((
             Verdict::Nodata,
-            format!("{} samples, fewer than min_samples {min_samples}", values.len()),
+            format!(
+                "{} samples, fewer than min_samples {min_samples}",
+                values.len()
+            ),
         )),
         Observation::Samples { .. } => None,
     }
@@ -151,10 +154,22 @@ pub fn judge_metric(
     check.baseline_samples = baseline.values().len();
 
     if let Some(t) = spec.rollback_above.filter(|t| latest > *t) {
-        return breach(check, ThresholdKind::RollbackAbove, t, "above", Verdict::Fail);
+        return breach(
+            check,
+            ThresholdKind::RollbackAbove,
+            t,
+            "above",
+            Verdict::Fail,
+        );
     }
     if let Some(t) = spec.rollback_below.filter(|t| latest < *t) {
-        return breach(check, ThresholdKind::RollbackBelow, t, "below", Verdict::Fail);
+        return breach(
+            check,
+            ThresholdKind::RollbackBelow,
+            t,
+            "below",
+            Verdict::Fail,
+        );
     }
 
     let compares = spec.max_ratio.is_some() || spec.compare != Compare::None;
@@ -179,12 +194,20 @@ pub fn judge_metric(
         check.reason = format!(
             "canary {} within every line{}",
             fmt(latest),
-            base_latest.map(|b| format!(" (baseline {})", fmt(b))).unwrap_or_default()
+            base_latest
+                .map(|b| format!(" (baseline {})", fmt(b)))
+                .unwrap_or_default()
         );
         check.threshold = spec
             .rollback_above
-            .map(|v| Threshold { kind: ThresholdKind::RollbackAbove, value: v })
-            .or(spec.rollback_below.map(|v| Threshold { kind: ThresholdKind::RollbackBelow, value: v }));
+            .map(|v| Threshold {
+                kind: ThresholdKind::RollbackAbove,
+                value: v,
+            })
+            .or(spec.rollback_below.map(|v| Threshold {
+                kind: ThresholdKind::RollbackBelow,
+                value: v,
+            }));
     }
     check
 }
@@ -196,9 +219,14 @@ fn breach(mut c: Check, kind: ThresholdKind, t: f64, side: &str, verdict: Verdic
     c.reason = format!(
         "canary {} is {side} {} {}{}",
         fmt(latest),
-        serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        serde_json::to_value(kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
         fmt(t),
-        c.baseline.map(|b| format!(" (baseline {})", fmt(b))).unwrap_or_default()
+        c.baseline
+            .map(|b| format!(" (baseline {})", fmt(b)))
+            .unwrap_or_default()
     );
     c
 }
@@ -226,7 +254,10 @@ fn ratio_check(spec: &MetricSpec, check: &mut Check, cv: &[f64], bv: &[f64]) -> 
         c.verdict = Verdict::Fail;
         c.canary = Some(cm);
         c.baseline = Some(bm);
-        c.threshold = Some(Threshold { kind: ThresholdKind::MaxRatio, value: max });
+        c.threshold = Some(Threshold {
+            kind: ThresholdKind::MaxRatio,
+            value: max,
+        });
         c.reason = format!(
             "canary mean {} is {:.2}x baseline mean {} (max_ratio {})",
             fmt(cm),

@@ -37,7 +37,11 @@ pub fn score(checks: &[Check], weights: &[f64], cutoffs: &ScoreSpec) -> Score {
         .filter(|(c, _)| c.is_healthy())
         .map(|(_, w)| w)
         .sum();
-    let value = if total > 0.0 { 100.0 * healthy / total } else { 0.0 };
+    let value = if total > 0.0 {
+        100.0 * healthy / total
+    } else {
+        0.0
+    };
     let outcome = if value >= cutoffs.pass {
         ScoreOutcome::Pass
     } else if value >= cutoffs.marginal {
@@ -45,11 +49,19 @@ pub fn score(checks: &[Check], weights: &[f64], cutoffs: &ScoreSpec) -> Score {
     } else {
         ScoreOutcome::Fail
     };
-    let unhealthy: Vec<&str> = checks.iter().filter(|c| !c.is_healthy()).map(|c| c.metric.as_str()).collect();
+    let unhealthy: Vec<&str> = checks
+        .iter()
+        .filter(|c| !c.is_healthy())
+        .map(|c| c.metric.as_str())
+        .collect();
     let reason = if unhealthy.is_empty() {
         "every metric healthy".to_string()
     } else {
         format!("not healthy: {}", unhealthy.join(", "))
     };
-    Score { value, outcome, reason }
+    Score {
+        value,
+        outcome,
+        reason,
+    }
 }

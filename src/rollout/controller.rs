@@ -72,7 +72,12 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn new(rules: RuleSet, store: Arc<dyn Store>, source: PrometheusSource, hooks: HookRunner) -> Controller {
+    pub fn new(
+        rules: RuleSet,
+        store: Arc<dyn Store>,
+        source: PrometheusSource,
+        hooks: HookRunner,
+    ) -> Controller {
         Controller {
             inner: Arc::new(Inner {
                 rules: RwLock::new(Arc::new(rules)),
@@ -87,7 +92,11 @@ impl Controller {
     }
 
     pub fn rules(&self) -> Arc<RuleSet> {
-        self.inner.rules.read().map(|r| r.clone()).unwrap_or_default()
+        self.inner
+            .rules
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     /// Swaps in a new rule set. Running rollouts keep the snapshot they started with.
@@ -106,7 +115,10 @@ impl Controller {
     }
 
     pub fn get(&self, id: &str) -> Result<Rollout, ControlError> {
-        self.inner.store.get(id)?.ok_or_else(|| ControlError::NotFound(id.to_string()))
+        self.inner
+            .store
+            .get(id)?
+            .ok_or_else(|| ControlError::NotFound(id.to_string()))
     }
 
     pub fn list(&self) -> Result<Vec<Rollout>, ControlError> {
@@ -143,7 +155,12 @@ impl Controller {
                 )));
             }
             let id = format!("ro-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-            let rollout = Rollout::new(id.clone(), rule_name.to_string(), version.to_string(), Utc::now());
+            let rollout = Rollout::new(
+                id.clone(),
+                rule_name.to_string(),
+                version.to_string(),
+                Utc::now(),
+            );
             self.inner.store.save(&rollout)?;
             let task = RolloutTask {
                 inner: self.inner.clone(),
@@ -154,7 +171,13 @@ impl Controller {
                 shutdown: self.inner.shutdown.subscribe(),
             };
             let handle = tokio::spawn(task.run());
-            live.insert(id, Live { tx: tx.clone(), handle });
+            live.insert(
+                id,
+                Live {
+                    tx: tx.clone(),
+                    handle,
+                },
+            );
             rollout
         };
         tracing::info!(event = "rollout.start", rollout = %rollout.id, rule = %rollout.rule, version = %rollout.version, "rollout started");
@@ -169,12 +192,17 @@ impl Controller {
                 Some(l) => l.tx.clone(),
                 None => {
                     let r = self.get(id)?;
-                    return Err(ControlError::Rejected(format!("rollout is {}", r.phase.as_str())));
+                    return Err(ControlError::Rejected(format!(
+                        "rollout is {}",
+                        r.phase.as_str()
+                    )));
                 }
             }
         };
         let (reply, answer) = oneshot::channel();
-        tx.send((event, reply)).await.map_err(|_| ControlError::ShuttingDown)?;
+        tx.send((event, reply))
+            .await
+            .map_err(|_| ControlError::ShuttingDown)?;
         answer.await.map_err(|_| ControlError::ShuttingDown)?
     }
 
@@ -191,7 +219,8 @@ impl Controller {
     /// Stops every task after its current step; state stays in the store.
     pub async fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
-        let handles: Vec<JoinHandle<()>> = self.lock_live().drain().map(|(_, l)| l.handle).collect();
+        let handles: Vec<JoinHandle<()>> =
+            self.lock_live().drain().map(|(_, l)| l.handle).collect();
         for h in handles {
             let _ = h.await;
         }
@@ -214,7 +243,12 @@ struct RolloutTask {
 impl RolloutTask {
     async fn run(mut self) {
         // A floor so a tiny interval cannot spin the task.
-        let interval = self.rule.spec.analysis.interval.max(Duration::from_millis(100));
+        let interval = self
+            .rule
+            .spec
+            .analysis
+            .interval
+            .max(Duration::from_millis(100));
         let mut next_tick = tokio::time::Instant::now() + interval;
         while !self.state.phase.is_terminal() {
             if *self.shutdown.borrow() {
@@ -238,10 +272,10 @@ impl RolloutTask {
                 _ = self.shutdown.changed() => {}
             }
         }
-        if let Ok(mut live) = self.inner.live.lock() {
-            if self.state.phase.is_terminal() {
-                live.remove(&self.state.id);
-            }
+        if let Ok(mut live) = self.inner.live.lock()
+            && self.state.phase.is_terminal()
+        {
+            live.remove(&self.state.id);
         }
     }
 
@@ -302,10 +336,10 @@ impl RolloutTask {
         }
         let before = self.state.clone();
         let t = handle(&self.state, &self.plan, event, now);
-        if t.rollout != before {
-            if let Err(e) = self.inner.store.save(&t.rollout) {
-                tracing::error!(rollout = %before.id, error = %e, "cannot save rollout state");
-            }
+        if t.rollout != before
+            && let Err(e) = self.inner.store.save(&t.rollout)
+        {
+            tracing::error!(rollout = %before.id, error = %e, "cannot save rollout state");
         }
         self.state = t.rollout;
         log_transition(&before, &self.state, &t.actions);
@@ -347,7 +381,9 @@ impl RolloutTask {
                     self.inner.source.range(&bq, end, a.window, a.step)
                 ),
                 (Err(e), _) | (_, Err(e)) => {
-                    let failed = judge::Observation::Failed { message: e.to_string() };
+                    let failed = judge::Observation::Failed {
+                        message: e.to_string(),
+                    };
                     (failed.clone(), failed)
                 }
             };
@@ -378,7 +414,12 @@ impl RolloutTask {
             weight,
             phase: self.state.phase.as_str().to_string(),
             reason,
-            checks: self.state.last_tick.as_ref().map(|t| t.checks.clone()).unwrap_or_default(),
+            checks: self
+                .state
+                .last_tick
+                .as_ref()
+                .map(|t| t.checks.clone())
+                .unwrap_or_default(),
             time: Utc::now(),
         }
     }
@@ -404,9 +445,15 @@ fn event_label(e: &Event) -> &'static str {
 fn log_transition(before: &Rollout, after: &Rollout, actions: &[Action]) {
     for a in actions {
         match a {
-            Action::SetWeight { step, weight } => tracing::info!(event = "step.advance", rollout = %after.id, step, weight, "shifting traffic"),
-            Action::Promote => tracing::info!(event = "rollout.promote", rollout = %after.id, version = %after.version, "promoting"),
-            Action::Rollback { reason } => tracing::warn!(event = "rollout.rollback", rollout = %after.id, version = %after.version, reason = %reason, "rolling back"),
+            Action::SetWeight { step, weight } => {
+                tracing::info!(event = "step.advance", rollout = %after.id, step, weight, "shifting traffic")
+            }
+            Action::Promote => {
+                tracing::info!(event = "rollout.promote", rollout = %after.id, version = %after.version, "promoting")
+            }
+            Action::Rollback { reason } => {
+                tracing::warn!(event = "rollout.rollback", rollout = %after.id, version = %after.version, reason = %reason, "rolling back")
+            }
         }
     }
     if before.phase != after.phase {

@@ -23,17 +23,29 @@ pub enum Event {
     Tick(Tick),
     /// Time passed without analysis (warmup, waiting for a window).
     Timer,
-    HookSucceeded { hook: HookKind },
-    HookFailed { hook: HookKind, error: String },
-    Abort { reason: String },
+    HookSucceeded {
+        hook: HookKind,
+    },
+    HookFailed {
+        hook: HookKind,
+        error: String,
+    },
+    Abort {
+        reason: String,
+    },
     Pause,
     Resume,
     Promote,
     Approve,
     /// A matching Alertmanager alert fired.
-    AlertFired { alert: String },
+    AlertFired {
+        alert: String,
+    },
     /// A health probe failed `failure_limit` times in a row.
-    HealthFailed { url: String, error: String },
+    HealthFailed {
+        url: String,
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -138,7 +150,10 @@ fn apply(
                 r.reason = Some("paused by user".into());
                 None
             } else {
-                Some(format!("cannot pause a rollout that is {}", r.phase.as_str()))
+                Some(format!(
+                    "cannot pause a rollout that is {}",
+                    r.phase.as_str()
+                ))
             }
         }
         Event::Resume => {
@@ -147,7 +162,10 @@ fn apply(
                 try_advance(r, plan, now, out);
                 None
             } else {
-                Some(format!("cannot resume a rollout that is {}", r.phase.as_str()))
+                Some(format!(
+                    "cannot resume a rollout that is {}",
+                    r.phase.as_str()
+                ))
             }
         }
         Event::Approve => {
@@ -157,7 +175,10 @@ fn apply(
                 try_advance(r, plan, now, out);
                 None
             } else {
-                Some(format!("nothing to approve: rollout is {}", r.phase.as_str()))
+                Some(format!(
+                    "nothing to approve: rollout is {}",
+                    r.phase.as_str()
+                ))
             }
         }
         Event::Promote => {
@@ -168,7 +189,10 @@ fn apply(
                 out.push(Action::Promote);
                 None
             } else {
-                Some(format!("cannot promote a rollout that is {}", r.phase.as_str()))
+                Some(format!(
+                    "cannot promote a rollout that is {}",
+                    r.phase.as_str()
+                ))
             }
         }
     }
@@ -294,7 +318,11 @@ fn on_tick(r: &mut Rollout, plan: &Plan, tick: Tick, now: DateTime<Utc>, out: &m
     }
     for c in &tick.checks {
         let count = r.failures.entry(c.metric.clone()).or_insert(0);
-        *count = if c.verdict == crate::judge::Verdict::Fail { *count + 1 } else { 0 };
+        *count = if c.verdict == crate::judge::Verdict::Fail {
+            *count + 1
+        } else {
+            0
+        };
     }
     let over = tick
         .checks
@@ -312,7 +340,12 @@ fn on_tick(r: &mut Rollout, plan: &Plan, tick: Tick, now: DateTime<Utc>, out: &m
     let missing: Vec<String> = tick
         .checks
         .iter()
-        .filter(|c| matches!(c.verdict, crate::judge::Verdict::Nodata | crate::judge::Verdict::Error))
+        .filter(|c| {
+            matches!(
+                c.verdict,
+                crate::judge::Verdict::Nodata | crate::judge::Verdict::Error
+            )
+        })
         .map(|c| format!("{} ({})", c.metric, c.reason))
         .collect();
     if missing.is_empty() {
@@ -368,11 +401,11 @@ fn try_advance(r: &mut Rollout, plan: &Plan, now: DateTime<Utc>, out: &mut Vec<A
         r.phase = Phase::WaitingApproval;
         return;
     }
-    if let Some(w) = &plan.windows {
-        if !w.allows(now) {
-            r.phase = Phase::WaitingWindow;
-            return;
-        }
+    if let Some(w) = &plan.windows
+        && !w.allows(now)
+    {
+        r.phase = Phase::WaitingWindow;
+        return;
     }
     r.phase = Phase::Progressing;
     if last {

@@ -10,7 +10,10 @@ use crate::rollout::controller::{Controller, RuleSet};
 pub fn load_set(patterns: &[String]) -> Result<RuleSet, Vec<RuleError>> {
     let (rules, errors) = load_paths(patterns);
     if errors.is_empty() {
-        Ok(rules.into_iter().map(|r| (r.name().to_string(), Arc::new(r))).collect())
+        Ok(rules
+            .into_iter()
+            .map(|r| (r.name().to_string(), Arc::new(r)))
+            .collect())
     } else {
         Err(errors)
     }

@@ -23,8 +23,9 @@ pub struct Window {
 
 impl Windows {
     pub fn parse_timezone(name: &str) -> Result<Tz, String> {
-        name.parse::<Tz>()
-            .map_err(|_| format!("unknown time zone {name:?}; use an IANA name like America/New_York"))
+        name.parse::<Tz>().map_err(|_| {
+            format!("unknown time zone {name:?}; use an IANA name like America/New_York")
+        })
     }
 
     /// True when `now` falls inside any allowed window, in the rule's time zone.
@@ -46,7 +47,10 @@ impl Window {
             .ok_or_else(|| "empty window; write e.g. \"Tue-Thu 10:00-14:00\"".to_string())?;
         let days = parse_days(days_text)?;
         let (start, end) = match parts.next() {
-            None => (NaiveTime::MIN, NaiveTime::from_hms_opt(23, 59, 59).unwrap_or(NaiveTime::MIN)),
+            None => (
+                NaiveTime::MIN,
+                NaiveTime::from_hms_opt(23, 59, 59).unwrap_or(NaiveTime::MIN),
+            ),
             Some(range) => {
                 let (a, b) = range
                     .split_once('-')
@@ -127,13 +131,24 @@ mod tests {
     #[test]
     fn day_ranges_wrap_the_week() {
         let w = Window::parse("Fri-Mon").unwrap();
-        assert_eq!(w.days, vec![Weekday::Fri, Weekday::Sat, Weekday::Sun, Weekday::Mon]);
+        assert_eq!(
+            w.days,
+            vec![Weekday::Fri, Weekday::Sat, Weekday::Sun, Weekday::Mon]
+        );
     }
 
     #[test]
     fn rejects_bad_windows_with_reason() {
-        assert!(Window::parse("Tue-Thu 14:00-10:00").unwrap_err().contains("ends before"));
-        assert!(Window::parse("Tus 10:00-14:00").unwrap_err().contains("day"));
+        assert!(
+            Window::parse("Tue-Thu 14:00-10:00")
+                .unwrap_err()
+                .contains("ends before")
+        );
+        assert!(
+            Window::parse("Tus 10:00-14:00")
+                .unwrap_err()
+                .contains("day")
+        );
         assert!(Window::parse("Tue 10-14").unwrap_err().contains("HH:MM"));
     }
 }

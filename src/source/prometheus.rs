@@ -38,7 +38,9 @@ pub struct PrometheusSource {
 impl std::fmt::Debug for PrometheusSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Deliberately omits the client: its default headers hold credentials.
-        f.debug_struct("PrometheusSource").field("url", &self.url).finish()
+        f.debug_struct("PrometheusSource")
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -52,7 +54,8 @@ impl PrometheusSource {
             headers.insert(AUTHORIZATION, v);
         } else if let Some((user, pass)) = &cfg.basic_auth {
             use base64::Engine as _;
-            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
             let mut v = HeaderValue::from_str(&format!("Basic {encoded}"))
                 .map_err(|_| SourceError::Credentials)?;
             v.set_sensitive(true);
@@ -80,13 +83,27 @@ impl PrometheusSource {
     }
 
     /// One range query, folded into an [`Observation`]. Never fails: a failure is an outcome.
-    pub async fn range(&self, query: &str, end: SystemTime, window: Duration, step: Duration) -> Observation {
-        let end_s = end.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    pub async fn range(
+        &self,
+        query: &str,
+        end: SystemTime,
+        window: Duration,
+        step: Duration,
+    ) -> Observation {
+        let end_s = end
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         let start_s = end_s - window.as_secs_f64();
         let started = Instant::now();
         let result = self
             .client
-            .query_range(query, start_s as i64, end_s as i64, step.as_secs_f64().max(0.001))
+            .query_range(
+                query,
+                start_s as i64,
+                end_s as i64,
+                step.as_secs_f64().max(0.001),
+            )
             .timeout(self.timeout.as_millis() as i64)
             .post()
             .await;
@@ -95,7 +112,8 @@ impl PrometheusSource {
         match result {
             Ok(response) => observe(response.data()),
             Err(e) => {
-                metrics::counter!("canaryd_prometheus_errors_total", "kind" => error_kind(&e)).increment(1);
+                metrics::counter!("canaryd_prometheus_errors_total", "kind" => error_kind(&e))
+                    .increment(1);
                 Observation::Failed {
                     message: describe(&e),
                 }
@@ -147,7 +165,9 @@ fn describe(e: &PromError) -> String {
             let inner = std::error::Error::source(c)
                 .map(|s| s.to_string())
                 .unwrap_or_default();
-            format!("Prometheus unreachable or bad answer: {c} {inner}").trim().to_string()
+            format!("Prometheus unreachable or bad answer: {c} {inner}")
+                .trim()
+                .to_string()
         }
         other => format!("Prometheus request failed: {other}"),
     }
@@ -167,8 +187,16 @@ mod tests {
 
     #[test]
     fn one_series_gives_its_finite_values_in_order() {
-        let d = parse(r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"0.1"],[2,"NaN"],[3,"0.3"],[4,"+Inf"]]}]}}"#);
-        assert_eq!(observe(&d), Observation::Samples { values: vec![0.1, 0.3], dropped: 2 });
+        let d = parse(
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"0.1"],[2,"NaN"],[3,"0.3"],[4,"+Inf"]]}]}}"#,
+        );
+        assert_eq!(
+            observe(&d),
+            Observation::Samples {
+                values: vec![0.1, 0.3],
+                dropped: 2
+            }
+        );
     }
 
     #[test]
@@ -179,14 +207,17 @@ mod tests {
 
     #[test]
     fn all_nan_is_empty() {
-        let d = parse(r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"NaN"],[2,"NaN"]]}]}}"#);
+        let d = parse(
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"NaN"],[2,"NaN"]]}]}}"#,
+        );
         assert_eq!(observe(&d), Observation::Empty { dropped: 2 });
     }
 
     #[test]
     fn several_series_are_ambiguous() {
-        let d = parse(r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"1"},"values":[[1,"1"]]},{"metric":{"a":"2"},"values":[[1,"2"]]}]}}"#);
+        let d = parse(
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"1"},"values":[[1,"1"]]},{"metric":{"a":"2"},"values":[[1,"2"]]}]}}"#,
+        );
         assert_eq!(observe(&d), Observation::Ambiguous { series: 2 });
     }
-
 }

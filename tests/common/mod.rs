@@ -22,7 +22,12 @@ pub struct RuleOpts {
 
 impl Default for RuleOpts {
     fn default() -> Self {
-        RuleOpts { hold: "4s", warmup: "2s", nodata_limit: 3, failure_limit: 3 }
+        RuleOpts {
+            hold: "4s",
+            warmup: "2s",
+            nodata_limit: 3,
+            failure_limit: 3,
+        }
     }
 }
 
@@ -93,7 +98,12 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub async fn start(prometheus_url: &str, rules: &[PathBuf], dir: &std::path::Path, extra: &[&str]) -> Daemon {
+    pub async fn start(
+        prometheus_url: &str,
+        rules: &[PathBuf],
+        dir: &std::path::Path,
+        extra: &[&str],
+    ) -> Daemon {
         let port = canaryd::demo::free_loopback_port().expect("free port");
         let log = dir.join(format!("canaryd-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
@@ -125,7 +135,12 @@ impl Daemon {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if d.http.get(format!("{}/health/live", d.url)).send().await.is_ok() {
+            if d.http
+                .get(format!("{}/health/live", d.url))
+                .send()
+                .await
+                .is_ok()
+            {
                 return d;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -151,7 +166,12 @@ impl Daemon {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self.http.get(format!("{}{path}", self.url)).send().await.expect("request");
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("request");
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
@@ -168,7 +188,12 @@ impl Daemon {
     }
 
     pub async fn start_rollout(&self, rule: &str, version: &str) -> String {
-        let (status, body) = self.post("/api/v1/rollouts", Some(serde_json::json!({"rule": rule, "version": version}))).await;
+        let (status, body) = self
+            .post(
+                "/api/v1/rollouts",
+                Some(serde_json::json!({"rule": rule, "version": version})),
+            )
+            .await;
         assert_eq!(status, 201, "start rollout: {body}");
         body["id"].as_str().expect("id").to_string()
     }
@@ -219,7 +244,9 @@ pub struct Stack {
 impl Stack {
     pub async fn start(rule: &str, opts: RuleOpts) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
-        let service = DemoService::start(rule, "127.0.0.1:0".parse().expect("addr")).await.expect("demo service");
+        let service = DemoService::start(rule, "127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("demo service");
         let prometheus = PrometheusProcess::start(PrometheusOptions {
             targets: vec![service.addr().to_string()],
             ..PrometheusOptions::default()
@@ -232,13 +259,22 @@ impl Stack {
         // Wait until rates exist for both groups, so the first tick has data.
         prometheus
             .wait_for_series(
-                &format!(r#"sum(rate(http_requests_total{{service="{rule}", track="canary"}}[4s]))"#),
+                &format!(
+                    r#"sum(rate(http_requests_total{{service="{rule}", track="canary"}}[4s]))"#
+                ),
                 Duration::from_secs(30),
             )
             .await
             .expect("series in prometheus");
         let daemon = Daemon::start(&prometheus.url(), &[rule_path], dir.path(), &[]).await;
-        Stack { service, prometheus, receiver, daemon, rule: rule.to_string(), dir }
+        Stack {
+            service,
+            prometheus,
+            receiver,
+            daemon,
+            rule: rule.to_string(),
+            dir,
+        }
     }
 
     pub fn degrade_canary_errors(&self, rate: f64) {
@@ -252,5 +288,8 @@ pub fn calls_to<'a>(calls: &'a [ReceivedCall], path: &str) -> Vec<&'a ReceivedCa
 }
 
 pub fn weights(calls: &[ReceivedCall]) -> Vec<u64> {
-    calls_to(calls, "/weight").iter().filter_map(|c| c.body["weight"].as_u64()).collect()
+    calls_to(calls, "/weight")
+        .iter()
+        .filter_map(|c| c.body["weight"].as_u64())
+        .collect()
 }
