@@ -221,6 +221,10 @@ impl Daemon {
         }
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.start_kill();
     }
