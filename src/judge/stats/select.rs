@@ -11,8 +11,9 @@
 //! are copied out and finished with `select_nth_unstable`. Expected cost
 //! O((n + m) · log(n·m / (n + m))) time and O(n + m) memory.
 
-/// Rounds draw this many candidates to place their pivots.
-const SAMPLE: usize = 2048;
+/// Rounds draw at most this many candidates to place their pivots; fewer (about √candidates)
+/// when few remain, because a sample costs more than the walk it is meant to save.
+const SAMPLE: usize = 1024;
 
 /// Sorted-matrix view: row `i`, column `j` holds `x[i] − y[m−1−j]`, ascending along both.
 struct Matrix<'a> {
@@ -23,6 +24,27 @@ struct Matrix<'a> {
 impl Matrix<'_> {
     fn at(&self, i: usize, j: usize) -> f64 {
         self.x[i] - self.y[self.y.len() - 1 - j]
+    }
+
+    /// Per row, the columns `<= a` and the columns `< b`, with both totals, in one walk.
+    fn count_pair(&self, a: f64, b: f64, le_a: &mut [usize], lt_b: &mut [usize]) -> (u64, u64) {
+        let m = self.y.len();
+        let (mut ca, mut cb) = (m, m);
+        let (mut ta, mut tb) = (0u64, 0u64);
+        for i in 0..le_a.len() {
+            let xi = self.x[i];
+            while ca > 0 && xi - self.y[m - ca] > a {
+                ca -= 1;
+            }
+            while cb > 0 && xi - self.y[m - cb] >= b {
+                cb -= 1;
+            }
+            le_a[i] = ca;
+            lt_b[i] = cb;
+            ta += ca as u64;
+            tb += cb as u64;
+        }
+        (ta, tb)
     }
 
     /// Per row, the number of columns whose value is `< p` (strict) or `<= p`, with the
@@ -81,7 +103,8 @@ pub(super) fn kth_difference(x: &[f64], y: &[f64], k: u64) -> Option<f64> {
     let (mut lt_a, mut le_a, mut lt_b, mut le_b) = (vec![0; n], vec![0; n], vec![0; n], vec![0; n]);
     let mut rng = SplitMix64(total ^ k.rotate_left(32) ^ 0x5EED);
     let mut sample = Vec::with_capacity(SAMPLE);
-    let threshold = 2 * (n + m) as u64;
+    let threshold = (2 * (n + m) as u64).max(1024);
+    let mut full = true;
     loop {
         let mut below = 0u64;
         let mut cand = 0u64;
@@ -104,19 +127,38 @@ pub(super) fn kth_difference(x: &[f64], y: &[f64], k: u64) -> Option<f64> {
             return Some(*v);
         }
         sample.clear();
-        for _ in 0..SAMPLE {
+        let size = ((cand as f64).sqrt() as usize).clamp(32, SAMPLE);
+        for _ in 0..size {
             let r = rng.below(cand);
-            let row = cum.partition_point(|&c| c <= r);
-            let start = if row == 0 { 0 } else { cum[row - 1] };
-            let col = lo[row] + (r - start) as usize;
+            let (row, col) = if full {
+                // Untouched windows: the candidate's position is plain arithmetic.
+                ((r / m as u64) as usize, (r % m as u64) as usize)
+            } else {
+                let row = cum.partition_point(|&c| c <= r);
+                let start = if row == 0 { 0 } else { cum[row - 1] };
+                (row, lo[row] + (r - start) as usize)
+            };
             sample.push(mat.at(row, col));
         }
-        sample.sort_unstable_by(f64::total_cmp);
+        full = false;
         let s = sample.len();
         let pos = ((target as f64 / cand as f64) * s as f64) as usize;
         let delta = 2 * (s as f64).sqrt() as usize;
-        let pa = sample[pos.saturating_sub(delta).min(s - 1)];
-        let pb = sample[(pos + delta).min(s - 1)];
+        let (ia, ib) = (
+            pos.saturating_sub(delta).min(s - 1),
+            (pos + delta).min(s - 1),
+        );
+        // Two partial selections instead of a sort: O(s).
+        let (_, &mut pb, _) = sample.select_nth_unstable_by(ib, f64::total_cmp);
+        let (_, &mut pa, _) = sample[..=ib].select_nth_unstable_by(ia, f64::total_cmp);
+        // Common case first: the target lies strictly between the pivots, which one fused
+        // walk over both pivots establishes.
+        let (n_le_a, n_lt_b) = mat.count_pair(pa, pb, &mut le_a, &mut lt_b);
+        if n_le_a <= k && k < n_lt_b {
+            clamp_lo(&mut lo, &le_a);
+            clamp_hi(&mut hi, &lt_b);
+            continue;
+        }
         let n_lt_a = mat.count(pa, true, &mut lt_a);
         if k < n_lt_a {
             clamp_hi(&mut hi, &lt_a);
