@@ -36,8 +36,13 @@ proptest! {
     fn swapping_sides_mirrors_high_and_low_and_negates_the_interval(
         a in grid_sample(), b in grid_sample()
     ) {
-        // The mean-ratio effect is not antisymmetric, so compare on significance alone.
-        let cfg = ClassifierConfig { allowed_decrease: f64::INFINITY, ..either() };
+        // The mean ratio is not antisymmetric (nor monotone for negative means), so compare on
+        // the interval alone by opening both effect gates.
+        let cfg = ClassifierConfig {
+            allowed_increase: f64::NEG_INFINITY,
+            allowed_decrease: f64::INFINITY,
+            ..either()
+        };
         let ab = classify(&a, &b, &cfg);
         let ba = classify(&b, &a, &cfg);
         prop_assert_eq!(mirrored(ab.classification), ba.classification);
