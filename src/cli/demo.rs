@@ -210,15 +210,6 @@ async fn drive(
             continue;
         }
         let at = started.elapsed().as_secs_f64();
-        for a in &u.actions {
-            match a {
-                Action::SetWeight { step, weight } => {
-                    println!("  [{at:5.1}s] step {} -> {weight}% of traffic", step + 1)
-                }
-                Action::Promote => println!("  [{at:5.1}s] every step healthy: promoting"),
-                Action::Rollback { reason } => println!("  [{at:5.1}s] ROLLBACK: {reason}"),
-            }
-        }
         if u.event == "tick"
             && let Some(t) = &u.rollout.last_tick
         {
@@ -246,6 +237,15 @@ async fn drive(
                 t.score.value,
                 parts.join(" | ")
             );
+        }
+        for a in &u.actions {
+            match a {
+                Action::SetWeight { step, weight } => {
+                    println!("  [{at:5.1}s] step {} -> {weight}% of traffic", step + 1)
+                }
+                Action::Promote => println!("  [{at:5.1}s] every step healthy: promoting"),
+                Action::Rollback { reason } => println!("  [{at:5.1}s] ROLLBACK: {reason}"),
+            }
         }
         if let Some(bad) = degrade_at_25
             && !degraded
