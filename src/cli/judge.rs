@@ -72,7 +72,7 @@ pub fn check_json(c: &Check) -> Value {
     })
 }
 
-pub fn load_one_rule(path: &PathBuf) -> Result<Rule, String> {
+pub fn load_one_rule(path: &std::path::Path) -> Result<Rule, String> {
     let (mut rules, errors) = load_paths(&[path.display().to_string()]);
     if !errors.is_empty() {
         return Err(errors
