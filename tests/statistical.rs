@@ -56,7 +56,8 @@ async fn canary_30_percent_slower_but_under_every_line_is_rolled_back_statistica
     assert_eq!(p95["verdict"], "fail", "{p95}");
     assert_eq!(p95["classification"], "high", "{p95}");
     assert_eq!(p95["threshold"]["kind"], "allowed_increase");
-    assert!(p95["p_value"].as_f64().is_some_and(|p| p < 0.02), "{p95}");
+    // Four points a side already separate completely: p is then 0.03 under the normal approximation.
+    assert!(p95["p_value"].as_f64().is_some_and(|p| p < 0.05), "{p95}");
     assert!(p95["effect"].as_f64().is_some_and(|e| e >= 1.1), "{p95}");
     assert!(
         p95["interval"][0].as_f64().is_some_and(|lo| lo > 0.0),

@@ -8,6 +8,7 @@ pub mod checks;
 pub mod classifier;
 pub mod observation;
 pub mod score;
+pub mod sequential;
 pub mod stats;
 pub mod tick;
 
