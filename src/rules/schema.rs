@@ -141,6 +141,13 @@ pub struct MetricSpec {
     pub warn_below: Option<f64>,
     #[serde(default)]
     pub max_ratio: Option<f64>,
+    /// canary − baseline beyond this (in the worse direction) fails; for gauges.
+    #[serde(default)]
+    pub max_difference: Option<f64>,
+    /// A rollback line or difference must be crossed this long before it counts, as
+    /// Prometheus' `for:`; gauges are autocorrelated, so persistence replaces statistics.
+    #[serde(default, rename = "for", with = "opt_duration")]
+    pub hold_for: Option<Duration>,
     #[serde(default)]
     pub compare: Compare,
     #[serde(default)]

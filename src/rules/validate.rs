@@ -190,6 +190,23 @@ fn check_metric(
             "metric {name}: allowed_increase must be >= 1 and allowed_decrease <= 1 (they are mean ratios)"
         )));
     }
+    if m.max_difference
+        .is_some_and(|d| !(d.is_finite() && d >= 0.0))
+    {
+        out.push(at(
+            span,
+            format!("metric {name}: max_difference must be a non-negative number"),
+        ));
+    }
+    if let Some(hold) = m.hold_for
+        && hold > spec.analysis.window
+    {
+        out.push(at(span, format!(
+            "metric {name}: for ({}) is longer than the analysis window ({}); the breach could never be seen holding",
+            humantime::format_duration(hold),
+            humantime::format_duration(spec.analysis.window)
+        )));
+    }
     if !(m.weight.is_finite() && m.weight >= 0.0) {
         out.push(at(
             span,
