@@ -2,6 +2,7 @@
 //!
 //! Handlers translate HTTP to controller calls and back; they decide nothing themselves.
 
+mod alertmanager;
 mod error;
 mod rollouts;
 
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
     let mutating = Router::new()
         .route("/api/v1/rollouts", post(rollouts::create))
         .route("/api/v1/rollouts/{id}/{action}", post(rollouts::act))
+        .route("/api/v1/alertmanager", post(alertmanager::receive))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route(

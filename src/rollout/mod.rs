@@ -4,6 +4,7 @@
 //! Only `controller` owns time and calls `actions`.
 
 pub mod controller;
+pub mod feed;
 pub mod machine;
 pub mod plan;
 pub mod store;
