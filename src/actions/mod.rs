@@ -8,5 +8,8 @@
 pub mod alertmanager;
 pub mod canary_alerts;
 pub mod hooks;
+pub mod notify;
+pub mod report;
+pub mod templates;
 
 pub use hooks::{HookError, HookPayload, HookRunner};

@@ -7,6 +7,7 @@ pub mod controller;
 pub mod feed;
 pub mod machine;
 pub mod plan;
+pub mod probes;
 pub mod store;
 
 use std::collections::BTreeMap;
