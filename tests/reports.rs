@@ -124,8 +124,13 @@ async fn records_a_promoted_and_a_rolled_back_rollout_field_by_field() {
     assert!(reason.starts_with("error_rate: "), "{reason}");
     let err = &r["metrics"][0];
     assert_eq!(err["last_verdict"], "fail");
-    assert!(err["canary_last"].as_f64().unwrap_or(0.0) > 0.05, "{err}");
-    assert!(err["baseline_last"].as_f64().unwrap_or(1.0) < 0.001, "{err}");
+    // Depending on how much of the rate window saw the new error rate, the critical error_rate
+    // crossed max_ratio (2 x baseline) or rollback_above (5 %) first: either is a failure.
+    let (canary, baseline) = (
+        err["canary_last"].as_f64().unwrap_or(0.0),
+        err["baseline_last"].as_f64().unwrap_or(1.0),
+    );
+    assert!(baseline < 0.001 && canary > 2.0 * baseline, "{err}");
     let last_hook = r["hooks"].as_array().and_then(|h| h.last()).expect("hooks");
     assert_eq!(last_hook["hook"], "rollback");
     assert_eq!(last_hook["outcome"], "success");
