@@ -12,6 +12,7 @@ async fn main() {
         Command::Serve(args) => report(cli::serve::run(args).await.map(|()| 0)),
         Command::Rollout(args) => report(cli::client::run(args).await),
         Command::Demo(args) => report(cli::demo::run(args).await),
+        Command::DemoService(args) => report(cli::demo_service::run(args).await),
     };
     std::process::exit(code);
 }

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod client;
 pub mod demo;
+pub mod demo_service;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -28,4 +29,6 @@ pub enum Command {
     Rollout(client::RolloutArgs),
     /// The showcase: a real Prometheus, a simulated service, one rollout promoted, one rolled back.
     Demo(demo::DemoArgs),
+    /// Run the demo's simulated service (baseline and/or canary track) on its own.
+    DemoService(demo_service::DemoServiceArgs),
 }
