@@ -9,7 +9,7 @@ async fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check(args) => cli::check::run(&args),
-        Command::Serve(args) => report(cli::serve::run(args).await.map(|()| 0)),
+        Command::Serve(args) => report(cli::serve::run(*args).await.map(|()| 0)),
         Command::Rollout(args) => report(cli::client::run(args).await),
         Command::Demo(args) => report(cli::demo::run(args).await),
         Command::DemoService(args) => report(cli::demo_service::run(args).await),

@@ -69,15 +69,26 @@ async fn rollback_raises_canary_rollback_in_alertmanager_and_resolves_it_when_do
     let dir = tempfile::tempdir().expect("tempdir");
     // A slow rollback hook keeps the rollout in rolling_back long enough to see the alert fire.
     let text = rule_yaml(name, &receiver, &RuleOpts::default()).replace(
-        &format!(r#"rollback: {{ url: "{}", timeout: 2s"#, receiver.url("/rollback")),
-        &format!(r#"rollback: {{ url: "{}", timeout: 10s"#, receiver.url("/rollback")),
+        &format!(
+            r#"rollback: {{ url: "{}", timeout: 2s"#,
+            receiver.url("/rollback")
+        ),
+        &format!(
+            r#"rollback: {{ url: "{}", timeout: 10s"#,
+            receiver.url("/rollback")
+        ),
     );
     let rule = write_rule(dir.path(), name, &text);
     let daemon = Daemon::start(
         &prometheus.url(),
         &[rule],
         dir.path(),
-        &["--alertmanager-url", &am.url(), "--alertmanager-resend-interval", "1s"],
+        &[
+            "--alertmanager-url",
+            &am.url(),
+            "--alertmanager-resend-interval",
+            "1s",
+        ],
     )
     .await;
     let id = daemon.start_rollout(name, "v2.0.0").await;
@@ -90,7 +101,10 @@ async fn rollback_raises_canary_rollback_in_alertmanager_and_resolves_it_when_do
     let deadline = Instant::now() + Duration::from_secs(30);
     let alert = loop {
         let found = alerts_of(&am, &id).await;
-        if let Some(a) = found.into_iter().find(|a| a["labels"]["alertname"] == "CanaryRollback") {
+        if let Some(a) = found
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "CanaryRollback")
+        {
             break a;
         }
         assert!(
@@ -107,7 +121,10 @@ async fn rollback_raises_canary_rollback_in_alertmanager_and_resolves_it_when_do
     assert_eq!(labels["rule"], name);
     assert_eq!(labels["version"], "v2.0.0");
     assert_eq!(labels["metric"], "error_rate");
-    assert_eq!(labels["step"], state["step"].as_u64().expect("step").to_string());
+    assert_eq!(
+        labels["step"],
+        state["step"].as_u64().expect("step").to_string()
+    );
     let value: f64 = alert["annotations"]["value"]
         .as_str()
         .and_then(|v| v.parse().ok())
@@ -217,7 +234,11 @@ async fn webhook_needs_the_api_token_and_a_version_4_payload() {
     let name = "am-token-api";
     let dir = tempfile::tempdir().expect("tempdir");
     let receiver = HookReceiver::start().await.expect("receiver");
-    let rule = write_rule(dir.path(), name, &rule_yaml(name, &receiver, &RuleOpts::default()));
+    let rule = write_rule(
+        dir.path(),
+        name,
+        &rule_yaml(name, &receiver, &RuleOpts::default()),
+    );
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "0123456789abcdef0123\n").expect("token");
     // No Prometheus is needed to answer the webhook.
@@ -230,7 +251,9 @@ async fn webhook_needs_the_api_token_and_a_version_4_payload() {
     .await;
     let payload = serde_json::json!({"version": "4", "status": "firing", "alerts": [
         {"status": "firing", "labels": {"alertname": "APIDown"}}]});
-    let (status, _) = daemon.post("/api/v1/alertmanager", Some(payload.clone())).await;
+    let (status, _) = daemon
+        .post("/api/v1/alertmanager", Some(payload.clone()))
+        .await;
     assert_eq!(status, 401);
     daemon.token = Some("0123456789abcdef0123".into());
     let (status, body) = daemon.post("/api/v1/alertmanager", Some(payload)).await;
@@ -262,7 +285,11 @@ async fn failing_health_endpoint_rolls_the_rollout_back() {
         .await;
     // Healthy probes for a while: a passing endpoint must not roll back.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!daemon.rollout(&id).await["rollback_decided"].as_bool().unwrap_or(true));
+    assert!(
+        !daemon.rollout(&id).await["rollback_decided"]
+            .as_bool()
+            .unwrap_or(true)
+    );
     service.update(Track::Canary, |p| p.healthy = false);
     let r = daemon
         .wait_phase(&id, &["rolled_back"], Duration::from_secs(20))

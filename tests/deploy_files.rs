@@ -21,7 +21,11 @@ fn collect_exprs(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(o) => {
             if let Some(targets) = o.get("targets").and_then(Value::as_array) {
-                out.extend(targets.iter().filter_map(|t| t["expr"].as_str().map(String::from)));
+                out.extend(
+                    targets
+                        .iter()
+                        .filter_map(|t| t["expr"].as_str().map(String::from)),
+                );
             }
             o.values().for_each(|v| collect_exprs(v, out));
         }
@@ -33,7 +37,14 @@ fn collect_exprs(v: &Value, out: &mut Vec<String>) {
 /// Grafana's interval variables become a duration, every other variable a plain label value.
 fn substitute(expr: &str) -> String {
     let mut s = expr.to_string();
-    for v in ["$__rate_interval", "$__interval", "$__range", "${__rate_interval}", "${__interval}", "${__range}"] {
+    for v in [
+        "$__rate_interval",
+        "$__interval",
+        "$__range",
+        "${__rate_interval}",
+        "${__interval}",
+        "${__range}",
+    ] {
         s = s.replace(v, "5m");
     }
     let re = regex::Regex::new(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?").expect("regex");
@@ -54,14 +65,20 @@ fn every_dashboard_expression_is_valid_promql_for_promtool() {
         dashboards += 1;
         let d: Value = serde_json::from_slice(&std::fs::read(&path).expect("read"))
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(d["uid"].is_string() && d["title"].is_string(), "{}", path.display());
+        assert!(
+            d["uid"].is_string() && d["title"].is_string(),
+            "{}",
+            path.display()
+        );
         let mut exprs = Vec::new();
         collect_exprs(&d, &mut exprs);
         assert!(!exprs.is_empty(), "{} has no PromQL", path.display());
         for e in exprs {
             count += 1;
             let expr = serde_json::to_string(&substitute(&e)).expect("json string");
-            rules.push_str(&format!("      - record: dashboard:expr_{count}\n        expr: {expr}\n"));
+            rules.push_str(&format!(
+                "      - record: dashboard:expr_{count}\n        expr: {expr}\n"
+            ));
         }
     }
     assert_eq!(dashboards, 2, "rollout overview and canary vs baseline");
@@ -79,7 +96,9 @@ fn every_dashboard_expression_is_valid_promql_for_promtool() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("SUCCESS: {count} rules found")));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("SUCCESS: {count} rules found"))
+    );
 }
 
 #[test]
@@ -96,7 +115,10 @@ fn grafana_provisioning_points_at_the_mounted_dashboards() {
     assert_eq!(ds["datasources"][0]["type"], "prometheus");
     assert_eq!(ds["datasources"][0]["url"], "http://prometheus:9090");
     let dash = yaml(&root().join("grafana/provisioning/dashboards/canaryd.yml"));
-    assert_eq!(dash["providers"][0]["options"]["path"], "/var/lib/grafana/dashboards");
+    assert_eq!(
+        dash["providers"][0]["options"]["path"],
+        "/var/lib/grafana/dashboards"
+    );
 }
 
 #[test]
@@ -104,33 +126,59 @@ fn compose_stack_has_every_service_with_existing_mounts_and_distinct_ports() {
     let compose = yaml(&root().join("docker-compose.yml"));
     let services = compose["services"].as_object().expect("services");
     let names: BTreeSet<&str> = services.keys().map(String::as_str).collect();
-    for s in ["prometheus", "alertmanager", "grafana", "demo-baseline", "demo-canary", "canaryd"] {
+    for s in [
+        "prometheus",
+        "alertmanager",
+        "grafana",
+        "demo-baseline",
+        "demo-canary",
+        "canaryd",
+    ] {
         assert!(names.contains(s), "missing service {s}");
     }
     let mut host_ports = BTreeSet::new();
     let mut mounts = BTreeSet::new();
     for (name, s) in services {
-        assert!(s["image"].is_string() || s["build"].is_string(), "{name}: no image");
+        assert!(
+            s["image"].is_string() || s["build"].is_string(),
+            "{name}: no image"
+        );
         for p in s["ports"].as_array().into_iter().flatten() {
             let p = p.as_str().expect("ports as strings");
-            let host: u16 = p.split(':').next().and_then(|h| h.parse().ok()).expect("host port");
-            assert!(host_ports.insert(host), "{name}: host port {host} used twice");
+            let host: u16 = p
+                .split(':')
+                .next()
+                .and_then(|h| h.parse().ok())
+                .expect("host port");
+            assert!(
+                host_ports.insert(host),
+                "{name}: host port {host} used twice"
+            );
         }
         for v in s["volumes"].as_array().into_iter().flatten() {
             let v = v.as_str().expect("volume as string");
             let mut parts = v.split(':');
             let (src, dst) = (parts.next().expect("source"), parts.next().expect("target"));
-            assert!(root().join(src).exists(), "{name}: mounted {src} does not exist");
+            assert!(
+                root().join(src).exists(),
+                "{name}: mounted {src} does not exist"
+            );
             mounts.insert((name.as_str(), dst.to_string()));
         }
         for d in s["depends_on"].as_array().into_iter().flatten() {
-            assert!(names.contains(d.as_str().unwrap_or("")), "{name} depends on unknown {d}");
+            assert!(
+                names.contains(d.as_str().unwrap_or("")),
+                "{name} depends on unknown {d}"
+            );
         }
     }
     for track in ["baseline", "canary"] {
         let cmd = &services[&format!("demo-{track}")]["command"];
         assert_eq!(cmd[0], "demo-service");
-        assert!(cmd.as_array().expect("argv").contains(&Value::from(track)), "{cmd}");
+        assert!(
+            cmd.as_array().expect("argv").contains(&Value::from(track)),
+            "{cmd}"
+        );
     }
     assert!(mounts.contains(&("grafana", "/etc/grafana/provisioning".into())));
     assert!(mounts.contains(&("grafana", "/var/lib/grafana/dashboards".into())));
@@ -141,12 +189,23 @@ fn compose_stack_has_every_service_with_existing_mounts_and_distinct_ports() {
         .as_array()
         .expect("scrape_configs")
         .iter()
-        .flat_map(|c| c["static_configs"][0]["targets"].as_array().cloned().unwrap_or_default())
+        .flat_map(|c| {
+            c["static_configs"][0]["targets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .filter_map(|t| t.as_str().map(String::from))
         .collect();
-    assert_eq!(targets, ["demo-baseline:8000", "demo-canary:8000", "canaryd:9797"]);
+    assert_eq!(
+        targets,
+        ["demo-baseline:8000", "demo-canary:8000", "canaryd:9797"]
+    );
     for t in &targets {
-        assert!(names.contains(t.split(':').next().unwrap_or("")), "scrape target {t}");
+        assert!(
+            names.contains(t.split(':').next().unwrap_or("")),
+            "scrape target {t}"
+        );
     }
     let am = yaml(&root().join("deploy/alertmanager.yml"));
     assert_eq!(
@@ -160,8 +219,10 @@ fn compose_canaryd_configuration_and_rules_load() {
     let cfg = canaryd::config::Config::load(&root().join("deploy/canaryd.yaml")).expect("config");
     assert_eq!(cfg.alertmanager.urls, ["http://alertmanager:9093"]);
     let token = std::fs::read_to_string(root().join("deploy/canaryd-api-token")).expect("token");
-    cfg.check_safe(Some(token.trim())).expect("safe with its token");
-    let (rules, errors) = canaryd::rules::load_paths(&[root().join("deploy/rules").display().to_string()]);
+    cfg.check_safe(Some(token.trim()))
+        .expect("safe with its token");
+    let (rules, errors) =
+        canaryd::rules::load_paths(&[root().join("deploy/rules").display().to_string()]);
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(rules.len(), 1);
     assert!(!rules[0].spec.health.is_empty());

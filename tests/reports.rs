@@ -26,7 +26,10 @@ fn texts(calls: &[canaryd::demo::receiver::ReceivedCall], path: &str) -> Vec<Str
 /// Every step record is closed, in order, and each starts where the previous ended.
 fn check_steps(report: &Value, weights: &[u64]) {
     let steps = report["steps"].as_array().expect("steps");
-    let got: Vec<u64> = steps.iter().map(|s| s["weight"].as_u64().unwrap_or(0)).collect();
+    let got: Vec<u64> = steps
+        .iter()
+        .map(|s| s["weight"].as_u64().unwrap_or(0))
+        .collect();
     assert_eq!(got, weights, "{report}");
     for (i, s) in steps.iter().enumerate() {
         assert_eq!(s["step"].as_u64(), Some(i as u64));
@@ -35,7 +38,10 @@ fn check_steps(report: &Value, weights: &[u64]) {
             assert_eq!(s["ended_at"], next["started_at"]);
         }
     }
-    assert_eq!(steps.last().expect("a step")["ended_at"], report["finished_at"]);
+    assert_eq!(
+        steps.last().expect("a step")["ended_at"],
+        report["finished_at"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +78,9 @@ async fn records_a_promoted_and_a_rolled_back_rollout_field_by_field() {
 
     // 1. Promoted.
     let good = daemon.start_rollout("report-api", "v1.1.0").await;
-    daemon.wait_phase(&good, &["succeeded"], Duration::from_secs(60)).await;
+    daemon
+        .wait_phase(&good, &["succeeded"], Duration::from_secs(60))
+        .await;
     let (status, r) = daemon.get(&format!("/api/v1/rollouts/{good}/report")).await;
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["rollout"], good.as_str());
@@ -82,41 +90,81 @@ async fn records_a_promoted_and_a_rolled_back_rollout_field_by_field() {
     assert_eq!(r["phase"], "succeeded");
     assert_eq!(r["rollback"]["required"], false);
     assert_eq!(r["rollback"]["reason"], Value::Null);
-    let secs = (time(&r["finished_at"]) - time(&r["started_at"])).num_milliseconds() as f64 / 1000.0;
+    let secs =
+        (time(&r["finished_at"]) - time(&r["started_at"])).num_milliseconds() as f64 / 1000.0;
     assert!((r["duration_seconds"].as_f64().expect("duration") - secs).abs() < 0.01);
     assert!(secs >= 6.0, "three 2 s holds took {secs} s");
     check_steps(&r, &[5, 25, 50, 100]);
-    let names: Vec<&str> = r["metrics"].as_array().expect("metrics").iter().filter_map(|m| m["name"].as_str()).collect();
-    assert_eq!(names, ["error_rate", "p95_latency", "db_pool_utilization", "cpu_utilization"]);
+    let names: Vec<&str> = r["metrics"]
+        .as_array()
+        .expect("metrics")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "error_rate",
+            "p95_latency",
+            "db_pool_utilization",
+            "cpu_utilization"
+        ]
+    );
     let err = &r["metrics"][0];
-    assert_eq!(err["thresholds"], serde_json::json!({"rollback_above": 0.05, "warn_above": 0.01, "max_ratio": 2.0}));
+    assert_eq!(
+        err["thresholds"],
+        serde_json::json!({"rollback_above": 0.05, "warn_above": 0.01, "max_ratio": 2.0})
+    );
     assert_eq!(err["last_verdict"], "pass");
     assert!(err["ticks"].as_u64().unwrap_or(0) >= 3, "{err}");
-    for key in ["baseline_first", "canary_first", "baseline_last", "canary_last"] {
+    for key in [
+        "baseline_first",
+        "canary_first",
+        "baseline_last",
+        "canary_last",
+    ] {
         let v = err[key].as_f64().unwrap_or(-1.0);
         // The simulated service fails 0.05 % of requests on both tracks.
         assert!((0.0003..0.0008).contains(&v), "{key} = {v}");
     }
     let db = &r["metrics"][2];
-    assert!((db["canary_last"].as_f64().unwrap_or(0.0) - 0.4).abs() < 0.01, "{db}");
+    assert!(
+        (db["canary_last"].as_f64().unwrap_or(0.0) - 0.4).abs() < 0.01,
+        "{db}"
+    );
     let hooks: Vec<(String, String, Value)> = r["hooks"]
         .as_array()
         .expect("hooks")
         .iter()
-        .map(|h| (h["hook"].as_str().unwrap_or("").to_string(), h["outcome"].as_str().unwrap_or("").to_string(), h["weight"].clone()))
+        .map(|h| {
+            (
+                h["hook"].as_str().unwrap_or("").to_string(),
+                h["outcome"].as_str().unwrap_or("").to_string(),
+                h["weight"].clone(),
+            )
+        })
         .collect();
-    let expected: Vec<(String, String, Value)> = [(5, "set_weight"), (25, "set_weight"), (50, "set_weight"), (100, "set_weight")]
-        .iter()
-        .map(|(w, h)| (h.to_string(), "success".to_string(), serde_json::json!(w)))
-        .chain([("promote".to_string(), "success".to_string(), Value::Null)])
-        .collect();
+    let expected: Vec<(String, String, Value)> = [
+        (5, "set_weight"),
+        (25, "set_weight"),
+        (50, "set_weight"),
+        (100, "set_weight"),
+    ]
+    .iter()
+    .map(|(w, h)| (h.to_string(), "success".to_string(), serde_json::json!(w)))
+    .chain([("promote".to_string(), "success".to_string(), Value::Null)])
+    .collect();
     assert_eq!(hooks, expected);
 
     // 2. Rolled back.
     let bad = daemon.start_rollout("report-api", "v1.2.0").await;
-    daemon.wait_phase(&bad, &["progressing"], Duration::from_secs(10)).await;
+    daemon
+        .wait_phase(&bad, &["progressing"], Duration::from_secs(10))
+        .await;
     stack.degrade_canary_errors(0.2);
-    daemon.wait_phase(&bad, &["rolled_back"], Duration::from_secs(30)).await;
+    daemon
+        .wait_phase(&bad, &["rolled_back"], Duration::from_secs(30))
+        .await;
     let (_, r) = daemon.get(&format!("/api/v1/rollouts/{bad}/report")).await;
     assert_eq!(r["outcome"], "rolled_back");
     assert_eq!(r["rollback"]["required"], true);
@@ -148,9 +196,16 @@ async fn records_a_promoted_and_a_rolled_back_rollout_field_by_field() {
         assert!(md.contains(&format!("- Required: {required}")), "{md}");
         assert!(md.contains("| error_rate | "), "{md}");
         assert!(md.contains("rollback_above 0.05"), "{md}");
-        assert!(md.contains(&format!("**Duration**: {}", rep["duration"].as_str().unwrap_or("?"))), "{md}");
+        assert!(
+            md.contains(&format!(
+                "**Duration**: {}",
+                rep["duration"].as_str().unwrap_or("?")
+            )),
+            "{md}"
+        );
         let json: Value = serde_json::from_slice(
-            &std::fs::read(reports.join(format!("{day}-report-api-{id}.json"))).expect("json record"),
+            &std::fs::read(reports.join(format!("{day}-report-api-{id}.json")))
+                .expect("json record"),
         )
         .expect("json");
         assert_eq!(json, rep);
@@ -159,12 +214,40 @@ async fn records_a_promoted_and_a_rolled_back_rollout_field_by_field() {
     // 4. Notifications: every event to Slack, only rollback and complete to the webhook.
     let calls = notify.calls();
     let slack = texts(&calls, "/slack");
-    assert_eq!(slack.iter().filter(|t| t.starts_with("📢 Production Deploy Scheduled")).count(), 2, "{slack:#?}");
-    assert!(slack.iter().any(|t| t.contains("step 4 of 4, canary at 100 %")), "{slack:#?}");
-    assert!(slack.iter().any(|t| t.contains("Status: Success") && t.contains("- error_rate: 0.0005 → 0.0005")), "{slack:#?}");
-    assert!(slack.iter().any(|t| t.starts_with("🚨 PRODUCTION ROLLBACK - report-api v1.2.0: error_rate")), "{slack:#?}");
-    assert!(slack.iter().any(|t| t.contains("Status: Rolled back")), "{slack:#?}");
-    let hooks: Vec<&str> = common::calls_to(&calls, "/webhook").iter().filter_map(|c| c.body["event"].as_str()).collect();
+    assert_eq!(
+        slack
+            .iter()
+            .filter(|t| t.starts_with("📢 Production Deploy Scheduled"))
+            .count(),
+        2,
+        "{slack:#?}"
+    );
+    assert!(
+        slack
+            .iter()
+            .any(|t| t.contains("step 4 of 4, canary at 100 %")),
+        "{slack:#?}"
+    );
+    assert!(
+        slack
+            .iter()
+            .any(|t| t.contains("Status: Success") && t.contains("- error_rate: 0.0005 → 0.0005")),
+        "{slack:#?}"
+    );
+    assert!(
+        slack
+            .iter()
+            .any(|t| t.starts_with("🚨 PRODUCTION ROLLBACK - report-api v1.2.0: error_rate")),
+        "{slack:#?}"
+    );
+    assert!(
+        slack.iter().any(|t| t.contains("Status: Rolled back")),
+        "{slack:#?}"
+    );
+    let hooks: Vec<&str> = common::calls_to(&calls, "/webhook")
+        .iter()
+        .filter_map(|c| c.body["event"].as_str())
+        .collect();
     assert_eq!(hooks, ["complete", "rollback", "complete"]);
     drop(stack);
 }

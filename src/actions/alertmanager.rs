@@ -172,8 +172,18 @@ impl Publisher {
 
     async fn deliver(&self, alerts: &[Alert]) {
         for a in alerts {
-            let state = if a.ends_at.is_some() { "resolved" } else { "firing" };
-            tracing::info!(event = "alert.send", alert = a.name(), rollout = a.labels.get("rollout").map_or("", String::as_str), state, "alert to Alertmanager");
+            let state = if a.ends_at.is_some() {
+                "resolved"
+            } else {
+                "firing"
+            };
+            tracing::info!(
+                event = "alert.send",
+                alert = a.name(),
+                rollout = a.labels.get("rollout").map_or("", String::as_str),
+                state,
+                "alert to Alertmanager"
+            );
         }
         for e in self.client.post(alerts).await {
             metrics::counter!("canaryd_alertmanager_errors_total").increment(1);

@@ -45,7 +45,8 @@ pub struct AlertContext<'a> {
 /// whose hook could not be delivered: the canary may still take traffic, so that one stays.
 pub fn alerts_for(r: &Rollout, cx: &AlertContext<'_>) -> Vec<Alert> {
     let mut out = Vec::new();
-    let rolling_back = r.phase == Phase::RollingBack || (r.phase == Phase::Failed && r.rollback_decided);
+    let rolling_back =
+        r.phase == Phase::RollingBack || (r.phase == Phase::Failed && r.rollback_decided);
     if r.rollback_decided && rolling_back {
         let check = rollback_check(r);
         let reason = r.reason.clone().unwrap_or_default();
@@ -59,7 +60,15 @@ pub fn alerts_for(r: &Rollout, cx: &AlertContext<'_>) -> Vec<Alert> {
             ),
             None => format!("Canary {} of {} rolled back: {reason}", r.version, r.rule),
         };
-        out.push(alert(r, cx, "CanaryRollback", "critical", check, summary, reason));
+        out.push(alert(
+            r,
+            cx,
+            "CanaryRollback",
+            "critical",
+            check,
+            summary,
+            reason,
+        ));
     }
     if r.phase.is_watching() && !r.rollback_decided {
         for c in r.last_tick.iter().flat_map(|t| &t.checks) {
@@ -71,7 +80,15 @@ pub fn alerts_for(r: &Rollout, cx: &AlertContext<'_>) -> Vec<Alert> {
                     c.metric,
                     numbers(c)
                 );
-                out.push(alert(r, cx, "CanaryCheckWarning", "warning", Some(c), summary, c.reason.clone()));
+                out.push(alert(
+                    r,
+                    cx,
+                    "CanaryCheckWarning",
+                    "warning",
+                    Some(c),
+                    summary,
+                    c.reason.clone(),
+                ));
             }
         }
     }
@@ -108,13 +125,27 @@ fn rollback_check(r: &Rollout) -> Option<&Check> {
 }
 
 fn fmt(v: Option<f64>) -> String {
-    v.map_or("n/a".into(), |v| format!("{v:.6}").trim_end_matches('0').trim_end_matches('.').to_string())
+    v.map_or("n/a".into(), |v| {
+        format!("{v:.6}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    })
 }
 
 fn numbers(c: &Check) -> String {
     let threshold = c
         .threshold
-        .map(|t| format!("{} {}", serde_json::to_value(t.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(), fmt(Some(t.value))))
+        .map(|t| {
+            format!(
+                "{} {}",
+                serde_json::to_value(t.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                fmt(Some(t.value))
+            )
+        })
         .unwrap_or_else(|| "none".into());
     format!(
         "(canary {}, baseline {}, threshold {threshold})",

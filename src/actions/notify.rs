@@ -92,7 +92,11 @@ impl Notifier {
 }
 
 /// Which notifications one update calls for, in order.
-fn events_of(u: &Update, before: Option<&ReportBuilder>, after: &ReportBuilder) -> Vec<NotificationEvent> {
+fn events_of(
+    u: &Update,
+    before: Option<&ReportBuilder>,
+    after: &ReportBuilder,
+) -> Vec<NotificationEvent> {
     let mut out = Vec::new();
     if u.event == "start" && u.rollout.phase != Phase::Pending {
         out.push(NotificationEvent::Scheduled);
@@ -101,7 +105,10 @@ fn events_of(u: &Update, before: Option<&ReportBuilder>, after: &ReportBuilder) 
     if after.report().steps.len() > steps_before {
         out.push(NotificationEvent::StepCompleted);
     }
-    if u.actions.iter().any(|a| matches!(a, Action::Rollback { .. })) {
+    if u.actions
+        .iter()
+        .any(|a| matches!(a, Action::Rollback { .. }))
+    {
         out.push(NotificationEvent::Rollback);
     }
     if u.rollout.phase.is_terminal() {
@@ -137,16 +144,35 @@ pub async fn run(mut feed: Feed, notifier: Notifier) {
             }
             let mut ctx = serde_json::to_value(builder.report()).unwrap_or_default();
             let steps = ctx["steps"].as_array().cloned().unwrap_or_default();
-            let weights: Vec<u32> = rule.map(|r| r.steps().map(|s| s.weight).collect()).unwrap_or_default();
-            let expected: Duration = rule.map(|r| r.steps().map(|s| s.hold()).sum()).unwrap_or_default();
+            let weights: Vec<u32> = rule
+                .map(|r| r.steps().map(|s| s.weight).collect())
+                .unwrap_or_default();
+            let expected: Duration = rule
+                .map(|r| r.steps().map(|s| s.hold()).sum())
+                .unwrap_or_default();
             if let Some(obj) = ctx.as_object_mut() {
-                obj.insert("now".into(), json!(Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()));
-                obj.insert("rollout_url".into(), json!(format!("{}/api/v1/rollouts/{}", notifier.external_url, r.id)));
+                obj.insert(
+                    "now".into(),
+                    json!(Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()),
+                );
+                obj.insert(
+                    "rollout_url".into(),
+                    json!(format!(
+                        "{}/api/v1/rollouts/{}",
+                        notifier.external_url, r.id
+                    )),
+                );
                 obj.insert("plan_weights".into(), json!(weights));
-                obj.insert("expected_duration".into(), json!(humantime::format_duration(expected).to_string()));
+                obj.insert(
+                    "expected_duration".into(),
+                    json!(humantime::format_duration(expected).to_string()),
+                );
                 obj.insert("weight".into(), json!(r.weight));
                 obj.insert("step".into(), steps.last().cloned().unwrap_or(Value::Null));
-                obj.insert("previous".into(), steps.iter().rev().nth(1).cloned().unwrap_or(Value::Null));
+                obj.insert(
+                    "previous".into(),
+                    steps.iter().rev().nth(1).cloned().unwrap_or(Value::Null),
+                );
             }
             for event in events {
                 for e in notifier.send(event, &ctx).await {

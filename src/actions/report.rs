@@ -252,7 +252,11 @@ impl ReportBook {
         std::fs::read_dir(dir)
             .ok()?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(&suffix)))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(&suffix))
+            })
             .and_then(|p| std::fs::read(p).ok())
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
     }
@@ -269,11 +273,19 @@ impl ReportBook {
 /// `<YYYY-MM-DD>-<rule>-<rollout>`: sorted by day like the runbook's `reports/deploys/`, unique
 /// per rollout.
 pub fn file_stem(r: &Report) -> String {
-    format!("{}-{}-{}", r.started_at.format("%Y-%m-%d"), r.rule, r.rollout)
+    format!(
+        "{}-{}-{}",
+        r.started_at.format("%Y-%m-%d"),
+        r.rule,
+        r.rollout
+    )
 }
 
 /// Renders the Markdown record.
-pub fn render_markdown(t: &Templates, r: &Report) -> Result<String, super::templates::TemplateError> {
+pub fn render_markdown(
+    t: &Templates,
+    r: &Report,
+) -> Result<String, super::templates::TemplateError> {
     let ctx = serde_json::to_value(r).unwrap_or_default();
     t.render("report.md.j2", &ctx)
 }
@@ -286,7 +298,8 @@ fn write(dir: &Path, t: &Templates, r: &Report) -> Result<PathBuf, String> {
     let md_path = dir.join(format!("{stem}.md"));
     std::fs::write(&md_path, md).map_err(|e| format!("writing {}: {e}", md_path.display()))?;
     let json_path = dir.join(format!("{stem}.json"));
-    std::fs::write(&json_path, json).map_err(|e| format!("writing {}: {e}", json_path.display()))?;
+    std::fs::write(&json_path, json)
+        .map_err(|e| format!("writing {}: {e}", json_path.display()))?;
     Ok(md_path)
 }
 
@@ -313,8 +326,12 @@ pub async fn run(mut feed: Feed, book: ReportBook, templates: Templates) {
                 written.insert(r.id.clone());
                 if let Some(dir) = &book.dir {
                     match write(dir, &templates, &report) {
-                        Ok(p) => tracing::info!(event = "report.write", rollout = %report.rollout, path = %p.display(), "deployment record written"),
-                        Err(e) => tracing::error!(rollout = %report.rollout, error = %e, "cannot write the deployment record"),
+                        Ok(p) => {
+                            tracing::info!(event = "report.write", rollout = %report.rollout, path = %p.display(), "deployment record written")
+                        }
+                        Err(e) => {
+                            tracing::error!(rollout = %report.rollout, error = %e, "cannot write the deployment record")
+                        }
                     }
                 }
             }

@@ -11,10 +11,22 @@ use minijinja::{Environment, UndefinedBehavior, Value};
 
 /// Template names, which are also the file names an override must use.
 pub const DEFAULTS: [(&str, &str); 5] = [
-    ("scheduled.txt.j2", include_str!("../../templates/scheduled.txt.j2")),
-    ("step_completed.txt.j2", include_str!("../../templates/step_completed.txt.j2")),
-    ("rollback.txt.j2", include_str!("../../templates/rollback.txt.j2")),
-    ("complete.txt.j2", include_str!("../../templates/complete.txt.j2")),
+    (
+        "scheduled.txt.j2",
+        include_str!("../../templates/scheduled.txt.j2"),
+    ),
+    (
+        "step_completed.txt.j2",
+        include_str!("../../templates/step_completed.txt.j2"),
+    ),
+    (
+        "rollback.txt.j2",
+        include_str!("../../templates/rollback.txt.j2"),
+    ),
+    (
+        "complete.txt.j2",
+        include_str!("../../templates/complete.txt.j2"),
+    ),
     ("report.md.j2", include_str!("../../templates/report.md.j2")),
 ];
 
@@ -54,10 +66,12 @@ impl Templates {
         }
         for (name, default) in DEFAULTS {
             let source = match dir.map(|d| d.join(name)).filter(|p| p.exists()) {
-                Some(path) => std::fs::read_to_string(&path).map_err(|source| TemplateError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?,
+                Some(path) => {
+                    std::fs::read_to_string(&path).map_err(|source| TemplateError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    })?
+                }
                 None => default.to_string(),
             };
             env.add_template_owned(name, source)

@@ -57,8 +57,8 @@ pub async fn receive(
     State(state): State<AppState>,
     body: Result<Json<WebhookPayload>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(payload) =
-        body.map_err(|e| ApiError::BadRequest(format!("invalid webhook payload: {}", e.body_text())))?;
+    let Json(payload) = body
+        .map_err(|e| ApiError::BadRequest(format!("invalid webhook payload: {}", e.body_text())))?;
     if payload.version != "4" {
         return Err(ApiError::BadRequest(format!(
             "webhook payload version {:?} is not supported; Alertmanager sends version 4",
@@ -72,7 +72,12 @@ pub async fn receive(
         for rule in rules.values() {
             let spec = &rule.spec.alerts;
             let (event, out) = if any_matches(&spec.rollback_on, &alert.labels) {
-                (Event::AlertFired { alert: alert.describe() }, &mut rolled_back)
+                (
+                    Event::AlertFired {
+                        alert: alert.describe(),
+                    },
+                    &mut rolled_back,
+                )
             } else if any_matches(&spec.pause_on, &alert.labels) {
                 (Event::Pause, &mut paused)
             } else {

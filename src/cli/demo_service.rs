@@ -39,7 +39,9 @@ pub async fn run(args: DemoServiceArgs) -> anyhow::Result<i32> {
         TrackArg::Both => {}
     }
     tracing::info!(listen = %service.addr(), service = %args.service, track = ?args.track, "demo service running; degrade a track with PUT /control/{{track}}");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     service.shutdown().await;
     Ok(0)
 }

@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Validate rule files and folders; exit 0 when valid, 1 when not.
     Check(check::CheckArgs),
     /// Talk to a running daemon.

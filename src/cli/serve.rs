@@ -13,14 +13,14 @@ use crate::actions::alertmanager::{self, AlertmanagerClient, PublisherConfig};
 use crate::actions::notify::{self, Notifier};
 use crate::actions::report::{self, ReportBook};
 use crate::actions::templates::Templates;
-use crate::rollout::feed::Feed;
-use crate::rollout::probes;
-use crate::source::HealthProbe;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::rollout::controller::Controller;
+use crate::rollout::feed::Feed;
+use crate::rollout::probes;
 use crate::rollout::store::MemoryStore;
 use crate::rules::reload;
+use crate::source::HealthProbe;
 use crate::source::{PrometheusConfig, PrometheusSource};
 use crate::telemetry::{self, LogFormat};
 
@@ -47,7 +47,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CANARYD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
     /// Alertmanager base URLs that canaryd's own alerts are posted to (repeatable).
-    #[arg(long = "alertmanager-url", env = "CANARYD_ALERTMANAGER_URLS", value_delimiter = ',')]
+    #[arg(
+        long = "alertmanager-url",
+        env = "CANARYD_ALERTMANAGER_URLS",
+        value_delimiter = ','
+    )]
     pub alertmanager_urls: Vec<String>,
     #[arg(long, env = "CANARYD_ALERTMANAGER_RESEND_INTERVAL", value_parser = humantime::parse_duration)]
     pub alertmanager_resend_interval: Option<Duration>,
@@ -206,16 +210,31 @@ fn start_subscribers(
             stall_after: cfg.alertmanager.stall_after,
             external_url: cfg.external_url(),
         };
-        tasks.push(tokio::spawn(alertmanager::run(Feed::new(controller), client, pc)));
+        tasks.push(tokio::spawn(alertmanager::run(
+            Feed::new(controller),
+            client,
+            pc,
+        )));
     }
     let probe = HealthProbe::new().context("building the health probe HTTP client")?;
-    tasks.push(tokio::spawn(probes::supervise(Feed::new(controller), probe)));
+    tasks.push(tokio::spawn(probes::supervise(
+        Feed::new(controller),
+        probe,
+    )));
     if !cfg.notifications.is_empty() {
-        let notifier = Notifier::new(cfg.notifications.clone(), templates.clone(), cfg.external_url())
-            .context("building the notification HTTP client")?;
+        let notifier = Notifier::new(
+            cfg.notifications.clone(),
+            templates.clone(),
+            cfg.external_url(),
+        )
+        .context("building the notification HTTP client")?;
         tasks.push(tokio::spawn(notify::run(Feed::new(controller), notifier)));
     }
-    tasks.push(tokio::spawn(report::run(Feed::new(controller), reports, templates)));
+    tasks.push(tokio::spawn(report::run(
+        Feed::new(controller),
+        reports,
+        templates,
+    )));
     Ok(tasks)
 }
 

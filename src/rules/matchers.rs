@@ -108,8 +108,7 @@ fn parse_one(s: &str) -> Result<(Matcher, &str), String> {
             "label {name}: expected one of =, !=, =~, !~ after the name"
         ));
     };
-    let (value, rest) = parse_value(rest.trim_start())
-        .map_err(|e| format!("label {name}: {e}"))?;
+    let (value, rest) = parse_value(rest.trim_start()).map_err(|e| format!("label {name}: {e}"))?;
     let regex = match op {
         MatchOp::Regex | MatchOp::NotRegex => Some(
             Regex::new(&format!("^(?:{value})$"))
@@ -174,9 +173,15 @@ mod tests {
         assert!(parse(r#"alertname="APIDown""#).unwrap().matches(&l));
         assert!(!parse(r#"alertname!="APIDown""#).unwrap().matches(&l));
         assert!(parse(r#"severity=~"crit.*""#).unwrap().matches(&l));
-        assert!(!parse(r#"severity=~"crit""#).unwrap().matches(&l), "anchored");
+        assert!(
+            !parse(r#"severity=~"crit""#).unwrap().matches(&l),
+            "anchored"
+        );
         assert!(parse(r#"severity!~"warn|info""#).unwrap().matches(&l));
-        assert!(parse(r#"service="""#).unwrap().matches(&l), "missing label is empty");
+        assert!(
+            parse(r#"service="""#).unwrap().matches(&l),
+            "missing label is empty"
+        );
     }
 
     #[test]
@@ -185,7 +190,11 @@ mod tests {
         let set = parse(r#"{severity="critical", service="checkout-api"}"#).unwrap();
         assert_eq!(set.0.len(), 2);
         assert!(set.matches(&l));
-        assert!(!parse(r#"severity="critical", service="other""#).unwrap().matches(&l));
+        assert!(
+            !parse(r#"severity="critical", service="other""#)
+                .unwrap()
+                .matches(&l)
+        );
     }
 
     #[test]
