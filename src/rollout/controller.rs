@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use super::store::Store;
 use super::{Action, Event, Plan, Rollout, Tick, handle};
 use crate::actions::{HookPayload, HookRunner};
-use crate::judge::{self, Check};
+use crate::judge;
 use crate::rules::{Group, QueryContext, Rule};
 use crate::source::PrometheusSource;
 use crate::telemetry;
@@ -368,14 +368,13 @@ impl RolloutTask {
             rollout: &self.state.id,
             version: &self.state.version,
         };
-        let mut checks: Vec<Check> = Vec::new();
-        let mut weights = Vec::new();
+        let mut observations = Vec::new();
         for m in self.rule.metrics() {
             let queries = (
                 self.rule.render_query(m, Group::Canary, &ctx),
                 self.rule.render_query(m, Group::Baseline, &ctx),
             );
-            let (canary, baseline) = match queries {
+            observations.push(match queries {
                 (Ok(cq), Ok(bq)) => tokio::join!(
                     self.inner.source.range(&cq, end, a.window, a.step),
                     self.inner.source.range(&bq, end, a.window, a.step)
@@ -386,11 +385,9 @@ impl RolloutTask {
                     };
                     (failed.clone(), failed)
                 }
-            };
-            checks.push(judge::judge_metric(m, &canary, &baseline, a.min_samples));
-            weights.push(m.weight);
+            });
         }
-        let score = judge::score(&checks, &weights, &a.score);
+        let (checks, score) = judge::judge_tick(self.rule.metrics(), &observations, a);
         Tick {
             at: DateTime::<Utc>::from(end),
             step: self.state.step,
