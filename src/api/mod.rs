@@ -2,6 +2,7 @@
 //!
 //! Handlers translate HTTP to controller calls and back; they decide nothing themselves.
 
+mod alertmanager;
 mod error;
 mod rollouts;
 
@@ -26,6 +27,8 @@ pub struct AppState {
     pub controller: Controller,
     pub metrics: Option<PrometheusHandle>,
     pub api_token: Option<Arc<str>>,
+    /// Deployment records, live and from `reports_dir`.
+    pub reports: crate::actions::report::ReportBook,
 }
 
 /// Request bodies are small JSON documents; anything larger is a mistake or an attack.
@@ -35,6 +38,7 @@ pub fn router(state: AppState) -> Router {
     let mutating = Router::new()
         .route("/api/v1/rollouts", post(rollouts::create))
         .route("/api/v1/rollouts/{id}/{action}", post(rollouts::act))
+        .route("/api/v1/alertmanager", post(alertmanager::receive))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route(
@@ -50,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/rollouts", get(rollouts::list))
         .route("/api/v1/rollouts/{id}", get(rollouts::show))
+        .route("/api/v1/rollouts/{id}/report", get(rollouts::report))
         .merge(mutating)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -109,3 +109,20 @@ pub async fn act(
     let r = state.controller.send(&id, event).await?;
     Ok(Json(view(&state, &r)).into_response())
 }
+
+/// The deployment record (JSON); the same data as the Markdown file in `reports_dir`. Live
+/// rollouts answer their record so far (`outcome: in_progress`).
+pub async fn report(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match state.reports.get(&id) {
+        Some(r) => Ok(Json(r).into_response()),
+        None => {
+            state.controller.get(&id)?;
+            Err(ApiError::NotFound(format!(
+                "no report for rollout {id:?} yet: reports are recorded from this daemon's start"
+            )))
+        }
+    }
+}

@@ -145,6 +145,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         controller: controller.clone(),
         metrics: crate::telemetry::install_metrics().ok(),
         api_token: None,
+        reports: crate::actions::report::ReportBook::default(),
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
 

@@ -4,8 +4,10 @@
 //! Only `controller` owns time and calls `actions`.
 
 pub mod controller;
+pub mod feed;
 pub mod machine;
 pub mod plan;
+pub mod probes;
 pub mod store;
 
 use std::collections::BTreeMap;

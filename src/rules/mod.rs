@@ -5,6 +5,7 @@
 //! windows, and `reload` keeps the last good set when a new file is bad.
 
 pub mod load;
+pub mod matchers;
 pub mod reload;
 pub mod schema;
 pub mod templates;

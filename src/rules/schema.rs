@@ -295,9 +295,9 @@ pub struct HookSpec {
 #[serde(deny_unknown_fields)]
 pub struct AlertsSpec {
     #[serde(default)]
-    pub rollback_on: Vec<String>,
+    pub rollback_on: Vec<Spanned<String>>,
     #[serde(default)]
-    pub pause_on: Vec<String>,
+    pub pause_on: Vec<Spanned<String>>,
 }
 
 /// humantime durations (`30s`, `5m`, `24h`) with the bad text in the error message.

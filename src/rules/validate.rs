@@ -66,6 +66,16 @@ pub fn validate(spec: &RuleSpec, analysis_at: Option<Location>) -> (Vec<Finding>
             out.push(at(h, "health failure_limit must be at least 1"));
         }
     }
+    for (key, list) in [
+        ("rollback_on", &spec.alerts.rollback_on),
+        ("pause_on", &spec.alerts.pause_on),
+    ] {
+        for m in list {
+            if let Err(e) = super::matchers::parse(&m.value) {
+                out.push(at(m, format!("alerts.{key} {:?}: {e}", m.value)));
+            }
+        }
+    }
     let windows = check_windows(spec, &mut out);
     (out, windows)
 }

@@ -121,6 +121,18 @@ impl Daemon {
         extra: &[&str],
     ) -> Daemon {
         let port = canaryd::demo::free_loopback_port().expect("free port");
+        Daemon::start_on(port, prometheus_url, rules, dir, extra).await
+    }
+
+    /// Like [`Daemon::start`] on a port chosen beforehand, for peers (Alertmanager) that must
+    /// know canaryd's address before it starts.
+    pub async fn start_on(
+        port: u16,
+        prometheus_url: &str,
+        rules: &[PathBuf],
+        dir: &std::path::Path,
+        extra: &[&str],
+    ) -> Daemon {
         let log = dir.join(format!("canaryd-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_canaryd"));
