@@ -82,7 +82,9 @@ impl RolloutTask {
             if self.save_failures > 0 {
                 self.idle(retry_delay(self.save_failures)).await;
             }
-            if self.state.phase == Phase::Pending {
+            // A fresh rollout is started by `Controller::start`; one recovered in `pending`, or
+            // whose start the store refused, starts itself.
+            if self.state.phase == Phase::Pending && (self.recovered || self.save_failures > 0) {
                 let _ = self.apply(Event::Start);
                 continue;
             }

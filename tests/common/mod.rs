@@ -228,6 +228,12 @@ impl Daemon {
     pub fn kill(&mut self) {
         let _ = self.child.start_kill();
     }
+
+    /// SIGKILL, then reap: the state directory's lock is free when this returns.
+    pub async fn kill_and_wait(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
 }
 
 pub fn tail(text: &str, n: usize) -> String {
