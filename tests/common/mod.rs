@@ -18,6 +18,7 @@ pub struct RuleOpts {
     pub warmup: &'static str,
     pub nodata_limit: u32,
     pub failure_limit: u32,
+    pub on_nodata: &'static str,
 }
 
 impl Default for RuleOpts {
@@ -27,6 +28,7 @@ impl Default for RuleOpts {
             warmup: "2s",
             nodata_limit: 3,
             failure_limit: 3,
+            on_nodata: "pause",
         }
     }
 }
@@ -52,6 +54,7 @@ analysis:
   warmup: {warmup}
   failure_limit: {failure_limit}
   nodata_limit: {nodata_limit}
+  on_nodata: {on_nodata}
 metrics:
   - name: error_rate
     query: |
@@ -82,6 +85,7 @@ hooks:
         warmup = o.warmup,
         failure_limit = o.failure_limit,
         nodata_limit = o.nodata_limit,
+        on_nodata = o.on_nodata,
         sw = receiver.url("/weight"),
         pr = receiver.url("/promote"),
         rb = receiver.url("/rollback"),
