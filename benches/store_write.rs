@@ -31,16 +31,30 @@ fn tick(step: usize) -> Tick {
     Tick {
         at: Utc::now(),
         step,
-        checks: ["error_rate", "p95_latency", "db_pool_utilization", "cpu_utilization"]
-            .iter()
-            .map(|n| check(n))
-            .collect(),
-        score: Score { value: 100.0, outcome: ScoreOutcome::Pass, reason: "all pass".into() },
+        checks: [
+            "error_rate",
+            "p95_latency",
+            "db_pool_utilization",
+            "cpu_utilization",
+        ]
+        .iter()
+        .map(|n| check(n))
+        .collect(),
+        score: Score {
+            value: 100.0,
+            outcome: ScoreOutcome::Pass,
+            reason: "all pass".into(),
+        },
     }
 }
 
 fn measure(name: &str, store: &dyn Store, n: usize) {
-    let mut r = Rollout::new("ro-bench".into(), "checkout-api".into(), "v2".into(), Utc::now());
+    let mut r = Rollout::new(
+        "ro-bench".into(),
+        "checkout-api".into(),
+        "v2".into(),
+        Utc::now(),
+    );
     store.create(&r, "name: checkout-api\n").expect("create");
     let mut micros: Vec<f64> = Vec::with_capacity(n);
     for i in 0..n {
@@ -53,11 +67,19 @@ fn measure(name: &str, store: &dyn Store, n: usize) {
     }
     micros.sort_by(f64::total_cmp);
     let q = |p: f64| micros[((micros.len() - 1) as f64 * p) as usize];
-    println!("| {name:<28} | {n:>5} | {:>9.1} | {:>9.1} | {:>9.1} |", q(0.5), q(0.9), q(0.99));
+    println!(
+        "| {name:<28} | {n:>5} | {:>9.1} | {:>9.1} | {:>9.1} |",
+        q(0.5),
+        q(0.9),
+        q(0.99)
+    );
 }
 
 fn main() {
-    let n: usize = std::env::var("STORE_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let n: usize = std::env::var("STORE_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
     let dir = tempfile::tempdir().expect("tempdir");
     println!("| store (save rollout + tick of 4 checks) | saves | median µs | p90 µs | p99 µs |");
     println!("|---|---:|---:|---:|---:|");

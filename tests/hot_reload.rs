@@ -24,7 +24,10 @@ async fn wait_until(what: &str, d: &Daemon, mut ok: impl AsyncFnMut() -> bool) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{what} never happened; log:\n{}", common::tail(&d.log_text(), 20));
+    panic!(
+        "{what} never happened; log:\n{}",
+        common::tail(&d.log_text(), 20)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,19 +38,34 @@ async fn a_broken_rule_file_keeps_the_old_rules_and_the_fixed_one_is_picked_up()
     std::fs::write(rules.join("a.yaml"), rule("alpha")).expect("rule");
     let port = canaryd::demo::free_loopback_port().expect("port");
     let pattern = format!("{}/*.yaml", rules.display());
-    let d = Daemon::start(&format!("http://127.0.0.1:{port}"), &[pattern.into()], dir.path(), &[]).await;
+    let d = Daemon::start(
+        &format!("http://127.0.0.1:{port}"),
+        &[pattern.into()],
+        dir.path(),
+        &[],
+    )
+    .await;
 
     // Line 3 gets an unknown key.
-    std::fs::write(rules.join("a.yaml"), rule("alpha").replace("steps:", "stepz: 1\nsteps:"))
-        .expect("break");
+    std::fs::write(
+        rules.join("a.yaml"),
+        rule("alpha").replace("steps:", "stepz: 1\nsteps:"),
+    )
+    .expect("break");
     wait_until("reload rejected", &d, async || {
         d.metrics().await.contains("canaryd_rules_reload_success 0")
     })
     .await;
     let log = d.log_text();
-    assert!(log.contains("a.yaml:3:1"), "error must name file:line:col:\n{log}");
+    assert!(
+        log.contains("a.yaml:3:1"),
+        "error must name file:line:col:\n{log}"
+    );
     let (_, listed) = d.get("/api/v1/rules").await;
-    assert_eq!(listed["rules"][0]["name"], "alpha", "old rules kept: {listed}");
+    assert_eq!(
+        listed["rules"][0]["name"], "alpha",
+        "old rules kept: {listed}"
+    );
     let id = d.start_rollout("alpha", "v1").await;
 
     // Fixed, and a second rule added: both picked up; the running rollout is untouched.

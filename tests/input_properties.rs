@@ -51,15 +51,19 @@ fn json_value() -> impl Strategy<Value = Value> {
 
 /// Prometheus-shaped results: the right envelope around arbitrary series.
 fn prometheus_data() -> impl Strategy<Value = Value> {
-    let sample = (any::<f64>(), prop_oneof![
-        any::<f64>().prop_map(|f| f.to_string()),
-        Just("NaN".to_string()),
-        Just("+Inf".to_string()),
-        "[0-9.]{0,5}",
-    ])
+    let sample = (
+        any::<f64>(),
+        prop_oneof![
+            any::<f64>().prop_map(|f| f.to_string()),
+            Just("NaN".to_string()),
+            Just("+Inf".to_string()),
+            "[0-9.]{0,5}",
+        ],
+    )
         .prop_map(|(t, v)| json!([t, v]));
-    let series = (prop::collection::vec(sample.clone(), 0..6), sample)
-        .prop_map(|(values, value)| json!({"metric": {"job": "x"}, "values": values, "value": value}));
+    let series = (prop::collection::vec(sample.clone(), 0..6), sample).prop_map(
+        |(values, value)| json!({"metric": {"job": "x"}, "values": values, "value": value}),
+    );
     (prop_oneof![Just("matrix"), Just("vector"), Just("scalar")], prop::collection::vec(series, 0..3), json_value())
         .prop_map(|(kind, series, other)| match kind {
             "scalar" => json!({"resultType": "scalar", "result": series.first().map(|s| s["value"].clone()).unwrap_or(other)}),
@@ -81,7 +85,11 @@ fn app() -> axum::Router {
         source,
         HookRunner::new().expect("hooks"),
     );
-    router(AppState { controller, metrics: None, api_token: None })
+    router(AppState {
+        controller,
+        metrics: None,
+        api_token: None,
+    })
 }
 
 proptest! {

@@ -56,12 +56,20 @@ async fn hooks_are_signed_routes_need_the_token_and_no_secret_leaks() {
     .await;
 
     // Every mutating route: no token and a wrong token are 401.
-    let routes = ["/api/v1/rollouts", "/api/v1/rollouts/x/abort", "/api/v1/rollouts/x/pause",
-        "/api/v1/rollouts/x/resume", "/api/v1/rollouts/x/promote", "/api/v1/rollouts/x/approve"];
+    let routes = [
+        "/api/v1/rollouts",
+        "/api/v1/rollouts/x/abort",
+        "/api/v1/rollouts/x/pause",
+        "/api/v1/rollouts/x/resume",
+        "/api/v1/rollouts/x/promote",
+        "/api/v1/rollouts/x/approve",
+    ];
     for token in [None, Some("wrong-token-wrong-token-wrong")] {
         d.token = token.map(String::from);
         for route in routes {
-            let (status, body) = d.post(route, Some(json!({"rule": "signed", "version": "v1"}))).await;
+            let (status, body) = d
+                .post(route, Some(json!({"rule": "signed", "version": "v1"})))
+                .await;
             assert_eq!(status, 401, "{route} with {token:?}: {body}");
             assert!(body["error"].is_string(), "{body}");
         }
@@ -72,12 +80,25 @@ async fn hooks_are_signed_routes_need_the_token_and_no_secret_leaks() {
     assert_eq!(d.post("/api/v1/rollouts", Some(big.clone())).await.0, 413);
     let (status, body) = d.post("/api/v1/rollouts/x/abort", Some(big)).await;
     assert_eq!(status, 413, "{body}");
-    assert!(body["error"].as_str().unwrap_or("").contains("larger"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("larger"),
+        "{body}"
+    );
 
     let id = d.start_rollout("signed", "v1").await;
-    assert!(receiver.wait_for(|c| !c.is_empty(), Duration::from_secs(10)).await, "no hook call");
+    assert!(
+        receiver
+            .wait_for(|c| !c.is_empty(), Duration::from_secs(10))
+            .await,
+        "no hook call"
+    );
     d.post(&format!("/api/v1/rollouts/{id}/abort"), None).await;
-    assert!(receiver.wait_for(|c| c.len() >= 2, Duration::from_secs(10)).await, "no rollback");
+    assert!(
+        receiver
+            .wait_for(|c| c.len() >= 2, Duration::from_secs(10))
+            .await,
+        "no rollback"
+    );
     for call in receiver.calls() {
         let header = call
             .headers
@@ -85,14 +106,24 @@ async fn hooks_are_signed_routes_need_the_token_and_no_secret_leaks() {
             .find(|(k, _)| *k == SIGNATURE_HEADER.to_ascii_lowercase())
             .map(|(_, v)| v.clone())
             .expect("signature header");
-        assert_eq!(header, signature(HOOK_SECRET.as_bytes(), &call.raw), "{}", call.path);
+        assert_eq!(
+            header,
+            signature(HOOK_SECRET.as_bytes(), &call.raw),
+            "{}",
+            call.path
+        );
         assert!(!String::from_utf8_lossy(&call.raw).contains("SECRET"));
     }
     tokio::time::sleep(Duration::from_secs(2)).await; // a few failing Prometheus queries
 
     let mut outputs = vec![("log", d.log_text()), ("metrics", d.metrics().await)];
     let history = format!("/api/v1/rollouts/{id}/history");
-    for path in ["/api/v1/rules", "/api/v1/rollouts", "/health/ready", history.as_str()] {
+    for path in [
+        "/api/v1/rules",
+        "/api/v1/rollouts",
+        "/health/ready",
+        history.as_str(),
+    ] {
         outputs.push((path, d.get(path).await.1.to_string()));
     }
     for (what, text) in &outputs {
@@ -100,6 +131,9 @@ async fn hooks_are_signed_routes_need_the_token_and_no_secret_leaks() {
             assert!(!text.contains(secret), "{secret} leaked into {what}");
         }
     }
-    assert!(outputs[2].1.contains("secret_file"), "the rule shows where the key lives, not the key");
+    assert!(
+        outputs[2].1.contains("secret_file"),
+        "the rule shows where the key lives, not the key"
+    );
     d.kill_and_wait().await;
 }
