@@ -27,6 +27,7 @@ fn tick(step: usize) -> Tick {
         canary_samples: 40,
         baseline_samples: 40,
         reason: format!("{name} within its lines"),
+        muted: false,
     };
     Tick {
         at: Utc::now(),
@@ -44,6 +45,7 @@ fn tick(step: usize) -> Tick {
             value: 100.0,
             outcome: ScoreOutcome::Pass,
             reason: "all pass".into(),
+            nodata: false,
         },
     }
 }

@@ -9,6 +9,8 @@ async fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check(args) => cli::check::run(&args),
+        Command::Judge(args) => cli::judge::run(&args),
+        Command::Analyze(args) => report(cli::analyze::run(args).await),
         Command::Serve(args) => report(cli::serve::run(args).await.map(|()| 0)),
         Command::Rollout(args) => report(cli::client::run(args).await),
         Command::Demo(args) => report(cli::demo::run(args).await),

@@ -1,8 +1,8 @@
 //! The first-cut judge as a table: absolute lines, ratio to the baseline, no-data and errors.
 //! Every verdict must carry the numbers that explain it.
 
-use canaryd::judge::{Observation, ThresholdKind, Verdict, judge_metric, score};
-use canaryd::rules::schema::{MetricSpec, ScoreSpec};
+use canaryd::judge::{Observation, ThresholdKind, Verdict, judge_metric};
+use canaryd::rules::schema::MetricSpec;
 
 fn error_rate() -> MetricSpec {
     serde_saphyr::from_str(
@@ -146,29 +146,4 @@ fn decrease_direction_fails_when_canary_drops() {
     m.direction = canaryd::judge::Direction::Increase;
     let c = judge_metric(&m, &obs(&[10.0, 10.0, 10.0]), &obs(&[50.0, 50.0, 50.0]), 3);
     assert_eq!(c.verdict, Verdict::Pass);
-}
-
-#[test]
-fn critical_unhealthy_metric_forces_score_zero() {
-    let m = error_rate();
-    let nodata = judge_metric(&m, &obs(&[]), &obs(&[0.005; 3]), 3);
-    let mut ok: MetricSpec =
-        serde_saphyr::from_str("name: cpu\nquery: x\nrollback_above: 0.9\n").unwrap();
-    ok.weight = 3.0;
-    let pass = judge_metric(&ok, &obs(&[0.3; 3]), &obs(&[0.3; 3]), 3);
-    let s = score(
-        &[nodata.clone(), pass.clone()],
-        &[1.0, 3.0],
-        &ScoreSpec::default(),
-    );
-    assert_eq!(s.value, 0.0);
-    let mut nodata_noncritical = nodata;
-    nodata_noncritical.critical = false;
-    let s = score(
-        &[nodata_noncritical, pass],
-        &[1.0, 3.0],
-        &ScoreSpec::default(),
-    );
-    assert_eq!(s.value, 75.0);
-    assert_eq!(s.outcome, canaryd::judge::ScoreOutcome::Marginal);
 }

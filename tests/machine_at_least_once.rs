@@ -65,6 +65,7 @@ fn nodata_tick(r: &Rollout, secs: i64) -> Event {
         canary_samples: 0,
         baseline_samples: 0,
         reason: "empty result".into(),
+        muted: false,
     };
     Event::Tick(Tick {
         at: at(secs),
@@ -74,6 +75,7 @@ fn nodata_tick(r: &Rollout, secs: i64) -> Event {
             value: 0.0,
             outcome: ScoreOutcome::Fail,
             reason: String::new(),
+            nodata: true,
         },
     })
 }

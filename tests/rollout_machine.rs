@@ -56,12 +56,16 @@ fn check(metric: &str, verdict: Verdict) -> Check {
         effect: None,
         canary_samples: 10,
         baseline_samples: 10,
+        muted: false,
         reason: format!("{metric} {verdict:?}"),
     }
 }
 
 fn tick(r: &Rollout, secs: i64, checks: Vec<Check>) -> Event {
     let healthy = checks.iter().all(Check::is_healthy);
+    let nodata = checks
+        .iter()
+        .any(|c| matches!(c.verdict, Verdict::Nodata | Verdict::Error));
     Event::Tick(Tick {
         at: at(secs),
         step: r.step,
@@ -73,6 +77,7 @@ fn tick(r: &Rollout, secs: i64, checks: Vec<Check>) -> Event {
             } else {
                 ScoreOutcome::Fail
             },
+            nodata,
             reason: String::new(),
         },
     })
@@ -256,6 +261,10 @@ fn a_passing_tick_resets_the_failure_count() {
         r = next;
     }
     assert_eq!(r.failures.get("p95_latency"), Some(&2));
+    assert_eq!(
+        r.failures.get(canaryd::rollout::machine::SCORE_KEY),
+        Some(&2)
+    );
 }
 
 fn tick_fail_ratio() -> impl Fn(&Rollout, i64) -> Event {
@@ -691,4 +700,65 @@ fn expected_phase_after_each_user_event() {
             ),
         }
     }
+}
+
+#[test]
+fn a_failing_score_counts_as_a_failing_tick() {
+    let p = plan();
+    let mut r = at_first_step(&p);
+    // Two metrics, each failing on alternate ticks: no metric fails three times in a row, but
+    // every tick scores below marginal.
+    for s in 3..6 {
+        let (a, b) = if s % 2 == 0 {
+            (Verdict::Fail, Verdict::Pass)
+        } else {
+            (Verdict::Pass, Verdict::Fail)
+        };
+        let (next, actions) = step(
+            &r,
+            &p,
+            tick(&r, s, vec![check("p50", a), check("p95", b)]),
+            s,
+        );
+        r = next;
+        if s < 5 {
+            assert!(actions.is_empty(), "rolled back early at {s}");
+        } else {
+            assert!(
+                matches!(&actions[..], [Action::Rollback { reason }] if reason.contains("(score)")),
+                "{actions:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn muted_metrics_never_fail_or_pause_a_rollout() {
+    let p = plan();
+    let mut r = at_first_step(&p);
+    for s in 3..8 {
+        let mut failing = check("experimental", Verdict::Fail);
+        failing.muted = true;
+        failing.critical = true;
+        let mut nodata = check("beta", Verdict::Nodata);
+        nodata.muted = true;
+        let (next, actions) = step(
+            &r,
+            &p,
+            tick(
+                &r,
+                s,
+                vec![check("error_rate", Verdict::Pass), failing, nodata],
+            ),
+            s,
+        );
+        assert!(
+            actions
+                .iter()
+                .all(|a| !matches!(a, Action::Rollback { .. })),
+            "muted metric rolled back"
+        );
+        r = next;
+    }
+    assert_eq!(r.phase, Phase::Progressing);
 }

@@ -174,14 +174,20 @@ fn shipped_rules_roll_back_on_the_design_table_thresholds() {
             (Some(0.80), Some(0.90)),
             "{name}"
         );
-        for m in rule.metrics() {
-            assert_eq!(
-                m.compare,
-                canaryd::rules::schema::Compare::None,
-                "{name}/{}: no statistical comparison until the classifier is wired",
-                m.name
-            );
-        }
+        let p95 = metric("p95_latency");
+        assert_eq!(
+            p95.compare,
+            canaryd::rules::schema::Compare::MannWhitney,
+            "{name}"
+        );
+        assert!(
+            p95.allowed_increase.is_some_and(|v| v >= 1.1),
+            "{name}: never on significance alone"
+        );
+        assert!(
+            canaryd::rules::validate::lint(&rule.spec).is_empty(),
+            "{name}: shipped rules must not draw `canaryd check` warnings"
+        );
     }
 }
 

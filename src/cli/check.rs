@@ -18,6 +18,15 @@ pub fn run(args: &CheckArgs) -> i32 {
         eprintln!("{e}");
     }
     for r in &rules {
+        for w in crate::rules::validate::lint(&r.spec) {
+            eprintln!(
+                "{}:{}:{}: warning: {}",
+                r.path.display(),
+                w.line,
+                w.column,
+                w.message
+            );
+        }
         println!(
             "{}: rule {:?} OK ({} steps, {} metrics)",
             r.path.display(),

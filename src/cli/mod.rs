@@ -1,8 +1,10 @@
 //! Command-line interface: the daemon, the offline tools and the API client.
 
+pub mod analyze;
 pub mod check;
 pub mod client;
 pub mod demo;
+pub mod judge;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +26,10 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Validate rule files and folders; exit 0 when valid, 1 when not.
     Check(check::CheckArgs),
+    /// Judge recorded samples offline with a rule; exit 0 pass, 1 fail, 2 bad input.
+    Judge(judge::JudgeArgs),
+    /// Replay a rule over a past time range against Prometheus.
+    Analyze(analyze::AnalyzeArgs),
     /// Talk to a running daemon.
     Rollout(client::RolloutArgs),
     /// The showcase: a real Prometheus, a simulated service, one rollout promoted, one rolled back.

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::classifier::{NanStrategy, classify};
 use super::{Classification, Direction, Observation};
 use crate::rules::schema::{Compare, MetricSpec};
 
@@ -28,6 +29,8 @@ pub enum ThresholdKind {
     MaxRatio,
     AllowedIncrease,
     AllowedDecrease,
+    CriticalIncrease,
+    CriticalDecrease,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -61,6 +64,9 @@ pub struct Check {
     pub effect: Option<f64>,
     pub canary_samples: usize,
     pub baseline_samples: usize,
+    /// Muted metrics are judged and shown but decide nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub muted: bool,
     pub reason: String,
 }
 
@@ -69,16 +75,22 @@ impl Check {
     /// for `failure_limit`: the runbooks roll back at once when error rate passes 5 %.
     pub fn rolls_back_now(&self) -> bool {
         self.verdict == Verdict::Fail
+            && !self.muted
             && (self.critical
                 || matches!(
                     self.threshold.map(|t| t.kind),
-                    Some(ThresholdKind::RollbackAbove | ThresholdKind::RollbackBelow)
+                    Some(
+                        ThresholdKind::RollbackAbove
+                            | ThresholdKind::RollbackBelow
+                            | ThresholdKind::CriticalIncrease
+                            | ThresholdKind::CriticalDecrease
+                    )
                 ))
     }
 
-    /// Healthy enough to count toward promotion.
+    /// Healthy enough to count toward promotion. A muted metric never blocks.
     pub fn is_healthy(&self) -> bool {
-        matches!(self.verdict, Verdict::Pass | Verdict::Warn)
+        self.muted || matches!(self.verdict, Verdict::Pass | Verdict::Warn)
     }
 
     fn new(spec: &MetricSpec, verdict: Verdict, reason: String) -> Check {
@@ -97,6 +109,7 @@ impl Check {
             effect: None,
             canary_samples: 0,
             baseline_samples: 0,
+            muted: spec.muted,
             reason,
         }
     }
@@ -182,6 +195,11 @@ pub fn judge_metric(
         if let Some(failed) = ratio_check(spec, &mut check, cv, baseline.values()) {
             return failed;
         }
+        if spec.compare == Compare::MannWhitney
+            && let Some(decided) = statistical(spec, &mut check, canary, baseline)
+        {
+            return decided;
+        }
     }
 
     if let Some(t) = spec.warn_above.filter(|t| latest > *t) {
@@ -198,6 +216,8 @@ pub fn judge_metric(
                 .map(|b| format!(" (baseline {})", fmt(b)))
                 .unwrap_or_default()
         );
+    }
+    if check.threshold.is_none() {
         check.threshold = spec
             .rollback_above
             .map(|v| Threshold {
@@ -268,6 +288,84 @@ fn ratio_check(spec: &MetricSpec, check: &mut Check, cv: &[f64], bv: &[f64]) -> 
         return Some(c);
     }
     None
+}
+
+/// Kayenta's classifier on the window's samples. Returns a finished check when the comparison
+/// decides (fail, nodata, error); on `pass` it records its numbers and lets the warn lines run.
+fn statistical(
+    spec: &MetricSpec,
+    check: &mut Check,
+    canary: &Observation,
+    baseline: &Observation,
+) -> Option<Check> {
+    let cfg = spec.classifier_config();
+    // The source already dropped NaN; `nan_strategy: replace` gives those points back as 0.0.
+    let with_nan = |o: &Observation| -> Vec<f64> {
+        let mut v = o.values().to_vec();
+        if cfg.nan_strategy == NanStrategy::Replace
+            && let Observation::Samples { dropped, .. } | Observation::Empty { dropped } = o
+        {
+            v.extend(std::iter::repeat_n(0.0, *dropped));
+        }
+        v
+    };
+    let c = classify(&with_nan(canary), &with_nan(baseline), &cfg);
+    check.classification = Some(c.classification);
+    check.p_value = c.p_value;
+    check.interval = c.interval;
+    check.estimate = c.estimate;
+    check.effect = c.effect;
+    let stat_reason = c.reason.clone();
+    let (verdict, kind, value) = match c.classification {
+        Classification::Pass => {
+            check.reason = stat_reason;
+            return None;
+        }
+        Classification::High if c.critical => (
+            Verdict::Fail,
+            ThresholdKind::CriticalIncrease,
+            cfg.critical_increase,
+        ),
+        Classification::Low if c.critical => (
+            Verdict::Fail,
+            ThresholdKind::CriticalDecrease,
+            cfg.critical_decrease,
+        ),
+        Classification::High => (
+            Verdict::Fail,
+            ThresholdKind::AllowedIncrease,
+            cfg.allowed_increase,
+        ),
+        Classification::Low => (
+            Verdict::Fail,
+            ThresholdKind::AllowedDecrease,
+            cfg.allowed_decrease,
+        ),
+        Classification::NodataFail => (
+            Verdict::Fail,
+            ThresholdKind::AllowedIncrease,
+            cfg.allowed_increase,
+        ),
+        Classification::Nodata => (
+            Verdict::Nodata,
+            ThresholdKind::AllowedIncrease,
+            cfg.allowed_increase,
+        ),
+        Classification::Error => (
+            Verdict::Error,
+            ThresholdKind::AllowedIncrease,
+            cfg.allowed_increase,
+        ),
+    };
+    let mut out = check.clone();
+    out.verdict = verdict;
+    if matches!(c.classification, Classification::High | Classification::Low) {
+        out.threshold = Some(Threshold { kind, value });
+        out.canary = mean(canary.values());
+        out.baseline = mean(baseline.values());
+    }
+    out.reason = stat_reason;
+    Some(out)
 }
 
 /// Short, stable number formatting for messages.

@@ -8,13 +8,16 @@ pub mod checks;
 pub mod classifier;
 pub mod observation;
 pub mod score;
+pub mod sequential;
 pub mod stats;
+pub mod tick;
 
 use serde::{Deserialize, Serialize};
 
 pub use checks::{Check, Threshold, ThresholdKind, Verdict, judge_metric};
 pub use observation::Observation;
-pub use score::{Score, ScoreOutcome, score};
+pub use score::{Score, ScoreOutcome, Scored, score};
+pub use tick::judge_tick;
 
 /// Which way a metric gets worse. Shared by thresholds, ratios and the statistical classifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

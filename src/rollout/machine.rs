@@ -95,6 +95,9 @@ pub struct Transition {
     pub rejected: Option<String>,
 }
 
+/// Failure counter of the tick's score, beside the per-metric ones.
+pub const SCORE_KEY: &str = "(score)";
+
 /// Applies one event. Never panics, whatever the state and event.
 pub fn handle(current: &Rollout, plan: &Plan, event: Event, now: DateTime<Utc>) -> Transition {
     let mut r = current.clone();
@@ -335,21 +338,35 @@ fn on_tick(r: &mut Rollout, plan: &Plan, tick: Tick, now: DateTime<Utc>, out: &m
         return;
     }
     for c in &tick.checks {
+        let failing = c.verdict == crate::judge::Verdict::Fail && !c.muted;
         let count = r.failures.entry(c.metric.clone()).or_insert(0);
-        *count = if c.verdict == crate::judge::Verdict::Fail {
-            *count + 1
-        } else {
-            0
-        };
+        *count = if failing { *count + 1 } else { 0 };
     }
-    let over = tick
-        .checks
+    // A failing score counts as a failing tick too, unless it is 0 only for want of data.
+    let score_failing =
+        tick.score.outcome == crate::judge::ScoreOutcome::Fail && !tick.score.nodata;
+    let count = r.failures.entry(SCORE_KEY.to_string()).or_insert(0);
+    *count = if score_failing { *count + 1 } else { 0 };
+    let over = r
+        .failures
         .iter()
-        .find(|c| r.failures.get(&c.metric).copied().unwrap_or(0) >= plan.failure_limit);
-    if let Some(c) = over {
+        .find(|(_, n)| **n >= plan.failure_limit)
+        .map(|(name, _)| name.clone());
+    if let Some(name) = over {
+        let why = tick
+            .checks
+            .iter()
+            .find(|c| c.metric == name)
+            .map(|c| c.reason.clone())
+            .unwrap_or_else(|| {
+                format!(
+                    "score {:.0} < marginal: {}",
+                    tick.score.value, tick.score.reason
+                )
+            });
         let reason = format!(
-            "{}: failed {} ticks in a row (failure_limit {}): {}",
-            c.metric, plan.failure_limit, plan.failure_limit, c.reason
+            "{name}: failed {} ticks in a row (failure_limit {}): {why}",
+            plan.failure_limit, plan.failure_limit
         );
         decide_rollback(r, reason, out);
         r.last_tick = Some(tick);
@@ -359,10 +376,11 @@ fn on_tick(r: &mut Rollout, plan: &Plan, tick: Tick, now: DateTime<Utc>, out: &m
         .checks
         .iter()
         .filter(|c| {
-            matches!(
-                c.verdict,
-                crate::judge::Verdict::Nodata | crate::judge::Verdict::Error
-            )
+            !c.muted
+                && matches!(
+                    c.verdict,
+                    crate::judge::Verdict::Nodata | crate::judge::Verdict::Error
+                )
         })
         .map(|c| format!("{} ({})", c.metric, c.reason))
         .collect();

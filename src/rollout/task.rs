@@ -15,7 +15,7 @@ use super::controller::{ControlError, Inner, Reply, Update};
 use super::store::{Delivery, StoreError};
 use super::{Action, Event, Phase, Plan, Rollout, Tick, handle};
 use crate::actions::HookPayload;
-use crate::judge::{self, Check};
+use crate::judge;
 use crate::rules::{Group, QueryContext, Rule};
 use crate::telemetry;
 
@@ -264,14 +264,13 @@ impl RolloutTask {
             rollout: &self.state.id,
             version: &self.state.version,
         };
-        let mut checks: Vec<Check> = Vec::new();
-        let mut weights = Vec::new();
+        let mut observations = Vec::new();
         for m in self.rule.metrics() {
             let queries = (
                 self.rule.render_query(m, Group::Canary, &ctx),
                 self.rule.render_query(m, Group::Baseline, &ctx),
             );
-            let (canary, baseline) = match queries {
+            observations.push(match queries {
                 (Ok(cq), Ok(bq)) => tokio::join!(
                     self.inner.source.range(&cq, end, a.window, a.step),
                     self.inner.source.range(&bq, end, a.window, a.step)
@@ -282,11 +281,9 @@ impl RolloutTask {
                     };
                     (failed.clone(), failed)
                 }
-            };
-            checks.push(judge::judge_metric(m, &canary, &baseline, a.min_samples));
-            weights.push(m.weight);
+            });
         }
-        let score = judge::score(&checks, &weights, &a.score);
+        let (checks, score) = judge::judge_tick(self.rule.metrics(), &observations, a);
         Tick {
             at: DateTime::<Utc>::from(end),
             step: self.state.step,

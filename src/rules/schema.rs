@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use crate::judge::Direction;
+use crate::judge::classifier::{ClassifierConfig, EffectMeasure, NanStrategy, OutlierStrategy};
 
 /// One service policy: which series to compare, how traffic moves, what counts as worse.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -157,15 +158,87 @@ pub struct MetricSpec {
     pub compare: Compare,
     #[serde(default)]
     pub critical: bool,
-    /// Practical effect size for the statistical comparison (mean ratio).
+    /// Practical effect size for the statistical comparison (mean ratio). Defaults to 1.1 /
+    /// 0.9 with `compare: mann_whitney`: canary and baseline differ by a few percent anyway,
+    /// so significance alone must never fail a rollout.
     #[serde(default)]
     pub allowed_increase: Option<f64>,
     #[serde(default)]
     pub allowed_decrease: Option<f64>,
+    /// An effect beyond these rolls back at once (Kayenta's critical effect sizes).
+    #[serde(default)]
+    pub critical_increase: Option<f64>,
+    #[serde(default)]
+    pub critical_decrease: Option<f64>,
+    /// Kayenta classifier options (snake_case of Kayenta's names); see `judge::classifier`.
+    #[serde(default)]
+    pub nan_strategy: Option<NanStrategy>,
+    #[serde(default)]
+    pub outliers: Option<OutliersMode>,
+    #[serde(default)]
+    pub outlier_factor: Option<f64>,
+    #[serde(default)]
+    pub tolerance: Option<f64>,
+    #[serde(default)]
+    pub confidence: Option<f64>,
+    #[serde(default)]
+    pub effect_size: Option<EffectMeasure>,
+    /// No data fails the metric (`nodata_fail`) instead of being `nodata`.
+    #[serde(default)]
+    pub must_have_data: bool,
+    /// Judged and shown, but left out of the score and of every decision.
+    #[serde(default)]
+    pub muted: bool,
+    /// Score group (Kayenta's metric groups); defaults to the metric's own name.
+    #[serde(default)]
+    pub group: Option<String>,
     /// Share of the score; Kayenta weights metrics equally unless told otherwise.
     #[serde(default = "one")]
     pub weight: f64,
 }
+
+/// `outliers: keep | remove` (with `outlier_factor`, Kayenta's default 3.0).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OutliersMode {
+    Keep,
+    Remove,
+}
+
+impl MetricSpec {
+    /// The classifier settings this metric asks for, with canaryd's defaults filled in.
+    pub fn classifier_config(&self) -> ClassifierConfig {
+        let d = ClassifierConfig::default();
+        let outliers = match self.outliers {
+            Some(OutliersMode::Keep) => OutlierStrategy::Keep,
+            Some(OutliersMode::Remove) | None => match (self.outlier_factor, d.outliers) {
+                (Some(factor), _) => OutlierStrategy::Remove { factor },
+                (None, default) => default,
+            },
+        };
+        ClassifierConfig {
+            direction: self.direction,
+            nan_strategy: self.nan_strategy.unwrap_or(d.nan_strategy),
+            outliers,
+            tolerance: self.tolerance.unwrap_or(d.tolerance),
+            confidence: self.confidence.unwrap_or(d.confidence),
+            effect_size: self.effect_size.unwrap_or(d.effect_size),
+            allowed_increase: self.allowed_increase.unwrap_or(DEFAULT_ALLOWED_INCREASE),
+            allowed_decrease: self.allowed_decrease.unwrap_or(DEFAULT_ALLOWED_DECREASE),
+            critical_increase: self.critical_increase.unwrap_or(f64::INFINITY),
+            critical_decrease: self.critical_decrease.unwrap_or(f64::NEG_INFINITY),
+            must_have_data: self.must_have_data,
+        }
+    }
+
+    pub fn group(&self) -> &str {
+        self.group.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// See [`MetricSpec::allowed_increase`].
+pub const DEFAULT_ALLOWED_INCREASE: f64 = 1.1;
+pub const DEFAULT_ALLOWED_DECREASE: f64 = 0.9;
 
 fn one() -> f64 {
     1.0

@@ -19,6 +19,11 @@ pub struct RuleOpts {
     pub nodata_limit: u32,
     pub failure_limit: u32,
     pub on_nodata: &'static str,
+    /// Range-query resolution; also the rate window of every query (4 s at least: a 1 s scrape).
+    pub step: &'static str,
+    pub window: &'static str,
+    /// Compare p95 latency with the baseline statistically (Mann-Whitney, mean ratio 1.1).
+    pub statistical: bool,
 }
 
 impl Default for RuleOpts {
@@ -29,6 +34,9 @@ impl Default for RuleOpts {
             nodata_limit: 3,
             failure_limit: 3,
             on_nodata: "pause",
+            step: "1s",
+            window: "10s",
+            statistical: false,
         }
     }
 }
@@ -41,7 +49,7 @@ selector:
   canary: 'service="{name}", track="canary"'
   baseline: 'service="{name}", track="baseline"'
 vars:
-  rate: 4s
+  rate: {rate}
 steps:
   - {{ weight: 5, hold: {hold} }}
   - {{ weight: 25, hold: {hold} }}
@@ -49,8 +57,8 @@ steps:
   - {{ weight: 100 }}
 analysis:
   interval: 1s
-  window: 10s
-  step: 1s
+  step: {step}
+  window: {window}
   warmup: {warmup}
   failure_limit: {failure_limit}
   nodata_limit: {nodata_limit}
@@ -67,7 +75,7 @@ metrics:
   - name: p95_latency
     query: histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{{ {{{{selector}}}} }}[{{{{rate}}}}])))
     rollback_above: 10
-    warn_above: 5
+    warn_above: 5{stat}
   - name: db_pool_utilization
     query: sum(db_pool_connections_in_use{{ {{{{selector}}}} }}) / sum(db_pool_connections_max{{ {{{{selector}}}} }})
     rollback_above: 0.95
@@ -82,6 +90,14 @@ hooks:
   rollback: {{ url: "{rb}", timeout: 2s, retries: 4 }}
 "#,
         hold = o.hold,
+        step = o.step,
+        window = o.window,
+        rate = if o.step == "1s" { "4s" } else { o.step },
+        stat = if o.statistical {
+            "\n    compare: mann_whitney\n    allowed_increase: 1.1\n    critical: false"
+        } else {
+            ""
+        },
         warmup = o.warmup,
         failure_limit = o.failure_limit,
         nodata_limit = o.nodata_limit,

@@ -1,0 +1,267 @@
+//! Anytime-valid sequential test for count metrics (errors, slow requests): an
+//! exposure-conditioned mixture likelihood-ratio e-process.
+//!
+//! Why: a daemon looks every tick for hours. Any fixed-horizon test repeated at every look
+//! (Mann-Whitney as Kayenta runs it, a z-test, a line on a noisy ratio) rolls back healthy
+//! canaries far more often than its nominal α. This e-process keeps its guarantee at every
+//! tick, however many, and across weight changes.
+//!
+//! Per tick k: canary and baseline request increases give the canary's share of traffic
+//! ρ_k (measured, not configured, so a split 10 % off its setting changes nothing), and
+//! n_k = x_k + y_k events of which x_k were the canary's. Conditioned on n_k, x_k is binomial
+//! with success probability ρ_k·r / (1 + ρ_k(r − 1)) when the canary's event probability is r
+//! times the baseline's. For each grid ratio r > 1 + m:
+//!
+//!   ℓ_k(r) = x_k·ln(r/(1+m)) − n_k·[ln(1 + ρ_k(r−1)) − ln(1 + ρ_k·m)]
+//!
+//! and E_t = mean over the grid of exp(Σ_{k≤t} ℓ_k(r)). Under "canary event probability ≤
+//! (1+m) × baseline's", each exp(ℓ_k(r)) has conditional mean ≤ 1, so E is a nonnegative
+//! supermartingale and, by Ville's inequality, P(E ever reaches 1/α) ≤ α. The assumption: the
+//! router sends requests to canary or baseline independently of whether they will fail.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Kayenta-like default grid of alternative rate ratios.
+pub const DEFAULT_GRID: [f64; 6] = [1.25, 1.5, 2.0, 3.0, 5.0, 10.0];
+
+/// Settings of one sequential metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequentialConfig {
+    /// Tolerated excess: the null is "canary ≤ (1 + margin) × baseline".
+    pub margin: f64,
+    /// Chance of ever failing a healthy canary, over the whole rollout.
+    pub alpha: f64,
+    /// Alternative ratios mixed; only those above 1 + margin are used.
+    pub grid: Vec<f64>,
+    /// Sequential metrics in the rule (Bonferroni: the threshold is metrics / alpha).
+    pub metrics: usize,
+}
+
+impl Default for SequentialConfig {
+    fn default() -> Self {
+        SequentialConfig {
+            margin: 0.0,
+            alpha: 0.05,
+            grid: DEFAULT_GRID.to_vec(),
+            metrics: 1,
+        }
+    }
+}
+
+impl SequentialConfig {
+    /// E must reach this to fail the metric: M / α.
+    pub fn threshold(&self) -> f64 {
+        self.metrics.max(1) as f64 / self.alpha
+    }
+
+    fn ratios(&self) -> Vec<f64> {
+        self.grid
+            .iter()
+            .copied()
+            .filter(|r| r.is_finite() && *r > 1.0 + self.margin)
+            .collect()
+    }
+}
+
+/// Increases of the four counters over one tick.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct TickCounts {
+    pub canary_events: f64,
+    pub canary_requests: f64,
+    pub baseline_events: f64,
+    pub baseline_requests: f64,
+}
+
+/// The running test: everything needed to continue it after a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EProcess {
+    /// The grid ratios in use, and Σ ℓ_k(r) for each.
+    pub ratios: Vec<f64>,
+    pub log_l: Vec<f64>,
+    /// ln of the largest E seen so far (0 = E of 1 before any tick).
+    pub log_max_e: f64,
+    /// Ticks that entered the test (ticks with no traffic on a side are skipped).
+    pub ticks: u64,
+    /// Cumulative counts, for the "canary errors 1.1 % vs 0.5 %" part of the explanation.
+    pub totals: TickCounts,
+}
+
+/// What a verdict shows about the test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// E_t: how many times likelier the data are under "canary worse" than under "not worse".
+    pub e_value: f64,
+    pub max_e: f64,
+    /// Always-valid p-value: min(1, 1 / max E).
+    pub p_value: f64,
+    pub threshold: f64,
+    pub canary_rate: Option<f64>,
+    pub baseline_rate: Option<f64>,
+    /// The grid ratio with the most support.
+    pub best_ratio: Option<f64>,
+    pub ticks: u64,
+}
+
+fn log_mean_exp(v: &[f64]) -> f64 {
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !max.is_finite() {
+        return if v.is_empty() { 0.0 } else { max };
+    }
+    let sum: f64 = v.iter().map(|x| (x - max).exp()).sum();
+    max + (sum / v.len() as f64).ln()
+}
+
+impl EProcess {
+    pub fn new(cfg: &SequentialConfig) -> EProcess {
+        let ratios = cfg.ratios();
+        EProcess {
+            log_l: vec![0.0; ratios.len()],
+            ratios,
+            log_max_e: 0.0,
+            ticks: 0,
+            totals: TickCounts::default(),
+        }
+    }
+
+    /// Adds one tick. Returns false when the tick was skipped (a side had no requests, or the
+    /// counts were not usable numbers): no traffic carries no evidence either way.
+    pub fn update(&mut self, c: &TickCounts, margin: f64) -> bool {
+        let clean = |v: f64| if v.is_finite() && v > 0.0 { v } else { 0.0 };
+        let (cr, br) = (clean(c.canary_requests), clean(c.baseline_requests));
+        if cr <= 0.0 || br <= 0.0 {
+            return false;
+        }
+        // Events cannot exceed requests; a broken query must not manufacture evidence.
+        let x = clean(c.canary_events).min(cr);
+        let y = clean(c.baseline_events).min(br);
+        let rho = cr / (cr + br);
+        let n = x + y;
+        let null_log = (1.0 + rho * margin).ln();
+        for (l, r) in self.log_l.iter_mut().zip(&self.ratios) {
+            *l += x * (r / (1.0 + margin)).ln() - n * ((1.0 + rho * (r - 1.0)).ln() - null_log);
+        }
+        self.ticks += 1;
+        self.totals.canary_events += x;
+        self.totals.canary_requests += cr;
+        self.totals.baseline_events += y;
+        self.totals.baseline_requests += br;
+        self.log_max_e = self.log_max_e.max(self.log_e());
+        true
+    }
+
+    /// ln E_t.
+    pub fn log_e(&self) -> f64 {
+        if self.log_l.is_empty() {
+            0.0
+        } else {
+            log_mean_exp(&self.log_l)
+        }
+    }
+
+    /// E_t, capped at the largest finite f64 so it is never infinite.
+    pub fn e_value(&self) -> f64 {
+        self.log_e().min(f64::MAX.ln()).exp()
+    }
+
+    pub fn p_value(&self) -> f64 {
+        (-self.log_max_e).exp().min(1.0)
+    }
+
+    /// Fails once E_t reaches M/α.
+    pub fn rejects(&self, cfg: &SequentialConfig) -> bool {
+        self.log_e() >= cfg.threshold().ln()
+    }
+
+    pub fn evidence(&self, cfg: &SequentialConfig) -> Evidence {
+        let t = &self.totals;
+        let rate = |e: f64, r: f64| (r > 0.0).then(|| e / r);
+        let best = self
+            .log_l
+            .iter()
+            .zip(&self.ratios)
+            .max_by(|a, b| a.0.total_cmp(b.0))
+            .map(|(_, r)| *r);
+        Evidence {
+            e_value: self.e_value(),
+            max_e: self.log_max_e.min(f64::MAX.ln()).exp(),
+            p_value: self.p_value(),
+            threshold: cfg.threshold(),
+            canary_rate: rate(t.canary_events, t.canary_requests),
+            baseline_rate: rate(t.baseline_events, t.baseline_requests),
+            best_ratio: best,
+            ticks: self.ticks,
+        }
+    }
+}
+
+impl Evidence {
+    /// "evidence 105 : 1 (threshold 40), p = 0.0095, canary errors 1.1 % vs 0.5 %".
+    pub fn sentence(&self, what: &str) -> String {
+        let pct = |v: Option<f64>| {
+            v.map(|v| format!("{:.3} %", v * 100.0))
+                .unwrap_or_else(|| "-".into())
+        };
+        format!(
+            "evidence {:.1} : 1 (threshold {:.0}), p = {:.4}, canary {what} {} vs baseline {} over {} ticks{}",
+            self.e_value,
+            self.threshold,
+            self.p_value,
+            pct(self.canary_rate),
+            pct(self.baseline_rate),
+            self.ticks,
+            self.best_ratio
+                .map(|r| format!(", most support for {r}x"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+/// Counter values per series, remembered between ticks to take increases per series.
+pub type CounterSnapshot = BTreeMap<String, f64>;
+
+/// Sum of per-series increases since `previous`, reset-aware: a counter that went down was
+/// reset and counts from 0; a series seen for the first time contributes nothing yet (as
+/// Prometheus' `increase()` treats its first sample), so restarts and new pods never create
+/// events that did not happen.
+pub fn counter_increase(previous: &CounterSnapshot, now: &CounterSnapshot) -> f64 {
+    now.iter()
+        .filter(|(_, v)| v.is_finite() && **v >= 0.0)
+        .map(|(series, v)| match previous.get(series) {
+            Some(p) if v >= p => v - p,
+            Some(_) => *v,
+            None => 0.0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_mean_exp_is_stable_for_huge_values() {
+        let v = log_mean_exp(&[1000.0, 1000.0]);
+        assert!((v - 1000.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn empty_grid_means_no_evidence() {
+        let cfg = SequentialConfig {
+            margin: 20.0,
+            ..SequentialConfig::default()
+        };
+        let mut e = EProcess::new(&cfg);
+        e.update(
+            &TickCounts {
+                canary_events: 50.0,
+                canary_requests: 100.0,
+                baseline_events: 0.0,
+                baseline_requests: 100.0,
+            },
+            cfg.margin,
+        );
+        assert_eq!(e.e_value(), 1.0);
+    }
+}

@@ -1,0 +1,177 @@
+//! `canaryd judge`: offline verdicts from recorded samples, JSON for machines, a table for people.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+const RULE: &str = r#"name: offline
+selector: { canary: 'track="canary"', baseline: 'track="baseline"' }
+steps: [{ weight: 5, hold: 1h }, { weight: 100 }]
+metrics:
+  - name: error_rate
+    query: 'sum(rate(errors{ {{selector}} }[{{step}}]))'
+    rollback_above: 0.05
+    critical: true
+  - name: p95_latency
+    query: 'p95{ {{selector}} }'
+    rollback_above: 10
+    compare: mann_whitney
+    allowed_increase: 1.1
+"#;
+
+fn run(samples: &str, format: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rule = dir.path().join("offline.yaml");
+    let s = dir.path().join("samples.json");
+    std::fs::write(&rule, RULE).expect("rule");
+    std::fs::write(&s, samples).expect("samples");
+    let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["judge", "--rule"])
+        .arg(&rule)
+        .arg("--samples")
+        .arg(&s)
+        .args(["--format", format])
+        .output()
+        .expect("run judge");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn series(base: f64, factor: f64) -> String {
+    let v: Vec<String> = (0..20)
+        .map(|i| {
+            format!(
+                "{:.4}",
+                base * factor * (1.0 + 0.02 * ((i * 7 % 11) as f64 - 5.0) / 5.0)
+            )
+        })
+        .collect();
+    format!("[{}]", v.join(","))
+}
+
+#[test]
+fn slower_canary_fails_with_every_number_explained() {
+    let samples = format!(
+        r#"{{"error_rate": {{"canary": {e}, "baseline": {e}}}, "p95_latency": {{"canary": {c}, "baseline": {b}}}}}"#,
+        e = series(0.001, 1.0),
+        c = series(0.3, 1.3),
+        b = series(0.3, 1.0)
+    );
+    let (code, out, err) = run(&samples, "json");
+    assert_eq!(code, 1, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["decision"], "fail");
+    let p95 = v["metrics"]
+        .as_array()
+        .and_then(|m| m.iter().find(|x| x["name"] == "p95_latency"))
+        .expect("p95");
+    for key in [
+        "verdict",
+        "classification",
+        "critical",
+        "canary",
+        "baseline",
+        "threshold",
+        "p_value",
+        "interval",
+        "estimate",
+        "effect",
+    ] {
+        assert!(p95.get(key).is_some(), "{key} missing: {p95}");
+    }
+    assert_eq!(p95["verdict"], "fail");
+    assert_eq!(p95["classification"], "high");
+    assert!(p95["p_value"].as_f64().is_some_and(|p| p < 0.001));
+    assert!(
+        (p95["effect"].as_f64().unwrap_or(0.0) - 1.3).abs() < 0.02,
+        "{p95}"
+    );
+    assert!(v["score"]["value"].as_f64().is_some_and(|s| s < 75.0));
+}
+
+#[test]
+fn equal_samples_pass_and_exit_zero_with_a_table() {
+    let samples = format!(
+        r#"{{"error_rate": {{"canary": {e}, "baseline": {e}}}, "p95_latency": {{"canary": {c}, "baseline": {b}}}}}"#,
+        e = series(0.001, 1.0),
+        c = series(0.3, 1.02),
+        b = series(0.3, 1.0)
+    );
+    let (code, out, err) = run(&samples, "text");
+    assert_eq!(code, 0, "{out}{err}");
+    let header = out.lines().next().unwrap_or("");
+    for col in [
+        "METRIC",
+        "VERDICT",
+        "CLASS",
+        "CANARY",
+        "BASELINE",
+        "THRESHOLD",
+        "P-VALUE",
+        "INTERVAL",
+        "EFFECT",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(out.contains("decision: pass"), "{out}");
+}
+
+#[test]
+fn missing_metric_is_nodata_never_pass() {
+    let (code, out, _) = run(
+        r#"{"error_rate": {"canary": [0.001, 0.001, 0.001], "baseline": [0.001, 0.001, 0.001]}}"#,
+        "json",
+    );
+    assert_eq!(code, 1);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["decision"], "nodata");
+}
+
+#[test]
+fn bad_input_exits_2_with_a_reason() {
+    let (code, _, err) = run("{not json", "json");
+    assert_eq!(code, 2);
+    assert!(err.contains("samples.json"), "{err}");
+    let (code, _, err) = run(r#"{"p99": {"canary": [1], "baseline": [1]}}"#, "json");
+    assert_eq!(code, 2);
+    assert!(err.contains("p99") && err.contains("p95_latency"), "{err}");
+}
+
+#[test]
+fn check_warns_about_overlapping_samples_and_significance_only_effects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rule = dir.path().join("lint.yaml");
+    std::fs::write(
+        &rule,
+        RULE.replace(
+            "query: 'p95{ {{selector}} }'",
+            "query: 'rate(h{ {{selector}} }[5m])'",
+        )
+        .replace("allowed_increase: 1.1", "allowed_increase: 1.0"),
+    )
+    .expect("rule");
+    let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .arg("check")
+        .arg(&rule)
+        .output()
+        .expect("check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "warnings do not fail the check: {err}"
+    );
+    assert!(
+        err.contains(
+            "warning: metric p95_latency: statistical comparison over a 5m range selector"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("fails on significance alone"), "{err}");
+    assert!(
+        err.contains("lint.yaml:"),
+        "warnings carry file:line:col: {err}"
+    );
+}
