@@ -32,7 +32,7 @@ pub struct AppState {
 }
 
 /// Request bodies are small JSON documents; anything larger is a mistake or an attack.
-const BODY_LIMIT: usize = 64 * 1024;
+pub const BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
     let mutating = Router::new()
@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rollouts", get(rollouts::list))
         .route("/api/v1/rollouts/{id}", get(rollouts::show))
         .route("/api/v1/rollouts/{id}/report", get(rollouts::report))
+        .route("/api/v1/rollouts/{id}/history", get(rollouts::history))
         .merge(mutating)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -89,6 +90,9 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
     if let Err(e) = state.controller.source().ping().await {
         failing.push(format!("prometheus: {e}"));
+    }
+    if let Err(e) = state.controller.store_health() {
+        failing.push(format!("store: {e}"));
     }
     if failing.is_empty() {
         axum::Json(json!({"status": "ready", "rules": rules.len()})).into_response()

@@ -58,6 +58,7 @@ fn demo_rule(receiver: &HookReceiver, hold: u64) -> anyhow::Result<Rule> {
         command: None,
         timeout: Duration::from_secs(2),
         retries: 3,
+        secret_file: None,
     };
     for (slot, path) in [
         (&mut spec.hooks.set_weight, "/weight"),

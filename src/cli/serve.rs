@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::rollout::controller::Controller;
 use crate::rollout::feed::Feed;
 use crate::rollout::probes;
-use crate::rollout::store::MemoryStore;
+use crate::rollout::sqlite::SqliteStore;
 use crate::rules::reload;
 use crate::source::HealthProbe;
 use crate::source::{PrometheusConfig, PrometheusSource};
@@ -153,7 +153,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let source = PrometheusSource::new(&prometheus)?;
     let hooks = HookRunner::new().context("building the hook HTTP client")?;
-    let controller = Controller::new(rules, Arc::new(MemoryStore::default()), source, hooks);
+    // One daemon per state directory: two would both drive the same rollouts. The OS drops the
+    // lock with the process, so a kill -9 never leaves it stale.
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("cannot create state_dir {}", cfg.state_dir.display()))?;
+    let lock_path = cfg.state_dir.join("canaryd.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "another canaryd is using state_dir {} (lock {} is held)",
+            cfg.state_dir.display(),
+            lock_path.display()
+        );
+    }
+    let store = SqliteStore::open(&cfg.state_dir).context("opening the state store")?;
+    tracing::info!(path = %store.path().display(), "state store open");
+    let controller = Controller::new(rules, Arc::new(store), source, hooks);
+    let recovered = controller
+        .recover()
+        .context("resuming rollouts from the state store")?;
+    tracing::info!(
+        event = "rollouts.recovered",
+        count = recovered,
+        "live rollouts resumed"
+    );
 
     let reports = ReportBook::new(cfg.reports_dir.clone());
     let subscribers = start_subscribers(&cfg, &controller, reports.clone())?;
@@ -171,6 +195,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let reloader = controller.clone();
     let patterns = cfg.rules.clone();
+    // Kept alive until serve returns: dropping it stops the watch.
+    let _watcher = match reload::watch(controller.clone(), cfg.rules.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch rule files; reload with SIGHUP");
+            None
+        }
+    };
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
@@ -190,6 +222,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for s in subscribers {
         s.abort();
     }
+    drop(lock);
     Ok(())
 }
 

@@ -254,6 +254,30 @@ fn check_hook(hook: &Spanned<HookSpec>, out: &mut Vec<Finding>) {
     if h.timeout.is_zero() {
         out.push(at(hook, "hook timeout must be longer than zero"));
     }
+    if let Some(path) = &h.secret_file {
+        // Only the path goes into the message: the content is a secret.
+        if h.url.is_none() {
+            out.push(at(
+                hook,
+                "secret_file signs HTTP hooks; a command hook cannot use it",
+            ));
+        }
+        match std::fs::read_to_string(path) {
+            Ok(text) if text.trim().is_empty() => out.push(at(
+                hook,
+                format!("hook secret_file {} is empty", path.display()),
+            )),
+            Ok(_) => {}
+            Err(e) => out.push(at(
+                hook,
+                format!(
+                    "hook secret_file {} cannot be read: {}",
+                    path.display(),
+                    e.kind()
+                ),
+            )),
+        }
+    }
 }
 
 fn check_windows(spec: &RuleSpec, out: &mut Vec<Finding>) -> Option<Windows> {
