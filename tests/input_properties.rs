@@ -89,6 +89,7 @@ fn app() -> axum::Router {
         controller,
         metrics: None,
         api_token: None,
+        reports: canaryd::actions::report::ReportBook::default(),
     })
 }
 
