@@ -10,4 +10,4 @@ cargo run --locked --quiet -- check rules/
 # Prometheus recording/alerting rules beside the canaryd policies, and their unit tests.
 promtool check rules rules/prometheus/*.yml
 promtool test rules rules/prometheus/tests/*.test.yml
-cargo test --locked --all-targets
+cargo test --locked --all-targets --no-fail-fast

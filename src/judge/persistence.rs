@@ -63,6 +63,6 @@ mod tests {
 
     #[test]
     fn differences_align_the_latest_points() {
-        assert_eq!(differences(&[1.0, 2.0, 3.0], &[0.5, 1.0]), vec![1.0, 2.0]);
+        assert_eq!(differences(&[1.0, 2.0, 3.0], &[0.5, 1.0]), vec![1.5, 2.0]);
     }
 }
