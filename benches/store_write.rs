@@ -27,6 +27,7 @@ fn tick(step: usize) -> Tick {
         canary_samples: 40,
         baseline_samples: 40,
         reason: format!("{name} within its lines"),
+        evidence: None,
         muted: false,
     };
     Tick {
@@ -47,6 +48,7 @@ fn tick(step: usize) -> Tick {
             reason: "all pass".into(),
             nodata: false,
         },
+        sequential: Default::default(),
     }
 }
 

@@ -107,6 +107,9 @@ pub fn record_tick(r: &Rollout, rule: &Rule, tick: &Tick) {
             Verdict::Error => "error",
         };
         counter!("canaryd_check_verdicts_total", "rule" => r.rule.clone(), "metric" => c.metric.clone(), "verdict" => verdict).increment(1);
+        if let Some(ev) = &c.evidence {
+            gauge!("canaryd_metric_evidence", "rollout" => r.id.clone(), "rule" => r.rule.clone(), "metric" => c.metric.clone()).set(ev.e_value);
+        }
         for (group, v) in [("canary", c.canary), ("baseline", c.baseline)] {
             if let Some(v) = v {
                 gauge!("canaryd_metric_value", "rollout" => r.id.clone(), "rule" => r.rule.clone(), "metric" => c.metric.clone(), "group" => group).set(v);

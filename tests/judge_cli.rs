@@ -175,3 +175,59 @@ fn check_warns_about_overlapping_samples_and_significance_only_effects() {
         "warnings carry file:line:col: {err}"
     );
 }
+
+const SEQUENTIAL_RULE: &str = r#"name: counts
+selector: { canary: 'track="canary"', baseline: 'track="baseline"' }
+steps: [{ weight: 5, hold: 1h }, { weight: 100 }]
+metrics:
+  - name: errors
+    test: sequential
+    events: 'http_requests_total{ {{selector}}, code=~"5.." }'
+    requests: 'http_requests_total{ {{selector}} }'
+"#;
+
+#[test]
+fn per_tick_counts_say_at_which_tick_the_sequential_test_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rule = dir.path().join("counts.yaml");
+    let samples = dir.path().join("counts.json");
+    std::fs::write(&rule, SEQUENTIAL_RULE).expect("rule");
+    // The issue's eight-tick sequence: (canary requests, baseline requests, canary errors, baseline errors).
+    std::fs::write(
+        &samples,
+        r#"{"errors": {
+            "canary":   {"requests": [100, 104, 98, 500, 510, 495, 1000, 1003], "events": [2, 3, 1, 9, 11, 12, 22, 19]},
+            "baseline": {"requests": [1900, 1896, 1902, 1500, 1490, 1505, 1000, 997], "events": [19, 18, 20, 15, 14, 16, 10, 9]}
+        }}"#,
+    )
+    .expect("samples");
+    let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["judge", "--format", "json", "--rule"])
+        .arg(&rule)
+        .arg("--samples")
+        .arg(&samples)
+        .output()
+        .expect("judge");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let m = &v["metrics"][0];
+    assert_eq!(m["fails_at_tick"], 6, "{m}");
+    assert_eq!(m["verdict"], "fail");
+    assert!(
+        (m["evidence"]["e_value"].as_f64().unwrap_or(0.0) - 104.9451).abs() < 0.01,
+        "{m}"
+    );
+    assert_eq!(m["e_by_tick"].as_array().map(Vec::len), Some(6));
+    assert!(
+        m["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("fails at tick 6: evidence 104.9 : 1 (threshold 20)"),
+        "{m}"
+    );
+}

@@ -19,6 +19,7 @@ fn check(name: &str, verdict: Verdict, critical: bool, muted: bool) -> Check {
         effect: None,
         canary_samples: 0,
         baseline_samples: 0,
+        evidence: None,
         muted,
         reason: String::new(),
     }

@@ -65,6 +65,7 @@ fn nodata_tick(r: &Rollout, secs: i64) -> Event {
         canary_samples: 0,
         baseline_samples: 0,
         reason: "empty result".into(),
+        evidence: None,
         muted: false,
     };
     Event::Tick(Tick {
@@ -77,6 +78,7 @@ fn nodata_tick(r: &Rollout, secs: i64) -> Event {
             reason: String::new(),
             nodata: true,
         },
+        sequential: Default::default(),
     })
 }
 

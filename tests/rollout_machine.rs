@@ -56,6 +56,7 @@ fn check(metric: &str, verdict: Verdict) -> Check {
         effect: None,
         canary_samples: 10,
         baseline_samples: 10,
+        evidence: None,
         muted: false,
         reason: format!("{metric} {verdict:?}"),
     }
@@ -80,6 +81,7 @@ fn tick(r: &Rollout, secs: i64, checks: Vec<Check>) -> Event {
             nodata,
             reason: String::new(),
         },
+        sequential: Default::default(),
     })
 }
 

@@ -173,7 +173,13 @@ async fn hook_failing_twice_is_retried_delivered_once_and_counted() {
             .wait_for(|c| !c.is_empty(), Duration::from_secs(20))
             .await
     );
-    let r = stack.daemon.rollout(&id).await;
+    // The receiver answers before canaryd records the success: poll the rollout for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut r = stack.daemon.rollout(&id).await;
+    while r["weight"] != 5 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r = stack.daemon.rollout(&id).await;
+    }
     assert_eq!(r["weight"], 5, "{r}");
     let calls = stack.receiver.calls();
     assert_eq!(weights(&calls), vec![5], "delivered exactly once");

@@ -204,7 +204,7 @@ fn shipped_queries_select_each_group_and_rate_over_one_step() {
             format!(r#"service="{name}", track="baseline""#)
         );
         for m in rule.metrics() {
-            let q = &m.query.value;
+            let q = &m.query.as_ref().expect("window query").value;
             assert!(q.contains("{{selector}}"), "{name}/{}: {q}", m.name);
             // Non-overlapping samples (design.md): every range selector is exactly one step.
             let ranges = q.matches('[').count();

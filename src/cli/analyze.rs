@@ -11,9 +11,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use super::judge::{decision, load_one_rule, table};
-use crate::judge::{Observation, judge_tick};
-use crate::rollout::{Action, Event, HookKind, Plan, Rollout, Tick, handle};
-use crate::rules::{Group, QueryContext};
+use crate::rollout::{Action, Event, HookKind, Plan, Rollout, handle};
 use crate::source::{PrometheusConfig, PrometheusSource};
 
 #[derive(Debug, Args)]
@@ -104,10 +102,6 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<i32> {
             format!("{} sliding", humantime::format_duration(a.window))
         }
     );
-    let ctx = QueryContext {
-        rollout: "analyze",
-        version: "replay",
-    };
     let mut t = from + chrono::Duration::from_std(interval)?;
     while t <= to && !r.phase.is_terminal() {
         let window = if args.growing {
@@ -116,26 +110,8 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<i32> {
             a.window
         };
         let end = SystemTime::from(t);
-        let mut observations = Vec::new();
-        for m in rule.metrics() {
-            let pair = match (
-                rule.render_query(m, Group::Canary, &ctx),
-                rule.render_query(m, Group::Baseline, &ctx),
-            ) {
-                (Ok(c), Ok(b)) => tokio::join!(
-                    source.range(&c, end, window, a.step),
-                    source.range(&b, end, window, a.step)
-                ),
-                (Err(e), _) | (_, Err(e)) => {
-                    let f = Observation::Failed {
-                        message: e.to_string(),
-                    };
-                    (f.clone(), f)
-                }
-            };
-            observations.push(pair);
-        }
-        let (checks, score) = judge_tick(rule.metrics(), &observations, a);
+        let tick = crate::rollout::analysis::gather(&source, &rule, &r, end, window).await;
+        let (checks, score) = (&tick.checks, &tick.score);
         let verdicts: Vec<String> = checks
             .iter()
             .map(|c| format!("{} {:?}", c.metric, c.verdict).to_lowercase())
@@ -145,18 +121,12 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<i32> {
             t.format("%Y-%m-%dT%H:%M:%SZ"),
             r.weight,
             score.value,
-            decision(&checks, &score),
+            decision(checks, score),
             verdicts.join(", ")
         );
         if args.verbose {
-            print!("{}", table(&checks, &score, decision(&checks, &score)));
+            print!("{}", table(checks, score, decision(checks, score)));
         }
-        let tick = Tick {
-            at: t,
-            step: r.step,
-            checks,
-            score,
-        };
         let mut tr = handle(&r, &plan, Event::Tick(tick), t);
         // Hooks are imagined to succeed at once, so the replay follows the plan's steps.
         while let Some(action) = tr.actions.first().cloned() {

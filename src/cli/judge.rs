@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::judge::checks::fmt;
-use crate::judge::{Check, Observation, Score, ScoreOutcome, judge_tick};
+use crate::judge::sequential::{TickCounts, judge_series};
+use crate::judge::{Check, MetricInput, Observation, Score, ScoreOutcome, judge_tick};
 use crate::rules::{Rule, load_paths};
 
 #[derive(Debug, Args)]
@@ -17,7 +18,8 @@ pub struct JudgeArgs {
     /// The rule file whose metrics judge the samples.
     #[arg(long)]
     pub rule: PathBuf,
-    /// JSON: {"<metric>": {"canary": [..], "baseline": [..]}}; null stands for NaN.
+    /// JSON: {"<metric>": {"canary": [..], "baseline": [..]}} (null stands for NaN); for
+    /// sequential metrics per-tick increases {"canary": {"events": [..], "requests": [..]}, ...}.
     #[arg(long)]
     pub samples: PathBuf,
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -30,11 +32,44 @@ pub enum Format {
     Json,
 }
 
+/// One metric's samples: window values, or per-tick counter increases for sequential metrics.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Pair {
+    Values {
+        canary: Vec<Option<f64>>,
+        baseline: Vec<Option<f64>>,
+    },
+    Counts {
+        canary: CountSeries,
+        baseline: CountSeries,
+    },
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Pair {
-    canary: Vec<Option<f64>>,
-    baseline: Vec<Option<f64>>,
+struct CountSeries {
+    events: Vec<f64>,
+    requests: Vec<f64>,
+}
+
+/// Per-tick increases of a sequential metric, zipped tick by tick.
+fn ticks(c: &CountSeries, b: &CountSeries) -> Result<Vec<TickCounts>, String> {
+    let n = c.requests.len();
+    if [c.events.len(), b.events.len(), b.requests.len()]
+        .iter()
+        .any(|l| *l != n)
+    {
+        return Err("events and requests must have one value per tick on both sides".into());
+    }
+    Ok((0..n)
+        .map(|i| TickCounts {
+            canary_events: c.events[i],
+            canary_requests: c.requests[i],
+            baseline_events: b.events[i],
+            baseline_requests: b.requests[i],
+        })
+        .collect())
 }
 
 /// What a tick with these checks means for a rollout, in one word.
@@ -124,23 +159,69 @@ pub fn run(args: &JudgeArgs) -> i32 {
     }
     let observe =
         |v: &[Option<f64>]| Observation::from_values(v.iter().map(|x| x.unwrap_or(f64::NAN)));
-    let observations: Vec<(Observation, Observation)> = rule
-        .metrics()
-        .map(|m| match samples.get(&m.name) {
-            Some(p) => (observe(&p.canary), observe(&p.baseline)),
-            None => (
+    let sequential = rule.sequential_metrics();
+    let mut inputs = Vec::new();
+    let mut trajectories = BTreeMap::new();
+    for m in rule.metrics() {
+        let input = match (samples.get(&m.name), m.is_sequential()) {
+            (Some(Pair::Values { canary, baseline }), false) => {
+                MetricInput::Window(observe(canary), observe(baseline))
+            }
+            (Some(Pair::Counts { canary, baseline }), true) => {
+                let series = match ticks(canary, baseline) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("{}: metric {}: {e}", args.samples.display(), m.name);
+                        return 2;
+                    }
+                };
+                let (check, failed_at, e) =
+                    judge_series(m, &m.sequential_config(sequential), &series);
+                trajectories.insert(m.name.clone(), (failed_at, e));
+                MetricInput::Judged(Box::new(check))
+            }
+            (None, _) => MetricInput::Window(
                 Observation::Empty { dropped: 0 },
                 Observation::Empty { dropped: 0 },
             ),
-        })
-        .collect();
-    let (checks, score) = judge_tick(rule.metrics(), &observations, &rule.spec.analysis);
+            (Some(_), seq) => {
+                eprintln!(
+                    "{}: metric {} is {}, so its samples must be {}",
+                    args.samples.display(),
+                    m.name,
+                    if seq { "sequential" } else { "a window metric" },
+                    if seq {
+                        r#"{"canary": {"events": [..], "requests": [..]}, "baseline": {...}}"#
+                    } else {
+                        r#"{"canary": [..], "baseline": [..]}"#
+                    }
+                );
+                return 2;
+            }
+        };
+        inputs.push(input);
+    }
+    let (checks, score) = judge_tick(rule.metrics(), &inputs, &rule.spec.analysis);
     let decision = decision(&checks, &score);
     match args.format {
         Format::Json => {
+            let metrics: Vec<Value> = checks
+                .iter()
+                .map(|c| {
+                    let mut v = check_json(c);
+                    if let (Some((failed_at, e)), Some(obj)) =
+                        (trajectories.get(&c.metric), v.as_object_mut())
+                    {
+                        obj.insert("evidence".into(), json!(c.evidence));
+                        obj.insert("fails_at_tick".into(), json!(failed_at));
+                        obj.insert("e_by_tick".into(), json!(e));
+                    }
+                    v
+                })
+                .collect();
             let out = json!({
                 "rule": rule.name(),
-                "metrics": checks.iter().map(check_json).collect::<Vec<_>>(),
+                "metrics": metrics,
                 "score": score,
                 "decision": decision,
             });

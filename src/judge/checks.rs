@@ -33,6 +33,8 @@ pub enum ThresholdKind {
     CriticalIncrease,
     CriticalDecrease,
     MaxDifference,
+    /// The sequential test's evidence reached M/alpha.
+    Evidence,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -66,6 +68,9 @@ pub struct Check {
     pub effect: Option<f64>,
     pub canary_samples: usize,
     pub baseline_samples: usize,
+    /// The sequential test's evidence, for `test: sequential` metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<super::sequential::Evidence>,
     /// Muted metrics are judged and shown but decide nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub muted: bool,
@@ -86,6 +91,7 @@ impl Check {
                             | ThresholdKind::RollbackBelow
                             | ThresholdKind::CriticalIncrease
                             | ThresholdKind::CriticalDecrease
+                            | ThresholdKind::Evidence
                     )
                 ))
     }
@@ -95,7 +101,7 @@ impl Check {
         self.muted || matches!(self.verdict, Verdict::Pass | Verdict::Warn)
     }
 
-    fn new(spec: &MetricSpec, verdict: Verdict, reason: String) -> Check {
+    pub(crate) fn new(spec: &MetricSpec, verdict: Verdict, reason: String) -> Check {
         Check {
             metric: spec.name.clone(),
             verdict,
@@ -111,6 +117,7 @@ impl Check {
             effect: None,
             canary_samples: 0,
             baseline_samples: 0,
+            evidence: None,
             muted: spec.muted,
             reason,
         }

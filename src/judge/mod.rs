@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use checks::{Check, Threshold, ThresholdKind, Verdict, judge_metric};
 pub use observation::Observation;
 pub use score::{Score, ScoreOutcome, Scored, score};
-pub use tick::judge_tick;
+pub use tick::{MetricInput, judge_tick};
 
 /// Which way a metric gets worse. Shared by thresholds, ratios and the statistical classifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -23,6 +23,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::checks::{Check, Threshold, ThresholdKind, Verdict};
+use crate::rules::schema::MetricSpec;
+
 /// Kayenta-like default grid of alternative rate ratios.
 pub const DEFAULT_GRID: [f64; 6] = [1.25, 1.5, 2.0, 3.0, 5.0, 10.0];
 
@@ -234,6 +237,154 @@ pub fn counter_increase(previous: &CounterSnapshot, now: &CounterSnapshot) -> f6
             None => 0.0,
         })
         .sum()
+}
+
+/// The four counters of a sequential metric at one instant, per series.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Counters {
+    pub canary_events: CounterSnapshot,
+    pub canary_requests: CounterSnapshot,
+    pub baseline_events: CounterSnapshot,
+    pub baseline_requests: CounterSnapshot,
+}
+
+impl Counters {
+    fn is_empty(&self) -> bool {
+        self.canary_requests.is_empty() && self.baseline_requests.is_empty()
+    }
+
+    /// Increases since `before`, series by series.
+    pub fn since(&self, before: &Counters) -> TickCounts {
+        TickCounts {
+            canary_events: counter_increase(&before.canary_events, &self.canary_events),
+            canary_requests: counter_increase(&before.canary_requests, &self.canary_requests),
+            baseline_events: counter_increase(&before.baseline_events, &self.baseline_events),
+            baseline_requests: counter_increase(&before.baseline_requests, &self.baseline_requests),
+        }
+    }
+}
+
+/// A sequential metric's memory across ticks, kept on the rollout (and so persisted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequentialState {
+    pub process: EProcess,
+    pub last: Counters,
+    /// The step whose counters `last` holds. Increases are taken within a step only: an
+    /// interval that spans a weight change has no single traffic share.
+    pub primed_step: Option<usize>,
+}
+
+/// One tick of a sequential metric: new counters in, a check and the next state out. Pure.
+pub fn judge_counts(
+    spec: &MetricSpec,
+    cfg: &SequentialConfig,
+    previous: Option<&SequentialState>,
+    now: Result<Counters, String>,
+    step: usize,
+) -> (Check, Option<SequentialState>) {
+    let kept = previous.cloned();
+    let now = match now {
+        Err(message) => return (Check::new(spec, Verdict::Error, message), kept),
+        Ok(c) if c.is_empty() => {
+            let why = "no request counter series for canary or baseline".to_string();
+            return (Check::new(spec, Verdict::Nodata, why), kept);
+        }
+        Ok(c) => c,
+    };
+    let mut state = previous.cloned().unwrap_or_else(|| SequentialState {
+        process: EProcess::new(cfg),
+        last: Counters::default(),
+        primed_step: None,
+    });
+    let primed = state.primed_step == Some(step);
+    if primed {
+        let counts = now.since(&state.last);
+        state.process.update(&counts, cfg.margin);
+    }
+    state.last = now;
+    state.primed_step = Some(step);
+    let evidence = state.process.evidence(cfg);
+    let what = if spec.slower_than.is_some() {
+        "slow requests"
+    } else {
+        "events"
+    };
+    let (verdict, reason) = if !primed {
+        (
+            Verdict::Nodata,
+            format!(
+                "first look at this step: counters recorded, increases start next tick ({})",
+                evidence.sentence(what)
+            ),
+        )
+    } else if state.process.rejects(cfg) {
+        (Verdict::Fail, evidence.sentence(what))
+    } else {
+        (Verdict::Pass, evidence.sentence(what))
+    };
+    let mut check = Check::new(spec, verdict, reason);
+    check.canary = evidence.canary_rate;
+    check.baseline = evidence.baseline_rate;
+    check.p_value = Some(evidence.p_value);
+    check.effect = evidence.best_ratio;
+    check.threshold = Some(Threshold {
+        kind: ThresholdKind::Evidence,
+        value: evidence.threshold,
+    });
+    check.canary_samples = state.process.ticks as usize;
+    check.baseline_samples = state.process.ticks as usize;
+    check.evidence = Some(evidence);
+    (check, Some(state))
+}
+
+/// Replays recorded per-tick increases (`canaryd judge`): the check as of the tick the test
+/// failed (or the last tick), that tick's number (1-based), and E after every tick.
+pub fn judge_series(
+    spec: &MetricSpec,
+    cfg: &SequentialConfig,
+    ticks: &[TickCounts],
+) -> (Check, Option<usize>, Vec<f64>) {
+    let mut process = EProcess::new(cfg);
+    let mut trajectory = Vec::with_capacity(ticks.len());
+    let mut failed_at = None;
+    for (i, t) in ticks.iter().enumerate() {
+        process.update(t, cfg.margin);
+        trajectory.push(process.e_value());
+        if process.rejects(cfg) {
+            failed_at = Some(i + 1);
+            break;
+        }
+    }
+    let evidence = process.evidence(cfg);
+    let what = if spec.slower_than.is_some() {
+        "slow requests"
+    } else {
+        "events"
+    };
+    let (verdict, reason) = match failed_at {
+        _ if process.ticks == 0 => (
+            Verdict::Nodata,
+            "no tick had requests on both sides".to_string(),
+        ),
+        Some(k) => (
+            Verdict::Fail,
+            format!("fails at tick {k}: {}", evidence.sentence(what)),
+        ),
+        None => (Verdict::Pass, evidence.sentence(what)),
+    };
+    let mut check = Check::new(spec, verdict, reason);
+    check.canary = evidence.canary_rate;
+    check.baseline = evidence.baseline_rate;
+    check.p_value = Some(evidence.p_value);
+    check.effect = evidence.best_ratio;
+    check.threshold = Some(Threshold {
+        kind: ThresholdKind::Evidence,
+        value: evidence.threshold,
+    });
+    check.canary_samples = process.ticks as usize;
+    check.baseline_samples = process.ticks as usize;
+    check.evidence = Some(evidence);
+    (check, failed_at, trajectory)
 }
 
 #[cfg(test)]

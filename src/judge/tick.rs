@@ -1,32 +1,39 @@
-//! One analysis round: every metric's pair of observations judged and scored together. Shared
-//! by the controller, `canaryd judge` and `canaryd analyze`, so all three decide alike.
+//! One analysis round: every metric judged and scored together. Shared by the controller,
+//! `canaryd judge` and `canaryd analyze`, so all three decide alike.
 
 use super::Observation;
 use super::checks::{Check, judge_metric};
 use super::score::{Score, Scored, score};
 use crate::rules::schema::{AnalysisSpec, MetricSpec};
 
-/// Judges `metrics` against their `(canary, baseline)` observations, pairwise by index.
+/// What one metric brought to the tick.
+#[derive(Debug, Clone)]
+pub enum MetricInput {
+    /// A window metric's canary and baseline observations, still to judge.
+    Window(Observation, Observation),
+    /// A sequential metric, already judged against its running state.
+    Judged(Box<Check>),
+}
+
+/// Judges `metrics` with their inputs, pairwise by index, and scores the tick.
 pub fn judge_tick<'a>(
     metrics: impl IntoIterator<Item = &'a MetricSpec>,
-    observations: &[(Observation, Observation)],
+    inputs: &[MetricInput],
     analysis: &AnalysisSpec,
 ) -> (Vec<Check>, Score) {
     let metrics: Vec<&MetricSpec> = metrics.into_iter().collect();
-    let missing = (
-        Observation::Failed {
-            message: "no observation supplied".into(),
-        },
-        Observation::Failed {
-            message: "no observation supplied".into(),
-        },
-    );
     let checks: Vec<Check> = metrics
         .iter()
         .enumerate()
-        .map(|(i, m)| {
-            let (c, b) = observations.get(i).unwrap_or(&missing);
-            judge_metric(m, c, b, analysis)
+        .map(|(i, m)| match inputs.get(i) {
+            Some(MetricInput::Window(c, b)) => judge_metric(m, c, b, analysis),
+            Some(MetricInput::Judged(check)) => (**check).clone(),
+            None => {
+                let missing = Observation::Failed {
+                    message: "no observation supplied".into(),
+                };
+                judge_metric(m, &missing, &missing, analysis)
+            }
         })
         .collect();
     let scored: Vec<Scored<'_>> = metrics

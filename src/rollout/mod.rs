@@ -3,6 +3,7 @@
 //! Architecture Invariant: `machine` and `plan` do no I/O and read no clock; `now` is an argument.
 //! Only `controller` owns time and calls `actions`.
 
+pub mod analysis;
 pub mod controller;
 pub mod feed;
 pub mod machine;
@@ -17,6 +18,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::judge::sequential::SequentialState;
 use crate::judge::{Check, Score};
 
 pub use machine::{Action, Event, HookKind, Transition, handle};
@@ -102,6 +104,9 @@ pub struct Tick {
     pub step: usize,
     pub checks: Vec<Check>,
     pub score: Score,
+    /// Sequential metrics' states after this tick; the machine keeps them when it counts it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sequential: BTreeMap<String, SequentialState>,
 }
 
 impl Tick {
@@ -142,6 +147,9 @@ pub struct Rollout {
     /// Why the rollout is where it is (rollback cause, pause cause, hook failure).
     pub reason: Option<String>,
     pub last_tick: Option<Tick>,
+    /// Running sequential tests by metric: their evidence carries over every step.
+    #[serde(default)]
+    pub sequential: BTreeMap<String, SequentialState>,
 }
 
 impl Rollout {
@@ -176,6 +184,7 @@ impl Rollout {
             rollback_decided: false,
             reason: None,
             last_tick: None,
+            sequential: BTreeMap::new(),
         }
     }
 }

@@ -15,8 +15,7 @@ use super::controller::{ControlError, Inner, Reply, Update};
 use super::store::{Delivery, StoreError};
 use super::{Action, Event, Phase, Plan, Rollout, Tick, handle};
 use crate::actions::HookPayload;
-use crate::judge;
-use crate::rules::{Group, QueryContext, Rule};
+use crate::rules::Rule;
 use crate::telemetry;
 
 /// Longest wait between re-deliveries of an undelivered rollback, and between retries of a
@@ -258,38 +257,15 @@ impl RolloutTask {
     }
 
     async fn analyse(&self) -> Tick {
-        let a = &self.rule.spec.analysis;
-        let end = SystemTime::now();
-        let ctx = QueryContext {
-            rollout: &self.state.id,
-            version: &self.state.version,
-        };
-        let mut observations = Vec::new();
-        for m in self.rule.metrics() {
-            let queries = (
-                self.rule.render_query(m, Group::Canary, &ctx),
-                self.rule.render_query(m, Group::Baseline, &ctx),
-            );
-            observations.push(match queries {
-                (Ok(cq), Ok(bq)) => tokio::join!(
-                    self.inner.source.range(&cq, end, a.window, a.step),
-                    self.inner.source.range(&bq, end, a.window, a.step)
-                ),
-                (Err(e), _) | (_, Err(e)) => {
-                    let failed = judge::Observation::Failed {
-                        message: e.to_string(),
-                    };
-                    (failed.clone(), failed)
-                }
-            });
-        }
-        let (checks, score) = judge::judge_tick(self.rule.metrics(), &observations, a);
-        Tick {
-            at: DateTime::<Utc>::from(end),
-            step: self.state.step,
-            checks,
-            score,
-        }
+        let window = self.rule.spec.analysis.window;
+        super::analysis::gather(
+            &self.inner.source,
+            &self.rule,
+            &self.state,
+            SystemTime::now(),
+            window,
+        )
+        .await
     }
 
     fn payload(&self, action: &Action) -> HookPayload {

@@ -72,11 +72,27 @@ impl Rule {
         self.spec.metrics.value.iter().map(|m| &m.value)
     }
 
-    /// Renders one metric's query for one group. The rule was checked at load time, so an error
-    /// here means a bug, and it is reported as an `error` verdict rather than a panic.
+    /// Renders one window metric's query for one group. The rule was checked at load time, so
+    /// an error here means a bug, and it is reported as an `error` verdict rather than a panic.
     pub fn render_query(
         &self,
         metric: &MetricSpec,
+        group: Group,
+        ctx: &QueryContext<'_>,
+    ) -> Result<String, templates::TemplateError> {
+        match metric.kind() {
+            schema::MetricKind::Window(q) => self.render(q, group, ctx),
+            _ => Err(templates::TemplateError::Syntax {
+                message: format!("metric {} has no window query", metric.name),
+                line: None,
+            }),
+        }
+    }
+
+    /// Renders any template of this rule (query, events, requests) for one group.
+    pub fn render(
+        &self,
+        template: &str,
         group: Group,
         ctx: &QueryContext<'_>,
     ) -> Result<String, templates::TemplateError> {
@@ -98,7 +114,12 @@ impl Rule {
         ] {
             vars.insert(k.to_string(), v);
         }
-        templates::render(&metric.query.value, &vars)
+        templates::render(template, &vars)
+    }
+
+    /// Sequential metrics in this rule: the Bonferroni factor of their thresholds.
+    pub fn sequential_metrics(&self) -> usize {
+        self.metrics().filter(|m| m.is_sequential()).count()
     }
 }
 

@@ -141,7 +141,32 @@ pub enum Compare {
 #[serde(deny_unknown_fields)]
 pub struct MetricSpec {
     pub name: String,
-    pub query: Spanned<String>,
+    /// PromQL template for a window metric. Sequential metrics give `events`/`requests` (or
+    /// `histogram`/`slower_than`) instead.
+    #[serde(default)]
+    pub query: Option<Spanned<String>>,
+    /// `sequential`: the anytime-valid test on counts (see `judge::sequential`).
+    #[serde(default)]
+    pub test: Option<TestKind>,
+    /// Counter expressions (per series, not aggregated) of bad events and of all requests.
+    #[serde(default)]
+    pub events: Option<Spanned<String>>,
+    #[serde(default)]
+    pub requests: Option<Spanned<String>>,
+    /// A latency histogram's base name: requests slower than `slower_than` seconds are events.
+    #[serde(default)]
+    pub histogram: Option<Spanned<String>>,
+    #[serde(default)]
+    pub slower_than: Option<f64>,
+    /// Sequential test: tolerated excess ratio (null is canary <= (1 + margin) x baseline).
+    #[serde(default)]
+    pub margin: Option<f64>,
+    /// Sequential test: chance of ever failing a healthy canary over the whole rollout.
+    #[serde(default)]
+    pub alpha: Option<f64>,
+    /// Sequential test: alternative rate ratios mixed.
+    #[serde(default)]
+    pub grid: Option<Vec<f64>>,
     #[serde(default)]
     pub direction: Direction,
     #[serde(default)]
@@ -204,6 +229,26 @@ pub struct MetricSpec {
     pub weight: f64,
 }
 
+/// Which test a metric runs beyond its lines.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TestKind {
+    Sequential,
+}
+
+/// What a metric measures, resolved from its keys.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MetricKind<'a> {
+    /// A range query judged by lines, ratio and the classifier.
+    Window(&'a str),
+    /// Counters of events and requests, judged by the e-process.
+    Counts { events: &'a str, requests: &'a str },
+    /// A histogram: requests slower than `le` are the events.
+    Slow { histogram: &'a str, le: f64 },
+    /// Keys that do not make a metric; validation reports it.
+    Invalid,
+}
+
 /// `outliers: keep | remove` (with `outlier_factor`, Kayenta's default 3.0).
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -235,6 +280,43 @@ impl MetricSpec {
             critical_increase: self.critical_increase.unwrap_or(f64::INFINITY),
             critical_decrease: self.critical_decrease.unwrap_or(f64::NEG_INFINITY),
             must_have_data: self.must_have_data,
+        }
+    }
+
+    pub fn kind(&self) -> MetricKind<'_> {
+        fn text(s: &Option<Spanned<String>>) -> Option<&str> {
+            s.as_ref().map(|s| s.value.as_str())
+        }
+        match (self.test, text(&self.query)) {
+            (None, Some(q)) => MetricKind::Window(q),
+            (Some(TestKind::Sequential), None) => match (
+                text(&self.events),
+                text(&self.requests),
+                text(&self.histogram),
+                self.slower_than,
+            ) {
+                (Some(events), Some(requests), None, None) => {
+                    MetricKind::Counts { events, requests }
+                }
+                (None, None, Some(histogram), Some(le)) => MetricKind::Slow { histogram, le },
+                _ => MetricKind::Invalid,
+            },
+            _ => MetricKind::Invalid,
+        }
+    }
+
+    pub fn is_sequential(&self) -> bool {
+        self.test == Some(TestKind::Sequential)
+    }
+
+    /// The e-process settings; `metrics` is the rule's count of sequential metrics.
+    pub fn sequential_config(&self, metrics: usize) -> crate::judge::sequential::SequentialConfig {
+        let d = crate::judge::sequential::SequentialConfig::default();
+        crate::judge::sequential::SequentialConfig {
+            margin: self.margin.unwrap_or(d.margin),
+            alpha: self.alpha.unwrap_or(d.alpha),
+            grid: self.grid.clone().unwrap_or(d.grid),
+            metrics,
         }
     }
 

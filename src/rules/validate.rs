@@ -223,8 +223,64 @@ fn check_metric(
             format!("metric {name}: weight must be a non-negative number"),
         ));
     }
-    if let Err(e) = templates::check(&m.query.value, &spec.vars) {
-        out.push(at(&m.query, format!("metric {name}: query {e}")));
+    check_kind(m, span, spec, out);
+}
+
+/// A metric is a window query, or a sequential test on counters; never a mix of both.
+fn check_kind(m: &MetricSpec, span: &Spanned<MetricSpec>, spec: &RuleSpec, out: &mut Vec<Finding>) {
+    use super::schema::{Compare, MetricKind};
+    let name = &m.name;
+    let templates_of = [
+        ("query", &m.query),
+        ("events", &m.events),
+        ("requests", &m.requests),
+    ];
+    for (key, t) in templates_of {
+        if let Some(t) = t
+            && let Err(e) = templates::check(&t.value, &spec.vars)
+        {
+            out.push(at(t, format!("metric {name}: {key} {e}")));
+        }
+    }
+    match m.kind() {
+        MetricKind::Window(_) => {
+            if m.events.is_some() || m.requests.is_some() || m.histogram.is_some() || m.slower_than.is_some() {
+                out.push(at(span, format!(
+                    "metric {name}: events/requests/histogram/slower_than belong to `test: sequential`"
+                )));
+            }
+        }
+        MetricKind::Counts { .. } | MetricKind::Slow { .. } => {
+            let lines = [m.rollback_above, m.rollback_below, m.warn_above, m.warn_below, m.max_ratio, m.max_difference];
+            if lines.iter().any(Option::is_some) || m.compare != Compare::None {
+                out.push(at(span, format!(
+                    "metric {name}: a sequential metric decides by its evidence alone; put absolute lines and comparisons on a separate window metric"
+                )));
+            }
+            if m.alpha.is_some_and(|a| !(a > 0.0 && a < 1.0)) {
+                out.push(at(span, format!("metric {name}: alpha must be between 0 and 1")));
+            }
+            if m.margin.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                out.push(at(span, format!("metric {name}: margin must be a non-negative number")));
+            }
+            if let Some(grid) = &m.grid {
+                let margin = m.margin.unwrap_or(0.0);
+                if grid.is_empty() || grid.iter().any(|r| !(r.is_finite() && *r > 1.0 + margin)) {
+                    out.push(at(span, format!(
+                        "metric {name}: grid ratios must be finite and above 1 + margin ({})",
+                        1.0 + margin
+                    )));
+                }
+            }
+            if m.slower_than.is_some_and(|le| !(le.is_finite() && le > 0.0)) {
+                out.push(at(span, format!("metric {name}: slower_than must be a positive number of seconds")));
+            }
+        }
+        MetricKind::Invalid => out.push(at(span, if m.is_sequential() {
+            format!("metric {name}: `test: sequential` needs `events` and `requests` counter queries, or `histogram` and `slower_than`, and no `query`")
+        } else {
+            format!("metric {name}: needs a `query` (or `test: sequential` with `events` and `requests`)")
+        })),
     }
 }
 
@@ -331,10 +387,11 @@ pub fn lint(spec: &RuleSpec) -> Vec<Finding> {
         ] {
             vars.insert(k.to_string(), v);
         }
-        if let Ok(query) = templates::render(&metric.query.value, &vars) {
+        let Some(q) = &metric.query else { continue };
+        if let Ok(query) = templates::render(&q.value, &vars) {
             for range in range_selectors(&query) {
                 if range > step {
-                    out.push(at(&metric.query, format!(
+                    out.push(at(q, format!(
                         "metric {}: statistical comparison over a {} range selector, longer than step {}: neighbouring samples share requests and are not independent, so the test rolls back healthy canaries; use [{{{{step}}}}]",
                         metric.name,
                         humantime::format_duration(range),

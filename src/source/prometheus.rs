@@ -27,6 +27,9 @@ pub enum SourceError {
     Credentials,
 }
 
+/// One series of an instant query: its labels (sorted) and its value.
+pub type LabeledValue = (std::collections::BTreeMap<String, String>, f64);
+
 /// A Prometheus-compatible query endpoint (Prometheus, Thanos, Mimir, VictoriaMetrics).
 #[derive(Clone)]
 pub struct PrometheusSource {
@@ -117,6 +120,46 @@ impl PrometheusSource {
                 Observation::Failed {
                     message: describe(&e),
                 }
+            }
+        }
+    }
+
+    /// One instant query at `at`, every series with its labels: counters for the sequential
+    /// test, which takes increases per series itself so counter resets are handled.
+    pub async fn instant_series(
+        &self,
+        query: &str,
+        at: SystemTime,
+    ) -> Result<Vec<LabeledValue>, String> {
+        let at_s = at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let started = Instant::now();
+        let result = self
+            .client
+            .query(query)
+            .at(at_s)
+            .timeout(self.timeout.as_millis() as i64)
+            .post()
+            .await;
+        metrics::histogram!("canaryd_prometheus_query_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(response) => match response.data() {
+                Data::Vector(v) => Ok(v
+                    .iter()
+                    .map(|s| (s.metric().clone().into_iter().collect(), s.sample().value()))
+                    .collect()),
+                Data::Scalar(s) => Ok(vec![(Default::default(), s.value())]),
+                Data::Matrix(_) => {
+                    Err("counter query returned a range vector; give an instant selector".into())
+                }
+            },
+            Err(e) => {
+                metrics::counter!("canaryd_prometheus_errors_total", "kind" => error_kind(&e))
+                    .increment(1);
+                Err(describe(&e))
             }
         }
     }

@@ -24,6 +24,9 @@ pub struct RuleOpts {
     pub window: &'static str,
     /// Compare p95 latency with the baseline statistically (Mann-Whitney, mean ratio 1.1).
     pub statistical: bool,
+    /// Add the anytime-valid sequential tests on error counts and on requests slower than
+    /// 0.5 s, and drop the error ratio line (so only the sequential test can judge the ratio).
+    pub sequential: bool,
 }
 
 impl Default for RuleOpts {
@@ -37,12 +40,33 @@ impl Default for RuleOpts {
             step: "1s",
             window: "10s",
             statistical: false,
+            sequential: false,
         }
     }
 }
 
 /// A rule in the shape of the shipped policies, with second-scale timings.
 pub fn rule_yaml(name: &str, receiver: &HookReceiver, o: &RuleOpts) -> String {
+    let yaml = base_rule_yaml(name, receiver, o);
+    if !o.sequential {
+        return yaml;
+    }
+    yaml.replace("    max_ratio: 2.0\n", "").replace(
+        "hooks:\n",
+        r#"  - name: errors_vs_baseline
+    test: sequential
+    events: 'http_requests_total{ {{selector}}, code=~"5.." }'
+    requests: 'http_requests_total{ {{selector}} }'
+  - name: slow_requests
+    test: sequential
+    histogram: http_request_duration_seconds
+    slower_than: 0.5
+hooks:
+"#,
+    )
+}
+
+fn base_rule_yaml(name: &str, receiver: &HookReceiver, o: &RuleOpts) -> String {
     format!(
         r#"name: {name}
 selector:
