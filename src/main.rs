@@ -14,6 +14,7 @@ async fn main() {
         Command::Serve(args) => report(cli::serve::run(args).await.map(|()| 0)),
         Command::Rollout(args) => report(cli::client::run(args).await),
         Command::Demo(args) => report(cli::demo::run(args).await),
+        Command::Simulate(args) => cli::simulate::run(&args),
     };
     std::process::exit(code);
 }

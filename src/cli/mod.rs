@@ -6,6 +6,7 @@ pub mod client;
 pub mod demo;
 pub mod judge;
 pub mod serve;
+pub mod simulate;
 
 use clap::{Parser, Subcommand};
 
@@ -34,4 +35,7 @@ pub enum Command {
     Rollout(client::RolloutArgs),
     /// The showcase: a real Prometheus, a simulated service, one rollout promoted, one rolled back.
     Demo(demo::DemoArgs),
+    /// The decision benchmark: simulated rollouts judged by the sequential test, repeated
+    /// Mann-Whitney and fixed thresholds.
+    Simulate(simulate::SimulateArgs),
 }
