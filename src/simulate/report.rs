@@ -59,7 +59,19 @@ pub fn interval_95(k: usize, n: usize) -> (f64, f64) {
     let z2 = z * z;
     let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
     let half = z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
-    ((centre - half).max(0.0), (centre + half).min(1.0))
+    // The ends are exactly 0 and 1 when nothing or everything rolled back; the arithmetic
+    // above leaves a rounding residue there.
+    let lower = if k == 0 {
+        0.0
+    } else {
+        (centre - half).max(0.0)
+    };
+    let upper = if k as f64 >= n {
+        1.0
+    } else {
+        (centre + half).min(1.0)
+    };
+    (lower, upper)
 }
 
 /// Nearest-rank quantile of sorted values.
