@@ -7,4 +7,7 @@ bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo run --locked --quiet -- check rules/
-cargo test --locked --all-targets
+# Prometheus recording/alerting rules beside the canaryd policies, and their unit tests.
+promtool check rules rules/prometheus/*.yml
+promtool test rules rules/prometheus/tests/*.test.yml
+cargo test --locked --all-targets --no-fail-fast

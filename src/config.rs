@@ -19,6 +19,15 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub api_token_file: Option<PathBuf>,
     pub log_format: LogFormat,
+    /// The URL people reach this daemon at; alerts link to `{external_url}/api/v1/rollouts/{id}`.
+    /// Defaults to `http://{listen}`.
+    pub external_url: Option<String>,
+    /// Chat and webhook notifications (deploy scheduled, step completed, rollback, complete).
+    pub notifications: Vec<NotificationSection>,
+    /// A folder whose `*.j2` files replace the shipped templates of the same name.
+    pub templates_dir: Option<PathBuf>,
+    /// Where a deployment record (Markdown and JSON) is written when a rollout ends.
+    pub reports_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -31,6 +40,10 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/canaryd"),
             api_token_file: None,
             log_format: LogFormat::Text,
+            external_url: None,
+            notifications: Vec::new(),
+            templates_dir: None,
+            reports_dir: None,
         }
     }
 }
@@ -63,10 +76,75 @@ pub struct BasicAuth {
     pub password_file: PathBuf,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertmanagerSection {
     pub urls: Vec<String>,
+    /// How often active alerts are re-posted. Alertmanager resolves an alert on its own after
+    /// `resolve_timeout` (5 m by default) without news, so this must stay well below that.
+    #[serde(with = "crate::rules::schema::duration")]
+    pub resend_interval: Duration,
+    /// A rollout waiting (for a window, an approval, a resume) longer than this is `CanaryStalled`.
+    #[serde(with = "crate::rules::schema::duration")]
+    pub stall_after: Duration,
+}
+
+impl Default for AlertmanagerSection {
+    fn default() -> Self {
+        AlertmanagerSection {
+            urls: Vec::new(),
+            resend_interval: Duration::from_secs(60),
+            stall_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Which kind of endpoint a notification goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    /// Slack-compatible incoming webhook: `{"text": "..."}`.
+    Slack,
+    /// Generic JSON webhook: the event, the rollout and the rendered text.
+    Webhook,
+}
+
+/// The rollout events a notification can subscribe to, in the runbook's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationEvent {
+    Scheduled,
+    StepCompleted,
+    Rollback,
+    Complete,
+}
+
+impl NotificationEvent {
+    pub const ALL: [NotificationEvent; 4] = [
+        NotificationEvent::Scheduled,
+        NotificationEvent::StepCompleted,
+        NotificationEvent::Rollback,
+        NotificationEvent::Complete,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationEvent::Scheduled => "scheduled",
+            NotificationEvent::StepCompleted => "step_completed",
+            NotificationEvent::Rollback => "rollback",
+            NotificationEvent::Complete => "complete",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSection {
+    pub kind: NotificationKind,
+    pub url: String,
+    /// Empty means every event.
+    #[serde(default)]
+    pub events: Vec<NotificationEvent>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +207,15 @@ impl Config {
             .as_deref()
             .map(Self::read_secret)
             .transpose()
+    }
+
+    /// Where alerts and notifications link to.
+    pub fn external_url(&self) -> String {
+        self.external_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_string()
     }
 
     /// Fail fast on settings that would expose rollout control, as the runbooks' production

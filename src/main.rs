@@ -11,9 +11,10 @@ async fn main() {
         Command::Check(args) => cli::check::run(&args),
         Command::Judge(args) => cli::judge::run(&args),
         Command::Analyze(args) => report(cli::analyze::run(args).await),
-        Command::Serve(args) => report(cli::serve::run(args).await.map(|()| 0)),
+        Command::Serve(args) => report(cli::serve::run(*args).await.map(|()| 0)),
         Command::Rollout(args) => report(cli::client::run(args).await),
         Command::Demo(args) => report(cli::demo::run(args).await),
+        Command::DemoService(args) => report(cli::demo_service::run(args).await),
         Command::Simulate(args) => cli::simulate::run(&args),
     };
     std::process::exit(code);

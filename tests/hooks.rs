@@ -34,6 +34,7 @@ fn http(url: String, retries: u32, timeout: Duration) -> HookSpec {
         command: None,
         timeout,
         retries,
+        secret_file: None,
     }
 }
 
@@ -43,6 +44,7 @@ fn command(argv: &[&str], timeout: Duration) -> HookSpec {
         command: Some(argv.iter().map(|s| s.to_string()).collect()),
         timeout,
         retries: 0,
+        secret_file: None,
     }
 }
 

@@ -2,7 +2,7 @@
 //! Every verdict must carry the numbers that explain it.
 
 use canaryd::judge::{Observation, ThresholdKind, Verdict, judge_metric};
-use canaryd::rules::schema::MetricSpec;
+use canaryd::rules::schema::{AnalysisSpec, MetricSpec};
 
 fn error_rate() -> MetricSpec {
     serde_saphyr::from_str(
@@ -78,7 +78,7 @@ fn verdict_table() {
         ),
     ];
     for (i, (canary, baseline, verdict, kind)) in cases.into_iter().enumerate() {
-        let c = judge_metric(&m, &canary, &baseline, 3);
+        let c = judge_metric(&m, &canary, &baseline, &AnalysisSpec::default());
         assert_eq!(c.verdict, verdict, "case {i}: {}", c.reason);
         assert_eq!(c.threshold.map(|t| t.kind), kind, "case {i}: {}", c.reason);
         assert!(
@@ -94,7 +94,7 @@ fn absolute_breach_reports_value_baseline_and_threshold() {
         &error_rate(),
         &obs(&[0.01, 0.01, 0.2]),
         &obs(&[0.005, 0.005, 0.005]),
-        3,
+        &AnalysisSpec::default(),
     );
     assert_eq!(c.verdict, Verdict::Fail);
     assert_eq!(c.canary, Some(0.2));
@@ -116,7 +116,7 @@ fn ratio_uses_window_means_and_reports_them() {
         &m,
         &obs(&[0.01, 0.03, 0.02]),
         &obs(&[0.005, 0.005, 0.005]),
-        3,
+        &AnalysisSpec::default(),
     );
     assert_eq!(c.verdict, Verdict::Fail);
     assert_eq!(c.ratio.map(|r| (r * 100.0).round() / 100.0), Some(4.0));
@@ -131,7 +131,12 @@ fn ratio_uses_window_means_and_reports_them() {
 fn zero_baseline_does_not_fail_on_an_infinite_ratio() {
     let mut m = error_rate();
     m.critical = false;
-    let c = judge_metric(&m, &obs(&[0.001, 0.001, 0.001]), &obs(&[0.0, 0.0, 0.0]), 3);
+    let c = judge_metric(
+        &m,
+        &obs(&[0.001, 0.001, 0.001]),
+        &obs(&[0.0, 0.0, 0.0]),
+        &AnalysisSpec::default(),
+    );
     assert_eq!(c.verdict, Verdict::Pass, "{}", c.reason);
     assert!(c.reason.contains("ratio undefined"));
 }
@@ -141,9 +146,82 @@ fn decrease_direction_fails_when_canary_drops() {
     let mut m: MetricSpec =
         serde_saphyr::from_str("name: throughput\nquery: x\ndirection: decrease\nmax_ratio: 2\n")
             .unwrap();
-    let c = judge_metric(&m, &obs(&[10.0, 10.0, 10.0]), &obs(&[50.0, 50.0, 50.0]), 3);
+    let c = judge_metric(
+        &m,
+        &obs(&[10.0, 10.0, 10.0]),
+        &obs(&[50.0, 50.0, 50.0]),
+        &AnalysisSpec::default(),
+    );
     assert_eq!(c.verdict, Verdict::Fail);
     m.direction = canaryd::judge::Direction::Increase;
-    let c = judge_metric(&m, &obs(&[10.0, 10.0, 10.0]), &obs(&[50.0, 50.0, 50.0]), 3);
+    let c = judge_metric(
+        &m,
+        &obs(&[10.0, 10.0, 10.0]),
+        &obs(&[50.0, 50.0, 50.0]),
+        &AnalysisSpec::default(),
+    );
     assert_eq!(c.verdict, Verdict::Pass);
+}
+
+fn gauge(yaml: &str) -> MetricSpec {
+    serde_saphyr::from_str(yaml).unwrap()
+}
+
+/// 15 s steps, so `for: 1m` needs the last four samples beyond the line.
+fn fifteen_second_steps() -> AnalysisSpec {
+    AnalysisSpec {
+        step: std::time::Duration::from_secs(15),
+        ..AnalysisSpec::default()
+    }
+}
+
+#[test]
+fn gauge_breach_rolls_back_only_after_it_held_for_its_duration() {
+    let pool = gauge("name: db_pool\nquery: x\nrollback_above: 0.95\nwarn_above: 0.9\nfor: 1m\n");
+    let a = fifteen_second_steps();
+    let spike = judge_metric(
+        &pool,
+        &obs(&[0.5, 0.5, 0.5, 0.97, 0.98]),
+        &obs(&[0.5; 5]),
+        &a,
+    );
+    assert_eq!(spike.verdict, Verdict::Warn, "{}", spike.reason);
+    assert!(
+        spike.reason.contains("2 of the 4 samples"),
+        "{}",
+        spike.reason
+    );
+    assert!(!spike.rolls_back_now());
+    let held = judge_metric(
+        &pool,
+        &obs(&[0.5, 0.96, 0.97, 0.98, 0.99]),
+        &obs(&[0.5; 5]),
+        &a,
+    );
+    assert_eq!(held.verdict, Verdict::Fail, "{}", held.reason);
+    assert!(held.rolls_back_now());
+}
+
+#[test]
+fn canary_minus_baseline_difference_fails_when_it_persists() {
+    let cpu = gauge("name: cpu\nquery: x\nrollback_above: 0.9\nmax_difference: 0.2\nfor: 30s\n");
+    let a = fifteen_second_steps();
+    let base = obs(&[0.3, 0.3, 0.3, 0.3]);
+    let blip = judge_metric(&cpu, &obs(&[0.3, 0.3, 0.3, 0.6]), &base, &a);
+    assert_eq!(
+        blip.verdict,
+        Verdict::Pass,
+        "one sample is not a trend: {}",
+        blip.reason
+    );
+    let lasting = judge_metric(&cpu, &obs(&[0.3, 0.3, 0.6, 0.65]), &base, &a);
+    assert_eq!(lasting.verdict, Verdict::Fail, "{}", lasting.reason);
+    assert_eq!(
+        lasting.threshold.map(|t| t.kind),
+        Some(ThresholdKind::MaxDifference)
+    );
+    assert!(
+        !lasting.rolls_back_now(),
+        "a difference waits for failure_limit unless critical"
+    );
 }

@@ -35,6 +35,7 @@ fn plan() -> Plan {
         warmup: Duration::from_secs(2),
         failure_limit: 3,
         nodata_limit: 2,
+        on_nodata: canaryd::rules::schema::OnNodata::Pause,
         windows: None,
     }
 }

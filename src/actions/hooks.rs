@@ -4,11 +4,14 @@
 //! rollout, and both carry an idempotency key, so a receiver that sees a retry can ignore it.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
+use sha2::Sha256;
 
 use crate::judge::Check;
 use crate::rollout::HookKind;
@@ -61,6 +64,9 @@ pub enum HookError {
     Spawn { program: String, message: String },
     #[error("hook template: {0}")]
     Template(String),
+    /// Names the file, never its content.
+    #[error("hook secret_file {path} cannot be used: {message}")]
+    Secret { path: String, message: String },
 }
 
 impl HookError {
@@ -68,7 +74,7 @@ impl HookError {
     fn retryable(&self) -> bool {
         match self {
             HookError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
-            HookError::Template(_) | HookError::Spawn { .. } => false,
+            HookError::Template(_) | HookError::Spawn { .. } | HookError::Secret { .. } => false,
             _ => true,
         }
     }
@@ -101,9 +107,20 @@ impl HookRunner {
         spec: Option<&HookSpec>,
         payload: &HookPayload,
     ) -> Result<u32, HookError> {
+        let (attempts, result) = self.deliver(spec, payload).await;
+        result.map(|()| attempts)
+    }
+
+    /// Like [`HookRunner::call`], but also says how many attempts a failed delivery took, for
+    /// the delivery log.
+    pub async fn deliver(
+        &self,
+        spec: Option<&HookSpec>,
+        payload: &HookPayload,
+    ) -> (u32, Result<(), HookError>) {
         let Some(spec) = spec else {
             tracing::info!(target: "hook.call", hook = payload.event.as_str(), rollout = %payload.rollout_id, "no hook configured; nothing to call");
-            return Ok(0);
+            return (0, Ok(()));
         };
         let attempts = std::sync::atomic::AtomicU32::new(0);
         let backoff = ExponentialBuilder::default()
@@ -134,12 +151,15 @@ impl HookRunner {
                 tracing::error!(target: "hook.call", hook = payload.event.as_str(), rollout = %payload.rollout_id, attempts = n, error = %e, "hook not delivered")
             }
         }
-        result.map(|()| n)
+        (n, result)
     }
 
     async fn attempt(&self, spec: &HookSpec, payload: &HookPayload) -> Result<(), HookError> {
         match (&spec.url, &spec.command) {
-            (Some(url), _) => self.post(url, spec.timeout, payload).await,
+            (Some(url), _) => {
+                self.post(url, spec.timeout, spec.secret_file.as_deref(), payload)
+                    .await
+            }
             (None, Some(argv)) => run_command(argv, spec.timeout, payload).await,
             (None, None) => Err(HookError::Template(
                 "hook has neither url nor command".into(),
@@ -151,14 +171,22 @@ impl HookRunner {
         &self,
         url: &str,
         timeout: Duration,
+        secret_file: Option<&Path>,
         payload: &HookPayload,
     ) -> Result<(), HookError> {
-        let response = self
+        let body = serde_json::to_vec(payload)
+            .map_err(|e| HookError::Template(format!("cannot encode the payload: {e}")))?;
+        let mut request = self
             .http
             .post(url)
             .timeout(timeout)
             .header("Idempotency-Key", payload.idempotency_key())
-            .json(payload)
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some(path) = secret_file {
+            request = request.header(SIGNATURE_HEADER, signature(&read_key(path)?, &body));
+        }
+        let response = request
+            .body(body)
             .send()
             .await
             .map_err(|e| HookError::Transport {
@@ -178,6 +206,34 @@ impl HookRunner {
             })
         }
     }
+}
+
+/// Lets a receiver check that a hook came from canaryd and was not altered on the way.
+pub const SIGNATURE_HEADER: &str = "X-Canaryd-Signature";
+
+/// `sha256=<hex>` of HMAC-SHA256(key, body), the GitHub-webhook convention receivers know.
+pub fn signature(key: &[u8], body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+        .expect("HMAC-SHA256 accepts keys of any length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Read at each call, so a rotated key takes effect without a reload and the key is never kept
+/// in a rule (which the API shows) or in a log line.
+fn read_key(path: &Path) -> Result<Vec<u8>, HookError> {
+    let text = std::fs::read_to_string(path).map_err(|e| HookError::Secret {
+        path: path.display().to_string(),
+        message: e.kind().to_string(),
+    })?;
+    let key = text.trim();
+    if key.is_empty() {
+        return Err(HookError::Secret {
+            path: path.display().to_string(),
+            message: "file is empty".into(),
+        });
+    }
+    Ok(key.as_bytes().to_vec())
 }
 
 fn hook_vars(payload: &HookPayload) -> BTreeMap<String, String> {

@@ -18,6 +18,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("request body is larger than the {0} bytes allowed")]
+    TooLarge(usize),
 }
 
 impl From<ControlError> for ApiError {
@@ -43,6 +45,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         };
         (status, axum::Json(json!({"error": self.to_string()}))).into_response()
     }

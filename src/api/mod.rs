@@ -2,6 +2,7 @@
 //!
 //! Handlers translate HTTP to controller calls and back; they decide nothing themselves.
 
+mod alertmanager;
 mod error;
 mod rollouts;
 
@@ -26,15 +27,18 @@ pub struct AppState {
     pub controller: Controller,
     pub metrics: Option<PrometheusHandle>,
     pub api_token: Option<Arc<str>>,
+    /// Deployment records, live and from `reports_dir`.
+    pub reports: crate::actions::report::ReportBook,
 }
 
 /// Request bodies are small JSON documents; anything larger is a mistake or an attack.
-const BODY_LIMIT: usize = 64 * 1024;
+pub const BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
     let mutating = Router::new()
         .route("/api/v1/rollouts", post(rollouts::create))
         .route("/api/v1/rollouts/{id}/{action}", post(rollouts::act))
+        .route("/api/v1/alertmanager", post(alertmanager::receive))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route(
@@ -50,6 +54,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/rollouts", get(rollouts::list))
         .route("/api/v1/rollouts/{id}", get(rollouts::show))
+        .route("/api/v1/rollouts/{id}/report", get(rollouts::report))
+        .route("/api/v1/rollouts/{id}/history", get(rollouts::history))
         .merge(mutating)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -84,6 +90,9 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
     if let Err(e) = state.controller.source().ping().await {
         failing.push(format!("prometheus: {e}"));
+    }
+    if let Err(e) = state.controller.store_health() {
+        failing.push(format!("store: {e}"));
     }
     if failing.is_empty() {
         axum::Json(json!({"status": "ready", "rules": rules.len()})).into_response()

@@ -1,8 +1,9 @@
 //! `/api/v1/rollouts`: start, list, show and steer rollouts.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -49,8 +50,13 @@ pub async fn create(
     State(state): State<AppState>,
     body: Result<Json<CreateRollout>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) =
-        body.map_err(|e| ApiError::BadRequest(format!("invalid request body: {}", e.body_text())))?;
+    let Json(req) = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(super::BODY_LIMIT)
+        } else {
+            ApiError::BadRequest(format!("invalid request body: {}", e.body_text()))
+        }
+    })?;
     let r = state.controller.start(&req.rule, &req.version).await?;
     Ok((StatusCode::CREATED, Json(view(&state, &r))).into_response())
 }
@@ -77,8 +83,15 @@ pub async fn show(
 pub async fn act(
     State(state): State<AppState>,
     Path((id, action)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(super::BODY_LIMIT)
+        } else {
+            ApiError::BadRequest(format!("cannot read request body: {}", e.body_text()))
+        }
+    })?;
     let event = match action.as_str() {
         "abort" => {
             let reason = if body.is_empty() {
@@ -108,4 +121,40 @@ pub async fn act(
     state.controller.get(&id)?;
     let r = state.controller.send(&id, event).await?;
     Ok(Json(view(&state, &r)).into_response())
+}
+
+/// The deployment record (JSON); the same data as the Markdown file in `reports_dir`. Live
+/// rollouts answer their record so far (`outcome: in_progress`).
+pub async fn report(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match state.reports.get(&id) {
+        Some(r) => Ok(Json(r).into_response()),
+        None => {
+            state.controller.get(&id)?;
+            Err(ApiError::NotFound(format!(
+                "no report for rollout {id:?} yet: reports are recorded from this daemon's start"
+            )))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// How many of the latest ticks (default 100, at most 10 000).
+    pub limit: Option<usize>,
+}
+
+/// Every judged tick (latest `limit`, oldest first) and every hook delivery of a rollout.
+pub async fn history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let (ticks, deliveries) = state.controller.history(&id, limit)?;
+    Ok(Json(json!({"id": id, "ticks": ticks, "hook_deliveries": deliveries})).into_response())
 }

@@ -58,6 +58,7 @@ fn demo_rule(receiver: &HookReceiver, hold: u64) -> anyhow::Result<Rule> {
         command: None,
         timeout: Duration::from_secs(2),
         retries: 3,
+        secret_file: None,
     };
     for (slot, path) in [
         (&mut spec.hooks.set_weight, "/weight"),
@@ -145,6 +146,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         controller: controller.clone(),
         metrics: crate::telemetry::install_metrics().ok(),
         api_token: None,
+        reports: crate::actions::report::ReportBook::default(),
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
 

@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod check;
 pub mod client;
 pub mod demo;
+pub mod demo_service;
 pub mod judge;
 pub mod serve;
 pub mod simulate;
@@ -24,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Validate rule files and folders; exit 0 when valid, 1 when not.
     Check(check::CheckArgs),
     /// Judge recorded samples offline with a rule; exit 0 pass, 1 fail, 2 bad input.
@@ -35,6 +36,8 @@ pub enum Command {
     Rollout(client::RolloutArgs),
     /// The showcase: a real Prometheus, a simulated service, one rollout promoted, one rolled back.
     Demo(demo::DemoArgs),
+    /// Run the demo's simulated service (baseline and/or canary track) on its own.
+    DemoService(demo_service::DemoServiceArgs),
     /// The decision benchmark: simulated rollouts judged by the sequential test, repeated
     /// Mann-Whitney and fixed thresholds.
     Simulate(simulate::SimulateArgs),

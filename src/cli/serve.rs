@@ -9,11 +9,18 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::actions::HookRunner;
+use crate::actions::alertmanager::{self, AlertmanagerClient, PublisherConfig};
+use crate::actions::notify::{self, Notifier};
+use crate::actions::report::{self, ReportBook};
+use crate::actions::templates::Templates;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::rollout::controller::Controller;
-use crate::rollout::store::MemoryStore;
+use crate::rollout::feed::Feed;
+use crate::rollout::probes;
+use crate::rollout::sqlite::SqliteStore;
 use crate::rules::reload;
+use crate::source::HealthProbe;
 use crate::source::{PrometheusConfig, PrometheusSource};
 use crate::telemetry::{self, LogFormat};
 
@@ -39,6 +46,24 @@ pub struct ServeArgs {
     pub api_token_file: Option<PathBuf>,
     #[arg(long, env = "CANARYD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Alertmanager base URLs that canaryd's own alerts are posted to (repeatable).
+    #[arg(
+        long = "alertmanager-url",
+        env = "CANARYD_ALERTMANAGER_URLS",
+        value_delimiter = ','
+    )]
+    pub alertmanager_urls: Vec<String>,
+    #[arg(long, env = "CANARYD_ALERTMANAGER_RESEND_INTERVAL", value_parser = humantime::parse_duration)]
+    pub alertmanager_resend_interval: Option<Duration>,
+    #[arg(long, env = "CANARYD_ALERTMANAGER_STALL_AFTER", value_parser = humantime::parse_duration)]
+    pub alertmanager_stall_after: Option<Duration>,
+    /// The URL people reach this daemon at, for links in alerts and messages.
+    #[arg(long, env = "CANARYD_EXTERNAL_URL")]
+    pub external_url: Option<String>,
+    #[arg(long, env = "CANARYD_REPORTS_DIR")]
+    pub reports_dir: Option<PathBuf>,
+    #[arg(long, env = "CANARYD_TEMPLATES_DIR")]
+    pub templates_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -71,6 +96,24 @@ impl ServeArgs {
         }
         if let Some(v) = self.log_format {
             cfg.log_format = v;
+        }
+        if !self.alertmanager_urls.is_empty() {
+            cfg.alertmanager.urls = self.alertmanager_urls.clone();
+        }
+        if let Some(v) = self.alertmanager_resend_interval {
+            cfg.alertmanager.resend_interval = v;
+        }
+        if let Some(v) = self.alertmanager_stall_after {
+            cfg.alertmanager.stall_after = v;
+        }
+        if let Some(v) = &self.external_url {
+            cfg.external_url = Some(v.clone());
+        }
+        if let Some(v) = &self.reports_dir {
+            cfg.reports_dir = Some(v.clone());
+        }
+        if let Some(v) = &self.templates_dir {
+            cfg.templates_dir = Some(v.clone());
         }
         Ok(cfg)
     }
@@ -110,12 +153,40 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let source = PrometheusSource::new(&prometheus)?;
     let hooks = HookRunner::new().context("building the hook HTTP client")?;
-    let controller = Controller::new(rules, Arc::new(MemoryStore::default()), source, hooks);
+    // One daemon per state directory: two would both drive the same rollouts. The OS drops the
+    // lock with the process, so a kill -9 never leaves it stale.
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("cannot create state_dir {}", cfg.state_dir.display()))?;
+    let lock_path = cfg.state_dir.join("canaryd.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "another canaryd is using state_dir {} (lock {} is held)",
+            cfg.state_dir.display(),
+            lock_path.display()
+        );
+    }
+    let store = SqliteStore::open(&cfg.state_dir).context("opening the state store")?;
+    tracing::info!(path = %store.path().display(), "state store open");
+    let controller = Controller::new(rules, Arc::new(store), source, hooks);
+    let recovered = controller
+        .recover()
+        .context("resuming rollouts from the state store")?;
+    tracing::info!(
+        event = "rollouts.recovered",
+        count = recovered,
+        "live rollouts resumed"
+    );
+
+    let reports = ReportBook::new(cfg.reports_dir.clone());
+    let subscribers = start_subscribers(&cfg, &controller, reports.clone())?;
 
     let app = api::router(AppState {
         controller: controller.clone(),
         metrics: Some(metrics),
         api_token: token.map(Arc::from),
+        reports,
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -124,6 +195,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let reloader = controller.clone();
     let patterns = cfg.rules.clone();
+    // Kept alive until serve returns: dropping it stops the watch.
+    let _watcher = match reload::watch(controller.clone(), cfg.rules.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch rule files; reload with SIGHUP");
+            None
+        }
+    };
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
@@ -140,7 +219,56 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("API server failed")?;
     tracing::info!("shutting down: stopping rollout tasks");
     controller.shutdown().await;
+    for s in subscribers {
+        s.abort();
+    }
+    drop(lock);
     Ok(())
+}
+
+/// One task per subscriber of the controller's update stream: alerts to Alertmanager, health
+/// probes, notifications, reports. Subscribed before the API opens, so no update is missed.
+fn start_subscribers(
+    cfg: &Config,
+    controller: &Controller,
+    reports: ReportBook,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let templates = Templates::load(cfg.templates_dir.as_deref())?;
+    let mut tasks = Vec::new();
+    if !cfg.alertmanager.urls.is_empty() {
+        let client = AlertmanagerClient::new(cfg.alertmanager.urls.clone())
+            .context("building the Alertmanager HTTP client")?;
+        let pc = PublisherConfig {
+            resend_interval: cfg.alertmanager.resend_interval,
+            stall_after: cfg.alertmanager.stall_after,
+            external_url: cfg.external_url(),
+        };
+        tasks.push(tokio::spawn(alertmanager::run(
+            Feed::new(controller),
+            client,
+            pc,
+        )));
+    }
+    let probe = HealthProbe::new().context("building the health probe HTTP client")?;
+    tasks.push(tokio::spawn(probes::supervise(
+        Feed::new(controller),
+        probe,
+    )));
+    if !cfg.notifications.is_empty() {
+        let notifier = Notifier::new(
+            cfg.notifications.clone(),
+            templates.clone(),
+            cfg.external_url(),
+        )
+        .context("building the notification HTTP client")?;
+        tasks.push(tokio::spawn(notify::run(Feed::new(controller), notifier)));
+    }
+    tasks.push(tokio::spawn(report::run(
+        Feed::new(controller),
+        reports,
+        templates,
+    )));
+    Ok(tasks)
 }
 
 /// SIGTERM or Ctrl-C: the one signal every part of the daemon listens to.

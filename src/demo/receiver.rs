@@ -28,6 +28,8 @@ pub struct ReceivedCall {
     pub headers: Vec<(String, String)>,
     /// The JSON body; an empty body is `null`, one that is not JSON is kept as a JSON string.
     pub body: serde_json::Value,
+    /// The body exactly as received, for checking a signature over it.
+    pub raw: Vec<u8>,
     /// When the call was answered.
     pub at: SystemTime,
 }
@@ -193,6 +195,7 @@ async fn receive(
                 serde_json::Value::String(String::from_utf8_lossy(&body).into())
             })
         },
+        raw: body.to_vec(),
         at: SystemTime::now(),
     };
     let callbacks = {

@@ -60,6 +60,9 @@ struct Inner {
     service: String,
     baseline: TrackState,
     canary: TrackState,
+    /// Tracks served at `/metrics`; both by default, one when baseline and canary run as
+    /// separate processes (docker-compose.yml), so neither series is exported twice.
+    exported: Vec<Track>,
 }
 
 impl Inner {
@@ -116,6 +119,7 @@ impl DemoService {
             service: service.to_owned(),
             baseline: TrackState::default(),
             canary: TrackState::default(),
+            exported: vec![Track::Baseline, Track::Canary],
         })));
         let (stop, stopped) = watch::channel(false);
 
@@ -149,6 +153,11 @@ impl DemoService {
     /// The address the service listens on; scrape `http://{addr}/metrics`.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Serves only `track`'s series at `/metrics`.
+    pub fn export_only(&self, track: Track) {
+        self.shared.lock().exported = vec![track];
     }
 
     /// The current profile of `track`.
@@ -210,13 +219,15 @@ async fn tick(shared: Shared, mut stopped: watch::Receiver<bool>, seed: u64) {
 
 async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
     let inner = shared.lock();
-    let body = render(
-        &inner.service,
-        &[
-            ("baseline", &inner.baseline.counters),
-            ("canary", &inner.canary.counters),
-        ],
-    );
+    let tracks: Vec<(&str, &Counters)> = [
+        (Track::Baseline, &inner.baseline.counters),
+        (Track::Canary, &inner.canary.counters),
+    ]
+    .into_iter()
+    .filter(|(t, _)| inner.exported.contains(t))
+    .map(|(t, c)| (t.as_str(), c))
+    .collect();
+    let body = render(&inner.service, &tracks);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 

@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::classifier::{NanStrategy, classify};
+use super::persistence::{differences, run_length, samples_for};
 use super::{Classification, Direction, Observation};
-use crate::rules::schema::{Compare, MetricSpec};
+use crate::rules::schema::{AnalysisSpec, Compare, MetricSpec};
 
 /// The verdict a user sees for one metric at one tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +32,7 @@ pub enum ThresholdKind {
     AllowedDecrease,
     CriticalIncrease,
     CriticalDecrease,
+    MaxDifference,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -150,8 +152,9 @@ pub fn judge_metric(
     spec: &MetricSpec,
     canary: &Observation,
     baseline: &Observation,
-    min_samples: usize,
+    analysis: &AnalysisSpec,
 ) -> Check {
+    let min_samples = analysis.min_samples;
     if let Some((verdict, why)) = unusable(canary, min_samples) {
         let mut c = Check::new(spec, verdict, format!("canary: {why}"));
         c.canary_samples = canary.values().len();
@@ -166,26 +169,31 @@ pub fn judge_metric(
     check.canary_samples = cv.len();
     check.baseline_samples = baseline.values().len();
 
-    if let Some(t) = spec.rollback_above.filter(|t| latest > *t) {
-        return breach(
-            check,
-            ThresholdKind::RollbackAbove,
-            t,
-            "above",
-            Verdict::Fail,
+    let needed = samples_for(spec.hold_for, analysis.step);
+    for (line, kind, side) in [
+        (spec.rollback_above, ThresholdKind::RollbackAbove, "above"),
+        (spec.rollback_below, ThresholdKind::RollbackBelow, "below"),
+    ] {
+        let Some(t) = line else { continue };
+        let beyond = |v: f64| if side == "above" { v > t } else { v < t };
+        if !beyond(latest) {
+            continue;
+        }
+        let held = run_length(cv, needed, beyond);
+        if held >= needed {
+            return breach(check, kind, t, side, Verdict::Fail);
+        }
+        // A gauge's breach must persist for `for:` before it rolls back; until then, a warning.
+        let mut pending = breach(check, kind, t, side, Verdict::Warn);
+        pending.reason = format!(
+            "{} for {held} of the {needed} samples `for` needs",
+            pending.reason
         );
-    }
-    if let Some(t) = spec.rollback_below.filter(|t| latest < *t) {
-        return breach(
-            check,
-            ThresholdKind::RollbackBelow,
-            t,
-            "below",
-            Verdict::Fail,
-        );
+        return pending;
     }
 
-    let compares = spec.max_ratio.is_some() || spec.compare != Compare::None;
+    let compares =
+        spec.max_ratio.is_some() || spec.max_difference.is_some() || spec.compare != Compare::None;
     if compares {
         if let Some((verdict, why)) = unusable(baseline, min_samples) {
             check.verdict = verdict;
@@ -193,6 +201,9 @@ pub fn judge_metric(
             return check;
         }
         if let Some(failed) = ratio_check(spec, &mut check, cv, baseline.values()) {
+            return failed;
+        }
+        if let Some(failed) = difference_check(spec, &check, cv, baseline.values(), needed) {
             return failed;
         }
         if spec.compare == Compare::MannWhitney
@@ -249,6 +260,46 @@ fn breach(mut c: Check, kind: ThresholdKind, t: f64, side: &str, verdict: Verdic
             .unwrap_or_default()
     );
     c
+}
+
+/// canary − baseline beyond `max_difference` in the worse direction, held for `for:`.
+fn difference_check(
+    spec: &MetricSpec,
+    check: &Check,
+    cv: &[f64],
+    bv: &[f64],
+    needed: usize,
+) -> Option<Check> {
+    let max = spec.max_difference?;
+    let diffs = differences(cv, bv);
+    let worse = |d: f64| match spec.direction {
+        Direction::Increase => d > max,
+        Direction::Decrease => d < -max,
+        Direction::Either => d.abs() > max,
+    };
+    let latest = *diffs.last()?;
+    if !worse(latest) || run_length(&diffs, needed, worse) < needed {
+        return None;
+    }
+    let mut c = check.clone();
+    c.verdict = Verdict::Fail;
+    c.threshold = Some(Threshold {
+        kind: ThresholdKind::MaxDifference,
+        value: max,
+    });
+    c.reason = format!(
+        "canary {} minus baseline {} is {} (max_difference {}){}",
+        fmt(c.canary.unwrap_or(f64::NAN)),
+        fmt(c.baseline.unwrap_or(f64::NAN)),
+        fmt(latest),
+        fmt(max),
+        if needed > 1 {
+            format!(", held for the last {needed} samples")
+        } else {
+            String::new()
+        }
+    );
+    Some(c)
 }
 
 /// Window means, not single points: one scrape's jitter must not look like a 2x regression.

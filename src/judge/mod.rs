@@ -7,6 +7,7 @@
 pub mod checks;
 pub mod classifier;
 pub mod observation;
+pub mod persistence;
 pub mod score;
 pub mod sequential;
 pub mod stats;

@@ -26,7 +26,7 @@ pub fn judge_tick<'a>(
         .enumerate()
         .map(|(i, m)| {
             let (c, b) = observations.get(i).unwrap_or(&missing);
-            judge_metric(m, c, b, analysis.min_samples)
+            judge_metric(m, c, b, analysis)
         })
         .collect();
     let scored: Vec<Scored<'_>> = metrics

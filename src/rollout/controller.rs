@@ -1,25 +1,23 @@
-//! The async shell around the pure machine: one task per live rollout that sleeps, queries,
-//! judges, feeds events to the machine, saves the result and performs the actions.
+//! The async shell around the pure machine: owns one task per live rollout (see [`super::task`]),
+//! the rule set, and the store.
 //!
-//! Order per event: decide (machine) → save (store) → act (hooks). A hook that is in flight when
-//! a rollback is decided is cancelled before the rollback hook is called, so a slow `set_weight`
-//! can never land after the rollback it raced with.
+//! Order per event: decide (machine) → save (store) → act (hooks). A decision the store refuses
+//! is not acted on. On start, [`Controller::recover`] resumes every live rollout from the store
+//! with the rule text it started with.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::store::Store;
-use super::{Action, Event, Plan, Rollout, Tick, handle};
-use crate::actions::{HookPayload, HookRunner};
-use crate::judge;
-use crate::rules::{Group, QueryContext, Rule};
+use super::store::{Delivery, Store, StoreError};
+use super::task::RolloutTask;
+use super::{Action, Event, Plan, Rollout, Tick};
+use crate::actions::HookRunner;
+use crate::rules::{Rule, parse_rule};
 use crate::source::PrometheusSource;
-use crate::telemetry;
 
 /// The rules a controller can start rollouts from, by name.
 pub type RuleSet = BTreeMap<String, Arc<Rule>>;
@@ -35,7 +33,7 @@ pub enum ControlError {
     #[error("{0}")]
     Rejected(String),
     #[error(transparent)]
-    Store(#[from] super::store::StoreError),
+    Store(#[from] StoreError),
     #[error("controller is shutting down")]
     ShuttingDown,
 }
@@ -48,21 +46,36 @@ pub struct Update {
     pub actions: Vec<Action>,
 }
 
-type Reply = oneshot::Sender<Result<Rollout, ControlError>>;
+pub(super) type Reply = oneshot::Sender<Result<Rollout, ControlError>>;
 
 struct Live {
     tx: mpsc::Sender<(Event, Reply)>,
     handle: JoinHandle<()>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     rules: RwLock<Arc<RuleSet>>,
-    store: Arc<dyn Store>,
-    source: PrometheusSource,
-    hooks: HookRunner,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) source: PrometheusSource,
+    pub(super) hooks: HookRunner,
     live: Mutex<HashMap<String, Live>>,
-    updates: broadcast::Sender<Update>,
-    shutdown: watch::Sender<bool>,
+    pub(super) updates: broadcast::Sender<Update>,
+    pub(super) shutdown: watch::Sender<bool>,
+    /// The last write the store refused, until one succeeds: `/health/ready` shows it.
+    pub(super) store_error: Mutex<Option<String>>,
+}
+
+impl Inner {
+    pub(super) fn forget(&self, id: &str) {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    pub(super) fn set_store_error(&self, e: Option<String>) {
+        *self.store_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
 }
 
 /// Owns the rollout tasks. Cheap to clone.
@@ -87,6 +100,7 @@ impl Controller {
                 live: Mutex::new(HashMap::new()),
                 updates: broadcast::channel(1024).0,
                 shutdown: watch::channel(false).0,
+                store_error: Mutex::new(None),
             }),
         }
     }
@@ -125,6 +139,33 @@ impl Controller {
         Ok(self.inner.store.list()?)
     }
 
+    /// The last `limit` judged ticks and every hook delivery of a rollout.
+    pub fn history(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<(Vec<Tick>, Vec<Delivery>), ControlError> {
+        self.get(id)?;
+        Ok((
+            self.inner.store.history(id, limit)?,
+            self.inner.store.deliveries(id)?,
+        ))
+    }
+
+    /// `Err` with the reason when the store cannot be read or refused the last decision.
+    pub fn store_health(&self) -> Result<(), String> {
+        if let Some(e) = self
+            .inner
+            .store_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(e);
+        }
+        self.inner.store.ping().map_err(|e| e.to_string())
+    }
+
     /// Starts a rollout of `version` under `rule`. One live rollout per rule.
     pub async fn start(&self, rule_name: &str, version: &str) -> Result<Rollout, ControlError> {
         if *self.inner.shutdown.borrow() {
@@ -138,7 +179,6 @@ impl Controller {
         if version.trim().is_empty() {
             return Err(ControlError::Rejected("version must not be empty".into()));
         }
-        let (tx, rx) = mpsc::channel(32);
         let rollout = {
             let mut live = self.lock_live();
             if let Some(other) = self
@@ -161,27 +201,91 @@ impl Controller {
                 version.to_string(),
                 Utc::now(),
             );
-            self.inner.store.save(&rollout)?;
-            let task = RolloutTask {
-                inner: self.inner.clone(),
-                plan: Plan::from_rule(&rule),
-                rule,
-                state: rollout.clone(),
-                rx,
-                shutdown: self.inner.shutdown.subscribe(),
-            };
-            let handle = tokio::spawn(task.run());
-            live.insert(
-                id,
-                Live {
-                    tx: tx.clone(),
-                    handle,
-                },
-            );
+            self.inner.store.create(&rollout, &rule.source)?;
+            self.spawn(&mut live, rule, rollout.clone(), false);
             rollout
         };
         tracing::info!(event = "rollout.start", rollout = %rollout.id, rule = %rollout.rule, version = %rollout.version, "rollout started");
-        self.send(&rollout.id, Event::Start).await
+        match self.send(&rollout.id, Event::Start).await {
+            // Created but its first decision not yet saved: the task retries it by itself.
+            Err(ControlError::Store(e)) => {
+                tracing::warn!(rollout = %rollout.id, error = %e, "start not saved yet; will retry");
+                Ok(rollout)
+            }
+            other => other,
+        }
+    }
+
+    /// Resumes every live rollout in the store, each with the rule text it started with: same
+    /// step, hold counted from the persisted step start, counters kept, and an action that was
+    /// decided but not confirmed delivered again first (same Idempotency-Key). Returns how many.
+    pub fn recover(&self) -> Result<usize, ControlError> {
+        let mut live = self.lock_live();
+        let mut n = 0;
+        for rollout in self.inner.store.list()? {
+            if !rollout.is_live() || live.contains_key(&rollout.id) {
+                continue;
+            }
+            let Some(rule) = self.snapshot_rule(&rollout) else {
+                tracing::error!(event = "rollout.unrecoverable", rollout = %rollout.id, rule = %rollout.rule,
+                    "no usable rule snapshot and no loaded rule of that name; rollout left as stored");
+                continue;
+            };
+            tracing::info!(event = "rollout.recover", rollout = %rollout.id, rule = %rollout.rule,
+                phase = rollout.phase.as_str(), step = rollout.step, weight = rollout.weight,
+                pending = ?rollout.pending.as_ref().map(|a| a.hook().as_str()), "resuming rollout");
+            self.spawn(&mut live, rule, rollout, true);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn snapshot_rule(&self, r: &Rollout) -> Option<Arc<Rule>> {
+        let source = match self.inner.store.rule_source(&r.id) {
+            Ok(s) => s.filter(|s| !s.is_empty()),
+            Err(e) => {
+                tracing::error!(rollout = %r.id, error = %e, "cannot read the rule snapshot");
+                None
+            }
+        };
+        let current = self.rules().get(&r.rule).cloned();
+        let Some(text) = source else {
+            return current;
+        };
+        let path = current.as_ref().map_or_else(
+            || std::path::PathBuf::from(format!("<snapshot of {}>", r.rule)),
+            |c| c.path.clone(),
+        );
+        match parse_rule(&path, &text) {
+            Ok(rule) => Some(Arc::new(rule)),
+            Err(errors) => {
+                for e in errors {
+                    tracing::error!(rollout = %r.id, error = %e, "rule snapshot no longer valid");
+                }
+                current
+            }
+        }
+    }
+
+    fn spawn(
+        &self,
+        live: &mut HashMap<String, Live>,
+        rule: Arc<Rule>,
+        rollout: Rollout,
+        recovered: bool,
+    ) {
+        let (tx, rx) = mpsc::channel(32);
+        let id = rollout.id.clone();
+        let task = RolloutTask::new(
+            self.inner.clone(),
+            Plan::from_rule(&rule),
+            rule,
+            rollout,
+            rx,
+            recovered,
+        );
+        let handle = tokio::spawn(task.run());
+        live.insert(id, Live { tx, handle });
     }
 
     /// Sends a user or alert event to a live rollout and returns its new state.
@@ -228,232 +332,5 @@ impl Controller {
 
     fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
         self.inner.live.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-struct RolloutTask {
-    inner: Arc<Inner>,
-    rule: Arc<Rule>,
-    plan: Plan,
-    state: Rollout,
-    rx: mpsc::Receiver<(Event, Reply)>,
-    shutdown: watch::Receiver<bool>,
-}
-
-impl RolloutTask {
-    async fn run(mut self) {
-        // A floor so a tiny interval cannot spin the task.
-        let interval = self
-            .rule
-            .spec
-            .analysis
-            .interval
-            .max(Duration::from_millis(100));
-        let mut next_tick = tokio::time::Instant::now() + interval;
-        while !self.state.phase.is_terminal() {
-            if *self.shutdown.borrow() {
-                break;
-            }
-            if let Some(action) = self.state.pending.clone() {
-                self.perform(action).await;
-                continue;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(next_tick) => {
-                    next_tick = tokio::time::Instant::now() + interval;
-                    let event = if self.wants_analysis(Utc::now()) {
-                        Event::Tick(self.analyse().await)
-                    } else {
-                        Event::Timer
-                    };
-                    self.apply(event);
-                }
-                Some((event, reply)) = self.rx.recv() => self.command(event, reply),
-                _ = self.shutdown.changed() => {}
-            }
-        }
-        if let Ok(mut live) = self.inner.live.lock()
-            && self.state.phase.is_terminal()
-        {
-            live.remove(&self.state.id);
-        }
-    }
-
-    /// Runs one hook while still listening for commands: an abort during a slow `set_weight`
-    /// must cancel it and roll back instead of waiting for its retries.
-    async fn perform(&mut self, action: Action) {
-        let payload = self.payload(&action);
-        let spec = match action {
-            Action::SetWeight { .. } => self.rule.spec.hooks.set_weight.as_ref(),
-            Action::Promote => self.rule.spec.hooks.promote.as_ref(),
-            Action::Rollback { .. } => self.rule.spec.hooks.rollback.as_ref(),
-        }
-        .map(|s| s.value.clone());
-        let hooks = self.inner.hooks.clone();
-        let call = hooks.call(spec.as_ref(), &payload);
-        tokio::pin!(call);
-        loop {
-            tokio::select! {
-                result = &mut call => {
-                    let hook = action.hook();
-                    self.apply(match result {
-                        Ok(_) => Event::HookSucceeded { hook },
-                        Err(e) => Event::HookFailed { hook, error: e.to_string() },
-                    });
-                    return;
-                }
-                Some((event, reply)) = self.rx.recv() => {
-                    self.command(event, reply);
-                    if self.state.pending.as_ref() != Some(&action) {
-                        tracing::warn!(rollout = %self.state.id, hook = action.hook().as_str(), "hook in flight cancelled by a newer decision");
-                        return;
-                    }
-                }
-                _ = self.shutdown.changed() => return,
-            }
-        }
-    }
-
-    fn command(&mut self, event: Event, reply: Reply) {
-        let rejected = self.apply(event);
-        let answer = match rejected {
-            Some(why) => Err(ControlError::Rejected(why)),
-            None => Ok(self.state.clone()),
-        };
-        let _ = reply.send(answer);
-    }
-
-    /// Decide, save, publish. Returns the machine's rejection, if any.
-    fn apply(&mut self, event: Event) -> Option<String> {
-        let label = event_label(&event);
-        let now = Utc::now();
-        if let Event::Tick(t) = &event {
-            telemetry::record_tick(&self.state, &self.rule, t);
-            for c in &t.checks {
-                tracing::info!(event = "check.verdict", rollout = %self.state.id, metric = %c.metric, verdict = ?c.verdict,
-                    canary = ?c.canary, baseline = ?c.baseline, threshold = ?c.threshold.map(|t| t.value), reason = %c.reason, "check");
-            }
-        }
-        let before = self.state.clone();
-        let t = handle(&self.state, &self.plan, event, now);
-        if t.rollout != before
-            && let Err(e) = self.inner.store.save(&t.rollout)
-        {
-            tracing::error!(rollout = %before.id, error = %e, "cannot save rollout state");
-        }
-        self.state = t.rollout;
-        log_transition(&before, &self.state, &t.actions);
-        telemetry::record_rollout(&self.state, &before);
-        let _ = self.inner.updates.send(Update {
-            rollout: self.state.clone(),
-            event: label,
-            actions: t.actions,
-        });
-        t.rejected
-    }
-
-    fn wants_analysis(&self, now: DateTime<Utc>) -> bool {
-        self.state.phase.is_watching()
-            && self.state.pending.is_none()
-            && self
-                .state
-                .step_started_at
-                .is_some_and(|s| now >= s + self.plan.warmup)
-    }
-
-    async fn analyse(&self) -> Tick {
-        let a = &self.rule.spec.analysis;
-        let end = SystemTime::now();
-        let ctx = QueryContext {
-            rollout: &self.state.id,
-            version: &self.state.version,
-        };
-        let mut observations = Vec::new();
-        for m in self.rule.metrics() {
-            let queries = (
-                self.rule.render_query(m, Group::Canary, &ctx),
-                self.rule.render_query(m, Group::Baseline, &ctx),
-            );
-            observations.push(match queries {
-                (Ok(cq), Ok(bq)) => tokio::join!(
-                    self.inner.source.range(&cq, end, a.window, a.step),
-                    self.inner.source.range(&bq, end, a.window, a.step)
-                ),
-                (Err(e), _) | (_, Err(e)) => {
-                    let failed = judge::Observation::Failed {
-                        message: e.to_string(),
-                    };
-                    (failed.clone(), failed)
-                }
-            });
-        }
-        let (checks, score) = judge::judge_tick(self.rule.metrics(), &observations, a);
-        Tick {
-            at: DateTime::<Utc>::from(end),
-            step: self.state.step,
-            checks,
-            score,
-        }
-    }
-
-    fn payload(&self, action: &Action) -> HookPayload {
-        let (step, weight, reason) = match action {
-            Action::SetWeight { step, weight } => (*step, *weight, None),
-            Action::Promote => (self.state.step, 100, self.state.reason.clone()),
-            Action::Rollback { reason } => (self.state.step, 0, Some(reason.clone())),
-        };
-        HookPayload {
-            event: action.hook(),
-            rollout_id: self.state.id.clone(),
-            rule: self.state.rule.clone(),
-            version: self.state.version.clone(),
-            step,
-            weight,
-            phase: self.state.phase.as_str().to_string(),
-            reason,
-            checks: self
-                .state
-                .last_tick
-                .as_ref()
-                .map(|t| t.checks.clone())
-                .unwrap_or_default(),
-            time: Utc::now(),
-        }
-    }
-}
-
-fn event_label(e: &Event) -> &'static str {
-    match e {
-        Event::Start => "start",
-        Event::Tick(_) => "tick",
-        Event::Timer => "timer",
-        Event::HookSucceeded { .. } => "hook_succeeded",
-        Event::HookFailed { .. } => "hook_failed",
-        Event::Abort { .. } => "abort",
-        Event::Pause => "pause",
-        Event::Resume => "resume",
-        Event::Promote => "promote",
-        Event::Approve => "approve",
-        Event::AlertFired { .. } => "alert_fired",
-        Event::HealthFailed { .. } => "health_failed",
-    }
-}
-
-fn log_transition(before: &Rollout, after: &Rollout, actions: &[Action]) {
-    for a in actions {
-        match a {
-            Action::SetWeight { step, weight } => {
-                tracing::info!(event = "step.advance", rollout = %after.id, step, weight, "shifting traffic")
-            }
-            Action::Promote => {
-                tracing::info!(event = "rollout.promote", rollout = %after.id, version = %after.version, "promoting")
-            }
-            Action::Rollback { reason } => {
-                tracing::warn!(event = "rollout.rollback", rollout = %after.id, version = %after.version, reason = %reason, "rolling back")
-            }
-        }
-    }
-    if before.phase != after.phase {
-        tracing::info!(rollout = %after.id, from = before.phase.as_str(), to = after.phase.as_str(), reason = ?after.reason, "phase changed");
     }
 }

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{PauseReason, Phase, Plan, Rollout, Tick};
+use crate::rules::schema::OnNodata;
 
 /// Something that happened to a rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,7 +120,18 @@ fn apply(
     now: DateTime<Utc>,
     out: &mut Vec<Action>,
 ) -> Option<String> {
-    if r.phase.is_terminal() {
+    // A failed rollout whose rollback is still owed only hears about that rollback's delivery.
+    let owed_rollback = r.rollback_undelivered()
+        && matches!(
+            &event,
+            Event::HookSucceeded {
+                hook: HookKind::Rollback
+            } | Event::HookFailed {
+                hook: HookKind::Rollback,
+                ..
+            }
+        );
+    if r.phase.is_terminal() && !owed_rollback {
         return Some(format!("rollout is {}", r.phase.as_str()));
     }
     match event {
@@ -276,7 +288,9 @@ fn hook_failed(
     if !r.pending.as_ref().is_some_and(|a| a.hook() == hook) {
         return Some(format!("no {} hook in flight", hook.as_str()));
     }
-    r.pending = None;
+    if hook != HookKind::Rollback {
+        r.pending = None;
+    }
     match hook {
         // Traffic is in an unknown state between two weights: the known-good state is the
         // baseline, so a weight change that cannot be delivered rolls back.
@@ -288,13 +302,17 @@ fn hook_failed(
             r.finished_at = Some(now);
             None
         }
+        // The rollback stays pending: `failed` tells humans it has not arrived, and the
+        // controller keeps re-delivering it with a capped backoff until it does (at least once).
         HookKind::Rollback => {
-            r.phase = Phase::Failed;
-            r.reason = Some(format!(
-                "rollback hook failed: {error} (rollback was decided because: {})",
-                r.reason.clone().unwrap_or_default()
-            ));
-            r.finished_at = Some(now);
+            if r.phase != Phase::Failed {
+                r.phase = Phase::Failed;
+                r.reason = Some(format!(
+                    "rollback hook failed: {error} (rollback was decided because: {})",
+                    r.reason.clone().unwrap_or_default()
+                ));
+                r.finished_at = Some(now);
+            }
             None
         }
     }
@@ -373,6 +391,17 @@ fn on_tick(r: &mut Rollout, plan: &Plan, tick: Tick, now: DateTime<Utc>, out: &m
         }
     } else {
         r.nodata_ticks += 1;
+        if r.nodata_ticks >= plan.nodata_limit && plan.on_nodata == OnNodata::Rollback {
+            let reason = format!(
+                "no data for {} ticks (nodata_limit {}, on_nodata: rollback): {}",
+                r.nodata_ticks,
+                plan.nodata_limit,
+                missing.join("; ")
+            );
+            decide_rollback(r, reason, out);
+            r.last_tick = Some(tick);
+            return;
+        }
         if r.nodata_ticks >= plan.nodata_limit && r.phase != Phase::Paused {
             r.phase = Phase::Paused;
             r.pause_reason = Some(PauseReason::Nodata);

@@ -4,9 +4,13 @@
 //! Only `controller` owns time and calls `actions`.
 
 pub mod controller;
+pub mod feed;
 pub mod machine;
 pub mod plan;
+pub mod probes;
+pub mod sqlite;
 pub mod store;
+mod task;
 
 use std::collections::BTreeMap;
 
@@ -141,6 +145,17 @@ pub struct Rollout {
 }
 
 impl Rollout {
+    /// A rollback was decided, its hook failed past its retries, and it is still owed: the
+    /// rollout shows `failed` but the controller keeps delivering the rollback.
+    pub fn rollback_undelivered(&self) -> bool {
+        self.phase == Phase::Failed && matches!(self.pending, Some(Action::Rollback { .. }))
+    }
+
+    /// Still needs a task: not ended, or ended `failed` with a rollback still owed.
+    pub fn is_live(&self) -> bool {
+        !self.phase.is_terminal() || self.rollback_undelivered()
+    }
+
     pub fn new(id: String, rule: String, version: String, now: DateTime<Utc>) -> Rollout {
         Rollout {
             id,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::rules::schema::OnNodata;
 use crate::rules::{Rule, Windows};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +18,8 @@ pub struct Plan {
     pub warmup: Duration,
     pub failure_limit: u32,
     pub nodata_limit: u32,
+    /// What `nodata_limit` consecutive no-data ticks do: pause (default) or roll back.
+    pub on_nodata: OnNodata,
     pub windows: Option<Windows>,
 }
 
@@ -35,6 +38,7 @@ impl Plan {
             warmup: a.warmup,
             failure_limit: a.failure_limit,
             nodata_limit: a.nodata_limit,
+            on_nodata: a.on_nodata,
             windows: rule.windows.clone(),
         }
     }

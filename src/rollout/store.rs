@@ -1,57 +1,139 @@
-//! Where rollouts live between events. A trait, so the embedded store of the persistence work
-//! and a shared PostgreSQL store later can replace the in-memory one without touching callers.
+//! Where rollouts live between events. A trait, so the embedded SQLite store
+//! ([`super::sqlite::SqliteStore`]) and a shared PostgreSQL store later can replace the in-memory
+//! one without touching callers.
+//!
+//! What a store keeps: each rollout's state (everything the machine needs to resume), the text
+//! of the rule it started with (so a reload or a deleted file cannot change a running rollout's
+//! plan after a restart), every judged tick (history for the API), and a log of hook deliveries.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::Rollout;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{HookKind, Rollout, Tick};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state store unavailable: {0}")]
     Unavailable(String),
+    #[error("state store holds a record it cannot read ({what}): {message}")]
+    Corrupt { what: String, message: String },
 }
 
-/// Decisions are written here before their actions run.
+/// One call of [`crate::actions::HookRunner::call`], with all its retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub rollout_id: String,
+    pub hook: HookKind,
+    pub idempotency_key: String,
+    pub attempts: u32,
+    /// `delivered` or `failed`.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// Decisions are written here before their actions run; a failed write stops the action.
 pub trait Store: Send + Sync + 'static {
-    fn save(&self, rollout: &Rollout) -> Result<(), StoreError>;
+    /// Records a new rollout with the source text of the rule it runs on.
+    fn create(&self, rollout: &Rollout, rule_source: &str) -> Result<(), StoreError>;
+    /// Saves a decision; with `tick`, the judged round that led to it, in the same write.
+    fn save(&self, rollout: &Rollout, tick: Option<&Tick>) -> Result<(), StoreError>;
     fn get(&self, id: &str) -> Result<Option<Rollout>, StoreError>;
+    /// Every rollout, oldest first.
     fn list(&self) -> Result<Vec<Rollout>, StoreError>;
+    /// The rule text a rollout started with (`None` if unknown).
+    fn rule_source(&self, id: &str) -> Result<Option<String>, StoreError>;
+    /// The last `limit` ticks of a rollout, oldest first.
+    fn history(&self, id: &str, limit: usize) -> Result<Vec<Tick>, StoreError>;
+    fn record_delivery(&self, delivery: &Delivery) -> Result<(), StoreError>;
+    /// Hook deliveries of a rollout, oldest first.
+    fn deliveries(&self, id: &str) -> Result<Vec<Delivery>, StoreError>;
+    /// Cheap liveness check for `/health/ready`.
+    fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// Process memory: state is lost with the process.
+#[derive(Default)]
+struct Memory {
+    rollouts: BTreeMap<String, Rollout>,
+    sources: BTreeMap<String, String>,
+    ticks: BTreeMap<String, Vec<Tick>>,
+    deliveries: Vec<Delivery>,
+}
+
+/// Process memory: state is lost with the process. For `canaryd demo` and unit tests.
 #[derive(Default)]
 pub struct MemoryStore {
-    rollouts: Mutex<BTreeMap<String, Rollout>>,
+    inner: Mutex<Memory>,
+}
+
+impl MemoryStore {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Memory>, StoreError> {
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::Unavailable("lock poisoned".into()))
+    }
 }
 
 impl Store for MemoryStore {
-    fn save(&self, rollout: &Rollout) -> Result<(), StoreError> {
-        self.rollouts
-            .lock()
-            .map_err(|_| StoreError::Unavailable("lock poisoned".into()))?
-            .insert(rollout.id.clone(), rollout.clone());
+    fn create(&self, rollout: &Rollout, rule_source: &str) -> Result<(), StoreError> {
+        let mut m = self.lock()?;
+        m.sources
+            .insert(rollout.id.clone(), rule_source.to_string());
+        m.rollouts.insert(rollout.id.clone(), rollout.clone());
+        Ok(())
+    }
+
+    fn save(&self, rollout: &Rollout, tick: Option<&Tick>) -> Result<(), StoreError> {
+        let mut m = self.lock()?;
+        m.rollouts.insert(rollout.id.clone(), rollout.clone());
+        if let Some(t) = tick {
+            m.ticks
+                .entry(rollout.id.clone())
+                .or_default()
+                .push(t.clone());
+        }
         Ok(())
     }
 
     fn get(&self, id: &str) -> Result<Option<Rollout>, StoreError> {
-        Ok(self
-            .rollouts
-            .lock()
-            .map_err(|_| StoreError::Unavailable("lock poisoned".into()))?
-            .get(id)
-            .cloned())
+        Ok(self.lock()?.rollouts.get(id).cloned())
     }
 
     fn list(&self) -> Result<Vec<Rollout>, StoreError> {
-        let mut all: Vec<Rollout> = self
-            .rollouts
-            .lock()
-            .map_err(|_| StoreError::Unavailable("lock poisoned".into()))?
-            .values()
-            .cloned()
-            .collect();
+        let mut all: Vec<Rollout> = self.lock()?.rollouts.values().cloned().collect();
         all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(all)
+    }
+
+    fn rule_source(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.lock()?.sources.get(id).cloned())
+    }
+
+    fn history(&self, id: &str, limit: usize) -> Result<Vec<Tick>, StoreError> {
+        let m = self.lock()?;
+        let all = m.ticks.get(id).map(Vec::as_slice).unwrap_or_default();
+        Ok(all[all.len().saturating_sub(limit)..].to_vec())
+    }
+
+    fn record_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
+        self.lock()?.deliveries.push(delivery.clone());
+        Ok(())
+    }
+
+    fn deliveries(&self, id: &str) -> Result<Vec<Delivery>, StoreError> {
+        Ok(self
+            .lock()?
+            .deliveries
+            .iter()
+            .filter(|d| d.rollout_id == id)
+            .cloned()
+            .collect())
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.lock().map(|_| ())
     }
 }

@@ -21,6 +21,7 @@ pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
             spec,
             path: path.to_path_buf(),
             windows,
+            source: text.to_string(),
         })
     } else {
         Err(findings

@@ -5,6 +5,7 @@
 //! windows, and `reload` keeps the last good set when a new file is bad.
 
 pub mod load;
+pub mod matchers;
 pub mod reload;
 pub mod schema;
 pub mod templates;
@@ -25,6 +26,9 @@ pub struct Rule {
     pub spec: RuleSpec,
     pub path: PathBuf,
     pub windows: Option<Windows>,
+    /// The file text this rule was parsed from: stored with each rollout, so a rollout recovered
+    /// after a restart runs the rule it started with, whatever the file says now.
+    pub source: String,
 }
 
 /// Which side of the comparison a query is for.

@@ -77,6 +77,9 @@ pub struct AnalysisSpec {
     pub warmup: Duration,
     pub failure_limit: u32,
     pub nodata_limit: u32,
+    /// What reaching `nodata_limit` does: `pause` (default; resumes when data returns) or
+    /// `rollback`, for services where flying blind is worse than undoing the release.
+    pub on_nodata: OnNodata,
     /// Fewer finite samples than this in a group is no data: one point proves nothing.
     pub min_samples: usize,
     pub score: ScoreSpec,
@@ -91,10 +94,20 @@ impl Default for AnalysisSpec {
             warmup: Duration::from_secs(300),
             failure_limit: 3,
             nodata_limit: 5,
+            on_nodata: OnNodata::Pause,
             min_samples: 3,
             score: ScoreSpec::default(),
         }
     }
+}
+
+/// What a rollout does after `nodata_limit` consecutive ticks without data.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNodata {
+    #[default]
+    Pause,
+    Rollback,
 }
 
 /// Kayenta-style score cut-offs (0–100).
@@ -141,6 +154,13 @@ pub struct MetricSpec {
     pub warn_below: Option<f64>,
     #[serde(default)]
     pub max_ratio: Option<f64>,
+    /// canary − baseline beyond this (in the worse direction) fails; for gauges.
+    #[serde(default)]
+    pub max_difference: Option<f64>,
+    /// A rollback line or difference must be crossed this long before it counts, as
+    /// Prometheus' `for:`; gauges are autocorrelated, so persistence replaces statistics.
+    #[serde(default, rename = "for", with = "opt_duration")]
+    pub hold_for: Option<Duration>,
     #[serde(default)]
     pub compare: Compare,
     #[serde(default)]
@@ -281,6 +301,10 @@ pub struct HookSpec {
     pub timeout: Duration,
     #[serde(default = "three")]
     pub retries: u32,
+    /// A file holding the HMAC-SHA256 key for `X-Canaryd-Signature` (HTTP hooks). Only the path
+    /// is kept; the key is read at each call so it never sits in a rule, a log or the API.
+    #[serde(default)]
+    pub secret_file: Option<std::path::PathBuf>,
 }
 
 /// Alertmanager matchers whose firing alerts stop the rule's live rollouts.
@@ -288,9 +312,9 @@ pub struct HookSpec {
 #[serde(deny_unknown_fields)]
 pub struct AlertsSpec {
     #[serde(default)]
-    pub rollback_on: Vec<String>,
+    pub rollback_on: Vec<Spanned<String>>,
     #[serde(default)]
-    pub pause_on: Vec<String>,
+    pub pause_on: Vec<Spanned<String>>,
 }
 
 /// humantime durations (`30s`, `5m`, `24h`) with the bad text in the error message.

@@ -66,6 +66,16 @@ pub fn validate(spec: &RuleSpec, analysis_at: Option<Location>) -> (Vec<Finding>
             out.push(at(h, "health failure_limit must be at least 1"));
         }
     }
+    for (key, list) in [
+        ("rollback_on", &spec.alerts.rollback_on),
+        ("pause_on", &spec.alerts.pause_on),
+    ] {
+        for m in list {
+            if let Err(e) = super::matchers::parse(&m.value) {
+                out.push(at(m, format!("alerts.{key} {:?}: {e}", m.value)));
+            }
+        }
+    }
     let windows = check_windows(spec, &mut out);
     (out, windows)
 }
@@ -190,6 +200,23 @@ fn check_metric(
             "metric {name}: allowed_increase must be >= 1 and allowed_decrease <= 1 (they are mean ratios)"
         )));
     }
+    if m.max_difference
+        .is_some_and(|d| !(d.is_finite() && d >= 0.0))
+    {
+        out.push(at(
+            span,
+            format!("metric {name}: max_difference must be a non-negative number"),
+        ));
+    }
+    if let Some(hold) = m.hold_for
+        && hold > spec.analysis.window
+    {
+        out.push(at(span, format!(
+            "metric {name}: for ({}) is longer than the analysis window ({}); the breach could never be seen holding",
+            humantime::format_duration(hold),
+            humantime::format_duration(spec.analysis.window)
+        )));
+    }
     if !(m.weight.is_finite() && m.weight >= 0.0) {
         out.push(at(
             span,
@@ -226,6 +253,30 @@ fn check_hook(hook: &Spanned<HookSpec>, out: &mut Vec<Finding>) {
     }
     if h.timeout.is_zero() {
         out.push(at(hook, "hook timeout must be longer than zero"));
+    }
+    if let Some(path) = &h.secret_file {
+        // Only the path goes into the message: the content is a secret.
+        if h.url.is_none() {
+            out.push(at(
+                hook,
+                "secret_file signs HTTP hooks; a command hook cannot use it",
+            ));
+        }
+        match std::fs::read_to_string(path) {
+            Ok(text) if text.trim().is_empty() => out.push(at(
+                hook,
+                format!("hook secret_file {} is empty", path.display()),
+            )),
+            Ok(_) => {}
+            Err(e) => out.push(at(
+                hook,
+                format!(
+                    "hook secret_file {} cannot be read: {}",
+                    path.display(),
+                    e.kind()
+                ),
+            )),
+        }
     }
 }
 

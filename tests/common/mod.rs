@@ -18,6 +18,7 @@ pub struct RuleOpts {
     pub warmup: &'static str,
     pub nodata_limit: u32,
     pub failure_limit: u32,
+    pub on_nodata: &'static str,
     /// Range-query resolution; also the rate window of every query (4 s at least: a 1 s scrape).
     pub step: &'static str,
     pub window: &'static str,
@@ -32,6 +33,7 @@ impl Default for RuleOpts {
             warmup: "2s",
             nodata_limit: 3,
             failure_limit: 3,
+            on_nodata: "pause",
             step: "1s",
             window: "10s",
             statistical: false,
@@ -60,6 +62,7 @@ analysis:
   warmup: {warmup}
   failure_limit: {failure_limit}
   nodata_limit: {nodata_limit}
+  on_nodata: {on_nodata}
 metrics:
   - name: error_rate
     query: |
@@ -98,6 +101,7 @@ hooks:
         warmup = o.warmup,
         failure_limit = o.failure_limit,
         nodata_limit = o.nodata_limit,
+        on_nodata = o.on_nodata,
         sw = receiver.url("/weight"),
         pr = receiver.url("/promote"),
         rb = receiver.url("/rollback"),
@@ -121,6 +125,18 @@ impl Daemon {
         extra: &[&str],
     ) -> Daemon {
         let port = canaryd::demo::free_loopback_port().expect("free port");
+        Daemon::start_on(port, prometheus_url, rules, dir, extra).await
+    }
+
+    /// Like [`Daemon::start`] on a port chosen beforehand, for peers (Alertmanager) that must
+    /// know canaryd's address before it starts.
+    pub async fn start_on(
+        port: u16,
+        prometheus_url: &str,
+        rules: &[PathBuf],
+        dir: &std::path::Path,
+        extra: &[&str],
+    ) -> Daemon {
         let log = dir.join(format!("canaryd-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_canaryd"));
@@ -243,6 +259,12 @@ impl Daemon {
 
     pub fn kill(&mut self) {
         let _ = self.child.start_kill();
+    }
+
+    /// SIGKILL, then reap: the state directory's lock is free when this returns.
+    pub async fn kill_and_wait(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
     }
 }
 

@@ -1,0 +1,164 @@
+//! The machine's side of "never lose a rollback": an undelivered rollback stays owed, a recovered
+//! state decides exactly as the original would, and `on_nodata: rollback` rolls back.
+
+use std::time::Duration;
+
+use canaryd::judge::{Check, Score, ScoreOutcome, Verdict};
+use canaryd::rollout::{Action, Event, HookKind, Phase, Plan, PlanStep, Rollout, Tick, handle};
+use canaryd::rules::schema::OnNodata;
+use chrono::{DateTime, TimeZone, Utc};
+
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 4, 11, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+}
+
+fn plan(on_nodata: OnNodata) -> Plan {
+    let step = |weight, hold| PlanStep {
+        weight,
+        hold: Duration::from_secs(hold),
+        approval: false,
+    };
+    Plan {
+        steps: vec![step(5, 10), step(25, 10), step(50, 10), step(100, 0)],
+        warmup: Duration::from_secs(2),
+        failure_limit: 3,
+        nodata_limit: 2,
+        on_nodata,
+        windows: None,
+    }
+}
+
+fn apply(r: &Rollout, p: &Plan, e: Event, secs: i64) -> (Rollout, Vec<Action>) {
+    let t = handle(r, p, e.clone(), at(secs));
+    assert_eq!(t.rejected, None, "{e:?} rejected in {:?}", r.phase);
+    (t.rollout, t.actions)
+}
+
+fn at_first_step(p: &Plan) -> Rollout {
+    let r = Rollout::new("ro-1".into(), "api".into(), "v2".into(), at(0));
+    let (r, _) = apply(&r, p, Event::Start, 0);
+    apply(
+        &r,
+        p,
+        Event::HookSucceeded {
+            hook: HookKind::SetWeight,
+        },
+        0,
+    )
+    .0
+}
+
+fn nodata_tick(r: &Rollout, secs: i64) -> Event {
+    let check = Check {
+        metric: "error_rate".into(),
+        verdict: Verdict::Nodata,
+        classification: None,
+        critical: true,
+        canary: None,
+        baseline: None,
+        ratio: None,
+        threshold: None,
+        p_value: None,
+        interval: None,
+        estimate: None,
+        effect: None,
+        canary_samples: 0,
+        baseline_samples: 0,
+        reason: "empty result".into(),
+        muted: false,
+    };
+    Event::Tick(Tick {
+        at: at(secs),
+        step: r.step,
+        checks: vec![check],
+        score: Score {
+            value: 0.0,
+            outcome: ScoreOutcome::Fail,
+            reason: String::new(),
+            nodata: true,
+        },
+    })
+}
+
+#[test]
+fn an_undelivered_rollback_stays_owed_until_it_arrives_then_ends_rolled_back() {
+    let p = plan(OnNodata::Pause);
+    let r = at_first_step(&p);
+    let (r, _) = apply(
+        &r,
+        &p,
+        Event::Abort {
+            reason: "bad".into(),
+        },
+        3,
+    );
+    let failed = |r: &Rollout, s| {
+        apply(
+            r,
+            &p,
+            Event::HookFailed {
+                hook: HookKind::Rollback,
+                error: "connection refused".into(),
+            },
+            s,
+        )
+    };
+    let (r, actions) = failed(&r, 4);
+    assert_eq!(r.phase, Phase::Failed);
+    assert!(actions.is_empty());
+    assert!(r.rollback_undelivered() && r.is_live(), "{r:?}");
+    // Further failures change nothing but keep it owed.
+    let (r, _) = failed(&r, 30);
+    assert!(r.rollback_undelivered());
+    assert!(r.reason.as_deref().unwrap_or("").contains("bad"));
+    // Nothing but the rollback's delivery is heard while it is owed.
+    for e in [Event::Promote, Event::Resume, Event::Start] {
+        let t = handle(&r, &p, e, at(31));
+        assert!(t.rejected.is_some() && t.actions.is_empty());
+    }
+    let (r, _) = apply(
+        &r,
+        &p,
+        Event::HookSucceeded {
+            hook: HookKind::Rollback,
+        },
+        90,
+    );
+    assert_eq!(
+        (r.phase, r.weight, r.pending.clone()),
+        (Phase::RolledBack, 0, None)
+    );
+    assert!(!r.is_live());
+}
+
+#[test]
+fn a_state_round_tripped_through_json_decides_exactly_like_the_original() {
+    let p = plan(OnNodata::Pause);
+    let r = at_first_step(&p);
+    let (r, _) = apply(&r, &p, nodata_tick(&r, 3), 3);
+    let restored: Rollout = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(restored, r);
+    let a = handle(&r, &p, nodata_tick(&r, 4), at(4));
+    let b = handle(&restored, &p, nodata_tick(&restored, 4), at(4));
+    assert_eq!(a, b);
+    assert_eq!(
+        a.rollout.phase,
+        Phase::Paused,
+        "counter kept across the round trip"
+    );
+}
+
+#[test]
+fn on_nodata_rollback_rolls_back_after_nodata_limit_ticks() {
+    let p = plan(OnNodata::Rollback);
+    let r = at_first_step(&p);
+    let (r, actions) = apply(&r, &p, nodata_tick(&r, 3), 3);
+    assert!(actions.is_empty());
+    let (r, actions) = apply(&r, &p, nodata_tick(&r, 4), 4);
+    assert_eq!(r.phase, Phase::RollingBack);
+    assert!(r.rollback_decided);
+    assert!(
+        matches!(&actions[..], [Action::Rollback { reason }] if reason.contains("on_nodata: rollback")),
+        "{actions:?}"
+    );
+}
