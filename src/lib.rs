@@ -7,5 +7,6 @@ pub mod demo;
 pub mod judge;
 pub mod rollout;
 pub mod rules;
+pub mod simulate;
 pub mod source;
 pub mod telemetry;

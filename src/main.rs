@@ -15,6 +15,7 @@ async fn main() {
         Command::Rollout(args) => report(cli::client::run(args).await),
         Command::Demo(args) => report(cli::demo::run(args).await),
         Command::DemoService(args) => report(cli::demo_service::run(args).await),
+        Command::Simulate(args) => cli::simulate::run(&args),
     };
     std::process::exit(code);
 }

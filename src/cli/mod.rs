@@ -7,6 +7,7 @@ pub mod demo;
 pub mod demo_service;
 pub mod judge;
 pub mod serve;
+pub mod simulate;
 
 use clap::{Parser, Subcommand};
 
@@ -37,4 +38,7 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Run the demo's simulated service (baseline and/or canary track) on its own.
     DemoService(demo_service::DemoServiceArgs),
+    /// The decision benchmark: simulated rollouts judged by the sequential test, repeated
+    /// Mann-Whitney and fixed thresholds.
+    Simulate(simulate::SimulateArgs),
 }

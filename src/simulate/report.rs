@@ -1,0 +1,184 @@
+//! Summaries of simulated decisions: rates with their uncertainty, and how fast.
+
+use serde::Serialize;
+
+use super::{Policy, Scenario};
+
+/// One scenario × policy line of the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub scenario: String,
+    pub policy: String,
+    /// True when the canary was identical, so `rate` is the false-rollback rate; otherwise it
+    /// is the detection rate.
+    pub healthy: bool,
+    pub runs: usize,
+    pub rollbacks: usize,
+    pub rate: f64,
+    /// Wilson 95 % interval of `rate`: the simulation has a finite number of runs, and the
+    /// reader should see how much that limits the claim.
+    pub interval: (f64, f64),
+    /// Median and 90th percentile (nearest rank) of the rollback tick, over rollouts that
+    /// rolled back, counted from the rollout's first tick.
+    pub median_ticks: Option<usize>,
+    pub p90_ticks: Option<usize>,
+}
+
+impl Row {
+    pub fn summarise(scenario: &Scenario, policy: &Policy, decided: &[Option<usize>]) -> Row {
+        let mut at: Vec<usize> = decided.iter().flatten().copied().collect();
+        at.sort_unstable();
+        let runs = decided.len();
+        Row {
+            scenario: scenario.name.to_string(),
+            policy: policy.name(),
+            healthy: scenario.healthy(),
+            runs,
+            rollbacks: at.len(),
+            rate: if runs == 0 {
+                0.0
+            } else {
+                at.len() as f64 / runs as f64
+            },
+            interval: interval_95(at.len(), runs),
+            median_ticks: nearest_rank(&at, 0.5),
+            p90_ticks: nearest_rank(&at, 0.9),
+        }
+    }
+}
+
+/// Wilson score interval at 95 % for `k` successes in `n` trials; (0, 1) with no trials. Wilson
+/// rather than the normal approximation because false-rollback rates sit near 0, where the
+/// normal interval collapses to a point.
+pub fn interval_95(k: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let z = 1.959_963_984_540_054_f64;
+    let (n, p) = (n as f64, k as f64 / n as f64);
+    let z2 = z * z;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    // The ends are exactly 0 and 1 when nothing or everything rolled back; the arithmetic
+    // above leaves a rounding residue there.
+    let lower = if k == 0 {
+        0.0
+    } else {
+        (centre - half).max(0.0)
+    };
+    let upper = if k as f64 >= n {
+        1.0
+    } else {
+        (centre + half).min(1.0)
+    };
+    (lower, upper)
+}
+
+/// Nearest-rank quantile of sorted values.
+fn nearest_rank(sorted: &[usize], q: f64) -> Option<usize> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+/// The report as an aligned Markdown table, ready for BENCHMARKS.md.
+pub fn table(rows: &[Row]) -> String {
+    let pct = |v: f64| format!("{:.1} %", v * 100.0);
+    let ticks = |v: Option<usize>| v.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+    let header = [
+        "scenario",
+        "policy",
+        "measures",
+        "rollbacks",
+        "rate",
+        "95 % interval",
+        "median tick",
+        "p90 tick",
+    ]
+    .map(String::from);
+    let mut lines: Vec<[String; 8]> = vec![header];
+    for r in rows {
+        lines.push([
+            r.scenario.clone(),
+            r.policy.clone(),
+            if r.healthy {
+                "false rollbacks".into()
+            } else {
+                "detected".into()
+            },
+            format!("{}/{}", r.rollbacks, r.runs),
+            pct(r.rate),
+            format!("{} – {}", pct(r.interval.0), pct(r.interval.1)),
+            ticks(r.median_ticks),
+            ticks(r.p90_ticks),
+        ]);
+    }
+    let mut width = [0usize; 8];
+    for line in &lines {
+        for (w, cell) in width.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    // Text columns left, number columns right.
+    let render = |line: &[String; 8]| {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(width)
+            .enumerate()
+            .map(|(i, (cell, w))| {
+                let pad = w - cell.chars().count();
+                if i < 3 {
+                    format!("{cell}{}", " ".repeat(pad))
+                } else {
+                    format!("{}{cell}", " ".repeat(pad))
+                }
+            })
+            .collect();
+        format!("| {} |\n", cells.join(" | "))
+    };
+    let mut out = render(&lines[0]);
+    let rule: Vec<String> = width
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            if i < 3 {
+                "-".repeat(w)
+            } else {
+                format!("{}:", "-".repeat(w.saturating_sub(1)))
+            }
+        })
+        .collect();
+    out.push_str(&format!("| {} |\n", rule.join(" | ")));
+    for line in &lines[1..] {
+        out.push_str(&render(line));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_interval_matches_the_textbook_values() {
+        // 10 of 100: the Wilson interval is 0.0552 – 0.1744.
+        let (lo, hi) = interval_95(10, 100);
+        assert!(
+            (lo - 0.0552).abs() < 1e-4 && (hi - 0.1744).abs() < 1e-4,
+            "{lo} {hi}"
+        );
+        // 0 of 1000: the upper end is 0.38 %, not 0.
+        let (lo, hi) = interval_95(0, 1000);
+        assert!(lo == 0.0 && (hi - 0.00383).abs() < 1e-5, "{lo} {hi}");
+    }
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let v = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+        assert_eq!(nearest_rank(&v, 0.5), Some(5));
+        assert_eq!(nearest_rank(&v, 0.9), Some(9));
+        assert_eq!(nearest_rank(&[], 0.5), None);
+    }
+}
