@@ -322,6 +322,18 @@ pub fn judge_counts(
     } else {
         (Verdict::Pass, evidence.sentence(what))
     };
+    let check = evidence_check(spec, verdict, reason, evidence);
+    (check, Some(state))
+}
+
+/// A sequential verdict carries its evidence: rates as canary and baseline values, the
+/// always-valid p-value, the best-supported ratio as effect and M/alpha as threshold.
+fn evidence_check(
+    spec: &MetricSpec,
+    verdict: Verdict,
+    reason: String,
+    evidence: Evidence,
+) -> Check {
     let mut check = Check::new(spec, verdict, reason);
     check.canary = evidence.canary_rate;
     check.baseline = evidence.baseline_rate;
@@ -331,10 +343,10 @@ pub fn judge_counts(
         kind: ThresholdKind::Evidence,
         value: evidence.threshold,
     });
-    check.canary_samples = state.process.ticks as usize;
-    check.baseline_samples = state.process.ticks as usize;
+    check.canary_samples = evidence.ticks as usize;
+    check.baseline_samples = evidence.ticks as usize;
     check.evidence = Some(evidence);
-    (check, Some(state))
+    check
 }
 
 /// Replays recorded per-tick increases (`canaryd judge`): the check as of the tick the test
@@ -372,18 +384,7 @@ pub fn judge_series(
         ),
         None => (Verdict::Pass, evidence.sentence(what)),
     };
-    let mut check = Check::new(spec, verdict, reason);
-    check.canary = evidence.canary_rate;
-    check.baseline = evidence.baseline_rate;
-    check.p_value = Some(evidence.p_value);
-    check.effect = evidence.best_ratio;
-    check.threshold = Some(Threshold {
-        kind: ThresholdKind::Evidence,
-        value: evidence.threshold,
-    });
-    check.canary_samples = process.ticks as usize;
-    check.baseline_samples = process.ticks as usize;
-    check.evidence = Some(evidence);
+    let check = evidence_check(spec, verdict, reason, evidence);
     (check, failed_at, trajectory)
 }
 

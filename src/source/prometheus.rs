@@ -110,17 +110,9 @@ impl PrometheusSource {
             .timeout(self.timeout.as_millis() as i64)
             .post()
             .await;
-        metrics::histogram!("canaryd_prometheus_query_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
-        match result {
+        match measured(started, result) {
             Ok(response) => observe(response.data()),
-            Err(e) => {
-                metrics::counter!("canaryd_prometheus_errors_total", "kind" => error_kind(&e))
-                    .increment(1);
-                Observation::Failed {
-                    message: describe(&e),
-                }
-            }
+            Err(message) => Observation::Failed { message },
         }
     }
 
@@ -143,23 +135,15 @@ impl PrometheusSource {
             .timeout(self.timeout.as_millis() as i64)
             .post()
             .await;
-        metrics::histogram!("canaryd_prometheus_query_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(response) => match response.data() {
-                Data::Vector(v) => Ok(v
-                    .iter()
-                    .map(|s| (s.metric().clone().into_iter().collect(), s.sample().value()))
-                    .collect()),
-                Data::Scalar(s) => Ok(vec![(Default::default(), s.value())]),
-                Data::Matrix(_) => {
-                    Err("counter query returned a range vector; give an instant selector".into())
-                }
-            },
-            Err(e) => {
-                metrics::counter!("canaryd_prometheus_errors_total", "kind" => error_kind(&e))
-                    .increment(1);
-                Err(describe(&e))
+        let response = measured(started, result)?;
+        match response.data() {
+            Data::Vector(v) => Ok(v
+                .iter()
+                .map(|s| (s.metric().clone().into_iter().collect(), s.sample().value()))
+                .collect()),
+            Data::Scalar(s) => Ok(vec![(Default::default(), s.value())]),
+            Data::Matrix(_) => {
+                Err("counter query returned a range vector; give an instant selector".into())
             }
         }
     }
@@ -190,6 +174,16 @@ pub fn observe(data: &Data) -> Observation {
         },
         Data::Scalar(s) => Observation::from_values([s.value()]),
     }
+}
+
+/// Records the query's duration and, on failure, counts it and describes it without secrets.
+fn measured<T>(started: Instant, result: Result<T, PromError>) -> Result<T, String> {
+    metrics::histogram!("canaryd_prometheus_query_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    result.map_err(|e| {
+        metrics::counter!("canaryd_prometheus_errors_total", "kind" => error_kind(&e)).increment(1);
+        describe(&e)
+    })
 }
 
 fn error_kind(e: &PromError) -> &'static str {
