@@ -272,6 +272,8 @@ struct Target {
     b: Probe,
     /// Rank spread to aim the next pair of pivots at, around the interpolated position.
     spread: u64,
+    /// The last round shrank the bracket less than fourfold.
+    stalled: bool,
     done: Option<f64>,
 }
 
@@ -337,6 +339,7 @@ pub(super) fn kth_differences<const K: usize>(x: &[f64], y: &[f64], ks: [u64; K]
         a: lowest,
         b: highest,
         spread: 0,
+        stalled: false,
         done: None,
     });
     for t in targets.iter_mut() {
@@ -348,8 +351,19 @@ pub(super) fn kth_differences<const K: usize>(x: &[f64], y: &[f64], ks: [u64; K]
     {
         let centre = median_sorted(x) - median_sorted(y);
         let spread = (scale_sorted(x).powi(2) + scale_sorted(y).powi(2)).sqrt();
-        for t in targets.iter().filter(|t| t.done.is_none()) {
-            let q = super::rank_sum::normal_quantile((t.k as f64 + 0.5) / total as f64);
+        let open = || targets.iter().filter(|t| t.done.is_none());
+        let (Some(k_lo), Some(k_hi)) = (open().map(|t| t.k).min(), open().map(|t| t.k).max())
+        else {
+            return targets.map(|t| t.done).into_iter().collect::<Option<Vec<_>>>()?.try_into().ok();
+        };
+        // The outermost ranks also get a pivot beyond them, so that every rank starts
+        // bracketed by nearby probes on both sides.
+        let margin = ((k_hi - k_lo) / 4).max(total / 64);
+        let ranks = open()
+            .map(|t| t.k)
+            .chain([k_lo.saturating_sub(margin), (k_hi + margin).min(total - 1)]);
+        for k in ranks {
+            let q = super::rank_sum::normal_quantile((k as f64 + 0.5) / total as f64);
             let p = centre + q * spread;
             if p.is_finite() {
                 pivots.push(p);
@@ -370,13 +384,11 @@ pub(super) fn kth_differences<const K: usize>(x: &[f64], y: &[f64], ks: [u64; K]
                     t.learn(pr);
                 }
                 let after = t.b.le - t.a.le;
-                // Interpolation is only as good as its last result: aim about a sixteenth of
-                // the bracket either side, and twice as wide after pivots that missed.
-                t.spread = if t.spread != 0 && after * 4 > before {
-                    t.spread.saturating_mul(2)
-                } else {
-                    after / 16
-                };
+                // Aim about a sixteenth of the bracket either side of the interpolated rank;
+                // a round that did not shrink the bracket fourfold (a staircase of tied or
+                // nearly tied differences defeats interpolation) multisects by value instead.
+                t.stalled = after * 4 > before;
+                t.spread = after / 16;
                 t.settle();
             }
         }
@@ -393,6 +405,15 @@ pub(super) fn kth_differences<const K: usize>(x: &[f64], y: &[f64], ks: [u64; K]
             break;
         }
         let mut any_gather = false;
+        let mut brackets = 0usize;
+        for i in 0..K {
+            let t = targets[i];
+            let shared = targets[..i].iter().any(|u| u.a.le == t.a.le && u.b.le == t.b.le);
+            if t.done.is_none() && t.b.le - t.a.le > limit && !shared {
+                brackets += 1;
+            }
+        }
+        let budget = (MAX_PIVOTS / brackets.max(1)).max(1);
         for i in 0..K {
             let t = targets[i];
             if t.done.is_some() {
@@ -403,27 +424,34 @@ pub(super) fn kth_differences<const K: usize>(x: &[f64], y: &[f64], ks: [u64; K]
                 any_gather = true;
                 continue;
             }
-            // Interpolate between the candidates at the ends of the bracket.
+            if targets[..i].iter().any(|u| u.a.le == t.a.le && u.b.le == t.b.le) {
+                continue;
+            }
+            // The smallest and largest candidate; pivots in [first, last) all make progress.
             let (first, last) = (t.a.above, t.b.below);
             let span = last - first;
+            let room = budget.min(MAX_PIVOTS - pivots.len());
+            let mut push = |p: f64| {
+                if p >= first && p < last {
+                    pivots.push(p);
+                }
+            };
+            if t.stalled {
+                for q in 1..=room {
+                    push(first + span * (q as f64 / (room + 1) as f64));
+                }
+                continue;
+            }
             let spread = t.spread.max(limit / 4);
-            targets[i].spread = spread;
             let off = t.k - t.a.le;
             let at = |r: u64| first + ((r as f64 + 0.5) / count as f64) * span;
-            let before = pivots.len();
-            for r in [off.saturating_sub(spread), off + spread] {
-                let p = at(r);
-                if r > 0 && r + 1 < count && p > first && p < last && pivots.len() < MAX_PIVOTS {
-                    pivots.push(p);
-                }
-            }
-            if pivots.len() == before && pivots.len() < MAX_PIVOTS {
-                let p = at(off);
-                if p > first && p < last {
-                    pivots.push(p);
-                } else {
-                    pivots.push(first + span / 2.0);
-                }
+            let lo = off.saturating_sub(spread);
+            let hi = off + spread;
+            if room >= 2 && lo > 0 && hi + 1 < count {
+                push(at(lo));
+                push(at(hi));
+            } else if room >= 1 {
+                push(at(off));
             }
         }
         if any_gather {
