@@ -195,48 +195,55 @@ struct Probe {
 /// Most pivots one walk evaluates.
 const MAX_PIVOTS: usize = 8;
 
-/// Probes every pivot of `ps` (ascending) in one walk over the rows of `x`: per pivot a
-/// pointer into `y` that only moves forward, so the walk costs O(n + m) per pivot with one
-/// pass over the rows. Comparisons are on the computed differences `x[i] − y[j]`, which are
-/// monotone in both indices, so counts and neighbours are those of the actual values.
+/// Probes every pivot of `ps` with one pointer into `y` per pivot that only moves forward as
+/// the walk goes down the rows of `x`: O(n + m) per pivot. Pivots go in groups of up to four
+/// per walk, unrolled so that pointers, counts and neighbours stay in registers and the
+/// groups' independent pointer chases overlap. Comparisons are on the computed differences
+/// `x[i] − y[j]`, which are monotone in both indices, so counts and neighbours are those of
+/// the actual values.
 fn probe(x: &[f64], y: &[f64], ps: &[f64], out: &mut [Probe]) {
+    for (o, p) in out.chunks_mut(4).zip(ps.chunks(4)) {
+        match *p {
+            [a] => o.copy_from_slice(&probe_group(x, y, [a])),
+            [a, b] => o.copy_from_slice(&probe_group(x, y, [a, b])),
+            [a, b, c] => o.copy_from_slice(&probe_group(x, y, [a, b, c])),
+            [a, b, c, d] => o.copy_from_slice(&probe_group(x, y, [a, b, c, d])),
+            _ => {}
+        }
+    }
+}
+
+fn probe_group<const P: usize>(x: &[f64], y: &[f64], ps: [f64; P]) -> [Probe; P] {
     let m = y.len();
-    let k = ps.len().min(MAX_PIVOTS);
     // Per pivot: y-index of the first difference <= p in the current row (differences fall
     // along a row as y grows), the count <= p, the largest such and the smallest above.
-    let mut g = [0usize; MAX_PIVOTS];
-    let mut le = [0u64; MAX_PIVOTS];
-    let mut below = [f64::NEG_INFINITY; MAX_PIVOTS];
-    let mut above = [f64::INFINITY; MAX_PIVOTS];
+    let mut g = [0usize; P];
+    let mut le = [0u64; P];
+    let mut below = [f64::NEG_INFINITY; P];
+    let mut above = [f64::INFINITY; P];
     for &xi in x {
-        for q in 0..k {
+        for q in 0..P {
             let p = ps[q];
             let mut j = g[q];
-            while let Some(&yj) = y.get(j) {
-                if xi - yj > p {
-                    j += 1;
-                } else {
-                    break;
-                }
+            while j < m && xi - y[j] > p {
+                j += 1;
             }
             g[q] = j;
             le[q] += (m - j) as u64;
             if let Some(&yj) = y.get(j) {
                 below[q] = below[q].max(xi - yj);
             }
-            if j > 0 {
-                above[q] = above[q].min(xi - y[j - 1]);
+            if let Some(&yj) = j.checked_sub(1).and_then(|i| y.get(i)) {
+                above[q] = above[q].min(xi - yj);
             }
         }
     }
-    for q in 0..k {
-        out[q] = Probe {
-            p: ps[q],
-            le: le[q],
-            below: below[q],
-            above: above[q],
-        };
-    }
+    std::array::from_fn(|q| Probe {
+        p: ps[q],
+        le: le[q],
+        below: below[q],
+        above: above[q],
+    })
 }
 
 /// The differences in `(a, b]` (pass −∞ for no lower limit), appended to `out`: one walk with
