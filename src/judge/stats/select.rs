@@ -322,7 +322,11 @@ fn gather_limit(n: usize, m: usize) -> u64 {
 /// few rounds without convergence (pathological shapes) each rank falls back to the sampling
 /// selection of [`kth_difference`]. `x` and `y` ascending, finite and non-empty; `None` when a
 /// rank is out of range.
-pub(super) fn kth_differences<const K: usize>(x: &[f64], y: &[f64], ks: [u64; K]) -> Option<[f64; K]> {
+pub(super) fn kth_differences<const K: usize>(
+    x: &[f64],
+    y: &[f64],
+    ks: [u64; K],
+) -> Option<[f64; K]> {
     let (n, m) = (x.len(), y.len());
     let total = (n as u64).checked_mul(m as u64)?;
     if n == 0 || m == 0 || ks.iter().any(|&k| k >= total) {
@@ -361,14 +365,23 @@ pub(super) fn kth_differences<const K: usize>(x: &[f64], y: &[f64], ks: [u64; K]
         let open = || targets.iter().filter(|t| t.done.is_none());
         let (Some(k_lo), Some(k_hi)) = (open().map(|t| t.k).min(), open().map(|t| t.k).max())
         else {
-            return targets.map(|t| t.done).into_iter().collect::<Option<Vec<_>>>()?.try_into().ok();
+            return targets
+                .map(|t| t.done)
+                .into_iter()
+                .collect::<Option<Vec<_>>>()?
+                .try_into()
+                .ok();
         };
         // The outermost ranks also get a pivot beyond them, so that every rank starts
         // bracketed by nearby probes on both sides.
         let margin = ((k_hi - k_lo) / 4).max(total / 64);
-        let ranks = open()
+        let mut ranks: Vec<u64> = open()
             .map(|t| t.k)
-            .chain([k_lo.saturating_sub(margin), (k_hi + margin).min(total - 1)]);
+            .chain([k_lo.saturating_sub(margin), (k_hi + margin).min(total - 1)])
+            .collect();
+        ranks.sort_unstable();
+        // Adjacent ranks (the two middle ones of an even count) share their pivot.
+        ranks.dedup_by(|b, a| *b <= *a + 1);
         for k in ranks {
             let q = super::rank_sum::normal_quantile((k as f64 + 0.5) / total as f64);
             let p = centre + q * spread;
@@ -415,7 +428,9 @@ pub(super) fn kth_differences<const K: usize>(x: &[f64], y: &[f64], ks: [u64; K]
         let mut brackets = 0usize;
         for i in 0..K {
             let t = targets[i];
-            let shared = targets[..i].iter().any(|u| u.a.le == t.a.le && u.b.le == t.b.le);
+            let shared = targets[..i]
+                .iter()
+                .any(|u| u.a.le == t.a.le && u.b.le == t.b.le);
             if t.done.is_none() && t.b.le - t.a.le > limit && !shared {
                 brackets += 1;
             }
@@ -431,7 +446,10 @@ pub(super) fn kth_differences<const K: usize>(x: &[f64], y: &[f64], ks: [u64; K]
                 any_gather = true;
                 continue;
             }
-            if targets[..i].iter().any(|u| u.a.le == t.a.le && u.b.le == t.b.le) {
+            if targets[..i]
+                .iter()
+                .any(|u| u.a.le == t.a.le && u.b.le == t.b.le)
+            {
                 continue;
             }
             // The smallest and largest candidate; pivots in [first, last) all make progress.
@@ -594,7 +612,9 @@ mod tests {
     fn joint_selection_matches_the_sorted_differences() {
         // Smooth, tie-heavy, heavy-tailed, lopsided sizes and a constant side.
         let smooth: Vec<f64> = (0..300).map(|i| ((i * 7919) % 1009) as f64 / 7.0).collect();
-        let other: Vec<f64> = (0..250).map(|i| ((i * 104_729) % 997) as f64 / 5.0).collect();
+        let other: Vec<f64> = (0..250)
+            .map(|i| ((i * 104_729) % 997) as f64 / 5.0)
+            .collect();
         check_joint(&sorted(smooth.clone()), &sorted(other.clone()));
         let ties: Vec<f64> = (0..400).map(|i| ((i * 31) % 7) as f64).collect();
         let ties2: Vec<f64> = (0..350).map(|i| ((i * 17) % 5) as f64 * 1.5).collect();
