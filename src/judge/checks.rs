@@ -195,10 +195,10 @@ pub fn judge_metric(
         if let Some(failed) = ratio_check(spec, &mut check, cv, baseline.values()) {
             return failed;
         }
-        if spec.compare == Compare::MannWhitney {
-            if let Some(decided) = statistical(spec, &mut check, canary, baseline) {
-                return decided;
-            }
+        if spec.compare == Compare::MannWhitney
+            && let Some(decided) = statistical(spec, &mut check, canary, baseline)
+        {
+            return decided;
         }
     }
 
@@ -302,10 +302,10 @@ fn statistical(
     // The source already dropped NaN; `nan_strategy: replace` gives those points back as 0.0.
     let with_nan = |o: &Observation| -> Vec<f64> {
         let mut v = o.values().to_vec();
-        if cfg.nan_strategy == NanStrategy::Replace {
-            if let Observation::Samples { dropped, .. } | Observation::Empty { dropped } = o {
-                v.extend(std::iter::repeat_n(0.0, *dropped));
-            }
+        if cfg.nan_strategy == NanStrategy::Replace
+            && let Observation::Samples { dropped, .. } | Observation::Empty { dropped } = o
+        {
+            v.extend(std::iter::repeat_n(0.0, *dropped));
         }
         v
     };

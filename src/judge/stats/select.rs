@@ -496,8 +496,7 @@ pub(super) fn kth_differences<const K: usize>(
                 let v = *v;
                 targets[i].done = Some(v);
                 // Other ranks with the same bracket read their answer from the same buffer.
-                for j in i + 1..K {
-                    let u = targets[j];
+                for u in targets[i + 1..].iter_mut() {
                     if u.done.is_none() && u.a.le == t.a.le && u.b.le == t.b.le {
                         let off_u = usize::try_from(u.k - u.a.le).ok()?;
                         let w = if off_u == off {
@@ -507,7 +506,7 @@ pub(super) fn kth_differences<const K: usize>(
                         } else {
                             *buf.select_nth_unstable_by(off_u, f64::total_cmp).1
                         };
-                        targets[j].done = Some(w);
+                        u.done = Some(w);
                     }
                 }
             }
