@@ -10,6 +10,11 @@
 //! typically an eighth of the candidates survive each round. Once few candidates remain they
 //! are copied out and finished with `select_nth_unstable`. Expected cost
 //! O((n + m) · log(n·m / (n + m))) time and O(n + m) memory.
+//!
+//! The classifier needs four such ranks at once (the interval's bounds and the one or two
+//! middle ranks of the estimate), and they lie close together; `kth_differences` selects
+//! them jointly by interpolation-guided probes and keeps `kth_difference` only as the
+//! fallback for shapes where interpolation does not converge.
 
 /// Rounds draw at most this many candidates to place their pivots; fewer (about √candidates)
 /// when few remain, because a sample costs more than the walk it is meant to save.
