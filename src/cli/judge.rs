@@ -2,7 +2,7 @@
 //! How SRE teams check a threshold against numbers they already have, without a Prometheus.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
@@ -107,7 +107,7 @@ pub fn check_json(c: &Check) -> Value {
     })
 }
 
-pub fn load_one_rule(path: &std::path::Path) -> Result<Rule, String> {
+pub fn load_one_rule(path: &Path) -> Result<Rule, String> {
     let (mut rules, errors) = load_paths(&[path.display().to_string()]);
     if !errors.is_empty() {
         return Err(errors

@@ -173,7 +173,7 @@ pub fn classify(canary: &[f64], baseline: &[f64], cfg: &ClassifierConfig) -> Cla
         out.reason = format!("every sample on both sides equals {}", c[0]);
         return out;
     }
-    let Some(pair) = SortedPair::from_vecs(c, b) else {
+    let Some(pair) = SortedPair::from_sorted_vecs(c, b) else {
         out.reason = "samples could not be compared".into();
         return out;
     };

@@ -48,6 +48,20 @@ impl SortedPair {
         Some(Self { canary, baseline })
     }
 
+    /// Like [`SortedPair::from_vecs`] for sides the caller already sorted ascending (the
+    /// classifier sorts while trimming outliers), so they are not sorted twice.
+    pub(crate) fn from_sorted_vecs(canary: Vec<f64>, baseline: Vec<f64>) -> Option<Self> {
+        if canary.is_empty() || baseline.is_empty() {
+            return None;
+        }
+        if !canary.iter().chain(baseline.iter()).all(|v| v.is_finite()) {
+            return None;
+        }
+        debug_assert!(canary.is_sorted_by(|a, b| a.total_cmp(b).is_le()));
+        debug_assert!(baseline.is_sorted_by(|a, b| a.total_cmp(b).is_le()));
+        Some(Self { canary, baseline })
+    }
+
     /// The canary samples, ascending.
     pub fn canary(&self) -> &[f64] {
         &self.canary

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SortedPair;
 use super::rank_sum::{merge_counts, normal_quantile, sigma, sign};
-use super::select::{count_at_most, kth_difference, next_difference_above};
+use super::select::kth_differences;
 
 /// Where the shift canary − baseline plausibly lies.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -80,14 +80,52 @@ pub(super) fn shift_interval_sorted(
     }
     let stat = Statistic::new(x, y);
     let z = normal_quantile(1.0 - (1.0 - confidence) / 2.0);
-    let lower = stat.root(z, first_x - last_y, last_x - first_y)?;
-    let upper = stat.root(-z, first_x - last_y, last_x - first_y)?;
+    let (mumin, mumax) = (first_x - last_y, last_x - first_y);
+    // R's statistic at both ends of its search range, each merge done at most once and only
+    // when R would evaluate it.
+    let at_min = stat.at(mumin)?;
+    let mut at_max = None;
+    let mut root = |zq: f64| -> Option<Root> {
+        if at_min - zq <= 0.0 {
+            return Some(Root::At(mumin));
+        }
+        let hi = match at_max {
+            Some(v) => v,
+            None => *at_max.insert(stat.at(mumax)?),
+        };
+        if hi - zq >= 0.0 {
+            return Some(Root::At(mumax));
+        }
+        stat.root_rank(zq).map(Root::Rank)
+    };
+    let lower = root(z)?;
+    let upper = root(-z)?;
+    let total = (x.len() as u64).checked_mul(y.len() as u64)?;
+    let k = (total - 1) / 2;
+    let k2 = if total % 2 == 1 { k } else { k + 1 };
+    let rank = |r: Root| match r {
+        Root::Rank(r) => r,
+        Root::At(_) => k,
+    };
+    let [lo, a, b, hi] = kth_differences(x, y, [rank(lower), k, k2, rank(upper)])?;
+    let value = |r: Root, v: f64| match r {
+        Root::Rank(_) => v,
+        Root::At(d) => d,
+    };
     Some(ShiftInterval {
-        lower,
-        upper,
-        estimate: median_difference(x, y)?,
+        lower: value(lower, lo),
+        upper: value(upper, hi),
+        estimate: a + (b - a) / 2.0,
         confidence,
     })
+}
+
+/// Where `wdiff(·, zq)` changes sign: an end of R's search range, or the pairwise difference
+/// of this 0-based rank.
+#[derive(Clone, Copy)]
+enum Root {
+    At(f64),
+    Rank(u64),
 }
 
 fn median_difference(x: &[f64], y: &[f64]) -> Option<f64> {
@@ -96,15 +134,8 @@ fn median_difference(x: &[f64], y: &[f64]) -> Option<f64> {
         return None;
     }
     let k = (total - 1) / 2;
-    let a = kth_difference(x, y, k)?;
-    if total % 2 == 1 {
-        return Some(a);
-    }
-    let b = if count_at_most(x, y, a) > k + 1 {
-        a
-    } else {
-        next_difference_above(x, y, a)?
-    };
+    let k2 = if total % 2 == 1 { k } else { k + 1 };
+    let [a, b] = kth_differences(x, y, [k, k2])?;
     Some(a + (b - a) / 2.0)
 }
 
@@ -131,16 +162,16 @@ impl<'a> Statistic<'a> {
         }
     }
 
-    /// `wdiff(d, zq)` with continuity correction at an arbitrary shift, ties included. `None`
-    /// where R would stop because σ is zero.
-    fn at(&self, d: f64, zq: f64) -> Option<f64> {
+    /// `wdiff(d, 0)` with continuity correction at an arbitrary shift, ties included (R's
+    /// `wdiff(d, zq)` is this minus `zq`). `None` where R would stop because σ is zero.
+    fn at(&self, d: f64) -> Option<f64> {
         let merged = merge_counts(self.x, self.y, d);
         let s = sigma(self.n, self.m, merged.ties);
         if s == 0.0 || merged.u.is_nan() {
             return None;
         }
         let dz = merged.u - self.n * self.m / 2.0;
-        Some((dz - 0.5 * sign(dz)) / s - zq)
+        Some((dz - 0.5 * sign(dz)) / s)
     }
 
     /// `wdiff` between jumps, where c differences lie above the shift.
@@ -149,14 +180,9 @@ impl<'a> Statistic<'a> {
         (dz - 0.5 * sign(dz)) / self.sigma_between - zq
     }
 
-    /// The shift where `wdiff(·, zq)` changes sign; see the module documentation.
-    fn root(&self, zq: f64, mumin: f64, mumax: f64) -> Option<f64> {
-        if self.at(mumin, zq)? <= 0.0 {
-            return Some(mumin);
-        }
-        if self.at(mumax, zq)? >= 0.0 {
-            return Some(mumax);
-        }
+    /// 0-based rank of the pairwise difference where `wdiff(·, zq)` changes sign, given that
+    /// it does so strictly inside R's search range; see the module documentation.
+    fn root_rank(&self, zq: f64) -> Option<u64> {
         if self.sigma_between == 0.0 {
             return None;
         }
@@ -173,7 +199,7 @@ impl<'a> Statistic<'a> {
         }
         // Differences ranked total − c* + 1 (1-based) or above sit right of the jump.
         let rank = (total + 1).saturating_sub(lo).clamp(1, total);
-        kth_difference(self.x, self.y, rank - 1)
+        Some(rank - 1)
     }
 }
 
