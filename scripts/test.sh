@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo run --locked --quiet -- check rules/
+cargo run --locked --quiet -- check rules/ deploy/rules/
 # Prometheus recording/alerting rules beside the canaryd policies, and their unit tests.
 promtool check rules rules/prometheus/*.yml
 promtool test rules rules/prometheus/tests/*.test.yml

@@ -565,6 +565,9 @@ fn all_events(r: &Rollout) -> Vec<Event> {
         Event::Timer,
         Event::Abort { reason: "x".into() },
         Event::Pause,
+        Event::AlertPause {
+            alert: "HighLatency".into(),
+        },
         Event::Resume,
         Event::Promote,
         Event::Approve,
@@ -762,5 +765,36 @@ fn muted_metrics_never_fail_or_pause_a_rollout() {
         );
         r = next;
     }
+    assert_eq!(r.phase, Phase::Progressing);
+}
+
+#[test]
+fn an_alert_pause_says_which_alert_and_lifts_only_on_resume() {
+    let p = plan();
+    let r = at_first_step(&p);
+    let (r, actions) = step(
+        &r,
+        &p,
+        Event::AlertPause {
+            alert: "HighLatency{service=checkout}".into(),
+        },
+        3,
+    );
+    assert!(actions.is_empty());
+    assert_eq!(
+        (r.phase, r.pause_reason),
+        (Phase::Paused, Some(canaryd::rollout::PauseReason::Alert))
+    );
+    assert_eq!(
+        r.reason.as_deref(),
+        Some("paused by alert: HighLatency{service=checkout}")
+    );
+    let (r, _) = step(&r, &p, healthy(&r, 30), 30);
+    assert_eq!(
+        r.phase,
+        Phase::Paused,
+        "data returning does not lift an alert's pause"
+    );
+    let (r, _) = step(&r, &p, Event::Resume, 31);
     assert_eq!(r.phase, Phase::Progressing);
 }

@@ -203,7 +203,18 @@ fn shipped_queries_select_each_group_and_rate_over_one_step() {
             rule.spec.selector.baseline,
             format!(r#"service="{name}", track="baseline""#)
         );
-        for m in rule.metrics() {
+        let sequential = rule
+            .metrics()
+            .find(|m| m.is_sequential())
+            .expect("a sequential error test");
+        for q in [&sequential.events, &sequential.requests] {
+            let q = &q.as_ref().expect("counter query").value;
+            assert!(
+                q.contains("{{selector}}") && !q.contains('['),
+                "{name}: counters, not rates: {q}"
+            );
+        }
+        for m in rule.metrics().filter(|m| !m.is_sequential()) {
             let q = &m.query.as_ref().expect("window query").value;
             assert!(q.contains("{{selector}}"), "{name}/{}: {q}", m.name);
             // Non-overlapping samples (design.md): every range selector is exactly one step.

@@ -79,7 +79,12 @@ pub async fn receive(
                     &mut rolled_back,
                 )
             } else if any_matches(&spec.pause_on, &alert.labels) {
-                (Event::Pause, &mut paused)
+                (
+                    Event::AlertPause {
+                        alert: alert.describe(),
+                    },
+                    &mut paused,
+                )
             } else {
                 continue;
             };

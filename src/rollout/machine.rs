@@ -35,6 +35,10 @@ pub enum Event {
         reason: String,
     },
     Pause,
+    /// A matching Alertmanager alert asks to hold the rollout (`alerts.pause_on`).
+    AlertPause {
+        alert: String,
+    },
     Resume,
     Promote,
     Approve,
@@ -158,11 +162,16 @@ fn apply(
             }
             None
         }
-        Event::Pause => {
+        Event::Pause | Event::AlertPause { .. } => {
             if r.phase.is_watching() && r.phase != Phase::Paused {
                 r.phase = Phase::Paused;
-                r.pause_reason = Some(PauseReason::Manual);
-                r.reason = Some("paused by user".into());
+                (r.pause_reason, r.reason) = match event {
+                    Event::AlertPause { alert } => (
+                        Some(PauseReason::Alert),
+                        Some(format!("paused by alert: {alert}")),
+                    ),
+                    _ => (Some(PauseReason::Manual), Some("paused by user".into())),
+                };
                 None
             } else {
                 Some(format!(

@@ -303,6 +303,7 @@ fn event_label(e: &Event) -> &'static str {
         Event::HookFailed { .. } => "hook_failed",
         Event::Abort { .. } => "abort",
         Event::Pause => "pause",
+        Event::AlertPause { .. } => "alert_pause",
         Event::Resume => "resume",
         Event::Promote => "promote",
         Event::Approve => "approve",
