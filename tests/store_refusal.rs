@@ -1,0 +1,123 @@
+//! A decision the store refuses is never acted on: nothing reaches the world until the decision
+//! is on disk, and the task retries on its own once the store is back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use canaryd::actions::HookRunner;
+use canaryd::demo::receiver::HookReceiver;
+use canaryd::rollout::controller::Controller;
+use canaryd::rollout::store::{Delivery, MemoryStore, Store, StoreError};
+use canaryd::rollout::{Rollout, Tick};
+use canaryd::rules::parse_rule;
+use canaryd::source::{PrometheusConfig, PrometheusSource};
+
+/// A memory store whose `save` fails while `refuse` is set, as a full or broken disk would.
+#[derive(Default)]
+struct Refusing {
+    inner: MemoryStore,
+    refuse: AtomicBool,
+    refused: AtomicU32,
+}
+
+impl Store for Refusing {
+    fn create(&self, rollout: &Rollout, rule_source: &str) -> Result<(), StoreError> {
+        self.inner.create(rollout, rule_source)
+    }
+    fn save(&self, rollout: &Rollout, tick: Option<&Tick>) -> Result<(), StoreError> {
+        if self.refuse.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Unavailable("disk full (test)".into()));
+        }
+        self.inner.save(rollout, tick)
+    }
+    fn get(&self, id: &str) -> Result<Option<Rollout>, StoreError> {
+        self.inner.get(id)
+    }
+    fn list(&self) -> Result<Vec<Rollout>, StoreError> {
+        self.inner.list()
+    }
+    fn rule_source(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.inner.rule_source(id)
+    }
+    fn history(&self, id: &str, limit: usize) -> Result<Vec<Tick>, StoreError> {
+        self.inner.history(id, limit)
+    }
+    fn record_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
+        self.inner.record_delivery(delivery)
+    }
+    fn deliveries(&self, id: &str) -> Result<Vec<Delivery>, StoreError> {
+        self.inner.deliveries(id)
+    }
+    fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_the_store_refuses_is_never_acted_on_and_is_retried_when_it_recovers() {
+    let receiver = HookReceiver::start().await.expect("receiver");
+    let text = format!(
+        "name: refusal\nselector: {{ canary: 'track=\"canary\"', baseline: 'track=\"baseline\"' }}\n\
+         steps: [{{ weight: 5, hold: 1h }}, {{ weight: 100 }}]\nanalysis: {{ interval: 1h }}\n\
+         metrics:\n  - {{ name: up, query: 'sum(up{{ {{{{selector}}}} }})', rollback_below: 1 }}\n\
+         hooks:\n  set_weight: {{ url: \"{}\" }}\n",
+        receiver.url("/weight")
+    );
+    let rule = parse_rule(std::path::Path::new("refusal.yaml"), &text).expect("rule");
+    let store = Arc::new(Refusing::default());
+    store.refuse.store(true, Ordering::SeqCst);
+    // Prometheus is never asked: the interval is an hour and the test ends at the first step.
+    let source = PrometheusSource::new(&PrometheusConfig {
+        url: "http://127.0.0.1:9".into(),
+        timeout: Duration::from_secs(1),
+        bearer_token: None,
+        basic_auth: None,
+    })
+    .expect("source");
+    let controller = Controller::new(
+        [("refusal".to_string(), Arc::new(rule))]
+            .into_iter()
+            .collect(),
+        store.clone(),
+        source,
+        HookRunner::new().expect("hooks"),
+    );
+    let r = controller.start("refusal", "v1").await.expect("created");
+
+    // While the store refuses, the decision to shift traffic is dropped: no hook is called.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        store.refused.load(Ordering::SeqCst) >= 2,
+        "the task kept retrying the decision"
+    );
+    assert_eq!(
+        receiver.attempts(),
+        0,
+        "a decision that was not saved reached the world"
+    );
+    assert_eq!(controller.get(&r.id).expect("rollout").weight, 0);
+
+    // The store is back: the task decides again, saves, and only then acts, exactly once.
+    store.refuse.store(false, Ordering::SeqCst);
+    assert!(
+        receiver
+            .wait_for(|c| !c.is_empty(), Duration::from_secs(10))
+            .await,
+        "the retried start never shifted traffic"
+    );
+    let mut weight = 0;
+    for _ in 0..100 {
+        weight = controller.get(&r.id).expect("rollout").weight;
+        if weight == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(weight, 5);
+    let calls = receiver.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].body["weight"], 5);
+    controller.shutdown().await;
+}
