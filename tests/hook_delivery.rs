@@ -65,13 +65,7 @@ async fn an_undelivered_rollback_is_failed_then_delivered_even_across_a_kill_9()
         },
     )
     .await;
-    let id = stack.daemon.start_rollout("lost-rollback-api", "v6").await;
-    assert!(
-        stack
-            .receiver
-            .wait_for(|c| !c.is_empty(), Duration::from_secs(20))
-            .await
-    );
+    let id = stack.start_at_first_step("v6").await;
     // Two full deliveries (1 + 4 retries each) fail: past the hook's limit.
     stack.receiver.fail_next(10);
     let (status, body) = stack

@@ -19,13 +19,7 @@ async fn prometheus_down_with_on_nodata_rollback_rolls_back_and_never_promotes()
         },
     )
     .await;
-    let id = stack.daemon.start_rollout("blind-api", "v7").await;
-    assert!(
-        stack
-            .receiver
-            .wait_for(|c| !c.is_empty(), Duration::from_secs(20))
-            .await
-    );
+    let id = stack.start_at_first_step("v7").await;
     stack.prometheus.stop().await;
     let (status, ready) = stack.daemon.get("/health/ready").await;
     assert_eq!(status, 503);

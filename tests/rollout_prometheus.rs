@@ -112,13 +112,7 @@ async fn prometheus_outage_pauses_and_never_promotes() {
         },
     )
     .await;
-    let id = stack.daemon.start_rollout("outage-api", "v3").await;
-    assert!(
-        stack
-            .receiver
-            .wait_for(|c| !c.is_empty(), Duration::from_secs(20))
-            .await
-    );
+    let id = stack.start_at_first_step("v3").await;
     stack.prometheus.stop().await;
     let r = stack
         .daemon
@@ -166,20 +160,8 @@ async fn prometheus_outage_pauses_and_never_promotes() {
 async fn hook_failing_twice_is_retried_delivered_once_and_counted() {
     let stack = Stack::start("flaky-hook-api", RuleOpts::default()).await;
     stack.receiver.fail_next(2);
-    let id = stack.daemon.start_rollout("flaky-hook-api", "v4").await;
-    assert!(
-        stack
-            .receiver
-            .wait_for(|c| !c.is_empty(), Duration::from_secs(20))
-            .await
-    );
-    // The receiver answers before canaryd records the success: poll the rollout for it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut r = stack.daemon.rollout(&id).await;
-    while r["weight"] != 5 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        r = stack.daemon.rollout(&id).await;
-    }
+    let id = stack.start_at_first_step("v4").await;
+    let r = stack.daemon.rollout(&id).await;
     assert_eq!(r["weight"], 5, "{r}");
     let calls = stack.receiver.calls();
     assert_eq!(weights(&calls), vec![5], "delivered exactly once");

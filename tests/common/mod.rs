@@ -343,6 +343,30 @@ impl Stack {
         }
     }
 
+    /// Starts a rollout of this stack's rule and returns once its first weight is confirmed:
+    /// the receiver answers before canaryd records the success, so both are waited for.
+    pub async fn start_at_first_step(&self, version: &str) -> String {
+        let id = self.daemon.start_rollout(&self.rule, version).await;
+        assert!(
+            self.receiver
+                .wait_for(|c| !c.is_empty(), Duration::from_secs(20))
+                .await,
+            "no set_weight call within 20 s"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self.daemon.rollout(&id).await;
+            if r["weight"] == 5 {
+                return id;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "first weight never confirmed: {r}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn degrade_canary_errors(&self, rate: f64) {
         self.service.update(Track::Canary, |p| p.error_rate = rate);
     }
