@@ -798,3 +798,32 @@ fn an_alert_pause_says_which_alert_and_lifts_only_on_resume() {
     let (r, _) = step(&r, &p, Event::Resume, 31);
     assert_eq!(r.phase, Phase::Progressing);
 }
+
+#[test]
+fn a_counted_tick_moves_the_sequential_state_onto_the_rollout_once() {
+    use canaryd::judge::sequential::{Counters, EProcess, SequentialConfig, SequentialState};
+    let p = plan();
+    let r = at_first_step(&p);
+    let state = SequentialState {
+        process: EProcess::new(&SequentialConfig::default()),
+        last: Counters::default(),
+        primed_step: Some(0),
+    };
+    let Event::Tick(mut t) = healthy(&r, 3) else {
+        unreachable!()
+    };
+    t.sequential
+        .insert("errors_vs_baseline".into(), state.clone());
+    let (r, _) = step(&r, &p, Event::Tick(t.clone()), 3);
+    assert_eq!(r.sequential.get("errors_vs_baseline"), Some(&state));
+    assert!(
+        r.last_tick
+            .as_ref()
+            .is_some_and(|t| t.sequential.is_empty()),
+        "kept once, on the rollout"
+    );
+    // A warmup tick does not count, so its state is not taken either.
+    let fresh = at_first_step(&p);
+    let (fresh, _) = step(&fresh, &p, Event::Tick(Tick { at: at(1), ..t }), 1);
+    assert!(fresh.sequential.is_empty());
+}

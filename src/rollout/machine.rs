@@ -341,8 +341,9 @@ fn on_tick(r: &mut Rollout, plan: &Plan, tick: Tick, now: DateTime<Utc>, out: &m
     if in_warmup(r, plan, tick.at) {
         return;
     }
-    r.sequential
-        .extend(tick.sequential.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // The running state moves onto the rollout; the tick kept as `last_tick` is only verdicts.
+    let mut tick = tick;
+    r.sequential.append(&mut tick.sequential);
     if let Some(c) = tick.checks.iter().find(|c| c.rolls_back_now()) {
         decide_rollback(r, format!("{}: {}", c.metric, c.reason), out);
         r.last_tick = Some(tick);

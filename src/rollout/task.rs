@@ -210,8 +210,13 @@ impl RolloutTask {
     fn apply(&mut self, event: Event) -> Result<Option<String>, StoreError> {
         let label = event_label(&event);
         let now = Utc::now();
+        // History keeps the verdicts; the sequential tests' running state lives on the rollout
+        // once, not again in every stored tick.
         let tick = match &event {
-            Event::Tick(t) => Some(t.clone()),
+            Event::Tick(t) => Some(Tick {
+                sequential: Default::default(),
+                ..t.clone()
+            }),
             _ => None,
         };
         if let Some(t) = &tick {
