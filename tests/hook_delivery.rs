@@ -117,3 +117,48 @@ async fn an_undelivered_rollback_is_failed_then_delivered_even_across_a_kill_9()
     assert!(calls_to(&calls, "/promote").is_empty());
     assert_eq!(weights(&calls), vec![5]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_whose_rollback_is_still_owed_takes_no_new_rollout() {
+    let stack = Stack::start(
+        "owed-rollback-api",
+        RuleOpts {
+            hold: "30s",
+            ..RuleOpts::default()
+        },
+    )
+    .await;
+    let id = stack.start_at_first_step("v9").await;
+    stack.receiver.fail_next(1000);
+    let (status, body) = stack
+        .daemon
+        .post(&format!("/api/v1/rollouts/{id}/abort"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let r = stack
+        .daemon
+        .wait_phase(&id, &["failed", "rolled_back"], Duration::from_secs(30))
+        .await;
+    assert_eq!(r["phase"], "failed", "{r}");
+    // The old canary is still being taken out: a new one must not get traffic meanwhile.
+    let (status, body) = stack
+        .daemon
+        .post(
+            "/api/v1/rollouts",
+            Some(serde_json::json!({"rule": "owed-rollback-api", "version": "v10"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("rollback not yet delivered"),
+        "{body}"
+    );
+    assert_eq!(
+        weights(&stack.receiver.calls()),
+        vec![5],
+        "no new set_weight"
+    );
+}

@@ -186,10 +186,17 @@ impl Controller {
                 .store
                 .list()?
                 .into_iter()
-                .find(|r| r.rule == rule_name && !r.phase.is_terminal())
+                // A `failed` rollout that still owes its rollback counts as live: a new canary
+                // must not take traffic while the old one is still being taken out.
+                .find(|r| r.rule == rule_name && r.is_live())
             {
+                let owes = if other.rollback_undelivered() {
+                    ", its rollback not yet delivered"
+                } else {
+                    ""
+                };
                 return Err(ControlError::Conflict(format!(
-                    "rule {rule_name:?} already has a live rollout {} ({})",
+                    "rule {rule_name:?} already has a live rollout {} ({}{owes})",
                     other.id,
                     other.phase.as_str()
                 )));
