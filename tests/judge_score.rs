@@ -5,23 +5,9 @@ use canaryd::rules::schema::ScoreSpec;
 
 fn check(name: &str, verdict: Verdict, critical: bool, muted: bool) -> Check {
     Check {
-        metric: name.into(),
-        verdict,
-        classification: None,
         critical,
-        canary: None,
-        baseline: None,
-        ratio: None,
-        threshold: None,
-        p_value: None,
-        interval: None,
-        estimate: None,
-        effect: None,
-        canary_samples: 0,
-        baseline_samples: 0,
-        evidence: None,
         muted,
-        reason: String::new(),
+        ..Check::named(name, verdict, "")
     }
 }
 

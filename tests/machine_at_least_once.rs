@@ -50,23 +50,8 @@ fn at_first_step(p: &Plan) -> Rollout {
 
 fn nodata_tick(r: &Rollout, secs: i64) -> Event {
     let check = Check {
-        metric: "error_rate".into(),
-        verdict: Verdict::Nodata,
-        classification: None,
         critical: true,
-        canary: None,
-        baseline: None,
-        ratio: None,
-        threshold: None,
-        p_value: None,
-        interval: None,
-        estimate: None,
-        effect: None,
-        canary_samples: 0,
-        baseline_samples: 0,
-        reason: "empty result".into(),
-        evidence: None,
-        muted: false,
+        ..Check::named("error_rate", Verdict::Nodata, "empty result")
     };
     Event::Tick(Tick {
         at: at(secs),

@@ -42,23 +42,11 @@ fn plan() -> Plan {
 
 fn check(metric: &str, verdict: Verdict) -> Check {
     Check {
-        metric: metric.into(),
-        verdict,
-        classification: None,
-        critical: false,
         canary: Some(0.001),
         baseline: Some(0.001),
-        ratio: None,
-        threshold: None,
-        p_value: None,
-        interval: None,
-        estimate: None,
-        effect: None,
         canary_samples: 10,
         baseline_samples: 10,
-        evidence: None,
-        muted: false,
-        reason: format!("{metric} {verdict:?}"),
+        ..Check::named(metric, verdict, format!("{metric} {verdict:?}"))
     }
 }
 

@@ -80,11 +80,7 @@ async fn canary_error_rate_at_20_percent_during_step_2_is_rolled_back() {
         reason.contains("error_rate") && reason.contains("0.05"),
         "reason must name metric and threshold: {reason}"
     );
-    let failing = r["checks"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["metric"] == "error_rate"))
-        .cloned()
-        .expect("error_rate check in status");
+    let failing = common::check_of(&r, "error_rate").expect("error_rate check in status");
     assert_eq!(failing["verdict"], "fail");
     assert!(
         failing["canary"].as_f64().unwrap_or(0.0) > 0.05,

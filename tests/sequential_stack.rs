@@ -48,11 +48,7 @@ async fn canary_with_twice_the_baseline_error_rate_is_rolled_back_by_its_evidenc
         reason.starts_with("errors_vs_baseline: evidence"),
         "{reason}"
     );
-    let check = r["checks"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["metric"] == "errors_vs_baseline"))
-        .cloned()
-        .expect("sequential check in status");
+    let check = common::check_of(&r, "errors_vs_baseline").expect("sequential check in status");
     assert_eq!(check["verdict"], "fail");
     let ev = &check["evidence"];
     let threshold = ev["threshold"].as_f64().unwrap_or(0.0);
@@ -68,10 +64,7 @@ async fn canary_with_twice_the_baseline_error_rate_is_rolled_back_by_its_evidenc
     );
     assert!((c / b - 2.0).abs() < 0.3, "canary {c} vs baseline {b}");
     // The absolute line never fired: the canary stayed far under 5 %.
-    let error_rate = r["checks"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["metric"] == "error_rate"))
-        .cloned();
+    let error_rate = common::check_of(&r, "error_rate");
     assert!(error_rate.is_some_and(|e| e["verdict"] != "fail"));
     assert!(calls_to(&stack.receiver.calls(), "/promote").is_empty());
 }

@@ -48,11 +48,7 @@ async fn canary_30_percent_slower_but_under_every_line_is_rolled_back_statistica
     assert_eq!(r["phase"], "rolled_back", "{r}");
     let reason = r["reason"].as_str().unwrap_or("");
     assert!(reason.contains("p95_latency"), "{reason}");
-    let p95 = r["checks"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["metric"] == "p95_latency"))
-        .cloned()
-        .expect("p95 check");
+    let p95 = common::check_of(&r, "p95_latency").expect("p95 check");
     assert_eq!(p95["verdict"], "fail", "{p95}");
     assert_eq!(p95["classification"], "high", "{p95}");
     assert_eq!(p95["threshold"]["kind"], "allowed_increase");

@@ -101,12 +101,13 @@ impl Check {
         self.muted || matches!(self.verdict, Verdict::Pass | Verdict::Warn)
     }
 
-    pub(crate) fn new(spec: &MetricSpec, verdict: Verdict, reason: String) -> Check {
+    /// A verdict with no numbers yet: the start of every check, and of test fixtures.
+    pub fn named(metric: impl Into<String>, verdict: Verdict, reason: impl Into<String>) -> Check {
         Check {
-            metric: spec.name.clone(),
+            metric: metric.into(),
             verdict,
             classification: None,
-            critical: spec.critical,
+            critical: false,
             canary: None,
             baseline: None,
             ratio: None,
@@ -118,8 +119,16 @@ impl Check {
             canary_samples: 0,
             baseline_samples: 0,
             evidence: None,
+            muted: false,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn new(spec: &MetricSpec, verdict: Verdict, reason: String) -> Check {
+        Check {
+            critical: spec.critical,
             muted: spec.muted,
-            reason,
+            ..Check::named(spec.name.clone(), verdict, reason)
         }
     }
 }

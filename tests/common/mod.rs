@@ -372,6 +372,14 @@ impl Stack {
     }
 }
 
+/// One metric's last check in a rollout's status, if the status has it.
+pub fn check_of(rollout: &Value, metric: &str) -> Option<Value> {
+    rollout["checks"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["metric"] == metric))
+        .cloned()
+}
+
 /// Calls to one hook path, in order.
 pub fn calls_to<'a>(calls: &'a [ReceivedCall], path: &str) -> Vec<&'a ReceivedCall> {
     calls.iter().filter(|c| c.path == path).collect()
