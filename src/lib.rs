@@ -5,6 +5,8 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod judge;
+pub mod outbound;
+pub mod redact;
 pub mod rollout;
 pub mod rules;
 pub mod simulate;

@@ -14,6 +14,8 @@ use serde::Serialize;
 use sha2::Sha256;
 
 use crate::judge::Check;
+use crate::outbound::{self, Redirect};
+use crate::redact;
 use crate::rollout::HookKind;
 use crate::rules::schema::HookSpec;
 use crate::rules::templates;
@@ -46,10 +48,14 @@ impl HookPayload {
     }
 }
 
+/// Every `url` here is already redacted ([`crate::redact`]): these errors become rollback
+/// reasons, delivery records and log lines.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     #[error("{url} answered HTTP {status}")]
     Status { url: String, status: u16 },
+    #[error("{url} answered {redirect}")]
+    Redirect { url: String, redirect: Redirect },
     #[error("{url} unreachable: {message}")]
     Transport { url: String, message: String },
     #[error("command {program:?} exited with {code:?}: {stderr}")]
@@ -74,7 +80,10 @@ impl HookError {
     fn retryable(&self) -> bool {
         match self {
             HookError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
-            HookError::Template(_) | HookError::Spawn { .. } | HookError::Secret { .. } => false,
+            HookError::Redirect { .. }
+            | HookError::Template(_)
+            | HookError::Spawn { .. }
+            | HookError::Secret { .. } => false,
             _ => true,
         }
     }
@@ -92,7 +101,7 @@ pub struct HookRunner {
 impl HookRunner {
     pub fn new() -> Result<HookRunner, reqwest::Error> {
         Ok(HookRunner {
-            http: reqwest::Client::builder()
+            http: outbound::client_builder()
                 .connect_timeout(Duration::from_secs(5))
                 .build()?,
             min_backoff: Duration::from_millis(200),
@@ -190,18 +199,23 @@ impl HookRunner {
             .send()
             .await
             .map_err(|e| HookError::Transport {
-                url: url.to_string(),
+                url: redact::url(url),
                 message: if e.is_timeout() {
                     format!("no answer within {timeout:?}")
                 } else {
-                    e.to_string()
+                    redact::text(&e.to_string())
                 },
             })?;
         if response.status().is_success() {
             Ok(())
+        } else if let Some(redirect) = Redirect::of(&response) {
+            Err(HookError::Redirect {
+                url: redact::url(url),
+                redirect,
+            })
         } else {
             Err(HookError::Status {
-                url: url.to_string(),
+                url: redact::url(url),
                 status: response.status().as_u16(),
             })
         }
@@ -289,10 +303,13 @@ async fn run_command(
         Ok(Ok(out)) => Err(HookError::Exit {
             program,
             code: out.status.code(),
-            stderr: String::from_utf8_lossy(&out.stderr)
-                .chars()
-                .take(500)
-                .collect(),
+            // A command's own error may name a URL with its credentials (curl does).
+            stderr: redact::text(
+                &String::from_utf8_lossy(&out.stderr)
+                    .chars()
+                    .take(500)
+                    .collect::<String>(),
+            ),
         }),
     }
 }

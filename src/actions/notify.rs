@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 use super::report::ReportBuilder;
 use super::templates::Templates;
 use crate::config::{NotificationEvent, NotificationKind, NotificationSection};
+use crate::outbound::Redirect;
+use crate::redact;
 use crate::rollout::controller::Update;
 use crate::rollout::feed::Feed;
 use crate::rollout::{Action, Phase};
@@ -35,7 +37,7 @@ impl Notifier {
         external_url: String,
     ) -> Result<Notifier, reqwest::Error> {
         Ok(Notifier {
-            http: reqwest::Client::builder()
+            http: crate::outbound::client_builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
             targets,
@@ -72,19 +74,27 @@ impl Notifier {
                 }),
             };
             let post = || async {
-                self.http
+                let r = self
+                    .http
                     .post(&t.url)
                     .json(&body)
                     .send()
                     .await
-                    .and_then(|r| r.error_for_status())
+                    .map_err(|e| redact::text(&e.to_string()))?;
+                match Redirect::of(&r) {
+                    Some(redirect) => Err(redirect.to_string()),
+                    None => r
+                        .error_for_status()
+                        .map(drop)
+                        .map_err(|e| redact::text(&e.to_string())),
+                }
             };
             let backoff = ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(200))
                 .with_max_times(3)
                 .with_jitter();
             if let Err(e) = post.retry(backoff).await {
-                errors.push(format!("{}: {e}", crate::api::redact_url(&t.url)));
+                errors.push(format!("{}: {e}", redact::url(&t.url)));
             }
         }
         errors

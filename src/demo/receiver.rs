@@ -3,7 +3,8 @@
 //! canaryd acts on the world only through hooks (`set_weight`, `promote`, `rollback`) and
 //! Alertmanager only through webhooks. Tests assert on what was *received*, including retries:
 //! the receiver can fail the next requests or answer slowly, and counts every attempt apart
-//! from the calls it accepted. The demo prints each call as it arrives with [`HookReceiver::on_call`].
+//! from the calls it accepted. It can also answer with a redirect, to prove a caller does not
+//! follow it. The demo prints each call as it arrives with [`HookReceiver::on_call`].
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,6 +43,7 @@ struct Inner {
     attempts: usize,
     fail_next: u32,
     delay: Duration,
+    redirect: Option<(StatusCode, String)>,
     callbacks: Vec<Callback>,
 }
 
@@ -118,6 +120,23 @@ impl HookReceiver {
         self.shared.lock().delay = d;
     }
 
+    /// Answers every later request (any method) with `status` and `Location: location`,
+    /// recording none of them as calls; `None` goes back to answering normally.
+    pub fn redirect(&self, to: Option<(u16, &str)>) -> Result<(), DemoError> {
+        let redirect = match to {
+            None => None,
+            Some((code, location)) => Some((
+                StatusCode::from_u16(code)
+                    .ok()
+                    .filter(|s| s.is_redirection())
+                    .ok_or_else(|| DemoError::Unexpected(format!("{code} is no redirect status")))?,
+                location.to_string(),
+            )),
+        };
+        self.shared.lock().redirect = redirect;
+        Ok(())
+    }
+
     /// Waits until `pred` holds for the calls so far, or `timeout` passes; returns whether it
     /// held.
     pub async fn wait_for(
@@ -162,6 +181,9 @@ async fn receive(
     let (fail, delay) = {
         let mut inner = shared.lock();
         inner.attempts += 1;
+        if let Some((status, location)) = &inner.redirect {
+            return (*status, [(axum::http::header::LOCATION, location.clone())]).into_response();
+        }
         if method != Method::POST {
             return StatusCode::METHOD_NOT_ALLOWED.into_response();
         }

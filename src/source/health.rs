@@ -14,23 +14,30 @@ pub struct HealthProbe {
 impl HealthProbe {
     pub fn new() -> Result<HealthProbe, reqwest::Error> {
         Ok(HealthProbe {
-            http: reqwest::Client::builder()
+            http: crate::outbound::client_builder()
                 .connect_timeout(Duration::from_secs(5))
                 .build()?,
         })
     }
 
     /// `Ok` on a 2xx answer within `timeout`; otherwise why not, in words for the rollback
-    /// reason ("HTTP 503", "timed out after 2s", "connection refused").
+    /// reason ("HTTP 503", "timed out after 2s", "connection refused"). A redirect is a
+    /// failure: a probe that followed one would report the health of whatever it points to.
     pub async fn check(&self, url: &str, timeout: Duration) -> Result<(), String> {
         match self.http.get(url).timeout(timeout).send().await {
             Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+            Ok(r) => Err(match crate::outbound::Redirect::of(&r) {
+                Some(redirect) => redirect.to_string(),
+                None => format!("HTTP {}", r.status().as_u16()),
+            }),
             Err(e) if e.is_timeout() => Err(format!(
                 "timed out after {}",
                 humantime::format_duration(timeout)
             )),
-            Err(e) => Err(format!("unreachable: {}", root_cause(&e))),
+            Err(e) => Err(format!(
+                "unreachable: {}",
+                crate::redact::text(&root_cause(&e))
+            )),
         }
     }
 }
