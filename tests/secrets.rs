@@ -137,3 +137,113 @@ async fn hooks_are_signed_routes_need_the_token_and_no_secret_leaks() {
     );
     d.kill_and_wait().await;
 }
+
+/// Every URL canaryd knows carries credentials here (userinfo and a query token): hooks, a
+/// health probe, a notification target, Alertmanager and Prometheus. Deliveries fail on
+/// purpose, so the URLs travel into errors, rollback reasons, delivery records and log lines;
+/// none of them may carry `s3cret` or `t0ken` out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_url_credential_reaches_an_api_route_or_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = HookReceiver::start().await.expect("receiver");
+    let closed = canaryd::demo::free_loopback_port().expect("port");
+    let with_secrets = |url: &str| {
+        url.replacen("http://", "http://user:s3cret@", 1) + "?token=t0ken"
+    };
+    let rollback_url = with_secrets(&format!("http://127.0.0.1:{closed}/rollback"));
+    // The receiver answers GET with 405: the probe fails, and the rollback is decided.
+    let health_url = with_secrets(&receiver.url("/health"));
+    let rule = dir.path().join("leaky.yaml");
+    std::fs::write(
+        &rule,
+        format!(
+            "name: leaky\nselector: {{ canary: 'track=\"canary\"', baseline: 'track=\"baseline\"' }}\n\
+             steps: [{{ weight: 5, hold: 1h }}, {{ weight: 100 }}]\n\
+             analysis: {{ interval: 1s, warmup: 0s, nodata_limit: 100 }}\n\
+             metrics:\n  - {{ name: up, query: 'sum(up{{ {{{{selector}}}} }})', rollback_below: 1 }}\n\
+             health:\n  - {{ url: \"{health_url}\", interval: 300ms, failure_limit: 3 }}\n\
+             hooks:\n  set_weight: {{ url: \"{}\" }}\n  rollback: {{ url: \"{rollback_url}\", timeout: 1s, retries: 1 }}\n",
+            with_secrets(&receiver.url("/weight")),
+        ),
+    )
+    .expect("rule");
+    let config = dir.path().join("canaryd.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "notifications:\n  - {{ kind: webhook, url: \"{}\" }}\n",
+            with_secrets(&format!("http://127.0.0.1:{closed}/notify"))
+        ),
+    )
+    .expect("config");
+    let d = Daemon::start(
+        &format!("http://prom:s3cret@127.0.0.1:{closed}"),
+        &[rule],
+        dir.path(),
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--alertmanager-url",
+            &format!("http://am:s3cret@127.0.0.1:{closed}"),
+            "--alertmanager-resend-interval",
+            "300ms",
+        ],
+    )
+    .await;
+    let id = d.start_rollout("leaky", "v1").await;
+    let r = d
+        .wait_phase(&id, &["failed"], Duration::from_secs(30))
+        .await;
+    let reason = r["reason"].as_str().unwrap_or_default();
+    // The reason still says which hook and which probe, with the credentials masked.
+    assert!(
+        reason.contains(&format!("http://***@127.0.0.1:{closed}/rollback?***")),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(&format!("health check {}", canaryd::redact::url(&health_url))),
+        "{reason}"
+    );
+    // Wait until every kind of failing delivery has been logged.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for line in [
+        "notification not delivered",
+        "cannot post alerts to Alertmanager",
+        "hook not delivered",
+        "health probe failed",
+        "canaryd serving",
+    ] {
+        while !d.log_text().contains(line) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {line:?} in the log:\n{}",
+                d.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let mut outputs = vec![
+        ("log".to_string(), d.log_text()),
+        ("metrics".to_string(), d.metrics().await),
+    ];
+    for path in [
+        "/api/v1/rules".to_string(),
+        "/api/v1/rollouts".to_string(),
+        format!("/api/v1/rollouts/{id}"),
+        format!("/api/v1/rollouts/{id}/history"),
+        format!("/api/v1/rollouts/{id}/report"),
+        "/health/ready".to_string(),
+    ] {
+        let (status, body) = d.get(&path).await;
+        assert!(status == 200 || path == "/health/ready", "{path}: {status} {body}");
+        outputs.push((path, body.to_string()));
+    }
+    for (what, text) in &outputs {
+        for secret in ["s3cret", "t0ken"] {
+            assert!(!text.contains(secret), "{secret} leaked into {what}:\n{text}");
+        }
+    }
+    let rules = &outputs[2].1;
+    assert!(rules.contains("127.0.0.1") && rules.contains("***@"), "{rules}");
+}

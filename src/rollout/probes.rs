@@ -84,11 +84,11 @@ async fn probe_endpoint(controller: Controller, probe: HealthProbe, id: String, 
             Ok(()) => failures = 0,
             Err(error) => {
                 failures += 1;
-                tracing::warn!(event = "health.fail", rollout = %id, url = %spec.url, failures, limit = spec.failure_limit, error = %error, "health probe failed");
+                tracing::warn!(event = "health.fail", rollout = %id, url = %crate::redact::url(&spec.url), failures, limit = spec.failure_limit, error = %error, "health probe failed");
                 if failures >= spec.failure_limit {
                     let error = format!("{error} ({failures} times in a row)");
                     let event = Event::HealthFailed {
-                        url: spec.url.clone(),
+                        url: crate::redact::url(&spec.url),
                         error,
                     };
                     if let Err(e) = controller.send(&id, event).await {

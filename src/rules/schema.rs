@@ -337,6 +337,7 @@ fn one() -> f64 {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthSpec {
+    #[serde(serialize_with = "crate::redact::serialize_url")]
     pub url: String,
     #[serde(default = "ten_seconds", with = "duration")]
     pub interval: Duration,
@@ -375,7 +376,8 @@ pub struct HooksSpec {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HookSpec {
-    #[serde(default)]
+    /// Serialized redacted: serializing a rule is for showing it (the snapshot keeps the text).
+    #[serde(default, serialize_with = "crate::redact::serialize_opt_url")]
     pub url: Option<String>,
     #[serde(default)]
     pub command: Option<Vec<String>>,

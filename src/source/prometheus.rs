@@ -42,7 +42,7 @@ impl std::fmt::Debug for PrometheusSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Deliberately omits the client: its default headers hold credentials.
         f.debug_struct("PrometheusSource")
-            .field("url", &self.url)
+            .field("url", &crate::redact::url(&self.url))
             .finish()
     }
 }
@@ -71,8 +71,8 @@ impl PrometheusSource {
             .build()
             .map_err(|e| SourceError::Client(e.to_string()))?;
         let client = Client::from(http, &cfg.url).map_err(|e| SourceError::Url {
-            url: cfg.url.clone(),
-            message: e.to_string(),
+            url: crate::redact::url(&cfg.url),
+            message: crate::redact::text(&e.to_string()),
         })?;
         Ok(Self {
             client,
@@ -194,8 +194,12 @@ fn error_kind(e: &PromError) -> &'static str {
     }
 }
 
-/// A message that names what failed without echoing headers (credentials live there).
+/// A message that names what failed without echoing headers or URL credentials.
 fn describe(e: &PromError) -> String {
+    crate::redact::text(&describe_raw(e))
+}
+
+fn describe_raw(e: &PromError) -> String {
     match e {
         PromError::Prometheus(p) => format!("Prometheus rejected the query: {p}"),
         PromError::Client(c) => {
