@@ -2,7 +2,15 @@
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::fmt::Write as _;
+use std::io::IsTerminal as _;
+
+use tracing::field::Field;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::MakeExt as _;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::{self, Writer};
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::judge::Verdict;
 use crate::rollout::{Phase, Rollout, Tick};
@@ -159,13 +167,75 @@ fn rollback_kind(reason: Option<&str>) -> &'static str {
 /// Text or JSON logs to stderr; `RUST_LOG` overrides the default level.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
+    // A second init (tests in one process) keeps the first subscriber.
+    match format {
+        LogFormat::Json => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .json()
+                .flatten_event(true)
+                .try_init();
+        }
+        LogFormat::Text => {
+            let ansi = std::io::stderr().is_terminal();
+            let _ = text_subscriber(filter, std::io::stderr, ansi).try_init();
+        }
+    }
+}
+
+/// The text log: one line per event, whatever its fields hold. Versions, abort reasons, rule
+/// names and alert labels come from users and peers; a newline in one would otherwise start a
+/// line that reads like canaryd's own ("… INFO rollout.promote …"). Fields are written through
+/// [`escape_field`], so every event stays on its line. (JSON logs need nothing: JSON escapes.)
+pub fn text_subscriber<W>(
+    filter: EnvFilter,
+    writer: W,
+    ansi: bool,
+) -> impl tracing::Subscriber + Send + Sync + 'static
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .fmt_fields(format::debug_fn(escape_field).delimited(" "))
+        .finish()
+}
+
+/// Writes one field as `name=value` (the message bare), control characters escaped.
+fn escape_field(w: &mut Writer<'_>, field: &Field, value: &dyn std::fmt::Debug) -> std::fmt::Result {
+    if field.name() != "message" {
+        write!(w, "{}=", field.name())?;
+    }
+    write!(ControlEscaper(w), "{value:?}")
+}
+
+/// Passes text through with every control character (and Unicode's line and paragraph
+/// separators) written as an escape: `\n`, `\r`, `\t`, `\u{1b}`.
+struct ControlEscaper<'a, W: std::fmt::Write>(&'a mut W);
+
+impl<W: std::fmt::Write> std::fmt::Write for ControlEscaper<'_, W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let mut clean = 0;
+        for (i, c) in s.char_indices() {
+            let short = match c {
+                '\n' => Some("\\n"),
+                '\r' => Some("\\r"),
+                '\t' => Some("\\t"),
+                c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => None,
+                _ => continue,
+            };
+            self.0.write_str(&s[clean..i])?;
+            match short {
+                Some(escape) => self.0.write_str(escape)?,
+                None => write!(self.0, "\\u{{{:x}}}", u32::from(c))?,
+            }
+            clean = i + c.len_utf8();
+        }
+        self.0.write_str(&s[clean..])
+    }
 }
 
 #[derive(
@@ -184,4 +254,51 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::ErrorKind::Other)?.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(f: impl FnOnce()) -> String {
+        let buf = Buffer::default();
+        let sink = buf.clone();
+        let subscriber = text_subscriber(EnvFilter::new("info"), move || sink.clone(), false);
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buf.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn a_newline_in_a_field_cannot_start_a_log_line() {
+        let forged = "v1\n2026-01-01T00:00:00Z  INFO rollout.promote: promoted\r\u{1b}[2J\u{2028}x";
+        let out = logged(|| {
+            tracing::warn!(event = "rollout.rollback", version = %forged, reason = ?forged, "rolling back {forged}")
+        });
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(out.contains("version=v1\\n2026-01-01T00:00:00Z  INFO rollout.promote: promoted\\r\\u{1b}[2J\\u{2028}x"), "{out}");
+        assert!(out.contains("rolling back v1\\n2026"), "{out}");
+        assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out}");
+    }
+
+    #[test]
+    fn plain_fields_read_as_before() {
+        let out = logged(|| tracing::info!(event = "hook.call", rollout = %"ro-1", attempts = 2, "hook delivered"));
+        assert!(out.contains("hook delivered"), "{out}");
+        assert!(out.contains(r#"event="hook.call" rollout=ro-1 attempts=2"#), "{out}");
+    }
 }
