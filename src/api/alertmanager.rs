@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -47,18 +48,36 @@ impl WebhookAlert {
     }
 }
 
-fn any_matches(sets: &[serde_saphyr::Spanned<String>], labels: &BTreeMap<String, String>) -> bool {
+fn parsed(sets: &[serde_saphyr::Spanned<String>]) -> Vec<MatcherSet> {
     sets.iter()
         .filter_map(|s| matchers::parse(&s.value).ok())
-        .any(|set: MatcherSet| set.matches(labels))
+        .collect()
+}
+
+/// The first firing alert that one of `sets` matches: a group of hundreds of alerts stops a
+/// rollout once, named by its first matching alert, not hundreds of times.
+fn first_match<'a>(alerts: &'a [WebhookAlert], sets: &[MatcherSet]) -> Option<&'a WebhookAlert> {
+    if sets.is_empty() {
+        return None;
+    }
+    alerts
+        .iter()
+        .filter(|a| a.status == "firing")
+        .find(|a| sets.iter().any(|set| set.matches(&a.labels)))
 }
 
 pub async fn receive(
     State(state): State<AppState>,
     body: Result<Json<WebhookPayload>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(payload) = body
-        .map_err(|e| ApiError::BadRequest(format!("invalid webhook payload: {}", e.body_text())))?;
+    let Json(payload) = body.map_err(|e| {
+        // Past the limit is 413, so Alertmanager's log says "too large", not "bad request".
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(super::ALERTMANAGER_BODY_LIMIT)
+        } else {
+            ApiError::BadRequest(format!("invalid webhook payload: {}", e.body_text()))
+        }
+    })?;
     if payload.version != "4" {
         return Err(ApiError::BadRequest(format!(
             "webhook payload version {:?} is not supported; Alertmanager sends version 4",
@@ -68,33 +87,29 @@ pub async fn receive(
     let rules = state.controller.rules();
     let mut rolled_back = Vec::new();
     let mut paused = Vec::new();
-    for alert in payload.alerts.iter().filter(|a| a.status == "firing") {
-        for rule in rules.values() {
-            let spec = &rule.spec.alerts;
-            let (event, out) = if any_matches(&spec.rollback_on, &alert.labels) {
-                (
-                    Event::AlertFired {
-                        alert: alert.describe(),
-                    },
-                    &mut rolled_back,
-                )
-            } else if any_matches(&spec.pause_on, &alert.labels) {
-                (
-                    Event::AlertPause {
-                        alert: alert.describe(),
-                    },
-                    &mut paused,
-                )
+    for rule in rules.values() {
+        let spec = &rule.spec.alerts;
+        // A rollback outranks a pause when one group holds alerts for both.
+        let (event, alert, out) =
+            if let Some(a) = first_match(&payload.alerts, &parsed(&spec.rollback_on)) {
+                let event = Event::AlertFired {
+                    alert: a.describe(),
+                };
+                (event, a, &mut rolled_back)
+            } else if let Some(a) = first_match(&payload.alerts, &parsed(&spec.pause_on)) {
+                let event = Event::AlertPause {
+                    alert: a.describe(),
+                };
+                (event, a, &mut paused)
             } else {
                 continue;
             };
-            for id in state.controller.live_of_rule(rule.name()) {
-                tracing::warn!(event = "alert.received", alert = %alert.describe(), rule = rule.name(), rollout = %id, "alert matches the rule");
-                // Rejections are expected: a second alert for a rollout already rolling back,
-                // or a pause of a paused rollout.
-                if state.controller.send(&id, event.clone()).await.is_ok() {
-                    out.push(id);
-                }
+        for id in state.controller.live_of_rule(rule.name()) {
+            tracing::warn!(event = "alert.received", alert = %alert.describe(), rule = rule.name(), rollout = %id, "alert matches the rule");
+            // Rejections are expected: an alert for a rollout already rolling back, or a
+            // pause of a paused rollout.
+            if state.controller.send(&id, event.clone()).await.is_ok() {
+                out.push(id);
             }
         }
     }
