@@ -87,6 +87,11 @@ pub struct AlertmanagerSection {
     /// A rollout waiting (for a window, an approval, a resume) longer than this is `CanaryStalled`.
     #[serde(with = "crate::rules::schema::duration")]
     pub stall_after: Duration,
+    /// How long `CanaryRollback` keeps firing after the rollback hook succeeded. A fast hook
+    /// would otherwise resolve it before Alertmanager's `group_wait` ends, and an automatic
+    /// rollback would page nobody. Longer than `group_wait` plus a few `resend_interval`s.
+    #[serde(with = "crate::rules::schema::duration")]
+    pub rollback_keep_firing_for: Duration,
 }
 
 impl Default for AlertmanagerSection {
@@ -95,6 +100,7 @@ impl Default for AlertmanagerSection {
             urls: Vec::new(),
             resend_interval: Duration::from_secs(60),
             stall_after: Duration::from_secs(3600),
+            rollback_keep_firing_for: Duration::from_secs(3600),
         }
     }
 }

@@ -4,14 +4,17 @@
 //! alerts ([`super::canary_alerts`]), posts the new ones, and resolves (sets `endsAt`) the ones
 //! that ended. Every `resend_interval` it re-posts what is still active, as Prometheus does, so
 //! Alertmanager never times an active alert out, and re-derives alerts that depend on time alone
-//! (`CanaryStalled`).
+//! (`CanaryStalled`, and `CanaryRollback`, which outlives its rollback by
+//! `rollback_keep_firing_for`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::canary_alerts::{Alert, AlertContext, alerts_for};
+use super::canary_alerts::{Alert, AlertContext, alerts_for, may_alert};
+use crate::outbound::Redirect;
+use crate::redact;
 use crate::rollout::feed::Feed;
 use crate::rollout::{Phase, Rollout};
 
@@ -31,7 +34,7 @@ pub struct AlertmanagerClient {
 impl AlertmanagerClient {
     pub fn new(urls: Vec<String>) -> Result<AlertmanagerClient, reqwest::Error> {
         Ok(AlertmanagerClient {
-            http: reqwest::Client::builder()
+            http: crate::outbound::client_builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
             urls,
@@ -47,17 +50,17 @@ impl AlertmanagerClient {
         }
         for base in &self.urls {
             let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
-            let result = self
-                .http
-                .post(&url)
-                .json(alerts)
-                .send()
-                .await
-                .and_then(|r| r.error_for_status());
-            if let Err(e) = result {
+            let message = match self.http.post(&url).json(alerts).send().await {
+                Err(e) => Some(redact::text(&e.to_string())),
+                Ok(r) => match Redirect::of(&r) {
+                    Some(redirect) => Some(redirect.to_string()),
+                    None => r.error_for_status().err().map(|e| redact::text(&e.to_string())),
+                },
+            };
+            if let Some(message) = message {
                 errors.push(AlertmanagerError::Delivery {
-                    url: crate::api::redact_url(&url),
-                    message: e.to_string(),
+                    url: redact::url(&url),
+                    message,
                 });
             }
         }
@@ -70,6 +73,7 @@ impl AlertmanagerClient {
 pub struct PublisherConfig {
     pub resend_interval: Duration,
     pub stall_after: Duration,
+    pub rollback_keep_firing_for: Duration,
     pub external_url: String,
 }
 
@@ -79,7 +83,7 @@ type Active = BTreeMap<BTreeMap<String, String>, Alert>;
 struct Publisher {
     client: AlertmanagerClient,
     cfg: PublisherConfig,
-    active: HashMap<String, (String, Active)>,
+    active: HashMap<String, Active>,
     phase_since: HashMap<String, (Phase, DateTime<Utc>)>,
 }
 
@@ -104,11 +108,12 @@ pub async fn run(mut feed: Feed, client: AlertmanagerClient, cfg: PublisherConfi
             _ = ticker.tick() => {
                 let now = Utc::now();
                 for r in feed.controller().list().unwrap_or_default() {
-                    if !r.phase.is_terminal() || p.active.contains_key(&r.id) {
+                    // Also rollbacks that ended while canaryd was down: on-call still hears.
+                    if p.active.contains_key(&r.id) || may_alert(&r, now, p.cfg.rollback_keep_firing_for) {
                         p.reconcile(&r, now).await;
                     }
                 }
-                let all: Vec<Alert> = p.active.values().flat_map(|(_, a)| a.values().cloned()).collect();
+                let all: Vec<Alert> = p.active.values().flat_map(|a| a.values().cloned()).collect();
                 p.deliver(&all).await;
             }
         }
@@ -129,9 +134,10 @@ impl Publisher {
             now,
             phase_since: since,
             stall_after: self.cfg.stall_after,
+            rollback_keep_firing_for: self.cfg.rollback_keep_firing_for,
             external_url: &self.cfg.external_url,
         };
-        let (_, mut previous) = self.active.remove(&r.id).unwrap_or_default();
+        let mut previous = self.active.remove(&r.id).unwrap_or_default();
         let mut current = Active::new();
         let mut changed = Vec::new();
         for mut a in alerts_for(r, &cx) {
@@ -145,27 +151,14 @@ impl Publisher {
             ended.ends_at = Some(now);
             changed.push(ended);
         }
-        // A new rollout of the same rule supersedes what is left of older, ended ones (such as
-        // a rollback whose hook failed): on-call now watches the new one.
-        let superseded: Vec<String> = self
-            .active
-            .iter()
-            .filter(|(id, (rule, _))| *rule == r.rule && **id != r.id && !r.phase.is_terminal())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in superseded {
-            if let Some((_, old)) = self.active.remove(&id) {
-                changed.extend(old.into_values().map(|mut a| {
-                    a.ends_at = Some(now);
-                    a
-                }));
-            }
-        }
+        // A new rollout of the same rule does not resolve what an older one still has: a
+        // rollback pages for its full `rollback_keep_firing_for` even when a fixed version
+        // follows at once, and an undelivered rollback keeps new rollouts of its rule out.
         if r.phase.is_terminal() {
             self.phase_since.remove(&r.id);
         }
         if !current.is_empty() {
-            self.active.insert(r.id.clone(), (r.rule.clone(), current));
+            self.active.insert(r.id.clone(), current);
         }
         self.deliver(&changed).await;
     }

@@ -1,6 +1,7 @@
-//! Which alerts a rollout has right now, as plain data: `CanaryRollback`, `CanaryCheckWarning`
-//! and `CanaryStalled`. Pure (the caller passes `now` and how long the rollout has waited), so
-//! the publisher in [`super::alertmanager`] only diffs and delivers.
+//! Which alerts a rollout has right now, as plain data: `CanaryRollback`,
+//! `CanaryRollbackUndelivered`, `CanaryCheckWarning` and `CanaryStalled`. Pure (the caller
+//! passes `now` and how long the rollout has waited), so the publisher in
+//! [`super::alertmanager`] only diffs and delivers.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -37,16 +38,41 @@ pub struct AlertContext<'a> {
     /// Since when the rollout has been in its current phase, as the publisher observed it.
     pub phase_since: DateTime<Utc>,
     pub stall_after: Duration,
+    /// How long `CanaryRollback` keeps firing after the rollback was delivered. Alertmanager
+    /// holds a new alert for its `group_wait` before it notifies anyone; an alert resolved
+    /// sooner (a fast rollback hook) would page nobody.
+    pub rollback_keep_firing_for: Duration,
     /// `{external_url}`; alerts link to the rollout's API page below it.
     pub external_url: &'a str,
 }
 
-/// Every alert that should be firing for `r`. Terminal rollouts have none, except a rollback
-/// whose hook could not be delivered: the canary may still take traffic, so that one stays.
+/// Whether `r` can have alerts at `now`: live, or an automatic rollback on-call must still hear
+/// of. The publisher re-derives these on its timer, so an alert whose time is up resolves.
+pub fn may_alert(r: &Rollout, now: DateTime<Utc>, keep_firing_for: Duration) -> bool {
+    !r.phase.is_terminal() || r.rollback_undelivered() || rollback_recent(r, now, keep_firing_for)
+}
+
+/// A rollback delivered less than `keep_firing_for` ago.
+fn rollback_recent(r: &Rollout, now: DateTime<Utc>, keep_firing_for: Duration) -> bool {
+    let Some(finished) = r.finished_at.filter(|_| r.phase == Phase::RolledBack) else {
+        return false;
+    };
+    // A duration too large for a time delta keeps firing for ever rather than panicking.
+    chrono::TimeDelta::from_std(keep_firing_for)
+        .ok()
+        .and_then(|keep| finished.checked_add_signed(keep))
+        .is_none_or(|until| now < until)
+}
+
+/// Every alert that should be firing for `r`. Terminal rollouts have none, except after a
+/// rollback: `CanaryRollback` fires from the decision until `rollback_keep_firing_for` after the
+/// rollback was delivered, and `CanaryRollbackUndelivered` as long as its hook has not arrived
+/// (the canary may still take traffic).
 pub fn alerts_for(r: &Rollout, cx: &AlertContext<'_>) -> Vec<Alert> {
     let mut out = Vec::new();
-    let rolling_back =
-        r.phase == Phase::RollingBack || (r.phase == Phase::Failed && r.rollback_decided);
+    let rolling_back = r.phase == Phase::RollingBack
+        || (r.phase == Phase::Failed && r.rollback_decided)
+        || rollback_recent(r, cx.now, cx.rollback_keep_firing_for);
     if r.rollback_decided && rolling_back {
         let check = rollback_check(r);
         let reason = r.reason.clone().unwrap_or_default();
@@ -66,6 +92,22 @@ pub fn alerts_for(r: &Rollout, cx: &AlertContext<'_>) -> Vec<Alert> {
             "CanaryRollback",
             "critical",
             check,
+            summary,
+            reason,
+        ));
+    }
+    if r.rollback_undelivered() {
+        let reason = r.reason.clone().unwrap_or_default();
+        let summary = format!(
+            "Rollback of canary {} of {} not delivered: the canary may still take traffic",
+            r.version, r.rule
+        );
+        out.push(alert(
+            r,
+            cx,
+            "CanaryRollbackUndelivered",
+            "critical",
+            None,
             summary,
             reason,
         ));
@@ -115,14 +157,22 @@ pub fn alerts_for(r: &Rollout, cx: &AlertContext<'_>) -> Vec<Alert> {
     out
 }
 
-/// The check behind a metric rollback: the machine words its reason `"{metric}: ..."`.
+/// The check behind a metric rollback: the machine words its reason `"{metric}: ..."`, and
+/// keeps it after `"(rollback was decided because: "` when the hook failed, so the alert keeps
+/// its labels (and stays one alert) through `failed` and a late delivery.
 fn rollback_check(r: &Rollout) -> Option<&Check> {
     let reason = r.reason.as_deref()?;
+    let decided = reason
+        .split_once(DECIDED_BECAUSE)
+        .map_or(reason, |(_, why)| why);
     r.last_tick
         .iter()
         .flat_map(|t| &t.checks)
-        .find(|c| reason.starts_with(&format!("{}:", c.metric)))
+        .find(|c| decided.starts_with(&format!("{}:", c.metric)))
 }
+
+/// How `rollout::machine` quotes the original reason of a rollback whose hook failed.
+const DECIDED_BECAUSE: &str = "(rollback was decided because: ";
 
 fn fmt(v: Option<f64>) -> String {
     v.map_or("n/a".into(), |v| {

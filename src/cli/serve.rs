@@ -57,6 +57,9 @@ pub struct ServeArgs {
     pub alertmanager_resend_interval: Option<Duration>,
     #[arg(long, env = "CANARYD_ALERTMANAGER_STALL_AFTER", value_parser = humantime::parse_duration)]
     pub alertmanager_stall_after: Option<Duration>,
+    /// How long `CanaryRollback` keeps firing after the rollback was delivered (default 1h).
+    #[arg(long, env = "CANARYD_ALERTMANAGER_ROLLBACK_KEEP_FIRING_FOR", value_parser = humantime::parse_duration)]
+    pub alertmanager_rollback_keep_firing_for: Option<Duration>,
     /// The URL people reach this daemon at, for links in alerts and messages.
     #[arg(long, env = "CANARYD_EXTERNAL_URL")]
     pub external_url: Option<String>,
@@ -105,6 +108,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.alertmanager_stall_after {
             cfg.alertmanager.stall_after = v;
+        }
+        if let Some(v) = self.alertmanager_rollback_keep_firing_for {
+            cfg.alertmanager.rollback_keep_firing_for = v;
         }
         if let Some(v) = &self.external_url {
             cfg.external_url = Some(v.clone());
@@ -191,7 +197,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, rules = controller.rules().len(), prometheus = %cfg.prometheus.url, "canaryd serving");
+    tracing::info!(listen = %listener.local_addr()?, rules = controller.rules().len(), prometheus = %crate::redact::url(&cfg.prometheus.url), "canaryd serving");
 
     let reloader = controller.clone();
     let patterns = cfg.rules.clone();
@@ -241,6 +247,7 @@ fn start_subscribers(
         let pc = PublisherConfig {
             resend_interval: cfg.alertmanager.resend_interval,
             stall_after: cfg.alertmanager.stall_after,
+            rollback_keep_firing_for: cfg.alertmanager.rollback_keep_firing_for,
             external_url: cfg.external_url(),
         };
         tasks.push(tokio::spawn(alertmanager::run(
