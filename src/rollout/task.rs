@@ -314,6 +314,7 @@ fn event_label(e: &Event) -> &'static str {
         Event::Approve => "approve",
         Event::AlertFired { .. } => "alert_fired",
         Event::HealthFailed { .. } => "health_failed",
+        Event::TaskFailed { .. } => "task_failed",
     }
 }
 
