@@ -566,6 +566,9 @@ fn all_events(r: &Rollout) -> Vec<Event> {
             url: "http://h".into(),
             error: "503".into(),
         },
+        Event::TaskFailed {
+            reason: "panicked: boom".into(),
+        },
     ];
     for hook in [HookKind::SetWeight, HookKind::Promote, HookKind::Rollback] {
         events.push(Event::HookSucceeded { hook });
@@ -814,4 +817,92 @@ fn a_counted_tick_moves_the_sequential_state_onto_the_rollout_once() {
     let fresh = at_first_step(&p);
     let (fresh, _) = step(&fresh, &p, Event::Tick(Tick { at: at(1), ..t }), 1);
     assert!(fresh.sequential.is_empty());
+}
+
+fn task_failed() -> Event {
+    Event::TaskFailed {
+        reason: "panicked: boom".into(),
+    }
+}
+
+#[test]
+fn a_panicked_task_fails_the_rollout_and_rolls_back_traffic_the_canary_holds() {
+    let p = plan();
+    use Phase::*;
+    // (phase, rollback owed afterwards) — a promotion in flight is left to a human, and a
+    // rollout that never took traffic has nothing to undo.
+    let table = [
+        (Pending, false),
+        (Progressing, true),
+        (WaitingWindow, true),
+        (WaitingApproval, true),
+        (Paused, true),
+        (Promoting, false),
+        (RollingBack, true),
+    ];
+    for (phase, owed) in table {
+        let mut r = in_phase(phase, &p);
+        if r.rollback_decided {
+            r.reason = Some("x".into());
+        }
+        let (after, actions) = step(&r, &p, task_failed(), 50);
+        let ctx = format!("{phase:?}");
+        assert_eq!(after.phase, Failed, "{ctx}");
+        assert_eq!(after.finished_at, Some(at(50)), "{ctx}");
+        let why = after.reason.clone().unwrap_or_default();
+        assert!(
+            why.starts_with("rollout task failed: panicked: boom"),
+            "{ctx}: {why}"
+        );
+        assert_eq!(after.rollback_undelivered(), owed, "{ctx}: {after:?}");
+        assert_eq!(after.is_live(), owed, "{ctx}");
+        // A new rollback is asked for only when none was decided before.
+        let fresh_rollback = owed && !r.rollback_decided;
+        assert_eq!(
+            actions.len(),
+            usize::from(fresh_rollback),
+            "{ctx}: {actions:?}"
+        );
+        if r.rollback_decided {
+            assert_eq!(
+                after.pending, r.pending,
+                "{ctx}: the owed rollback is unchanged"
+            );
+            assert!(
+                why.ends_with("(rollback was decided because: x)"),
+                "{ctx}: {why}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_rollback_owed_after_a_panic_ends_rolled_back_once_delivered() {
+    let p = plan();
+    let r = at_first_step(&p);
+    let (r, actions) = step(&r, &p, task_failed(), 3);
+    assert!(
+        matches!(&actions[..], [Action::Rollback { reason }] if reason.contains("panicked: boom"))
+    );
+    // Only the rollback's delivery is heard while it is owed.
+    for e in [Event::Promote, Event::Resume, healthy(&r, 4), task_failed()] {
+        let t = handle(&r, &p, e.clone(), at(4));
+        assert!(t.rejected.is_some() && t.actions.is_empty(), "{e:?}");
+    }
+    let (r, _) = step(&r, &p, ok(HookKind::Rollback), 5);
+    assert_eq!((r.phase, r.weight), (Phase::RolledBack, 0));
+    assert!(!r.is_live());
+}
+
+#[test]
+fn a_hold_too_long_for_the_calendar_never_ends_and_never_panics() {
+    let mut p = plan();
+    p.steps[0].hold = Duration::MAX;
+    p.warmup = Duration::from_secs(u64::MAX / 2);
+    let r = at_first_step(&p);
+    let (r, actions) = step(&r, &p, healthy(&r, 10), 10);
+    assert!(actions.is_empty());
+    let (r, actions) = step(&r, &p, Event::Timer, 1_000_000);
+    assert!(actions.is_empty());
+    assert_eq!((r.phase, r.step), (Phase::Progressing, 0));
 }

@@ -2,7 +2,8 @@
 //! the rule set, and the store.
 //!
 //! Order per event: decide (machine) → save (store) → act (hooks). A decision the store refuses
-//! is not acted on. On start, [`Controller::recover`] resumes every live rollout from the store
+//! is not acted on. Each task runs under a supervisor ([`super::supervisor`]) that restarts it
+//! after a panic, so no rollout is left without a task that answers. On start, [`Controller::recover`] resumes every live rollout from the store
 //! with the rule text it started with.
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,8 +14,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::store::{Delivery, Store, StoreError};
-use super::task::RolloutTask;
-use super::{Action, Event, Plan, Rollout, Tick};
+use super::supervisor::supervise;
+use super::{Action, Event, Rollout, Tick};
 use crate::actions::HookRunner;
 use crate::rules::{Rule, parse_rule};
 use crate::source::PrometheusSource;
@@ -283,38 +284,46 @@ impl Controller {
     ) {
         let (tx, rx) = mpsc::channel(32);
         let id = rollout.id.clone();
-        let task = RolloutTask::new(
-            self.inner.clone(),
-            Plan::from_rule(&rule),
-            rule,
-            rollout,
-            rx,
-            recovered,
-        );
-        let handle = tokio::spawn(task.run());
+        let handle = tokio::spawn(supervise(self.inner.clone(), rule, rollout, rx, recovered));
         live.insert(id, Live { tx, handle });
     }
 
     /// Sends a user or alert event to a live rollout and returns its new state.
     pub async fn send(&self, id: &str, event: Event) -> Result<Rollout, ControlError> {
-        let tx = {
-            let live = self.lock_live();
-            match live.get(id) {
-                Some(l) => l.tx.clone(),
-                None => {
-                    let r = self.get(id)?;
-                    return Err(ControlError::Rejected(format!(
-                        "rollout is {}",
-                        r.phase.as_str()
-                    )));
-                }
-            }
+        let tx = self.lock_live().get(id).map(|l| l.tx.clone());
+        let Some(tx) = tx else {
+            return Err(self.not_live(id));
         };
         let (reply, answer) = oneshot::channel();
-        tx.send((event, reply))
-            .await
-            .map_err(|_| ControlError::ShuttingDown)?;
-        answer.await.map_err(|_| ControlError::ShuttingDown)?
+        if tx.send((event, reply)).await.is_err() {
+            // The task ended between the lookup and the send.
+            return Err(self.not_live(id));
+        }
+        match answer.await {
+            Ok(result) => result,
+            // The task ended with the command still queued, or panicked while handling it (the
+            // supervisor then restarts it, and the new task records the panic).
+            Err(_) => match self.get(id) {
+                Ok(r) if r.is_live() && !*self.inner.shutdown.borrow() => {
+                    Err(ControlError::Conflict(format!(
+                        "the task of rollout {id} failed while handling this request and was \
+                         restarted; the rollout's reason says why"
+                    )))
+                }
+                _ => Err(self.not_live(id)),
+            },
+        }
+    }
+
+    /// Why an event cannot be sent to a rollout that has no task.
+    fn not_live(&self, id: &str) -> ControlError {
+        if *self.inner.shutdown.borrow() {
+            return ControlError::ShuttingDown;
+        }
+        match self.get(id) {
+            Ok(r) => ControlError::Rejected(format!("rollout is {}", r.phase.as_str())),
+            Err(e) => e,
+        }
     }
 
     /// Live rollouts of a rule (for alerts that stop every rollout of a service).

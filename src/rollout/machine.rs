@@ -51,6 +51,10 @@ pub enum Event {
         url: String,
         error: String,
     },
+    /// The rollout's task panicked (a bug) and was restarted from the stored state.
+    TaskFailed {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -151,6 +155,10 @@ fn apply(
         Event::AlertFired { alert } => decide_rollback(r, format!("alert fired: {alert}"), out),
         Event::HealthFailed { url, error } => {
             decide_rollback(r, format!("health check {url} failed: {error}"), out)
+        }
+        Event::TaskFailed { reason } => {
+            task_failed(r, reason, now, out);
+            None
         }
         Event::Tick(tick) => {
             on_tick(r, plan, tick, now, out);
@@ -327,9 +335,51 @@ fn hook_failed(
     }
 }
 
+/// The task that watched the canary is gone, so the rollout is `failed` with the panic as its
+/// reason. Traffic the canary may hold goes back to the baseline (the known-good state, as when a
+/// weight change cannot be delivered); a rollback already decided stays owed and is delivered by
+/// the restarted task; a promotion in flight is left to a human, as when its hook fails.
+fn task_failed(r: &mut Rollout, reason: String, now: DateTime<Utc>, out: &mut Vec<Action>) {
+    let reason = format!("rollout task failed: {reason}");
+    let holds_traffic = r.weight > 0 || matches!(r.pending, Some(Action::SetWeight { .. }));
+    let why = if r.rollback_decided {
+        format!(
+            "{reason} (rollback was decided because: {})",
+            r.reason.clone().unwrap_or_default()
+        )
+    } else if matches!(r.pending, Some(Action::Promote)) {
+        r.pending = None;
+        format!("{reason}; the promotion in flight is unconfirmed: a human decides")
+    } else if holds_traffic {
+        let why = format!("{reason}; rolling back to the baseline");
+        decide_rollback(r, why.clone(), out);
+        why
+    } else {
+        r.pending = None;
+        reason
+    };
+    r.phase = Phase::Failed;
+    r.pause_reason = None;
+    r.reason = Some(why);
+    r.finished_at = Some(now);
+}
+
+/// `since + d <= now`. A `d` past the calendar's end is never reached (a hold that long never
+/// ends), so user durations cannot make the arithmetic panic.
+pub(super) fn has_elapsed(
+    since: DateTime<Utc>,
+    d: std::time::Duration,
+    now: DateTime<Utc>,
+) -> bool {
+    chrono::TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| since.checked_add_signed(d))
+        .is_some_and(|end| now >= end)
+}
+
 fn in_warmup(r: &Rollout, plan: &Plan, at: DateTime<Utc>) -> bool {
     match r.step_started_at {
-        Some(started) => at < started + plan.warmup,
+        Some(started) => !has_elapsed(started, plan.warmup, at),
         None => true,
     }
 }
@@ -442,13 +492,13 @@ fn try_advance(r: &mut Rollout, plan: &Plan, now: DateTime<Utc>, out: &mut Vec<A
     // Reaching 100 % with no hold is the promotion itself: the canary proved itself at the
     // previous steps, and at 100 % there is no baseline traffic left to compare with.
     let needs_tick = !(last && step.hold.is_zero());
-    if now < started + step.hold {
+    if !has_elapsed(started, step.hold, now) {
         return;
     }
     if needs_tick {
         let healthy = r.last_tick.as_ref().is_some_and(|t| {
             t.step == r.step
-                && t.at >= started + plan.warmup
+                && has_elapsed(started, plan.warmup, t.at)
                 && t.all_healthy()
                 && t.score.outcome == crate::judge::ScoreOutcome::Pass
         });

@@ -5,12 +5,14 @@
 
 pub mod analysis;
 pub mod controller;
+mod deadline;
 pub mod feed;
 pub mod machine;
 pub mod plan;
 pub mod probes;
 pub mod sqlite;
 pub mod store;
+mod supervisor;
 mod task;
 
 use std::collections::BTreeMap;

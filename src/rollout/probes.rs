@@ -72,7 +72,10 @@ fn start(
 
 /// Probes one endpoint until it failed `failure_limit` times in a row or the rollout ended.
 async fn probe_endpoint(controller: Controller, probe: HealthProbe, id: String, spec: HealthSpec) {
-    let interval = spec.interval.max(Duration::from_millis(100));
+    // Bounded both ways: a tiny interval cannot spin, a huge one cannot overflow the ticker.
+    let interval = spec
+        .interval
+        .clamp(Duration::from_millis(100), Duration::from_secs(24 * 3600));
     // A probe must answer before the next one is due, and no probe waits longer than 10 s.
     let timeout = interval.min(Duration::from_secs(10));
     let mut ticker = tokio::time::interval(interval);
@@ -83,7 +86,7 @@ async fn probe_endpoint(controller: Controller, probe: HealthProbe, id: String, 
         match probe.check(&spec.url, timeout).await {
             Ok(()) => failures = 0,
             Err(error) => {
-                failures += 1;
+                failures = failures.saturating_add(1);
                 tracing::warn!(event = "health.fail", rollout = %id, url = %crate::redact::url(&spec.url), failures, limit = spec.failure_limit, error = %error, "health probe failed");
                 if failures >= spec.failure_limit {
                     let error = format!("{error} ({failures} times in a row)");

@@ -1,18 +1,28 @@
 //! One live rollout: sleep, query, judge, decide, save, act — in that order, in one task.
 //!
+//! Control preempts analysis: commands (abort, pause, an alert, a failing probe) are taken
+//! before the timer, and are answered while a tick is in flight; a command that changes the
+//! phase, step or pending action cancels that tick, whose queries are dropped unanswered. Each
+//! tick has its own deadline ([`super::deadline`]), so however slow Prometheus is, a decision is
+//! taken, saved and its hook called at once.
+//!
 //! A decision the store refuses is dropped (the in-memory state never runs ahead of the disk),
 //! nothing is performed, and the task tries again after a backoff: ticks re-decide, a hook whose
 //! success could not be saved is delivered again (same Idempotency-Key). A rollback whose hook
-//! keeps failing leaves the rollout `failed` and is re-delivered until it arrives.
+//! keeps failing leaves the rollout `failed` and is re-delivered until it arrives. A panic ends
+//! the task; [`super::supervisor`] starts it again from the stored state with the panic's reason.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 
 use super::controller::{ControlError, Inner, Reply, Update};
+use super::deadline::{gather_within, tick_deadline};
+use super::machine::has_elapsed;
 use super::store::{Delivery, StoreError};
+use super::supervisor::inject_fault;
 use super::{Action, Event, Phase, Plan, Rollout, Tick, handle};
 use crate::actions::HookPayload;
 use crate::rules::Rule;
@@ -22,17 +32,26 @@ use crate::telemetry;
 /// refused save: long enough not to hammer a dead receiver, short enough that recovery is quick.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
+/// Bounds of the analysis interval: a floor so a tiny interval cannot spin the task, a ceiling
+/// so the next tick's instant is always representable.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
 /// 1 s, 2 s, 4 s, … capped at [`MAX_RETRY_DELAY`].
-fn retry_delay(round: u32) -> Duration {
+pub(super) fn retry_delay(round: u32) -> Duration {
     Duration::from_secs(1u64 << round.saturating_sub(1).min(6)).min(MAX_RETRY_DELAY)
 }
+
+/// The task's command queue, held for the task's whole life; the supervisor keeps the queue
+/// across a restart, so commands sent while a task panicked are answered by the next one.
+pub(super) type Commands = OwnedMutexGuard<mpsc::Receiver<(Event, Reply)>>;
 
 pub(super) struct RolloutTask {
     inner: Arc<Inner>,
     rule: Arc<Rule>,
     plan: Plan,
     state: Rollout,
-    rx: mpsc::Receiver<(Event, Reply)>,
+    rx: Commands,
     shutdown: watch::Receiver<bool>,
     /// Resumed from the store: analyse at once instead of after one interval.
     recovered: bool,
@@ -40,39 +59,53 @@ pub(super) struct RolloutTask {
     save_failures: u32,
     /// Consecutive failed deliveries of a rollback that is still owed.
     rollback_rounds: u32,
+    /// Why the previous task of this rollout panicked: decided (`TaskFailed`) before anything else.
+    panicked: Option<String>,
+    /// How many tasks of this rollout panicked before this one.
+    panics: u32,
 }
 
 impl RolloutTask {
     pub(super) fn new(
         inner: Arc<Inner>,
-        plan: Plan,
         rule: Arc<Rule>,
         state: Rollout,
-        rx: mpsc::Receiver<(Event, Reply)>,
+        rx: Commands,
         recovered: bool,
     ) -> RolloutTask {
         let shutdown = inner.shutdown.subscribe();
         RolloutTask {
+            plan: Plan::from_rule(&rule),
             inner,
             rule,
-            plan,
             state,
             rx,
             shutdown,
             recovered,
             save_failures: 0,
             rollback_rounds: 0,
+            panicked: None,
+            panics: 0,
         }
     }
 
+    /// A task restarted after its predecessor panicked `panics` times: it records the panic
+    /// first, and waits a growing delay (answering commands) when the panics repeat, so a panic
+    /// that comes back every time cannot spin.
+    pub(super) fn after_panic(mut self, reason: String, panics: u32) -> RolloutTask {
+        self.panicked = Some(reason);
+        self.panics = panics;
+        self
+    }
+
     pub(super) async fn run(mut self) {
-        // A floor so a tiny interval cannot spin the task.
         let interval = self
             .rule
             .spec
             .analysis
             .interval
-            .max(Duration::from_millis(100));
+            .clamp(MIN_INTERVAL, MAX_INTERVAL);
+        let deadline = tick_deadline(interval, self.inner.source.timeout());
         let mut next_tick = tokio::time::Instant::now();
         if !self.recovered {
             next_tick += interval;
@@ -80,6 +113,15 @@ impl RolloutTask {
         while self.state.is_live() && !*self.shutdown.borrow() {
             if self.save_failures > 0 {
                 self.idle(retry_delay(self.save_failures)).await;
+            }
+            if let Some(reason) = self.panicked.clone() {
+                if self.panics > 1 {
+                    self.idle(retry_delay(self.panics - 1)).await;
+                }
+                if self.apply(Event::TaskFailed { reason }).is_ok() {
+                    self.panicked = None;
+                }
+                continue;
             }
             // A fresh rollout is started by `Controller::start`; one recovered in `pending`, or
             // whose start the store refused, starts itself.
@@ -97,22 +139,58 @@ impl RolloutTask {
                 self.perform(action).await;
                 continue;
             }
+            // Commands first: when a command and the timer are both ready, the command wins.
             tokio::select! {
-                _ = tokio::time::sleep_until(next_tick) => {
-                    next_tick = tokio::time::Instant::now() + interval;
-                    let event = if self.wants_analysis(Utc::now()) {
-                        Event::Tick(self.analyse().await)
-                    } else {
-                        Event::Timer
-                    };
-                    let _ = self.apply(event);
-                }
+                biased;
                 Some((event, reply)) = self.rx.recv() => self.command(event, reply),
                 _ = self.shutdown.changed() => {}
+                _ = tokio::time::sleep_until(next_tick) => {
+                    next_tick = tokio::time::Instant::now() + interval;
+                    if self.wants_analysis(Utc::now()) {
+                        self.analyse(deadline).await;
+                    } else {
+                        let _ = self.apply(Event::Timer);
+                    }
+                }
             }
         }
         if !self.state.is_live() {
             self.inner.forget(&self.state.id);
+        }
+    }
+
+    /// Gathers and decides one tick while still answering commands. A command that changes the
+    /// phase, the step or the pending action makes the tick moot: it is cancelled (its queries
+    /// dropped) and the loop acts on the command's decision at once.
+    async fn analyse(&mut self, deadline: Duration) {
+        let before = (
+            self.state.phase,
+            self.state.step,
+            self.state.pending.clone(),
+        );
+        let (inner, rule, state) = (self.inner.clone(), self.rule.clone(), self.state.clone());
+        let gather = async move {
+            gather_within(deadline, &inner.source, &rule, &state, SystemTime::now()).await
+        };
+        tokio::pin!(gather);
+        loop {
+            tokio::select! {
+                biased;
+                Some((event, reply)) = self.rx.recv() => {
+                    self.command(event, reply);
+                    let now = (self.state.phase, self.state.step, self.state.pending.clone());
+                    if now != before {
+                        tracing::info!(event = "tick.cancelled", rollout = %self.state.id,
+                            phase = self.state.phase.as_str(), "analysis in flight cancelled by a newer decision");
+                        return;
+                    }
+                }
+                _ = self.shutdown.changed() => return,
+                tick = &mut gather => {
+                    let _ = self.apply(Event::Tick(tick));
+                    return;
+                }
+            }
         }
     }
 
@@ -135,6 +213,9 @@ impl RolloutTask {
             Action::Rollback { .. } => self.rule.spec.hooks.rollback.as_ref(),
         }
         .map(|s| s.value.clone());
+        if matches!(action, Action::Rollback { .. }) {
+            inject_fault("rollback");
+        }
         let hooks = self.inner.hooks.clone();
         let call = hooks.deliver(spec.as_ref(), &payload);
         tokio::pin!(call);
@@ -150,7 +231,7 @@ impl RolloutTask {
                     let failed = matches!(event, Event::HookFailed { .. });
                     let _ = self.apply(event);
                     if self.state.rollback_undelivered() {
-                        self.rollback_rounds = if failed { self.rollback_rounds + 1 } else { 0 };
+                        self.rollback_rounds = if failed { self.rollback_rounds.saturating_add(1) } else { 0 };
                         tracing::error!(event = "rollout.rollback_undelivered", rollout = %self.state.id,
                             rule = %self.state.rule, rounds = self.rollback_rounds,
                             retry_in = ?retry_delay(self.rollback_rounds),
@@ -209,6 +290,9 @@ impl RolloutTask {
     /// in which case the decision is dropped and nothing it asked for is performed.
     fn apply(&mut self, event: Event) -> Result<Option<String>, StoreError> {
         let label = event_label(&event);
+        if label == "tick" {
+            inject_fault("tick");
+        }
         let now = Utc::now();
         // History keeps the verdicts; the sequential tests' running state lives on the rollout
         // once, not again in every stored tick.
@@ -258,19 +342,7 @@ impl RolloutTask {
             && self
                 .state
                 .step_started_at
-                .is_some_and(|s| now >= s + self.plan.warmup)
-    }
-
-    async fn analyse(&self) -> Tick {
-        let window = self.rule.spec.analysis.window;
-        super::analysis::gather(
-            &self.inner.source,
-            &self.rule,
-            &self.state,
-            SystemTime::now(),
-            window,
-        )
-        .await
+                .is_some_and(|s| has_elapsed(s, self.plan.warmup, now))
     }
 
     fn payload(&self, action: &Action) -> HookPayload {
@@ -314,6 +386,7 @@ fn event_label(e: &Event) -> &'static str {
         Event::Approve => "approve",
         Event::AlertFired { .. } => "alert_fired",
         Event::HealthFailed { .. } => "health_failed",
+        Event::TaskFailed { .. } => "task_failed",
     }
 }
 

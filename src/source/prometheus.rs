@@ -85,6 +85,11 @@ impl PrometheusSource {
         &self.url
     }
 
+    /// How long one query may take; a rollout's tick never waits longer than this.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// One range query, folded into an [`Observation`]. Never fails: a failure is an outcome.
     pub async fn range(
         &self,

@@ -161,6 +161,18 @@ impl Daemon {
         dir: &std::path::Path,
         extra: &[&str],
     ) -> Daemon {
+        Daemon::start_with_env(port, prometheus_url, rules, dir, extra, &[]).await
+    }
+
+    /// Like [`Daemon::start_on`] with extra environment variables (test-only fault injection).
+    pub async fn start_with_env(
+        port: u16,
+        prometheus_url: &str,
+        rules: &[PathBuf],
+        dir: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let log = dir.join(format!("canaryd-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_canaryd"));
@@ -175,6 +187,7 @@ impl Daemon {
             .arg(dir)
             .args(extra)
             .env_remove("CANARYD_API_TOKEN")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .kill_on_drop(true);

@@ -1,0 +1,114 @@
+//! Every tick has a deadline: the smaller of the analysis interval and the Prometheus timeout.
+//!
+//! A tick that misses it is judged `error` on every metric — no data, never a pass — so a hanging
+//! Prometheus cannot stretch one tick over many intervals, and what the tick would have said had
+//! it finished late is never acted on.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use super::{Rollout, Tick, analysis};
+use crate::judge::{Check, MetricInput, Verdict, judge_tick};
+use crate::rules::Rule;
+use crate::source::PrometheusSource;
+
+/// The time one tick may take: a tick must end before the next one is due, and no tick waits
+/// for Prometheus longer than one query may.
+pub(super) fn tick_deadline(interval: Duration, prometheus_timeout: Duration) -> Duration {
+    interval.min(prometheus_timeout)
+}
+
+/// Gathers one tick ending at `end`, or the missed-deadline tick if it takes longer than
+/// `deadline`. Cancelling the returned future cancels every query of the tick.
+pub(super) async fn gather_within(
+    deadline: Duration,
+    source: &PrometheusSource,
+    rule: &Rule,
+    rollout: &Rollout,
+    end: SystemTime,
+) -> Tick {
+    let window = rule.spec.analysis.window;
+    let gather = analysis::gather(source, rule, rollout, end, window);
+    match tokio::time::timeout(deadline, gather).await {
+        Ok(tick) => tick,
+        Err(_) => missed(rule, rollout, end, deadline),
+    }
+}
+
+/// The tick of an analysis that missed its deadline: every metric `error`, scored like any
+/// tick, so it counts toward `nodata_limit` and never toward promotion. Sequential states are
+/// left out, so the running tests carry on from their last real observation.
+pub(super) fn missed(rule: &Rule, rollout: &Rollout, end: SystemTime, deadline: Duration) -> Tick {
+    let reason = format!(
+        "no answer from Prometheus within the tick's deadline of {} \
+         (the smaller of analysis.interval and the Prometheus timeout)",
+        humantime::format_duration(deadline)
+    );
+    let inputs: Vec<MetricInput> = rule
+        .metrics()
+        .map(|m| MetricInput::Judged(Box::new(Check::new(m, Verdict::Error, reason.clone()))))
+        .collect();
+    let (checks, score) = judge_tick(rule.metrics(), &inputs, &rule.spec.analysis);
+    Tick {
+        at: end.into(),
+        step: rollout.step,
+        checks,
+        score,
+        sequential: BTreeMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::ScoreOutcome;
+
+    const RULE: &str = r#"name: api
+selector:
+  canary: 'track="canary"'
+  baseline: 'track="baseline"'
+steps:
+  - { weight: 10, hold: 1m }
+  - { weight: 100 }
+metrics:
+  - name: error_rate
+    query: sum(rate(errors{ {{selector}} }[1m]))
+    rollback_above: 0.05
+    critical: true
+  - name: latency
+    query: sum(rate(latency{ {{selector}} }[1m]))
+    rollback_above: 2
+hooks: {}
+"#;
+
+    #[test]
+    fn a_missed_deadline_is_an_error_on_every_metric_and_never_a_pass() {
+        let rule = crate::rules::parse_rule(std::path::Path::new("api.yaml"), RULE)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let rollout = Rollout::new("ro-1".into(), "api".into(), "v2".into(), chrono::Utc::now());
+        let t = missed(
+            &rule,
+            &rollout,
+            SystemTime::now(),
+            Duration::from_millis(1500),
+        );
+        assert_eq!(t.checks.len(), 2);
+        for c in &t.checks {
+            assert_eq!(c.verdict, Verdict::Error, "{c:?}");
+            assert!(c.reason.contains("deadline of 1s 500ms"), "{}", c.reason);
+            assert!(
+                !c.rolls_back_now(),
+                "a slow Prometheus is no evidence: {c:?}"
+            );
+        }
+        assert!(!t.all_healthy());
+        assert_ne!(t.score.outcome, ScoreOutcome::Pass);
+    }
+
+    #[test]
+    fn the_deadline_is_the_smaller_of_interval_and_prometheus_timeout() {
+        let s = Duration::from_secs;
+        assert_eq!(tick_deadline(s(30), s(10)), s(10));
+        assert_eq!(tick_deadline(s(1), s(2)), s(1));
+    }
+}

@@ -1,0 +1,141 @@
+//! A rollout's task cannot wedge its rollout by panicking.
+//!
+//! The supervisor runs the task as its own tokio task and watches its `JoinHandle`. When the
+//! task panics — a bug, whatever its cause — the supervisor re-reads the rollout from the store
+//! and starts a new task that first decides `TaskFailed` with the panic's reason through the
+//! usual decide → save → act path (the rollout becomes `failed`; traffic the canary may hold is
+//! rolled back), then goes on as a recovered task: a rollback decided before or because of the
+//! panic is delivered, commands are answered, and once nothing is owed the rollout leaves the
+//! live set, so its rule takes new rollouts. The command queue outlives each task, so a command
+//! sent meanwhile is answered by the next one.
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc};
+
+use super::controller::{Inner, Reply};
+use super::task::{RolloutTask, retry_delay};
+use super::{Event, Rollout};
+use crate::rules::Rule;
+
+/// Runs the task of `rollout` until it ends, restarting it after each panic.
+pub(super) async fn supervise(
+    inner: Arc<Inner>,
+    rule: Arc<Rule>,
+    rollout: Rollout,
+    rx: mpsc::Receiver<(Event, Reply)>,
+    recovered: bool,
+) {
+    let id = rollout.id.clone();
+    let rx = Arc::new(Mutex::new(rx));
+    let mut task = RolloutTask::new(
+        inner.clone(),
+        rule.clone(),
+        rollout,
+        rx.clone().lock_owned().await,
+        recovered,
+    );
+    let mut panics = 0u32;
+    loop {
+        let reason = match tokio::spawn(task.run()).await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => panic_reason(e.into_panic()),
+            // Cancelled: the runtime is shutting down.
+            Err(_) => return,
+        };
+        panics = panics.saturating_add(1);
+        tracing::error!(event = "rollout.task_panicked", rollout = %id, reason = %reason, panics,
+            "rollout task panicked; restarting it from the stored state");
+        let Some(state) = stored(&inner, &id).await else {
+            return;
+        };
+        task = RolloutTask::new(
+            inner.clone(),
+            rule.clone(),
+            state,
+            rx.clone().lock_owned().await,
+            true,
+        )
+        .after_panic(reason, panics);
+    }
+}
+
+/// The rollout as last saved: the truth a restarted task starts from. Retries a store that
+/// cannot be read; `None` when the rollout is gone or the controller shuts down.
+async fn stored(inner: &Inner, id: &str) -> Option<Rollout> {
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut round = 0u32;
+    loop {
+        match inner.store.get(id) {
+            Ok(Some(r)) => return Some(r),
+            Ok(None) => {
+                tracing::error!(rollout = %id, "rollout vanished from the store after its task panicked");
+                inner.forget(id);
+                return None;
+            }
+            Err(e) => {
+                round = round.saturating_add(1);
+                tracing::error!(rollout = %id, error = %e, round,
+                    "cannot re-read a rollout whose task panicked; retrying");
+                inner.set_store_error(Some(e.to_string()));
+            }
+        }
+        if *shutdown.borrow() {
+            return None;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(retry_delay(round)) => {}
+            _ = shutdown.changed() => return None,
+        }
+    }
+}
+
+/// A panic payload as text: `panic!` gives a `&str` or a `String`; anything else is unnamed.
+fn panic_reason(payload: Box<dyn std::any::Any + Send>) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-text payload".to_string());
+    format!("panicked: {text}")
+}
+
+/// The environment variable of the test-only fault injection.
+const FAULT_ENV: &str = "CANARYD_TEST_PANIC_AT";
+
+/// Test-only fault injection: with `CANARYD_TEST_PANIC_AT=<point>` the first rollout task to
+/// reach `point` (`tick`: deciding a judged tick; `rollback`: about to deliver a rollback) panics,
+/// once per process. Compiled into debug builds only, so a release binary never reads the
+/// variable; the integration tests run the debug binary.
+#[cfg(debug_assertions)]
+pub(super) fn inject_fault(point: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    if std::env::var(FAULT_ENV).is_ok_and(|p| p == point) && !FIRED.swap(true, Ordering::SeqCst) {
+        panic!("fault injected at {point} by {FAULT_ENV}");
+    }
+}
+
+#[cfg(not(debug_assertions))]
+const _: &str = FAULT_ENV;
+
+#[cfg(not(debug_assertions))]
+pub(super) fn inject_fault(_point: &str) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_payloads_of_both_kinds_become_the_reason() {
+        assert_eq!(panic_reason(Box::new("boom")), "panicked: boom");
+        assert_eq!(
+            panic_reason(Box::new(format!("overflow at {}", 3))),
+            "panicked: overflow at 3"
+        );
+        assert_eq!(
+            panic_reason(Box::new(42u8)),
+            "panicked: panic with a non-text payload"
+        );
+    }
+}
