@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::rollout::controller::Controller;
 use crate::rollout::feed::Feed;
 use crate::rollout::probes;
-use crate::rollout::sqlite::SqliteStore;
+use crate::rollout::sqlite::{SqliteStore, StartMode};
 use crate::rules::reload;
 use crate::source::HealthProbe;
 use crate::source::{PrometheusConfig, PrometheusSource};
@@ -67,6 +67,13 @@ pub struct ServeArgs {
     pub reports_dir: Option<PathBuf>,
     #[arg(long, env = "CANARYD_TEMPLATES_DIR")]
     pub templates_dir: Option<PathBuf>,
+    /// Start with no rollouts although the state dir shows it held some (its database is
+    /// missing or empty). Without it such a start is refused, because every live rollout and
+    /// owed rollback would be forgotten. The stale files are kept, renamed `*.stale-<time>`.
+    /// Refused when the state dir holds a readable store, so remove it after that one start.
+    /// An empty or new state dir needs no flag.
+    #[arg(long, env = "CANARYD_INIT_STATE")]
+    pub init_state: bool,
 }
 
 impl ServeArgs {
@@ -159,21 +166,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let source = PrometheusSource::new(&prometheus)?;
     let hooks = HookRunner::new().context("building the hook HTTP client")?;
-    // One daemon per state directory: two would both drive the same rollouts. The OS drops the
-    // lock with the process, so a kill -9 never leaves it stale.
-    std::fs::create_dir_all(&cfg.state_dir)
-        .with_context(|| format!("cannot create state_dir {}", cfg.state_dir.display()))?;
-    let lock_path = cfg.state_dir.join("canaryd.lock");
-    let lock = std::fs::File::create(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    if lock.try_lock().is_err() {
-        bail!(
-            "another canaryd is using state_dir {} (lock {} is held)",
-            cfg.state_dir.display(),
-            lock_path.display()
-        );
-    }
-    let store = SqliteStore::open(&cfg.state_dir).context("opening the state store")?;
+    // One daemon per state directory (an OS lock on the directory), and no silent fresh start
+    // in a directory whose database was lost: see `rollout::sqlite::state_dir`.
+    let mode = if args.init_state {
+        StartMode::Init
+    } else {
+        StartMode::Resume
+    };
+    let store = SqliteStore::open(&cfg.state_dir, mode).context("opening the state store")?;
     tracing::info!(path = %store.path().display(), "state store open");
     let controller = Controller::new(rules, Arc::new(store), source, hooks);
     let recovered = controller
@@ -228,7 +228,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for s in subscribers {
         s.abort();
     }
-    drop(lock);
     Ok(())
 }
 

@@ -18,6 +18,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::store::{Delivery, Store, StoreError};
 use super::{Rollout, Tick};
 
+mod state_dir;
+pub use state_dir::{DB_FILE, MARKER_FILE, StartMode};
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rollouts (
     id          TEXT PRIMARY KEY,
@@ -57,6 +60,8 @@ CREATE INDEX IF NOT EXISTS deliveries_rollout ON hook_deliveries(rollout_id, seq
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// The state directory's lock, released when the store is dropped (or the process dies).
+    _lock: Option<state_dir::DirLock>,
 }
 
 fn unavailable(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
@@ -71,15 +76,27 @@ fn corrupt(what: &str) -> impl FnOnce(serde_json::Error) -> StoreError + '_ {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) `state_dir/canaryd.db` in WAL mode with `synchronous = FULL`.
-    pub fn open(state_dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", state_dir.display()))
-        })?;
-        Self::open_file(&state_dir.join("canaryd.db"), true)
+    /// Locks `state_dir` for this process, then opens `state_dir/canaryd.db` in WAL mode with
+    /// `synchronous = FULL`. A new database is created only in a directory that never held one,
+    /// or with [`StartMode::Init`]; see [`state_dir`] for why.
+    pub fn open(state_dir: &Path, mode: StartMode) -> Result<SqliteStore, StoreError> {
+        let lock = state_dir::lock(state_dir)?;
+        if state_dir::prepare(state_dir, mode)? == state_dir::Found::New {
+            state_dir::create(state_dir, |tmp| {
+                let conn = Connection::open(tmp).map_err(unavailable("creating the store"))?;
+                conn.execute_batch(SCHEMA)
+                    .map_err(unavailable("creating the store"))
+            })?;
+            tracing::info!(dir = %state_dir.display(), "new state store initialized");
+        }
+        let mut store = Self::open_file(&state_dir.join(DB_FILE), true)?;
+        state_dir::ensure_marker(state_dir)?;
+        store._lock = Some(lock);
+        Ok(store)
     }
 
-    /// Opens a database file; `full_sync` false is only for measuring what FULL costs.
+    /// Opens a database file without the state directory's checks or lock: for benches and
+    /// tools. `full_sync` false is only for measuring what FULL costs.
     pub fn open_file(path: &Path, full_sync: bool) -> Result<SqliteStore, StoreError> {
         let context = format!("opening {}", path.display());
         let conn = Connection::open(path).map_err(unavailable(&context))?;
@@ -97,6 +114,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            _lock: None,
         })
     }
 

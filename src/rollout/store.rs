@@ -20,6 +20,29 @@ pub enum StoreError {
     Unavailable(String),
     #[error("state store holds a record it cannot read ({what}): {message}")]
     Corrupt { what: String, message: String },
+    #[error(
+        "another canaryd is using state_dir {} (it holds the directory's lock)",
+        dir.display()
+    )]
+    Locked { dir: std::path::PathBuf },
+    #[error(
+        "state store {} is {state}, but {evidence} shows this state dir held rollouts: \
+         restore the database from a backup, or start once with --init-state to begin with no \
+         rollouts (the stale files are kept beside it, renamed *.stale-<time>)",
+        db.display()
+    )]
+    Lost {
+        db: std::path::PathBuf,
+        /// `empty` or `missing`.
+        state: &'static str,
+        evidence: String,
+    },
+    #[error(
+        "--init-state was given but {} already holds a store; remove the flag (it only starts \
+         a state dir that lost its database)",
+        db.display()
+    )]
+    AlreadyInitialized { db: std::path::PathBuf },
 }
 
 /// One call of [`crate::actions::HookRunner::call`], with all its retries.
