@@ -1,59 +1,107 @@
-//! Simulation tests: the sequential test's guarantee and the benchmark's story, on seeded
-//! simulated rollouts (the data `canaryd simulate --seed 1` uses).
+//! The production-noise simulation's story, pinned: the shipped policy keeps false rollbacks of
+//! healthy canaries at or under 1 % over a hold and still catches a five-fold error rate at
+//! once, where the policy shipped before issue 10 (kept as a fixture) rolled back healthy
+//! canaries many times more often. Seeded: `canaryd simulate --seed 1` sees the same worlds.
 
-use canaryd::judge::sequential::SequentialConfig;
-use canaryd::simulate::{
-    Policy, Row, Scenario, Shape, decisions, run_rng, scenarios, simulate_rollout,
-};
+use std::path::Path;
+use std::time::Duration;
+
+use canaryd::rules::parse_rule;
+use canaryd::simulate::{HIGH, LOW, Setup, Simulated, Summary, Traffic, outcomes, scenario};
 
 const SEED: u64 = 1;
-const RUNS: u64 = 1000;
+const TWO_HOURS: Duration = Duration::from_secs(2 * 3600);
 
-fn scenario(name: &str) -> Scenario {
-    scenarios()
-        .into_iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no scenario named {name:?}"))
+fn rule(path: &str) -> Simulated {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let rule = parse_rule(&p, &text).unwrap_or_else(|e| panic!("{path}: {e:?}"));
+    Simulated::new(&rule)
 }
 
-/// Runs `policy` on `runs` rollouts of the named scenario and prints the summary line.
-fn row(name: &str, policy: Policy, runs: u64) -> Row {
-    let s = scenario(name);
-    let decided = decisions(
-        &Shape::default(),
-        &s,
-        std::slice::from_ref(&policy),
-        runs,
-        SEED,
+fn summary(path: &str, name: &str, traffic: Traffic, runs: u64) -> Summary {
+    let sim = rule(path);
+    assert!(
+        sim.skipped.is_empty(),
+        "{path}: not simulated: {:?}",
+        sim.skipped
     );
-    let row = Row::summarise(&s, &policy, &decided[0]);
+    let s = scenario(name).unwrap_or_else(|| panic!("no scenario {name:?}"));
+    let setup = Setup {
+        runs,
+        seed: SEED,
+        horizon: TWO_HOURS,
+        traffic,
+    };
+    let out = outcomes(&sim, &s, &setup);
+    let row = Summary::new(path, &s, &setup, &out);
     println!(
-        "{:<35} {:<28} {:>4}/{} = {:.2} % (95 % interval {:.2} – {:.2} %)",
-        row.scenario,
-        row.policy,
+        "{path} / {name} / {}: {}/{} = {:.2} % (95 % {:.2} – {:.2} %), median ticks {:?}, by {:?}",
+        traffic.name,
         row.rollbacks,
         row.runs,
         row.rate * 100.0,
         row.interval.0 * 100.0,
-        row.interval.1 * 100.0
+        row.interval.1 * 100.0,
+        row.median_ticks,
+        row.decided_by
     );
     row
 }
 
+/// With no rollback in n runs, Wilson's 95 % upper bound is 3.84 / (n + 3.84): 400 runs put it
+/// under 1 %, so passing says the rate is ≤ 1 %, not merely that this seed was lucky.
+const HEALTHY_RUNS: u64 = 400;
+
 #[test]
-fn sequential_rolls_back_at_most_alpha_of_identical_canaries() {
-    let alpha = SequentialConfig::default().alpha;
-    for name in [
-        "identical, high traffic",
-        "identical, low traffic",
-        "identical, split 10 % off",
-        "identical, shared spikes x5",
-        "identical, low, split off, spikes",
+fn shipped_policy_rolls_back_at_most_one_percent_of_healthy_canaries() {
+    for (name, traffic) in [
+        ("identical, fleet noise", HIGH),
+        ("identical, fleet noise", LOW),
+        ("shared 5-minute incident", HIGH),
+        ("shared 5-minute incident", LOW),
     ] {
-        let r = row(name, Policy::Sequential, RUNS);
+        let r = summary("rules/hotrodan.yaml", name, traffic, HEALTHY_RUNS);
         assert!(
-            r.rate <= alpha,
-            "{name}: {} of {} identical canaries rolled back, more than α = {alpha}",
+            r.interval.1 <= 0.01,
+            "{name}, {} traffic: {} of {} healthy canaries rolled back (decided by {:?}); the \
+             95 % upper bound {:.2} % is above 1 %",
+            traffic.name,
+            r.rollbacks,
+            r.runs,
+            r.decided_by,
+            r.interval.1 * 100.0
+        );
+    }
+}
+
+#[test]
+fn shipped_policy_catches_five_fold_errors_within_five_ticks() {
+    let r = summary("rules/hotrodan.yaml", "errors x5", HIGH, 200);
+    assert!(r.rate >= 0.99, "caught {} of {}", r.rollbacks, r.runs);
+    assert!(
+        r.median_ticks.is_some_and(|t| t <= 5),
+        "median ticks to detect {:?}",
+        r.median_ticks
+    );
+}
+
+/// The policy shipped before issue 10: `max_ratio: 2.0` on a critical metric and a single-sample
+/// 5 % line. Its false-rollback rate must be clearly above the target on the same worlds, or
+/// the simulation could not tell a bad policy from a good one.
+#[test]
+fn the_policy_shipped_before_fails_the_target_on_the_same_worlds() {
+    for traffic in [HIGH, LOW] {
+        let r = summary(
+            "tests/fixtures/hotrodan-before-issue10.yaml",
+            "identical, fleet noise",
+            traffic,
+            200,
+        );
+        assert!(
+            r.interval.0 > 0.01,
+            "{} traffic: only {} of {} rolled back",
+            traffic.name,
             r.rollbacks,
             r.runs
         );
@@ -61,79 +109,16 @@ fn sequential_rolls_back_at_most_alpha_of_identical_canaries() {
 }
 
 #[test]
-fn sequential_catches_five_fold_errors_in_99_percent_of_rollouts() {
-    for name in ["errors x5", "errors x5, low traffic"] {
-        let r = row(name, Policy::Sequential, RUNS);
-        assert!(
-            r.rate >= 0.99,
-            "{name}: caught only {} of {}",
-            r.rollbacks,
-            r.runs
-        );
-    }
-}
-
-/// The motivating claim: Kayenta's classifier repeated every tick on a sliding window rolls
-/// back identical canaries far more often than α, where the sequential test stays below it on
-/// the very same rollouts.
-#[test]
-fn repeated_mann_whitney_rolls_back_far_more_identical_canaries_than_alpha() {
-    let alpha = SequentialConfig::default().alpha;
-    let mw = row(
-        "identical, high traffic",
-        Policy::MannWhitney {
-            allowed_increase: 1.0,
-        },
-        RUNS,
-    );
-    assert!(
-        mw.rate > 2.0 * alpha,
-        "repeated Mann-Whitney rolled back {} of {}",
-        mw.rollbacks,
-        mw.runs
-    );
-    // Not a fluke of the seed: the whole interval lies above α.
-    assert!(mw.interval.0 > alpha, "interval {:?}", mw.interval);
-    let seq = row("identical, high traffic", Policy::Sequential, RUNS);
-    assert!(mw.rollbacks >= 5 * seq.rollbacks.max(1));
-}
-
-#[test]
-fn simulated_traffic_follows_the_scenario() {
-    // Over many ticks the measured split and error rates must match what the scenario says,
-    // or every number of the benchmark is about some other rollout.
-    let s = Scenario {
-        split_error: 0.1,
-        ..Scenario::regressed("check", 20_000, 2.0)
+fn the_same_seed_gives_the_same_rollouts() {
+    let sim = rule("rules/hotrodan.yaml");
+    let s = scenario("errors x2").unwrap();
+    let setup = |seed| Setup {
+        runs: 20,
+        seed,
+        horizon: TWO_HOURS,
+        traffic: LOW,
     };
-    let shape = Shape::default();
-    let ticks = simulate_rollout(&shape, &s, &mut run_rng(SEED, &s, 0));
-    assert_eq!(ticks.len(), shape.ticks());
-    let first_step = &ticks[..shape.ticks_per_step];
-    let sum = |f: fn(&canaryd::judge::sequential::TickCounts) -> f64| -> f64 {
-        first_step.iter().map(f).sum()
-    };
-    let share =
-        sum(|t| t.canary_requests) / (sum(|t| t.canary_requests) + sum(|t| t.baseline_requests));
-    assert!((share - 0.055).abs() < 0.002, "canary share {share}");
-    let canary = sum(|t| t.canary_events) / sum(|t| t.canary_requests);
-    let baseline = sum(|t| t.baseline_events) / sum(|t| t.baseline_requests);
-    assert!((canary - 0.01).abs() < 0.0015, "canary error rate {canary}");
-    assert!(
-        (baseline - 0.005).abs() < 0.0003,
-        "baseline error rate {baseline}"
-    );
-    // At 100 % the baseline serves nothing.
-    assert!(ticks.last().is_some_and(|t| t.baseline_requests == 0.0));
-}
-
-#[test]
-fn the_same_seed_gives_the_same_decisions() {
-    let s = scenario("errors x1.5");
-    let policies = canaryd::simulate::policy::policies();
-    let a = decisions(&Shape::default(), &s, &policies, 20, 7);
-    let b = decisions(&Shape::default(), &s, &policies, 20, 7);
-    let c = decisions(&Shape::default(), &s, &policies, 20, 8);
-    assert_eq!(a, b);
-    assert_ne!(a, c);
+    let a = outcomes(&sim, &s, &setup(7));
+    assert_eq!(a, outcomes(&sim, &s, &setup(7)));
+    assert_ne!(a, outcomes(&sim, &s, &setup(8)));
 }

@@ -1,165 +1,156 @@
-//! Simulated rollouts for measuring decision policies.
+//! Simulated rollouts: rule files judged by the daemon's own code over a simulated fleet.
 //!
-//! Why: "repeating a fixed-horizon test every tick rolls back healthy canaries far more often
-//! than its α" is the reason canaryd has a sequential test at all. This room turns that claim
-//! into numbers anyone can reproduce: seeded rollouts with known truth (identical or regressed
-//! canaries), the same simulated data handed to every policy, and per policy how often it rolls
-//! back, with an interval, and how fast.
+//! Why: canaryd's claim is "fewer false rollbacks, faster detection". A claim about a policy is
+//! only as good as the world it was measured on, so the world here has what production has
+//! (`world`: diurnal load, shared and per-group wobble, static host offsets, shared incidents,
+//! canary-only blips, latency histograms, counter resets, weight steps), and the policy is the
+//! rule file itself, run through `judge_tick`, `judge_counts` and `rollout::handle` (`replay`).
+//! Flagger-, Argo- and Kayenta-style policies are rule files too (`policies/`), run on the very
+//! same simulated rollouts.
 //!
-//! The model, per tick: `requests_per_tick` requests, each sent to the canary with the step's
-//! weight (binomial, so the split jitters as a real router's does; a `split_error` scales the
-//! weight the router actually uses away from the configured one); each request is an event
-//! (an error, or a request slower than a latency threshold) with probability `p` on the
-//! baseline and `p × factor` on the canary, drawn independently (binomial counts). Shared
-//! spikes multiply both groups' `p` for a few ticks at random times. Requests are routed
-//! independently of their outcome, the assumption the sequential test states.
-//!
-//! Architecture Invariant: pure and seeded. No clock, no file, no socket; the same seed gives
-//! the same numbers (for this version of `rand`), and every (scenario, run) has its own stream,
-//! so a scenario's numbers do not depend on which other scenarios ran.
+//! Architecture Invariant: pure and seeded. No clock, no file, no socket; every (scenario,
+//! traffic, horizon, run) has its own random stream, so a number does not depend on which other
+//! scenarios or rules ran, and every rule sees the same worlds.
 
+pub mod counts;
 pub mod policy;
+pub mod promql;
+pub mod replay;
 pub mod report;
+pub mod table;
+pub mod world;
+
+use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rand_distr::{Binomial, Distribution};
 use serde::Serialize;
 
-use crate::judge::sequential::TickCounts;
-pub use policy::Policy;
-pub use report::{Row, interval_95};
+pub use replay::{Outcome, Simulated, replay};
+pub use table::Summary;
+pub use world::{Episode, Noise, Regression, WorldSpec};
 
-/// The steps of a rollout: canary weights, each held for the same number of ticks.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Shape {
-    /// Configured canary share of traffic per step; the baseline gets the rest.
-    pub weights: Vec<f64>,
-    /// Ticks per step (60 one-minute ticks = a one-hour step).
-    pub ticks_per_step: usize,
-}
+use crate::rules::{Rule, parse_rule};
 
-impl Default for Shape {
-    fn default() -> Self {
-        Shape {
-            weights: vec![0.05, 0.25, 0.5, 1.0],
-            ticks_per_step: 60,
-        }
-    }
-}
+/// Requests per second of the whole service: 100 is 50 per group at the 50 % step.
+pub const HIGH_RPS: f64 = 100.0;
+/// 0.5 per group at the 50 % step; 3 requests a minute reach a 5 % canary.
+pub const LOW_RPS: f64 = 1.0;
 
-impl Shape {
-    pub fn ticks(&self) -> usize {
-        self.weights.len() * self.ticks_per_step
-    }
-}
-
-/// Both groups' event probability multiplied for a few ticks: a shared dependency failing,
-/// which a good policy must not blame on the canary.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Spikes {
-    pub count: usize,
-    pub length: usize,
-    pub factor: f64,
-}
-
-/// One simulated situation with a known truth.
+/// A simulated situation with a known truth.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Scenario {
     pub name: &'static str,
-    /// What the events are, for the report ("errors", "slow requests").
-    pub events: &'static str,
-    /// All requests per tick, canary and baseline together.
-    pub requests_per_tick: u64,
-    /// The baseline's event probability.
-    pub probability: f64,
-    /// Canary event probability / baseline's: 1 is an identical canary.
-    pub factor: f64,
-    /// The router's actual weight is `configured × (1 + split_error)` (capped at 1).
-    pub split_error: f64,
-    pub spikes: Option<Spikes>,
+    /// Noise of the fleet.
+    pub noise: Noise,
+    /// A shared incident of this many minutes (errors × 10, latency × 2) at a random time.
+    pub incident_minutes: Option<f64>,
+    /// A canary-only blip of this many seconds serving 5 % errors, at a random time.
+    pub blip_seconds: Option<f64>,
+    pub regression: Option<Regression>,
 }
-
-/// Traffic of a busy service: 20,000 requests a minute.
-pub const HIGH_TRAFFIC: u64 = 20_000;
-/// Traffic of a quiet one: 200 requests a minute, 10 of them on a 5 % canary.
-pub const LOW_TRAFFIC: u64 = 200;
-/// Baseline error probability.
-pub const ERROR_PROBABILITY: f64 = 0.005;
-/// Baseline probability of a request slower than the latency threshold.
-pub const SLOW_PROBABILITY: f64 = 0.01;
 
 impl Scenario {
-    /// Identical canary: any rollback is a false rollback.
-    pub fn identical(name: &'static str, requests_per_tick: u64) -> Scenario {
+    const fn healthy(name: &'static str, noise: Noise) -> Scenario {
         Scenario {
             name,
-            events: "errors",
-            requests_per_tick,
-            probability: ERROR_PROBABILITY,
-            factor: 1.0,
-            split_error: 0.0,
-            spikes: None,
+            noise,
+            incident_minutes: None,
+            blip_seconds: None,
+            regression: None,
         }
     }
 
-    /// Canary whose errors are `factor` times the baseline's.
-    pub fn regressed(name: &'static str, requests_per_tick: u64, factor: f64) -> Scenario {
+    const fn regressed(name: &'static str, regression: Regression) -> Scenario {
         Scenario {
-            factor,
-            ..Scenario::identical(name, requests_per_tick)
+            regression: Some(regression),
+            ..Scenario::healthy(name, Noise::FLEET)
         }
     }
 
-    /// Whether the canary is as good as the baseline, so that a rollback is false.
-    pub fn healthy(&self) -> bool {
-        self.factor <= 1.0
+    /// No regression: every rollback is a false one.
+    pub fn is_healthy(&self) -> bool {
+        self.regression.is_none()
+    }
+
+    /// The world of one run: random episode times are drawn from the run's stream first.
+    pub fn world(&self, rps: f64, horizon: Duration, rng: &mut StdRng) -> WorldSpec {
+        let minutes = horizon.as_secs_f64() / 60.0;
+        let mut at = |length: f64| Episode {
+            start: rng.random::<f64>() * (minutes - length).max(0.0),
+            minutes: length,
+        };
+        let incident = self.incident_minutes.map(|m| (at(m), 10.0, 2.0));
+        let blip = self.blip_seconds.map(|s| (at(s / 60.0), 0.05));
+        WorldSpec {
+            noise: self.noise,
+            incident,
+            blip,
+            regression: self.regression,
+            ..WorldSpec::fleet(rps)
+        }
     }
 }
 
-/// The benchmark's scenarios: identical canaries in the situations that fool repeated tests,
-/// then regressions of increasing size.
+/// The issue's scenarios: healthy canaries in the situations that fool a policy, then
+/// regressions of increasing size.
 pub fn scenarios() -> Vec<Scenario> {
-    let spikes = Some(Spikes {
-        count: 3,
-        length: 3,
-        factor: 5.0,
-    });
     vec![
-        Scenario::identical("identical, high traffic", HIGH_TRAFFIC),
-        Scenario::identical("identical, low traffic", LOW_TRAFFIC),
+        Scenario::healthy("identical, sampling noise only", Noise::NONE),
+        Scenario::healthy("identical, fleet noise", Noise::FLEET),
         Scenario {
-            split_error: 0.1,
-            ..Scenario::identical("identical, split 10 % off", HIGH_TRAFFIC)
+            incident_minutes: Some(5.0),
+            ..Scenario::healthy("shared 5-minute incident", Noise::FLEET)
         },
         Scenario {
-            spikes,
-            ..Scenario::identical("identical, shared spikes x5", HIGH_TRAFFIC)
+            blip_seconds: Some(30.0),
+            ..Scenario::healthy("30-second canary blip", Noise::FLEET)
         },
-        Scenario {
-            split_error: 0.1,
-            spikes,
-            ..Scenario::identical("identical, low, split off, spikes", LOW_TRAFFIC)
-        },
-        Scenario::regressed("errors x1.5", HIGH_TRAFFIC, 1.5),
-        Scenario::regressed("errors x2", HIGH_TRAFFIC, 2.0),
-        Scenario::regressed("errors x5", HIGH_TRAFFIC, 5.0),
-        Scenario::regressed("errors x2, low traffic", LOW_TRAFFIC, 2.0),
-        Scenario::regressed("errors x5, low traffic", LOW_TRAFFIC, 5.0),
-        Scenario {
-            events: "slow requests",
-            probability: SLOW_PROBABILITY,
-            ..Scenario::regressed("slow requests x2", HIGH_TRAFFIC, 2.0)
-        },
+        Scenario::regressed("errors x2", Regression::Errors { factor: 2.0 }),
+        Scenario::regressed("errors x5", Regression::Errors { factor: 5.0 }),
+        Scenario::regressed("errors x20", Regression::Errors { factor: 20.0 }),
+        Scenario::regressed("latency +10 %", Regression::Latency { factor: 1.1 }),
+        Scenario::regressed("latency +30 %", Regression::Latency { factor: 1.3 }),
+        Scenario::regressed("latency +100 %", Regression::Latency { factor: 2.0 }),
+        Scenario::regressed("pool leak 10 %/h", Regression::PoolLeak { per_hour: 0.1 }),
     ]
 }
 
-/// The random stream of one run of one scenario: derived from the seed, the scenario's name
-/// (FNV-1a, stable across builds) and the run number.
-pub fn run_rng(seed: u64, scenario: &Scenario, run: u64) -> StdRng {
+/// The one scenario named `name`.
+pub fn scenario(name: &str) -> Option<Scenario> {
+    scenarios().into_iter().find(|s| s.name == name)
+}
+
+/// A traffic level of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Traffic {
+    pub name: &'static str,
+    pub rps: f64,
+}
+
+pub const HIGH: Traffic = Traffic {
+    name: "high",
+    rps: HIGH_RPS,
+};
+pub const LOW: Traffic = Traffic {
+    name: "low",
+    rps: LOW_RPS,
+};
+
+/// The stream of one run: seed, scenario, traffic and horizon mixed (FNV-1a over the names,
+/// stable across builds), so every rule sees the same worlds.
+pub fn run_rng(
+    seed: u64,
+    scenario: &Scenario,
+    traffic: Traffic,
+    horizon: Duration,
+    run: u64,
+) -> StdRng {
     let name = scenario
         .name
         .bytes()
+        .chain(traffic.name.bytes())
+        .chain(horizon.as_secs().to_le_bytes())
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
@@ -169,78 +160,87 @@ pub fn run_rng(seed: u64, scenario: &Scenario, run: u64) -> StdRng {
     StdRng::seed_from_u64(mixed)
 }
 
-/// Binomial(n, p) with p clamped to [0, 1], so the draw always exists.
-fn binomial(rng: &mut StdRng, n: u64, p: f64) -> u64 {
-    let p = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
-    // With n ≥ 0 and p in [0, 1] construction cannot fail; 0 keeps the type total anyway.
-    Binomial::new(n, p).map(|d| d.sample(rng)).unwrap_or(0)
+/// What a set of runs is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Setup {
+    pub runs: u64,
+    pub seed: u64,
+    /// The steps' holds are scaled to fill this.
+    pub horizon: Duration,
+    pub traffic: Traffic,
 }
 
-/// One simulated rollout: the four counter increases of every tick, first tick first.
-pub fn simulate_rollout(shape: &Shape, scenario: &Scenario, rng: &mut StdRng) -> Vec<TickCounts> {
-    let total = shape.ticks();
-    let mut spike = vec![1.0; total];
-    if let Some(s) = scenario.spikes
-        && s.length > 0
-        && s.length <= total
-    {
-        for _ in 0..s.count {
-            let start = rng.random_range(0..=total - s.length);
-            for m in &mut spike[start..start + s.length] {
-                *m = s.factor;
-            }
+/// `runs` rollouts of `scenario` under one rule.
+pub fn outcomes(sim: &Simulated, scenario: &Scenario, setup: &Setup) -> Vec<Outcome> {
+    // A rollout paused for want of data may never finish; a quarter over the hold is enough to
+    // say so.
+    let limit = setup.horizon + setup.horizon / 4 + Duration::from_secs(3600);
+    (0..setup.runs)
+        .map(|run| {
+            let mut rng = run_rng(setup.seed, scenario, setup.traffic, setup.horizon, run);
+            let spec = scenario.world(setup.traffic.rps, setup.horizon, &mut rng);
+            replay(sim, spec, setup.horizon, limit, rng)
+        })
+        .collect()
+}
+
+/// A rule named for the report, with its source.
+#[derive(Debug, Clone)]
+pub struct Contender {
+    pub name: String,
+    pub sim: Simulated,
+}
+
+impl Contender {
+    pub fn new(name: impl Into<String>, rule: &Rule) -> Contender {
+        Contender {
+            name: name.into(),
+            sim: Simulated::new(rule),
         }
     }
-    let mut ticks = Vec::with_capacity(total);
-    for (i, multiplier) in spike.iter().enumerate() {
-        let configured = shape.weights[i / shape.ticks_per_step.max(1)];
-        let weight = (configured * (1.0 + scenario.split_error)).clamp(0.0, 1.0);
-        let canary_requests = binomial(rng, scenario.requests_per_tick, weight);
-        let baseline_requests = scenario.requests_per_tick - canary_requests;
-        let p = scenario.probability * multiplier;
-        ticks.push(TickCounts {
-            canary_events: binomial(rng, canary_requests, p * scenario.factor) as f64,
-            canary_requests: canary_requests as f64,
-            baseline_events: binomial(rng, baseline_requests, p) as f64,
-            baseline_requests: baseline_requests as f64,
-        });
-    }
-    ticks
 }
 
-/// For each policy, the 1-based tick of its first rollback in each of `runs` rollouts (None:
-/// it would have promoted). Every policy sees the same simulated data.
-pub fn decisions(
-    shape: &Shape,
-    scenario: &Scenario,
-    policies: &[Policy],
-    runs: u64,
-    seed: u64,
-) -> Vec<Vec<Option<usize>>> {
-    let mut out = vec![Vec::with_capacity(runs as usize); policies.len()];
-    for run in 0..runs {
-        let mut rng = run_rng(seed, scenario, run);
-        let ticks = simulate_rollout(shape, scenario, &mut rng);
-        for (decided, policy) in out.iter_mut().zip(policies) {
-            decided.push(policy.first_rollback(&ticks));
-        }
-    }
-    out
+/// The policies of other tools, written as canaryd rule files so they run on the same code and
+/// the same worlds: see each file's comment for what it stands for.
+pub fn comparators() -> Vec<Contender> {
+    [
+        ("flagger-style", include_str!("policies/flagger-style.yaml")),
+        ("argo-style", include_str!("policies/argo-style.yaml")),
+        ("kayenta-style", include_str!("policies/kayenta-style.yaml")),
+    ]
+    .into_iter()
+    .filter_map(|(name, text)| {
+        parse_rule(std::path::Path::new(name), text)
+            .ok()
+            .map(|rule| Contender::new(name, &rule))
+    })
+    .collect()
 }
 
-/// The whole benchmark: every scenario × policy, summarised.
+/// Every contender on every scenario × traffic × horizon.
 pub fn benchmark(
-    shape: &Shape,
+    contenders: &[Contender],
     scenarios: &[Scenario],
-    policies: &[Policy],
+    traffic: &[Traffic],
+    horizons: &[Duration],
     runs: u64,
     seed: u64,
-) -> Vec<Row> {
+) -> Vec<Summary> {
     let mut rows = Vec::new();
-    for scenario in scenarios {
-        let per_policy = decisions(shape, scenario, policies, runs, seed);
-        for (policy, decided) in policies.iter().zip(per_policy) {
-            rows.push(Row::summarise(scenario, policy, &decided));
+    for horizon in horizons {
+        for t in traffic {
+            for s in scenarios {
+                for c in contenders {
+                    let setup = Setup {
+                        runs,
+                        seed,
+                        horizon: *horizon,
+                        traffic: *t,
+                    };
+                    let out = outcomes(&c.sim, s, &setup);
+                    rows.push(Summary::new(&c.name, s, &setup, &out));
+                }
+            }
         }
     }
     rows

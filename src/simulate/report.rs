@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use super::{Policy, Scenario};
+use super::counts::Scenario;
+use super::policy::Policy;
 
 /// One scenario × policy line of the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
