@@ -565,3 +565,38 @@ fn an_undefined_ratio_reaches_a_configured_critical_increase_but_not_an_unset_on
     assert_eq!(r.classification, Classification::High);
     assert!(!r.critical_effect);
 }
+
+#[test]
+fn zero_heavy_healthy_canaries_are_high_no_more_often_than_the_one_sided_level() {
+    // Error rates at low traffic: per-minute samples that are mostly exact zeros. With canary
+    // and baseline drawn alike, the open-bound rule may only fire when the test at shift 0
+    // rejects upward: at 98 % confidence, about 1 % of the time.
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let cfg = ClassifierConfig {
+        allowed_increase: 1.1,
+        ..cfg()
+    };
+    let mut draw = |n: usize| -> Vec<f64> {
+        (0..n)
+            .map(|_| {
+                if rng.random_bool(0.15) {
+                    1.0 / f64::from(rng.random_range(20..60u32))
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    };
+    let trials = 2000;
+    let high = (0..trials)
+        .filter(|_| {
+            let (c, b) = (draw(60), draw(60));
+            classify(&c, &b, &cfg).classification == Classification::High
+        })
+        .count();
+    assert!(
+        high * 100 <= trials * 2,
+        "{high} of {trials} healthy canaries were high"
+    );
+}
