@@ -16,6 +16,7 @@ fn tick(step: usize) -> Tick {
         verdict: Verdict::Pass,
         classification: None,
         critical: false,
+        critical_effect: false,
         canary: Some(0.0012),
         baseline: Some(0.0011),
         ratio: Some(1.09),

@@ -225,3 +225,67 @@ fn canary_minus_baseline_difference_fails_when_it_persists() {
         "a difference waits for failure_limit unless critical"
     );
 }
+
+fn p95(extra: &str) -> MetricSpec {
+    serde_saphyr::from_str(&format!(
+        "name: p95\nquery: x\ncompare: mann_whitney\nallowed_increase: 1.1\n{extra}"
+    ))
+    .unwrap()
+}
+
+fn around(level: f64) -> Observation {
+    obs(&(0..20)
+        .map(|i| level * (1.0 + 0.01 * f64::from(i % 5)))
+        .collect::<Vec<_>>())
+}
+
+#[test]
+fn critical_effect_says_the_effect_passed_critical_increase_on_a_metric_not_marked_critical() {
+    let analysis = AnalysisSpec::default();
+    let m = p95("critical_increase: 1.5\n");
+    let doubled = judge_metric(&m, &around(2.0), &around(1.0), &analysis);
+    assert_eq!(doubled.verdict, Verdict::Fail, "{}", doubled.reason);
+    assert!(doubled.critical_effect && !doubled.critical);
+    assert_eq!(
+        doubled.threshold.map(|t| t.kind),
+        Some(ThresholdKind::CriticalIncrease)
+    );
+    let slower = judge_metric(&m, &around(1.3), &around(1.0), &analysis);
+    assert_eq!(slower.verdict, Verdict::Fail, "{}", slower.reason);
+    assert!(!slower.critical_effect && !slower.critical);
+}
+
+#[test]
+fn critical_effect_is_in_every_serialised_check_and_in_hook_payloads() {
+    use canaryd::actions::HookPayload;
+    use canaryd::rollout::HookKind;
+    let m = p95("critical_increase: 1.5\ncritical: true\n");
+    let check = judge_metric(&m, &around(2.0), &around(1.0), &AnalysisSpec::default());
+    let json = serde_json::to_value(&check).expect("serialise");
+    assert_eq!(json["critical_effect"], true, "{json}");
+    assert_eq!(json["critical"], true, "{json}");
+    let calm = judge_metric(&m, &around(1.0), &around(1.0), &AnalysisSpec::default());
+    assert_eq!(
+        serde_json::to_value(&calm).expect("serialise")["critical_effect"],
+        false
+    );
+    let payload = HookPayload {
+        event: HookKind::Rollback,
+        rollout_id: "r1".into(),
+        rule: "checkout".into(),
+        version: "v2".into(),
+        step: 0,
+        weight: 5,
+        phase: "rolling_back".into(),
+        reason: None,
+        checks: vec![check],
+        time: chrono::Utc::now(),
+    };
+    let body = serde_json::to_value(&payload).expect("serialise");
+    assert_eq!(body["checks"][0]["critical_effect"], true, "{body}");
+    // Checks stored before the field existed still load.
+    let mut old = json;
+    old.as_object_mut().map(|o| o.remove("critical_effect"));
+    let loaded: canaryd::judge::Check = serde_json::from_value(old).expect("old check loads");
+    assert!(!loaded.critical_effect);
+}

@@ -20,10 +20,14 @@ metrics:
 "#;
 
 fn run(samples: &str, format: &str) -> (i32, String, String) {
+    run_rule(RULE, samples, format)
+}
+
+fn run_rule(rule_text: &str, samples: &str, format: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let rule = dir.path().join("offline.yaml");
     let s = dir.path().join("samples.json");
-    std::fs::write(&rule, RULE).expect("rule");
+    std::fs::write(&rule, rule_text).expect("rule");
     std::fs::write(&s, samples).expect("samples");
     let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
         .args(["judge", "--rule"])
@@ -230,4 +234,67 @@ fn per_tick_counts_say_at_which_tick_the_sequential_test_fails() {
             .starts_with("fails at tick 6: evidence 104.9 : 1 (threshold 20)"),
         "{m}"
     );
+}
+
+fn one_metric_rule(metric: &str) -> String {
+    format!(
+        "name: offline\nselector: {{ canary: 'track=\"canary\"', baseline: 'track=\"baseline\"' }}\nsteps: [{{ weight: 5, hold: 1h }}, {{ weight: 100 }}]\nmetrics:\n  - name: p95_latency\n    query: 'p95{{ {{{{selector}}}} }}'\n    compare: mann_whitney\n{metric}"
+    )
+}
+
+#[test]
+fn cles_thresholds_between_zero_and_one_are_accepted_and_judge() {
+    let rule = one_metric_rule(
+        "    effect_size: cles\n    allowed_increase: 0.7\n    critical_increase: 0.9\n",
+    );
+    let samples = format!(
+        r#"{{"p95_latency": {{"canary": {c}, "baseline": {b}}}}}"#,
+        c = series(0.3, 1.3),
+        b = series(0.3, 1.0)
+    );
+    let (code, out, err) = run_rule(&rule, &samples, "json");
+    assert_eq!(code, 1, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    let m = &v["metrics"][0];
+    assert_eq!(m["classification"], "high", "{m}");
+    assert_eq!(
+        m["effect"], 1.0,
+        "every canary sample is above every baseline one: {m}"
+    );
+    assert_eq!(m["critical_effect"], true, "{m}");
+    assert_eq!(m["critical"], false, "{m}");
+    assert!(
+        m["reason"].as_str().is_some_and(|r| r.contains("CLES")),
+        "{m}"
+    );
+
+    let similar = format!(
+        r#"{{"p95_latency": {{"canary": {c}, "baseline": {b}}}}}"#,
+        c = series(0.3, 1.001),
+        b = series(0.3, 1.0)
+    );
+    let (code, out, err) = run_rule(&rule, &similar, "json");
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["metrics"][0]["critical_effect"], false);
+}
+
+#[test]
+fn cles_thresholds_outside_zero_to_one_or_left_at_mean_ratio_defaults_are_refused() {
+    let samples = r#"{"p95_latency": {"canary": [1, 2], "baseline": [1, 2]}}"#;
+    for (metric, says) in [
+        (
+            "    effect_size: cles\n    allowed_increase: 1.5\n",
+            "CLES probabilities",
+        ),
+        (
+            "    effect_size: cles\n    allowed_increase: 0.4\n",
+            "allowed_increase must be >= 0.5",
+        ),
+        ("    effect_size: cles\n", "needs allowed_increase"),
+    ] {
+        let (code, out, err) = run_rule(&one_metric_rule(metric), samples, "json");
+        assert_eq!(code, 2, "{metric}: {out}{err}");
+        assert!(err.contains(says), "{metric}: {err}");
+    }
 }

@@ -51,6 +51,7 @@ fn at_first_step(p: &Plan) -> Rollout {
 fn nodata_tick(r: &Rollout, secs: i64) -> Event {
     let check = Check {
         critical: true,
+        critical_effect: false,
         ..Check::named("error_rate", Verdict::Nodata, "empty result")
     };
     Event::Tick(Tick {

@@ -94,6 +94,7 @@ pub fn check_json(c: &Check) -> Value {
         "verdict": c.verdict,
         "classification": c.classification,
         "critical": c.critical,
+        "critical_effect": c.critical_effect,
         "canary": c.canary,
         "baseline": c.baseline,
         "threshold": c.threshold,

@@ -50,7 +50,13 @@ pub struct Check {
     pub verdict: Verdict,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub classification: Option<Classification>,
+    /// The metric is marked `critical` in its rule: any failure of it rolls back at once.
     pub critical: bool,
+    /// The statistical comparison found an effect beyond `critical_increase` /
+    /// `critical_decrease` (Kayenta's critical effect size). Distinct from `critical`: it is
+    /// about this tick's numbers, not the metric's configuration.
+    #[serde(default)]
+    pub critical_effect: bool,
     /// The canary value the deciding rule used (latest point for absolute lines, window mean
     /// for the ratio).
     pub canary: Option<f64>,
@@ -108,6 +114,7 @@ impl Check {
             verdict,
             classification: None,
             critical: false,
+            critical_effect: false,
             canary: None,
             baseline: None,
             ratio: None,
@@ -382,18 +389,19 @@ fn statistical(
     check.interval = c.interval;
     check.estimate = c.estimate;
     check.effect = c.effect;
+    check.critical_effect = c.critical_effect;
     let stat_reason = c.reason.clone();
     let (verdict, kind, value) = match c.classification {
         Classification::Pass => {
             check.reason = stat_reason;
             return None;
         }
-        Classification::High if c.critical => (
+        Classification::High if c.critical_effect => (
             Verdict::Fail,
             ThresholdKind::CriticalIncrease,
             cfg.critical_increase,
         ),
-        Classification::Low if c.critical => (
+        Classification::Low if c.critical_effect => (
             Verdict::Fail,
             ThresholdKind::CriticalDecrease,
             cfg.critical_decrease,

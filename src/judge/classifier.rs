@@ -21,7 +21,11 @@
 //!   collapses onto the difference. We skip the randomness and use that limit directly: the
 //!   interval and estimate are the difference itself, so a constant 10 against a constant 1
 //!   is `high` (given the effect size allows it).
-//! - a zero baseline mean makes the mean ratio 1.0 (Kayenta's "no measurable ratio").
+//! - a zero baseline mean leaves the mean ratio undefined (`effect: None`), and an undefined
+//!   effect counts as reaching `allowed_*` and any configured `critical_*`, as Kayenta ignores
+//!   a NaN effect size: canary 10 against baseline 0 is `high`, not a pass at "ratio 1.0".
+//! - zero-heavy samples can collapse the interval onto 0 while the test at shift 0 rejects;
+//!   an open bound on the tolerance band counts as beyond it (see `stats::shift`).
 
 mod preprocess;
 
@@ -29,7 +33,7 @@ pub use preprocess::{NanStrategy, OutlierStrategy};
 
 use serde::{Deserialize, Serialize};
 
-use crate::judge::stats::SortedPair;
+use crate::judge::stats::{ShiftInterval, SortedPair, mean};
 use crate::judge::{Classification, Direction};
 
 /// Which effect size gates `high`/`low` beyond significance.
@@ -102,14 +106,15 @@ pub struct Classified {
     pub interval: Option<(f64, f64)>,
     /// Hodges–Lehmann estimate of that shift.
     pub estimate: Option<f64>,
-    /// The effect size named by `effect_measure`.
+    /// The effect size named by `effect_measure`; `None` when it is undefined (a mean ratio
+    /// over a baseline mean of 0), which counts as reaching every configured threshold.
     pub effect: Option<f64>,
     pub effect_measure: EffectMeasure,
-    /// `high`/`low` with the effect beyond `critical_*`: Kayenta's critical flag. Whether it
-    /// aborts the rollout is up to the metric's own `critical` setting, which the caller
-    /// holds; with the default thresholds of 1.0 every mean-ratio `high` qualifies, exactly
-    /// as in Kayenta for a critical metric.
-    pub critical: bool,
+    /// `high`/`low` with the effect beyond `critical_*` (an undefined effect counts as
+    /// beyond a configured one): Kayenta's critical effect size. It is not the metric being
+    /// `critical`, which the caller holds; with the default thresholds of 1.0 every
+    /// mean-ratio `high` qualifies, exactly as in Kayenta for a critical metric.
+    pub critical_effect: bool,
     /// Samples used per side after NaN and outlier handling.
     pub canary_n: usize,
     pub baseline_n: usize,
@@ -126,7 +131,7 @@ pub fn classify(canary: &[f64], baseline: &[f64], cfg: &ClassifierConfig) -> Cla
         estimate: None,
         effect: None,
         effect_measure: cfg.effect_size,
-        critical: false,
+        critical_effect: false,
         canary_n: 0,
         baseline_n: 0,
         reason: String::new(),
@@ -204,12 +209,19 @@ fn config_problem(cfg: &ClassifierConfig) -> Option<String> {
 /// The statistical part, on clean, sorted, non-degenerate samples.
 fn judge(pair: SortedPair, cfg: &ClassifierConfig, mut out: Classified) -> Classified {
     let test = pair.rank_sum();
-    let (lower, upper, estimate) = if pair.both_constant() {
+    let ci = if pair.both_constant() {
         let diff = pair.canary()[0] - pair.baseline()[0];
-        (diff, diff, diff)
+        ShiftInterval {
+            lower: diff,
+            upper: diff,
+            estimate: diff,
+            confidence: cfg.confidence,
+            lower_open: false,
+            upper_open: false,
+        }
     } else {
         match pair.shift_interval(cfg.confidence) {
-            Some(ci) => (ci.lower, ci.upper, ci.estimate),
+            Some(ci) => ci,
             None => {
                 out.reason = "the confidence interval could not be computed".into();
                 return out;
@@ -217,44 +229,53 @@ fn judge(pair: SortedPair, cfg: &ClassifierConfig, mut out: Classified) -> Class
         }
     };
     let effect = match cfg.effect_size {
-        EffectMeasure::MeanRatio => pair.mean_ratio().unwrap_or(1.0),
-        EffectMeasure::Cles => test.cles(),
+        EffectMeasure::MeanRatio => pair.mean_ratio(),
+        EffectMeasure::Cles => Some(test.cles()),
     };
-    let margin = cfg.tolerance * estimate.abs();
+    let margin = cfg.tolerance * ci.estimate.abs();
     let may_rise = matches!(cfg.direction, Direction::Increase | Direction::Either);
     let may_fall = matches!(cfg.direction, Direction::Decrease | Direction::Either);
-    let high = may_rise && lower > margin && effect >= cfg.allowed_increase;
-    let low = may_fall && upper < -margin && effect <= cfg.allowed_decrease;
-    let pct = cfg.confidence * 100.0;
-    let measure = match cfg.effect_size {
-        EffectMeasure::MeanRatio => "mean ratio",
-        EffectMeasure::Cles => "CLES",
+    // An open bound lying exactly on the band is beyond it: see `stats::shift`, "The value
+    // *at* a jump" — the case of zero-heavy samples whose interval collapses onto 0.
+    let above = ci.lower > margin || (ci.lower == margin && ci.lower_open);
+    let below = ci.upper < -margin || (ci.upper == -margin && ci.upper_open);
+    let high = may_rise && above && reaches(effect, cfg.allowed_increase, Bound::AtLeast);
+    let low = may_fall && below && reaches(effect, cfg.allowed_decrease, Bound::AtMost);
+    let words = Words {
+        cfg,
+        ci: &ci,
+        margin,
+        effect,
+        canary_mean: mean(pair.canary()),
+        baseline_mean: mean(pair.baseline()),
     };
-    let (classification, critical, reason) = if high {
-        let critical = effect >= cfg.critical_increase;
+    let (classification, critical_effect, reason) = if high {
+        let critical = reaches(effect, cfg.critical_increase, Bound::AtLeast);
         let reason = format!(
-            "canary is higher: the {pct}% interval of the shift [{lower:.6e}, {upper:.6e}] \
-             lies above the tolerance {margin:.6e}, and the {measure} {effect:.4} reaches \
-             the allowed increase {}",
-            cfg.allowed_increase
+            "canary is higher: {}, and {}",
+            words.interval(Side::Above),
+            words.effect(cfg.allowed_increase, "allowed increase"),
         );
         (Classification::High, critical, reason)
     } else if low {
-        let critical = effect <= cfg.critical_decrease;
+        let critical = reaches(effect, cfg.critical_decrease, Bound::AtMost);
         let reason = format!(
-            "canary is lower: the {pct}% interval of the shift [{lower:.6e}, {upper:.6e}] \
-             lies below the tolerance -{margin:.6e}, and the {measure} {effect:.4} reaches \
-             the allowed decrease {}",
-            cfg.allowed_decrease
+            "canary is lower: {}, and {}",
+            words.interval(Side::Below),
+            words.effect(cfg.allowed_decrease, "allowed decrease"),
         );
         (Classification::Low, critical, reason)
     } else {
         let reason = format!(
-            "no change beyond the limits: the {pct}% interval of the shift is \
-             [{lower:.6e}, {upper:.6e}] (estimate {estimate:.6e}, p = {:.4}) against a \
-             tolerance of ±{margin:.6e}, {measure} {effect:.4} (allowed increase {}, \
-             decrease {}, direction {})",
+            "no change beyond the limits: the {}% interval of the shift is [{:.6e}, {:.6e}] \
+             (estimate {:.6e}, p = {:.4}) against a tolerance of ±{margin:.6e}, {} (allowed \
+             increase {}, decrease {}, direction {})",
+            cfg.confidence * 100.0,
+            ci.lower,
+            ci.upper,
+            ci.estimate,
             test.p_value,
+            words.effect_value(),
             cfg.allowed_increase,
             cfg.allowed_decrease,
             direction_word(cfg.direction)
@@ -262,13 +283,106 @@ fn judge(pair: SortedPair, cfg: &ClassifierConfig, mut out: Classified) -> Class
         (Classification::Pass, false, reason)
     };
     out.classification = classification;
-    out.critical = critical;
+    out.critical_effect = critical_effect;
     out.reason = reason;
     out.p_value = Some(test.p_value);
-    out.interval = Some((lower, upper));
-    out.estimate = Some(estimate);
-    out.effect = Some(effect);
+    out.interval = Some((ci.lower, ci.upper));
+    out.estimate = Some(ci.estimate);
+    out.effect = effect;
     out
+}
+
+#[derive(Clone, Copy)]
+enum Bound {
+    AtLeast,
+    AtMost,
+}
+
+/// Whether the effect reaches a threshold. An undefined effect (a mean ratio over a baseline
+/// mean of 0) reaches every configured threshold, as in Kayenta: the shift is significant and
+/// beyond the tolerance, and "no ratio can be computed" is not evidence that it is small. An
+/// infinite threshold is how the rule schema says "not configured" (`critical_increase` unset),
+/// and nothing reaches it.
+fn reaches(effect: Option<f64>, threshold: f64, bound: Bound) -> bool {
+    match (effect, bound) {
+        (None, _) => threshold.is_finite(),
+        (Some(e), Bound::AtLeast) => e >= threshold,
+        (Some(e), Bound::AtMost) => e <= threshold,
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Above,
+    Below,
+}
+
+/// The numbers of one verdict, worded for its reason.
+struct Words<'a> {
+    cfg: &'a ClassifierConfig,
+    ci: &'a ShiftInterval,
+    margin: f64,
+    effect: Option<f64>,
+    canary_mean: Option<f64>,
+    baseline_mean: Option<f64>,
+}
+
+impl Words<'_> {
+    fn measure(&self) -> &'static str {
+        match self.cfg.effect_size {
+            EffectMeasure::MeanRatio => "mean ratio",
+            EffectMeasure::Cles => "CLES",
+        }
+    }
+
+    fn interval(&self, side: Side) -> String {
+        let (pct, lo, hi, m) = (
+            self.cfg.confidence * 100.0,
+            self.ci.lower,
+            self.ci.upper,
+            self.margin,
+        );
+        let (word, sign, edge, open) = match side {
+            Side::Above => ("above", "", lo, self.ci.lower_open && lo == m),
+            Side::Below => ("below", "-", hi, self.ci.upper_open && hi == -m),
+        };
+        if open {
+            format!(
+                "the {pct}% interval of the shift [{lo:.6e}, {hi:.6e}] sits on the tolerance \
+                 {sign}{m:.6e} but excludes {edge:.6e} itself, because the rank-sum test at that \
+                 shift still rejects (the samples are heavily tied there, e.g. mostly zeros), so \
+                 every plausible shift lies {word} it"
+            )
+        } else {
+            format!(
+                "the {pct}% interval of the shift [{lo:.6e}, {hi:.6e}] lies {word} the tolerance \
+                 {sign}{m:.6e}"
+            )
+        }
+    }
+
+    fn effect(&self, threshold: f64, name: &str) -> String {
+        match self.effect {
+            Some(e) => format!(
+                "the {} {e:.4} reaches the {name} {threshold}",
+                self.measure()
+            ),
+            None => format!(
+                "{}, which counts as reaching the {name} {threshold} (as in Kayenta)",
+                self.effect_value()
+            ),
+        }
+    }
+
+    fn effect_value(&self) -> String {
+        match (self.effect, self.canary_mean, self.baseline_mean) {
+            (Some(e), _, _) => format!("{} {e:.4}", self.measure()),
+            (None, Some(c), Some(b)) => {
+                format!("the mean ratio is undefined (canary mean {c:.6e}, baseline mean {b:.6e})")
+            }
+            (None, _, _) => "the mean ratio is undefined".to_string(),
+        }
+    }
 }
 
 fn direction_word(d: Direction) -> &'static str {

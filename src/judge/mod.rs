@@ -10,6 +10,7 @@ pub mod observation;
 pub mod persistence;
 pub mod score;
 pub mod sequential;
+pub mod sequential_hist;
 pub mod stats;
 pub mod tick;
 

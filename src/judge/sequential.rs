@@ -107,7 +107,8 @@ pub struct Evidence {
     pub ticks: u64,
 }
 
-fn log_mean_exp(v: &[f64]) -> f64 {
+/// ln of the mean of exp(v), without overflow.
+pub(super) fn log_mean_exp(v: &[f64]) -> f64 {
     let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if !max.is_finite() {
         return if v.is_empty() { 0.0 } else { max };

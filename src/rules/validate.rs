@@ -7,6 +7,8 @@ use serde_saphyr::{Location, Spanned};
 use super::schema::{HookSpec, MetricSpec, RuleSpec};
 use super::templates;
 use super::window::{Window, Windows};
+use crate::judge::Direction;
+use crate::judge::classifier::EffectMeasure;
 
 /// A finding before the file name is attached.
 #[derive(Debug, Clone, PartialEq)]
@@ -198,9 +200,29 @@ fn check_metric(
             format!("metric {name}: max_ratio must be positive, not {r}"),
         ));
     }
-    if m.allowed_increase.is_some_and(|v| v < 1.0) || m.allowed_decrease.is_some_and(|v| v > 1.0) {
+    // The thresholds are in the unit of the effect size: a mean ratio (1 = no change) or CLES,
+    // P(canary > baseline) between 0 and 1 (0.5 = no change).
+    let (neutral, unit) = match m.effect_size.unwrap_or_default() {
+        EffectMeasure::MeanRatio => (1.0, "they are mean ratios"),
+        EffectMeasure::Cles => (0.5, "they are CLES probabilities, 0.5 = no change"),
+    };
+    let cles = m.effect_size == Some(EffectMeasure::Cles);
+    let outside = |v: f64| !v.is_finite() || (cles && !(0.0..=1.0).contains(&v));
+    if m.allowed_increase
+        .is_some_and(|v| v < neutral || outside(v))
+        || m.allowed_decrease
+            .is_some_and(|v| v > neutral || outside(v))
+    {
         out.push(at(span, format!(
-            "metric {name}: allowed_increase must be >= 1 and allowed_decrease <= 1 (they are mean ratios)"
+            "metric {name}: allowed_increase must be >= {neutral} and allowed_decrease <= {neutral} ({unit})"
+        )));
+    }
+    if cles
+        && ((m.direction != Direction::Decrease && m.allowed_increase.is_none())
+            || (m.direction != Direction::Increase && m.allowed_decrease.is_none()))
+    {
+        out.push(at(span, format!(
+            "metric {name}: effect_size: cles needs allowed_increase (between 0.5 and 1) and, when a decrease is judged, allowed_decrease (between 0 and 0.5); the mean-ratio defaults could never be reached"
         )));
     }
     if m.max_difference
@@ -407,11 +429,15 @@ pub fn lint(spec: &RuleSpec) -> Vec<Finding> {
                 }
             }
         }
-        if metric.allowed_increase.is_some_and(|v| v <= 1.0)
-            || metric.allowed_decrease.is_some_and(|v| v >= 1.0)
+        let neutral = match metric.effect_size.unwrap_or_default() {
+            EffectMeasure::MeanRatio => 1.0,
+            EffectMeasure::Cles => 0.5,
+        };
+        if metric.allowed_increase.is_some_and(|v| v <= neutral)
+            || metric.allowed_decrease.is_some_and(|v| v >= neutral)
         {
             out.push(at(m, format!(
-                "metric {}: allowed_increase/allowed_decrease of 1.0 fails on significance alone; canary and baseline differ by a few percent anyway (the shipped rules use 1.1)",
+                "metric {}: allowed_increase/allowed_decrease of {neutral} fails on significance alone; canary and baseline differ by a few percent anyway (the shipped rules use 1.1)",
                 metric.name
             )));
         }

@@ -30,6 +30,30 @@
 //! differences, and R returns wherever its iteration happens to land in it. We return the
 //! midpoint of that stretch, which is the Hodges–Lehmann estimator (the median of the
 //! pairwise differences) and what R returns for symmetric data such as Kayenta's examples.
+//!
+//! # The value *at* a jump: where heavy ties part canaryd from Kayenta
+//!
+//! The step-function argument above describes `wdiff` between jumps. At a jump D itself R's
+//! statistic is different again: the canary values that land on baseline values at shift D
+//! count one half in U, and the pooled tie correction sees those new cross ties, so σ shrinks.
+//! For continuous data that single point does not matter. For zero-heavy samples (error rates
+//! at low traffic: 146 of 210 canary and 193 of 210 baseline samples exactly 0 in Kayenta's
+//! "High Metric (Large Input)" case) it is everything: the zero–zero pairs make d = 0 a jump
+//! that carries most of the n·m differences. Just left of 0 the statistic is z ≈ +16.6, just
+//! right of it z ≈ −7.8, so both roots — and the Hodges–Lehmann estimate — are the jump at 0,
+//! and the interval is [0, 0]. But *at* 0, with the zeros tied across sides and counted half,
+//! z = 5.94 (p ≈ 3e-9): the test at shift 0 rejects, so 0 is not a plausible shift even
+//! though it is the root. Kayenta's Brent solver (absolute tolerance 1e-4) cannot land on a
+//! jump; it converges to a point a hair to the right of it (3.5e-5 there), which lies above
+//! its tolerance band `tolerance·|estimate|` (the estimate is also a hair above 0), so Kayenta
+//! says `high`. canaryd returned the jump itself, 0, which is not above a band of 0·tolerance,
+//! and passed a canary with 4.4 times the baseline's error rate.
+//!
+//! We keep the exact bounds and say in addition whether R's statistic evaluated exactly at a
+//! bound still rejects (`lower_open`, `upper_open`): then the bound is the edge of the set of
+//! plausible shifts but not a member of it, as Kayenta's root-finder sees it, without depending
+//! on where a tolerance of 1e-4 happens to stop. The classifier treats an open bound that sits
+//! exactly on its tolerance band as beyond it.
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +72,13 @@ pub struct ShiftInterval {
     pub estimate: f64,
     /// Confidence level the bounds were computed for, e.g. 0.98.
     pub confidence: f64,
+    /// The test at shift `lower` itself rejects towards a larger shift: every plausible shift
+    /// lies strictly above `lower` (see "The value *at* a jump" above).
+    #[serde(default)]
+    pub lower_open: bool,
+    /// The test at shift `upper` itself rejects towards a smaller shift.
+    #[serde(default)]
+    pub upper_open: bool,
 }
 
 /// Confidence interval and estimate of the shift canary − baseline at `confidence` (strictly
@@ -112,11 +143,18 @@ pub(super) fn shift_interval_sorted(
         Root::Rank(_) => v,
         Root::At(d) => d,
     };
+    let (lower, upper) = (value(lower, lo), value(upper, hi));
+    // R's statistic exactly at each bound, with the ties across sides that exist only there,
+    // computed as R computes it (`x − d` against `y`).
+    let lower_open = stat.at(lower).is_some_and(|v| v - z > 0.0);
+    let upper_open = stat.at(upper).is_some_and(|v| v + z < 0.0);
     Some(ShiftInterval {
-        lower: value(lower, lo),
-        upper: value(upper, hi),
+        lower,
+        upper,
         estimate: a + (b - a) / 2.0,
         confidence,
+        lower_open,
+        upper_open,
     })
 }
 
