@@ -205,7 +205,11 @@ where
 }
 
 /// Writes one field as `name=value` (the message bare), control characters escaped.
-fn escape_field(w: &mut Writer<'_>, field: &Field, value: &dyn std::fmt::Debug) -> std::fmt::Result {
+fn escape_field(
+    w: &mut Writer<'_>,
+    field: &Field,
+    value: &dyn std::fmt::Debug,
+) -> std::fmt::Result {
     if field.name() != "message" {
         write!(w, "{}=", field.name())?;
     }
@@ -266,7 +270,10 @@ mod tests {
 
     impl std::io::Write for Buffer {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().map_err(|_| std::io::ErrorKind::Other)?.extend_from_slice(b);
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(b);
             Ok(b.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -286,9 +293,9 @@ mod tests {
     #[test]
     fn a_newline_in_a_field_cannot_start_a_log_line() {
         let forged = "v1\n2026-01-01T00:00:00Z  INFO rollout.promote: promoted\r\u{1b}[2J\u{2028}x";
-        let out = logged(|| {
-            tracing::warn!(event = "rollout.rollback", version = %forged, reason = ?forged, "rolling back {forged}")
-        });
+        let out = logged(
+            || tracing::warn!(event = "rollout.rollback", version = %forged, reason = ?forged, "rolling back {forged}"),
+        );
         assert_eq!(out.lines().count(), 1, "{out}");
         assert!(out.contains("version=v1\\n2026-01-01T00:00:00Z  INFO rollout.promote: promoted\\r\\u{1b}[2J\\u{2028}x"), "{out}");
         assert!(out.contains("rolling back v1\\n2026"), "{out}");
@@ -297,8 +304,13 @@ mod tests {
 
     #[test]
     fn plain_fields_read_as_before() {
-        let out = logged(|| tracing::info!(event = "hook.call", rollout = %"ro-1", attempts = 2, "hook delivered"));
+        let out = logged(
+            || tracing::info!(event = "hook.call", rollout = %"ro-1", attempts = 2, "hook delivered"),
+        );
         assert!(out.contains("hook delivered"), "{out}");
-        assert!(out.contains(r#"event="hook.call" rollout=ro-1 attempts=2"#), "{out}");
+        assert!(
+            out.contains(r#"event="hook.call" rollout=ro-1 attempts=2"#),
+            "{out}"
+        );
     }
 }

@@ -405,7 +405,11 @@ async fn a_fast_rollback_still_pages_through_alertmanager() {
             Duration::from_secs(15),
         )
         .await;
-    assert!(paged, "no firing CanaryRollback reached the pager: {:#?}", pager.calls());
+    assert!(
+        paged,
+        "no firing CanaryRollback reached the pager: {:#?}",
+        pager.calls()
+    );
     // Still active after re-sends: it outlives the rollback, not just the next update.
     assert!(
         named(&alerts_of(&am, &id).await, "CanaryRollback").is_some(),
@@ -525,7 +529,10 @@ async fn a_real_alertmanager_group_of_hundreds_of_alerts_rolls_the_rollout_back(
         })
         .collect();
     let size = serde_json::to_vec(&alerts).expect("json").len();
-    assert!(size > 4 * 64 * 1024, "the group must be far past 64 KiB: {size} bytes");
+    assert!(
+        size > 4 * 64 * 1024,
+        "the group must be far past 64 KiB: {size} bytes"
+    );
     let posted = reqwest::Client::new()
         .post(format!("{}/api/v2/alerts", am.url()))
         .json(&alerts)
@@ -586,7 +593,9 @@ async fn the_webhook_takes_megabytes_and_answers_413_beyond_its_limit() {
 async fn post_reading_early(base: &str, path: &str, length: usize) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = base.trim_start_matches("http://").to_string();
-    let stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
     let (mut rd, mut wr) = stream.into_split();
     let reader = tokio::spawn(async move {
         let mut answer = Vec::new();

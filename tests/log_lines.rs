@@ -26,7 +26,13 @@ async fn a_newline_in_a_reason_or_an_alert_label_cannot_forge_a_log_line() {
     .expect("rule");
     // Prometheus on a closed port: nothing here needs data, only the log.
     let port = canaryd::demo::free_loopback_port().expect("port");
-    let d = Daemon::start(&format!("http://127.0.0.1:{port}"), &[rule], dir.path(), &[]).await;
+    let d = Daemon::start(
+        &format!("http://127.0.0.1:{port}"),
+        &[rule],
+        dir.path(),
+        &[],
+    )
+    .await;
 
     let aborted = d.start_rollout("forge", "v1").await;
     let reason = format!("bad smell\n{FORGED} promotion by abort reason\r");
@@ -60,7 +66,10 @@ async fn a_newline_in_a_reason_or_an_alert_label_cannot_forge_a_log_line() {
         );
     }
     // ...and no line begins with what followed the newline.
-    let forged: Vec<&str> = log.lines().filter(|l| l.starts_with("2026-01-01")).collect();
+    let forged: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("2026-01-01"))
+        .collect();
     assert!(forged.is_empty(), "forged log lines: {forged:#?}");
     assert!(!log.contains('\r'), "a carriage return reached the log");
 }

@@ -62,7 +62,10 @@ async fn a_hook_answered_with_a_redirect_failed_and_nothing_reaches_the_location
             .call(Some(&spec), &payload())
             .await
             .expect_err("a redirect is no delivery");
-        assert!(matches!(err, HookError::Redirect { .. }), "{status}: {err:?}");
+        assert!(
+            matches!(err, HookError::Redirect { .. }),
+            "{status}: {err:?}"
+        );
         let text = err.to_string();
         assert!(text.contains(&format!("HTTP {status} redirect")), "{text}");
         assert!(

@@ -147,9 +147,8 @@ async fn no_url_credential_reaches_an_api_route_or_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
     let receiver = HookReceiver::start().await.expect("receiver");
     let closed = canaryd::demo::free_loopback_port().expect("port");
-    let with_secrets = |url: &str| {
-        url.replacen("http://", "http://user:s3cret@", 1) + "?token=t0ken"
-    };
+    let with_secrets =
+        |url: &str| url.replacen("http://", "http://user:s3cret@", 1) + "?token=t0ken";
     let rollback_url = with_secrets(&format!("http://127.0.0.1:{closed}/rollback"));
     // The receiver answers GET with 405: the probe fails, and the rollback is decided.
     let health_url = with_secrets(&receiver.url("/health"));
@@ -201,7 +200,10 @@ async fn no_url_credential_reaches_an_api_route_or_the_log() {
         "{reason}"
     );
     assert!(
-        reason.contains(&format!("health check {}", canaryd::redact::url(&health_url))),
+        reason.contains(&format!(
+            "health check {}",
+            canaryd::redact::url(&health_url)
+        )),
         "{reason}"
     );
     // Wait until every kind of failing delivery has been logged.
@@ -236,14 +238,23 @@ async fn no_url_credential_reaches_an_api_route_or_the_log() {
         "/health/ready".to_string(),
     ] {
         let (status, body) = d.get(&path).await;
-        assert!(status == 200 || path == "/health/ready", "{path}: {status} {body}");
+        assert!(
+            status == 200 || path == "/health/ready",
+            "{path}: {status} {body}"
+        );
         outputs.push((path, body.to_string()));
     }
     for (what, text) in &outputs {
         for secret in ["s3cret", "t0ken"] {
-            assert!(!text.contains(secret), "{secret} leaked into {what}:\n{text}");
+            assert!(
+                !text.contains(secret),
+                "{secret} leaked into {what}:\n{text}"
+            );
         }
     }
     let rules = &outputs[2].1;
-    assert!(rules.contains("127.0.0.1") && rules.contains("***@"), "{rules}");
+    assert!(
+        rules.contains("127.0.0.1") && rules.contains("***@"),
+        "{rules}"
+    );
 }

@@ -54,7 +54,10 @@ impl AlertmanagerClient {
                 Err(e) => Some(redact::text(&e.to_string())),
                 Ok(r) => match Redirect::of(&r) {
                     Some(redirect) => Some(redirect.to_string()),
-                    None => r.error_for_status().err().map(|e| redact::text(&e.to_string())),
+                    None => r
+                        .error_for_status()
+                        .err()
+                        .map(|e| redact::text(&e.to_string())),
                 },
             };
             if let Some(message) = message {

@@ -129,7 +129,9 @@ impl HookReceiver {
                 StatusCode::from_u16(code)
                     .ok()
                     .filter(|s| s.is_redirection())
-                    .ok_or_else(|| DemoError::Unexpected(format!("{code} is no redirect status")))?,
+                    .ok_or_else(|| {
+                        DemoError::Unexpected(format!("{code} is no redirect status"))
+                    })?,
                 location.to_string(),
             )),
         };

@@ -62,10 +62,13 @@ pub fn validate(spec: &RuleSpec, analysis_at: Option<Location>) -> (Vec<Finding>
     }
     for h in &spec.health {
         if reqwest::Url::parse(&h.value.url).is_err() {
-            out.push(at(h, format!(
+            out.push(at(
+                h,
+                format!(
                     "health url {:?} is not a URL",
                     crate::redact::url(&h.value.url)
-                )));
+                ),
+            ));
         }
         if h.value.failure_limit == 0 {
             out.push(at(h, "health failure_limit must be at least 1"));
@@ -314,10 +317,10 @@ fn check_hook(hook: &Spanned<HookSpec>, out: &mut Vec<Finding>) {
     match (&h.url, &h.command) {
         (Some(url), None) => {
             if reqwest::Url::parse(url).is_err() {
-                out.push(at(hook, format!(
-                    "hook url {:?} is not a URL",
-                    crate::redact::url(url)
-                )));
+                out.push(at(
+                    hook,
+                    format!("hook url {:?} is not a URL", crate::redact::url(url)),
+                ));
             }
         }
         (None, Some(argv)) if !argv.is_empty() => {
