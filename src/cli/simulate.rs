@@ -48,6 +48,9 @@ pub struct SimulateArgs {
     pub traffic: Vec<TrafficArg>,
     #[arg(long, value_enum, default_value_t = ScenarioSet::Quick)]
     pub scenarios: ScenarioSet,
+    /// Only the scenarios whose name contains this text (repeatable; overrides --scenarios).
+    #[arg(long)]
+    pub only: Vec<String>,
     /// Also run Flagger-, Argo- and Kayenta-style policies on the same rollouts.
     #[arg(long)]
     pub compare: bool,
@@ -133,6 +136,10 @@ pub fn run(args: &SimulateArgs) -> i32 {
         contenders.extend(comparators());
     }
     let chosen: Vec<Scenario> = match args.scenarios {
+        _ if !args.only.is_empty() => scenarios()
+            .into_iter()
+            .filter(|s| args.only.iter().any(|o| s.name.contains(o.as_str())))
+            .collect(),
         ScenarioSet::All => scenarios(),
         ScenarioSet::Quick => scenarios()
             .into_iter()

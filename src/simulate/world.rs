@@ -414,7 +414,13 @@ mod tests {
         );
         // The median is 0.5 s, an edge: that bucket holds half the requests, and the 1 s bucket
         // Φ(ln 2 / 0.6) ≈ 87.6 %.
-        let le = |i: usize| sum(BASELINE, |s| s.buckets[i]) / br;
+        let le = |i: usize| {
+            w.history
+                .iter()
+                .map(|s| s[BASELINE].buckets[i])
+                .sum::<f64>()
+                / br
+        };
         assert!((le(6) - 0.5).abs() < 0.01, "{}", le(6));
         assert!((le(7) - 0.876).abs() < 0.01, "{}", le(7));
         // The +Inf bucket is the count.
