@@ -2,6 +2,8 @@
 //! second, a hook receiver, and `canaryd serve` as a child process, all on free loopback ports.
 #![allow(dead_code)]
 
+pub mod alerting;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
