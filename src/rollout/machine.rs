@@ -329,7 +329,7 @@ fn hook_failed(
 
 fn in_warmup(r: &Rollout, plan: &Plan, at: DateTime<Utc>) -> bool {
     match r.step_started_at {
-        Some(started) => at < started + plan.warmup,
+        Some(started) => at < super::plan::after(started, plan.warmup),
         None => true,
     }
 }
@@ -442,13 +442,13 @@ fn try_advance(r: &mut Rollout, plan: &Plan, now: DateTime<Utc>, out: &mut Vec<A
     // Reaching 100 % with no hold is the promotion itself: the canary proved itself at the
     // previous steps, and at 100 % there is no baseline traffic left to compare with.
     let needs_tick = !(last && step.hold.is_zero());
-    if now < started + step.hold {
+    if now < super::plan::after(started, step.hold) {
         return;
     }
     if needs_tick {
         let healthy = r.last_tick.as_ref().is_some_and(|t| {
             t.step == r.step
-                && t.at >= started + plan.warmup
+                && t.at >= super::plan::after(started, plan.warmup)
                 && t.all_healthy()
                 && t.score.outcome == crate::judge::ScoreOutcome::Pass
         });

@@ -258,7 +258,7 @@ impl RolloutTask {
             && self
                 .state
                 .step_started_at
-                .is_some_and(|s| now >= s + self.plan.warmup)
+                .is_some_and(|s| now >= super::plan::after(s, self.plan.warmup))
     }
 
     async fn analyse(&self) -> Tick {
