@@ -112,7 +112,7 @@ async fn reading_or_touching_rule_files_reloads_nothing_and_an_edit_reloads_once
     let port = canaryd::demo::free_loopback_port().expect("port");
     let d = Daemon::start(
         &format!("http://127.0.0.1:{port}"),
-        &[rules.clone()],
+        std::slice::from_ref(&rules),
         dir.path(),
         &[],
     )
@@ -154,7 +154,7 @@ async fn a_rule_whose_template_never_finishes_is_rejected_on_reload_and_the_runn
     let port = canaryd::demo::free_loopback_port().expect("port");
     let d = Daemon::start(
         &format!("http://127.0.0.1:{port}"),
-        &[rules.clone()],
+        std::slice::from_ref(&rules),
         dir.path(),
         &[],
     )
