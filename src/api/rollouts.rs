@@ -46,6 +46,37 @@ pub fn view(state: &AppState, r: &Rollout) -> serde_json::Value {
     v
 }
 
+/// The longest version accepted: image tags stop at 128 characters too.
+pub const VERSION_MAX_LEN: usize = 128;
+
+/// A version is a name, not text: letters, digits and `.`, `_`, `+`, `-`, 1 to
+/// [`VERSION_MAX_LEN`] characters — what image tags, git tags and semver with build metadata use.
+/// It reaches queries, hook bodies, command arguments, log lines and reports; refusing everything
+/// else at the door keeps each of those from having to trust it. (Queries escape it anyway.)
+pub fn check_version(version: &str) -> Result<(), String> {
+    if version.is_empty() {
+        return Err("version must not be empty".into());
+    }
+    let len = version.chars().count();
+    if len > VERSION_MAX_LEN {
+        return Err(format!(
+            "version is {len} characters long; at most {VERSION_MAX_LEN} are allowed"
+        ));
+    }
+    if let Some((i, c)) = version
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-')))
+    {
+        // `{c:?}` prints a control character as an escape, never raw.
+        return Err(format!(
+            "version has {c:?} at position {}; allowed are letters, digits, '.', '_', '+' and '-'",
+            i + 1
+        ));
+    }
+    Ok(())
+}
+
 pub async fn create(
     State(state): State<AppState>,
     body: Result<Json<CreateRollout>, JsonRejection>,
@@ -57,6 +88,7 @@ pub async fn create(
             ApiError::BadRequest(format!("invalid request body: {}", e.body_text()))
         }
     })?;
+    check_version(&req.version).map_err(ApiError::BadRequest)?;
     let r = state.controller.start(&req.rule, &req.version).await?;
     Ok((StatusCode::CREATED, Json(view(&state, &r))).into_response())
 }
@@ -157,4 +189,38 @@ pub async fn history(
     let limit = q.limit.unwrap_or(100).min(10_000);
     let (ticks, deliveries) = state.controller.history(&id, limit)?;
     Ok(Json(json!({"id": id, "ticks": ticks, "hook_deliveries": deliveries})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_version;
+
+    #[test]
+    fn versions_are_names() {
+        for ok in [
+            "v1",
+            "v2.0.1",
+            "1.2.3+build.7",
+            "sha-0a1b2c",
+            "release_2026-11-30",
+        ] {
+            assert_eq!(check_version(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(check_version(&"a".repeat(128)), Ok(()));
+        for bad in [
+            "",
+            " ",
+            "v1 ",
+            "x\"}[10s])) * 0 or vector(0) #",
+            "v1\nforged line",
+            "v1\u{7}",
+            "a/b",
+            "café",
+        ] {
+            assert!(check_version(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(check_version(&"a".repeat(129)).is_err());
+        let e = check_version("v1\nx").unwrap_err();
+        assert!(e.contains("'\\n'") && !e.contains('\n'), "{e}");
+    }
 }

@@ -364,22 +364,9 @@ fn task_failed(r: &mut Rollout, reason: String, now: DateTime<Utc>, out: &mut Ve
     r.finished_at = Some(now);
 }
 
-/// `since + d <= now`. A `d` past the calendar's end is never reached (a hold that long never
-/// ends), so user durations cannot make the arithmetic panic.
-pub(super) fn has_elapsed(
-    since: DateTime<Utc>,
-    d: std::time::Duration,
-    now: DateTime<Utc>,
-) -> bool {
-    chrono::TimeDelta::from_std(d)
-        .ok()
-        .and_then(|d| since.checked_add_signed(d))
-        .is_some_and(|end| now >= end)
-}
-
 fn in_warmup(r: &Rollout, plan: &Plan, at: DateTime<Utc>) -> bool {
     match r.step_started_at {
-        Some(started) => !has_elapsed(started, plan.warmup, at),
+        Some(started) => at < super::plan::after(started, plan.warmup),
         None => true,
     }
 }
@@ -492,13 +479,13 @@ fn try_advance(r: &mut Rollout, plan: &Plan, now: DateTime<Utc>, out: &mut Vec<A
     // Reaching 100 % with no hold is the promotion itself: the canary proved itself at the
     // previous steps, and at 100 % there is no baseline traffic left to compare with.
     let needs_tick = !(last && step.hold.is_zero());
-    if !has_elapsed(started, step.hold, now) {
+    if now < super::plan::after(started, step.hold) {
         return;
     }
     if needs_tick {
         let healthy = r.last_tick.as_ref().is_some_and(|t| {
             t.step == r.step
-                && has_elapsed(started, plan.warmup, t.at)
+                && t.at >= super::plan::after(started, plan.warmup)
                 && t.all_healthy()
                 && t.score.outcome == crate::judge::ScoreOutcome::Pass
         });

@@ -20,7 +20,6 @@ use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 
 use super::controller::{ControlError, Inner, Reply, Update};
 use super::deadline::{gather_within, tick_deadline};
-use super::machine::has_elapsed;
 use super::store::{Delivery, StoreError};
 use super::supervisor::inject_fault;
 use super::{Action, Event, Phase, Plan, Rollout, Tick, handle};
@@ -342,7 +341,7 @@ impl RolloutTask {
             && self
                 .state
                 .step_started_at
-                .is_some_and(|s| has_elapsed(s, self.plan.warmup, now))
+                .is_some_and(|s| now >= super::plan::after(s, self.plan.warmup))
     }
 
     fn payload(&self, action: &Action) -> HookPayload {

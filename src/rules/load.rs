@@ -12,8 +12,13 @@ use super::{Rule, RuleError};
 
 /// Parses and validates one rule file's text. `path` only labels the errors.
 pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
+    // Snapshots stored with rollouts come here without `read_capped`.
+    if text.len() > MAX_RULE_FILE_BYTES {
+        return Err(vec![too_large(path)]);
+    }
     let spec: RuleSpec = serde_saphyr::from_str(text).map_err(|e| vec![yaml_error(path, &e)])?;
-    let anchors: Anchors = serde_saphyr::from_str(text).unwrap_or_default();
+    let anchors: Anchors =
+        serde_saphyr::from_str_with_options(text, anchor_options()).unwrap_or_default();
     let analysis_at = anchors.analysis.map(|a| a.referenced);
     let (findings, windows) = validate(&spec, analysis_at);
     if findings.is_empty() {
@@ -43,6 +48,14 @@ pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
 struct Anchors {
     #[serde(default)]
     analysis: Option<Spanned<IgnoredAny>>,
+}
+
+/// Anchors only need to find blocks; a `.nan` inside one (which validation then refuses) must
+/// not make the lenient pass fail and the finding lose its place.
+fn anchor_options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::PassThrough;
+    options
 }
 
 /// serde-saphyr puts the location around its message; keep our own `file:line:col:` format.
@@ -140,24 +153,82 @@ fn io_error(p: &Path, e: &std::io::Error) -> RuleError {
     }
 }
 
+/// Rule files larger than this are refused unread: the shipped ones are a few KiB, and a rule
+/// is parsed, rendered and kept in memory (and in every rollout's snapshot) whole.
+pub const MAX_RULE_FILE_BYTES: usize = 1 << 20;
+
+/// One rule file as read from disk: its text, or why it cannot be used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleFile {
+    pub path: PathBuf,
+    pub text: Result<String, RuleError>,
+}
+
+/// Reads every file under `patterns`, each at most [`MAX_RULE_FILE_BYTES`].
+pub fn read_paths(patterns: &[String]) -> Result<Vec<RuleFile>, RuleError> {
+    Ok(expand_paths(patterns)?
+        .into_iter()
+        .map(|path| RuleFile {
+            text: read_capped(&path),
+            path,
+        })
+        .collect())
+}
+
+/// Reads at most one byte past the cap, so a file that grows while it is read (or a FIFO that
+/// never ends) costs no more than the cap.
+fn read_capped(path: &Path) -> Result<String, RuleError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| io_error(path, &e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_RULE_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error(path, &e))?;
+    if bytes.len() > MAX_RULE_FILE_BYTES {
+        return Err(too_large(path));
+    }
+    String::from_utf8(bytes).map_err(|e| RuleError {
+        file: path.to_path_buf(),
+        line: 1,
+        column: 1,
+        message: format!("not UTF-8 text: {e}"),
+    })
+}
+
+fn too_large(path: &Path) -> RuleError {
+    RuleError {
+        file: path.to_path_buf(),
+        line: 1,
+        column: 1,
+        message: format!(
+            "rule file is larger than the {} bytes allowed",
+            MAX_RULE_FILE_BYTES
+        ),
+    }
+}
+
 /// Loads every rule under `patterns`. Rules and errors are both returned so `canaryd check`
 /// can report everything at once; callers that need all-or-nothing check `errors.is_empty()`.
 pub fn load_paths(patterns: &[String]) -> (Vec<Rule>, Vec<RuleError>) {
-    let files = match expand_paths(patterns) {
-        Ok(f) => f,
-        Err(e) => return (Vec::new(), vec![e]),
-    };
+    match read_paths(patterns) {
+        Ok(files) => load_files(&files),
+        Err(e) => (Vec::new(), vec![e]),
+    }
+}
+
+/// Parses files already read; see [`load_paths`].
+pub fn load_files(files: &[RuleFile]) -> (Vec<Rule>, Vec<RuleError>) {
     let mut rules: Vec<Rule> = Vec::new();
     let mut errors = Vec::new();
-    for file in files {
-        let text = match std::fs::read_to_string(&file) {
+    for RuleFile { path: file, text } in files {
+        let text = match text {
             Ok(t) => t,
             Err(e) => {
-                errors.push(io_error(&file, &e));
+                errors.push(e.clone());
                 continue;
             }
         };
-        match parse_rule(&file, &text) {
+        match parse_rule(file, text) {
             Ok(rule) => {
                 if let Some(other) = rules.iter().find(|r| r.name() == rule.name()) {
                     let loc = rule.spec.name.referenced;

@@ -1,24 +1,28 @@
 //! Rule files: what users write, checked so that a rule that loads can always run.
 //!
 //! `schema` is the YAML shape, `load` turns paths into rules or errors with file:line:col,
-//! `validate` holds the semantic checks, `templates` renders queries, `window` parses deploy
-//! windows, and `reload` keeps the last good set when a new file is bad.
+//! `validate` holds the semantic checks (`bounds` caps durations, `promql` parses every rendered
+//! query), `templates` renders queries, `window` parses deploy windows, and `reload` keeps the
+//! last good set when a new file is bad.
 
+mod bounds;
 pub mod load;
 pub mod matchers;
+mod promql;
 pub mod reload;
 pub mod schema;
 pub mod templates;
 pub mod validate;
 pub mod window;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
 pub use load::{load_paths, parse_rule};
 pub use schema::{MetricSpec, RuleSpec, StepSpec};
 pub use window::Windows;
+
+use templates::QueryVars;
 
 /// A rule that passed every check; what rollouts run on.
 #[derive(Debug, Clone)]
@@ -53,6 +57,38 @@ impl Group {
 pub struct QueryContext<'a> {
     pub rollout: &'a str,
     pub version: &'a str,
+}
+
+/// What a query template of `spec` is rendered with for one group: the selector and the
+/// durations as PromQL, everything else (the API caller's version included) as escaped values.
+pub(crate) fn query_vars(spec: &RuleSpec, group: Group, ctx: &QueryContext<'_>) -> QueryVars {
+    let a = &spec.analysis;
+    let selector = match group {
+        Group::Canary => &spec.selector.canary,
+        Group::Baseline => &spec.selector.baseline,
+    };
+    let mut vars = QueryVars {
+        values: spec.vars.clone(),
+        ..QueryVars::default()
+    };
+    for (k, v) in [
+        ("group", group.as_str()),
+        ("rollout", ctx.rollout),
+        ("rule", spec.name.value.as_str()),
+        ("version", ctx.version),
+    ] {
+        vars.values.insert(k.to_string(), v.to_string());
+    }
+    for (k, v) in [
+        ("selector", selector.clone()),
+        ("window", templates::promql_duration(a.window)),
+        ("interval", templates::promql_duration(a.interval)),
+        ("step", templates::promql_duration(a.step)),
+    ] {
+        vars.values.remove(k);
+        vars.promql.insert(k.to_string(), v);
+    }
+    vars
 }
 
 impl Rule {
@@ -96,25 +132,7 @@ impl Rule {
         group: Group,
         ctx: &QueryContext<'_>,
     ) -> Result<String, templates::TemplateError> {
-        let a = &self.spec.analysis;
-        let mut vars: BTreeMap<String, String> = self.spec.vars.clone();
-        let selector = match group {
-            Group::Canary => &self.spec.selector.canary,
-            Group::Baseline => &self.spec.selector.baseline,
-        };
-        for (k, v) in [
-            ("selector", selector.clone()),
-            ("group", group.as_str().to_string()),
-            ("rollout", ctx.rollout.to_string()),
-            ("rule", self.name().to_string()),
-            ("version", ctx.version.to_string()),
-            ("window", templates::promql_duration(a.window)),
-            ("interval", templates::promql_duration(a.interval)),
-            ("step", templates::promql_duration(a.step)),
-        ] {
-            vars.insert(k.to_string(), v);
-        }
-        templates::render(template, &vars)
+        templates::render_query(template, &query_vars(&self.spec, group, ctx))
     }
 
     /// Sequential metrics in this rule: the Bonferroni factor of their thresholds.

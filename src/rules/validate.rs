@@ -18,11 +18,11 @@ pub struct Finding {
     pub message: String,
 }
 
-fn at<T>(s: &Spanned<T>, message: impl Into<String>) -> Finding {
+pub(super) fn at<T>(s: &Spanned<T>, message: impl Into<String>) -> Finding {
     at_loc(s.referenced, message)
 }
 
-fn at_loc(loc: Location, message: impl Into<String>) -> Finding {
+pub(super) fn at_loc(loc: Location, message: impl Into<String>) -> Finding {
     Finding {
         line: loc.line().max(1) as u32,
         column: loc.column().max(1) as u32,
@@ -47,9 +47,12 @@ pub fn validate(spec: &RuleSpec, analysis_at: Option<Location>) -> (Vec<Finding>
             format!("rule name {name:?} must be non-empty letters, digits, '-' or '_'"),
         ));
     }
+    let analysis_at = analysis_at.unwrap_or(spec.name.referenced);
     check_steps(spec, &mut out);
-    check_analysis(spec, analysis_at.unwrap_or(spec.name.referenced), &mut out);
+    check_analysis(spec, analysis_at, &mut out);
+    super::bounds::check(spec, analysis_at, &mut out);
     check_metrics(spec, &mut out);
+    super::promql::check(spec, &mut out);
     for hook in [
         &spec.hooks.set_weight,
         &spec.hooks.promote,
@@ -140,7 +143,11 @@ fn check_analysis(spec: &RuleSpec, loc: Location, out: &mut Vec<Finding>) {
     if a.failure_limit == 0 || a.nodata_limit == 0 {
         bad("failure_limit and nodata_limit must be at least 1".into());
     }
-    if !(0.0..=100.0).contains(&a.score.pass) || a.score.marginal > a.score.pass {
+    // `contains` is false for NaN, so a NaN cut-off is refused too.
+    if !(0.0..=100.0).contains(&a.score.pass)
+        || !(0.0..=100.0).contains(&a.score.marginal)
+        || a.score.marginal > a.score.pass
+    {
         bad(format!(
             "score cut-offs must satisfy 0 <= marginal ({}) <= pass ({}) <= 100",
             a.score.marginal, a.score.pass
@@ -402,24 +409,10 @@ pub fn lint(spec: &RuleSpec) -> Vec<Finding> {
         if metric.compare != Compare::MannWhitney {
             continue;
         }
-        let mut vars = spec.vars.clone();
-        for (k, v) in [
-            ("selector", String::new()),
-            ("group", "canary".into()),
-            ("rollout", String::new()),
-            ("rule", String::new()),
-            ("version", String::new()),
-            ("window", templates::promql_duration(spec.analysis.window)),
-            (
-                "interval",
-                templates::promql_duration(spec.analysis.interval),
-            ),
-            ("step", templates::promql_duration(step)),
-        ] {
-            vars.insert(k.to_string(), v);
-        }
         let Some(q) = &metric.query else { continue };
-        if let Ok(query) = templates::render(&q.value, &vars) {
+        let ctx = super::QueryContext::default();
+        let vars = super::query_vars(spec, super::Group::Canary, &ctx);
+        if let Ok(query) = templates::render_query(&q.value, &vars) {
             for range in range_selectors(&query) {
                 if range > step {
                     out.push(at(q, format!(
