@@ -37,6 +37,8 @@ pub struct ServeArgs {
     pub prometheus_timeout: Option<Duration>,
     #[arg(long, env = "CANARYD_PROMETHEUS_BEARER_TOKEN_FILE")]
     pub prometheus_bearer_token_file: Option<PathBuf>,
+    #[arg(long, env = "CANARYD_PROMETHEUS_MAX_RESPONSE_BYTES")]
+    pub prometheus_max_response_bytes: Option<usize>,
     /// Rule files, folders or globs (repeatable).
     #[arg(long = "rules", env = "CANARYD_RULES", value_delimiter = ',')]
     pub rules: Vec<String>,
@@ -84,6 +86,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.prometheus_bearer_token_file {
             cfg.prometheus.bearer_token_file = Some(v.clone());
+        }
+        if let Some(v) = self.prometheus_max_response_bytes {
+            cfg.prometheus.max_response_bytes = v;
         }
         if !self.rules.is_empty() {
             cfg.rules = self.rules.clone();
@@ -151,7 +156,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             None => None,
         },
     };
-    let source = PrometheusSource::new(&prometheus)?;
+    let source = PrometheusSource::new(&prometheus)?
+        .with_max_response_bytes(cfg.prometheus.max_response_bytes);
     let hooks = HookRunner::new().context("building the hook HTTP client")?;
     // One daemon per state directory: two would both drive the same rollouts. The OS drops the
     // lock with the process, so a kill -9 never leaves it stale.
