@@ -14,10 +14,13 @@ use common::{Daemon, RuleOpts, Stack, calls_to, rule_yaml, weights};
 use serde_json::Value;
 
 /// Holds long enough that a canary dying at the start of a step is seen stale before the hold
-/// ends (4 s rate window + 2 s max_staleness), so "advanced anyway" cannot be a timing fluke.
+/// ends (4 s rate window + 2 s max_staleness), so "advanced anyway" cannot be a timing fluke;
+/// a window three holds long, so at the hold's end it is still full of the canary's healthy
+/// points from before it died (what promoted a dead canary in issue 16).
 fn opts() -> RuleOpts {
     RuleOpts {
         hold: "10s",
+        window: "30s",
         warmup: "2s",
         nodata_limit: 3,
         ..RuleOpts::default()
