@@ -50,6 +50,8 @@ fn tick(step: usize) -> Tick {
             nodata: false,
         },
         sequential: Default::default(),
+        samples_since: None,
+        counters_moved: Default::default(),
     }
 }
 

@@ -56,6 +56,8 @@ pub struct PrometheusSection {
     pub timeout: Duration,
     pub bearer_token_file: Option<PathBuf>,
     pub basic_auth: Option<BasicAuth>,
+    /// Largest answer read from Prometheus; a larger one fails the query (`error`).
+    pub max_response_bytes: usize,
 }
 
 impl Default for PrometheusSection {
@@ -65,6 +67,7 @@ impl Default for PrometheusSection {
             timeout: Duration::from_secs(10),
             bearer_token_file: None,
             basic_auth: None,
+            max_response_bytes: crate::source::prometheus::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }

@@ -65,6 +65,8 @@ fn nodata_tick(r: &Rollout, secs: i64) -> Event {
             nodata: true,
         },
         sequential: Default::default(),
+        samples_since: None,
+        counters_moved: Default::default(),
     })
 }
 

@@ -70,6 +70,8 @@ fn tick(r: &Rollout, secs: i64, checks: Vec<Check>) -> Event {
             reason: String::new(),
         },
         sequential: Default::default(),
+        samples_since: Some(at(secs)),
+        counters_moved: Default::default(),
     })
 }
 
@@ -905,4 +907,110 @@ fn a_hold_too_long_for_the_calendar_never_ends_and_never_panics() {
     let (r, actions) = step(&r, &p, Event::Timer, 1_000_000);
     assert!(actions.is_empty());
     assert_eq!((r.phase, r.step), (Phase::Progressing, 0));
+}
+
+/// Drives healthy ticks (and confirms every hook) until the rollout stands at `target_step`.
+fn at_step(p: &Plan, target_step: usize) -> (Rollout, i64) {
+    let mut r = at_first_step(p);
+    let mut now = 0;
+    while r.step < target_step || r.pending.is_some() {
+        now += 1;
+        assert!(now < 200, "never reached step {target_step}");
+        let (next, actions) = step(&r, p, healthy(&r, now), now);
+        r = next;
+        for a in actions {
+            r = step(&r, p, ok(a.hook()), now).0;
+        }
+    }
+    (r, now)
+}
+
+#[test]
+fn nodata_ticks_past_the_hold_at_a_later_step_never_advance() {
+    let p = plan();
+    let (r, started) = at_step(&p, 2);
+    assert_eq!((r.step, r.weight), (2, 50));
+    let nodata = |r: &Rollout, s| {
+        tick(
+            r,
+            s,
+            vec![
+                check("error_rate", Verdict::Pass),
+                check("p95_latency", Verdict::Nodata),
+            ],
+        )
+    };
+    let mut r = r;
+    // Far past the 10 s hold: not one weight change, not a promotion.
+    for s in started + 3..started + 120 {
+        let (next, actions) = step(&r, &p, nodata(&r, s), s);
+        assert!(actions.is_empty(), "acted on no data at {s}: {actions:?}");
+        r = next;
+    }
+    assert_eq!((r.phase, r.step, r.weight), (Phase::Paused, 2, 50));
+    assert!(
+        r.reason.as_deref().unwrap_or("").contains("p95_latency"),
+        "{:?}",
+        r.reason
+    );
+    // Data returns: the pause lifts and the step advances on that fresh tick.
+    let (r, actions) = step(&r, &p, healthy(&r, started + 121), started + 121);
+    assert_eq!(r.phase, Phase::Progressing);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 3,
+            weight: 100
+        }]
+    );
+}
+
+#[test]
+fn a_tick_judged_on_samples_from_before_this_steps_weight_never_advances() {
+    let p = plan();
+    let (r, started) = at_step(&p, 1);
+    let s = started + 20;
+    let Event::Tick(fresh) = healthy(&r, s) else {
+        unreachable!()
+    };
+    for since in [None, Some(at(started)), Some(at(started + 1))] {
+        let old = Tick {
+            samples_since: since,
+            ..fresh.clone()
+        };
+        let (next, actions) = step(&r, &p, Event::Tick(old), s);
+        assert!(actions.is_empty(), "advanced on samples since {since:?}");
+        assert_eq!(next.step, 1);
+    }
+    // The same verdicts on samples taken after this step's warmup do advance.
+    let (_, actions) = step(&r, &p, Event::Tick(fresh), s);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 2,
+            weight: 50
+        }]
+    );
+}
+
+#[test]
+fn a_healthy_tick_from_before_the_hold_ended_does_not_advance_later_without_a_new_tick() {
+    let p = plan();
+    let r = at_first_step(&p);
+    let (r, actions) = step(&r, &p, healthy(&r, 9), 9);
+    assert!(actions.is_empty());
+    // Time passes past the hold, but no tick looked at the canary after it.
+    let (r, actions) = step(&r, &p, Event::Timer, 30);
+    assert!(
+        actions.is_empty(),
+        "advanced on a tick from before the hold: {actions:?}"
+    );
+    let (_, actions) = step(&r, &p, healthy(&r, 31), 31);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 1,
+            weight: 25
+        }]
+    );
 }

@@ -32,10 +32,13 @@ fn noisy(stack: &Stack, canary_latency_factor: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_30_percent_slower_but_under_every_line_is_rolled_back_statistically() {
-    let stack = Stack::start("slow-canary", statistical_rule("60s")).await;
+    // Only points taken at the current weight count (issue 16): four a side before judging.
+    let opts = RuleOpts {
+        min_samples: 4,
+        ..statistical_rule("60s")
+    };
+    let stack = Stack::start("slow-canary", opts).await;
     noisy(&stack, 1.3);
-    // Let the window fill with the regression before the rollout looks.
-    tokio::time::sleep(Duration::from_secs(12)).await;
     let id = stack.daemon.start_rollout("slow-canary", "v5").await;
     let r = stack
         .daemon

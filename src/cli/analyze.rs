@@ -1,7 +1,8 @@
 //! `canaryd analyze`: replay a rule over a past time range against Prometheus and print what
 //! canaryd would have decided at each tick, and when it would have rolled back. The ticks go
-//! through the same judge and the same state machine as a live rollout; hooks are imagined to
-//! succeed at once.
+//! through the same judge (`rollout::analysis::judge_gathered`: only fresh samples taken after
+//! the replayed weight's confirmation plus warmup count) and the same state machine as a live
+//! rollout; hooks are imagined to succeed at once, at the tick that asked for them.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};

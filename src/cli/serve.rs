@@ -37,6 +37,8 @@ pub struct ServeArgs {
     pub prometheus_timeout: Option<Duration>,
     #[arg(long, env = "CANARYD_PROMETHEUS_BEARER_TOKEN_FILE")]
     pub prometheus_bearer_token_file: Option<PathBuf>,
+    #[arg(long, env = "CANARYD_PROMETHEUS_MAX_RESPONSE_BYTES")]
+    pub prometheus_max_response_bytes: Option<usize>,
     /// Rule files, folders or globs (repeatable).
     #[arg(long = "rules", env = "CANARYD_RULES", value_delimiter = ',')]
     pub rules: Vec<String>,
@@ -94,6 +96,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.prometheus_bearer_token_file {
             cfg.prometheus.bearer_token_file = Some(v.clone());
+        }
+        if let Some(v) = self.prometheus_max_response_bytes {
+            cfg.prometheus.max_response_bytes = v;
         }
         if !self.rules.is_empty() {
             cfg.rules = self.rules.clone();
@@ -164,7 +169,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             None => None,
         },
     };
-    let source = PrometheusSource::new(&prometheus)?;
+    let source = PrometheusSource::new(&prometheus)?
+        .with_max_response_bytes(cfg.prometheus.max_response_bytes);
     let hooks = HookRunner::new().context("building the hook HTTP client")?;
     // One daemon per state directory (an OS lock on the directory), and no silent fresh start
     // in a directory whose database was lost: see `rollout::sqlite::state_dir`.

@@ -63,6 +63,8 @@ struct Inner {
     /// Tracks served at `/metrics`; both by default, one when baseline and canary run as
     /// separate processes (docker-compose.yml), so neither series is exported twice.
     exported: Vec<Track>,
+    /// `/metrics` answers 503: the scrape fails as it does when a target is down.
+    scrapes_fail: bool,
 }
 
 impl Inner {
@@ -120,6 +122,7 @@ impl DemoService {
             baseline: TrackState::default(),
             canary: TrackState::default(),
             exported: vec![Track::Baseline, Track::Canary],
+            scrapes_fail: false,
         })));
         let (stop, stopped) = watch::channel(false);
 
@@ -157,7 +160,18 @@ impl DemoService {
 
     /// Serves only `track`'s series at `/metrics`.
     pub fn export_only(&self, track: Track) {
-        self.shared.lock().exported = vec![track];
+        self.export(&[track]);
+    }
+
+    /// Serves exactly `tracks`' series at `/metrics`: a track left out stops exporting, as a
+    /// crash-looping pod or a broken exporter does, while its counters keep running.
+    pub fn export(&self, tracks: &[Track]) {
+        self.shared.lock().exported = tracks.to_vec();
+    }
+
+    /// Makes every scrape of `/metrics` fail (503) or succeed again: the target is down.
+    pub fn fail_scrapes(&self, fail: bool) {
+        self.shared.lock().scrapes_fail = fail;
     }
 
     /// The current profile of `track`.
@@ -217,8 +231,11 @@ async fn tick(shared: Shared, mut stopped: watch::Receiver<bool>, seed: u64) {
     }
 }
 
-async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
+async fn metrics(State(shared): State<Shared>) -> axum::response::Response {
     let inner = shared.lock();
+    if inner.scrapes_fail {
+        return (StatusCode::SERVICE_UNAVAILABLE, "target down\n").into_response();
+    }
     let tracks: Vec<(&str, &Counters)> = [
         (Track::Baseline, &inner.baseline.counters),
         (Track::Canary, &inner.canary.counters),
@@ -228,7 +245,7 @@ async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
     .map(|(t, c)| (t.as_str(), c))
     .collect();
     let body = render(&inner.service, &tracks);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn ready(State(shared): State<Shared>, Path(track): Path<Track>) -> impl IntoResponse {

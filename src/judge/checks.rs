@@ -167,6 +167,7 @@ fn unusable(obs: &Observation, min_samples: usize) -> Option<(Verdict, String)> 
             ),
         )),
         Observation::Samples { .. } => None,
+        Observation::Stale { reason } => Some((Verdict::Nodata, reason.clone())),
     }
 }
 

@@ -7,6 +7,8 @@
 //! - a rollback decision is final: `rollback_decided` never clears, and no later event can lead
 //!   to `Promote` or `SetWeight` for that rollout;
 //! - no step advances on no-data or on a tick taken during warmup;
+//! - a step advances only on a tick taken after its hold, judged on samples from this step's
+//!   weight (after warmup) alone: evidence from an earlier weight never promotes;
 //! - weights only go up, one step at a time, until a rollback.
 
 use chrono::{DateTime, Utc};
@@ -381,6 +383,7 @@ fn on_tick(r: &mut Rollout, plan: &Plan, tick: Tick, now: DateTime<Utc>, out: &m
     // The running state moves onto the rollout; the tick kept as `last_tick` is only verdicts.
     let mut tick = tick;
     r.sequential.append(&mut tick.sequential);
+    r.counters_moved.append(&mut tick.counters_moved);
     if let Some(c) = tick.checks.iter().find(|c| c.rolls_back_now()) {
         decide_rollback(r, format!("{}: {}", c.metric, c.reason), out);
         r.last_tick = Some(tick);
@@ -466,6 +469,26 @@ fn on_tick(r: &mut Rollout, plan: &Plan, tick: Tick, now: DateTime<Utc>, out: &m
     try_advance(r, plan, now, out);
 }
 
+/// Whether `t` is evidence that the step that started at `started` may be left: taken at this
+/// step after its hold, judged only on samples from after this step's warmup (not on points
+/// from an earlier weight), every metric healthy (a `nodata` or `error` metric is not) and a
+/// passing score.
+fn counts_toward_advancing(
+    t: &Tick,
+    step: usize,
+    started: DateTime<Utc>,
+    plan: &Plan,
+    hold: std::time::Duration,
+) -> bool {
+    let after_warmup = super::plan::after(started, plan.warmup);
+    t.step == step
+        && t.at >= after_warmup
+        && t.at >= super::plan::after(started, hold)
+        && t.samples_since.is_some_and(|s| s >= after_warmup)
+        && t.all_healthy()
+        && t.score.outcome == crate::judge::ScoreOutcome::Pass
+}
+
 /// Leaves the step when its hold elapsed with a healthy, counted tick, a gate was passed and the
 /// window allows. The last step promotes.
 fn try_advance(r: &mut Rollout, plan: &Plan, now: DateTime<Utc>, out: &mut Vec<Action>) {
@@ -482,16 +505,13 @@ fn try_advance(r: &mut Rollout, plan: &Plan, now: DateTime<Utc>, out: &mut Vec<A
     if now < super::plan::after(started, step.hold) {
         return;
     }
-    if needs_tick {
-        let healthy = r.last_tick.as_ref().is_some_and(|t| {
-            t.step == r.step
-                && t.at >= super::plan::after(started, plan.warmup)
-                && t.all_healthy()
-                && t.score.outcome == crate::judge::ScoreOutcome::Pass
-        });
-        if !healthy {
-            return;
-        }
+    if needs_tick
+        && !r
+            .last_tick
+            .as_ref()
+            .is_some_and(|t| counts_toward_advancing(t, r.step, started, plan, step.hold))
+    {
+        return;
     }
     if step.approval && r.approved_step != Some(r.step) {
         r.phase = Phase::WaitingApproval;

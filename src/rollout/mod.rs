@@ -109,6 +109,16 @@ pub struct Tick {
     /// Sequential metrics' states after this tick; the machine keeps them when it counts it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sequential: BTreeMap<String, SequentialState>,
+    /// The judge looked only at samples taken at or after this time (the step's weight
+    /// confirmation plus warmup). The machine counts a tick toward advancing only when this is
+    /// not before its own step start plus warmup: evidence from another weight never promotes.
+    /// Absent on ticks stored by older versions, which therefore never advance a step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples_since: Option<DateTime<Utc>>,
+    /// Sequential metrics whose counters moved at this tick, with its time; the machine keeps
+    /// them when it counts the tick, so the next tick can tell how long counters stood still.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters_moved: BTreeMap<String, DateTime<Utc>>,
 }
 
 impl Tick {
@@ -152,6 +162,10 @@ pub struct Rollout {
     /// Running sequential tests by metric: their evidence carries over every step.
     #[serde(default)]
     pub sequential: BTreeMap<String, SequentialState>,
+    /// When each sequential metric's counters last moved (a tick saw their requests increase):
+    /// counters that stood still longer than `max_staleness` carry no evidence.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters_moved: BTreeMap<String, DateTime<Utc>>,
 }
 
 impl Rollout {
@@ -187,6 +201,7 @@ impl Rollout {
             reason: None,
             last_tick: None,
             sequential: BTreeMap::new(),
+            counters_moved: BTreeMap::new(),
         }
     }
 }

@@ -83,6 +83,19 @@ pub struct AnalysisSpec {
     /// Fewer finite samples than this in a group is no data: one point proves nothing.
     pub min_samples: usize,
     pub score: ScoreSpec,
+    /// A group whose newest point is older than this at a tick is no data (the series stopped).
+    /// Default: two `step`s, see [`AnalysisSpec::max_staleness`].
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub max_staleness: Option<Duration>,
+}
+
+impl AnalysisSpec {
+    /// A live series has a point at every evaluation `step`, so its newest is less than one
+    /// step old; two steps forgive one late scrape, anything older means the series stopped.
+    pub fn max_staleness(&self) -> Duration {
+        self.max_staleness
+            .unwrap_or_else(|| self.step.saturating_mul(2))
+    }
 }
 
 impl Default for AnalysisSpec {
@@ -97,6 +110,7 @@ impl Default for AnalysisSpec {
             on_nodata: OnNodata::Pause,
             min_samples: 3,
             score: ScoreSpec::default(),
+            max_staleness: None,
         }
     }
 }

@@ -140,6 +140,9 @@ fn check_analysis(spec: &RuleSpec, loc: Location, out: &mut Vec<Finding>) {
             humantime::format_duration(a.step)
         ));
     }
+    if a.max_staleness().is_zero() {
+        bad("max_staleness must be longer than zero".into());
+    }
     if a.failure_limit == 0 || a.nodata_limit == 0 {
         bad("failure_limit and nodata_limit must be at least 1".into());
     }

@@ -1,12 +1,24 @@
-//! Range queries against Prometheus through one shared, timed-out HTTP client.
+//! Range and instant queries against Prometheus through one shared, timed-out HTTP client.
+//!
+//! Every answer is read with a size cap ([`DEFAULT_MAX_RESPONSE_BYTES`] unless configured): a
+//! broken or hostile endpoint streaming an endless body must cost a failed query, never the
+//! daemon's memory.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus_http_query::error::PrometheusError;
 use prometheus_http_query::response::Data;
 use prometheus_http_query::{Client, Error as PromError};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use serde::Deserialize;
 
 use crate::judge::Observation;
+use crate::judge::observation::{Point, Series};
+
+/// Largest Prometheus answer read, by default. A range query of one aggregated series over a
+/// day at 15 s steps is ~200 KiB; 16 MiB leaves room for wide instant queries of per-series
+/// counters and still bounds what a runaway answer can take.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How to reach Prometheus. Credentials live here only long enough to build the client.
 #[derive(Debug, Clone)]
@@ -36,6 +48,7 @@ pub struct PrometheusSource {
     client: Client,
     url: String,
     timeout: Duration,
+    max_response_bytes: usize,
 }
 
 impl std::fmt::Debug for PrometheusSource {
@@ -78,7 +91,15 @@ impl PrometheusSource {
             client,
             url: cfg.url.clone(),
             timeout: cfg.timeout,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         })
+    }
+
+    /// Caps the size of every answer read (`prometheus.max_response_bytes`); larger answers
+    /// fail the query, which the judge reports as `error`, never as a pass.
+    pub fn with_max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes.max(1);
+        self
     }
 
     pub fn url(&self) -> &str {
@@ -90,21 +111,22 @@ impl PrometheusSource {
         self.timeout
     }
 
-    /// One range query, folded into an [`Observation`]. Never fails: a failure is an outcome.
-    pub async fn range(
+    /// One range query, every point with its time, so the judge can tell which points belong
+    /// to the current step and how old the newest is. Never fails: a failure is an outcome.
+    pub async fn range_series(
         &self,
         query: &str,
         end: SystemTime,
         window: Duration,
         step: Duration,
-    ) -> Observation {
+    ) -> Series {
         let end_s = end
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         let start_s = end_s - window.as_secs_f64();
         let started = Instant::now();
-        let result = self
+        let response = self
             .client
             .query_range(
                 query,
@@ -113,11 +135,11 @@ impl PrometheusSource {
                 step.as_secs_f64().max(0.001),
             )
             .timeout(self.timeout.as_millis() as i64)
-            .post()
+            .post_raw()
             .await;
-        match measured(started, result) {
-            Ok(response) => observe(response.data()),
-            Err(message) => Observation::Failed { message },
+        match self.read(started, response).await {
+            Ok(data) => series(&data),
+            Err(message) => Series::Failed { message },
         }
     }
 
@@ -133,15 +155,14 @@ impl PrometheusSource {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         let started = Instant::now();
-        let result = self
+        let response = self
             .client
             .query(query)
             .at(at_s)
             .timeout(self.timeout.as_millis() as i64)
-            .post()
+            .post_raw()
             .await;
-        let response = measured(started, result)?;
-        match response.data() {
+        match self.read(started, response).await? {
             Data::Vector(v) => Ok(v
                 .iter()
                 .map(|s| (s.metric().clone().into_iter().collect(), s.sample().value()))
@@ -155,12 +176,123 @@ impl PrometheusSource {
 
     /// Readiness probe: the cheapest query every compatible backend answers.
     pub async fn ping(&self) -> Result<(), String> {
-        self.client
-            .query("vector(1)")
-            .get()
-            .await
-            .map(|_| ())
-            .map_err(|e| describe(&e))
+        let response = self.client.query("vector(1)").get_raw().await;
+        self.read(Instant::now(), response).await.map(|_| ())
+    }
+
+    /// Reads one answer within the size cap and parses it, recording the query's duration and
+    /// counting a failure by kind. The error describes what failed without secrets.
+    async fn read(
+        &self,
+        started: Instant,
+        response: Result<reqwest::Response, PromError>,
+    ) -> Result<Data, String> {
+        let result = match response {
+            Ok(r) => read_capped(r, self.max_response_bytes).await,
+            Err(e) => Err((error_kind(&e), describe(&e))),
+        };
+        metrics::histogram!("canaryd_prometheus_query_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        result.map_err(|(kind, message)| {
+            metrics::counter!("canaryd_prometheus_errors_total", "kind" => kind).increment(1);
+            message
+        })
+    }
+}
+
+/// The body of one answer, at most `cap` bytes, parsed. Stops reading the moment the cap is
+/// passed, so an endless body costs `cap` bytes and no more.
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Data, (&'static str, String)> {
+    let status = response.status();
+    let too_large = |n: String| {
+        (
+            "too_large",
+            format!(
+                "Prometheus answer is larger than max_response_bytes ({cap} bytes, got {n}); aggregate the query or raise the limit"
+            ),
+        )
+    };
+    if let Some(len) = response.content_length()
+        && len > cap as u64
+    {
+        return Err(too_large(format!("{len} bytes announced")));
+    }
+    let mut body = Vec::new();
+    loop {
+        let chunk = response.chunk().await.map_err(|e| {
+            let inner = std::error::Error::source(&e)
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default();
+            (
+                "transport",
+                format!(
+                    "Prometheus answer broke off after {} bytes: {e}{inner}",
+                    body.len()
+                ),
+            )
+        })?;
+        let Some(chunk) = chunk else { break };
+        if body.len().saturating_add(chunk.len()) > cap {
+            return Err(too_large("more".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    parse_response(status.as_u16(), &body)
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum Envelope {
+    Success { data: Data },
+    Error(PrometheusError),
+}
+
+/// Parses one answer of the Prometheus HTTP API (`{"status": ..., "data": ...}`): public so the
+/// parser can be fuzzed and recorded answers tested without a server.
+pub fn parse_response(http_status: u16, body: &[u8]) -> Result<Data, (&'static str, String)> {
+    match serde_json::from_slice::<Envelope>(body) {
+        Ok(Envelope::Success { data }) => Ok(data),
+        Ok(Envelope::Error(e)) => Err(("query", format!("Prometheus rejected the query: {e}"))),
+        Err(e) => {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+            let text: String = text.chars().filter(|c| !c.is_control()).collect();
+            Err((
+                "other",
+                format!(
+                    "Prometheus answered HTTP {http_status} with no usable JSON ({e}): {text:?}"
+                ),
+            ))
+        }
+    }
+}
+
+/// The points of a range query's single series, with their times.
+pub fn series(data: &Data) -> Series {
+    let point = |s: &prometheus_http_query::response::Sample| Point {
+        at: s.timestamp(),
+        value: s.value(),
+    };
+    match data {
+        Data::Matrix(m) => match m.len() {
+            0 => Series::Points { points: Vec::new() },
+            1 => Series::Points {
+                points: m[0].samples().iter().map(point).collect(),
+            },
+            n => Series::Ambiguous { series: n },
+        },
+        Data::Vector(v) => match v.len() {
+            0 => Series::Points { points: Vec::new() },
+            1 => Series::Points {
+                points: vec![point(v[0].sample())],
+            },
+            n => Series::Ambiguous { series: n },
+        },
+        Data::Scalar(s) => Series::Points {
+            points: vec![point(s)],
+        },
     }
 }
 
@@ -179,16 +311,6 @@ pub fn observe(data: &Data) -> Observation {
         },
         Data::Scalar(s) => Observation::from_values([s.value()]),
     }
-}
-
-/// Records the query's duration and, on failure, counts it and describes it without secrets.
-fn measured<T>(started: Instant, result: Result<T, PromError>) -> Result<T, String> {
-    metrics::histogram!("canaryd_prometheus_query_duration_seconds")
-        .record(started.elapsed().as_secs_f64());
-    result.map_err(|e| {
-        metrics::counter!("canaryd_prometheus_errors_total", "kind" => error_kind(&e)).increment(1);
-        describe(&e)
-    })
 }
 
 fn error_kind(e: &PromError) -> &'static str {

@@ -24,6 +24,8 @@ pub struct RuleOpts {
     /// Range-query resolution; also the rate window of every query (4 s at least: a 1 s scrape).
     pub step: &'static str,
     pub window: &'static str,
+    /// Points at the current weight each group needs before it is judged.
+    pub min_samples: u32,
     /// Compare p95 latency with the baseline statistically (Mann-Whitney, mean ratio 1.1).
     pub statistical: bool,
     /// Add the anytime-valid sequential tests on error counts and on requests slower than
@@ -41,6 +43,7 @@ impl Default for RuleOpts {
             on_nodata: "pause",
             step: "1s",
             window: "10s",
+            min_samples: 3,
             statistical: false,
             sequential: false,
         }
@@ -89,6 +92,7 @@ analysis:
   failure_limit: {failure_limit}
   nodata_limit: {nodata_limit}
   on_nodata: {on_nodata}
+  min_samples: {min_samples}
 metrics:
   - name: error_rate
     query: |
@@ -128,6 +132,7 @@ hooks:
         failure_limit = o.failure_limit,
         nodata_limit = o.nodata_limit,
         on_nodata = o.on_nodata,
+        min_samples = o.min_samples,
         sw = receiver.url("/weight"),
         pr = receiver.url("/promote"),
         rb = receiver.url("/rollback"),
