@@ -55,6 +55,10 @@ pub(super) fn missed(rule: &Rule, rollout: &Rollout, end: SystemTime, deadline: 
         checks,
         score,
         sequential: BTreeMap::new(),
+        // No samples were judged, so this tick can never count toward advancing a step, and no
+        // counter was seen to move.
+        samples_since: None,
+        counters_moved: BTreeMap::new(),
     }
 }
 
