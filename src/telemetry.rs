@@ -76,6 +76,10 @@ fn describe() {
         "canaryd_hook_calls_total",
         "Hook delivery attempts by hook and outcome (success, error)"
     );
+    describe_counter!(
+        "canaryd_rules_reloads_total",
+        "Rule reloads attempted (SIGHUP or a content change of a watched rule file)"
+    );
     describe_gauge!(
         "canaryd_rules_reload_success",
         "1 when the last rule (re)load succeeded, 0 when it kept the previous rules"

@@ -43,6 +43,9 @@ pub enum TemplateError {
     Render { name: String, message: String },
 }
 
+/// Render steps a notification or report may take (minijinja fuel).
+pub const REPORT_FUEL: u64 = 2_000_000;
+
 /// Parsed templates. Cheap to clone (the environment is shared).
 #[derive(Clone)]
 pub struct Templates {
@@ -55,6 +58,10 @@ impl Templates {
         let mut env = Environment::new();
         // A misspelt variable is an error, not an empty gap in a page to on-call.
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Operators write these templates; a loop that never ends must not wedge the task
+        // that sends a page. Reports loop over every step and hook delivery, so the budget is
+        // far above a query's, yet a runaway loop still ends in well under a second.
+        env.set_fuel(Some(REPORT_FUEL));
         // Block tags on their own line leave no blank line behind, so templates stay readable.
         if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)

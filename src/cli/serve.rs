@@ -221,7 +221,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             return;
         };
         while hup.recv().await.is_some() {
-            let _ = reload::reload(&reloader, &patterns);
+            // Reading and parsing every rule file is blocking work: keep it off the workers
+            // that answer the API and deliver rollbacks.
+            let (c, p) = (reloader.clone(), patterns.clone());
+            let _ = tokio::task::spawn_blocking(move || reload::reload(&c, &p)).await;
         }
     });
 

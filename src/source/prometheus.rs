@@ -77,7 +77,10 @@ impl PrometheusSource {
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
         }
+        // A redirect would carry the credentials' query to another origin: a Prometheus that
+        // answers 3xx is an error, like every other unexpected answer.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
             .timeout(cfg.timeout)
             .default_headers(headers)
