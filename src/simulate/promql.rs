@@ -149,14 +149,28 @@ pub fn range(
     window: Duration,
     step: Duration,
 ) -> Vec<f64> {
+    range_points(world, signal, group, end, window, step)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// As [`range`], each value with the slot it was evaluated at (points before the world began
+/// are left out, as Prometheus returns no point where a series did not exist yet).
+pub fn range_points(
+    world: &World,
+    signal: Signal,
+    group: usize,
+    end: usize,
+    window: Duration,
+    step: Duration,
+) -> Vec<(usize, f64)> {
     let per_step = slots_for(world, step);
     let points = (window.as_secs_f64() / step.as_secs_f64().max(1e-9)).floor() as usize + 1;
     (0..points)
         .rev()
-        .map(|k| match end.checked_sub(k * per_step) {
-            Some(at) => value(world, signal, group, at),
-            None => f64::NAN,
-        })
+        .filter_map(|k| end.checked_sub(k * per_step))
+        .map(|at| (at, value(world, signal, group, at)))
         .collect()
 }
 

@@ -16,9 +16,9 @@ use serde::Serialize;
 
 use super::promql::{self, Signal};
 use super::world::{BASELINE, CANARY, Pod, World, WorldSpec};
-use crate::judge::sequential::{CounterSnapshot, Counters, judge_counts};
-use crate::judge::{MetricInput, Observation, judge_tick};
-use crate::rollout::analysis::slow_counters;
+use crate::judge::sequential::{CounterSnapshot, Counters};
+use crate::judge::observation::{Point, Series};
+use crate::rollout::analysis::{Fetched, Gathered, judge_gathered, slow_counters};
 use crate::rollout::{Action, Event, HookKind, Phase, Plan, Rollout, Tick, handle};
 use crate::rules::schema::MetricKind;
 use crate::rules::{Group, QueryContext, Rule};
@@ -184,49 +184,40 @@ fn counters(world: &World, feed: Feed) -> Result<Counters, String> {
     Ok(out)
 }
 
-/// One analysis round on the world as it stands, judged as `rollout::analysis::gather` judges.
+/// One analysis round on the world as it stands: what `rollout::analysis::fetch` would have
+/// read from Prometheus (points with their times, counter snapshots), judged by the daemon's own
+/// pure `judge_gathered` — so warmup, freshness and "samples at this weight" apply here exactly
+/// as they do live.
 fn tick(sim: &Simulated, world: &World, rollout: &Rollout, at: DateTime<Utc>) -> Tick {
-    let rule = &sim.rule;
-    let a = &rule.spec.analysis;
+    let a = &sim.rule.spec.analysis;
     let end = world.history.len();
-    let sequential_metrics = rule.sequential_metrics();
-    let mut inputs = Vec::with_capacity(sim.feeds.len());
-    let mut states = BTreeMap::new();
-    for (m, f) in rule.metrics().zip(&sim.feeds) {
-        let input = match *f {
-            Feed::Window { canary, baseline } => MetricInput::Window(
-                Observation::from_values(promql::range(
-                    world, canary, CANARY, end, a.window, a.step,
-                )),
-                Observation::from_values(promql::range(
-                    world, baseline, BASELINE, end, a.window, a.step,
-                )),
-            ),
-            feed => {
-                let cfg = m.sequential_config(sequential_metrics);
-                let (check, state) = judge_counts(
-                    m,
-                    &cfg,
-                    rollout.sequential.get(&m.name),
-                    counters(world, feed),
-                    rollout.step,
-                );
-                if let Some(state) = state {
-                    states.insert(m.name.clone(), state);
-                }
-                MetricInput::Judged(Box::new(check))
-            }
-        };
-        inputs.push(input);
-    }
-    let (checks, score) = judge_tick(rule.metrics(), &inputs, a);
-    Tick {
-        at,
-        step: rollout.step,
-        checks,
-        score,
-        sequential: states,
-    }
+    let t0 = origin().timestamp() as f64;
+    let slot = sim.slot_seconds() as f64;
+    let series = |signal: Signal, group: usize| Series::Points {
+        points: promql::range_points(world, signal, group, end, a.window, a.step)
+            .into_iter()
+            .map(|(i, value)| Point {
+                at: t0 + i as f64 * slot,
+                value,
+            })
+            .collect(),
+    };
+    let metrics = sim
+        .rule
+        .metrics()
+        .zip(&sim.feeds)
+        .map(|(m, f)| {
+            let fetched = match *f {
+                Feed::Window { canary, baseline } => Fetched::Window {
+                    canary: series(canary, CANARY),
+                    baseline: series(baseline, BASELINE),
+                },
+                feed => Fetched::Counters(counters(world, feed)),
+            };
+            (m.name.clone(), fetched)
+        })
+        .collect();
+    judge_gathered(&sim.rule, rollout, &Gathered { at, metrics })
 }
 
 /// The made-up wall clock's origin (any instant works: the plan has no windows).
@@ -293,7 +284,8 @@ pub fn replay(
         }
         let analyse = r.phase.is_watching()
             && r.pending.is_none()
-            && r.step_started_at.is_some_and(|s| now >= s + plan.warmup);
+            && r.step_started_at
+                .is_some_and(|s| now >= crate::rollout::plan::after(s, plan.warmup));
         queue.push(if analyse {
             judged += 1;
             Event::Tick(tick(sim, &world, &r, now))
