@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use super::promql::{self, Signal};
 use super::world::{BASELINE, CANARY, Pod, World, WorldSpec};
-use crate::judge::sequential::{CounterSnapshot, Counters};
 use crate::judge::observation::{Point, Series};
+use crate::judge::sequential::{CounterSnapshot, Counters};
 use crate::rollout::analysis::{Fetched, Gathered, judge_gathered, slow_counters};
 use crate::rollout::{Action, Event, HookKind, Phase, Plan, Rollout, Tick, handle};
 use crate::rules::schema::MetricKind;
