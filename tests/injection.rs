@@ -120,8 +120,10 @@ async fn an_injected_version_is_one_label_value_and_the_bad_canary_rolls_back() 
         basic_auth: None,
     })
     .expect("source");
-    // As a rollout recovered from a store written before the API checked versions.
-    let t0 = Utc::now();
+    // As a rollout recovered from a store written before the API checked versions, whose weight
+    // was confirmed a window ago: every point in the window was taken at this weight (only
+    // those count, see "Fresh data at the current weight").
+    let t0 = Utc::now() - rule.spec.analysis.window;
     let r = Rollout::new("ro-injected".into(), "injected".into(), INJECTED.into(), t0);
     let r = handle(&r, &plan, Event::Start, t0).rollout;
     let hook = HookKind::SetWeight;
