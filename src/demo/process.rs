@@ -120,7 +120,9 @@ impl ChildProcess {
     }
 
     async fn wait_ready(&mut self) -> Result<(), DemoError> {
+        // Only our own local processes are asked; an answer that redirects elsewhere is wrong.
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(1))
             .build()
             .map_err(|e| DemoError::http("building an HTTP client", e))?;

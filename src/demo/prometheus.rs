@@ -88,7 +88,9 @@ impl PrometheusProcess {
             },
         )
         .await?;
+        // Only our own local processes are asked; an answer that redirects elsewhere is wrong.
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| DemoError::http("building an HTTP client", e))?;
