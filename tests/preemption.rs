@@ -8,73 +8,41 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use canaryd::demo::prometheus::{PrometheusOptions, PrometheusProcess};
-use canaryd::demo::receiver::{HookReceiver, ReceivedCall};
-use canaryd::demo::service::DemoService;
-use common::{Daemon, RuleOpts, calls_to, rule_yaml, weights};
+use canaryd::demo::prometheus::PrometheusProcess;
+use canaryd::demo::receiver::ReceivedCall;
+use common::{RuleOpts, Stack, calls_to, weights};
 use serde_json::{Value, json};
 
 /// What a command may take, from the request to its effect, whatever Prometheus does.
 const BOUND: Duration = Duration::from_secs(1);
 
-/// Service, Prometheus, receiver and daemon running one rule that holds its first step for
-/// ten minutes, so nothing but the command under test moves the rollout.
-struct Setup {
-    _service: DemoService,
-    prometheus: PrometheusProcess,
-    receiver: HookReceiver,
-    daemon: Daemon,
-    name: String,
-    _dir: tempfile::TempDir,
+/// The common stack with a rule that holds its first step for ten minutes, so nothing but the
+/// command under test moves the rollout.
+struct Setup(Stack);
+
+impl std::ops::Deref for Setup {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.0
+    }
 }
 
 impl Setup {
     async fn start(name: &str, extra_rule: &str) -> Setup {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let service = DemoService::start(name, "127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("demo service");
-        let prometheus = PrometheusProcess::start(PrometheusOptions {
-            targets: vec![service.addr().to_string()],
-            ..PrometheusOptions::default()
-        })
-        .await
-        .expect("prometheus");
-        prometheus
-            .wait_for_series(
-                &format!(
-                    r#"sum(rate(http_requests_total{{service="{name}", track="canary"}}[4s]))"#
-                ),
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("series in prometheus");
-        let receiver = HookReceiver::start().await.expect("receiver");
         let opts = RuleOpts {
             hold: "10m",
             ..RuleOpts::default()
         };
-        let rule: PathBuf = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&rule, rule_yaml(name, &receiver, &opts) + extra_rule).expect("rule");
-        let daemon = Daemon::start(&prometheus.url(), &[rule], dir.path(), &[]).await;
-        Setup {
-            _service: service,
-            prometheus,
-            receiver,
-            daemon,
-            name: name.to_string(),
-            _dir: dir,
-        }
+        Setup(Stack::start_with(name, opts, extra_rule, &[]).await)
     }
 
     /// Starts a rollout and returns once a tick with real data from Prometheus was judged.
     async fn rollout_with_a_judged_tick(&self) -> String {
-        let id = self.daemon.start_rollout(&self.name, "v2").await;
+        let id = self.daemon.start_rollout(&self.rule, "v2").await;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let r = self.daemon.rollout(&id).await;

@@ -8,73 +8,31 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use canaryd::demo::prometheus::{PrometheusOptions, PrometheusProcess};
-use canaryd::demo::receiver::HookReceiver;
-use canaryd::demo::service::DemoService;
-use common::{Daemon, RuleOpts, calls_to, rule_yaml, weights};
+use common::{RuleOpts, Stack, calls_to, weights};
 use serde_json::{Value, json};
 
-struct Setup {
-    _service: DemoService,
-    _prometheus: PrometheusProcess,
-    receiver: HookReceiver,
-    daemon: Daemon,
-    name: String,
-    _dir: tempfile::TempDir,
+/// The common stack with a rule that holds its first step for ten minutes, and a daemon whose
+/// first task to reach `panic_at` panics.
+struct Setup(Stack);
+
+impl std::ops::Deref for Setup {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.0
+    }
 }
 
 impl Setup {
-    /// The real stack, with a rule that holds its first step for ten minutes and a daemon whose
-    /// first task to reach `panic_at` panics.
     async fn start(name: &str, panic_at: &str) -> Setup {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let service = DemoService::start(name, "127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("demo service");
-        let prometheus = PrometheusProcess::start(PrometheusOptions {
-            targets: vec![service.addr().to_string()],
-            ..PrometheusOptions::default()
-        })
-        .await
-        .expect("prometheus");
-        prometheus
-            .wait_for_series(
-                &format!(
-                    r#"sum(rate(http_requests_total{{service="{name}", track="canary"}}[4s]))"#
-                ),
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("series in prometheus");
-        let receiver = HookReceiver::start().await.expect("receiver");
         let opts = RuleOpts {
             hold: "10m",
             ..RuleOpts::default()
         };
-        let rule = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&rule, rule_yaml(name, &receiver, &opts)).expect("rule");
-        let port = canaryd::demo::free_loopback_port().expect("port");
-        let daemon = Daemon::start_with_env(
-            port,
-            &prometheus.url(),
-            &[rule],
-            dir.path(),
-            &[],
-            &[("CANARYD_TEST_PANIC_AT", panic_at)],
-        )
-        .await;
-        Setup {
-            _service: service,
-            _prometheus: prometheus,
-            receiver,
-            daemon,
-            name: name.to_string(),
-            _dir: dir,
-        }
+        Setup(Stack::start_with(name, opts, "", &[("CANARYD_TEST_PANIC_AT", panic_at)]).await)
     }
 
     async fn at_first_step(&self, version: &str) -> String {
-        let id = self.daemon.start_rollout(&self.name, version).await;
+        let id = self.daemon.start_rollout(&self.rule, version).await;
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.daemon.rollout(&id).await["weight"] != 5 {
             assert!(Instant::now() < deadline, "first weight never confirmed");
@@ -109,7 +67,7 @@ impl Setup {
         self.daemon
             .post(
                 "/api/v1/rollouts",
-                Some(json!({"rule": self.name, "version": version})),
+                Some(json!({"rule": self.rule, "version": version})),
             )
             .await
     }

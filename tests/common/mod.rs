@@ -329,6 +329,17 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(rule: &str, opts: RuleOpts) -> Stack {
+        Stack::start_with(rule, opts, "", &[]).await
+    }
+
+    /// Like [`Stack::start`], with YAML appended to the rule file (extra top-level keys) and
+    /// extra environment variables for the daemon (test-only fault injection).
+    pub async fn start_with(
+        rule: &str,
+        opts: RuleOpts,
+        extra_rule: &str,
+        env: &[(&str, &str)],
+    ) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         let service = DemoService::start(rule, "127.0.0.1:0".parse().expect("addr"))
             .await
@@ -341,7 +352,8 @@ impl Stack {
         .expect("prometheus");
         let receiver = HookReceiver::start().await.expect("receiver");
         let rule_path = dir.path().join(format!("{rule}.yaml"));
-        std::fs::write(&rule_path, rule_yaml(rule, &receiver, &opts)).expect("write rule");
+        std::fs::write(&rule_path, rule_yaml(rule, &receiver, &opts) + extra_rule)
+            .expect("write rule");
         // Wait until rates exist for both groups, so the first tick has data.
         prometheus
             .wait_for_series(
@@ -352,7 +364,10 @@ impl Stack {
             )
             .await
             .expect("series in prometheus");
-        let daemon = Daemon::start(&prometheus.url(), &[rule_path], dir.path(), &[]).await;
+        let port = canaryd::demo::free_loopback_port().expect("free port");
+        let daemon =
+            Daemon::start_with_env(port, &prometheus.url(), &[rule_path], dir.path(), &[], env)
+                .await;
         Stack {
             service,
             prometheus,
