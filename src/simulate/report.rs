@@ -76,7 +76,7 @@ pub fn interval_95(k: usize, n: usize) -> (f64, f64) {
 }
 
 /// Nearest-rank quantile of sorted values.
-fn nearest_rank(sorted: &[usize], q: f64) -> Option<usize> {
+pub fn nearest_rank(sorted: &[usize], q: f64) -> Option<usize> {
     if sorted.is_empty() {
         return None;
     }
@@ -116,35 +116,47 @@ pub fn table(rows: &[Row]) -> String {
             ticks(r.p90_ticks),
         ]);
     }
-    let mut width = [0usize; 8];
-    for line in &lines {
+    // Text columns left, number columns right.
+    markdown_table(&lines, |i| i < 3)
+}
+
+/// Lines (the first is the header) as an aligned Markdown table: columns for which `text` is
+/// true are left-aligned, the others (numbers) right-aligned.
+pub fn markdown_table<const N: usize>(
+    lines: &[[String; N]],
+    text: impl Fn(usize) -> bool,
+) -> String {
+    let mut width = [0usize; N];
+    for line in lines {
         for (w, cell) in width.iter_mut().zip(line) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    // Text columns left, number columns right.
-    let render = |line: &[String; 8]| {
+    let render = |line: &[String; N]| {
         let cells: Vec<String> = line
             .iter()
             .zip(width)
             .enumerate()
             .map(|(i, (cell, w))| {
-                let pad = w - cell.chars().count();
-                if i < 3 {
-                    format!("{cell}{}", " ".repeat(pad))
+                let pad = " ".repeat(w.saturating_sub(cell.chars().count()));
+                if text(i) {
+                    format!("{cell}{pad}")
                 } else {
-                    format!("{}{cell}", " ".repeat(pad))
+                    format!("{pad}{cell}")
                 }
             })
             .collect();
         format!("| {} |\n", cells.join(" | "))
     };
-    let mut out = render(&lines[0]);
+    let Some((header, body)) = lines.split_first() else {
+        return String::new();
+    };
+    let mut out = render(header);
     let rule: Vec<String> = width
         .iter()
         .enumerate()
         .map(|(i, &w)| {
-            if i < 3 {
+            if text(i) {
                 "-".repeat(w)
             } else {
                 format!("{}:", "-".repeat(w.saturating_sub(1)))
@@ -152,7 +164,7 @@ pub fn table(rows: &[Row]) -> String {
         })
         .collect();
     out.push_str(&format!("| {} |\n", rule.join(" | ")));
-    for line in &lines[1..] {
+    for line in body {
         out.push_str(&render(line));
     }
     out

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::report::interval_95;
+use super::report::{interval_95, markdown_table, nearest_rank};
 use super::{Outcome, Scenario, Setup};
 
 /// One rule × scenario × traffic × horizon line.
@@ -31,14 +31,6 @@ pub struct Summary {
     pub unfinished: usize,
     /// Rollbacks per deciding metric.
     pub decided_by: BTreeMap<String, usize>,
-}
-
-fn nearest_rank(sorted: &[usize], q: f64) -> Option<usize> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
 impl Summary {
@@ -126,44 +118,5 @@ pub fn markdown(rows: &[Summary]) -> String {
                 .join(", "),
         ]);
     }
-    let mut width = [0usize; 12];
-    for line in &lines {
-        for (w, cell) in width.iter_mut().zip(line) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let text = |i: usize| i < 5 || i == 11;
-    let render = |line: &[String; 12]| {
-        let cells: Vec<String> = line
-            .iter()
-            .zip(width)
-            .enumerate()
-            .map(|(i, (cell, w))| {
-                let pad = " ".repeat(w - cell.chars().count());
-                if text(i) {
-                    format!("{cell}{pad}")
-                } else {
-                    format!("{pad}{cell}")
-                }
-            })
-            .collect();
-        format!("| {} |\n", cells.join(" | "))
-    };
-    let mut out = render(&lines[0]);
-    let rule: Vec<String> = width
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| {
-            if text(i) {
-                "-".repeat(w)
-            } else {
-                format!("{}:", "-".repeat(w.saturating_sub(1)))
-            }
-        })
-        .collect();
-    out.push_str(&format!("| {} |\n", rule.join(" | ")));
-    for line in &lines[1..] {
-        out.push_str(&render(line));
-    }
-    out
+    markdown_table(&lines, |i| i < 5 || i == 11)
 }
