@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# Installs what canaryd's demo and tests need on Debian: Prometheus and Alertmanager from Debian's
-# packages. Uses sudo when not root. Says what it does; does nothing when both are present.
+# Installs what canaryd's demo and tests need on Debian, from Debian's packages: one line per
+# package below, with the binary that shows it is already there. Uses sudo when not root. Says
+# what it does; does nothing when everything is present.
 set -euo pipefail
 
+# package             binary that proves it is installed
+wanted=(
+  "prometheus              /usr/bin/prometheus"
+  "prometheus-alertmanager /usr/bin/prometheus-alertmanager"
+)
+
 need=()
-command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || need+=(prometheus)
-command -v prometheus-alertmanager >/dev/null 2>&1 || [ -x /usr/bin/prometheus-alertmanager ] || need+=(prometheus-alertmanager)
+for line in "${wanted[@]}"; do
+  read -r pkg bin <<<"$line"
+  [ -x "$bin" ] || need+=("$pkg")
+done
 if [ ${#need[@]} -eq 0 ]; then
-  echo "setup: prometheus and prometheus-alertmanager already installed"
+  echo "setup: already installed: $(for l in "${wanted[@]}"; do read -r p _ <<<"$l"; printf '%s ' "$p"; done)"
   exit 0
 fi
 sudo=""
@@ -19,8 +28,9 @@ fi
 echo "setup: installing Debian packages ${need[*]} (with ${sudo:-root})"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# Debian starts the packaged services; canaryd starts its own on free ports, so stop those.
-for svc in prometheus prometheus-alertmanager prometheus-node-exporter; do
+# Debian starts the packaged services; canaryd's demo and tests start their own on free loopback
+# ports, so stop those.
+for svc in prometheus prometheus-alertmanager prometheus-node-exporter postgresql haproxy nginx; do
   $sudo systemctl stop "$svc" >/dev/null 2>&1 || true
 done
 echo "setup: done ($(prometheus --version 2>&1 | head -n1))"
