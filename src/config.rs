@@ -18,6 +18,8 @@ pub struct Config {
     pub rules: Vec<String>,
     pub state_dir: PathBuf,
     pub api_token_file: Option<PathBuf>,
+    /// `name:token` lines, so each control is recorded with who applied it (`api::tokens`).
+    pub api_tokens_file: Option<PathBuf>,
     pub log_format: LogFormat,
     /// The URL people reach this daemon at; alerts link to `{external_url}/api/v1/rollouts/{id}`.
     /// Defaults to `http://{listen}`.
@@ -39,6 +41,7 @@ impl Default for Config {
             rules: vec!["rules/*.yaml".into()],
             state_dir: PathBuf::from("/var/lib/canaryd"),
             api_token_file: None,
+            api_tokens_file: None,
             log_format: LogFormat::Text,
             external_url: None,
             notifications: Vec::new(),
@@ -216,6 +219,19 @@ impl Config {
             .as_deref()
             .map(Self::read_secret)
             .transpose()
+    }
+
+    /// The named tokens of `api_tokens_file` (empty without one).
+    pub fn api_tokens(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        let Some(path) = &self.api_tokens_file else {
+            return Ok(Vec::new());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        crate::api::tokens::Tokens::parse_file(&text)
+            .map_err(|e| ConfigError::Unsafe(format!("api_tokens_file {}: {e}", path.display())))
     }
 
     /// Where alerts and notifications link to.

@@ -89,6 +89,7 @@ fn app() -> axum::Router {
         controller,
         metrics: None,
         api_token: None,
+        api_tokens: Default::default(),
         reports: canaryd::actions::report::ReportBook::default(),
     })
 }

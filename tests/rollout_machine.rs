@@ -482,6 +482,7 @@ fn closed_window_holds_promotion_and_rollback_still_works() {
         timezone: Windows::parse_timezone("America/New_York").unwrap(),
         // 12:00–12:00:20 Eastern on Wednesdays: the first step's hold ends inside it, the second after.
         allow: vec![Window::parse("Wed 12:00-12:01").unwrap()],
+        deny: vec![],
     });
     let r = at_first_step(&p);
     let (r, actions) = step(&r, &p, healthy(&r, 10), 10);
@@ -509,6 +510,7 @@ fn window_reopening_lets_the_waiting_step_advance() {
     p.windows = Some(Windows {
         timezone: Windows::parse_timezone("America/New_York").unwrap(),
         allow: vec![Window::parse("Wed 12:01-13:00").unwrap()],
+        deny: vec![],
     });
     let r = at_first_step(&p);
     let (r, _) = step(&r, &p, healthy(&r, 10), 10);

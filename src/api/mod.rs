@@ -5,6 +5,7 @@
 mod alertmanager;
 mod error;
 mod rollouts;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -27,6 +28,8 @@ pub struct AppState {
     pub controller: Controller,
     pub metrics: Option<PrometheusHandle>,
     pub api_token: Option<Arc<str>>,
+    /// Every accepted token by name (the single token as `default`): controls record who.
+    pub api_tokens: Arc<tokens::Tokens>,
     /// Deployment records, live and from `reports_dir`.
     pub reports: crate::actions::report::ReportBook,
 }
@@ -75,9 +78,27 @@ pub fn router(state: AppState) -> Router {
 async fn require_token(
     State(state): State<AppState>,
     headers: HeaderMap,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: Next,
 ) -> Response {
+    if !state.api_tokens.is_empty() {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let Some(name) = state.api_tokens.identify(given.trim()) else {
+            return ApiError::Unauthorized.into_response();
+        };
+        request.extensions_mut().insert(tokens::Actor(name));
+        return next.run(request).await;
+    }
+    let who = if state.api_token.is_some() {
+        "default"
+    } else {
+        "anonymous"
+    };
+    request.extensions_mut().insert(tokens::Actor(who.into()));
     if let Some(expected) = &state.api_token {
         let given = headers
             .get(header::AUTHORIZATION)

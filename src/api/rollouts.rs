@@ -1,15 +1,18 @@
 //! `/api/v1/rollouts`: start, list, show and steer rollouts.
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::tokens::Actor;
 use super::{ApiError, AppState};
+use crate::rollout::controller::StartOptions;
+use crate::rollout::controls::Control;
 use crate::rollout::{Event, Rollout};
 
 #[derive(Debug, Deserialize)]
@@ -17,6 +20,38 @@ use crate::rollout::{Event, Rollout};
 pub struct CreateRollout {
     pub rule: String,
     pub version: String,
+    /// Ignore deploy windows; a human approves the first step (`rollout::controls`).
+    #[serde(default)]
+    pub emergency: bool,
+}
+
+/// The body of a control: both fields optional, and so is the body itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlBody {
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// `promote` only: skip every remaining step and analysis.
+    #[serde(default)]
+    pub full: bool,
+}
+
+/// A reason is a sentence for the audit trail, not a document.
+pub const REASON_MAX_LEN: usize = 500;
+
+/// Reasons reach logs, reports and chat: bounded, and control characters (a forged log line, a
+/// terminal escape) refused rather than passed on.
+pub fn check_reason(reason: &str) -> Result<(), String> {
+    let len = reason.chars().count();
+    if len > REASON_MAX_LEN {
+        return Err(format!(
+            "reason is {len} characters long; at most {REASON_MAX_LEN} are allowed"
+        ));
+    }
+    if let Some(c) = reason.chars().find(|c| c.is_control()) {
+        return Err(format!("reason has the control character {c:?}"));
+    }
+    Ok(())
 }
 
 /// The rollout as users see it: its state plus where it stands in its plan.
@@ -26,9 +61,20 @@ pub fn view(state: &AppState, r: &Rollout) -> serde_json::Value {
         .get(&r.rule)
         .map(|rule| rule.steps().map(|s| s.weight).collect())
         .unwrap_or_default();
+    // How far the current step's hold is, for `status --watch` and the web view's bar.
+    let hold = rules
+        .get(&r.rule)
+        .and_then(|rule| rule.steps().nth(r.step).map(|s| s.hold()))
+        .zip(r.step_started_at)
+        .filter(|_| r.phase.is_watching())
+        .map(|(total, started)| {
+            let elapsed = (chrono::Utc::now() - started).num_seconds().max(0);
+            json!({"elapsed_secs": elapsed, "total_secs": total.as_secs()})
+        });
     let mut v = serde_json::to_value(r).unwrap_or_default();
     if let Some(obj) = v.as_object_mut() {
         obj.insert("steps".into(), json!(steps));
+        obj.insert("hold".into(), json!(hold));
         obj.insert(
             "checks".into(),
             json!(
@@ -89,7 +135,14 @@ pub async fn create(
         }
     })?;
     check_version(&req.version).map_err(ApiError::BadRequest)?;
-    let r = state.controller.start(&req.rule, &req.version).await?;
+    let opts = StartOptions {
+        emergency: req.emergency,
+        ..StartOptions::default()
+    };
+    let r = state
+        .controller
+        .start_with(&req.rule, &req.version, opts)
+        .await?;
     Ok((StatusCode::CREATED, Json(view(&state, &r))).into_response())
 }
 
@@ -111,10 +164,13 @@ pub async fn show(
     Ok(Json(view(&state, &r)).into_response())
 }
 
-/// `abort`, `pause`, `resume`, `promote`, `approve`. An optional `{"reason": "..."}` on abort.
+/// `abort`, `pause`, `resume`, `promote` (`{"full": true}`: to the end), `approve`, `retry`,
+/// each with an optional `{"reason": "..."}`; an empty body is no reason. Recorded with the
+/// name of the token that sent it.
 pub async fn act(
     State(state): State<AppState>,
     Path((id, action)): Path<(String, String)>,
+    actor: Option<Extension<Actor>>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|e| {
@@ -124,33 +180,45 @@ pub async fn act(
             ApiError::BadRequest(format!("cannot read request body: {}", e.body_text()))
         }
     })?;
-    let event = match action.as_str() {
-        "abort" => {
-            let reason = if body.is_empty() {
-                "requested through the API".to_string()
-            } else {
-                #[derive(Deserialize)]
-                #[serde(deny_unknown_fields)]
-                struct AbortBody {
-                    reason: String,
-                }
-                serde_json::from_slice::<AbortBody>(&body)
-                    .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?
-                    .reason
-            };
-            Event::Abort { reason }
+    let req: ControlBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ControlBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?
+    };
+    let reason = req.reason.filter(|r| !r.trim().is_empty());
+    if let Some(r) = &reason {
+        check_reason(r).map_err(ApiError::BadRequest)?;
+    }
+    let by = actor.map_or_else(|| "anonymous".to_string(), |Extension(Actor(n))| n);
+    if req.full && action != "promote" {
+        return Err(ApiError::BadRequest(
+            "\"full\" applies to promote only".into(),
+        ));
+    }
+    let control = match action.as_str() {
+        "abort" => Control::Abort,
+        "pause" => Control::Pause,
+        "resume" => Control::Resume,
+        "promote" if req.full => Control::PromoteFull,
+        "promote" => Control::Promote,
+        "approve" => Control::Approve,
+        "retry" => {
+            let r = state.controller.retry(&id, by, reason).await?;
+            return Ok((StatusCode::CREATED, Json(view(&state, &r))).into_response());
         }
-        "pause" => Event::Pause,
-        "resume" => Event::Resume,
-        "promote" => Event::Promote,
-        "approve" => Event::Approve,
         other => {
             return Err(ApiError::NotFound(format!(
-                "unknown action {other:?}; use abort, pause, resume, promote or approve"
+                "unknown action {other:?}; use abort, pause, resume, promote, approve or retry"
             )));
         }
     };
     state.controller.get(&id)?;
+    let event = Event::Control {
+        control,
+        by,
+        reason,
+    };
     let r = state.controller.send(&id, event).await?;
     Ok(Json(view(&state, &r)).into_response())
 }

@@ -1,10 +1,13 @@
 //! `canaryd rollout …`: a thin client of the HTTP API.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
+
+use super::watch::Follow;
 
 #[derive(Debug, Args)]
 pub struct RolloutArgs {
@@ -29,28 +32,70 @@ pub enum RolloutCommand {
         rule: String,
         #[arg(long)]
         version: String,
+        /// Ignore deploy windows and blackouts; a human approves before the first step, and
+        /// verification after promotion is extended.
+        #[arg(long)]
+        emergency: bool,
     },
     List,
     Status {
         id: String,
-    },
-    Abort {
-        id: String,
+        /// Redraw until the rollout ends (plain lines when stdout is not a terminal); exits
+        /// as `wait` does.
         #[arg(long)]
-        reason: Option<String>,
+        watch: bool,
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
     },
-    Pause {
+    /// Wait until the rollout ends: exit 0 succeeded, 1 rolled back or failed, 2 on timeout,
+    /// when the daemon stays unreachable, or when it does not know the rollout.
+    Wait {
         id: String,
+        #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// How long the daemon may stay unreachable (a restart) before giving up with 2.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        grace: Duration,
     },
-    Resume {
-        id: String,
-    },
+    /// Roll back now.
+    Abort(ControlArgs),
+    Pause(ControlArgs),
+    Resume(ControlArgs),
+    /// Leave the current step now (`--full`: skip every remaining step and promote).
     Promote {
-        id: String,
+        #[command(flatten)]
+        control: ControlArgs,
+        #[arg(long)]
+        full: bool,
     },
-    Approve {
-        id: String,
-    },
+    Approve(ControlArgs),
+    /// Start a rolled-back or failed rollout again from step 1, as a new run.
+    Retry(ControlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    pub id: String,
+    /// Why: recorded with the name of your token.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+fn control(name: &str, c: &ControlArgs, full: bool) -> (reqwest::Method, String, Option<Value>) {
+    let mut body = serde_json::Map::new();
+    if let Some(r) = &c.reason {
+        body.insert("reason".into(), json!(r));
+    }
+    if full {
+        body.insert("full".into(), json!(true));
+    }
+    (
+        reqwest::Method::POST,
+        format!("/api/v1/rollouts/{}/{name}", c.id),
+        (!body.is_empty()).then_some(Value::Object(body)),
+    )
 }
 
 pub async fn run(args: RolloutArgs) -> anyhow::Result<i32> {
@@ -61,43 +106,81 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<i32> {
             None => None,
         },
     };
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("building the HTTP client")?;
     let base = args.url.trim_end_matches('/');
+    let follow = |id: &str, timeout: Duration, interval: Duration, grace: Duration| {
+        (
+            id.to_string(),
+            timeout,
+            interval.max(Duration::from_millis(100)),
+            grace,
+        )
+    };
     let (method, path, body) = match &args.command {
-        RolloutCommand::Start { rule, version } => (
+        RolloutCommand::Start {
+            rule,
+            version,
+            emergency,
+        } => (
             reqwest::Method::POST,
             "/api/v1/rollouts".to_string(),
-            Some(json!({"rule": rule, "version": version})),
+            Some(if *emergency {
+                json!({"rule": rule, "version": version, "emergency": true})
+            } else {
+                json!({"rule": rule, "version": version})
+            }),
         ),
         RolloutCommand::List => (reqwest::Method::GET, "/api/v1/rollouts".to_string(), None),
-        RolloutCommand::Status { id } => {
+        RolloutCommand::Status {
+            id,
+            watch: true,
+            interval,
+        } => {
+            let (id, timeout, interval, grace) = follow(
+                id,
+                Duration::from_secs(366 * 86_400),
+                *interval,
+                Duration::from_secs(30),
+            );
+            let f = Follow {
+                http: &http,
+                base,
+                id: &id,
+                timeout,
+                interval,
+                grace,
+            };
+            return Ok(f.watch().await);
+        }
+        RolloutCommand::Wait {
+            id,
+            timeout,
+            interval,
+            grace,
+        } => {
+            let (id, timeout, interval, grace) = follow(id, *timeout, *interval, *grace);
+            let f = Follow {
+                http: &http,
+                base,
+                id: &id,
+                timeout,
+                interval,
+                grace,
+            };
+            return Ok(f.wait().await);
+        }
+        RolloutCommand::Status { id, .. } => {
             (reqwest::Method::GET, format!("/api/v1/rollouts/{id}"), None)
         }
-        RolloutCommand::Abort { id, reason } => (
-            reqwest::Method::POST,
-            format!("/api/v1/rollouts/{id}/abort"),
-            reason.as_ref().map(|r| json!({"reason": r})),
-        ),
-        RolloutCommand::Pause { id } => (
-            reqwest::Method::POST,
-            format!("/api/v1/rollouts/{id}/pause"),
-            None,
-        ),
-        RolloutCommand::Resume { id } => (
-            reqwest::Method::POST,
-            format!("/api/v1/rollouts/{id}/resume"),
-            None,
-        ),
-        RolloutCommand::Promote { id } => (
-            reqwest::Method::POST,
-            format!("/api/v1/rollouts/{id}/promote"),
-            None,
-        ),
-        RolloutCommand::Approve { id } => (
-            reqwest::Method::POST,
-            format!("/api/v1/rollouts/{id}/approve"),
-            None,
-        ),
+        RolloutCommand::Abort(c) => control("abort", c, false),
+        RolloutCommand::Pause(c) => control("pause", c, false),
+        RolloutCommand::Resume(c) => control("resume", c, false),
+        RolloutCommand::Promote { control: c, full } => control("promote", c, *full),
+        RolloutCommand::Approve(c) => control("approve", c, false),
+        RolloutCommand::Retry(c) => control("retry", c, false),
     };
     let mut req = http.request(method, format!("{base}{path}"));
     if let Some(t) = token {
@@ -133,7 +216,7 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<i32> {
             println!("{}", summary_line(r));
         }
     } else {
-        println!("{}", summary_line(&value));
+        println!("{}", super::watch::clean(&summary_line(&value)));
         for c in value["checks"].as_array().into_iter().flatten() {
             println!(
                 "  {:<22} {:<7} {}",

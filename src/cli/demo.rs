@@ -146,6 +146,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         controller: controller.clone(),
         metrics: crate::telemetry::install_metrics().ok(),
         api_token: None,
+        api_tokens: Default::default(),
         reports: crate::actions::report::ReportBook::default(),
     });
     tokio::spawn(async move { axum::serve(listener, app).await });

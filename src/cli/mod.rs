@@ -8,6 +8,7 @@ pub mod demo_service;
 pub mod judge;
 pub mod serve;
 pub mod simulate;
+pub mod watch;
 
 use clap::{Parser, Subcommand};
 

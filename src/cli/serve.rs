@@ -46,6 +46,9 @@ pub struct ServeArgs {
     pub state_dir: Option<PathBuf>,
     #[arg(long, env = "CANARYD_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
+    /// `name:token` lines: each control is recorded with the name of the token that sent it.
+    #[arg(long, env = "CANARYD_API_TOKENS_FILE")]
+    pub api_tokens_file: Option<PathBuf>,
     #[arg(long, env = "CANARYD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
     /// Alertmanager base URLs that canaryd's own alerts are posted to (repeatable).
@@ -109,6 +112,9 @@ impl ServeArgs {
         if let Some(v) = &self.api_token_file {
             cfg.api_token_file = Some(v.clone());
         }
+        if let Some(v) = &self.api_tokens_file {
+            cfg.api_tokens_file = Some(v.clone());
+        }
         if let Some(v) = self.log_format {
             cfg.log_format = v;
         }
@@ -141,7 +147,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = args.config()?;
     telemetry::init_logging(cfg.log_format);
     let token = cfg.api_token()?;
-    cfg.check_safe(token.as_deref())?;
+    let named_tokens = cfg.api_tokens()?;
+    cfg.check_safe(
+        token
+            .as_deref()
+            .or(named_tokens.first().map(|(_, t)| t.as_str())),
+    )?;
+    let api_tokens = crate::api::tokens::Tokens::new(token.as_deref(), named_tokens);
     let metrics = telemetry::install_metrics().map_err(anyhow::Error::msg)?;
 
     let rules = match reload::load_set(&cfg.rules) {
@@ -198,6 +210,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         controller: controller.clone(),
         metrics: Some(metrics),
         api_token: token.map(Arc::from),
+        api_tokens: Arc::new(api_tokens),
         reports,
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)

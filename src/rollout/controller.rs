@@ -47,6 +47,19 @@ pub struct Update {
     pub actions: Vec<Action>,
 }
 
+/// How a rollout starts besides its rule and version.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Ignore deploy windows; a human approves before the first step.
+    pub emergency: bool,
+    /// The rollout this run retries.
+    pub retry_of: Option<String>,
+    /// 0 or 1 for a first run.
+    pub run: u32,
+    /// Controls to record from the start (the `retry` that created this run).
+    pub controls: Vec<super::controls::ControlRecord>,
+}
+
 pub(super) type Reply = oneshot::Sender<Result<Rollout, ControlError>>;
 
 struct Live {
@@ -169,6 +182,46 @@ impl Controller {
 
     /// Starts a rollout of `version` under `rule`. One live rollout per rule.
     pub async fn start(&self, rule_name: &str, version: &str) -> Result<Rollout, ControlError> {
+        self.start_with(rule_name, version, StartOptions::default())
+            .await
+    }
+
+    /// Starts a new run of an ended rollout (`retry`): same rule and version, a new id linked to
+    /// the old one, from step 1. The old rollout and its history stay as they ended.
+    pub async fn retry(
+        &self,
+        id: &str,
+        by: String,
+        reason: Option<String>,
+    ) -> Result<Rollout, ControlError> {
+        let old = self.get(id)?;
+        super::controls::can_retry(&old)
+            .map_err(|why| ControlError::Rejected(format!("cannot retry {id}: {why}")))?;
+        let now = Utc::now();
+        let record = super::controls::ControlRecord {
+            at: now,
+            action: "retry".into(),
+            by,
+            reason,
+            from: old.phase,
+            to: super::Phase::Pending,
+        };
+        let opts = StartOptions {
+            emergency: old.emergency,
+            retry_of: Some(old.id.clone()),
+            run: old.run.saturating_add(1),
+            controls: vec![record],
+        };
+        self.start_with(&old.rule, &old.version, opts).await
+    }
+
+    /// [`Controller::start`] with the options of an emergency or a retry.
+    pub async fn start_with(
+        &self,
+        rule_name: &str,
+        version: &str,
+        opts: StartOptions,
+    ) -> Result<Rollout, ControlError> {
         if *self.inner.shutdown.borrow() {
             return Err(ControlError::ShuttingDown);
         }
@@ -203,12 +256,16 @@ impl Controller {
                 )));
             }
             let id = format!("ro-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-            let rollout = Rollout::new(
+            let mut rollout = Rollout::new(
                 id.clone(),
                 rule_name.to_string(),
                 version.to_string(),
                 Utc::now(),
             );
+            rollout.emergency = opts.emergency;
+            rollout.retry_of = opts.retry_of;
+            rollout.run = opts.run.max(1);
+            rollout.controls = opts.controls;
             self.inner.store.create(&rollout, &rule.source)?;
             self.spawn(&mut live, rule, rollout.clone(), false);
             rollout

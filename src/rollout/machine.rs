@@ -57,6 +57,13 @@ pub enum Event {
     TaskFailed {
         reason: String,
     },
+    /// A human control with who asked and why, recorded when accepted (`controls`).
+    Control {
+        control: super::controls::Control,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -145,6 +152,12 @@ fn apply(
         return Some(format!("rollout is {}", r.phase.as_str()));
     }
     match event {
+        // An emergency skips the windows, so a human approves before any traffic moves.
+        Event::Start if r.phase == Phase::Pending && r.emergency => {
+            r.phase = Phase::WaitingApproval;
+            r.reason = Some("emergency rollout: waiting for approval before the first step".into());
+            None
+        }
         Event::Start if r.phase == Phase::Pending => {
             r.phase = Phase::Progressing;
             request_weight(r, plan, 0, out);
@@ -202,6 +215,13 @@ fn apply(
                 ))
             }
         }
+        Event::Approve if r.phase == Phase::WaitingApproval && r.step_started_at.is_none() => {
+            r.approved_step = Some(0);
+            r.phase = Phase::Progressing;
+            r.reason = None;
+            request_weight(r, plan, 0, out);
+            None
+        }
         Event::Approve => {
             if r.phase == Phase::WaitingApproval {
                 r.approved_step = Some(r.step);
@@ -229,6 +249,11 @@ fn apply(
                 ))
             }
         }
+        Event::Control {
+            control,
+            by,
+            reason,
+        } => super::controls::apply_control(r, plan, control, by, reason, now, out, apply),
     }
 }
 
@@ -518,10 +543,18 @@ fn try_advance(r: &mut Rollout, plan: &Plan, now: DateTime<Utc>, out: &mut Vec<A
         return;
     }
     if let Some(w) = &plan.windows
+        && !r.emergency
         && !w.allows(now)
     {
         r.phase = Phase::WaitingWindow;
+        r.reason = Some(match w.blackout(now) {
+            Some(b) => format!("deploy blackout {b} ({})", w.timezone),
+            None => format!("outside the deploy windows ({})", w.timezone),
+        });
         return;
+    }
+    if r.phase == Phase::WaitingWindow {
+        r.reason = None;
     }
     r.phase = Phase::Progressing;
     if last {

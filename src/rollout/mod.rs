@@ -5,6 +5,7 @@
 
 pub mod analysis;
 pub mod controller;
+pub mod controls;
 mod deadline;
 pub mod feed;
 pub mod machine;
@@ -166,6 +167,19 @@ pub struct Rollout {
     /// counters that stood still longer than `max_staleness` carry no evidence.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counters_moved: BTreeMap<String, DateTime<Utc>>,
+    /// Every control a human (or pipeline) applied, with who and why: the audit trail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controls: Vec<controls::ControlRecord>,
+    /// Started with `"emergency": true`: deploy windows do not hold it, a human approves its
+    /// first step, and verification after promotion is extended.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub emergency: bool,
+    /// The rollout this one retries (`retry` starts a new run under a new id, linked back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
+    /// 1 for a first run, n + 1 for a retry of run n.
+    #[serde(default = "controls::first_run")]
+    pub run: u32,
 }
 
 impl Rollout {
@@ -202,6 +216,10 @@ impl Rollout {
             last_tick: None,
             sequential: BTreeMap::new(),
             counters_moved: BTreeMap::new(),
+            controls: Vec::new(),
+            emergency: false,
+            retry_of: None,
+            run: 1,
         }
     }
 }

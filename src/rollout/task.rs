@@ -386,6 +386,7 @@ fn event_label(e: &Event) -> &'static str {
         Event::AlertFired { .. } => "alert_fired",
         Event::HealthFailed { .. } => "health_failed",
         Event::TaskFailed { .. } => "task_failed",
+        Event::Control { control, .. } => control.as_str(),
     }
 }
 

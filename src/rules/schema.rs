@@ -371,7 +371,11 @@ fn three() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct WindowsSpec {
     pub timezone: Spanned<String>,
+    #[serde(default)]
     pub allow: Vec<Spanned<String>>,
+    /// Dated blackouts, `FIRST/LAST` inclusive (`rules::window::Blackout`).
+    #[serde(default)]
+    pub deny: Vec<Spanned<String>>,
 }
 
 /// The actions on the world. Absent hooks are no-ops, so a rule can watch without acting.

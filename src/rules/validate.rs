@@ -393,13 +393,24 @@ fn check_windows(spec: &RuleSpec, out: &mut Vec<Finding>) -> Option<Windows> {
             Err(e) => out.push(at(item, e)),
         }
     }
-    if w.allow.is_empty() {
+    let mut deny = Vec::new();
+    for item in &w.deny {
+        match super::window::Blackout::parse(&item.value) {
+            Ok(b) => deny.push(b),
+            Err(e) => out.push(at(item, e)),
+        }
+    }
+    if w.allow.is_empty() && w.deny.is_empty() {
         out.push(at(
             &w.timezone,
-            "windows.allow must list at least one window",
+            "windows must list at least one allow window or deny blackout",
         ));
     }
-    Some(Windows { timezone, allow })
+    Some(Windows {
+        timezone,
+        allow,
+        deny,
+    })
 }
 
 /// Advice that does not stop a rule from loading: settings that make the statistics lie.

@@ -2,15 +2,64 @@
 //!
 //! Pure: `allows` takes the instant to judge, so the state machine stays clock-free and tests can
 //! walk a week in a loop. Rollback ignores windows entirely; only advancing waits.
+//!
+//! Dated blackouts (`deny:`, the runbooks' Black Friday to Cyber Monday) win over the weekly
+//! `allow` windows. Both are read in the rule's time zone, so a DST change moves the instants,
+//! never the wall-clock hours the runbook wrote.
 
-use chrono::{DateTime, Datelike, NaiveTime, Utc, Weekday};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Utc, Weekday};
 use chrono_tz::Tz;
 
 /// A parsed `windows:` block.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Windows {
     pub timezone: Tz,
+    /// Weekly windows; none means any time that is not a blackout.
     pub allow: Vec<Window>,
+    /// Dated blackouts, inclusive, in `timezone`.
+    pub deny: Vec<Blackout>,
+}
+
+/// One `deny` entry: the local dates `first` to `last`, both included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blackout {
+    pub first: NaiveDate,
+    pub last: NaiveDate,
+}
+
+/// The longest blackout accepted: a year. Longer is a typo (2026 for 2027), not a freeze.
+pub const MAX_BLACKOUT_DAYS: i64 = 366;
+
+impl Blackout {
+    /// Parses `2026-11-27/2026-11-30` or a single day `2026-12-25`.
+    pub fn parse(text: &str) -> Result<Blackout, String> {
+        let (a, b) = text.split_once('/').unwrap_or((text, text));
+        let date = |t: &str| {
+            NaiveDate::parse_from_str(t.trim(), "%Y-%m-%d").map_err(|_| {
+                format!("date {t:?} must be YYYY-MM-DD (blackouts are FIRST/LAST, both included)")
+            })
+        };
+        let (first, last) = (date(a)?, date(b)?);
+        if last < first {
+            return Err(format!("blackout {text:?} ends before it starts"));
+        }
+        if (last - first).num_days() >= MAX_BLACKOUT_DAYS {
+            return Err(format!(
+                "blackout {text:?} is longer than {MAX_BLACKOUT_DAYS} days"
+            ));
+        }
+        Ok(Blackout { first, last })
+    }
+
+    pub fn contains(&self, day: NaiveDate) -> bool {
+        self.first <= day && day <= self.last
+    }
+}
+
+impl std::fmt::Display for Blackout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.first, self.last)
+    }
 }
 
 /// One `allow` entry: days of the week and a half-open local time range.
@@ -28,13 +77,25 @@ impl Windows {
         })
     }
 
-    /// True when `now` falls inside any allowed window, in the rule's time zone.
+    /// True when `now` is in no blackout and inside an allowed window (or no window is
+    /// listed), in the rule's time zone.
     pub fn allows(&self, now: DateTime<Utc>) -> bool {
+        if self.blackout(now).is_some() {
+            return false;
+        }
         let local = now.with_timezone(&self.timezone);
         let (day, time) = (local.weekday(), local.time());
-        self.allow
-            .iter()
-            .any(|w| w.days.contains(&day) && w.start <= time && time < w.end)
+        self.allow.is_empty()
+            || self
+                .allow
+                .iter()
+                .any(|w| w.days.contains(&day) && w.start <= time && time < w.end)
+    }
+
+    /// The blackout `now` falls in, if any, for the reason a rollout waits.
+    pub fn blackout(&self, now: DateTime<Utc>) -> Option<Blackout> {
+        let day = now.with_timezone(&self.timezone).date_naive();
+        self.deny.iter().copied().find(|b| b.contains(day))
     }
 }
 
@@ -104,6 +165,7 @@ mod tests {
         Windows {
             timezone: Windows::parse_timezone("America/New_York").unwrap(),
             allow: vec![Window::parse("Tue-Thu 10:00-14:00").unwrap()],
+            deny: vec![],
         }
     }
 
