@@ -49,7 +49,25 @@ pub struct AlertContext<'a> {
 /// Whether `r` can have alerts at `now`: live, or an automatic rollback on-call must still hear
 /// of. The publisher re-derives these on its timer, so an alert whose time is up resolves.
 pub fn may_alert(r: &Rollout, now: DateTime<Utc>, keep_firing_for: Duration) -> bool {
-    !r.phase.is_terminal() || r.rollback_undelivered() || rollback_recent(r, now, keep_firing_for)
+    !r.phase.is_terminal()
+        || r.rollback_undelivered()
+        || rollback_recent(r, now, keep_firing_for)
+        || regression_recent(r, now, keep_firing_for)
+}
+
+/// A checkpoint after promotion failed, and the rollout is still live or ended less than
+/// `keep_firing_for` ago (so a fast revert still pages someone, as a fast rollback does).
+fn regression_recent(r: &Rollout, now: DateTime<Utc>, keep_firing_for: Duration) -> bool {
+    if !r.verify.as_ref().is_some_and(|v| v.failed().is_some()) {
+        return false;
+    }
+    let Some(finished) = r.finished_at else {
+        return true;
+    };
+    chrono::TimeDelta::from_std(keep_firing_for)
+        .ok()
+        .and_then(|keep| finished.checked_add_signed(keep))
+        .is_none_or(|until| now < until)
 }
 
 /// A rollback delivered less than `keep_firing_for` ago.
@@ -73,7 +91,35 @@ pub fn alerts_for(r: &Rollout, cx: &AlertContext<'_>) -> Vec<Alert> {
     let rolling_back = r.phase == Phase::RollingBack
         || (r.phase == Phase::Failed && r.rollback_decided)
         || rollback_recent(r, cx.now, cx.rollback_keep_firing_for);
-    if r.rollback_decided && rolling_back {
+    let regressed = r.verify.as_ref().and_then(|v| v.failed());
+    if let Some((after, result)) = regressed
+        && regression_recent(r, cx.now, cx.rollback_keep_firing_for)
+    {
+        let numbers: Vec<String> = result
+            .metrics
+            .iter()
+            .map(|m| format!("{} {} → {}", m.name, fmt(m.before), fmt(m.after)))
+            .collect();
+        let summary = format!(
+            "Promoted {} of {} regressed at T+{}: {}",
+            r.version,
+            r.rule,
+            humantime::format_duration(Duration::from_secs(after)),
+            numbers.join(", ")
+        );
+        let reason = r.reason.clone().unwrap_or_default();
+        out.push(alert(
+            r,
+            cx,
+            "CanaryPostPromotionRegression",
+            "critical",
+            None,
+            summary,
+            reason,
+        ));
+    }
+    // A revert after a regression is announced by the regression alert above.
+    if r.rollback_decided && rolling_back && regressed.is_none() {
         let check = rollback_check(r);
         let reason = r.reason.clone().unwrap_or_default();
         let summary = match check {

@@ -38,6 +38,17 @@ pub struct Report {
     pub steps: Vec<StepRecord>,
     pub metrics: Vec<MetricRecord>,
     pub hooks: Vec<HookRecord>,
+    /// Every human control, with who and why (`rollout::controls`).
+    #[serde(default)]
+    pub controls: Vec<crate::rollout::controls::ControlRecord>,
+    /// Set on a retry: the run it retries, and this run's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
+    #[serde(default)]
+    pub emergency: bool,
+    /// Checkpoints after promotion, each with its before → after numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<crate::rollout::verify::Verification>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +143,10 @@ impl ReportBuilder {
                 steps: Vec::new(),
                 metrics,
                 hooks: Vec::new(),
+                controls: r.controls.clone(),
+                retry_of: r.retry_of.clone(),
+                emergency: r.emergency,
+                verify: r.verify.clone(),
             },
             last: None,
             last_tick_at: None,
@@ -198,6 +213,8 @@ impl ReportBuilder {
                 }
             }
         }
+        rep.controls = r.controls.clone();
+        rep.verify = r.verify.clone();
         rep.rollback = RollbackRecord {
             required: r.rollback_decided,
             reason: r.rollback_decided.then(|| r.reason.clone()).flatten(),

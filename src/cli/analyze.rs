@@ -137,7 +137,7 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<i32> {
                     t.format("%Y-%m-%dT%H:%M:%SZ")
                 ),
                 Action::Promote => println!("{}  -> would PROMOTE", t.format("%Y-%m-%dT%H:%M:%SZ")),
-                Action::Rollback { reason } => println!(
+                Action::Rollback { reason } | Action::Revert { reason, .. } => println!(
                     "{}  -> would ROLL BACK: {reason}",
                     t.format("%Y-%m-%dT%H:%M:%SZ")
                 ),

@@ -248,6 +248,7 @@ async fn drive(
                 }
                 Action::Promote => println!("  [{at:5.1}s] every step healthy: promoting"),
                 Action::Rollback { reason } => println!("  [{at:5.1}s] ROLLBACK: {reason}"),
+                Action::Revert { reason, .. } => println!("  [{at:5.1}s] REVERT: {reason}"),
             }
         }
         if let Some(bad) = degrade_at_25

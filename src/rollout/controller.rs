@@ -266,6 +266,11 @@ impl Controller {
             rollout.retry_of = opts.retry_of;
             rollout.run = opts.run.max(1);
             rollout.controls = opts.controls;
+            rollout.verify = super::verify::plan_for(rule.spec.verify.as_ref(), rollout.emergency)
+                .map(|mut v| {
+                    v.previous_version = self.previous_version(rule_name);
+                    v
+                });
             self.inner.store.create(&rollout, &rule.source)?;
             self.spawn(&mut live, rule, rollout.clone(), false);
             rollout
@@ -279,6 +284,18 @@ impl Controller {
             }
             other => other,
         }
+    }
+
+    /// The version last promoted under `rule` (what a revert goes back to).
+    fn previous_version(&self, rule: &str) -> Option<String> {
+        self.inner
+            .store
+            .list()
+            .ok()?
+            .into_iter()
+            .filter(|r| r.rule == rule && r.phase == super::Phase::Succeeded)
+            .max_by_key(|r| r.finished_at)
+            .map(|r| r.version)
     }
 
     /// Resumes every live rollout in the store, each with the rule text it started with: same

@@ -58,6 +58,11 @@ pub enum Event {
         reason: String,
     },
     /// A human control with who asked and why, recorded when accepted (`controls`).
+    /// A checkpoint after promotion was measured (`verify`).
+    Checkpoint {
+        index: usize,
+        result: super::verify::CheckpointResult,
+    },
     Control {
         control: super::controls::Control,
         by: String,
@@ -72,6 +77,8 @@ pub enum HookKind {
     SetWeight,
     Promote,
     Rollback,
+    /// After promotion: bring back the previous version (`verify`).
+    Revert,
 }
 
 impl HookKind {
@@ -80,6 +87,7 @@ impl HookKind {
             HookKind::SetWeight => "set_weight",
             HookKind::Promote => "promote",
             HookKind::Rollback => "rollback",
+            HookKind::Revert => "revert",
         }
     }
 }
@@ -88,9 +96,19 @@ impl HookKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
-    SetWeight { step: usize, weight: u32 },
+    SetWeight {
+        step: usize,
+        weight: u32,
+    },
     Promote,
-    Rollback { reason: String },
+    Rollback {
+        reason: String,
+    },
+    /// A checkpoint after promotion failed: the `revert` hook, with the version to go back to.
+    Revert {
+        reason: String,
+        previous: Option<String>,
+    },
 }
 
 impl Action {
@@ -99,6 +117,7 @@ impl Action {
             Action::SetWeight { .. } => HookKind::SetWeight,
             Action::Promote => HookKind::Promote,
             Action::Rollback { .. } => HookKind::Rollback,
+            Action::Revert { .. } => HookKind::Revert,
         }
     }
 }
@@ -166,7 +185,13 @@ fn apply(
         Event::Start => Some("rollout already started".into()),
         Event::HookSucceeded { hook } => hook_succeeded(r, plan, hook, now, out),
         Event::HookFailed { hook, error } => hook_failed(r, hook, error, now, out),
+        Event::Abort { reason } if r.phase == Phase::Verifying => {
+            super::verify::revert_now(r, format!("aborted: {reason}"), out)
+        }
         Event::Abort { reason } => decide_rollback(r, format!("aborted: {reason}"), out),
+        Event::Checkpoint { index, result } => {
+            super::verify::on_checkpoint(r, index, result, now, out)
+        }
         Event::AlertFired { alert } => decide_rollback(r, format!("alert fired: {alert}"), out),
         Event::HealthFailed { url, error } => {
             decide_rollback(r, format!("health check {url} failed: {error}"), out)
@@ -309,11 +334,13 @@ fn hook_succeeded(
             try_advance(r, plan, now, out);
         }
         Action::Promote => {
-            r.phase = Phase::Succeeded;
-            r.weight = 100;
-            r.finished_at = Some(now);
+            if !super::verify::on_promoted(r, now) {
+                r.phase = Phase::Succeeded;
+                r.weight = 100;
+                r.finished_at = Some(now);
+            }
         }
-        Action::Rollback { .. } => {
+        Action::Rollback { .. } | Action::Revert { .. } => {
             r.phase = Phase::RolledBack;
             r.weight = 0;
             r.finished_at = Some(now);
@@ -335,10 +362,21 @@ fn hook_failed(
     if hook != HookKind::Rollback {
         r.pending = None;
     }
+    if hook == HookKind::Revert {
+        r.phase = Phase::Failed;
+        r.reason = Some(format!(
+            "revert hook failed: {error} (revert was decided because: {})",
+            r.reason.clone().unwrap_or_default()
+        ));
+        r.finished_at = Some(now);
+        return None;
+    }
     match hook {
         // Traffic is in an unknown state between two weights: the known-good state is the
         // baseline, so a weight change that cannot be delivered rolls back.
         HookKind::SetWeight => decide_rollback(r, format!("set_weight hook failed: {error}"), out),
+        // Handled above: a revert that cannot be delivered leaves the rollout to a human.
+        HookKind::Revert => None,
         // The canary was healthy at every step; undoing it would be a guess. A human decides.
         HookKind::Promote => {
             r.phase = Phase::Failed;

@@ -4,6 +4,7 @@
 //! Only `controller` owns time and calls `actions`.
 
 pub mod analysis;
+pub mod checkpoint;
 pub mod controller;
 pub mod controls;
 mod deadline;
@@ -15,6 +16,7 @@ pub mod sqlite;
 pub mod store;
 mod supervisor;
 mod task;
+pub mod verify;
 
 use std::collections::BTreeMap;
 
@@ -41,10 +43,12 @@ pub enum Phase {
     RollingBack,
     RolledBack,
     Failed,
+    /// Promoted; checkpoints after promotion still to pass (`verify`).
+    Verifying,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 10] = [
+    pub const ALL: [Phase; 11] = [
         Phase::Pending,
         Phase::Progressing,
         Phase::WaitingWindow,
@@ -55,6 +59,7 @@ impl Phase {
         Phase::RollingBack,
         Phase::RolledBack,
         Phase::Failed,
+        Phase::Verifying,
     ];
 
     /// Ended for good: nothing will be called for it again.
@@ -82,6 +87,7 @@ impl Phase {
             Phase::RollingBack => "rolling_back",
             Phase::RolledBack => "rolled_back",
             Phase::Failed => "failed",
+            Phase::Verifying => "verifying",
         }
     }
 
@@ -180,6 +186,9 @@ pub struct Rollout {
     /// 1 for a first run, n + 1 for a retry of run n.
     #[serde(default = "controls::first_run")]
     pub run: u32,
+    /// Checkpoints after promotion and their results (`verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<verify::Verification>,
 }
 
 impl Rollout {
@@ -220,6 +229,7 @@ impl Rollout {
             emergency: false,
             retry_of: None,
             run: 1,
+            verify: None,
         }
     }
 }

@@ -145,7 +145,9 @@ impl RolloutTask {
                 _ = self.shutdown.changed() => {}
                 _ = tokio::time::sleep_until(next_tick) => {
                     next_tick = tokio::time::Instant::now() + interval;
-                    if self.wants_analysis(Utc::now()) {
+                    if self.state.phase == Phase::Verifying {
+                        self.checkpoint().await;
+                    } else if self.wants_analysis(Utc::now()) {
                         self.analyse(deadline).await;
                     } else {
                         let _ = self.apply(Event::Timer);
@@ -193,6 +195,35 @@ impl RolloutTask {
         }
     }
 
+    /// Measures the checkpoint after promotion that is due, if any, still answering commands:
+    /// an abort while its queries run wins, and the measurement is dropped.
+    async fn checkpoint(&mut self) {
+        let now = Utc::now();
+        let Some(index) = self.state.verify.as_ref().and_then(|v| v.due(now)) else {
+            return;
+        };
+        let (inner, rule, state) = (self.inner.clone(), self.rule.clone(), self.state.clone());
+        let measure =
+            async move { super::checkpoint::measure(&inner.source, &rule, &state, now).await };
+        tokio::pin!(measure);
+        loop {
+            tokio::select! {
+                biased;
+                Some((event, reply)) = self.rx.recv() => {
+                    self.command(event, reply);
+                    if self.state.phase != Phase::Verifying {
+                        return;
+                    }
+                }
+                _ = self.shutdown.changed() => return,
+                result = &mut measure => {
+                    let _ = self.apply(Event::Checkpoint { index, result });
+                    return;
+                }
+            }
+        }
+    }
+
     /// Waits `d` while still answering commands, so an abort is never stuck behind a backoff.
     async fn idle(&mut self, d: Duration) {
         tokio::select! {
@@ -210,6 +241,7 @@ impl RolloutTask {
             Action::SetWeight { .. } => self.rule.spec.hooks.set_weight.as_ref(),
             Action::Promote => self.rule.spec.hooks.promote.as_ref(),
             Action::Rollback { .. } => self.rule.spec.hooks.rollback.as_ref(),
+            Action::Revert { .. } => self.rule.spec.hooks.revert.as_ref(),
         }
         .map(|s| s.value.clone());
         if matches!(action, Action::Rollback { .. }) {
@@ -349,12 +381,20 @@ impl RolloutTask {
             Action::SetWeight { step, weight } => (*step, *weight, None),
             Action::Promote => (self.state.step, 100, self.state.reason.clone()),
             Action::Rollback { reason } => (self.state.step, 0, Some(reason.clone())),
+            Action::Revert { reason, .. } => (self.state.step, 100, Some(reason.clone())),
+        };
+        // The revert hook is told which version to go back to.
+        let version = match action {
+            Action::Revert {
+                previous: Some(p), ..
+            } => p.clone(),
+            _ => self.state.version.clone(),
         };
         HookPayload {
             event: action.hook(),
             rollout_id: self.state.id.clone(),
             rule: self.state.rule.clone(),
-            version: self.state.version.clone(),
+            version,
             step,
             weight,
             phase: self.state.phase.as_str().to_string(),
@@ -387,6 +427,7 @@ fn event_label(e: &Event) -> &'static str {
         Event::HealthFailed { .. } => "health_failed",
         Event::TaskFailed { .. } => "task_failed",
         Event::Control { control, .. } => control.as_str(),
+        Event::Checkpoint { .. } => "checkpoint",
     }
 }
 
@@ -398,6 +439,9 @@ fn log_transition(before: &Rollout, after: &Rollout, actions: &[Action]) {
             }
             Action::Promote => {
                 tracing::info!(event = "rollout.promote", rollout = %after.id, version = %after.version, "promoting")
+            }
+            Action::Revert { reason, previous } => {
+                tracing::warn!(event = "rollout.revert", rollout = %after.id, version = %after.version, previous = ?previous, reason = %reason, "reverting after promotion")
             }
             Action::Rollback { reason } => {
                 tracing::warn!(event = "rollout.rollback", rollout = %after.id, version = %after.version, reason = %reason, "rolling back")

@@ -80,6 +80,7 @@ pub(super) fn check(spec: &RuleSpec, analysis_at: Location, out: &mut Vec<Findin
         &spec.hooks.set_weight,
         &spec.hooks.promote,
         &spec.hooks.rollback,
+        &spec.hooks.revert,
     ]
     .into_iter()
     .flatten()

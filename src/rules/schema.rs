@@ -27,6 +27,9 @@ pub struct RuleSpec {
     pub health: Vec<Spanned<HealthSpec>>,
     #[serde(default)]
     pub windows: Option<WindowsSpec>,
+    /// Checkpoints after promotion (`rollout::verify`).
+    #[serde(default)]
+    pub verify: Option<VerifySpec>,
     #[serde(default)]
     pub hooks: HooksSpec,
     #[serde(default)]
@@ -388,6 +391,20 @@ pub struct HooksSpec {
     pub promote: Option<Spanned<HookSpec>>,
     #[serde(default)]
     pub rollback: Option<Spanned<HookSpec>>,
+    /// Called with the previous version when a checkpoint after promotion fails and
+    /// `verify.revert_on_failure` is set.
+    #[serde(default)]
+    pub revert: Option<Spanned<HookSpec>>,
+}
+
+/// `verify: { checkpoints: [15m, 1h, 24h], revert_on_failure: true }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySpec {
+    /// Times after the promotion, each a humantime duration, increasing.
+    pub checkpoints: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub revert_on_failure: bool,
 }
 
 /// An HTTP endpoint or a command; exactly one of `url` and `command`.

@@ -57,6 +57,7 @@ pub fn validate(spec: &RuleSpec, analysis_at: Option<Location>) -> (Vec<Finding>
         &spec.hooks.set_weight,
         &spec.hooks.promote,
         &spec.hooks.rollback,
+        &spec.hooks.revert,
     ]
     .into_iter()
     .flatten()
@@ -87,6 +88,7 @@ pub fn validate(spec: &RuleSpec, analysis_at: Option<Location>) -> (Vec<Finding>
             }
         }
     }
+    check_verify(spec, &mut out);
     let windows = check_windows(spec, &mut out);
     (out, windows)
 }
@@ -411,6 +413,25 @@ fn check_windows(spec: &RuleSpec, out: &mut Vec<Finding>) -> Option<Windows> {
         allow,
         deny,
     })
+}
+
+/// `verify:` checkpoints parse, increase and stay bounded; reverting needs a `revert` hook.
+fn check_verify(spec: &RuleSpec, out: &mut Vec<Finding>) {
+    let Some(v) = &spec.verify else {
+        return;
+    };
+    if let Err((i, e)) = crate::rollout::verify::parse_checkpoints(v) {
+        match v.checkpoints.value.get(i) {
+            Some(item) => out.push(at(item, e)),
+            None => out.push(at(&v.checkpoints, e)),
+        }
+    }
+    if v.revert_on_failure && spec.hooks.revert.is_none() {
+        out.push(at(
+            &v.checkpoints,
+            "verify.revert_on_failure needs a hooks.revert to call",
+        ));
+    }
 }
 
 /// Advice that does not stop a rule from loading: settings that make the statistics lie.

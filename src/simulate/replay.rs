@@ -264,7 +264,7 @@ pub fn replay(
                             hook: HookKind::SetWeight,
                         });
                     }
-                    Action::Promote | Action::Rollback { .. } => {
+                    Action::Promote | Action::Rollback { .. } | Action::Revert { .. } => {
                         let outcome = finish(&r, judged, now);
                         return Outcome {
                             promoted: matches!(action, Action::Promote),
