@@ -26,6 +26,8 @@ async fn regression_after_promotion_alerts_and_reverts_to_the_previous_version()
         reverts.url("/revert")
     );
     let am_url = am.url();
+    let reports = tempfile::tempdir().expect("reports dir");
+    let reports_dir = reports.path().display().to_string();
     let s = Stack::start_with(
         "verified",
         RuleOpts {
@@ -33,7 +35,10 @@ async fn regression_after_promotion_alerts_and_reverts_to_the_previous_version()
             ..RuleOpts::default()
         },
         &extra,
-        &[("CANARYD_ALERTMANAGER_URLS", am_url.as_str())],
+        &[
+            ("CANARYD_ALERTMANAGER_URLS", am_url.as_str()),
+            ("CANARYD_REPORTS_DIR", reports_dir.as_str()),
+        ],
     )
     .await;
     let d = &s.daemon;
@@ -111,6 +116,18 @@ async fn regression_after_promotion_alerts_and_reverts_to_the_previous_version()
         "{report}"
     );
 
+    // The Markdown deployment record carries the checkpoint and the control that promoted.
+    let md = wait_for_markdown(reports.path(), &v2).await;
+    assert!(md.contains("## Verification after promotion"), "{md}");
+    assert!(
+        md.contains("| T+8s |") && md.contains("| FAILED | error_rate "),
+        "{md}"
+    );
+    assert!(
+        md.contains("| promote_full | anonymous | - | progressing → promoting |"),
+        "{md}"
+    );
+
     // The revert hook was called once, with the version to go back to.
     let calls = reverts.calls();
     let revert = calls_to(&calls, "/revert");
@@ -135,4 +152,25 @@ async fn regression_after_promotion_alerts_and_reverts_to_the_previous_version()
         "{summary}"
     );
     assert!(named(&alerts, "CanaryRollback").is_none(), "{alerts:#?}");
+}
+
+/// The Markdown record is written when the rollout ends, by a subscriber: awaited, not assumed.
+async fn wait_for_markdown(dir: &std::path::Path, id: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(&format!("{id}.md")));
+        if let Some(p) = found {
+            return std::fs::read_to_string(p).expect("read report");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Markdown report for {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
