@@ -303,8 +303,7 @@ fn bad_checkpoints_point_at_file_line_col() {
         ("verify:\n  checkpoints: []\n", "at least one"),
     ] {
         let e = parse_rule(Path::new("rule.yaml"), &format!("{RULE}{verify}"))
-            .err()
-            .expect("refused")[0]
+            .expect_err("refused")[0]
             .to_string();
         assert!(e.starts_with("rule.yaml:16:"), "{e}");
         assert!(e.contains(says), "{verify}: {e}");
@@ -313,9 +312,8 @@ fn bad_checkpoints_point_at_file_line_col() {
         "hooks:\n  revert: { url: \"http://127.0.0.1:9/revert\" }\n",
         "",
     );
-    let e = parse_rule(Path::new("rule.yaml"), &format!("{no_hook}{VERIFY}"))
-        .err()
-        .expect("refused")[0]
-        .to_string();
+    let e = parse_rule(Path::new("rule.yaml"), &format!("{no_hook}{VERIFY}")).expect_err("refused")
+        [0]
+    .to_string();
     assert!(e.contains("needs a hooks.revert"), "{e}");
 }

@@ -58,7 +58,7 @@ pub fn may_alert(r: &Rollout, now: DateTime<Utc>, keep_firing_for: Duration) -> 
 /// A checkpoint after promotion failed, and the rollout is still live or ended less than
 /// `keep_firing_for` ago (so a fast revert still pages someone, as a fast rollback does).
 fn regression_recent(r: &Rollout, now: DateTime<Utc>, keep_firing_for: Duration) -> bool {
-    if !r.verify.as_ref().is_some_and(|v| v.failed().is_some()) {
+    if r.verify.as_ref().is_none_or(|v| v.failed().is_none()) {
         return false;
     }
     let Some(finished) = r.finished_at else {
