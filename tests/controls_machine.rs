@@ -291,3 +291,26 @@ fn healthy(r: &Rollout, secs: i64) -> Event {
         counters_moved: Default::default(),
     })
 }
+
+#[test]
+fn state_stored_before_controls_existed_still_loads() {
+    // A rollout as older versions stored it: none of the fields controls, retries, emergencies
+    // and checkpoints added. The store keeps the state as this JSON, so old state dirs load.
+    let mut old = serde_json::to_value(Rollout::new(
+        "ro-old".into(),
+        "api".into(),
+        "v1".into(),
+        at(0),
+    ))
+    .expect("json");
+    let obj = old.as_object_mut().expect("object");
+    for k in ["controls", "emergency", "retry_of", "run", "verify"] {
+        obj.remove(k);
+    }
+    let r: Rollout = serde_json::from_value(old).expect("old state loads");
+    assert_eq!(
+        (r.run, r.emergency, r.retry_of, r.controls.len()),
+        (1, false, None, 0)
+    );
+    assert!(r.verify.is_none());
+}

@@ -317,3 +317,71 @@ fn bad_checkpoints_point_at_file_line_col() {
     .to_string();
     assert!(e.contains("needs a hooks.revert"), "{e}");
 }
+
+#[test]
+fn deploy_complete_message_and_report_carry_each_checkpoints_numbers() {
+    use canaryd::actions::report::ReportBuilder;
+    use canaryd::actions::templates::Templates;
+    use canaryd::rollout::controller::Update;
+    let p = plan();
+    let r = promoted("verify:\n  checkpoints: [15m, 1h]\n", false);
+    let (r, _) = step(
+        &r,
+        &p,
+        Event::Checkpoint {
+            index: 0,
+            result: result(910, true),
+        },
+        910,
+    );
+    let (r, _) = step(
+        &r,
+        &p,
+        Event::Checkpoint {
+            index: 1,
+            result: result(3610, true),
+        },
+        3610,
+    );
+    assert_eq!(r.phase, Phase::Succeeded);
+    let mut b = ReportBuilder::new(&r, Some(&rule("")));
+    b.observe(&Update {
+        rollout: r.clone(),
+        event: "checkpoint",
+        actions: vec![],
+    });
+    let mut ctx = serde_json::to_value(b.report()).expect("report json");
+    ctx["rollout_url"] = serde_json::json!("http://canaryd/api/v1/rollouts/ro-1");
+    let t = Templates::load(None).expect("templates");
+    let text = t.render("complete.txt.j2", &ctx).expect("render");
+    assert!(
+        text.contains("Post-deploy checkpoints (before the rollout → after):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("- T+900s: passed; error_rate 0.01 → 0.012"),
+        "{text}"
+    );
+    assert!(
+        text.contains("- T+3600s: passed; error_rate 0.01 → 0.012"),
+        "{text}"
+    );
+    let md = t.render("report.md.j2", &ctx).expect("markdown");
+    assert!(
+        md.contains("| T+900s |") && md.contains("| passed | error_rate 0.01 → 0.012 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| promote_full | bob | - | progressing → promoting |"),
+        "{md}"
+    );
+    // Without verification the message has no checkpoint section.
+    let plain = ReportBuilder::new(&promoted("", false), None);
+    let mut ctx = serde_json::to_value(plain.report()).expect("json");
+    ctx["rollout_url"] = serde_json::json!("x");
+    ctx["finished_at"] = serde_json::json!("2026-11-18T17:00:00Z");
+    ctx["duration"] = serde_json::json!("1m");
+    ctx["outcome"] = serde_json::json!("promoted");
+    let text = t.render("complete.txt.j2", &ctx).expect("render");
+    assert!(!text.contains("Post-deploy"), "{text}");
+}
