@@ -82,6 +82,7 @@ pub fn app() -> &'static App {
                 controller,
                 metrics: None,
                 api_token: None,
+                api_tokens: Default::default(),
                 reports: ReportBook::new(None),
             })
         });

@@ -344,6 +344,8 @@ fn deploy_complete_message_and_report_carry_each_checkpoints_numbers() {
         3610,
     );
     assert_eq!(r.phase, Phase::Succeeded);
+    let mut r = r;
+    r.controls[0].reason = Some("ok\n| forged row |".into());
     let mut b = ReportBuilder::new(&r, Some(&rule("")));
     b.observe(&Update {
         rollout: r.clone(),
@@ -372,9 +374,10 @@ fn deploy_complete_message_and_report_carry_each_checkpoints_numbers() {
         "{md}"
     );
     assert!(
-        md.contains("| promote_full | bob | - | progressing → promoting |"),
+        md.contains("| promote_full | bob | ok \\| forged row \\| | progressing → promoting |"),
         "{md}"
     );
+    assert!(!md.lines().any(|l| l.starts_with("| forged row")), "{md}");
     // Without verification the message has no checkpoint section.
     let plain = ReportBuilder::new(&promoted("", false), None);
     let mut ctx = serde_json::to_value(plain.report()).expect("json");
