@@ -213,7 +213,18 @@ async fn promote_full_retry_and_emergency_record_who_and_why() {
     let r = wait_until(&s, &eid, "emergency at 5 %", |r| r["weight"] == 5).await;
     assert_eq!(r["controls"][0]["by"], "alice");
 
-    // Reports carry the controls; no token ever reaches the log or the API.
+    // History and reports carry the controls; no token ever reaches the log or the API.
+    let (_, history) = s
+        .daemon
+        .get(&format!("/api/v1/rollouts/{id}/history"))
+        .await;
+    let by: Vec<&str> = history["controls"]
+        .as_array()
+        .expect("controls in history")
+        .iter()
+        .filter_map(|c| c["by"].as_str())
+        .collect();
+    assert_eq!(by, ["alice", "ci"]);
     let (_, report) = s
         .daemon
         .get(&format!("/api/v1/rollouts/{id2}/report"))

@@ -253,7 +253,13 @@ pub async fn history(
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let limit = q.limit.unwrap_or(100).min(10_000);
     let (ticks, deliveries) = state.controller.history(&id, limit)?;
-    Ok(Json(json!({"id": id, "ticks": ticks, "hook_deliveries": deliveries})).into_response())
+    let controls = state.controller.get(&id)?.controls;
+    Ok(
+        Json(
+            json!({"id": id, "ticks": ticks, "hook_deliveries": deliveries, "controls": controls}),
+        )
+        .into_response(),
+    )
 }
 
 #[cfg(test)]

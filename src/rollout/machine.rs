@@ -363,12 +363,7 @@ fn hook_failed(
         r.pending = None;
     }
     if hook == HookKind::Revert {
-        r.phase = Phase::Failed;
-        r.reason = Some(format!(
-            "revert hook failed: {error} (revert was decided because: {})",
-            r.reason.clone().unwrap_or_default()
-        ));
-        r.finished_at = Some(now);
+        super::verify::revert_failed(r, &error, now);
         return None;
     }
     match hook {

@@ -299,3 +299,14 @@ pub(super) fn revert_now(r: &mut Rollout, reason: String, out: &mut Vec<Action>)
     out.push(action);
     None
 }
+
+/// A revert that cannot be delivered: the promoted version may still serve, so the rollout is
+/// `failed` for a human, with both reasons (the regression alert keeps firing meanwhile).
+pub(super) fn revert_failed(r: &mut Rollout, error: &str, now: DateTime<Utc>) {
+    r.phase = Phase::Failed;
+    r.reason = Some(format!(
+        "revert hook failed: {error} (revert was decided because: {})",
+        r.reason.clone().unwrap_or_default()
+    ));
+    r.finished_at = Some(now);
+}
