@@ -149,7 +149,8 @@ async fn promote_full_retry_and_emergency_record_who_and_why() {
         .daemon
         .wait_phase(&id2, &["rolled_back"], Duration::from_secs(20))
         .await;
-    assert_eq!(old["reason"], "aborted: wrong config (by ci)");
+    assert_eq!(old["reason"], "aborted: wrong config");
+    assert_eq!(old["controls"][0]["by"], "ci");
     let (status, run2) = act(
         &mut s,
         Some(ALICE),
@@ -281,7 +282,7 @@ async fn abort_wins_over_a_promote_whose_hook_is_in_flight() {
         rollbacks[0].body["reason"]
             .as_str()
             .unwrap_or("")
-            .contains("pager went off (by ci)")
+            .contains("aborted: pager went off")
     );
     // Whatever the slow promote did, the rollback came after it: the last word is the abort's.
     assert_eq!(calls.last().map(|c| c.path.as_str()), Some("/rollback"));

@@ -123,7 +123,7 @@ fn promote_full_skips_every_remaining_step() {
     let (r, actions) = step(&r, &p, control(Control::PromoteFull, None), 1);
     assert_eq!(actions, vec![Action::Promote]);
     assert_eq!(r.phase, Phase::Promoting);
-    assert_eq!(r.reason.as_deref(), Some("promoted to the end by alice"));
+    assert_eq!(r.reason.as_deref(), Some("promoted by user"));
     assert_eq!(r.controls[0].action, "promote_full");
     let (r, _) = step(&r, &p, ok(HookKind::Promote), 2);
     assert_eq!(r.phase, Phase::Succeeded);
@@ -153,7 +153,7 @@ fn abort_wins_over_a_pending_promote_and_no_promote_follows_a_rollback() {
         assert_eq!(
             actions,
             vec![Action::Rollback {
-                reason: "aborted: bad dashboards (by alice)".into()
+                reason: "aborted: bad dashboards".into()
             }]
         );
         // The promote's late success is not for what is in flight any more: ignored.
@@ -180,7 +180,8 @@ fn pause_resume_approve_are_recorded_only_when_accepted() {
     let r = started(&p, false);
     let (r, _) = step(&r, &p, control(Control::Pause, Some("lunch")), 1);
     assert_eq!(r.phase, Phase::Paused);
-    assert_eq!(r.reason.as_deref(), Some("paused by alice: lunch"));
+    assert_eq!(r.reason.as_deref(), Some("paused by user"));
+    assert_eq!(r.controls[0].reason.as_deref(), Some("lunch"));
     let t = handle(&r, &p, control(Control::Pause, None), at(2));
     assert!(t.rejected.is_some());
     assert_eq!(t.rollout.controls.len(), 1);

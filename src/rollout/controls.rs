@@ -81,11 +81,11 @@ pub(super) fn apply_control(
     let rejected = match control {
         Control::Promote => promote_step(r, plan, now, out, apply),
         Control::PromoteFull => apply(r, plan, Event::Promote, now, out),
+        // The rollback's reason reads as before controls had names; who is in the record.
         Control::Abort => {
-            let why = match &reason {
-                Some(text) => format!("{text} (by {by})"),
-                None => format!("by {by}"),
-            };
+            let why = reason
+                .clone()
+                .unwrap_or_else(|| "requested through the API".into());
             apply(r, plan, Event::Abort { reason: why }, now, out)
         }
         Control::Pause => apply(r, plan, Event::Pause, now, out),
@@ -93,15 +93,6 @@ pub(super) fn apply_control(
         Control::Approve => apply(r, plan, Event::Approve, now, out),
     };
     if rejected.is_none() {
-        if matches!(control, Control::Pause) {
-            r.reason = Some(match &reason {
-                Some(text) => format!("paused by {by}: {text}"),
-                None => format!("paused by {by}"),
-            });
-        }
-        if matches!(control, Control::PromoteFull) {
-            r.reason = Some(format!("promoted to the end by {by}"));
-        }
         r.controls.push(ControlRecord {
             at: now,
             action: control.as_str().to_string(),
