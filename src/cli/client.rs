@@ -213,7 +213,7 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<i32> {
             "ID", "RULE", "VERSION", "PHASE", "WEIGHT"
         );
         for r in list {
-            println!("{}", summary_line(r));
+            println!("{}", super::watch::clean(&summary_line(r)));
         }
     } else {
         println!("{}", super::watch::clean(&summary_line(&value)));
@@ -222,7 +222,7 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<i32> {
                 "  {:<22} {:<7} {}",
                 c["metric"].as_str().unwrap_or(""),
                 c["verdict"].as_str().unwrap_or(""),
-                c["reason"].as_str().unwrap_or("")
+                super::watch::clean(c["reason"].as_str().unwrap_or(""))
             );
         }
     }
