@@ -28,6 +28,8 @@ pub struct Config {
     pub templates_dir: Option<PathBuf>,
     /// Where a deployment record (Markdown and JSON) is written when a rollout ends.
     pub reports_dir: Option<PathBuf>,
+    /// The state store: the embedded SQLite in `state_dir` unless `postgres` is set.
+    pub state: StateSection,
 }
 
 impl Default for Config {
@@ -44,7 +46,53 @@ impl Default for Config {
             notifications: Vec::new(),
             templates_dir: None,
             reports_dir: None,
+            state: StateSection::default(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSection {
+    /// Shared PostgreSQL: two or more replicas, one leader at a time.
+    pub postgres: Option<PostgresSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSection {
+    /// A file holding the connection URL (it carries the password, so never the URL itself).
+    pub url_file: PathBuf,
+    /// How long a lease lasts without renewal: the longest a dead leader holds rollouts up.
+    #[serde(default = "default_lease", with = "crate::rules::schema::duration")]
+    pub lease: Duration,
+    /// How often the leader renews and followers try to take an expired lease.
+    #[serde(
+        default = "default_renew_interval",
+        with = "crate::rules::schema::duration"
+    )]
+    pub renew_interval: Duration,
+}
+
+fn default_lease() -> Duration {
+    crate::rollout::lease::LeaseTiming::default().lease
+}
+
+fn default_renew_interval() -> Duration {
+    crate::rollout::lease::LeaseTiming::default().renew_interval
+}
+
+impl PostgresSection {
+    /// A renewal must land well inside the lease, or the leader loses it between two renewals.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.renew_interval.is_zero() || self.renew_interval.saturating_mul(2) > self.lease {
+            return Err(ConfigError::Unsafe(format!(
+                "state.postgres.renew_interval ({:?}) must be above zero and at most half of \
+                 lease ({:?})",
+                self.renew_interval, self.lease
+            )));
+        }
+        Ok(())
     }
 }
 

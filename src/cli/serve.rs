@@ -16,6 +16,8 @@ use crate::actions::templates::Templates;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::rollout::controller::Controller;
+use crate::rollout::postgres::PostgresStore;
+use crate::rollout::lease::{self, Leadership, LeaseTiming};
 use crate::rollout::feed::Feed;
 use crate::rollout::probes;
 use crate::rollout::sqlite::{SqliteStore, StartMode};
@@ -76,6 +78,14 @@ pub struct ServeArgs {
     /// An empty or new state dir needs no flag.
     #[arg(long, env = "CANARYD_INIT_STATE")]
     pub init_state: bool,
+    /// A file holding a PostgreSQL URL: replicas share their state there and one leads
+    /// (`state.postgres.url_file`). Without it, the embedded SQLite store in `state_dir`.
+    #[arg(long, env = "CANARYD_STATE_POSTGRES_URL_FILE")]
+    pub state_postgres_url_file: Option<PathBuf>,
+    #[arg(long, env = "CANARYD_STATE_POSTGRES_LEASE", value_parser = humantime::parse_duration)]
+    pub state_postgres_lease: Option<Duration>,
+    #[arg(long, env = "CANARYD_STATE_POSTGRES_RENEW_INTERVAL", value_parser = humantime::parse_duration)]
+    pub state_postgres_renew_interval: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -133,6 +143,26 @@ impl ServeArgs {
         if let Some(v) = &self.templates_dir {
             cfg.templates_dir = Some(v.clone());
         }
+        if let Some(v) = &self.state_postgres_url_file {
+            let timing = crate::rollout::lease::LeaseTiming::default();
+            let pg = cfg
+                .state
+                .postgres
+                .get_or_insert_with(|| crate::config::PostgresSection {
+                    url_file: v.clone(),
+                    lease: timing.lease,
+                    renew_interval: timing.renew_interval,
+                });
+            pg.url_file = v.clone();
+        }
+        if let Some(pg) = cfg.state.postgres.as_mut() {
+            if let Some(v) = self.state_postgres_lease {
+                pg.lease = v;
+            }
+            if let Some(v) = self.state_postgres_renew_interval {
+                pg.renew_interval = v;
+            }
+        }
         Ok(cfg)
     }
 }
@@ -172,24 +202,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let source = PrometheusSource::new(&prometheus)?
         .with_max_response_bytes(cfg.prometheus.max_response_bytes);
     let hooks = HookRunner::new().context("building the hook HTTP client")?;
-    // One daemon per state directory (an OS lock on the directory), and no silent fresh start
-    // in a directory whose database was lost: see `rollout::sqlite::state_dir`.
-    let mode = if args.init_state {
-        StartMode::Init
-    } else {
-        StartMode::Resume
+    let controller = match &cfg.state.postgres {
+        Some(pg) => ha_controller(pg, &cfg.external_url(), rules, source, hooks)?,
+        None => sqlite_controller(&args, &cfg, rules, source, hooks)?,
     };
-    let store = SqliteStore::open(&cfg.state_dir, mode).context("opening the state store")?;
-    tracing::info!(path = %store.path().display(), "state store open");
-    let controller = Controller::new(rules, Arc::new(store), source, hooks);
-    let recovered = controller
-        .recover()
-        .context("resuming rollouts from the state store")?;
-    tracing::info!(
-        event = "rollouts.recovered",
-        count = recovered,
-        "live rollouts resumed"
-    );
 
     let reports = ReportBook::new(cfg.reports_dir.clone());
     let subscribers = start_subscribers(&cfg, &controller, reports.clone())?;
@@ -238,6 +254,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         s.abort();
     }
     Ok(())
+}
+
+/// The embedded store: one daemon per state dir, leading for ever.
+fn sqlite_controller(
+    args: &ServeArgs,
+    cfg: &Config,
+    rules: crate::rollout::controller::RuleSet,
+    source: PrometheusSource,
+    hooks: HookRunner,
+) -> anyhow::Result<Controller> {
+    // One daemon per state directory (an OS lock on the directory), and no silent fresh start
+    // in a directory whose database was lost: see `rollout::sqlite::state_dir`.
+    let mode = if args.init_state {
+        StartMode::Init
+    } else {
+        StartMode::Resume
+    };
+    let store = SqliteStore::open(&cfg.state_dir, mode).context("opening the state store")?;
+    tracing::info!(path = %store.path().display(), "state store open");
+    let controller = Controller::new(rules, Arc::new(store), source, hooks);
+    let recovered = controller
+        .recover()
+        .context("resuming rollouts from the state store")?;
+    tracing::info!(
+        event = "rollouts.recovered",
+        count = recovered,
+        "live rollouts resumed"
+    );
+    Ok(controller)
 }
 
 /// One task per subscriber of the controller's update stream: alerts to Alertmanager, health
@@ -300,4 +345,57 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
+}
+
+/// A replica of a shared PostgreSQL store: follows until its lease loop wins the lease, then
+/// resumes every live rollout from the store; stops its tasks when the lease is lost.
+fn ha_controller(
+    pg: &crate::config::PostgresSection,
+    url: &str,
+    rules: crate::rollout::controller::RuleSet,
+    source: PrometheusSource,
+    hooks: HookRunner,
+) -> anyhow::Result<Controller> {
+    pg.check()?;
+    let db_url = Config::read_secret(&pg.url_file)?;
+    let leadership = Leadership::replica();
+    let store = Arc::new(
+        PostgresStore::open(&db_url, leadership.clone())
+            .context("opening the PostgreSQL state store")?,
+    );
+    drop(db_url);
+    let controller =
+        Controller::new(rules, store.clone(), source, hooks).with_leadership(leadership.clone());
+    let holder = format!(
+        "canaryd-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    tracing::info!(holder = %holder, lease = ?pg.lease, renew_interval = ?pg.renew_interval,
+        "replica of a shared store; following until the lease is won");
+    metrics::gauge!("canaryd_leader").set(0.0);
+    let c = controller.clone();
+    tokio::spawn(lease::run(
+        store,
+        leadership,
+        holder,
+        url.to_string(),
+        LeaseTiming {
+            lease: pg.lease,
+            renew_interval: pg.renew_interval,
+        },
+        move |epoch| match epoch {
+            Some(epoch) => match c.recover() {
+                Ok(n) => tracing::info!(event = "rollouts.recovered", epoch, count = n, "leading: live rollouts resumed"),
+                Err(e) => {
+                    // Leading without the rollouts' tasks would hold them all up: hand the
+                    // lease back, and take it again (a new term) once the store answers.
+                    tracing::error!(epoch, error = %e, "leading, but the rollouts could not be read; stepping down");
+                    c.leadership().step_down(epoch);
+                }
+            },
+            None => c.stand_down(),
+        },
+    ));
+    Ok(controller)
 }
