@@ -101,7 +101,8 @@ impl Leadership {
         })
     }
 
-    pub(crate) fn grant(&self, epoch: u64, until: Instant) {
+    /// Starts a term (the lease loop, and tests that play a paused leader).
+    pub fn grant(&self, epoch: u64, until: Instant) {
         self.shared.term.send_replace(Some(Term {
             epoch,
             until: Some(until),
