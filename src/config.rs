@@ -72,6 +72,11 @@ pub struct PostgresSection {
         with = "crate::rules::schema::duration"
     )]
     pub renew_interval: Duration,
+    /// Where the other replicas reach this one (followers forward mutating calls to the
+    /// leader's). Defaults to `external_url`; set it per replica (a pod IP) when `external_url`
+    /// is a load balancer in front of all of them.
+    #[serde(default)]
+    pub advertise_url: Option<String>,
 }
 
 fn default_lease() -> Duration {

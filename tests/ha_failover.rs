@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::pg::{HaStack, epoch_of, wait_leader, wait_role};
 use common::{Daemon, RuleOpts, calls_to};
-use serde_json::Value;
 
 /// Starts a rollout through `via` (a follower forwards it), retrying while no leader is known.
 async fn start_via(via: &Daemon, rule: &str, version: &str) -> String {
@@ -77,7 +76,10 @@ async fn killing_the_leader_hands_every_rollout_to_the_follower() {
         let since = SystemTime::now();
         let deadline = Instant::now() + Duration::from_secs(30);
         while ticks_after(&follower, &id, since).await.is_empty() {
-            assert!(Instant::now() < deadline, "no tick by the leader of epoch {epoch}");
+            assert!(
+                Instant::now() < deadline,
+                "no tick by the leader of epoch {epoch}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let killed = Instant::now();
@@ -85,23 +87,39 @@ async fn killing_the_leader_hands_every_rollout_to_the_follower() {
         leader.kill_and_wait().await;
         let next = wait_leader(&follower, Duration::from_secs(15)).await;
         failovers_ms.push(killed.elapsed().as_secs_f64() * 1000.0);
-        assert!(next > epoch, "a takeover bumps the epoch ({epoch} → {next})");
+        assert!(
+            next > epoch,
+            "a takeover bumps the epoch ({epoch} → {next})"
+        );
         epoch = next;
         // Failover as the issue measures it: leader killed → first tick by the new leader.
         let live = follower.rollout(&id).await;
-        if !live["phase"].as_str().is_some_and(|p| ["succeeded", "rolled_back", "failed"].contains(&p)) {
+        if !live["phase"]
+            .as_str()
+            .is_some_and(|p| ["succeeded", "rolled_back", "failed"].contains(&p))
+        {
             let deadline = Instant::now() + Duration::from_secs(15);
             loop {
                 if let Some(first) = ticks_after(&follower, &id, killed_at).await.first() {
-                    let ms = first.duration_since(killed_at).unwrap_or_default().as_secs_f64() * 1000.0;
+                    let ms = first
+                        .duration_since(killed_at)
+                        .unwrap_or_default()
+                        .as_secs_f64()
+                        * 1000.0;
                     first_tick_ms.push(ms);
                     break;
                 }
-                assert!(Instant::now() < deadline, "the new leader never ticked rollout {id}");
+                assert!(
+                    Instant::now() < deadline,
+                    "the new leader never ticked rollout {id}"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        println!("kill {k}: epoch {epoch}, leader elected after {:.0} ms", failovers_ms[k]);
+        println!(
+            "kill {k}: epoch {epoch}, leader elected after {:.0} ms",
+            failovers_ms[k]
+        );
         // The survivor leads; a fresh replica takes the dead one's place as follower.
         leader = std::mem::replace(&mut follower, s.replica(&format!("r{}", k + 2)).await);
         wait_role(&follower, "follower", Duration::from_secs(10)).await;
@@ -114,7 +132,11 @@ async fn killing_the_leader_hands_every_rollout_to_the_follower() {
     // Every rollout finishes as its healthy canary deserves.
     for id in &ids {
         let r = leader
-            .wait_phase(id, &["succeeded", "rolled_back", "failed"], Duration::from_secs(90))
+            .wait_phase(
+                id,
+                &["succeeded", "rolled_back", "failed"],
+                Duration::from_secs(90),
+            )
             .await;
         assert_eq!(r["phase"], "succeeded", "{r}");
     }
@@ -122,26 +144,42 @@ async fn killing_the_leader_hands_every_rollout_to_the_follower() {
     // Fencing across takeovers: hooks arrive in epoch order, never from a deposed leader after
     // its successor acted.
     let epochs: Vec<u64> = calls.iter().filter_map(epoch_of).collect();
-    assert_eq!(epochs.len(), calls.len(), "every hook call carries the leader epoch");
-    assert!(epochs.windows(2).all(|w| w[0] <= w[1]), "epochs out of order: {epochs:?}");
+    assert_eq!(
+        epochs.len(),
+        calls.len(),
+        "every hook call carries the leader epoch"
+    );
+    assert!(
+        epochs.windows(2).all(|w| w[0] <= w[1]),
+        "epochs out of order: {epochs:?}"
+    );
     // Each promotion decided once: every promote call of a rollout has the same key, and each
     // rollout's weights only go up.
     let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for c in calls_to(&calls, "/promote") {
-        let key = c.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("idempotency-key"));
+        let key = c
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("idempotency-key"));
         keys.entry(c.body["rollout_id"].as_str().unwrap_or("").to_string())
             .or_default()
             .push(key.map(|(_, v)| v.clone()).unwrap_or_default());
     }
     for id in &ids {
         let k = keys.get(id).cloned().unwrap_or_default();
-        assert!(!k.is_empty() && k.iter().all(|x| *x == k[0]), "promote keys of {id}: {k:?}");
+        assert!(
+            !k.is_empty() && k.iter().all(|x| *x == k[0]),
+            "promote keys of {id}: {k:?}"
+        );
         let w: Vec<u64> = calls_to(&calls, "/weight")
             .iter()
-            .filter(|c| c.body["rollout_id"] == Value::from(id.as_str()))
+            .filter(|c| c.body["rollout_id"] == id.as_str())
             .filter_map(|c| c.body["weight"].as_u64())
             .collect();
-        assert!(w.windows(2).all(|p| p[0] <= p[1]) && w.last() == Some(&100), "weights of {id}: {w:?}");
+        assert!(
+            w.windows(2).all(|p| p[0] <= p[1]) && w.last() == Some(&100),
+            "weights of {id}: {w:?}"
+        );
     }
 
     failovers_ms.sort_by(f64::total_cmp);
@@ -151,8 +189,16 @@ async fn killing_the_leader_hands_every_rollout_to_the_follower() {
         ids.len(),
         quantile(&failovers_ms, 0.5),
         quantile(&failovers_ms, 0.9),
-        if first_tick_ms.is_empty() { f64::NAN } else { quantile(&first_tick_ms, 0.5) },
-        if first_tick_ms.is_empty() { f64::NAN } else { quantile(&first_tick_ms, 0.9) },
+        if first_tick_ms.is_empty() {
+            f64::NAN
+        } else {
+            quantile(&first_tick_ms, 0.5)
+        },
+        if first_tick_ms.is_empty() {
+            f64::NAN
+        } else {
+            quantile(&first_tick_ms, 0.9)
+        },
         first_tick_ms.len(),
     );
     assert!(

@@ -45,11 +45,18 @@ async fn a_paused_leader_wakes_fenced_and_steps_down() {
     }
     signal(pid, "-STOP");
     let stopped_at = SystemTime::now();
-    s.service.update(canaryd::demo::service::Track::Canary, |p| p.error_rate = 0.5);
+    s.service
+        .update(canaryd::demo::service::Track::Canary, |p| {
+            p.error_rate = 0.5
+        });
     let new_epoch = wait_leader(&new, Duration::from_secs(15)).await;
     assert!(new_epoch > old_epoch);
     let done = new
-        .wait_phase(&id, &["rolled_back", "failed", "succeeded"], Duration::from_secs(60))
+        .wait_phase(
+            &id,
+            &["rolled_back", "failed", "succeeded"],
+            Duration::from_secs(60),
+        )
         .await;
     assert_eq!(done["phase"], "rolled_back", "{done}");
     let (_, history) = new.get(&format!("/api/v1/rollouts/{id}/history")).await;
@@ -60,26 +67,52 @@ async fn a_paused_leader_wakes_fenced_and_steps_down() {
     // It wakes knowing its term ran out, sees the lease taken, and stops its tasks.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !old.log_text().contains("rollouts.stand_down") {
-        assert!(Instant::now() < deadline, "old leader never stood down:\n{}", tail(&old.log_text(), 30));
+        assert!(
+            Instant::now() < deadline,
+            "old leader never stood down:\n{}",
+            tail(&old.log_text(), 30)
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     wait_role(&old, "follower", Duration::from_secs(5)).await;
 
     let calls = s.receiver.calls();
-    assert_eq!(calls.len(), calls_before, "hook calls after the old leader woke");
-    assert_eq!(s.receiver.attempts(), attempts_before, "hook attempts after the old leader woke");
+    assert_eq!(
+        calls.len(),
+        calls_before,
+        "hook calls after the old leader woke"
+    );
+    assert_eq!(
+        s.receiver.attempts(),
+        attempts_before,
+        "hook attempts after the old leader woke"
+    );
     assert!(
         old.log_text().contains("no longer leads"),
         "the old leader's pending retry was refused by its fence:\n{}",
         tail(&old.log_text(), 30)
     );
     for c in calls.iter().filter(|c| c.at > stopped_at) {
-        assert_eq!(epoch_of(c), Some(new_epoch), "a call after the pause from epoch {:?}: {} {}", epoch_of(c), c.path, c.body);
+        assert_eq!(
+            epoch_of(c),
+            Some(new_epoch),
+            "a call after the pause from epoch {:?}: {} {}",
+            epoch_of(c),
+            c.path,
+            c.body
+        );
     }
-    assert!(calls.iter().any(|c| c.path == "/rollback" && epoch_of(c) == Some(new_epoch)));
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.path == "/rollback" && epoch_of(c) == Some(new_epoch))
+    );
     // Nothing written: the rollout, its ticks and its deliveries are as the new leader left them.
     assert_eq!(new.rollout(&id).await, done);
-    assert_eq!(new.get(&format!("/api/v1/rollouts/{id}/history")).await.1, history);
+    assert_eq!(
+        new.get(&format!("/api/v1/rollouts/{id}/history")).await.1,
+        history
+    );
     // Reads still work on the old leader, now a follower, from the shared store.
     assert_eq!(old.rollout(&id).await["phase"], "rolled_back");
     assert!(old.metrics().await.contains("canaryd_leader 0"));

@@ -27,15 +27,26 @@ async fn a_postgres_restart_pauses_the_leader_and_it_resumes() {
     // The outage lasts longer than a step's hold (4 s): a leader acting blind would have
     // called the next weight by now.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(s.receiver.attempts(), attempts, "hook attempts while the store was down");
+    assert_eq!(
+        s.receiver.attempts(),
+        attempts,
+        "hook attempts while the store was down"
+    );
     let (status, ready) = d.get("/health/ready").await;
     assert_eq!(status, 503, "the store outage shows in readiness: {ready}");
 
     s.pg.restart();
     let second = wait_leader(&d, Duration::from_secs(20)).await;
-    assert!(second > first, "a new term after the outage ({first} → {second})");
+    assert!(
+        second > first,
+        "a new term after the outage ({first} → {second})"
+    );
     let done = d
-        .wait_phase(&id, &["succeeded", "rolled_back", "failed"], Duration::from_secs(60))
+        .wait_phase(
+            &id,
+            &["succeeded", "rolled_back", "failed"],
+            Duration::from_secs(60),
+        )
         .await;
     assert_eq!(done["phase"], "succeeded", "{done}");
     let calls = s.receiver.calls();

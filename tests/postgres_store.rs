@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use canaryd::judge::{Score, ScoreOutcome};
-use canaryd::rollout::lease::{LeaseBackend, Leadership};
+use canaryd::rollout::lease::{Leadership, LeaseBackend};
 use canaryd::rollout::postgres::PostgresStore;
 use canaryd::rollout::sqlite::SqliteStore;
 use canaryd::rollout::store::{Delivery, Store, StoreError};
@@ -37,7 +37,8 @@ fn rollout(id: &str, secs: i64) -> Rollout {
         id.into(),
         "checkout".into(),
         "v2".into(),
-        Utc.timestamp_opt(1_700_000_000 + secs, 123_456_000).unwrap(),
+        Utc.timestamp_opt(1_700_000_000 + secs, 123_456_000)
+            .unwrap(),
     )
 }
 
@@ -55,7 +56,10 @@ fn contract(store: &dyn Store) {
     store.create(&a, "name: checkout\n# a\n").unwrap();
     let ids: Vec<String> = store.list().unwrap().into_iter().map(|r| r.id).collect();
     assert_eq!(ids, ["ro-b", "ro-a"]);
-    assert_eq!(store.rule_source("ro-a").unwrap().as_deref(), Some("name: checkout\n# a\n"));
+    assert_eq!(
+        store.rule_source("ro-a").unwrap().as_deref(),
+        Some("name: checkout\n# a\n")
+    );
 
     // A decision with its tick in one write; the state comes back whole.
     for i in 0..5 {
@@ -87,7 +91,10 @@ fn contract(store: &dyn Store) {
     };
     store.record_delivery(&delivery(1)).unwrap();
     store.record_delivery(&delivery(2)).unwrap();
-    assert_eq!(store.deliveries("ro-b").unwrap(), vec![delivery(1), delivery(2)]);
+    assert_eq!(
+        store.deliveries("ro-b").unwrap(),
+        vec![delivery(1), delivery(2)]
+    );
     assert!(store.deliveries("ro-a").unwrap().is_empty());
 }
 
@@ -136,16 +143,22 @@ async fn a_leader_whose_lease_was_taken_writes_nothing_and_steps_down() {
     let ea = lead(&a, &la, "a", Duration::from_secs(60));
     let mut r = rollout("ro-1", 0);
     a.create(&r, "name: checkout\n").unwrap();
-    assert!(matches!(
-        b.acquire("b", "http://b", Duration::from_secs(5)).unwrap(),
-        Err(Some(url)) if url == "http://127.0.0.1:1"
-    ), "the lease is held: b cannot take it and learns where the leader is");
+    assert!(
+        matches!(
+            b.acquire("b", "http://b", Duration::from_secs(5)).unwrap(),
+            Err(Some(url)) if url == "http://127.0.0.1:1"
+        ),
+        "the lease is held: b cannot take it and learns where the leader is"
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let eb = loop {
         if let Ok(e) = b.acquire("b", "http://b", Duration::from_secs(30)).unwrap() {
             break e;
         }
-        assert!(std::time::Instant::now() < deadline, "b never took the expired lease");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b never took the expired lease"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(eb > ea, "a takeover bumps the epoch");
@@ -153,11 +166,18 @@ async fn a_leader_whose_lease_was_taken_writes_nothing_and_steps_down() {
 
     r.phase = Phase::Promoting;
     let refused = a.save(&r, Some(&tick(0, 1)));
-    assert!(matches!(refused, Err(StoreError::NotLeader(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(StoreError::NotLeader(_))),
+        "{refused:?}"
+    );
     assert_eq!(la.epoch(), None, "a fenced write ends the writer's term");
     assert!(!a.renew("a", ea, Duration::from_secs(5)).unwrap());
     let stored = b.get("ro-1").unwrap().unwrap();
-    assert_eq!(stored.phase, Phase::Pending, "the deposed leader's decision was not written");
+    assert_eq!(
+        stored.phase,
+        Phase::Pending,
+        "the deposed leader's decision was not written"
+    );
     assert!(b.history("ro-1", 10).unwrap().is_empty());
 
     r.phase = Phase::RollingBack;

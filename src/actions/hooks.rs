@@ -192,8 +192,14 @@ impl HookRunner {
     ) -> Result<(), HookError> {
         match (&spec.url, &spec.command) {
             (Some(url), _) => {
-                self.post(url, spec.timeout, spec.secret_file.as_deref(), payload, epoch)
-                    .await
+                self.post(
+                    url,
+                    spec.timeout,
+                    spec.secret_file.as_deref(),
+                    payload,
+                    epoch,
+                )
+                .await
             }
             (None, Some(argv)) => run_command(argv, spec.timeout, payload, epoch).await,
             (None, None) => Err(HookError::Template(

@@ -41,7 +41,8 @@ pub async fn to_leader(State(state): State<AppState>, request: Request, next: Ne
             .into_response();
     }
     let (Some(base), Some(client)) = (lead.leader_url(), client()) else {
-        return ApiError::Unavailable("no leader elected yet; retry shortly".into()).into_response();
+        return ApiError::Unavailable("no leader elected yet; retry shortly".into())
+            .into_response();
     };
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, ALERTMANAGER_BODY_LIMIT).await else {

@@ -111,14 +111,20 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
     // Both roles are ready: a follower serves every read and forwards every write.
     let epoch = state.controller.leadership().epoch();
-    let role = if epoch.is_some() { "leader" } else { "follower" };
+    let role = if epoch.is_some() {
+        "leader"
+    } else {
+        "follower"
+    };
     if failing.is_empty() {
         axum::Json(json!({"status": "ready", "rules": rules.len(), "role": role, "epoch": epoch}))
             .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "not_ready", "failing": failing, "role": role, "epoch": epoch})),
+            axum::Json(
+                json!({"status": "not_ready", "failing": failing, "role": role, "epoch": epoch}),
+            ),
         )
             .into_response()
     }

@@ -16,9 +16,9 @@ use crate::actions::templates::Templates;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::rollout::controller::Controller;
-use crate::rollout::postgres::PostgresStore;
-use crate::rollout::lease::{self, Leadership, LeaseTiming};
 use crate::rollout::feed::Feed;
+use crate::rollout::lease::{self, Leadership, LeaseTiming};
+use crate::rollout::postgres::PostgresStore;
 use crate::rollout::probes;
 use crate::rollout::sqlite::{SqliteStore, StartMode};
 use crate::rules::reload;
@@ -86,6 +86,8 @@ pub struct ServeArgs {
     pub state_postgres_lease: Option<Duration>,
     #[arg(long, env = "CANARYD_STATE_POSTGRES_RENEW_INTERVAL", value_parser = humantime::parse_duration)]
     pub state_postgres_renew_interval: Option<Duration>,
+    #[arg(long, env = "CANARYD_STATE_POSTGRES_ADVERTISE_URL")]
+    pub state_postgres_advertise_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -152,6 +154,7 @@ impl ServeArgs {
                     url_file: v.clone(),
                     lease: timing.lease,
                     renew_interval: timing.renew_interval,
+                    advertise_url: None,
                 });
             pg.url_file = v.clone();
         }
@@ -161,6 +164,9 @@ impl ServeArgs {
             }
             if let Some(v) = self.state_postgres_renew_interval {
                 pg.renew_interval = v;
+            }
+            if let Some(v) = &self.state_postgres_advertise_url {
+                pg.advertise_url = Some(v.clone());
             }
         }
         Ok(cfg)
@@ -203,7 +209,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_max_response_bytes(cfg.prometheus.max_response_bytes);
     let hooks = HookRunner::new().context("building the hook HTTP client")?;
     let controller = match &cfg.state.postgres {
-        Some(pg) => ha_controller(pg, &cfg.external_url(), rules, source, hooks)?,
+        Some(pg) => {
+            let advertise = pg
+                .advertise_url
+                .clone()
+                .unwrap_or_else(|| cfg.external_url());
+            ha_controller(pg, &advertise, rules, source, hooks)?
+        }
         None => sqlite_controller(&args, &cfg, rules, source, hooks)?,
     };
 
@@ -386,7 +398,12 @@ fn ha_controller(
         },
         move |epoch| match epoch {
             Some(epoch) => match c.recover() {
-                Ok(n) => tracing::info!(event = "rollouts.recovered", epoch, count = n, "leading: live rollouts resumed"),
+                Ok(n) => tracing::info!(
+                    event = "rollouts.recovered",
+                    epoch,
+                    count = n,
+                    "leading: live rollouts resumed"
+                ),
                 Err(e) => {
                     // Leading without the rollouts' tasks would hold them all up: hand the
                     // lease back, and take it again (a new term) once the store answers.

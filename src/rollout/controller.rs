@@ -128,7 +128,11 @@ impl Controller {
     /// before acting again; [`Controller::recover`] starts them afresh on the next term.
     pub fn stand_down(&self) {
         let n = self.lock_live().drain().count();
-        tracing::info!(event = "rollouts.stand_down", count = n, "following: rollout tasks stop");
+        tracing::info!(
+            event = "rollouts.stand_down",
+            count = n,
+            "following: rollout tasks stop"
+        );
     }
 
     pub fn rules(&self) -> Arc<RuleSet> {

@@ -170,7 +170,12 @@ impl Default for LeaseTiming {
 pub trait LeaseBackend: Send + Sync + 'static {
     /// Takes the lease if it expired (or this holder's own term ended), bumping the epoch.
     /// `Err(url)`: somebody else holds it, and where it answers.
-    fn acquire(&self, holder: &str, url: &str, lease: Duration) -> Result<Result<u64, Option<String>>, String>;
+    fn acquire(
+        &self,
+        holder: &str,
+        url: &str,
+        lease: Duration,
+    ) -> Result<Result<u64, Option<String>>, String>;
     /// Extends the lease if it still carries `epoch` for `holder`; `false` when it was taken.
     fn renew(&self, holder: &str, epoch: u64, lease: Duration) -> Result<bool, String>;
 }
@@ -193,7 +198,11 @@ pub async fn run(
         if let Some(epoch) = held
             && leadership.epoch() != Some(epoch)
         {
-            tracing::warn!(event = "leader.lost", epoch, "term ended (expired without renewal or a write was fenced); following");
+            tracing::warn!(
+                event = "leader.lost",
+                epoch,
+                "term ended (expired without renewal or a write was fenced); following"
+            );
             leadership.step_down(epoch);
             held = None;
             record(false, true);
@@ -202,7 +211,9 @@ pub async fn run(
         let sent = Instant::now();
         let (b, h, u) = (backend.clone(), holder.clone(), url.clone());
         let outcome = tokio::task::spawn_blocking(move || match held {
-            Some(epoch) => b.renew(&h, epoch, timing.lease).map(|ok| ok.then_some(epoch).ok_or(None)),
+            Some(epoch) => b
+                .renew(&h, epoch, timing.lease)
+                .map(|ok| ok.then_some(epoch).ok_or(None)),
             None => b.acquire(&h, &u, timing.lease),
         })
         .await
@@ -221,7 +232,11 @@ pub async fn run(
             Ok(Err(other)) => {
                 leadership.set_leader_url(other);
                 if let Some(epoch) = held.take() {
-                    tracing::warn!(event = "leader.lost", epoch, "lease taken by another replica; following");
+                    tracing::warn!(
+                        event = "leader.lost",
+                        epoch,
+                        "lease taken by another replica; following"
+                    );
                     leadership.step_down(epoch);
                     record(false, true);
                     on_change(None);
@@ -264,9 +279,16 @@ mod tests {
         let fence = l.fence(3).expect("replicated");
         assert!(fence.holds());
         l.step_down(2);
-        assert_eq!(l.epoch(), Some(3), "an older epoch's step-down ends nothing");
+        assert_eq!(
+            l.epoch(),
+            Some(3),
+            "an older epoch's step-down ends nothing"
+        );
         l.grant(4, Instant::now() + Duration::from_secs(60));
-        assert!(!fence.holds(), "a fence of epoch 3 does not hold under epoch 4");
+        assert!(
+            !fence.holds(),
+            "a fence of epoch 3 does not hold under epoch 4"
+        );
         l.grant(5, Instant::now() - Duration::from_millis(1));
         assert_eq!(l.epoch(), None, "an expired term is not leadership");
         assert!(Leadership::always().fence(0).is_none());

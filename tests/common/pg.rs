@@ -32,13 +32,16 @@ fn bin_dir() -> PathBuf {
             .and_then(|v| v.parse::<u32>().ok())
             .unwrap_or(0)
     });
-    dirs.pop()
-        .expect("PostgreSQL is not installed (/usr/lib/postgresql/*/bin/postgres); see scripts/setup.sh")
+    dirs.pop().expect(
+        "PostgreSQL is not installed (/usr/lib/postgresql/*/bin/postgres); see scripts/setup.sh",
+    )
 }
 
 /// `(uid, gid)` to run as: the `postgres` user under root, else nobody to switch to.
 fn run_as() -> Option<(u32, u32)> {
-    let euid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1);
+    let euid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1);
     if euid != 0 {
         return None;
     }
@@ -69,7 +72,8 @@ impl PgServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let user = run_as();
         if let Some((uid, gid)) = user {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown the cluster dir");
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .expect("chown the cluster dir");
         }
         let bin = bin_dir();
         let mut initdb = Command::new(bin.join("initdb"));
@@ -103,7 +107,11 @@ impl PgServer {
             .open(self.dir.path().join("postgres.log"))
             .expect("postgres log");
         if let Some((uid, gid)) = self.user {
-            let _ = std::os::unix::fs::chown(self.dir.path().join("postgres.log"), Some(uid), Some(gid));
+            let _ = std::os::unix::fs::chown(
+                self.dir.path().join("postgres.log"),
+                Some(uid),
+                Some(gid),
+            );
         }
         let mut cmd = Command::new(self.bin.join("postgres"));
         cmd.arg("-D")
@@ -117,7 +125,11 @@ impl PgServer {
             .args(["-c", "full_page_writes=off", "-c", "max_connections=50"])
             .stdout(Stdio::null())
             .stderr(log);
-        self.child = Some(as_user(&mut cmd, self.user).spawn().expect("start postgres"));
+        self.child = Some(
+            as_user(&mut cmd, self.user)
+                .spawn()
+                .expect("start postgres"),
+        );
         self.wait_ready(Duration::from_secs(30));
     }
 
@@ -217,7 +229,12 @@ pub struct HaStack {
 }
 
 impl HaStack {
-    pub async fn start(rule: &str, opts: RuleOpts, lease: &'static str, renew: &'static str) -> HaStack {
+    pub async fn start(
+        rule: &str,
+        opts: RuleOpts,
+        lease: &'static str,
+        renew: &'static str,
+    ) -> HaStack {
         let pg = PgServer::start();
         let url_file = pg.url_file();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -235,7 +252,9 @@ impl HaStack {
         std::fs::write(&rule_path, rule_yaml(rule, &receiver, &opts)).expect("write rule");
         prometheus
             .wait_for_series(
-                &format!(r#"sum(rate(http_requests_total{{service="{rule}", track="canary"}}[4s]))"#),
+                &format!(
+                    r#"sum(rate(http_requests_total{{service="{rule}", track="canary"}}[4s]))"#
+                ),
                 Duration::from_secs(30),
             )
             .await

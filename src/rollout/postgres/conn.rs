@@ -57,7 +57,9 @@ impl Conn {
         let job: Job = Box::new(move |client| {
             let answer = match client {
                 Ok(c) => f(c),
-                Err(e) => Err(StoreError::Unavailable(format!("{context}: cannot connect: {e}"))),
+                Err(e) => Err(StoreError::Unavailable(format!(
+                    "{context}: cannot connect: {e}"
+                ))),
             };
             let _ = tx.send(answer);
         });

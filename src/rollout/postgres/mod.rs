@@ -19,7 +19,7 @@ use std::time::Duration;
 use postgres::Transaction;
 
 use self::conn::{Conn, unavailable};
-use super::lease::{LeaseBackend, Leadership};
+use super::lease::{Leadership, LeaseBackend};
 use super::store::{Delivery, Store, StoreError};
 use super::{Rollout, Tick};
 
@@ -83,7 +83,10 @@ impl PostgresStore {
         let result = self.store.call(context, move |c| {
             let mut tx = c.transaction().map_err(unavailable(context))?;
             let current: i64 = tx
-                .query_one("SELECT epoch FROM canaryd_lease WHERE id = 1 FOR SHARE", &[])
+                .query_one(
+                    "SELECT epoch FROM canaryd_lease WHERE id = 1 FOR SHARE",
+                    &[],
+                )
                 .map_err(unavailable(context))?
                 .get(0);
             if current != mine {
@@ -145,7 +148,9 @@ impl Store for PostgresStore {
                 "INSERT INTO canaryd_rollouts
                  (id, rule, version, phase, state, rule_source, created_us, updated_at, epoch)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[&id, &rule, &version, &phase, &state, &source, &created, &updated, &epoch],
+                &[
+                    &id, &rule, &version, &phase, &state, &source, &created, &updated, &epoch,
+                ],
             )
             .map_err(unavailable("creating a rollout"))?;
             Ok(())
@@ -185,8 +190,10 @@ impl Store for PostgresStore {
     fn get(&self, id: &str) -> Result<Option<Rollout>, StoreError> {
         let key = id.to_string();
         let state: Option<String> = self.read("reading a rollout", move |c| {
-            Ok(c.query_opt("SELECT state FROM canaryd_rollouts WHERE id = $1", &[&key])?
-                .map(|row| row.get(0)))
+            Ok(
+                c.query_opt("SELECT state FROM canaryd_rollouts WHERE id = $1", &[&key])?
+                    .map(|row| row.get(0)),
+            )
         })?;
         state
             .map(|s| serde_json::from_str(&s).map_err(corrupt(id)))
@@ -195,10 +202,13 @@ impl Store for PostgresStore {
 
     fn list(&self) -> Result<Vec<Rollout>, StoreError> {
         let states = self.read("listing rollouts", |c| {
-            Ok(c.query("SELECT state FROM canaryd_rollouts ORDER BY created_us, id", &[])?
-                .iter()
-                .map(|row| row.get(0))
-                .collect())
+            Ok(c.query(
+                "SELECT state FROM canaryd_rollouts ORDER BY created_us, id",
+                &[],
+            )?
+            .iter()
+            .map(|row| row.get(0))
+            .collect())
         })?;
         parse_all("rollout", states)
     }
@@ -310,7 +320,9 @@ impl LeaseBackend for PostgresStore {
                         &[],
                     )
                     .map_err(unavailable(ctx))?;
-                Ok(Err(other.map(|row| row.get::<_, String>(0)).filter(|u| !u.is_empty())))
+                Ok(Err(other
+                    .map(|row| row.get::<_, String>(0))
+                    .filter(|u| !u.is_empty())))
             })
             .map_err(|e| e.to_string())
     }
