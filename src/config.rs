@@ -314,6 +314,25 @@ mod tests {
     }
 
     #[test]
+    fn a_renewal_must_fit_twice_in_the_lease() {
+        let pg = |lease: u64, renew: u64| PostgresSection {
+            url_file: "/run/secrets/pg".into(),
+            lease: Duration::from_secs(lease),
+            renew_interval: Duration::from_secs(renew),
+            advertise_url: None,
+        };
+        assert!(pg(6, 2).check().is_ok());
+        assert!(pg(6, 3).check().is_ok());
+        assert!(matches!(pg(6, 4).check(), Err(ConfigError::Unsafe(_))));
+        assert!(matches!(pg(6, 0).check(), Err(ConfigError::Unsafe(_))));
+        let cfg: Config =
+            serde_saphyr::from_str("state:\n  postgres:\n    url_file: /x\n    lease: 10s\n")
+                .unwrap();
+        let p = cfg.state.postgres.expect("postgres section");
+        assert_eq!((p.lease, p.renew_interval), (Duration::from_secs(10), Duration::from_secs(2)));
+    }
+
+    #[test]
     fn unknown_key_names_line_and_column() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("canaryd.yaml");
