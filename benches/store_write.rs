@@ -103,9 +103,9 @@ fn main() {
         let pg = PostgresStore::open(&url, leadership.clone()).expect("open postgres");
         let lease = std::time::Duration::from_secs(3600);
         let epoch = pg
-            .acquire(&format!("bench-{}", std::process::id()), "", lease)
+            .acquire("store-bench", "", lease)
             .expect("lease query")
-            .expect("lease free (another replica leads this database?)");
+            .expect("lease free (a canaryd replica leads this database?)");
         leadership.grant(epoch, tokio::time::Instant::now() + lease);
         measure("postgresql (fenced write)", &pg, n);
     }

@@ -286,6 +286,7 @@ fn sqlite_controller(
     let store = SqliteStore::open(&cfg.state_dir, mode).context("opening the state store")?;
     tracing::info!(path = %store.path().display(), "state store open");
     let controller = Controller::new(rules, Arc::new(store), source, hooks);
+    metrics::gauge!("canaryd_leader").set(1.0);
     let recovered = controller
         .recover()
         .context("resuming rollouts from the state store")?;
