@@ -329,7 +329,10 @@ mod tests {
             serde_saphyr::from_str("state:\n  postgres:\n    url_file: /x\n    lease: 10s\n")
                 .unwrap();
         let p = cfg.state.postgres.expect("postgres section");
-        assert_eq!((p.lease, p.renew_interval), (Duration::from_secs(10), Duration::from_secs(2)));
+        assert_eq!(
+            (p.lease, p.renew_interval),
+            (Duration::from_secs(10), Duration::from_secs(2))
+        );
     }
 
     #[test]
