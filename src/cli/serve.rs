@@ -208,15 +208,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let source = PrometheusSource::new(&prometheus)?
         .with_max_response_bytes(cfg.prometheus.max_response_bytes);
     let hooks = HookRunner::new().context("building the hook HTTP client")?;
-    let controller = match &cfg.state.postgres {
+    let (controller, lease) = match &cfg.state.postgres {
         Some(pg) => {
             let advertise = pg
                 .advertise_url
                 .clone()
                 .unwrap_or_else(|| cfg.external_url());
-            ha_controller(pg, &advertise, rules, source, hooks)?
+            let (c, lease) = ha_controller(pg, &advertise, rules, source, hooks)?;
+            (c, Some(lease))
         }
-        None => sqlite_controller(&args, &cfg, rules, source, hooks)?,
+        None => (sqlite_controller(&args, &cfg, rules, source, hooks)?, None),
     };
 
     let reports = ReportBook::new(cfg.reports_dir.clone());
@@ -262,6 +263,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("API server failed")?;
     tracing::info!("shutting down: stopping rollout tasks");
     controller.shutdown().await;
+    if let Some((stop, handle)) = lease {
+        // Tasks have stopped: hand the lease over now rather than after it expires.
+        stop.send_replace(true);
+        let _ = tokio::time::timeout(Duration::from_secs(15), handle).await;
+    }
     for s in subscribers {
         s.abort();
     }
@@ -368,7 +374,7 @@ fn ha_controller(
     rules: crate::rollout::controller::RuleSet,
     source: PrometheusSource,
     hooks: HookRunner,
-) -> anyhow::Result<Controller> {
+) -> anyhow::Result<(Controller, LeaseStop)> {
     pg.check()?;
     let db_url = Config::read_secret(&pg.url_file)?;
     let leadership = Leadership::replica();
@@ -388,7 +394,8 @@ fn ha_controller(
         "replica of a shared store; following until the lease is won");
     metrics::gauge!("canaryd_leader").set(0.0);
     let c = controller.clone();
-    tokio::spawn(lease::run(
+    let stop = tokio::sync::watch::channel(false).0;
+    let handle = tokio::spawn(lease::run(
         store,
         leadership,
         holder,
@@ -414,6 +421,13 @@ fn ha_controller(
             },
             None => c.stand_down(),
         },
+        stop.subscribe(),
     ));
-    Ok(controller)
+    Ok((controller, (stop, handle)))
 }
+
+/// Tells the lease loop to hand the lease back, and waits for it.
+type LeaseStop = (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+);

@@ -178,11 +178,14 @@ pub trait LeaseBackend: Send + Sync + 'static {
     ) -> Result<Result<u64, Option<String>>, String>;
     /// Extends the lease if it still carries `epoch` for `holder`; `false` when it was taken.
     fn renew(&self, holder: &str, epoch: u64, lease: Duration) -> Result<bool, String>;
+    /// Ends `epoch`'s lease now, so a successor need not wait for it to expire.
+    fn release(&self, holder: &str, epoch: u64) -> Result<(), String>;
 }
 
 /// Keeps this replica's lease: acquires when it can, renews while it leads, steps down when a
 /// renewal is refused or the term ran out without one. `on_change` hears every gain (with the
-/// new epoch) and loss (`None`); it resumes or stops the rollout tasks.
+/// new epoch) and loss (`None`); it resumes or stops the rollout tasks. When `stop` turns true
+/// (a graceful shutdown, after the tasks stopped) it hands the lease back and returns.
 pub async fn run(
     backend: Arc<dyn LeaseBackend>,
     leadership: Leadership,
@@ -190,6 +193,7 @@ pub async fn run(
     url: String,
     timing: LeaseTiming,
     on_change: impl Fn(Option<u64>) + Send + 'static,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut held: Option<u64> = None;
     let mut changes = leadership.subscribe();
@@ -255,6 +259,27 @@ pub async fn run(
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
             _ = changes.changed() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            if let Some(epoch) = held {
+                leadership.step_down(epoch);
+                record(false, true);
+                let b = backend.clone();
+                let h = holder.clone();
+                match tokio::task::spawn_blocking(move || b.release(&h, epoch)).await {
+                    Ok(Ok(())) => {
+                        tracing::info!(event = "leader.released", epoch, "lease handed back")
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(epoch, error = %crate::redact::text(&e), "lease not handed back; it expires by itself")
+                    }
+                    Err(e) => {
+                        tracing::warn!(epoch, error = %e, "lease not handed back; it expires by itself")
+                    }
+                }
+            }
+            return;
         }
     }
 }

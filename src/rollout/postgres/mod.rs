@@ -327,6 +327,22 @@ impl LeaseBackend for PostgresStore {
             .map_err(|e| e.to_string())
     }
 
+    fn release(&self, holder: &str, epoch: u64) -> Result<(), String> {
+        let holder = holder.to_string();
+        let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
+        self.lease
+            .call("handing the lease back", move |c| {
+                c.execute(
+                    "UPDATE canaryd_lease SET expires_at = '-infinity'
+                     WHERE id = 1 AND holder = $1 AND epoch = $2",
+                    &[&holder, &epoch],
+                )
+                .map(|_| ())
+                .map_err(unavailable("handing the lease back"))
+            })
+            .map_err(|e| e.to_string())
+    }
+
     fn renew(&self, holder: &str, epoch: u64, lease: Duration) -> Result<bool, String> {
         let (holder, ms) = (holder.to_string(), seconds(lease));
         let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
