@@ -17,8 +17,6 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::rollout::controller::Controller;
 use crate::rollout::feed::Feed;
-use crate::rollout::lease::{self, Leadership, LeaseTiming};
-use crate::rollout::postgres::PostgresStore;
 use crate::rollout::probes;
 use crate::rollout::sqlite::{SqliteStore, StartMode};
 use crate::rules::reload;
@@ -82,10 +80,13 @@ pub struct ServeArgs {
     /// (`state.postgres.url_file`). Without it, the embedded SQLite store in `state_dir`.
     #[arg(long, env = "CANARYD_STATE_POSTGRES_URL_FILE")]
     pub state_postgres_url_file: Option<PathBuf>,
+    /// How long the leader's lease lasts without renewal (default 6s).
     #[arg(long, env = "CANARYD_STATE_POSTGRES_LEASE", value_parser = humantime::parse_duration)]
     pub state_postgres_lease: Option<Duration>,
+    /// How often the leader renews and followers try an expired lease (default 2s).
     #[arg(long, env = "CANARYD_STATE_POSTGRES_RENEW_INTERVAL", value_parser = humantime::parse_duration)]
     pub state_postgres_renew_interval: Option<Duration>,
+    /// Where the other replicas reach this one (default: external_url).
     #[arg(long, env = "CANARYD_STATE_POSTGRES_ADVERTISE_URL")]
     pub state_postgres_advertise_url: Option<String>,
 }
@@ -214,7 +215,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .advertise_url
                 .clone()
                 .unwrap_or_else(|| cfg.external_url());
-            let (c, lease) = ha_controller(pg, &advertise, rules, source, hooks)?;
+            let (c, lease) =
+                crate::rollout::postgres::replica::start(pg, &advertise, rules, source, hooks)?;
             (c, Some(lease))
         }
         None => (sqlite_controller(&args, &cfg, rules, source, hooks)?, None),
@@ -365,69 +367,3 @@ async fn shutdown_signal() {
         _ = term => {}
     }
 }
-
-/// A replica of a shared PostgreSQL store: follows until its lease loop wins the lease, then
-/// resumes every live rollout from the store; stops its tasks when the lease is lost.
-fn ha_controller(
-    pg: &crate::config::PostgresSection,
-    url: &str,
-    rules: crate::rollout::controller::RuleSet,
-    source: PrometheusSource,
-    hooks: HookRunner,
-) -> anyhow::Result<(Controller, LeaseStop)> {
-    pg.check()?;
-    let db_url = Config::read_secret(&pg.url_file)?;
-    let leadership = Leadership::replica();
-    let store = Arc::new(
-        PostgresStore::open(&db_url, leadership.clone())
-            .context("opening the PostgreSQL state store")?,
-    );
-    drop(db_url);
-    let controller =
-        Controller::new(rules, store.clone(), source, hooks).with_leadership(leadership.clone());
-    let holder = format!(
-        "canaryd-{}-{}",
-        std::process::id(),
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    tracing::info!(holder = %holder, lease = ?pg.lease, renew_interval = ?pg.renew_interval,
-        "replica of a shared store; following until the lease is won");
-    metrics::gauge!("canaryd_leader").set(0.0);
-    let c = controller.clone();
-    let stop = tokio::sync::watch::channel(false).0;
-    let handle = tokio::spawn(lease::run(
-        store,
-        leadership,
-        holder,
-        url.to_string(),
-        LeaseTiming {
-            lease: pg.lease,
-            renew_interval: pg.renew_interval,
-        },
-        move |epoch| match epoch {
-            Some(epoch) => match c.recover() {
-                Ok(n) => tracing::info!(
-                    event = "rollouts.recovered",
-                    epoch,
-                    count = n,
-                    "leading: live rollouts resumed"
-                ),
-                Err(e) => {
-                    // Leading without the rollouts' tasks would hold them all up: hand the
-                    // lease back, and take it again (a new term) once the store answers.
-                    tracing::error!(epoch, error = %e, "leading, but the rollouts could not be read; stepping down");
-                    c.leadership().step_down(epoch);
-                }
-            },
-            None => c.stand_down(),
-        },
-        stop.subscribe(),
-    ));
-    Ok((controller, (stop, handle)))
-}
-
-/// Tells the lease loop to hand the lease back, and waits for it.
-type LeaseStop = (
-    tokio::sync::watch::Sender<bool>,
-    tokio::task::JoinHandle<()>,
-);

@@ -11,6 +11,7 @@
 //! through [`crate::redact`].
 
 mod conn;
+pub mod replica;
 pub mod schema;
 
 use std::str::FromStr;
