@@ -1,10 +1,13 @@
 //! State-store write cost per tick: one `save` of a rollout whose tick has 4 checks, as the
 //! controller does after every judged round. Prints a table; run with
-//! `cargo bench --bench store_write`.
+//! `cargo bench --bench store_write`. With `CANARYD_BENCH_POSTGRES_URL` set, also the
+//! PostgreSQL store, leading its lease, each save fenced by its epoch as a replica's is.
 
 use std::time::Instant;
 
 use canaryd::judge::{Check, Score, ScoreOutcome, Verdict};
+use canaryd::rollout::lease::{Leadership, LeaseBackend};
+use canaryd::rollout::postgres::PostgresStore;
 use canaryd::rollout::sqlite::SqliteStore;
 use canaryd::rollout::store::{MemoryStore, Store};
 use canaryd::rollout::{Rollout, Tick};
@@ -57,7 +60,7 @@ fn tick(step: usize) -> Tick {
 
 fn measure(name: &str, store: &dyn Store, n: usize) {
     let mut r = Rollout::new(
-        "ro-bench".into(),
+        format!("ro-bench-{}", std::process::id()),
         "checkout-api".into(),
         "v2".into(),
         Utc::now(),
@@ -95,4 +98,15 @@ fn main() {
     measure("sqlite WAL synchronous=FULL", &full, n);
     let normal = SqliteStore::open_file(&dir.path().join("normal.db"), false).expect("open");
     measure("sqlite WAL synchronous=NORMAL", &normal, n);
+    if let Ok(url) = std::env::var("CANARYD_BENCH_POSTGRES_URL") {
+        let leadership = Leadership::replica();
+        let pg = PostgresStore::open(&url, leadership.clone()).expect("open postgres");
+        let lease = std::time::Duration::from_secs(3600);
+        let epoch = pg
+            .acquire("store-bench", "", lease)
+            .expect("lease query")
+            .expect("lease free (a canaryd replica leads this database?)");
+        leadership.grant(epoch, tokio::time::Instant::now() + lease);
+        measure("postgresql (fenced write)", &pg, n);
+    }
 }

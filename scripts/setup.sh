@@ -8,6 +8,7 @@ set -euo pipefail
 wanted=(
   "prometheus              /usr/bin/prometheus"
   "prometheus-alertmanager /usr/bin/prometheus-alertmanager"
+  "postgresql              /usr/bin/pg_ctlcluster"
 )
 
 need=()

@@ -30,6 +30,8 @@ pub struct Config {
     pub templates_dir: Option<PathBuf>,
     /// Where a deployment record (Markdown and JSON) is written when a rollout ends.
     pub reports_dir: Option<PathBuf>,
+    /// The state store: the embedded SQLite in `state_dir` unless `postgres` is set.
+    pub state: StateSection,
 }
 
 impl Default for Config {
@@ -47,7 +49,58 @@ impl Default for Config {
             notifications: Vec::new(),
             templates_dir: None,
             reports_dir: None,
+            state: StateSection::default(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSection {
+    /// Shared PostgreSQL: two or more replicas, one leader at a time.
+    pub postgres: Option<PostgresSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSection {
+    /// A file holding the connection URL (it carries the password, so never the URL itself).
+    pub url_file: PathBuf,
+    /// How long a lease lasts without renewal: the longest a dead leader holds rollouts up.
+    #[serde(default = "default_lease", with = "crate::rules::schema::duration")]
+    pub lease: Duration,
+    /// How often the leader renews and followers try to take an expired lease.
+    #[serde(
+        default = "default_renew_interval",
+        with = "crate::rules::schema::duration"
+    )]
+    pub renew_interval: Duration,
+    /// Where the other replicas reach this one (followers forward mutating calls to the
+    /// leader's). Defaults to `external_url`; set it per replica (a pod IP) when `external_url`
+    /// is a load balancer in front of all of them.
+    #[serde(default)]
+    pub advertise_url: Option<String>,
+}
+
+fn default_lease() -> Duration {
+    crate::rollout::lease::LeaseTiming::default().lease
+}
+
+fn default_renew_interval() -> Duration {
+    crate::rollout::lease::LeaseTiming::default().renew_interval
+}
+
+impl PostgresSection {
+    /// A renewal must land well inside the lease, or the leader loses it between two renewals.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.renew_interval.is_zero() || self.renew_interval.saturating_mul(2) > self.lease {
+            return Err(ConfigError::Unsafe(format!(
+                "state.postgres.renew_interval ({:?}) must be above zero and at most half of \
+                 lease ({:?})",
+                self.renew_interval, self.lease
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -274,6 +327,28 @@ mod tests {
         assert!(matches!(cfg.check_safe(None), Err(ConfigError::Unsafe(_))));
         assert!(cfg.check_safe(Some("0123456789abcdef0123")).is_ok());
         assert!(Config::default().check_safe(None).is_ok());
+    }
+
+    #[test]
+    fn a_renewal_must_fit_twice_in_the_lease() {
+        let pg = |lease: u64, renew: u64| PostgresSection {
+            url_file: "/run/secrets/pg".into(),
+            lease: Duration::from_secs(lease),
+            renew_interval: Duration::from_secs(renew),
+            advertise_url: None,
+        };
+        assert!(pg(6, 2).check().is_ok());
+        assert!(pg(6, 3).check().is_ok());
+        assert!(matches!(pg(6, 4).check(), Err(ConfigError::Unsafe(_))));
+        assert!(matches!(pg(6, 0).check(), Err(ConfigError::Unsafe(_))));
+        let cfg: Config =
+            serde_saphyr::from_str("state:\n  postgres:\n    url_file: /x\n    lease: 10s\n")
+                .unwrap();
+        let p = cfg.state.postgres.expect("postgres section");
+        assert_eq!(
+            (p.lease, p.renew_interval),
+            (Duration::from_secs(10), Duration::from_secs(2))
+        );
     }
 
     #[test]

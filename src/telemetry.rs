@@ -63,6 +63,14 @@ fn describe() {
         "Rollbacks decided, by reason kind"
     );
     describe_counter!("canaryd_promotions_total", "Rollouts promoted");
+    describe_gauge!(
+        "canaryd_leader",
+        "1 while this replica leads (always with the embedded store), 0 on a follower"
+    );
+    describe_counter!(
+        "canaryd_leader_changes_total",
+        "Times this replica won or lost the leader lease"
+    );
     describe_histogram!(
         "canaryd_prometheus_query_duration_seconds",
         Unit::Seconds,

@@ -109,6 +109,10 @@ pub async fn run(mut feed: Feed, client: AlertmanagerClient, cfg: PublisherConfi
                 }
             }
             _ = ticker.tick() => {
+                // Replicas share the store: only the leader speaks for it.
+                if !feed.controller().leadership().is_leader() {
+                    continue;
+                }
                 let now = Utc::now();
                 for r in feed.controller().list().unwrap_or_default() {
                     // Also rollbacks that ended while canaryd was down: on-call still hears.

@@ -17,6 +17,7 @@ use crate::judge::Check;
 use crate::outbound::{self, Redirect};
 use crate::redact;
 use crate::rollout::HookKind;
+use crate::rollout::lease::{EPOCH_HEADER, Fence};
 use crate::rules::schema::HookSpec;
 use crate::rules::templates;
 
@@ -73,6 +74,9 @@ pub enum HookError {
     /// Names the file, never its content.
     #[error("hook secret_file {path} cannot be used: {message}")]
     Secret { path: String, message: String },
+    /// Decided under a leader term this replica no longer holds: not sent.
+    #[error("not sent: this replica no longer leads under epoch {epoch}")]
+    NotLeader { epoch: u64 },
 }
 
 impl HookError {
@@ -83,7 +87,8 @@ impl HookError {
             HookError::Redirect { .. }
             | HookError::Template(_)
             | HookError::Spawn { .. }
-            | HookError::Secret { .. } => false,
+            | HookError::Secret { .. }
+            | HookError::NotLeader { .. } => false,
             _ => true,
         }
     }
@@ -127,6 +132,18 @@ impl HookRunner {
         spec: Option<&HookSpec>,
         payload: &HookPayload,
     ) -> (u32, Result<(), HookError>) {
+        self.deliver_fenced(spec, payload, None).await
+    }
+
+    /// Like [`HookRunner::deliver`] for a replica of a shared store: each attempt is sent only
+    /// while `fence`'s term is held, and carries its epoch ([`EPOCH_HEADER`], or
+    /// `CANARYD_LEADER_EPOCH` for a command), so a receiver can refuse a deposed leader too.
+    pub async fn deliver_fenced(
+        &self,
+        spec: Option<&HookSpec>,
+        payload: &HookPayload,
+        fence: Option<Fence>,
+    ) -> (u32, Result<(), HookError>) {
         let Some(spec) = spec else {
             tracing::info!(target: "hook.call", hook = payload.event.as_str(), rollout = %payload.rollout_id, "no hook configured; nothing to call");
             return (0, Ok(()));
@@ -138,8 +155,12 @@ impl HookRunner {
             .with_max_times(spec.retries as usize)
             .with_jitter();
         let result = (|| async {
+            if let Some(f) = fence.as_ref().filter(|f| !f.holds()) {
+                return Err(HookError::NotLeader { epoch: f.epoch });
+            }
             attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let outcome = self.attempt(spec, payload).await;
+            let epoch = fence.as_ref().map(|f| f.epoch);
+            let outcome = self.attempt(spec, payload, epoch).await;
             let label = if outcome.is_ok() { "success" } else { "error" };
             metrics::counter!("canaryd_hook_calls_total", "hook" => payload.event.as_str(), "outcome" => label)
                 .increment(1);
@@ -163,13 +184,24 @@ impl HookRunner {
         (n, result)
     }
 
-    async fn attempt(&self, spec: &HookSpec, payload: &HookPayload) -> Result<(), HookError> {
+    async fn attempt(
+        &self,
+        spec: &HookSpec,
+        payload: &HookPayload,
+        epoch: Option<u64>,
+    ) -> Result<(), HookError> {
         match (&spec.url, &spec.command) {
             (Some(url), _) => {
-                self.post(url, spec.timeout, spec.secret_file.as_deref(), payload)
-                    .await
+                self.post(
+                    url,
+                    spec.timeout,
+                    spec.secret_file.as_deref(),
+                    payload,
+                    epoch,
+                )
+                .await
             }
-            (None, Some(argv)) => run_command(argv, spec.timeout, payload).await,
+            (None, Some(argv)) => run_command(argv, spec.timeout, payload, epoch).await,
             (None, None) => Err(HookError::Template(
                 "hook has neither url nor command".into(),
             )),
@@ -182,6 +214,7 @@ impl HookRunner {
         timeout: Duration,
         secret_file: Option<&Path>,
         payload: &HookPayload,
+        epoch: Option<u64>,
     ) -> Result<(), HookError> {
         let body = serde_json::to_vec(payload)
             .map_err(|e| HookError::Template(format!("cannot encode the payload: {e}")))?;
@@ -193,6 +226,9 @@ impl HookRunner {
             .header(reqwest::header::CONTENT_TYPE, "application/json");
         if let Some(path) = secret_file {
             request = request.header(SIGNATURE_HEADER, signature(&read_key(path)?, &body));
+        }
+        if let Some(e) = epoch {
+            request = request.header(EPOCH_HEADER, e.to_string());
         }
         let response = request
             .body(body)
@@ -268,6 +304,7 @@ async fn run_command(
     argv: &[String],
     timeout: Duration,
     payload: &HookPayload,
+    epoch: Option<u64>,
 ) -> Result<(), HookError> {
     let vars = hook_vars(payload);
     let rendered: Vec<String> = argv
@@ -288,6 +325,9 @@ async fn run_command(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
+    if let Some(e) = epoch {
+        cmd.env("CANARYD_LEADER_EPOCH", e.to_string());
+    }
     let child = cmd.spawn().map_err(|e| HookError::Spawn {
         program: program.clone(),
         message: e.to_string(),

@@ -4,6 +4,7 @@
 
 mod alertmanager;
 mod error;
+pub mod forward;
 mod rollouts;
 pub mod tokens;
 
@@ -51,6 +52,11 @@ pub fn router(state: AppState) -> Router {
             // The innermost limit wins over the router-wide one below.
             post(alertmanager::receive).layer(DefaultBodyLimit::max(ALERTMANAGER_BODY_LIMIT)),
         )
+        // Inner layer: a follower forwards to the leader once the token was checked here.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            forward::to_leader,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route(
@@ -124,12 +130,22 @@ async fn ready(State(state): State<AppState>) -> Response {
     if let Err(e) = state.controller.store_health() {
         failing.push(format!("store: {e}"));
     }
+    // Both roles are ready: a follower serves every read and forwards every write.
+    let epoch = state.controller.leadership().epoch();
+    let role = if epoch.is_some() {
+        "leader"
+    } else {
+        "follower"
+    };
     if failing.is_empty() {
-        axum::Json(json!({"status": "ready", "rules": rules.len()})).into_response()
+        axum::Json(json!({"status": "ready", "rules": rules.len(), "role": role, "epoch": epoch}))
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "not_ready", "failing": failing})),
+            axum::Json(
+                json!({"status": "not_ready", "failing": failing, "role": role, "epoch": epoch}),
+            ),
         )
             .into_response()
     }

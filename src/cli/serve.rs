@@ -79,6 +79,19 @@ pub struct ServeArgs {
     /// An empty or new state dir needs no flag.
     #[arg(long, env = "CANARYD_INIT_STATE")]
     pub init_state: bool,
+    /// A file holding a PostgreSQL URL: replicas share their state there and one leads
+    /// (`state.postgres.url_file`). Without it, the embedded SQLite store in `state_dir`.
+    #[arg(long, env = "CANARYD_STATE_POSTGRES_URL_FILE")]
+    pub state_postgres_url_file: Option<PathBuf>,
+    /// How long the leader's lease lasts without renewal (default 6s).
+    #[arg(long, env = "CANARYD_STATE_POSTGRES_LEASE", value_parser = humantime::parse_duration)]
+    pub state_postgres_lease: Option<Duration>,
+    /// How often the leader renews and followers try an expired lease (default 2s).
+    #[arg(long, env = "CANARYD_STATE_POSTGRES_RENEW_INTERVAL", value_parser = humantime::parse_duration)]
+    pub state_postgres_renew_interval: Option<Duration>,
+    /// Where the other replicas reach this one (default: external_url).
+    #[arg(long, env = "CANARYD_STATE_POSTGRES_ADVERTISE_URL")]
+    pub state_postgres_advertise_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -139,6 +152,30 @@ impl ServeArgs {
         if let Some(v) = &self.templates_dir {
             cfg.templates_dir = Some(v.clone());
         }
+        if let Some(v) = &self.state_postgres_url_file {
+            let timing = crate::rollout::lease::LeaseTiming::default();
+            let pg = cfg
+                .state
+                .postgres
+                .get_or_insert_with(|| crate::config::PostgresSection {
+                    url_file: v.clone(),
+                    lease: timing.lease,
+                    renew_interval: timing.renew_interval,
+                    advertise_url: None,
+                });
+            pg.url_file = v.clone();
+        }
+        if let Some(pg) = cfg.state.postgres.as_mut() {
+            if let Some(v) = self.state_postgres_lease {
+                pg.lease = v;
+            }
+            if let Some(v) = self.state_postgres_renew_interval {
+                pg.renew_interval = v;
+            }
+            if let Some(v) = &self.state_postgres_advertise_url {
+                pg.advertise_url = Some(v.clone());
+            }
+        }
         Ok(cfg)
     }
 }
@@ -184,24 +221,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let source = PrometheusSource::new(&prometheus)?
         .with_max_response_bytes(cfg.prometheus.max_response_bytes);
     let hooks = HookRunner::new().context("building the hook HTTP client")?;
-    // One daemon per state directory (an OS lock on the directory), and no silent fresh start
-    // in a directory whose database was lost: see `rollout::sqlite::state_dir`.
-    let mode = if args.init_state {
-        StartMode::Init
-    } else {
-        StartMode::Resume
+    let (controller, lease) = match &cfg.state.postgres {
+        Some(pg) => {
+            let advertise = pg
+                .advertise_url
+                .clone()
+                .unwrap_or_else(|| cfg.external_url());
+            let (c, lease) =
+                crate::rollout::postgres::replica::start(pg, &advertise, rules, source, hooks)?;
+            (c, Some(lease))
+        }
+        None => (sqlite_controller(&args, &cfg, rules, source, hooks)?, None),
     };
-    let store = SqliteStore::open(&cfg.state_dir, mode).context("opening the state store")?;
-    tracing::info!(path = %store.path().display(), "state store open");
-    let controller = Controller::new(rules, Arc::new(store), source, hooks);
-    let recovered = controller
-        .recover()
-        .context("resuming rollouts from the state store")?;
-    tracing::info!(
-        event = "rollouts.recovered",
-        count = recovered,
-        "live rollouts resumed"
-    );
 
     let reports = ReportBook::new(cfg.reports_dir.clone());
     let subscribers = start_subscribers(&cfg, &controller, reports.clone())?;
@@ -247,10 +278,45 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("API server failed")?;
     tracing::info!("shutting down: stopping rollout tasks");
     controller.shutdown().await;
+    if let Some((stop, handle)) = lease {
+        // Tasks have stopped: hand the lease over now rather than after it expires.
+        stop.send_replace(true);
+        let _ = tokio::time::timeout(Duration::from_secs(15), handle).await;
+    }
     for s in subscribers {
         s.abort();
     }
     Ok(())
+}
+
+/// The embedded store: one daemon per state dir, leading for ever.
+fn sqlite_controller(
+    args: &ServeArgs,
+    cfg: &Config,
+    rules: crate::rollout::controller::RuleSet,
+    source: PrometheusSource,
+    hooks: HookRunner,
+) -> anyhow::Result<Controller> {
+    // One daemon per state directory (an OS lock on the directory), and no silent fresh start
+    // in a directory whose database was lost: see `rollout::sqlite::state_dir`.
+    let mode = if args.init_state {
+        StartMode::Init
+    } else {
+        StartMode::Resume
+    };
+    let store = SqliteStore::open(&cfg.state_dir, mode).context("opening the state store")?;
+    tracing::info!(path = %store.path().display(), "state store open");
+    let controller = Controller::new(rules, Arc::new(store), source, hooks);
+    metrics::gauge!("canaryd_leader").set(1.0);
+    let recovered = controller
+        .recover()
+        .context("resuming rollouts from the state store")?;
+    tracing::info!(
+        event = "rollouts.recovered",
+        count = recovered,
+        "live rollouts resumed"
+    );
+    Ok(controller)
 }
 
 /// One task per subscriber of the controller's update stream: alerts to Alertmanager, health

@@ -13,6 +13,7 @@ use chrono::Utc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::lease::Leadership;
 use super::store::{Delivery, Store, StoreError};
 use super::supervisor::supervise;
 use super::{Action, Event, Rollout, Tick};
@@ -77,6 +78,8 @@ pub(super) struct Inner {
     pub(super) shutdown: watch::Sender<bool>,
     /// The last write the store refused, until one succeeds: `/health/ready` shows it.
     pub(super) store_error: Mutex<Option<String>>,
+    /// Only a leading replica's tasks act ([`super::lease`]); always for the embedded store.
+    pub(super) leadership: Leadership,
 }
 
 impl Inner {
@@ -115,8 +118,34 @@ impl Controller {
                 updates: broadcast::channel(1024).0,
                 shutdown: watch::channel(false).0,
                 store_error: Mutex::new(None),
+                leadership: Leadership::always(),
             }),
         }
+    }
+
+    /// A replica of a shared store: its tasks act only while `leadership` leads. Call right
+    /// after [`Controller::new`], before the controller is cloned.
+    pub fn with_leadership(mut self, leadership: Leadership) -> Controller {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.leadership = leadership,
+            None => tracing::error!("with_leadership called on a shared controller; ignored"),
+        }
+        self
+    }
+
+    pub fn leadership(&self) -> &Leadership {
+        &self.inner.leadership
+    }
+
+    /// This replica lost the lease: forget every task. Each one sees its term end and stops
+    /// before acting again; [`Controller::recover`] starts them afresh on the next term.
+    pub fn stand_down(&self) {
+        let n = self.lock_live().drain().count();
+        tracing::info!(
+            event = "rollouts.stand_down",
+            count = n,
+            "following: rollout tasks stop"
+        );
     }
 
     pub fn rules(&self) -> Arc<RuleSet> {

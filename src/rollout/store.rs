@@ -43,6 +43,9 @@ pub enum StoreError {
         db.display()
     )]
     AlreadyInitialized { db: std::path::PathBuf },
+    /// A replica that does not (or no longer) lead tried to write: nothing was written.
+    #[error("not the leader: {0}")]
+    NotLeader(String),
 }
 
 /// One call of [`crate::actions::HookRunner::call`], with all its retries.

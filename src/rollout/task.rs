@@ -18,6 +18,8 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 
+use super::lease::Term;
+
 use super::controller::{ControlError, Inner, Reply, Update};
 use super::deadline::{gather_within, tick_deadline};
 use super::store::{Delivery, StoreError};
@@ -62,6 +64,9 @@ pub(super) struct RolloutTask {
     panicked: Option<String>,
     /// How many tasks of this rollout panicked before this one.
     panics: u32,
+    /// The leader term this task acts under; it stops when the term ends.
+    epoch: Option<u64>,
+    lead: watch::Receiver<Option<Term>>,
 }
 
 impl RolloutTask {
@@ -73,7 +78,10 @@ impl RolloutTask {
         recovered: bool,
     ) -> RolloutTask {
         let shutdown = inner.shutdown.subscribe();
+        let (epoch, lead) = (inner.leadership.epoch(), inner.leadership.subscribe());
         RolloutTask {
+            epoch,
+            lead,
             plan: Plan::from_rule(&rule),
             inner,
             rule,
@@ -97,6 +105,12 @@ impl RolloutTask {
         self
     }
 
+    /// Still in the term it was started in: a task of a replica that stopped leading acts on
+    /// nothing (its writes would be fenced anyway, and its hook calls refused).
+    fn leading(&self) -> bool {
+        self.epoch.is_some() && self.inner.leadership.epoch() == self.epoch
+    }
+
     pub(super) async fn run(mut self) {
         let interval = self
             .rule
@@ -109,7 +123,7 @@ impl RolloutTask {
         if !self.recovered {
             next_tick += interval;
         }
-        while self.state.is_live() && !*self.shutdown.borrow() {
+        while self.state.is_live() && !*self.shutdown.borrow() && self.leading() {
             if self.save_failures > 0 {
                 self.idle(retry_delay(self.save_failures)).await;
             }
@@ -143,6 +157,7 @@ impl RolloutTask {
                 biased;
                 Some((event, reply)) = self.rx.recv() => self.command(event, reply),
                 _ = self.shutdown.changed() => {}
+                Ok(()) = self.lead.changed() => {}
                 _ = tokio::time::sleep_until(next_tick) => {
                     next_tick = tokio::time::Instant::now() + interval;
                     if self.state.phase == Phase::Verifying {
@@ -187,6 +202,7 @@ impl RolloutTask {
                     }
                 }
                 _ = self.shutdown.changed() => return,
+                Ok(()) = self.lead.changed() => if !self.leading() { return },
                 tick = &mut gather => {
                     let _ = self.apply(Event::Tick(tick));
                     return;
@@ -230,6 +246,7 @@ impl RolloutTask {
             _ = tokio::time::sleep(d) => {}
             Some((event, reply)) = self.rx.recv() => self.command(event, reply),
             _ = self.shutdown.changed() => {}
+            Ok(()) = self.lead.changed() => {}
         }
     }
 
@@ -248,7 +265,8 @@ impl RolloutTask {
             inject_fault("rollback");
         }
         let hooks = self.inner.hooks.clone();
-        let call = hooks.deliver(spec.as_ref(), &payload);
+        let fence = self.epoch.and_then(|e| self.inner.leadership.fence(e));
+        let call = hooks.deliver_fenced(spec.as_ref(), &payload, fence);
         tokio::pin!(call);
         loop {
             tokio::select! {
@@ -278,6 +296,10 @@ impl RolloutTask {
                     }
                 }
                 _ = self.shutdown.changed() => return,
+                Ok(()) = self.lead.changed() => if !self.leading() {
+                    tracing::warn!(rollout = %self.state.id, hook = action.hook().as_str(), "hook in flight dropped: this replica no longer leads");
+                    return;
+                },
             }
         }
     }
@@ -348,7 +370,10 @@ impl RolloutTask {
                 self.save_failures += 1;
                 tracing::error!(rollout = %before.id, error = %e, event = label, failures = self.save_failures,
                     "decision not saved; not acting on it, will decide again");
-                self.inner.set_store_error(Some(e.to_string()));
+                // A follower's refused write is its role, not a broken store.
+                if !matches!(e, StoreError::NotLeader(_)) {
+                    self.inner.set_store_error(Some(e.to_string()));
+                }
                 return Err(e);
             }
             if self.save_failures > 0 {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod alerting;
+pub mod pg;
 
 use std::path::PathBuf;
 use std::process::Stdio;
