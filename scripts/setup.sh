@@ -8,6 +8,8 @@ set -euo pipefail
 wanted=(
   "prometheus              /usr/bin/prometheus"
   "prometheus-alertmanager /usr/bin/prometheus-alertmanager"
+  "chromium-driver  /usr/bin/chromedriver"
+  "chromium  /usr/bin/chromium"
 )
 
 need=()
