@@ -39,12 +39,14 @@ fn bounds(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     if !lo.is_finite() {
         return None;
     }
+    // Rates, ratios and latencies are never negative: padding must not invent a negative axis.
+    let floor = |v: f64| if lo >= 0.0 { v.max(0.0) } else { v };
     if hi - lo < f64::EPSILON * hi.abs().max(1.0) {
         let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
-        return Some((lo - pad, hi + pad));
+        return Some((floor(lo - pad), hi + pad));
     }
     let pad = (hi - lo) * 0.05;
-    Some((lo - pad, hi + pad))
+    Some((floor(lo - pad), hi + pad))
 }
 
 impl Chart<'_> {
@@ -107,7 +109,7 @@ impl Chart<'_> {
                  <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#888\">{}</text>",
                 H - BOTTOM,
                 x + 2.0,
-                TOP + 10.0,
+                H - BOTTOM - 4.0,
                 escape(label),
                 x = sx(*x)
             );
@@ -115,6 +117,7 @@ impl Chart<'_> {
         for line in &self.lines {
             let mut d = String::new();
             let mut pen_down = false;
+            let mut last = None;
             for (x, y) in &line.points {
                 match y.filter(|v| v.is_finite()) {
                     Some(y) => {
@@ -126,6 +129,7 @@ impl Chart<'_> {
                             sy(y)
                         );
                         pen_down = true;
+                        last = Some((sx(*x), sy(y)));
                     }
                     None => pen_down = false,
                 }
@@ -146,6 +150,14 @@ impl Chart<'_> {
                 },
                 escape(line.label)
             );
+            // The latest value as a dot: visible from the first tick, when a path is one point.
+            if let Some((x, y)) = last {
+                let _ = write!(
+                    s,
+                    "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{}\"/>",
+                    line.color
+                );
+            }
         }
         s.push_str("</svg>");
         s
@@ -198,5 +210,12 @@ mod tests {
         assert!(chart(vec![(0.0, None), (1.0, Some(f64::NAN))]).contains("no judged values"));
         let flat = chart(vec![(0.0, Some(0.0)), (0.0, Some(0.0))]);
         assert!(flat.contains("<path") && !flat.contains("NaN") && !flat.contains("inf"), "{flat}");
+        assert!(flat.contains("<circle"), "a single point is still drawn");
+    }
+
+    #[test]
+    fn a_positive_metric_gets_no_negative_axis() {
+        assert_eq!(bounds([0.0005, 0.05].into_iter()).map(|b| b.0), Some(0.0));
+        assert!(bounds([-1.0, 1.0].into_iter()).is_some_and(|b| b.0 < -1.0));
     }
 }
