@@ -173,8 +173,14 @@ async fn operator_sees_a_live_rollout_and_aborts_it_only_with_the_token() {
     )
     .await;
     let row_text = b.text_of(&row).await;
-    assert!(row_text.contains("webcheckout") && row_text.contains("v2.0.1"), "{row_text}");
-    assert!(row_text.contains("progressing") && row_text.contains("step 1/4"), "{row_text}");
+    assert!(
+        row_text.contains("webcheckout") && row_text.contains("v2.0.1"),
+        "{row_text}"
+    );
+    assert!(
+        row_text.contains("progressing") && row_text.contains("step 1/4"),
+        "{row_text}"
+    );
     b.click(&format!("{row} a")).await;
 
     // Its page shows every metric with numbers, and redraws as ticks arrive (no reload).
@@ -189,7 +195,10 @@ async fn operator_sees_a_live_rollout_and_aborts_it_only_with_the_token() {
             Duration::from_secs(20),
         )
         .await;
-    assert!(number.as_str().is_some_and(|n| n.parse::<f64>().is_ok()), "{number}");
+    assert!(
+        number.as_str().is_some_and(|n| n.parse::<f64>().is_ok()),
+        "{number}"
+    );
     for metric in ["p95_latency", "db_pool_utilization", "cpu_utilization"] {
         let base = b
             .text_of(&format!("tr[data-metric='{metric}'] td.baseline"))
@@ -233,7 +242,9 @@ async fn operator_sees_a_live_rollout_and_aborts_it_only_with_the_token() {
     .await;
 
     // Without the token, abort is refused and the rollout keeps running.
-    s.daemon.post(&format!("/api/v1/rollouts/{id}/resume"), None).await;
+    s.daemon
+        .post(&format!("/api/v1/rollouts/{id}/resume"), None)
+        .await;
     b.wait_js(
         "progressing again",
         "return document.getElementById('live').dataset.phase === 'progressing'",
@@ -277,7 +288,10 @@ async fn operator_sees_a_live_rollout_and_aborts_it_only_with_the_token() {
     )
     .await;
     let shown = b.text_of("#reason-text").await;
-    assert!(shown.contains("<script>window.__xss=1</script>"), "reason shown as text: {shown}");
+    assert!(
+        shown.contains("<script>window.__xss=1</script>"),
+        "reason shown as text: {shown}"
+    );
     let ran = b
         .client
         .execute("return typeof window.__xss", vec![])
@@ -305,7 +319,10 @@ async fn operator_sees_a_live_rollout_and_aborts_it_only_with_the_token() {
         )
         .await
         .expect("script");
-    assert!(overflow.as_i64().is_some_and(|o| o <= 0), "page overflows a phone by {overflow}");
+    assert!(
+        overflow.as_i64().is_some_and(|o| o <= 0),
+        "page overflows a phone by {overflow}"
+    );
     let png = b.client.screenshot().await.expect("screenshot");
     std::fs::write(artifacts().join("rollout-phone.png"), &png).expect("save screenshot");
     s.daemon.kill_and_wait().await;
@@ -350,7 +367,10 @@ async fn measures_update_and_abort_latency() {
             .await;
         assert_eq!(status, 200);
         while b.phase_shown().await != "paused" {
-            assert!(t0.elapsed() < Duration::from_secs(10), "page never showed paused");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "page never showed paused"
+            );
         }
         shown.push(t0.elapsed().as_secs_f64() * 1e3);
 
@@ -374,7 +394,9 @@ async fn measures_update_and_abort_latency() {
             .wait_phase(&id, &["rolled_back"], Duration::from_secs(20))
             .await;
     }
-    println!("\n| rounds | WebDriver round trip | state change → page shows it | abort click → rollback hook |");
+    println!(
+        "\n| rounds | WebDriver round trip | state change → page shows it | abort click → rollback hook |"
+    );
     println!("|---|---|---|---|");
     println!(
         "| {rounds} | {:.1} ms | {:.1} ms | {:.1} ms |",

@@ -30,8 +30,11 @@ async fn gate_and_pause_messages_link_to_the_rollout_page() {
     let yaml = std::fs::read_to_string(&rule_path).expect("rule");
     let gated = yaml.replacen("hold: 1s }", "hold: 1s, approval: true }", 2);
     assert_ne!(gated, yaml, "the rule has a step to gate");
-    std::fs::write(&rule_path, gated.replacen("hold: 1s, approval: true }", "hold: 1s }", 1))
-        .expect("write rule");
+    std::fs::write(
+        &rule_path,
+        gated.replacen("hold: 1s, approval: true }", "hold: 1s }", 1),
+    )
+    .expect("write rule");
     let notify = HookReceiver::start().await.expect("receiver");
     let port = canaryd::demo::free_loopback_port().expect("port");
     let external = format!("http://127.0.0.1:{port}/");
@@ -60,7 +63,10 @@ async fn gate_and_pause_messages_link_to_the_rollout_page() {
     let link = format!("http://127.0.0.1:{port}/rollouts/{id}");
     assert!(
         notify
-            .wait_for(|c| !calls_to(c, "/slack").is_empty(), Duration::from_secs(10))
+            .wait_for(
+                |c| !calls_to(c, "/slack").is_empty(),
+                Duration::from_secs(10)
+            )
             .await,
         "no Slack message for the gate"
     );
@@ -72,11 +78,16 @@ async fn gate_and_pause_messages_link_to_the_rollout_page() {
     );
     assert!(texts[0].contains(&link), "{texts:#?}");
 
-    let (status, _) = daemon.post(&format!("/api/v1/rollouts/{id}/pause"), None).await;
+    let (status, _) = daemon
+        .post(&format!("/api/v1/rollouts/{id}/pause"), None)
+        .await;
     assert_eq!(status, 200);
     assert!(
         notify
-            .wait_for(|c| calls_to(c, "/slack").len() >= 2, Duration::from_secs(10))
+            .wait_for(
+                |c| calls_to(c, "/slack").len() >= 2,
+                Duration::from_secs(10)
+            )
             .await,
         "no Slack message for the pause"
     );
@@ -89,5 +100,8 @@ async fn gate_and_pause_messages_link_to_the_rollout_page() {
     let page = reqwest::get(&link).await.expect("follow link");
     assert_eq!(page.status(), 200);
     let html = page.text().await.expect("page");
-    assert!(html.contains("v4.2.0") && html.contains("data-phase=\"paused\""), "{html}");
+    assert!(
+        html.contains("v4.2.0") && html.contains("data-phase=\"paused\""),
+        "{html}"
+    );
 }

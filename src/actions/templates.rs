@@ -28,7 +28,10 @@ pub const DEFAULTS: [(&str, &str); 6] = [
         include_str!("../../templates/complete.txt.j2"),
     ),
     ("report.md.j2", include_str!("../../templates/report.md.j2")),
-    ("waiting.txt.j2", include_str!("../../templates/waiting.txt.j2")),
+    (
+        "waiting.txt.j2",
+        include_str!("../../templates/waiting.txt.j2"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

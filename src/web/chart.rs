@@ -103,6 +103,7 @@ impl Chart<'_> {
             if !(x0..=x1).contains(x) {
                 continue;
             }
+            let x = sx(*x);
             let _ = write!(
                 s,
                 "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{TOP}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\
@@ -111,7 +112,6 @@ impl Chart<'_> {
                 x + 2.0,
                 H - BOTTOM - 4.0,
                 escape(label),
-                x = sx(*x)
             );
         }
         for line in &self.lines {
@@ -184,9 +184,18 @@ mod tests {
 
     #[test]
     fn draws_a_path_through_every_point_and_breaks_at_gaps() {
-        let svg = chart(vec![(0.0, Some(1.0)), (5.0, None), (10.0, Some(3.0)), (15.0, Some(2.0))]);
+        let svg = chart(vec![
+            (0.0, Some(1.0)),
+            (5.0, None),
+            (10.0, Some(3.0)),
+            (15.0, Some(2.0)),
+        ]);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"), "{svg}");
-        let d = svg.split("d=\"").nth(1).and_then(|r| r.split('"').next()).expect("path");
+        let d = svg
+            .split("d=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .expect("path");
         assert_eq!(d.matches('M').count(), 2, "a gap starts a new segment: {d}");
         assert_eq!(d.matches('L').count(), 1, "{d}");
         assert!(svg.contains("error_rate &lt;b&gt;"), "titles are escaped");
@@ -196,7 +205,11 @@ mod tests {
     #[test]
     fn the_highest_value_is_drawn_higher_than_the_lowest() {
         let svg = chart(vec![(0.0, Some(1.0)), (10.0, Some(3.0))]);
-        let d = svg.split("d=\"").nth(1).and_then(|r| r.split('"').next()).expect("path");
+        let d = svg
+            .split("d=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .expect("path");
         let ys: Vec<f64> = d
             .split_whitespace()
             .filter_map(|p| p[1..].split(',').nth(1)?.parse().ok())
@@ -209,7 +222,10 @@ mod tests {
         assert!(chart(vec![]).contains("no judged values yet"));
         assert!(chart(vec![(0.0, None), (1.0, Some(f64::NAN))]).contains("no judged values"));
         let flat = chart(vec![(0.0, Some(0.0)), (0.0, Some(0.0))]);
-        assert!(flat.contains("<path") && !flat.contains("NaN") && !flat.contains("inf"), "{flat}");
+        assert!(
+            flat.contains("<path") && !flat.contains("NaN") && !flat.contains("inf"),
+            "{flat}"
+        );
         assert!(flat.contains("<circle"), "a single point is still drawn");
     }
 

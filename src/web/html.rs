@@ -101,7 +101,10 @@ mod tests {
             "a&lt;b&gt;&amp;&quot;&#39;",
             "each special character has its reference"
         );
-        assert!(e.contains("&amp;amp;"), "an existing reference is escaped again");
+        assert!(
+            e.contains("&amp;amp;"),
+            "an existing reference is escaped again"
+        );
         assert_eq!(escape("v1.2.3+build"), "v1.2.3+build");
         assert_eq!(escape("x\u{0}y\u{1b}"), "x\u{FFFD}y\u{FFFD}");
         assert_eq!(escape("é ✓"), "é ✓");

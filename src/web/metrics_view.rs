@@ -108,7 +108,8 @@ pub fn charts(r: &Rollout, ticks: &[Tick]) -> String {
         }
     }
     for name in metric_names(ticks) {
-        let of = |t: &Tick| -> Option<Check> { t.checks.iter().find(|c| c.metric == name).cloned() };
+        let of =
+            |t: &Tick| -> Option<Check> { t.checks.iter().find(|c| c.metric == name).cloned() };
         let series: Vec<(f64, Option<Check>)> = ticks.iter().map(|t| (x(t), of(t))).collect();
         let pick = |f: &dyn Fn(&Check) -> Option<f64>| -> Vec<(f64, Option<f64>)> {
             series
@@ -130,7 +131,10 @@ pub fn charts(r: &Rollout, ticks: &[Tick]) -> String {
                 points: pick(&|c| c.baseline),
             },
         ];
-        let limit = pick(&|c| c.threshold.and_then(|t| line_in_canary_units(&t, c.baseline)));
+        let limit = pick(&|c| {
+            c.threshold
+                .and_then(|t| line_in_canary_units(&t, c.baseline))
+        });
         if limit.iter().any(|p| p.1.is_some()) {
             lines.push(Line {
                 label: "threshold",
@@ -203,7 +207,10 @@ mod tests {
             line_in_canary_units(&t(ThresholdKind::MaxRatio, 2.0), Some(0.01)),
             Some(0.02)
         );
-        assert_eq!(line_in_canary_units(&t(ThresholdKind::MaxRatio, 2.0), None), None);
+        assert_eq!(
+            line_in_canary_units(&t(ThresholdKind::MaxRatio, 2.0), None),
+            None
+        );
         assert_eq!(
             line_in_canary_units(&t(ThresholdKind::AllowedIncrease, 1.1), Some(1.0)),
             None

@@ -115,13 +115,23 @@ mod tests {
         r.step = 1;
         r.weight = 25;
         r.reason = Some("<script>alert(1)</script>".into());
-        let page = list(&[Row { rollout: &r, steps: 4 }], at("2026-11-30T10:03:12Z"));
+        let page = list(
+            &[Row {
+                rollout: &r,
+                steps: 4,
+            }],
+            at("2026-11-30T10:03:12Z"),
+        );
         assert!(page.contains("step 2/4 · 25 %"), "{page}");
         assert!(page.contains("href=\"/rollouts/id-1\""));
         assert!(page.contains("3m 12s"));
         assert!(page.contains("data-phase=\"progressing\""));
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-        assert_eq!(page.matches("<script").count(), 1, "only the page's own script tag");
+        assert_eq!(
+            page.matches("<script").count(),
+            1,
+            "only the page's own script tag"
+        );
     }
 
     #[test]

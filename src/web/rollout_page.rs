@@ -256,11 +256,21 @@ mod tests {
             (Pending, &[("abort", false)]),
             (
                 Progressing,
-                &[("pause", false), ("promote", false), ("promote", true), ("abort", false)],
+                &[
+                    ("pause", false),
+                    ("promote", false),
+                    ("promote", true),
+                    ("abort", false),
+                ],
             ),
             (
                 WaitingWindow,
-                &[("pause", false), ("promote", false), ("promote", true), ("abort", false)],
+                &[
+                    ("pause", false),
+                    ("promote", false),
+                    ("promote", true),
+                    ("abort", false),
+                ],
             ),
             (
                 WaitingApproval,
@@ -274,7 +284,12 @@ mod tests {
             ),
             (
                 Paused,
-                &[("resume", false), ("promote", false), ("promote", true), ("abort", false)],
+                &[
+                    ("resume", false),
+                    ("promote", false),
+                    ("promote", true),
+                    ("abort", false),
+                ],
             ),
             (Promoting, &[("abort", false)]),
             (Succeeded, &[]),
