@@ -19,8 +19,16 @@ pub struct Line<'a> {
     pub label: &'a str,
     pub color: &'static str,
     pub dashed: bool,
+    /// The y range always includes this line. A threshold far from the data does not: a 5 %
+    /// rollback line would flatten a 0.05 % error rate into the bottom edge, so it is left out
+    /// and named in a note instead.
+    pub fit: bool,
     pub points: Vec<(f64, Option<f64>)>,
 }
+
+/// How far (in multiples of the data's own scale) a line that does not `fit` may lie and still
+/// widen the y range.
+const NEAR: f64 = 2.0;
 
 /// A chart: lines over x in seconds since the rollout started, vertical marks (step changes).
 pub struct Chart<'a> {
@@ -52,12 +60,39 @@ fn bounds(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
 impl Chart<'_> {
     /// The chart as an `<svg>` element; a short note instead when there is nothing to draw.
     pub fn render(&self) -> String {
-        let ys = self
+        let finite = |l: &Line<'_>| -> Vec<f64> {
+            l.points
+                .iter()
+                .filter_map(|p| p.1)
+                .filter(|v| v.is_finite())
+                .collect()
+        };
+        let data: Vec<f64> = self
             .lines
             .iter()
-            .flat_map(|l| l.points.iter().filter_map(|p| p.1));
+            .filter(|l| l.fit)
+            .flat_map(finite)
+            .collect();
+        let (dlo, dhi) = data
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(*v), hi.max(*v))
+            });
+        let scale = (dhi - dlo).max(dlo.abs()).max(dhi.abs());
+        let near =
+            |v: f64| data.is_empty() || (dlo - NEAR * scale..=dhi + NEAR * scale).contains(&v);
+        let mut far = Vec::new();
+        let mut ys = data.clone();
+        for l in self.lines.iter().filter(|l| !l.fit) {
+            let vals = finite(l);
+            if vals.iter().all(|v| near(*v)) {
+                ys.extend(vals);
+            } else if let Some(v) = vals.last() {
+                far.push((l.label, *v, *v > dhi));
+            }
+        }
         let xs = self.lines.iter().flat_map(|l| l.points.iter().map(|p| p.0));
-        let (Some((y0, y1)), Some((x0, x1))) = (bounds(ys), bounds(xs)) else {
+        let (Some((y0, y1)), Some((x0, x1))) = (bounds(ys.into_iter()), bounds(xs)) else {
             return format!(
                 "<p class=\"empty\">{}: no judged values yet</p>",
                 escape(self.title)
@@ -114,7 +149,22 @@ impl Chart<'_> {
                 escape(label),
             );
         }
+        for (i, (label, v, above)) in far.iter().enumerate() {
+            let _ = write!(
+                s,
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\" \
+                 fill=\"#7d3c98\">{} {} is {} the chart</text>",
+                W - RIGHT - 4.0,
+                if *above { TOP + 14.0 } else { H - BOTTOM - 6.0 } + 13.0 * i as f64,
+                escape(label),
+                escape(&num(Some(*v))),
+                if *above { "above" } else { "below" }
+            );
+        }
         for line in &self.lines {
+            if far.iter().any(|f| f.0 == line.label) {
+                continue;
+            }
             let mut d = String::new();
             let mut pen_down = false;
             let mut last = None;
@@ -175,6 +225,7 @@ mod tests {
                 label: "canary",
                 color: "#c0392b",
                 dashed: false,
+                fit: true,
                 points,
             }],
             marks: vec![(5.0, "25%".into())],
@@ -227,6 +278,39 @@ mod tests {
             "{flat}"
         );
         assert!(flat.contains("<circle"), "a single point is still drawn");
+    }
+
+    #[test]
+    fn a_far_threshold_is_named_instead_of_flattening_the_data() {
+        let render = |limit: f64| {
+            Chart {
+                title: "error_rate",
+                lines: vec![
+                    Line {
+                        label: "canary",
+                        color: "#c0392b",
+                        dashed: false,
+                        fit: true,
+                        points: vec![(0.0, Some(0.0004)), (1.0, Some(0.0006))],
+                    },
+                    Line {
+                        label: "threshold",
+                        color: "#7d3c98",
+                        dashed: true,
+                        fit: false,
+                        points: vec![(0.0, Some(limit)), (1.0, Some(limit))],
+                    },
+                ],
+                marks: vec![],
+            }
+            .render()
+        };
+        let far = render(0.05);
+        assert!(far.contains("threshold 0.05 is above the chart"), "{far}");
+        assert_eq!(far.matches("<path").count(), 1, "{far}");
+        let near = render(0.001);
+        assert!(!near.contains("is above the chart"), "{near}");
+        assert_eq!(near.matches("<path").count(), 2, "{near}");
     }
 
     #[test]

@@ -117,18 +117,21 @@ pub fn charts(r: &Rollout, ticks: &[Tick]) -> String {
                 .map(|(x, c)| (*x, c.as_ref().and_then(f)))
                 .collect()
         };
+        // The baseline first, so the canary is drawn over it where the two agree.
         let mut lines = vec![
-            Line {
-                label: "canary",
-                color: CANARY,
-                dashed: false,
-                points: pick(&|c| c.canary),
-            },
             Line {
                 label: "baseline",
                 color: BASELINE,
                 dashed: false,
+                fit: true,
                 points: pick(&|c| c.baseline),
+            },
+            Line {
+                label: "canary",
+                color: CANARY,
+                dashed: false,
+                fit: true,
+                points: pick(&|c| c.canary),
             },
         ];
         let limit = pick(&|c| {
@@ -140,6 +143,7 @@ pub fn charts(r: &Rollout, ticks: &[Tick]) -> String {
                 label: "threshold",
                 color: LIMIT,
                 dashed: true,
+                fit: false,
                 points: limit,
             });
         }
@@ -174,12 +178,14 @@ pub fn charts(r: &Rollout, ticks: &[Tick]) -> String {
                             label: "evidence",
                             color: CANARY,
                             dashed: false,
+                            fit: true,
                             points: evidence,
                         },
                         Line {
                             label: "threshold",
                             color: LIMIT,
                             dashed: true,
+                            fit: true,
                             points: threshold,
                         },
                     ],

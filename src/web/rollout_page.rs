@@ -70,18 +70,19 @@ pub fn controls(r: &Rollout) -> Vec<Control> {
     out
 }
 
+/// A step index with when it started and ended, as far as known.
+type StepSpan = (usize, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// When each step started (and ended): the deployment record's times when there is one, else
 /// the first judged tick of each step.
-fn step_times(
-    page: &RolloutPage<'_>,
-) -> Vec<(usize, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> {
+fn step_times(page: &RolloutPage<'_>) -> Vec<StepSpan> {
     if let Some(steps) = page.steps.filter(|s| !s.is_empty()) {
         return steps
             .iter()
             .map(|s| (s.step, Some(s.started_at), s.ended_at))
             .collect();
     }
-    let mut out: Vec<(usize, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = Vec::new();
+    let mut out: Vec<StepSpan> = Vec::new();
     for t in page.ticks {
         if out.last().map(|l| l.0) != Some(t.step) {
             if let Some(last) = out.last_mut() {
