@@ -4,140 +4,18 @@
 //! `CANARYD_WEB_BENCH=N` raises the latency rounds of `measures_update_and_abort_latency` from 1
 //! to N and prints the table BENCHMARKS.md quotes.
 
+#[path = "web_support/browser.rs"]
+mod browser;
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
+use browser::Browser;
 use common::{RuleOpts, Stack, calls_to};
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{Value, json};
+use fantoccini::Locator;
+use serde_json::json;
 
 const TOKEN: &str = "web-view-test-token-0123456789";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// A headless Chromium session with a fresh profile; chromedriver is killed on drop.
-struct Browser {
-    client: Client,
-    _driver: tokio::process::Child,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    async fn start() -> Browser {
-        let port = canaryd::demo::free_loopback_port().expect("free port");
-        let driver = tokio::process::Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chromedriver (scripts/setup.sh installs chromium-driver)");
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http.get(format!("{url}/status")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let profile = tempfile::tempdir().expect("profile dir");
-        let caps = json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    "--window-size=1100,1400",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            },
-        });
-        let Value::Object(caps) = caps else {
-            unreachable!("a JSON object literal")
-        };
-        let client = ClientBuilder::rustls()
-            .expect("rustls connector")
-            .capabilities(caps)
-            .connect(&url)
-            .await
-            .expect("WebDriver session");
-        Browser {
-            client,
-            _driver: driver,
-            _profile: profile,
-        }
-    }
-
-    /// Runs `js` (a function body returning a value) until it returns something truthy.
-    async fn wait_js(&self, what: &str, js: &str, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let v = self.client.execute(js, vec![]).await.expect("script runs");
-            if !(v.is_null() || v == json!(false) || v == json!("")) {
-                return v;
-            }
-            if Instant::now() > deadline {
-                let page = self.client.source().await.unwrap_or_default();
-                panic!("{what}: not seen within {timeout:?}; page:\n{page}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Read in one script: the live part is replaced on every update, so an element found by one
-    /// WebDriver call may be gone by the next.
-    async fn text_of(&self, css: &str) -> String {
-        let v = self
-            .client
-            .execute(
-                "const e = document.querySelector(arguments[0]); return e ? e.textContent : null",
-                vec![json!(css)],
-            )
-            .await
-            .expect("script");
-        v.as_str()
-            .unwrap_or_else(|| panic!("{css}: not on the page"))
-            .to_string()
-    }
-
-    /// Clicks `css`, finding it again when a live refresh replaced it between find and click.
-    async fn click(&self, css: &str) {
-        let mut last = None;
-        for _ in 0..20 {
-            let found = self.client.find(Locator::Css(css)).await;
-            match found {
-                Ok(e) => match e.click().await {
-                    Ok(()) => return,
-                    Err(err) => last = Some(err.to_string()),
-                },
-                Err(err) => last = Some(err.to_string()),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("cannot click {css}: {last:?}");
-    }
-
-    async fn type_into(&self, css: &str, text: &str) {
-        let field = self.client.find(Locator::Css(css)).await.expect(css);
-        field.clear().await.expect("clear");
-        field.send_keys(text).await.expect("type");
-    }
-
-    async fn phase_shown(&self) -> String {
-        let v = self
-            .client
-            .execute(
-                "const l = document.getElementById('live'); return l ? l.dataset.phase : '';",
-                vec![],
-            )
-            .await
-            .expect("script");
-        v.as_str().unwrap_or_default().to_string()
-    }
-}
 
 /// A stack whose rollouts hold their first step for a minute, so one stays running while the
 /// browser looks at it.
@@ -182,6 +60,30 @@ async fn operator_sees_a_live_rollout_and_aborts_it_only_with_the_token() {
         "{row_text}"
     );
     b.click(&format!("{row} a")).await;
+
+    // Every page says to the browser that only this origin's script and styles may run.
+    for path in [
+        "/".to_string(),
+        format!("/rollouts/{id}"),
+        "/static/app.js".into(),
+    ] {
+        let resp = s
+            .daemon
+            .http
+            .get(format!("{}{path}", s.daemon.url))
+            .send()
+            .await
+            .expect("get");
+        let csp = resp
+            .headers()
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{path}: {csp:?}"
+        );
+    }
 
     // Its page shows every metric with numbers, and redraws as ticks arrive (no reload).
     let canary_cell = "tr[data-metric='error_rate'] td.canary";

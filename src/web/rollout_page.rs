@@ -142,17 +142,28 @@ fn timeline(page: &RolloutPage<'_>) -> String {
     b
 }
 
+/// Deliveries shown, newest first: a hook that failed for days must not make the page huge.
+pub const DELIVERIES_SHOWN: usize = 200;
+
 fn deliveries(list: &[Delivery]) -> String {
     let mut b = String::from("<h2>Hook deliveries</h2>");
     if list.is_empty() {
         b.push_str("<p class=\"empty\">None yet.</p>");
         return b;
     }
+    if list.len() > DELIVERIES_SHOWN {
+        let _ = write!(
+            b,
+            "<p class=\"empty\">The latest {DELIVERIES_SHOWN} of {}; all are in \
+             <code>GET /api/v1/rollouts/{{id}}/history</code>.</p>",
+            list.len()
+        );
+    }
     b.push_str(
         "<div class=\"scroll\"><table class=\"deliveries\"><thead><tr><th>Time</th>\
          <th>Hook</th><th>Outcome</th><th>Attempts</th><th>Error</th></tr></thead><tbody>",
     );
-    for d in list.iter().rev() {
+    for d in list.iter().rev().take(DELIVERIES_SHOWN) {
         let _ = write!(
             b,
             "<tr data-hook=\"{hook}\"><td>{}</td><td>{hook}</td><td>{}</td><td>{}</td>\
@@ -213,7 +224,7 @@ pub fn render(page: &RolloutPage<'_>) -> String {
         b,
         "<dl class=\"summary\"><dt>Phase</dt><dd id=\"phase\">{phase}</dd>\
          <dt>Step</dt><dd>{step}</dd><dt>Score</dt><dd>{score}</dd>\
-         <dt>Age</dt><dd>{age}</dd><dt>Reason</dt><dd id=\"reason-text\" class=\"reason\">\
+         <dt>{age_label}</dt><dd>{age}</dd><dt>Reason</dt><dd id=\"reason-text\" class=\"reason\">\
          {reason}</dd></dl>",
         phase = phase_badge(r.phase),
         step = escape(&step_text(r, page.weights.len())),
@@ -221,7 +232,13 @@ pub fn render(page: &RolloutPage<'_>) -> String {
             Some(s) => format!("{} ({:?})", num(Some(s.value)), s.outcome).to_lowercase(),
             None => "—".into(),
         }),
-        age = escape(&age(r.created_at, page.now)),
+        // An ended rollout shows how long it took, not a clock that keeps running.
+        age_label = if r.finished_at.is_some() {
+            "Took"
+        } else {
+            "Age"
+        },
+        age = escape(&age(r.created_at, r.finished_at.unwrap_or(page.now))),
         reason = escape(r.reason.as_deref().unwrap_or("")),
     );
     b.push_str(&buttons(r));
@@ -324,5 +341,40 @@ mod tests {
         assert!(html.find("id=\"token\"").expect("token field") < live);
         assert!(html.contains("data-action=\"resume\""));
         assert!(html.contains("step 1/3 · 0 %"));
+    }
+
+    #[test]
+    fn an_ended_rollout_shows_its_duration_and_at_most_the_latest_deliveries() {
+        let mut r = rollout(Phase::RolledBack);
+        r.finished_at = Some(r.created_at + chrono::Duration::seconds(75));
+        let many: Vec<Delivery> = (0..DELIVERIES_SHOWN + 50)
+            .map(|i| Delivery {
+                rollout_id: "r1".into(),
+                hook: crate::rollout::HookKind::Rollback,
+                idempotency_key: format!("k{i}"),
+                attempts: 1,
+                outcome: "failed".into(),
+                error: Some(format!("attempt {i}")),
+                at: r.created_at,
+            })
+            .collect();
+        let html = render(&RolloutPage {
+            rollout: &r,
+            weights: &[5, 100],
+            ticks: &[],
+            deliveries: &many,
+            steps: None,
+            now: r.created_at + chrono::Duration::hours(5),
+        });
+        assert!(html.contains("<dt>Took</dt><dd>1m 15s</dd>"), "{html}");
+        assert_eq!(
+            html.matches("data-hook=\"rollback\"").count(),
+            DELIVERIES_SHOWN
+        );
+        assert!(
+            html.contains("attempt 249") && !html.contains("attempt 49<"),
+            "newest first"
+        );
+        assert!(html.contains("The latest 200 of 250"));
     }
 }
