@@ -227,7 +227,44 @@ async fn operator_sees_a_live_rollout_and_aborts_it_only_with_the_token() {
     );
     let png = b.client.screenshot().await.expect("screenshot");
     std::fs::write(artifacts().join("rollout-phone.png"), &png).expect("save screenshot");
-    s.daemon.kill_and_wait().await;
+
+    // An open page (its live feed connected) does not hold up a graceful stop.
+    assert_eq!(
+        b.text_of("#feed").await,
+        "●",
+        "the page's feed is connected"
+    );
+    let pid = s.daemon.pid().expect("pid");
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    let stopped = Instant::now();
+    while process_alive(pid) {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "canaryd still running 10 s after SIGTERM with a page open; log:\n{}",
+            common::tail(&s.daemon.log_text(), 20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Running, not exited (a zombie waiting to be reaped has exited).
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some(state != "Z")
+        })
+        .unwrap_or(false)
 }
 
 /// Median of a non-empty set of milliseconds.

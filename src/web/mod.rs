@@ -17,6 +17,7 @@ pub mod pages;
 pub mod rollout_page;
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -27,8 +28,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use chrono::Utc;
 use futures_util::StreamExt;
-use tokio::sync::Semaphore;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::api::AppState;
 use crate::rollout::controller::ControlError;
@@ -51,6 +52,28 @@ static FEEDS: Semaphore = Semaphore::const_new(MAX_FEEDS);
 /// A feed ends after this long; the browser's EventSource reconnects by itself, so no
 /// connection is held forever by a tab left open.
 const FEED_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+/// Feeds end when the daemon stops: a graceful shutdown waits for every open response, and a
+/// feed is a response that never finishes by itself, so one open tab would hold SIGTERM for
+/// [`FEED_LIFETIME`].
+static CLOSING: Notify = Notify::const_new();
+static CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Ends every open live feed and refuses new ones. `serve` calls it when its shutdown signal
+/// arrives, before the HTTP server waits for open responses.
+pub fn close_feeds() {
+    CLOSED.store(true, Ordering::SeqCst);
+    CLOSING.notify_waiters();
+}
+
+async fn feeds_closed() {
+    // Registered before the flag is read, so a close between the two is not missed.
+    let notified = CLOSING.notified();
+    if CLOSED.load(Ordering::SeqCst) {
+        return;
+    }
+    notified.await;
+}
 
 const APP_JS: &str = include_str!("static/app.js");
 const APP_CSS: &str = include_str!("static/app.css");
@@ -159,6 +182,9 @@ async fn rollout(State(state): State<AppState>, Path(id): Path<String>) -> Respo
 /// anything may have changed). Pages re-read themselves; the feed carries no rollout data, so it
 /// needs no token and shows nothing the pages do not.
 async fn events(State(state): State<AppState>) -> Response {
+    if CLOSED.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
     let Ok(permit) = FEEDS.try_acquire() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -176,7 +202,12 @@ async fn events(State(state): State<AppState>) -> Response {
         let event = Event::default().event("update").data(id);
         Some((Ok::<_, Infallible>(event), (rx, permit)))
     })
-    .take_until(tokio::time::sleep(FEED_LIFETIME));
+    .take_until(async {
+        tokio::select! {
+            _ = tokio::time::sleep(FEED_LIFETIME) => {}
+            _ = feeds_closed() => {}
+        }
+    });
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
