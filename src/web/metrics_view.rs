@@ -222,4 +222,83 @@ mod tests {
             None
         );
     }
+
+    fn tick(secs: i64, canary: f64, e_value: f64) -> Tick {
+        use crate::judge::sequential::Evidence;
+        use crate::judge::{Score, ScoreOutcome, Verdict};
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-30T10:00:00Z")
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .expect("time");
+        let check = Check {
+            metric: "errors_vs_baseline".into(),
+            verdict: Verdict::Pass,
+            classification: None,
+            critical: false,
+            critical_effect: false,
+            canary: Some(canary),
+            baseline: Some(0.01),
+            ratio: Some(canary / 0.01),
+            threshold: Some(Threshold {
+                kind: ThresholdKind::MaxRatio,
+                value: 2.0,
+            }),
+            p_value: None,
+            interval: None,
+            estimate: None,
+            effect: None,
+            canary_samples: 10,
+            baseline_samples: 10,
+            evidence: Some(Evidence {
+                e_value,
+                max_e: e_value,
+                p_value: (1.0 / e_value).min(1.0),
+                threshold: 20.0,
+                canary_rate: Some(canary),
+                baseline_rate: Some(0.01),
+                best_ratio: None,
+                ticks: 1,
+            }),
+            muted: false,
+            reason: "<b>why</b>".into(),
+        };
+        Tick {
+            at: t0 + chrono::Duration::seconds(secs),
+            step: (secs / 10) as usize,
+            checks: vec![check],
+            score: Score {
+                value: 100.0,
+                outcome: ScoreOutcome::Pass,
+                nodata: false,
+                reason: String::new(),
+            },
+            sequential: Default::default(),
+            samples_since: None,
+            counters_moved: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_sequential_metric_gets_its_values_its_ratio_line_and_its_evidence_drawn() {
+        let ticks: Vec<Tick> = (0..20).map(|i| tick(i, 0.012, 1.0 + i as f64)).collect();
+        let r = Rollout::new("r".into(), "api".into(), "v2".into(), ticks[0].at);
+        let html = charts(&r, &ticks);
+        let metric = &html[html.find("figure class=\"metric\"").expect("metric chart")..];
+        let metric = &metric[..metric.find("</figure>").expect("end")];
+        assert_eq!(
+            metric.matches("<path").count(),
+            3,
+            "baseline, canary, 2x line: {metric}"
+        );
+        assert!(metric.contains("step 2"), "step changes are marked");
+        let evidence = &html[html
+            .find("figure class=\"evidence\"")
+            .expect("evidence chart")..];
+        assert_eq!(evidence.matches("<path").count(), 2, "{evidence}");
+        let table = verdicts(ticks.last());
+        assert!(
+            table.contains("E 20 / 20") && table.contains("max_ratio 2"),
+            "{table}"
+        );
+        assert!(table.contains("&lt;b&gt;why&lt;/b&gt;") && !table.contains("<b>"));
+    }
 }
