@@ -88,11 +88,17 @@
         credentials: "omit",
         redirect: "error",
       });
-      let detail = "";
+      let answer = {};
       try {
-        detail = (await resp.json()).error || "";
+        answer = (await resp.json()) || {};
       } catch (e) {
-        detail = "";
+        answer = {};
+      }
+      const detail = typeof answer.error === "string" ? answer.error : "";
+      if (resp.ok && typeof answer.id === "string" && answer.id !== followed) {
+        // Retry answers a new run of the rule: follow it.
+        location.assign("/rollouts/" + encodeURIComponent(answer.id));
+        return;
       }
       if (resp.ok) {
         say(label + ": accepted", "ok");
