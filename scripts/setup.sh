@@ -9,6 +9,8 @@ wanted=(
   "prometheus              /usr/bin/prometheus"
   "prometheus-alertmanager /usr/bin/prometheus-alertmanager"
   "postgresql              /usr/bin/pg_ctlcluster"
+  "chromium-driver  /usr/bin/chromedriver"
+  "chromium  /usr/bin/chromium"
 )
 
 need=()

@@ -182,14 +182,18 @@ pub enum NotificationEvent {
     StepCompleted,
     Rollback,
     Complete,
+    /// A gate waits for approval, or the rollout paused: someone has to act, so the message
+    /// links to the rollout's page where the controls are.
+    Waiting,
 }
 
 impl NotificationEvent {
-    pub const ALL: [NotificationEvent; 4] = [
+    pub const ALL: [NotificationEvent; 5] = [
         NotificationEvent::Scheduled,
         NotificationEvent::StepCompleted,
         NotificationEvent::Rollback,
         NotificationEvent::Complete,
+        NotificationEvent::Waiting,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -198,6 +202,7 @@ impl NotificationEvent {
             NotificationEvent::StepCompleted => "step_completed",
             NotificationEvent::Rollback => "rollback",
             NotificationEvent::Complete => "complete",
+            NotificationEvent::Waiting => "waiting",
         }
     }
 }

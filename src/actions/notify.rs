@@ -62,7 +62,7 @@ impl Notifier {
                 continue;
             }
             let body = match t.kind {
-                NotificationKind::Slack => json!({ "text": text }),
+                NotificationKind::Slack => json!({ "text": slack_text(&text) }),
                 NotificationKind::Webhook => json!({
                     "event": event.as_str(),
                     "rollout": context["rollout"],
@@ -101,6 +101,23 @@ impl Notifier {
     }
 }
 
+/// Text as Slack reads it: `&`, `<` and `>` are its control characters (`<url|label>` links,
+/// `<!channel>` mentions), so a version or reason that contains them is escaped and stays text.
+/// URLs stay bare; Slack links them itself.
+pub fn slack_text(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The rollout's page in the web view, below `external_url`.
+pub fn page_url(external_url: &str, id: &str) -> String {
+    format!(
+        "{external_url}/rollouts/{}",
+        crate::web::html::path_segment(id)
+    )
+}
+
 /// Which notifications one update calls for, in order.
 fn events_of(
     u: &Update,
@@ -123,6 +140,10 @@ fn events_of(
     }
     if u.rollout.phase.is_terminal() {
         out.push(NotificationEvent::Complete);
+    }
+    let waits = matches!(u.rollout.phase, Phase::WaitingApproval | Phase::Paused);
+    if waits && before.map(|b| b.report().phase.as_str()) != Some(u.rollout.phase.as_str()) {
+        out.push(NotificationEvent::Waiting);
     }
     out
 }
@@ -172,6 +193,11 @@ pub async fn run(mut feed: Feed, notifier: Notifier) {
                         notifier.external_url, r.id
                     )),
                 );
+                obj.insert(
+                    "page_url".into(),
+                    json!(page_url(&notifier.external_url, &r.id)),
+                );
+                obj.insert("reason".into(), json!(r.reason));
                 obj.insert("plan_weights".into(), json!(weights));
                 obj.insert(
                     "expected_duration".into(),
@@ -193,5 +219,59 @@ pub async fn run(mut feed: Feed, notifier: Notifier) {
                 builders.remove(&r.id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::Rollout;
+
+    fn update(r: &Rollout, event: &'static str) -> Update {
+        Update {
+            rollout: r.clone(),
+            event,
+            actions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_gate_or_a_pause_notifies_once_when_it_begins() {
+        let mut r = Rollout::new("r1".into(), "api".into(), "v2".into(), Utc::now());
+        r.phase = Phase::Progressing;
+        let mut b = ReportBuilder::new(&r, None);
+        b.observe(&update(&r, "tick"));
+        for phase in [Phase::WaitingApproval, Phase::Paused] {
+            let before = b.clone();
+            r.phase = phase;
+            let u = update(&r, "tick");
+            b.observe(&u);
+            assert!(
+                events_of(&u, Some(&before), &b).contains(&NotificationEvent::Waiting),
+                "{phase:?}"
+            );
+            let again = b.clone();
+            b.observe(&u);
+            assert!(
+                !events_of(&u, Some(&again), &b).contains(&NotificationEvent::Waiting),
+                "{phase:?} again is not news"
+            );
+        }
+    }
+
+    #[test]
+    fn slack_control_characters_stay_text_and_the_link_is_a_path_below_external_url() {
+        assert_eq!(
+            slack_text("<!channel> a&b <https://x|click>"),
+            "&lt;!channel&gt; a&amp;b &lt;https://x|click&gt;"
+        );
+        assert_eq!(
+            page_url("https://canary.example.com/ops", "0a1b-2c"),
+            "https://canary.example.com/ops/rollouts/0a1b-2c"
+        );
+        assert_eq!(
+            page_url("http://h", "a/../b?c"),
+            "http://h/rollouts/a%2F..%2Fb%3Fc"
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use minijinja::{Environment, UndefinedBehavior, Value};
 
 /// Template names, which are also the file names an override must use.
-pub const DEFAULTS: [(&str, &str); 5] = [
+pub const DEFAULTS: [(&str, &str); 6] = [
     (
         "scheduled.txt.j2",
         include_str!("../../templates/scheduled.txt.j2"),
@@ -28,6 +28,10 @@ pub const DEFAULTS: [(&str, &str); 5] = [
         include_str!("../../templates/complete.txt.j2"),
     ),
     ("report.md.j2", include_str!("../../templates/report.md.j2")),
+    (
+        "waiting.txt.j2",
+        include_str!("../../templates/waiting.txt.j2"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

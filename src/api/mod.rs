@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rollouts/{id}/report", get(rollouts::report))
         .route("/api/v1/rollouts/{id}/history", get(rollouts::history))
         .merge(mutating)
+        .merge(crate::web::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

@@ -139,9 +139,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!(
-        "  canaryd API http://{}/api/v1/rollouts\n",
+        "  canaryd API http://{}/api/v1/rollouts",
         listener.local_addr()?
     );
+    println!("  web view    http://{}/\n", listener.local_addr()?);
     let app = api::router(AppState {
         controller: controller.clone(),
         metrics: crate::telemetry::install_metrics().ok(),

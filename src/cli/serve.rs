@@ -273,7 +273,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
 
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async {
+            shutdown_signal().await;
+            crate::web::close_feeds();
+        })
         .await
         .context("API server failed")?;
     tracing::info!("shutting down: stopping rollout tasks");
