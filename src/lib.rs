@@ -12,3 +12,4 @@ pub mod rules;
 pub mod simulate;
 pub mod source;
 pub mod telemetry;
+pub mod traffic;

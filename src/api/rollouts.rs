@@ -17,6 +17,9 @@ use crate::rollout::{Event, Rollout};
 pub struct CreateRollout {
     pub rule: String,
     pub version: String,
+    /// `{"reversible": bool, "id": "..."}`: what a rollback must do about the database.
+    #[serde(default)]
+    pub migration: Option<crate::rollout::lifecycle::Migration>,
 }
 
 /// The rollout as users see it: its state plus where it stands in its plan.
@@ -89,7 +92,16 @@ pub async fn create(
         }
     })?;
     check_version(&req.version).map_err(ApiError::BadRequest)?;
-    let r = state.controller.start(&req.rule, &req.version).await?;
+    if let Some(m) = &req.migration
+        && !m.id.is_empty()
+    {
+        // The id reaches hook bodies, alerts and reports: a name, like a version.
+        check_version(&m.id).map_err(|e| ApiError::BadRequest(format!("migration id: {e}")))?;
+    }
+    let r = state
+        .controller
+        .start_with_migration(&req.rule, &req.version, req.migration)
+        .await?;
     Ok((StatusCode::CREATED, Json(view(&state, &r))).into_response())
 }
 

@@ -29,6 +29,16 @@ pub enum RolloutCommand {
         rule: String,
         #[arg(long)]
         version: String,
+        /// The release's database migration id; with `--migration-reversible` or
+        /// `--migration-irreversible` it decides what a rollback does about the database.
+        #[arg(long)]
+        migration_id: Option<String>,
+        /// The migration can be undone: a rollback runs `migrate_down` after traffic is back.
+        #[arg(long, conflicts_with = "migration_irreversible")]
+        migration_reversible: bool,
+        /// The migration cannot be undone: a rollback asks a human (downgrade vs restore).
+        #[arg(long)]
+        migration_irreversible: bool,
     },
     List,
     Status {
@@ -64,11 +74,30 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<i32> {
     let http = reqwest::Client::new();
     let base = args.url.trim_end_matches('/');
     let (method, path, body) = match &args.command {
-        RolloutCommand::Start { rule, version } => (
-            reqwest::Method::POST,
-            "/api/v1/rollouts".to_string(),
-            Some(json!({"rule": rule, "version": version})),
-        ),
+        RolloutCommand::Start {
+            rule,
+            version,
+            migration_id,
+            migration_reversible,
+            migration_irreversible,
+        } => {
+            let mut body = json!({"rule": rule, "version": version});
+            if *migration_reversible || *migration_irreversible {
+                body["migration"] = json!({
+                    "reversible": migration_reversible,
+                    "id": migration_id.clone().unwrap_or_default(),
+                });
+            } else if migration_id.is_some() {
+                anyhow::bail!(
+                    "--migration-id needs --migration-reversible or --migration-irreversible"
+                );
+            }
+            (
+                reqwest::Method::POST,
+                "/api/v1/rollouts".to_string(),
+                Some(body),
+            )
+        }
         RolloutCommand::List => (reqwest::Method::GET, "/api/v1/rollouts".to_string(), None),
         RolloutCommand::Status { id } => {
             (reqwest::Method::GET, format!("/api/v1/rollouts/{id}"), None)

@@ -247,6 +247,7 @@ async fn drive(
                 }
                 Action::Promote => println!("  [{at:5.1}s] every step healthy: promoting"),
                 Action::Rollback { reason } => println!("  [{at:5.1}s] ROLLBACK: {reason}"),
+                other => println!("  [{at:5.1}s] {}", other.hook().as_str()),
             }
         }
         if let Some(bad) = degrade_at_25

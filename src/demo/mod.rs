@@ -20,6 +20,7 @@ pub mod prometheus;
 pub mod receiver;
 pub mod service;
 mod simulation;
+pub mod traffic_stack;
 
 use std::path::PathBuf;
 use std::time::Duration;

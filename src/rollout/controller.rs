@@ -169,6 +169,16 @@ impl Controller {
 
     /// Starts a rollout of `version` under `rule`. One live rollout per rule.
     pub async fn start(&self, rule_name: &str, version: &str) -> Result<Rollout, ControlError> {
+        self.start_with_migration(rule_name, version, None).await
+    }
+
+    /// Like [`Controller::start`], declaring the release's migration (`rollout::lifecycle`).
+    pub async fn start_with_migration(
+        &self,
+        rule_name: &str,
+        version: &str,
+        migration: Option<super::lifecycle::Migration>,
+    ) -> Result<Rollout, ControlError> {
         if *self.inner.shutdown.borrow() {
             return Err(ControlError::ShuttingDown);
         }
@@ -203,12 +213,13 @@ impl Controller {
                 )));
             }
             let id = format!("ro-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-            let rollout = Rollout::new(
+            let mut rollout = Rollout::new(
                 id.clone(),
                 rule_name.to_string(),
                 version.to_string(),
                 Utc::now(),
             );
+            rollout.migration = migration;
             self.inner.store.create(&rollout, &rule.source)?;
             self.spawn(&mut live, rule, rollout.clone(), false);
             rollout

@@ -7,6 +7,7 @@ pub mod analysis;
 pub mod controller;
 mod deadline;
 pub mod feed;
+pub mod lifecycle;
 pub mod machine;
 pub mod plan;
 pub mod probes;
@@ -97,6 +98,10 @@ pub enum PauseReason {
     Manual,
     Nodata,
     Alert,
+    /// The traffic provider refused a weight; the old weight still serves.
+    Traffic,
+    /// The weights on the server are not the ones canaryd set.
+    Drift,
 }
 
 /// One judged analysis round.
@@ -166,6 +171,16 @@ pub struct Rollout {
     /// counters that stood still longer than `max_staleness` carry no evidence.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counters_moved: BTreeMap<String, DateTime<Utc>>,
+    /// The database migration this release brings, as the start request declared it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<lifecycle::Migration>,
+    /// After a rollback: which migration path was taken and why (the report shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_path: Option<String>,
+    /// A rolled-back release whose migration cannot be undone: a human chooses downgrade or
+    /// restore (`CanaryRestoreDecisionNeeded`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restore_decision_needed: bool,
 }
 
 impl Rollout {
@@ -202,6 +217,9 @@ impl Rollout {
             last_tick: None,
             sequential: BTreeMap::new(),
             counters_moved: BTreeMap::new(),
+            migration: None,
+            migration_path: None,
+            restore_decision_needed: false,
         }
     }
 }
