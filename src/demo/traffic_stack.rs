@@ -255,6 +255,7 @@ fn haproxy_config(port: u16, admin: &Path, canary: SocketAddr, baseline: SocketA
 /// to `app` — or to `$app_pool` when `sticky` (a `split_clients` split on `$arg_user`).
 pub struct NginxProcess {
     process: ChildProcess,
+    binary: PathBuf,
     port: u16,
     dir: TempDir,
 }
@@ -286,7 +287,12 @@ impl NginxProcess {
             },
         )
         .await?;
-        Ok(NginxProcess { process, port, dir })
+        Ok(NginxProcess {
+            process,
+            binary,
+            port,
+            dir,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -303,8 +309,8 @@ impl NginxProcess {
 
     /// argv of `nginx -t` / `nginx -s reload` for this instance.
     pub fn command(&self, tail: &[&str]) -> Vec<String> {
-        nginx_args(self.dir.path())
-            .into_iter()
+        std::iter::once(self.binary.clone().into_os_string())
+            .chain(nginx_args(self.dir.path()))
             .map(|a| a.to_string_lossy().into_owned())
             .chain(tail.iter().map(|s| s.to_string()))
             .collect()
