@@ -107,10 +107,21 @@ fn a_failing_pre_rollout_ends_the_rollout_before_any_traffic_moves() {
     let (r, actions) = step(&new_rollout(None), &p, Event::Start, 0);
     assert_eq!(actions, vec![Action::PreRollout]);
     let (r, actions) = step(&r, &p, failed(HookKind::PreRollout, "exit 1"), 1);
-    assert!(actions.is_empty(), "nothing after a failed pre_rollout: {actions:?}");
+    assert!(
+        actions.is_empty(),
+        "nothing after a failed pre_rollout: {actions:?}"
+    );
     assert_eq!((r.phase, r.weight), (Phase::Failed, 0));
-    assert!(r.reason.as_deref().unwrap_or("").contains("no traffic was moved"));
-    assert!(!r.rollback_decided, "nothing to roll back: no traffic moved");
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("no traffic was moved")
+    );
+    assert!(
+        !r.rollback_decided,
+        "nothing to roll back: no traffic moved"
+    );
 }
 
 #[test]
@@ -138,25 +149,50 @@ fn readiness_gates_every_weight_increase_and_a_failure_holds_the_step() {
     let (r, _) = step(&r, &p, ok(HookKind::SetWeight), 3);
     // Hold elapsed, healthy: readiness first, then the weight.
     let (r, actions) = step(&r, &p, healthy(&r, 14), 14);
-    assert_eq!(actions, vec![Action::CheckReadiness { step: 1, weight: 25 }]);
+    assert_eq!(
+        actions,
+        vec![Action::CheckReadiness {
+            step: 1,
+            weight: 25
+        }]
+    );
     let mut r = r;
     for t in [15, 16, 17] {
         let (next, actions) = step(&r, &p, failed(HookKind::Readiness, "HTTP 503"), t);
         assert!(actions.is_empty());
         assert_eq!((next.step, next.weight), (0, 5), "a 503 never advances");
         let (next, actions) = step(&next, &p, healthy(&next, t), t);
-        assert_eq!(actions, vec![Action::CheckReadiness { step: 1, weight: 25 }]);
+        assert_eq!(
+            actions,
+            vec![Action::CheckReadiness {
+                step: 1,
+                weight: 25
+            }]
+        );
         r = next;
     }
     let (r, actions) = step(&r, &p, ok(HookKind::Readiness), 18);
-    assert_eq!(actions, vec![Action::SetWeight { step: 1, weight: 25 }]);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 1,
+            weight: 25
+        }]
+    );
     let (r, _) = step(&r, &p, ok(HookKind::SetWeight), 18);
     assert_eq!((r.step, r.weight), (1, 25));
 }
 
 fn rolled_back(p: &Plan, migration: Option<Migration>) -> (Rollout, Vec<Action>) {
     let r = at_first_step(p, migration);
-    let (r, actions) = step(&r, p, Event::Abort { reason: "bad".into() }, 5);
+    let (r, actions) = step(
+        &r,
+        p,
+        Event::Abort {
+            reason: "bad".into(),
+        },
+        5,
+    );
     assert!(matches!(actions[..], [Action::Rollback { .. }]));
     step(&r, p, ok(HookKind::Rollback), 6)
 }
@@ -169,19 +205,34 @@ fn a_reversible_migration_migrates_down_after_traffic_is_back_on_the_baseline() 
         id: "0042_add_column".into(),
     };
     let (r, actions) = rolled_back(&p, Some(m));
-    assert_eq!(actions, vec![Action::MigrateDown], "migrate_down only after the rollback arrived");
+    assert_eq!(
+        actions,
+        vec![Action::MigrateDown],
+        "migrate_down only after the rollback arrived"
+    );
     assert_eq!((r.phase, r.weight), (Phase::RollingBack, 0));
     let (r, actions) = step(&r, &p, ok(HookKind::MigrateDown), 7);
     assert!(actions.is_empty());
     assert_eq!(r.phase, Phase::RolledBack);
     assert!(!r.restore_decision_needed);
-    assert!(r.migration_path.as_deref().unwrap_or("").contains("migrate_down ran"));
+    assert!(
+        r.migration_path
+            .as_deref()
+            .unwrap_or("")
+            .contains("migrate_down ran")
+    );
 }
 
 #[test]
 fn a_failed_migrate_down_leaves_a_restore_decision_to_a_human() {
     let p = plan(DOWN);
-    let (r, _) = rolled_back(&p, Some(Migration { reversible: true, id: "m1".into() }));
+    let (r, _) = rolled_back(
+        &p,
+        Some(Migration {
+            reversible: true,
+            id: "m1".into(),
+        }),
+    );
     let (r, actions) = step(&r, &p, failed(HookKind::MigrateDown, "exit 3"), 7);
     assert!(actions.is_empty());
     assert_eq!(r.phase, Phase::Failed);
@@ -191,12 +242,21 @@ fn a_failed_migrate_down_leaves_a_restore_decision_to_a_human() {
 #[test]
 fn a_non_reversible_migration_never_migrates_down_and_asks_for_a_decision() {
     let p = plan(DOWN);
-    let (r, actions) = rolled_back(&p, Some(Migration { reversible: false, id: "m2".into() }));
+    let (r, actions) = rolled_back(
+        &p,
+        Some(Migration {
+            reversible: false,
+            id: "m2".into(),
+        }),
+    );
     assert!(actions.is_empty(), "never migrate_down: {actions:?}");
     assert_eq!((r.phase, r.weight), (Phase::RolledBack, 0));
     assert!(r.restore_decision_needed);
     let path = r.migration_path.clone().unwrap_or_default();
-    assert!(path.contains("non-reversible") && path.contains("not run"), "{path}");
+    assert!(
+        path.contains("non-reversible") && path.contains("not run"),
+        "{path}"
+    );
     let cx = AlertContext {
         now: at(7),
         phase_since: at(6),
@@ -204,8 +264,14 @@ fn a_non_reversible_migration_never_migrates_down_and_asks_for_a_decision() {
         rollback_keep_firing_for: Duration::from_secs(300),
         external_url: "http://canaryd",
     };
-    let names: Vec<String> = alerts_for(&r, &cx).iter().map(|a| a.name().to_string()).collect();
-    assert!(names.contains(&"CanaryRestoreDecisionNeeded".to_string()), "{names:?}");
+    let names: Vec<String> = alerts_for(&r, &cx)
+        .iter()
+        .map(|a| a.name().to_string())
+        .collect();
+    assert!(
+        names.contains(&"CanaryRestoreDecisionNeeded".to_string()),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -220,9 +286,19 @@ fn without_a_migration_a_rollback_ends_as_before() {
 fn drift_pauses_and_resume_sets_canaryds_weight_again() {
     let p = plan(LifecycleHooks::default());
     let r = at_first_step(&p, None);
-    let (r, actions) = step(&r, &p, Event::TrafficDrift { found: "canary 60".into() }, 3);
+    let (r, actions) = step(
+        &r,
+        &p,
+        Event::TrafficDrift {
+            found: "canary 60".into(),
+        },
+        3,
+    );
     assert!(actions.is_empty());
-    assert_eq!((r.phase, r.pause_reason), (Phase::Paused, Some(PauseReason::Drift)));
+    assert_eq!(
+        (r.phase, r.pause_reason),
+        (Phase::Paused, Some(PauseReason::Drift))
+    );
     // Healthy ticks do not advance a rollout whose traffic is not where canaryd put it.
     let (r, actions) = step(&r, &p, healthy(&r, 20), 20);
     assert!(actions.is_empty());
@@ -233,11 +309,19 @@ fn drift_pauses_and_resume_sets_canaryds_weight_again() {
         rollback_keep_firing_for: Duration::from_secs(300),
         external_url: "http://canaryd",
     };
-    assert!(alerts_for(&r, &cx).iter().any(|a| a.name() == "CanaryTrafficDrift"));
+    assert!(
+        alerts_for(&r, &cx)
+            .iter()
+            .any(|a| a.name() == "CanaryTrafficDrift")
+    );
     let (r, actions) = step(&r, &p, Event::Resume, 22);
     assert_eq!(actions, vec![Action::SetWeight { step: 0, weight: 5 }]);
     let (r, _) = step(&r, &p, ok(HookKind::SetWeight), 22);
-    assert_eq!(r.step_started_at, Some(at(22)), "the step's hold starts over");
+    assert_eq!(
+        r.step_started_at,
+        Some(at(22)),
+        "the step's hold starts over"
+    );
 }
 
 #[test]
@@ -245,12 +329,34 @@ fn a_refused_weight_pauses_at_the_old_weight_and_resume_asks_again() {
     let p = plan(LifecycleHooks::default());
     let r = at_first_step(&p, None);
     let (r, actions) = step(&r, &p, healthy(&r, 14), 14);
-    assert_eq!(actions, vec![Action::SetWeight { step: 1, weight: 25 }]);
-    let (r, actions) = step(&r, &p, Event::TrafficHeld { error: "nginx -t failed".into() }, 15);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 1,
+            weight: 25
+        }]
+    );
+    let (r, actions) = step(
+        &r,
+        &p,
+        Event::TrafficHeld {
+            error: "nginx -t failed".into(),
+        },
+        15,
+    );
     assert!(actions.is_empty());
-    assert_eq!((r.phase, r.pause_reason), (Phase::Paused, Some(PauseReason::Traffic)));
+    assert_eq!(
+        (r.phase, r.pause_reason),
+        (Phase::Paused, Some(PauseReason::Traffic))
+    );
     assert_eq!((r.step, r.weight), (0, 5), "still at the old step");
     assert!(!r.rollback_decided, "the old weight serves: no rollback");
     let (_, actions) = step(&r, &p, Event::Resume, 16);
-    assert_eq!(actions, vec![Action::SetWeight { step: 1, weight: 25 }]);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 1,
+            weight: 25
+        }]
+    );
 }

@@ -29,6 +29,7 @@ struct BackendState {
     name: &'static str,
     hits: Arc<AtomicU64>,
     ready: Arc<AtomicU16>,
+    ready_asked: Arc<AtomicU64>,
 }
 
 /// An HTTP server that answers every path with its name and counts the requests; `/ready`
@@ -45,6 +46,7 @@ impl Backend {
             name,
             hits: Arc::new(AtomicU64::new(0)),
             ready: Arc::new(AtomicU16::new(200)),
+            ready_asked: Arc::new(AtomicU64::new(0)),
         };
         let app = Router::new()
             .route("/ready", get(ready))
@@ -70,6 +72,11 @@ impl Backend {
         self.state.hits.load(Ordering::Relaxed)
     }
 
+    /// How many times `/ready` was asked.
+    pub fn ready_asked(&self) -> u64 {
+        self.state.ready_asked.load(Ordering::Relaxed)
+    }
+
     pub fn ready_url(&self) -> String {
         format!("http://{}/ready", self.addr)
     }
@@ -92,6 +99,7 @@ async fn answer(State(s): State<BackendState>) -> &'static str {
 }
 
 async fn ready(State(s): State<BackendState>) -> StatusCode {
+    s.ready_asked.fetch_add(1, Ordering::Relaxed);
     StatusCode::from_u16(s.ready.load(Ordering::Relaxed)).unwrap_or(StatusCode::OK)
 }
 
