@@ -8,6 +8,8 @@ set -euo pipefail
 wanted=(
   "prometheus              /usr/bin/prometheus"
   "prometheus-alertmanager /usr/bin/prometheus-alertmanager"
+  "haproxy  /usr/sbin/haproxy"
+  "nginx  /usr/sbin/nginx"
 )
 
 need=()
