@@ -30,6 +30,9 @@ struct BackendState {
     hits: Arc<AtomicU64>,
     ready: Arc<AtomicU16>,
     ready_asked: Arc<AtomicU64>,
+    /// When the last counted request arrived, in nanoseconds after `born` (0: none yet).
+    last_hit_ns: Arc<AtomicU64>,
+    born: std::time::Instant,
 }
 
 /// An HTTP server that answers every path with its name and counts the requests; `/ready`
@@ -47,6 +50,8 @@ impl Backend {
             hits: Arc::new(AtomicU64::new(0)),
             ready: Arc::new(AtomicU16::new(200)),
             ready_asked: Arc::new(AtomicU64::new(0)),
+            last_hit_ns: Arc::new(AtomicU64::new(0)),
+            born: std::time::Instant::now(),
         };
         let app = Router::new()
             .route("/ready", get(ready))
@@ -72,6 +77,14 @@ impl Backend {
         self.state.hits.load(Ordering::Relaxed)
     }
 
+    /// When the last counted request arrived.
+    pub fn last_hit(&self) -> Option<std::time::Instant> {
+        match self.state.last_hit_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(self.state.born + Duration::from_nanos(ns)),
+        }
+    }
+
     /// How many times `/ready` was asked.
     pub fn ready_asked(&self) -> u64 {
         self.state.ready_asked.load(Ordering::Relaxed)
@@ -95,6 +108,8 @@ impl Drop for Backend {
 
 async fn answer(State(s): State<BackendState>) -> &'static str {
     s.hits.fetch_add(1, Ordering::Relaxed);
+    let ns = u64::try_from(s.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    s.last_hit_ns.fetch_max(ns.max(1), Ordering::Relaxed);
     s.name
 }
 
@@ -139,6 +154,28 @@ pub async fn send_requests(url: &str, n: usize, concurrency: usize) -> BTreeMap<
         }
     }
     total
+}
+
+/// Requests sent back to back over `concurrency` connections until the returned flag is set:
+/// steady load for measuring when traffic moves.
+pub fn background_load(url: &str, concurrency: usize) -> Arc<std::sync::atomic::AtomicBool> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for _ in 0..concurrency.clamp(1, 256) {
+        let (url, stop) = (url.to_string(), stop.clone());
+        tokio::spawn(async move {
+            let Ok(client) = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(5))
+                .build()
+            else {
+                return;
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let _ = client.get(&url).send().await;
+            }
+        });
+    }
+    stop
 }
 
 /// A real HAProxy in master-worker mode: frontend on a free port, backend `app` with servers

@@ -131,18 +131,18 @@ impl Nginx {
                 "reload failed (old include restored): {e}"
             )));
         }
-        if let (Some(pid_file), Some(before)) = (&self.spec.pid_file, workers) {
-            if !wait_new_workers(pid_file, &before, self.spec.timeout).await {
-                let _ = restore();
-                return Err(TrafficError::failed(
-                    NAME,
-                    format!(
-                        "nginx did not replace its workers within {:?} after the reload; \
-                         the old include is back, the next reload applies it",
-                        self.spec.timeout
-                    ),
-                ));
-            }
+        if let (Some(pid_file), Some(before)) = (&self.spec.pid_file, workers)
+            && !wait_new_workers(pid_file, &before, self.spec.timeout).await
+        {
+            let _ = restore();
+            return Err(TrafficError::failed(
+                NAME,
+                format!(
+                    "nginx did not replace its workers within {:?} after the reload; \
+                     the old include is back, the next reload applies it",
+                    self.spec.timeout
+                ),
+            ));
         }
         Ok(())
     }
