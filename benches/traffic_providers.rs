@@ -31,14 +31,23 @@ async fn measure(p: &dyn TrafficProvider, canary: &Backend, url: &str) -> Run {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = canary.hits();
     let t0 = Instant::now();
-    set_confirmed(p, 50).await.expect("set 50");
-    let confirm_up = t0.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while canary.hits() == before {
-        assert!(Instant::now() < deadline, "canary never reached");
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-    let increase = t0.elapsed();
+    // Watched beside the call: the first request may reach the canary before it returns.
+    let first = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while canary.hits() == before && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            t0.elapsed()
+        });
+        let confirm = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(set_confirmed(p, 50))
+        });
+        confirm.expect("set 50");
+        (t0.elapsed(), watcher.join().expect("watcher"))
+    });
+    let (confirm_up, increase) = first;
+    assert!(canary.hits() > before, "canary never reached");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t1 = Instant::now();
     set_confirmed(p, 0).await.expect("set 0");
