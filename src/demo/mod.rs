@@ -17,6 +17,7 @@
 pub mod alertmanager;
 mod process;
 pub mod prometheus;
+pub mod real_traffic;
 pub mod receiver;
 pub mod service;
 mod simulation;
