@@ -170,6 +170,13 @@ async fn rolling_back_a_non_reversible_release_never_migrates_down_and_alerts() 
         .await
         .expect("alertmanager");
     let am_url = am.url();
+    let reports = tempfile::tempdir().expect("reports dir");
+    let config = reports.path().join("canaryd.yaml");
+    std::fs::write(
+        &config,
+        format!("reports_dir: {}\n", reports.path().display()),
+    )
+    .expect("config");
     let w = world(
         "lc-irrev",
         RuleOpts {
@@ -184,6 +191,8 @@ async fn rolling_back_a_non_reversible_release_never_migrates_down_and_alerts() 
             "1s",
             "--alertmanager-rollback-keep-firing-for",
             "60s",
+            "--config",
+            config.to_str().expect("utf-8"),
         ],
     )
     .await;
@@ -232,6 +241,13 @@ async fn rolling_back_a_non_reversible_release_never_migrates_down_and_alerts() 
     assert!(
         path.contains("non-reversible") && path.contains("not run"),
         "report: {report}"
+    );
+    let day = &report["started_at"].as_str().unwrap_or_default()[..10];
+    let md = std::fs::read_to_string(reports.path().join(format!("{day}-lc-irrev-{id}.md")))
+        .expect("markdown report");
+    assert!(
+        md.contains("- Migration: non-reversible migration \"0042_drop_column\""),
+        "{md}"
     );
 }
 

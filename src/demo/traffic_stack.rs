@@ -119,7 +119,7 @@ async fn ready(State(s): State<BackendState>) -> StatusCode {
 }
 
 /// Sends `n` GETs to `url` over `concurrency` connections at once and counts the answers by
-/// body (a backend's name); failed requests count under `"error"`.
+/// body (a backend's name); failed requests count under `"error: <why>"`.
 pub async fn send_requests(url: &str, n: usize, concurrency: usize) -> BTreeMap<String, u64> {
     let concurrency = concurrency.clamp(1, 256);
     let mut workers = tokio::task::JoinSet::new();
@@ -135,12 +135,16 @@ pub async fn send_requests(url: &str, n: usize, concurrency: usize) -> BTreeMap<
             for _ in 0..share {
                 let body = match &client {
                     Ok(c) => match c.get(&url).send().await {
-                        Ok(r) if r.status().is_success() => {
-                            r.text().await.unwrap_or_else(|_| "error".into())
-                        }
-                        _ => "error".into(),
+                        Ok(r) if r.status().is_success() => r
+                            .text()
+                            .await
+                            .unwrap_or_else(|e| format!("error: body {e}")),
+                        Ok(r) => format!("error: HTTP {}", r.status().as_u16()),
+                        Err(e) if e.is_timeout() => "error: timeout".into(),
+                        Err(e) if e.is_connect() => "error: connect".into(),
+                        Err(_) => "error: transport".into(),
                     },
-                    Err(_) => "error".into(),
+                    Err(_) => "error: client".into(),
                 };
                 *counts.entry(body).or_default() += 1;
             }
