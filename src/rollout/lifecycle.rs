@@ -80,7 +80,7 @@ pub(super) fn hook_failed(r: &mut Rollout, hook: HookKind, error: String, now: D
             r.finished_at = Some(now);
         }
         // The step is held: the canary keeps its weight and readiness is asked again at the
-        // next tick. A canary that never becomes ready stalls (and `CanaryStalled` fires).
+        // next tick (or timer, before the first weight). The reason says why it waits.
         HookKind::Readiness => {
             r.reason = Some(format!(
                 "readiness failed: {error}; holding at {} % (step {})",
