@@ -11,6 +11,8 @@ wanted=(
   "postgresql              /usr/bin/pg_ctlcluster"
   "chromium-driver  /usr/bin/chromedriver"
   "chromium  /usr/bin/chromium"
+  "haproxy  /usr/sbin/haproxy"
+  "nginx  /usr/sbin/nginx"
 )
 
 need=()

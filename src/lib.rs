@@ -12,4 +12,5 @@ pub mod rules;
 pub mod simulate;
 pub mod source;
 pub mod telemetry;
+pub mod traffic;
 pub mod web;

@@ -25,6 +25,7 @@ fn plan(on_nodata: OnNodata) -> Plan {
         nodata_limit: 2,
         on_nodata,
         windows: None,
+        lifecycle: Default::default(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Which alerts a rollout has right now, as plain data: `CanaryRollback`,
-//! `CanaryRollbackUndelivered`, `CanaryCheckWarning` and `CanaryStalled`. Pure (the caller
+//! `CanaryRollbackUndelivered`, `CanaryCheckWarning`, `CanaryStalled`, and the traffic and
+//! migration alerts (`CanaryTrafficDrift`, `CanaryTrafficRefused`, `CanaryRestoreDecisionNeeded`). Pure (the caller
 //! passes `now` and how long the rollout has waited), so the publisher in
 //! [`super::alertmanager`] only diffs and delivers.
 
@@ -53,6 +54,7 @@ pub fn may_alert(r: &Rollout, now: DateTime<Utc>, keep_firing_for: Duration) -> 
         || r.rollback_undelivered()
         || rollback_recent(r, now, keep_firing_for)
         || regression_recent(r, now, keep_firing_for)
+        || restore_decision_recent(r, now, keep_firing_for)
 }
 
 /// A checkpoint after promotion failed, and the rollout is still live or ended less than
@@ -63,6 +65,18 @@ fn regression_recent(r: &Rollout, now: DateTime<Utc>, keep_firing_for: Duration)
     }
     let Some(finished) = r.finished_at else {
         return true;
+    };
+    chrono::TimeDelta::from_std(keep_firing_for)
+        .ok()
+        .and_then(|keep| finished.checked_add_signed(keep))
+        .is_none_or(|until| now < until)
+}
+
+/// A rolled-back release whose migration cannot simply be undone, finished less than
+/// `keep_firing_for` ago (`rolled_back`, or `failed` when `migrate_down` failed).
+fn restore_decision_recent(r: &Rollout, now: DateTime<Utc>, keep_firing_for: Duration) -> bool {
+    let Some(finished) = r.finished_at.filter(|_| r.restore_decision_needed) else {
+        return false;
     };
     chrono::TimeDelta::from_std(keep_firing_for)
         .ok()
@@ -180,6 +194,7 @@ pub fn alerts_for(r: &Rollout, cx: &AlertContext<'_>) -> Vec<Alert> {
             }
         }
     }
+    traffic_alerts(r, cx, &mut out);
     let waited = (cx.now - cx.phase_since).to_std().unwrap_or_default();
     let nodata = r.phase == Phase::Paused && r.pause_reason == Some(PauseReason::Nodata);
     let waiting = matches!(
@@ -201,6 +216,45 @@ pub fn alerts_for(r: &Rollout, cx: &AlertContext<'_>) -> Vec<Alert> {
         out.push(alert(r, cx, "CanaryStalled", "warning", None, summary, why));
     }
     out
+}
+
+/// The traffic provider's findings and the migration a human must decide on:
+/// `CanaryTrafficDrift` (weights changed behind canaryd's back; paused), `CanaryTrafficRefused`
+/// (the provider refused a weight; paused at the old one) and `CanaryRestoreDecisionNeeded`
+/// (a non-reversible migration was rolled back past: downgrade or restore, seed 001 §5).
+fn traffic_alerts(r: &Rollout, cx: &AlertContext<'_>, out: &mut Vec<Alert>) {
+    let reason = r.reason.clone().unwrap_or_default();
+    if r.phase == Phase::Paused {
+        let (name, severity, what) = match r.pause_reason {
+            Some(PauseReason::Drift) => ("CanaryTrafficDrift", "critical", "traffic drift"),
+            Some(PauseReason::Traffic) => (
+                "CanaryTrafficRefused",
+                "warning",
+                "traffic provider refused a weight",
+            ),
+            _ => return,
+        };
+        let summary = format!("Rollout of {} {} paused: {what}", r.rule, r.version);
+        out.push(alert(r, cx, name, severity, None, summary, reason));
+        return;
+    }
+    if restore_decision_recent(r, cx.now, cx.rollback_keep_firing_for) {
+        let path = r.migration_path.clone().unwrap_or_default();
+        let summary = format!(
+            "Canary {} of {} rolled back past a migration that cannot simply be undone: \
+             decide between downgrade and restore",
+            r.version, r.rule
+        );
+        out.push(alert(
+            r,
+            cx,
+            "CanaryRestoreDecisionNeeded",
+            "critical",
+            None,
+            summary,
+            path,
+        ));
+    }
 }
 
 /// The check behind a metric rollback: the machine words its reason `"{metric}: ..."`, and

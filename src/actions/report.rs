@@ -55,6 +55,9 @@ pub struct Report {
 pub struct RollbackRecord {
     pub required: bool,
     pub reason: Option<String>,
+    /// Which migration path a rollback took and why (`rollout::lifecycle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +142,7 @@ impl ReportBuilder {
                 rollback: RollbackRecord {
                     required: false,
                     reason: None,
+                    migration: None,
                 },
                 steps: Vec::new(),
                 metrics,
@@ -218,6 +222,7 @@ impl ReportBuilder {
         rep.rollback = RollbackRecord {
             required: r.rollback_decided,
             reason: r.rollback_decided.then(|| r.reason.clone()).flatten(),
+            migration: r.migration_path.clone(),
         };
         if let Some(end) = r.finished_at {
             rep.finished_at = Some(end);

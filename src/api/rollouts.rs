@@ -20,6 +20,9 @@ use crate::rollout::{Event, Rollout};
 pub struct CreateRollout {
     pub rule: String,
     pub version: String,
+    /// `{"reversible": bool, "id": "..."}`: what a rollback must do about the database.
+    #[serde(default)]
+    pub migration: Option<crate::rollout::lifecycle::Migration>,
     /// Ignore deploy windows; a human approves the first step (`rollout::controls`).
     #[serde(default)]
     pub emergency: bool,
@@ -132,8 +135,15 @@ pub async fn create(
         }
     })?;
     check_version(&req.version).map_err(ApiError::BadRequest)?;
+    if let Some(m) = &req.migration
+        && !m.id.is_empty()
+    {
+        // The id reaches hook bodies, alerts and reports: a name, like a version.
+        check_version(&m.id).map_err(|e| ApiError::BadRequest(format!("migration id: {e}")))?;
+    }
     let opts = StartOptions {
         emergency: req.emergency,
+        migration: req.migration,
         ..StartOptions::default()
     };
     let r = state

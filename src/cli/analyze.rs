@@ -141,6 +141,11 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<i32> {
                     "{}  -> would ROLL BACK: {reason}",
                     t.format("%Y-%m-%dT%H:%M:%SZ")
                 ),
+                other => println!(
+                    "{}  -> would run {}",
+                    t.format("%Y-%m-%dT%H:%M:%SZ"),
+                    other.hook().as_str()
+                ),
             }
             tr = handle(
                 &tr.rollout,

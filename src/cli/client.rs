@@ -36,6 +36,16 @@ pub enum RolloutCommand {
         /// verification after promotion is extended.
         #[arg(long)]
         emergency: bool,
+        /// The release's database migration id; with `--migration-reversible` or
+        /// `--migration-irreversible` it decides what a rollback does about the database.
+        #[arg(long)]
+        migration_id: Option<String>,
+        /// The migration can be undone: a rollback runs `migrate_down` after traffic is back.
+        #[arg(long, conflicts_with = "migration_irreversible")]
+        migration_reversible: bool,
+        /// The migration cannot be undone: a rollback asks a human (downgrade vs restore).
+        #[arg(long)]
+        migration_irreversible: bool,
     },
     List,
     Status {
@@ -124,15 +134,30 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<i32> {
             rule,
             version,
             emergency,
-        } => (
-            reqwest::Method::POST,
-            "/api/v1/rollouts".to_string(),
-            Some(if *emergency {
-                json!({"rule": rule, "version": version, "emergency": true})
-            } else {
-                json!({"rule": rule, "version": version})
-            }),
-        ),
+            migration_id,
+            migration_reversible,
+            migration_irreversible,
+        } => {
+            let mut body = json!({"rule": rule, "version": version});
+            if *emergency {
+                body["emergency"] = json!(true);
+            }
+            if *migration_reversible || *migration_irreversible {
+                body["migration"] = json!({
+                    "reversible": migration_reversible,
+                    "id": migration_id.clone().unwrap_or_default(),
+                });
+            } else if migration_id.is_some() {
+                anyhow::bail!(
+                    "--migration-id needs --migration-reversible or --migration-irreversible"
+                );
+            }
+            (
+                reqwest::Method::POST,
+                "/api/v1/rollouts".to_string(),
+                Some(body),
+            )
+        }
         RolloutCommand::List => (reqwest::Method::GET, "/api/v1/rollouts".to_string(), None),
         RolloutCommand::Status {
             id,

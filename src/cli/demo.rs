@@ -107,7 +107,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     println!("  prometheus  {} (scrapes every 1s)", prometheus.url());
     println!("  hooks       {}", receiver.url("/"));
 
-    let rule = demo_rule(&receiver, args.hold)?;
+    let mut rule = demo_rule(&receiver, args.hold)?;
+    let real = crate::demo::real_traffic::RealTraffic::start_if_installed()
+        .await
+        .context("starting HAProxy for real traffic")?;
+    match &real {
+        Some(rt) => {
+            println!(
+                "  haproxy     {} (real requests to a baseline and a canary process; canaryd moves its weights)",
+                rt.url()
+            );
+            rule.spec.traffic = Some(serde_saphyr::Spanned::new(
+                rt.spec(),
+                serde_saphyr::Location::UNKNOWN,
+                serde_saphyr::Location::UNKNOWN,
+            ));
+        }
+        None => println!(
+            "  (HAProxy not installed: traffic is simulated and the weight is a label; \
+             `scripts/setup.sh` installs it for the real-traffic demo)"
+        ),
+    }
     if rule.name() != service_name {
         bail!(
             "demo expects the {service_name} policy, found {}",
@@ -153,7 +173,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     println!("== rollout 1: v1.1.0, canary as healthy as the baseline");
-    let first = drive(&controller, &service, service_name, "v1.1.0", None).await?;
+    let first = drive(
+        &controller,
+        &service,
+        service_name,
+        "v1.1.0",
+        None,
+        real.as_ref(),
+    )
+    .await?;
     println!(
         "== rollout 2: v1.2.0, canary error rate jumps to {}% once it has 25% of traffic",
         args.bad_error_rate * 100.0
@@ -166,6 +194,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         service_name,
         "v1.2.0",
         Some(args.bad_error_rate),
+        real.as_ref(),
     )
     .await?;
 
@@ -197,12 +226,15 @@ async fn drive(
     rule: &str,
     version: &str,
     degrade_at_25: Option<f64>,
+    real: Option<&crate::demo::real_traffic::RealTraffic>,
 ) -> anyhow::Result<crate::rollout::Rollout> {
     let mut updates = controller.subscribe();
     let started = Instant::now();
     let r = controller.start(rule, version).await?;
     let id = r.id.clone();
     let mut degraded = false;
+    // The weight being measured; none until this rollout's first weight is confirmed.
+    let mut weight: Option<u32> = None;
     loop {
         let u: Update = match tokio::time::timeout(Duration::from_secs(120), updates.recv()).await {
             Err(_) => bail!("rollout {id} made no progress for two minutes"),
@@ -214,6 +246,21 @@ async fn drive(
             continue;
         }
         let at = started.elapsed().as_secs_f64();
+        if let Some(rt) = real
+            && u.rollout.step_started_at.is_some()
+            && weight != Some(u.rollout.weight)
+        {
+            let (share, n) = rt.share();
+            if let Some(w) = weight
+                && n > 0
+            {
+                println!(
+                    "  [{at:5.1}s]   measured at {w}%: canary got {share:.1}% of {n} real requests"
+                );
+            }
+            weight = Some(u.rollout.weight);
+            rt.mark();
+        }
         if u.event == "tick"
             && let Some(t) = &u.rollout.last_tick
         {
@@ -235,8 +282,12 @@ async fn drive(
                     )
                 })
                 .collect();
+            let measured = real.map_or(String::new(), |rt| {
+                let (share, n) = rt.share();
+                format!(" (measured {share:.1}% of {n})")
+            });
             println!(
-                "  [{at:5.1}s]   tick at {}%: score {:.0} | {}",
+                "  [{at:5.1}s]   tick at {}%{measured}: score {:.0} | {}",
                 u.rollout.weight,
                 t.score.value,
                 parts.join(" | ")
@@ -250,6 +301,7 @@ async fn drive(
                 Action::Promote => println!("  [{at:5.1}s] every step healthy: promoting"),
                 Action::Rollback { reason } => println!("  [{at:5.1}s] ROLLBACK: {reason}"),
                 Action::Revert { reason, .. } => println!("  [{at:5.1}s] REVERT: {reason}"),
+                other => println!("  [{at:5.1}s] {}", other.hook().as_str()),
             }
         }
         if let Some(bad) = degrade_at_25

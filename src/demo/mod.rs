@@ -17,9 +17,11 @@
 pub mod alertmanager;
 mod process;
 pub mod prometheus;
+pub mod real_traffic;
 pub mod receiver;
 pub mod service;
 mod simulation;
+pub mod traffic_stack;
 
 use std::path::PathBuf;
 use std::time::Duration;

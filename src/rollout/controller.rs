@@ -59,6 +59,8 @@ pub struct StartOptions {
     pub run: u32,
     /// Controls to record from the start (the `retry` that created this run).
     pub controls: Vec<super::controls::ControlRecord>,
+    /// The release's database migration (`rollout::lifecycle`): what a rollback does about it.
+    pub migration: Option<super::lifecycle::Migration>,
 }
 
 pub(super) type Reply = oneshot::Sender<Result<Rollout, ControlError>>;
@@ -240,6 +242,7 @@ impl Controller {
             retry_of: Some(old.id.clone()),
             run: old.run.saturating_add(1),
             controls: vec![record],
+            migration: old.migration.clone(),
         };
         self.start_with(&old.rule, &old.version, opts).await
     }
@@ -295,6 +298,7 @@ impl Controller {
             rollout.retry_of = opts.retry_of;
             rollout.run = opts.run.max(1);
             rollout.controls = opts.controls;
+            rollout.migration = opts.migration;
             rollout.verify = super::verify::plan_for(rule.spec.verify.as_ref(), rollout.emergency)
                 .map(|mut v| {
                     v.previous_version = self.previous_version(rule_name);

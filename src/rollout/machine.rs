@@ -69,6 +69,14 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// The traffic provider refused a new weight and the old one still serves.
+    TrafficHeld {
+        error: String,
+    },
+    /// The traffic provider reads back weights canaryd did not set.
+    TrafficDrift {
+        found: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -79,6 +87,9 @@ pub enum HookKind {
     Rollback,
     /// After promotion: bring back the previous version (`verify`).
     Revert,
+    PreRollout,
+    Readiness,
+    MigrateDown,
 }
 
 impl HookKind {
@@ -88,6 +99,9 @@ impl HookKind {
             HookKind::Promote => "promote",
             HookKind::Rollback => "rollback",
             HookKind::Revert => "revert",
+            HookKind::PreRollout => "pre_rollout",
+            HookKind::Readiness => "readiness",
+            HookKind::MigrateDown => "migrate_down",
         }
     }
 }
@@ -109,6 +123,15 @@ pub enum Action {
         reason: String,
         previous: Option<String>,
     },
+    /// Before any traffic moves.
+    PreRollout,
+    /// Ask the canary's readiness endpoint before raising its weight to `weight`.
+    CheckReadiness {
+        step: usize,
+        weight: u32,
+    },
+    /// Undo a reversible migration, after the rollback put traffic back on the baseline.
+    MigrateDown,
 }
 
 impl Action {
@@ -118,6 +141,9 @@ impl Action {
             Action::Promote => HookKind::Promote,
             Action::Rollback { .. } => HookKind::Rollback,
             Action::Revert { .. } => HookKind::Revert,
+            Action::PreRollout => HookKind::PreRollout,
+            Action::CheckReadiness { .. } => HookKind::Readiness,
+            Action::MigrateDown => HookKind::MigrateDown,
         }
     }
 }
@@ -179,7 +205,7 @@ fn apply(
         }
         Event::Start if r.phase == Phase::Pending => {
             r.phase = Phase::Progressing;
-            request_weight(r, plan, 0, out);
+            super::lifecycle::start(r, plan, out);
             None
         }
         Event::Start => Some("rollout already started".into()),
@@ -200,6 +226,8 @@ fn apply(
             task_failed(r, reason, now, out);
             None
         }
+        Event::TrafficHeld { error } => super::lifecycle::traffic_held(r, error),
+        Event::TrafficDrift { found } => super::lifecycle::traffic_drift(r, found),
         Event::Tick(tick) => {
             on_tick(r, plan, tick, now, out);
             None
@@ -230,8 +258,15 @@ fn apply(
         }
         Event::Resume => {
             if r.phase == Phase::Paused {
+                let drifted = r.pause_reason == Some(PauseReason::Drift);
                 resume(r);
-                try_advance(r, plan, now, out);
+                if drifted {
+                    // The human looked and said go on: canaryd's weight is set again, and the
+                    // step's hold starts over, as the traffic was not at its weight.
+                    super::lifecycle::reapply_weight(r, out);
+                } else {
+                    try_advance(r, plan, now, out);
+                }
                 None
             } else {
                 Some(format!(
@@ -282,15 +317,22 @@ fn apply(
     }
 }
 
-fn resume(r: &mut Rollout) {
+pub(super) fn resume(r: &mut Rollout) {
     r.phase = Phase::Progressing;
     r.pause_reason = None;
     r.nodata_ticks = 0;
     r.reason = None;
 }
 
-fn request_weight(r: &mut Rollout, plan: &Plan, step: usize, out: &mut Vec<Action>) {
+pub(super) fn request_weight(r: &mut Rollout, plan: &Plan, step: usize, out: &mut Vec<Action>) {
     let weight = plan.steps.get(step).map_or(100, |s| s.weight);
+    if plan.lifecycle.readiness {
+        // The step is taken only when readiness answers: until then the rollout stays where it is.
+        let action = Action::CheckReadiness { step, weight };
+        r.pending = Some(action.clone());
+        out.push(action);
+        return;
+    }
     let action = Action::SetWeight { step, weight };
     r.step = step;
     r.pending = Some(action.clone());
@@ -298,7 +340,11 @@ fn request_weight(r: &mut Rollout, plan: &Plan, step: usize, out: &mut Vec<Actio
 }
 
 /// The one way into `rolling_back`. Idempotent: a second cause changes nothing.
-fn decide_rollback(r: &mut Rollout, reason: String, out: &mut Vec<Action>) -> Option<String> {
+pub(super) fn decide_rollback(
+    r: &mut Rollout,
+    reason: String,
+    out: &mut Vec<Action>,
+) -> Option<String> {
     if r.rollback_decided {
         return Some("rollback already decided".into());
     }
@@ -341,10 +387,10 @@ fn hook_succeeded(
             }
         }
         Action::Rollback { .. } | Action::Revert { .. } => {
-            r.phase = Phase::RolledBack;
             r.weight = 0;
-            r.finished_at = Some(now);
+            super::lifecycle::after_rollback(r, plan, now, out);
         }
+        other => super::lifecycle::hook_succeeded(r, plan, other, now, out),
     }
     None
 }
@@ -367,6 +413,10 @@ fn hook_failed(
         return None;
     }
     match hook {
+        HookKind::PreRollout | HookKind::Readiness | HookKind::MigrateDown => {
+            super::lifecycle::hook_failed(r, hook, error, now);
+            None
+        }
         // Traffic is in an unknown state between two weights: the known-good state is the
         // baseline, so a weight change that cannot be delivered rolls back.
         HookKind::SetWeight => decide_rollback(r, format!("set_weight hook failed: {error}"), out),
@@ -549,8 +599,13 @@ fn counts_toward_advancing(
 
 /// Leaves the step when its hold elapsed with a healthy, counted tick, a gate was passed and the
 /// window allows. The last step promotes.
-fn try_advance(r: &mut Rollout, plan: &Plan, now: DateTime<Utc>, out: &mut Vec<Action>) {
+pub(super) fn try_advance(r: &mut Rollout, plan: &Plan, now: DateTime<Utc>, out: &mut Vec<Action>) {
     if r.rollback_decided || r.pending.is_some() || r.phase == Phase::Paused {
+        return;
+    }
+    // The first weight was held (readiness said no, or the provider refused): ask again.
+    if r.step_started_at.is_none() && r.phase == Phase::Progressing {
+        request_weight(r, plan, r.step, out);
         return;
     }
     let (Some(started), Some(step)) = (r.step_started_at, plan.steps.get(r.step)) else {

@@ -10,6 +10,7 @@ pub mod controls;
 mod deadline;
 pub mod feed;
 pub mod lease;
+pub mod lifecycle;
 pub mod machine;
 pub mod plan;
 pub mod postgres;
@@ -106,6 +107,10 @@ pub enum PauseReason {
     Manual,
     Nodata,
     Alert,
+    /// The traffic provider refused a weight; the old weight still serves.
+    Traffic,
+    /// The weights on the server are not the ones canaryd set.
+    Drift,
 }
 
 /// One judged analysis round.
@@ -191,6 +196,16 @@ pub struct Rollout {
     /// Checkpoints after promotion and their results (`verify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<verify::Verification>,
+    /// The database migration this release brings, as the start request declared it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<lifecycle::Migration>,
+    /// After a rollback: which migration path was taken and why (the report shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_path: Option<String>,
+    /// A rolled-back release whose migration cannot be undone: a human chooses downgrade or
+    /// restore (`CanaryRestoreDecisionNeeded`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restore_decision_needed: bool,
 }
 
 impl Rollout {
@@ -232,6 +247,9 @@ impl Rollout {
             retry_of: None,
             run: 1,
             verify: None,
+            migration: None,
+            migration_path: None,
+            restore_decision_needed: false,
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct Plan {
     /// What `nodata_limit` consecutive no-data ticks do: pause (default) or roll back.
     pub on_nodata: OnNodata,
     pub windows: Option<Windows>,
+    /// Lifecycle hooks the rule has (`rollout::lifecycle`).
+    pub lifecycle: super::lifecycle::LifecycleHooks,
 }
 
 impl Plan {
@@ -42,6 +44,11 @@ impl Plan {
             nodata_limit: a.nodata_limit,
             on_nodata: a.on_nodata,
             windows: rule.windows.clone(),
+            lifecycle: super::lifecycle::LifecycleHooks {
+                pre_rollout: rule.spec.hooks.pre_rollout.is_some(),
+                readiness: rule.spec.hooks.readiness.is_some(),
+                migrate_down: rule.spec.hooks.migrate_down.is_some(),
+            },
         }
     }
 

@@ -27,7 +27,9 @@ use super::supervisor::inject_fault;
 use super::{Action, Event, Phase, Plan, Rollout, Tick, handle};
 use crate::actions::HookPayload;
 use crate::rules::Rule;
+use crate::source::health::HealthProbe;
 use crate::telemetry;
+use crate::traffic::{Reconcile, TrafficError, TrafficProvider};
 
 /// Longest wait between re-deliveries of an undelivered rollback, and between retries of a
 /// refused save: long enough not to hammer a dead receiver, short enough that recovery is quick.
@@ -67,6 +69,27 @@ pub(super) struct RolloutTask {
     /// The leader term this task acts under; it stops when the term ends.
     epoch: Option<u64>,
     lead: watch::Receiver<Option<Term>>,
+    /// The rule's `traffic:` provider, which moves the weight before any hook runs.
+    traffic: Option<Arc<dyn TrafficProvider>>,
+    /// Asks the canary's readiness endpoint (`hooks.readiness`).
+    probe: Option<HealthProbe>,
+}
+
+/// What performing an action came to, beyond the hook's own errors.
+enum Failure {
+    Hook(crate::actions::HookError),
+    Traffic(TrafficError),
+    Readiness(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Hook(e) => e.fmt(f),
+            Failure::Traffic(e) => write!(f, "traffic: {e}"),
+            Failure::Readiness(e) => write!(f, "canary not ready: {e}"),
+        }
+    }
 }
 
 impl RolloutTask {
@@ -79,9 +102,22 @@ impl RolloutTask {
     ) -> RolloutTask {
         let shutdown = inner.shutdown.subscribe();
         let (epoch, lead) = (inner.leadership.epoch(), inner.leadership.subscribe());
+        let traffic = rule
+            .spec
+            .traffic
+            .as_ref()
+            .map(|t| Arc::from(crate::traffic::provider(&t.value)));
+        let probe = rule
+            .spec
+            .hooks
+            .readiness
+            .as_ref()
+            .and_then(|_| HealthProbe::new().ok());
         RolloutTask {
             epoch,
             lead,
+            traffic,
+            probe,
             plan: Plan::from_rule(&rule),
             inner,
             rule,
@@ -185,8 +221,16 @@ impl RolloutTask {
             self.state.pending.clone(),
         );
         let (inner, rule, state) = (self.inner.clone(), self.rule.clone(), self.state.clone());
+        let traffic = self.traffic.clone();
         let gather = async move {
-            gather_within(deadline, &inner.source, &rule, &state, SystemTime::now()).await
+            if let Some(t) = traffic
+                && let Some(found) = check_traffic(t.as_ref(), &state).await
+            {
+                return Event::TrafficDrift { found };
+            }
+            Event::Tick(
+                gather_within(deadline, &inner.source, &rule, &state, SystemTime::now()).await,
+            )
         };
         tokio::pin!(gather);
         loop {
@@ -203,8 +247,8 @@ impl RolloutTask {
                 }
                 _ = self.shutdown.changed() => return,
                 Ok(()) = self.lead.changed() => if !self.leading() { return },
-                tick = &mut gather => {
-                    let _ = self.apply(Event::Tick(tick));
+                event = &mut gather => {
+                    let _ = self.apply(event);
                     return;
                 }
             }
@@ -254,11 +298,15 @@ impl RolloutTask {
     /// must cancel it and roll back instead of waiting for its retries.
     async fn perform(&mut self, action: Action) {
         let payload = self.payload(&action);
+        let hooks_spec = &self.rule.spec.hooks;
         let spec = match action {
-            Action::SetWeight { .. } => self.rule.spec.hooks.set_weight.as_ref(),
-            Action::Promote => self.rule.spec.hooks.promote.as_ref(),
-            Action::Rollback { .. } => self.rule.spec.hooks.rollback.as_ref(),
-            Action::Revert { .. } => self.rule.spec.hooks.revert.as_ref(),
+            Action::SetWeight { .. } => hooks_spec.set_weight.as_ref(),
+            Action::Promote => hooks_spec.promote.as_ref(),
+            Action::Rollback { .. } => hooks_spec.rollback.as_ref(),
+            Action::Revert { .. } => hooks_spec.revert.as_ref(),
+            Action::PreRollout => hooks_spec.pre_rollout.as_ref(),
+            Action::MigrateDown => hooks_spec.migrate_down.as_ref(),
+            Action::CheckReadiness { .. } => None,
         }
         .map(|s| s.value.clone());
         if matches!(action, Action::Rollback { .. }) {
@@ -266,7 +314,39 @@ impl RolloutTask {
         }
         let hooks = self.inner.hooks.clone();
         let fence = self.epoch.and_then(|e| self.inner.leadership.fence(e));
-        let call = hooks.deliver_fenced(spec.as_ref(), &payload, fence);
+        let traffic = self.traffic.clone();
+        let readiness = hooks_spec.readiness.as_ref().map(|r| r.value.clone());
+        let probe = self.probe.clone();
+        let act = action.clone();
+        let hook_payload = payload.clone();
+        let call = async move {
+            // Traffic moves first: on rollback the canary is at 0 before any hook runs.
+            let pct = match &act {
+                Action::SetWeight { weight, .. } => Some(*weight),
+                Action::Promote => Some(100),
+                // A revert after promotion takes the promoted version's traffic away, as a rollback.
+                Action::Rollback { .. } | Action::Revert { .. } => Some(0),
+                _ => None,
+            };
+            // A deposed leader moves no traffic either (the hook below checks on every attempt).
+            if let Some(f) = fence.as_ref().filter(|f| !f.holds()) {
+                return (0, Err(Failure::Hook(crate::actions::HookError::NotLeader { epoch: f.epoch })));
+            }
+            if let (Some(t), Some(pct)) = (&traffic, pct)
+                && let Err(e) = crate::traffic::set_confirmed(t.as_ref(), pct).await
+            {
+                return (1, Err(Failure::Traffic(e)));
+            }
+            if let Action::CheckReadiness { .. } = act {
+                let result = match (readiness, probe) {
+                    (Some(r), Some(p)) => p.check(&r.url, r.timeout).await,
+                    _ => Err("no readiness client".to_string()),
+                };
+                return (1, result.map_err(Failure::Readiness));
+            }
+            let (n, result) = hooks.deliver_fenced(spec.as_ref(), &hook_payload, fence).await;
+            (n, result.map_err(Failure::Hook))
+        };
         tokio::pin!(call);
         loop {
             tokio::select! {
@@ -275,6 +355,10 @@ impl RolloutTask {
                     let hook = action.hook();
                     let event = match result {
                         Ok(()) => Event::HookSucceeded { hook },
+                        // The old weights still serve: hold and tell, no need to roll back.
+                        Err(Failure::Traffic(e)) if e.traffic_unchanged() && matches!(action, Action::SetWeight { .. }) => {
+                            Event::TrafficHeld { error: e.to_string() }
+                        }
                         Err(e) => Event::HookFailed { hook, error: e.to_string() },
                     };
                     let failed = matches!(event, Event::HookFailed { .. });
@@ -305,11 +389,11 @@ impl RolloutTask {
     }
 
     /// The delivery log is for humans: a refused write is logged, not fatal.
-    fn log_delivery(
+    fn log_delivery<E: std::fmt::Display>(
         &self,
         payload: &HookPayload,
         attempts: u32,
-        result: &Result<(), crate::actions::HookError>,
+        result: &Result<(), E>,
     ) {
         let d = Delivery {
             rollout_id: payload.rollout_id.clone(),
@@ -406,6 +490,9 @@ impl RolloutTask {
             Action::SetWeight { step, weight } => (*step, *weight, None),
             Action::Promote => (self.state.step, 100, self.state.reason.clone()),
             Action::Rollback { reason } => (self.state.step, 0, Some(reason.clone())),
+            Action::PreRollout => (0, 0, None),
+            Action::CheckReadiness { step, weight } => (*step, *weight, None),
+            Action::MigrateDown => (self.state.step, 0, self.state.reason.clone()),
             Action::Revert { reason, .. } => (self.state.step, 100, Some(reason.clone())),
         };
         // The revert hook is told which version to go back to.
@@ -453,6 +540,8 @@ fn event_label(e: &Event) -> &'static str {
         Event::TaskFailed { .. } => "task_failed",
         Event::Control { control, .. } => control.as_str(),
         Event::Checkpoint { .. } => "checkpoint",
+        Event::TrafficHeld { .. } => "traffic_held",
+        Event::TrafficDrift { .. } => "traffic_drift",
     }
 }
 
@@ -471,9 +560,47 @@ fn log_transition(before: &Rollout, after: &Rollout, actions: &[Action]) {
             Action::Rollback { reason } => {
                 tracing::warn!(event = "rollout.rollback", rollout = %after.id, version = %after.version, reason = %reason, "rolling back")
             }
+            Action::PreRollout => {
+                tracing::info!(event = "rollout.pre_rollout", rollout = %after.id, "pre_rollout hook before any traffic moves")
+            }
+            Action::CheckReadiness { step, weight } => {
+                tracing::info!(event = "step.readiness", rollout = %after.id, step, weight, "asking the canary's readiness before raising its weight")
+            }
+            Action::MigrateDown => {
+                tracing::warn!(event = "rollout.migrate_down", rollout = %after.id, "traffic is on the baseline; migrating down")
+            }
         }
     }
     if before.phase != after.phase {
         tracing::info!(rollout = %after.id, from = before.phase.as_str(), to = after.phase.as_str(), reason = ?after.reason, "phase changed");
+    }
+}
+
+/// Compares the provider's reading with the weight canaryd confirmed. A server that reloaded
+/// gets its weights again here (no step is lost); anything else that differs is drift, returned
+/// for the machine to pause on. A reading that fails is logged, not drift: the next weight
+/// change would fail and roll back if the server were really gone.
+async fn check_traffic(t: &dyn TrafficProvider, state: &Rollout) -> Option<String> {
+    let reading = match t.current().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(rollout = %state.id, provider = t.name(), error = %e, "cannot read the traffic weights");
+            return None;
+        }
+    };
+    match crate::traffic::reconcile(state.weight, &reading) {
+        Reconcile::InSync => None,
+        Reconcile::Reloaded => {
+            tracing::warn!(event = "traffic.reapplied", rollout = %state.id, provider = t.name(), weight = state.weight,
+                found = %reading.weights, "server is back at its configured weights (reloaded); setting canaryd's again");
+            match crate::traffic::set_confirmed(t, state.weight).await {
+                Ok(_) => None,
+                Err(e) => Some(format!(
+                    "server reloaded and re-applying {} % failed: {e}",
+                    state.weight
+                )),
+            }
+        }
+        Reconcile::Drift { found } => Some(found),
     }
 }

@@ -32,6 +32,9 @@ pub struct RuleSpec {
     pub verify: Option<VerifySpec>,
     #[serde(default)]
     pub hooks: HooksSpec,
+    /// A built-in traffic provider that moves the weight itself, before the `set_weight` hook.
+    #[serde(default)]
+    pub traffic: Option<Spanned<crate::traffic::TrafficSpec>>,
     #[serde(default)]
     pub alerts: AlertsSpec,
     /// Extra template variables, so teams share one query shape across services.
@@ -395,6 +398,15 @@ pub struct HooksSpec {
     /// `verify.revert_on_failure` is set.
     #[serde(default)]
     pub revert: Option<Spanned<HookSpec>>,
+    /// Before any traffic moves (e.g. apply migrations); a failure ends the rollout.
+    #[serde(default)]
+    pub pre_rollout: Option<Spanned<HookSpec>>,
+    /// The canary's readiness endpoint: must answer 2xx before each weight increase.
+    #[serde(default)]
+    pub readiness: Option<Spanned<ReadinessSpec>>,
+    /// After a rollback of a reversible migration, once traffic is back on the baseline.
+    #[serde(default)]
+    pub migrate_down: Option<Spanned<HookSpec>>,
 }
 
 /// `verify: { checkpoints: [15m, 1h, 24h], revert_on_failure: true }`.
@@ -405,6 +417,20 @@ pub struct VerifySpec {
     pub checkpoints: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     pub revert_on_failure: bool,
+}
+
+/// A GET that must answer 2xx before the weight goes up; anything else holds the step.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadinessSpec {
+    #[serde(serialize_with = "crate::redact::serialize_url")]
+    pub url: String,
+    #[serde(default = "two_seconds", with = "duration")]
+    pub timeout: Duration,
+}
+
+fn two_seconds() -> Duration {
+    Duration::from_secs(2)
 }
 
 /// An HTTP endpoint or a command; exactly one of `url` and `command`.

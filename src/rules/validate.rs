@@ -58,11 +58,29 @@ pub fn validate(spec: &RuleSpec, analysis_at: Option<Location>) -> (Vec<Finding>
         &spec.hooks.promote,
         &spec.hooks.rollback,
         &spec.hooks.revert,
+        &spec.hooks.pre_rollout,
+        &spec.hooks.migrate_down,
     ]
     .into_iter()
     .flatten()
     {
         check_hook(hook, &mut out);
+    }
+    if let Some(t) = &spec.traffic {
+        for message in crate::traffic::spec::check(&t.value) {
+            out.push(at(t, message));
+        }
+    }
+    if let Some(r) = &spec.hooks.readiness
+        && reqwest::Url::parse(&r.value.url).is_err()
+    {
+        out.push(at(
+            r,
+            format!(
+                "readiness url {:?} is not a URL",
+                crate::redact::url(&r.value.url)
+            ),
+        ));
     }
     for h in &spec.health {
         if reqwest::Url::parse(&h.value.url).is_err() {

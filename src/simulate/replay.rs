@@ -264,6 +264,11 @@ pub fn replay(
                             hook: HookKind::SetWeight,
                         });
                     }
+                    Action::PreRollout | Action::CheckReadiness { .. } | Action::MigrateDown => {
+                        queue.push(Event::HookSucceeded {
+                            hook: action.hook(),
+                        });
+                    }
                     Action::Promote | Action::Rollback { .. } | Action::Revert { .. } => {
                         let outcome = finish(&r, judged, now);
                         return Outcome {

@@ -1,0 +1,89 @@
+//! Real traffic for `canaryd demo`: when HAProxy is installed, a load generator sends requests
+//! through a real HAProxy to a baseline and a canary process, and canaryd's `haproxy` provider
+//! moves the weights; the demo prints the canary's measured share beside the weight it set.
+//! Without HAProxy the demo keeps its simulated traffic and says so.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::DemoError;
+use super::process::find_binary;
+use super::traffic_stack::{Backend, HaproxyProcess, background_load};
+use crate::traffic::TrafficSpec;
+use crate::traffic::spec::HaproxySpec;
+
+/// Connections of the demo's steady load: enough for a 5 % share to show within a step.
+const LOAD_CONNECTIONS: usize = 4;
+
+pub struct RealTraffic {
+    canary: Backend,
+    baseline: Backend,
+    haproxy: HaproxyProcess,
+    stop: Arc<AtomicBool>,
+    /// (canary, baseline) hits when the current weight was confirmed.
+    mark: Mutex<(u64, u64)>,
+}
+
+impl RealTraffic {
+    /// `None` when HAProxy is not installed.
+    pub async fn start_if_installed() -> Result<Option<RealTraffic>, DemoError> {
+        if !find_binary("haproxy", "/usr/sbin/haproxy").is_file() {
+            return Ok(None);
+        }
+        let canary = Backend::start("canary").await?;
+        let baseline = Backend::start("baseline").await?;
+        let haproxy = HaproxyProcess::start(canary.addr(), baseline.addr()).await?;
+        let stop = background_load(&haproxy.url(), LOAD_CONNECTIONS);
+        Ok(Some(RealTraffic {
+            canary,
+            baseline,
+            haproxy,
+            stop,
+            mark: Mutex::new((0, 0)),
+        }))
+    }
+
+    pub fn url(&self) -> String {
+        self.haproxy.url()
+    }
+
+    /// The rule's `traffic:` for this HAProxy.
+    pub fn spec(&self) -> TrafficSpec {
+        TrafficSpec::Haproxy(HaproxySpec {
+            socket: Some(self.haproxy.admin_socket()),
+            address: None,
+            backend: "app".into(),
+            canary: "canary".into(),
+            baseline: "baseline".into(),
+            timeout: Duration::from_secs(2),
+        })
+    }
+
+    /// Starts counting anew (a new weight was confirmed).
+    pub fn mark(&self) {
+        *self.mark.lock().unwrap_or_else(|p| p.into_inner()) =
+            (self.canary.hits(), self.baseline.hits());
+    }
+
+    /// The canary's share in percent of the requests since the last mark, and their number.
+    pub fn share(&self) -> (f64, u64) {
+        let (c0, b0) = *self.mark.lock().unwrap_or_else(|p| p.into_inner());
+        let c = self.canary.hits().saturating_sub(c0);
+        let b = self.baseline.hits().saturating_sub(b0);
+        let total = c + b;
+        let pct = if total == 0 {
+            0.0
+        } else {
+            c as f64 * 100.0 / total as f64
+        };
+        (pct, total)
+    }
+}
+
+impl Drop for RealTraffic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

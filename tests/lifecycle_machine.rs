@@ -1,0 +1,362 @@
+//! The release lifecycle and the traffic provider's findings as machine tables: `pre_rollout`
+//! before any traffic, `readiness` before each increase, the two migration paths after a
+//! rollback, drift and refused weights. Pure: no servers, no clock.
+
+use std::time::Duration;
+
+use canaryd::actions::canary_alerts::{AlertContext, alerts_for};
+use canaryd::judge::{Check, Score, ScoreOutcome, Verdict};
+use canaryd::rollout::lifecycle::{LifecycleHooks, Migration};
+use canaryd::rollout::{
+    Action, Event, HookKind, PauseReason, Phase, Plan, PlanStep, Rollout, Tick, handle,
+};
+use chrono::{DateTime, TimeZone, Utc};
+
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 18, 17, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+}
+
+fn plan(lifecycle: LifecycleHooks) -> Plan {
+    let step = |weight, hold| PlanStep {
+        weight,
+        hold: Duration::from_secs(hold),
+        approval: false,
+    };
+    Plan {
+        steps: vec![step(5, 10), step(25, 10), step(50, 10), step(100, 0)],
+        warmup: Duration::from_secs(2),
+        failure_limit: 3,
+        nodata_limit: 2,
+        on_nodata: canaryd::rules::schema::OnNodata::Pause,
+        windows: None,
+        lifecycle,
+    }
+}
+
+fn healthy(r: &Rollout, secs: i64) -> Event {
+    let check = |m: &str| Check {
+        canary: Some(0.001),
+        baseline: Some(0.001),
+        canary_samples: 10,
+        baseline_samples: 10,
+        ..Check::named(m, Verdict::Pass, m.to_string())
+    };
+    Event::Tick(Tick {
+        at: at(secs),
+        step: r.step,
+        checks: vec![check("error_rate")],
+        score: Score {
+            value: 100.0,
+            outcome: ScoreOutcome::Pass,
+            nodata: false,
+            reason: String::new(),
+        },
+        sequential: Default::default(),
+        samples_since: Some(at(secs)),
+        counters_moved: Default::default(),
+    })
+}
+
+fn step(r: &Rollout, p: &Plan, e: Event, secs: i64) -> (Rollout, Vec<Action>) {
+    let t = handle(r, p, e.clone(), at(secs));
+    assert_eq!(t.rejected, None, "event {e:?} rejected in {:?}", r.phase);
+    (t.rollout, t.actions)
+}
+
+fn ok(hook: HookKind) -> Event {
+    Event::HookSucceeded { hook }
+}
+
+fn failed(hook: HookKind, error: &str) -> Event {
+    Event::HookFailed {
+        hook,
+        error: error.into(),
+    }
+}
+
+fn new_rollout(migration: Option<Migration>) -> Rollout {
+    let mut r = Rollout::new("ro-1".into(), "checkout-api".into(), "v2".into(), at(0));
+    r.migration = migration;
+    r
+}
+
+fn at_first_step(p: &Plan, migration: Option<Migration>) -> Rollout {
+    let (r, _) = step(&new_rollout(migration), p, Event::Start, 0);
+    step(&r, p, ok(HookKind::SetWeight), 0).0
+}
+
+const PRE: LifecycleHooks = LifecycleHooks {
+    pre_rollout: true,
+    readiness: false,
+    migrate_down: false,
+};
+const READY: LifecycleHooks = LifecycleHooks {
+    pre_rollout: false,
+    readiness: true,
+    migrate_down: false,
+};
+const DOWN: LifecycleHooks = LifecycleHooks {
+    pre_rollout: false,
+    readiness: false,
+    migrate_down: true,
+};
+
+#[test]
+fn a_failing_pre_rollout_ends_the_rollout_before_any_traffic_moves() {
+    let p = plan(PRE);
+    let (r, actions) = step(&new_rollout(None), &p, Event::Start, 0);
+    assert_eq!(actions, vec![Action::PreRollout]);
+    let (r, actions) = step(&r, &p, failed(HookKind::PreRollout, "exit 1"), 1);
+    assert!(
+        actions.is_empty(),
+        "nothing after a failed pre_rollout: {actions:?}"
+    );
+    assert_eq!((r.phase, r.weight), (Phase::Failed, 0));
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("no traffic was moved")
+    );
+    assert!(
+        !r.rollback_decided,
+        "nothing to roll back: no traffic moved"
+    );
+}
+
+#[test]
+fn a_passing_pre_rollout_asks_for_the_first_weight() {
+    let p = plan(PRE);
+    let (r, _) = step(&new_rollout(None), &p, Event::Start, 0);
+    let (_, actions) = step(&r, &p, ok(HookKind::PreRollout), 1);
+    assert_eq!(actions, vec![Action::SetWeight { step: 0, weight: 5 }]);
+}
+
+#[test]
+fn readiness_gates_every_weight_increase_and_a_failure_holds_the_step() {
+    let p = plan(READY);
+    let (r, actions) = step(&new_rollout(None), &p, Event::Start, 0);
+    assert_eq!(actions, vec![Action::CheckReadiness { step: 0, weight: 5 }]);
+    // 503 before the first step: still at 0 %, asked again on the next timer.
+    let (r, actions) = step(&r, &p, failed(HookKind::Readiness, "HTTP 503"), 1);
+    assert!(actions.is_empty());
+    assert_eq!((r.weight, r.phase), (0, Phase::Progressing));
+    assert!(r.reason.as_deref().unwrap_or("").contains("HTTP 503"));
+    let (r, actions) = step(&r, &p, Event::Timer, 2);
+    assert_eq!(actions, vec![Action::CheckReadiness { step: 0, weight: 5 }]);
+    let (r, actions) = step(&r, &p, ok(HookKind::Readiness), 3);
+    assert_eq!(actions, vec![Action::SetWeight { step: 0, weight: 5 }]);
+    let (r, _) = step(&r, &p, ok(HookKind::SetWeight), 3);
+    // Hold elapsed, healthy: readiness first, then the weight.
+    let (r, actions) = step(&r, &p, healthy(&r, 14), 14);
+    assert_eq!(
+        actions,
+        vec![Action::CheckReadiness {
+            step: 1,
+            weight: 25
+        }]
+    );
+    let mut r = r;
+    for t in [15, 16, 17] {
+        let (next, actions) = step(&r, &p, failed(HookKind::Readiness, "HTTP 503"), t);
+        assert!(actions.is_empty());
+        assert_eq!((next.step, next.weight), (0, 5), "a 503 never advances");
+        let (next, actions) = step(&next, &p, healthy(&next, t), t);
+        assert_eq!(
+            actions,
+            vec![Action::CheckReadiness {
+                step: 1,
+                weight: 25
+            }]
+        );
+        r = next;
+    }
+    let (r, actions) = step(&r, &p, ok(HookKind::Readiness), 18);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 1,
+            weight: 25
+        }]
+    );
+    let (r, _) = step(&r, &p, ok(HookKind::SetWeight), 18);
+    assert_eq!((r.step, r.weight), (1, 25));
+}
+
+fn rolled_back(p: &Plan, migration: Option<Migration>) -> (Rollout, Vec<Action>) {
+    let r = at_first_step(p, migration);
+    let (r, actions) = step(
+        &r,
+        p,
+        Event::Abort {
+            reason: "bad".into(),
+        },
+        5,
+    );
+    assert!(matches!(actions[..], [Action::Rollback { .. }]));
+    step(&r, p, ok(HookKind::Rollback), 6)
+}
+
+#[test]
+fn a_reversible_migration_migrates_down_after_traffic_is_back_on_the_baseline() {
+    let p = plan(DOWN);
+    let m = Migration {
+        reversible: true,
+        id: "0042_add_column".into(),
+    };
+    let (r, actions) = rolled_back(&p, Some(m));
+    assert_eq!(
+        actions,
+        vec![Action::MigrateDown],
+        "migrate_down only after the rollback arrived"
+    );
+    assert_eq!((r.phase, r.weight), (Phase::RollingBack, 0));
+    let (r, actions) = step(&r, &p, ok(HookKind::MigrateDown), 7);
+    assert!(actions.is_empty());
+    assert_eq!(r.phase, Phase::RolledBack);
+    assert!(!r.restore_decision_needed);
+    assert!(
+        r.migration_path
+            .as_deref()
+            .unwrap_or("")
+            .contains("migrate_down ran")
+    );
+}
+
+#[test]
+fn a_failed_migrate_down_leaves_a_restore_decision_to_a_human() {
+    let p = plan(DOWN);
+    let (r, _) = rolled_back(
+        &p,
+        Some(Migration {
+            reversible: true,
+            id: "m1".into(),
+        }),
+    );
+    let (r, actions) = step(&r, &p, failed(HookKind::MigrateDown, "exit 3"), 7);
+    assert!(actions.is_empty());
+    assert_eq!(r.phase, Phase::Failed);
+    assert!(r.restore_decision_needed);
+}
+
+#[test]
+fn a_non_reversible_migration_never_migrates_down_and_asks_for_a_decision() {
+    let p = plan(DOWN);
+    let (r, actions) = rolled_back(
+        &p,
+        Some(Migration {
+            reversible: false,
+            id: "m2".into(),
+        }),
+    );
+    assert!(actions.is_empty(), "never migrate_down: {actions:?}");
+    assert_eq!((r.phase, r.weight), (Phase::RolledBack, 0));
+    assert!(r.restore_decision_needed);
+    let path = r.migration_path.clone().unwrap_or_default();
+    assert!(
+        path.contains("non-reversible") && path.contains("not run"),
+        "{path}"
+    );
+    let cx = AlertContext {
+        now: at(7),
+        phase_since: at(6),
+        stall_after: Duration::from_secs(600),
+        rollback_keep_firing_for: Duration::from_secs(300),
+        external_url: "http://canaryd",
+    };
+    let names: Vec<String> = alerts_for(&r, &cx)
+        .iter()
+        .map(|a| a.name().to_string())
+        .collect();
+    assert!(
+        names.contains(&"CanaryRestoreDecisionNeeded".to_string()),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn without_a_migration_a_rollback_ends_as_before() {
+    let (r, actions) = rolled_back(&plan(DOWN), None);
+    assert!(actions.is_empty());
+    assert_eq!(r.phase, Phase::RolledBack);
+    assert_eq!(r.migration_path, None);
+}
+
+#[test]
+fn drift_pauses_and_resume_sets_canaryds_weight_again() {
+    let p = plan(LifecycleHooks::default());
+    let r = at_first_step(&p, None);
+    let (r, actions) = step(
+        &r,
+        &p,
+        Event::TrafficDrift {
+            found: "canary 60".into(),
+        },
+        3,
+    );
+    assert!(actions.is_empty());
+    assert_eq!(
+        (r.phase, r.pause_reason),
+        (Phase::Paused, Some(PauseReason::Drift))
+    );
+    // Healthy ticks do not advance a rollout whose traffic is not where canaryd put it.
+    let (r, actions) = step(&r, &p, healthy(&r, 20), 20);
+    assert!(actions.is_empty());
+    let cx = AlertContext {
+        now: at(21),
+        phase_since: at(3),
+        stall_after: Duration::from_secs(600),
+        rollback_keep_firing_for: Duration::from_secs(300),
+        external_url: "http://canaryd",
+    };
+    assert!(
+        alerts_for(&r, &cx)
+            .iter()
+            .any(|a| a.name() == "CanaryTrafficDrift")
+    );
+    let (r, actions) = step(&r, &p, Event::Resume, 22);
+    assert_eq!(actions, vec![Action::SetWeight { step: 0, weight: 5 }]);
+    let (r, _) = step(&r, &p, ok(HookKind::SetWeight), 22);
+    assert_eq!(
+        r.step_started_at,
+        Some(at(22)),
+        "the step's hold starts over"
+    );
+}
+
+#[test]
+fn a_refused_weight_pauses_at_the_old_weight_and_resume_asks_again() {
+    let p = plan(LifecycleHooks::default());
+    let r = at_first_step(&p, None);
+    let (r, actions) = step(&r, &p, healthy(&r, 14), 14);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 1,
+            weight: 25
+        }]
+    );
+    let (r, actions) = step(
+        &r,
+        &p,
+        Event::TrafficHeld {
+            error: "nginx -t failed".into(),
+        },
+        15,
+    );
+    assert!(actions.is_empty());
+    assert_eq!(
+        (r.phase, r.pause_reason),
+        (Phase::Paused, Some(PauseReason::Traffic))
+    );
+    assert_eq!((r.step, r.weight), (0, 5), "still at the old step");
+    assert!(!r.rollback_decided, "the old weight serves: no rollback");
+    let (_, actions) = step(&r, &p, Event::Resume, 16);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 1,
+            weight: 25
+        }]
+    );
+}
