@@ -56,6 +56,7 @@ fn plan() -> Plan {
         nodata_limit: 2,
         on_nodata: canaryd::rules::schema::OnNodata::Pause,
         windows: None,
+        lifecycle: Default::default(),
     }
 }
 

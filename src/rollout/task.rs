@@ -330,7 +330,12 @@ impl RolloutTask {
             };
             // A deposed leader moves no traffic either (the hook below checks on every attempt).
             if let Some(f) = fence.as_ref().filter(|f| !f.holds()) {
-                return (0, Err(Failure::Hook(crate::actions::HookError::NotLeader { epoch: f.epoch })));
+                return (
+                    0,
+                    Err(Failure::Hook(crate::actions::HookError::NotLeader {
+                        epoch: f.epoch,
+                    })),
+                );
             }
             if let (Some(t), Some(pct)) = (&traffic, pct)
                 && let Err(e) = crate::traffic::set_confirmed(t.as_ref(), pct).await
@@ -344,7 +349,9 @@ impl RolloutTask {
                 };
                 return (1, result.map_err(Failure::Readiness));
             }
-            let (n, result) = hooks.deliver_fenced(spec.as_ref(), &hook_payload, fence).await;
+            let (n, result) = hooks
+                .deliver_fenced(spec.as_ref(), &hook_payload, fence)
+                .await;
             (n, result.map_err(Failure::Hook))
         };
         tokio::pin!(call);
