@@ -92,6 +92,12 @@ impl HistogramEProcess {
     /// Adds one tick. A tick whose bucket lists do not match the edges, or with no requests on
     /// a side, carries no evidence and is skipped (returns false).
     pub fn update(&mut self, tick: &HistogramTick, margin: f64) -> bool {
+        self.update_capped(tick, margin, f64::INFINITY)
+    }
+
+    /// [`HistogramEProcess::update`] with every edge's per-ratio tick contribution at most
+    /// `log_cap` (see `SequentialConfig::max_tick_factor`).
+    pub fn update_capped(&mut self, tick: &HistogramTick, margin: f64, log_cap: f64) -> bool {
         let k = self.edges.len();
         if tick.canary.le.len() != k || tick.baseline.le.len() != k {
             return false;
@@ -104,7 +110,7 @@ impl HistogramEProcess {
                 baseline_events: slower(&tick.baseline, i),
                 baseline_requests: tick.baseline.count,
             };
-            used |= process.update(&counts, margin);
+            used |= process.update_capped(&counts, margin, log_cap);
         }
         if used {
             self.ticks += 1;
