@@ -13,7 +13,7 @@ use super::sequential::{
     CounterSnapshot, Counters, EProcess, Evidence, SequentialConfig, SequentialState,
     counter_increase, evidence_check,
 };
-use super::sequential_hist::{Buckets, HistogramEProcess, HistogramTick};
+use super::sequential_hist::{Buckets, HistogramEProcess, HistogramTick, MIN_ABOVE, edge_margins};
 use crate::rules::schema::MetricSpec;
 
 /// Edges one histogram may have. The Go client's default has 11; a histogram with hundreds of
@@ -178,11 +178,35 @@ pub fn judge_histogram(
             edges.sort_by(f64::total_cmp);
             edges.dedup();
             edges.truncate(MAX_EDGES);
-            if edges.is_empty() {
-                let why = "the histogram has no finite bucket edges yet".to_string();
-                return (Check::new(spec, Verdict::Nodata, why), kept);
+            // `margin` is a latency scale here; each edge's tail margin comes from the
+            // baseline's histogram as it stands now, before any tick of evidence.
+            let total: f64 = now
+                .baseline_requests
+                .values()
+                .filter(|v| v.is_finite())
+                .sum();
+            let above: Vec<f64> = edges
+                .iter()
+                .map(|e| {
+                    let fast: f64 = at_edge(&now.baseline_events, *e)
+                        .values()
+                        .filter(|v| v.is_finite())
+                        .sum();
+                    total - fast
+                })
+                .collect();
+            let margins = edge_margins(&edges, &above, total, cfg.margin);
+            match HistogramEProcess::with_margins(&edges, &margins, cfg) {
+                Some(p) => p,
+                None => {
+                    let why = format!(
+                        "the baseline has served too few requests above its bucket edges to \
+                         set their margins (at least {MIN_ABOVE} above an edge, {total} requests \
+                         so far); the test starts once it has"
+                    );
+                    return (Check::new(spec, Verdict::Nodata, why), kept);
+                }
             }
-            HistogramEProcess::new(&edges, cfg)
         }
     };
     let primed = state.primed_step == Some(step);
@@ -283,16 +307,17 @@ mod tests {
             ..SequentialConfig::default()
         };
         let m = spec();
-        let (check, mut state) = judge_histogram(
-            &m,
-            &cfg,
-            None,
-            Ok(counters((0.0, 0.0, 0.0), (0.0, 0.0, 0.0))),
-            0,
-        );
+        // No baseline history yet: nothing to set the edges' margins from.
+        let empty = counters((0.0, 0.0, 0.0), (0.0, 0.0, 0.0));
+        let (check, state) = judge_histogram(&m, &cfg, None, Ok(empty), 0);
+        assert_eq!(check.verdict, Verdict::Nodata, "{}", check.reason);
+        assert!(state.is_none());
+        // The first look with history records the buckets.
+        let first = counters((1000.0, 300.0, 100.0), (1000.0, 150.0, 40.0));
+        let (check, mut state) = judge_histogram(&m, &cfg, None, Ok(first), 0);
         assert_eq!(check.verdict, Verdict::Nodata, "{}", check.reason);
         let mut failed_at = None;
-        for k in 1..=20 {
+        for k in 2..=20 {
             let k = k as f64;
             // 1,000 requests a tick each; the canary's share above 0.5 s is 30 % vs 15 %.
             let now = counters(
@@ -308,7 +333,7 @@ mod tests {
             }
             assert_eq!(check.verdict, Verdict::Pass, "{}", check.reason);
         }
-        assert!(failed_at.is_some_and(|k| k <= 3.0), "{failed_at:?}");
+        assert!(failed_at.is_some_and(|k| k <= 4.0), "{failed_at:?}");
         let p = state
             .and_then(|s| s.histogram)
             .expect("histogram state kept");
