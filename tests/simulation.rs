@@ -53,14 +53,18 @@ fn summary(path: &str, name: &str, traffic: Traffic, runs: u64) -> Summary {
 /// under 1 %, so passing says the rate is ≤ 1 %, not merely that this seed was lucky.
 const HEALTHY_RUNS: u64 = 400;
 
+///
+/// Healthy canaries at high traffic get 1,000 runs: the latency test's margin (a latency scale
+/// of 0.2) is set as close to the fleet's host noise as ≤ 1 % allows, and its rare false
+/// rollback (1 in 400 with seed 1) needs the larger sample for the bound to say ≤ 1 %.
 #[test]
 fn shipped_policy_rolls_back_at_most_one_percent_of_healthy_canaries() {
-    for (name, traffic) in [
-        ("identical, fleet noise", HIGH),
-        ("identical, fleet noise", LOW),
-        ("shared 5-minute incident", HIGH),
+    for (name, traffic, runs) in [
+        ("identical, fleet noise", HIGH, 1000),
+        ("identical, fleet noise", LOW, HEALTHY_RUNS),
+        ("shared 5-minute incident", HIGH, HEALTHY_RUNS),
     ] {
-        let r = summary("rules/hotrodan.yaml", name, traffic, HEALTHY_RUNS);
+        let r = summary("rules/hotrodan.yaml", name, traffic, runs);
         assert!(
             r.interval.1 <= 0.01,
             "{name}, {} traffic: {} of {} healthy canaries rolled back (decided by {:?}); the \
@@ -129,7 +133,8 @@ fn the_policy_shipped_before_fails_the_target_on_the_same_worlds() {
             "tests/fixtures/hotrodan-before-issue10.yaml",
             "identical, fleet noise",
             traffic,
-            200,
+            // 40-68 % rolled back: 100 runs put the lower bound far above 1 %.
+            100,
         );
         assert!(
             r.interval.0 > 0.01,
