@@ -804,6 +804,7 @@ fn a_counted_tick_moves_the_sequential_state_onto_the_rollout_once() {
         process: EProcess::new(&SequentialConfig::default()),
         last: Counters::default(),
         primed_step: Some(0),
+        histogram: None,
     };
     let Event::Tick(mut t) = healthy(&r, 3) else {
         unreachable!()

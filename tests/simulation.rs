@@ -53,14 +53,19 @@ fn summary(path: &str, name: &str, traffic: Traffic, runs: u64) -> Summary {
 /// under 1 %, so passing says the rate is ≤ 1 %, not merely that this seed was lucky.
 const HEALTHY_RUNS: u64 = 400;
 
+///
+/// Healthy canaries at high traffic get 1,000 runs: the latency test's margin (a latency scale
+/// of 0.2) is set as close to the fleet's host noise as ≤ 1 % allows, and its rare false
+/// rollback (1 in 400 with seed 1, in both high-traffic cases) needs the larger sample for the
+/// bound to say ≤ 1 % (seed 1: 3 of 1,000 and 1 of 1,000).
 #[test]
 fn shipped_policy_rolls_back_at_most_one_percent_of_healthy_canaries() {
-    for (name, traffic) in [
-        ("identical, fleet noise", HIGH),
-        ("identical, fleet noise", LOW),
-        ("shared 5-minute incident", HIGH),
+    for (name, traffic, runs) in [
+        ("identical, fleet noise", HIGH, 1000),
+        ("identical, fleet noise", LOW, HEALTHY_RUNS),
+        ("shared 5-minute incident", HIGH, 1000),
     ] {
-        let r = summary("rules/hotrodan.yaml", name, traffic, HEALTHY_RUNS);
+        let r = summary("rules/hotrodan.yaml", name, traffic, runs);
         assert!(
             r.interval.1 <= 0.01,
             "{name}, {} traffic: {} of {} healthy canaries rolled back (decided by {:?}); the \
@@ -89,6 +94,36 @@ fn shipped_policy_catches_five_fold_errors_in_99_percent_of_rollouts() {
     );
 }
 
+/// A 30-second canary-only burst of 5 % errors is not a regression: `max_tick_factor: 12` on
+/// errors_vs_baseline keeps the two ticks a blip can touch under the evidence threshold (144 <
+/// 200). Before the cap, 18-22 % of these rollouts were rolled back. With no rollback in 200
+/// runs Wilson's upper bound is 1.9 %; the target is 5 %.
+#[test]
+fn shipped_policy_rides_out_a_thirty_second_canary_blip() {
+    let r = summary("rules/hotrodan.yaml", "30-second canary blip", HIGH, 200);
+    assert!(
+        r.interval.1 <= 0.05,
+        "{} of {} blips rolled back (decided by {:?})",
+        r.rollbacks,
+        r.runs,
+        r.decided_by
+    );
+}
+
+/// The histogram e-process (every bucket edge, latency scale margin 0.2) on a canary 30 %
+/// slower: 82 of 100 caught over a 2 h hold at high traffic with seed 1. The bound pins that
+/// the test has power at all (the single 1 s edge it replaced caught 53-59 %).
+#[test]
+fn shipped_policy_catches_thirty_percent_slower_latency() {
+    let r = summary("rules/hotrodan.yaml", "latency +30 %", HIGH, 100);
+    assert!(r.rate >= 0.7, "caught {} of {}", r.rollbacks, r.runs);
+    assert!(
+        r.decided_by.contains_key("latency_vs_baseline"),
+        "{:?}",
+        r.decided_by
+    );
+}
+
 /// The policy shipped before issue 10: `max_ratio: 2.0` on a critical metric and a single-sample
 /// 5 % line. Its false-rollback rate must be clearly above the target on the same worlds, or
 /// the simulation could not tell a bad policy from a good one.
@@ -99,7 +134,8 @@ fn the_policy_shipped_before_fails_the_target_on_the_same_worlds() {
             "tests/fixtures/hotrodan-before-issue10.yaml",
             "identical, fleet noise",
             traffic,
-            200,
+            // 40-68 % rolled back: 100 runs put the lower bound far above 1 %.
+            100,
         );
         assert!(
             r.interval.0 > 0.01,

@@ -164,6 +164,19 @@ pub fn run(args: &JudgeArgs) -> i32 {
     let mut inputs = Vec::new();
     let mut trajectories = BTreeMap::new();
     for m in rule.metrics() {
+        // Recorded samples are one count per tick; a histogram test needs every edge's buckets,
+        // so judging it from them would answer a different question.
+        if samples.contains_key(&m.name)
+            && matches!(m.kind(), crate::rules::schema::MetricKind::Histogram { .. })
+        {
+            eprintln!(
+                "{}: metric {} is a sequential_histogram test; `canaryd judge` replays counts, \
+                 not buckets (replay it with `canaryd simulate --rule`)",
+                args.samples.display(),
+                m.name
+            );
+            return 2;
+        }
         let input = match (samples.get(&m.name), m.is_sequential()) {
             (Some(Pair::Values { canary, baseline }), false) => {
                 MetricInput::Window(observe(canary), observe(baseline))

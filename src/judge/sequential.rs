@@ -40,6 +40,13 @@ pub struct SequentialConfig {
     pub grid: Vec<f64>,
     /// Sequential metrics in the rule (Bonferroni: the threshold is metrics / alpha).
     pub metrics: usize,
+    /// The most one tick may multiply the evidence by (per grid ratio); None: unbounded.
+    /// Why: a canary-only blip of seconds puts dozens of errors into one tick, which the
+    /// likelihood ratio reads as overwhelming evidence. Capping each tick's factor at C keeps
+    /// the guarantee (min(LR, C) ≤ LR, so its conditional mean is still ≤ 1 under the null)
+    /// and makes a rollback need ln(M/α)/ln(C) ticks of evidence at least.
+    #[serde(default)]
+    pub max_tick_factor: Option<f64>,
 }
 
 impl Default for SequentialConfig {
@@ -49,6 +56,7 @@ impl Default for SequentialConfig {
             alpha: 0.05,
             grid: DEFAULT_GRID.to_vec(),
             metrics: 1,
+            max_tick_factor: None,
         }
     }
 }
@@ -57,6 +65,14 @@ impl SequentialConfig {
     /// E must reach this to fail the metric: M / α.
     pub fn threshold(&self) -> f64 {
         self.metrics.max(1) as f64 / self.alpha
+    }
+
+    /// ln of the per-tick cap: +∞ when there is none (or it is not a number above 1).
+    pub fn log_tick_cap(&self) -> f64 {
+        match self.max_tick_factor {
+            Some(c) if c.is_finite() && c > 1.0 => c.ln(),
+            _ => f64::INFINITY,
+        }
     }
 
     fn ratios(&self) -> Vec<f64> {
@@ -132,6 +148,11 @@ impl EProcess {
     /// Adds one tick. Returns false when the tick was skipped (a side had no requests, or the
     /// counts were not usable numbers): no traffic carries no evidence either way.
     pub fn update(&mut self, c: &TickCounts, margin: f64) -> bool {
+        self.update_capped(c, margin, f64::INFINITY)
+    }
+
+    /// [`EProcess::update`] with each ratio's tick contribution ℓ_k(r) at most `log_cap`.
+    pub fn update_capped(&mut self, c: &TickCounts, margin: f64, log_cap: f64) -> bool {
         let clean = |v: f64| if v.is_finite() && v > 0.0 { v } else { 0.0 };
         let (cr, br) = (clean(c.canary_requests), clean(c.baseline_requests));
         if cr <= 0.0 || br <= 0.0 {
@@ -144,7 +165,9 @@ impl EProcess {
         let n = x + y;
         let null_log = (1.0 + rho * margin).ln();
         for (l, r) in self.log_l.iter_mut().zip(&self.ratios) {
-            *l += x * (r / (1.0 + margin)).ln() - n * ((1.0 + rho * (r - 1.0)).ln() - null_log);
+            let tick =
+                x * (r / (1.0 + margin)).ln() - n * ((1.0 + rho * (r - 1.0)).ln() - null_log);
+            *l += tick.min(log_cap);
         }
         self.ticks += 1;
         self.totals.canary_events += x;
@@ -273,6 +296,10 @@ pub struct SequentialState {
     /// The step whose counters `last` holds. Increases are taken within a step only: an
     /// interval that spans a weight change has no single traffic share.
     pub primed_step: Option<usize>,
+    /// `test: sequential_histogram`: one e-process per bucket edge, created at the first look
+    /// (the edges are the histogram's own). `process` then stays unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<super::sequential_hist::HistogramEProcess>,
 }
 
 /// One tick of a sequential metric: new counters in, a check and the next state out. Pure.
@@ -296,11 +323,14 @@ pub fn judge_counts(
         process: EProcess::new(cfg),
         last: Counters::default(),
         primed_step: None,
+        histogram: None,
     });
     let primed = state.primed_step == Some(step);
     if primed {
         let counts = now.since(&state.last);
-        state.process.update(&counts, cfg.margin);
+        state
+            .process
+            .update_capped(&counts, cfg.margin, cfg.log_tick_cap());
     }
     state.last = now;
     state.primed_step = Some(step);
@@ -329,7 +359,7 @@ pub fn judge_counts(
 
 /// A sequential verdict carries its evidence: rates as canary and baseline values, the
 /// always-valid p-value, the best-supported ratio as effect and M/alpha as threshold.
-fn evidence_check(
+pub(super) fn evidence_check(
     spec: &MetricSpec,
     verdict: Verdict,
     reason: String,
@@ -361,7 +391,7 @@ pub fn judge_series(
     let mut trajectory = Vec::with_capacity(ticks.len());
     let mut failed_at = None;
     for (i, t) in ticks.iter().enumerate() {
-        process.update(t, cfg.margin);
+        process.update_capped(t, cfg.margin, cfg.log_tick_cap());
         trajectory.push(process.e_value());
         if process.rejects(cfg) {
             failed_at = Some(i + 1);
@@ -397,6 +427,47 @@ mod tests {
     fn log_mean_exp_is_stable_for_huge_values() {
         let v = log_mean_exp(&[1000.0, 1000.0]);
         assert!((v - 1000.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_capped_tick_multiplies_the_evidence_by_at_most_the_cap() {
+        // A blip: 75 canary errors in one tick against 1 on the baseline, at a 50 % split.
+        let blip = TickCounts {
+            canary_events: 75.0,
+            canary_requests: 1500.0,
+            baseline_events: 1.0,
+            baseline_requests: 1500.0,
+        };
+        let cfg = SequentialConfig {
+            max_tick_factor: Some(8.0),
+            ..SequentialConfig::default()
+        };
+        let mut capped = EProcess::new(&cfg);
+        capped.update_capped(&blip, 0.0, cfg.log_tick_cap());
+        let mut free = EProcess::new(&cfg);
+        free.update(&blip, 0.0);
+        assert!(capped.e_value() <= 8.0 + 1e-9, "E = {}", capped.e_value());
+        assert!(free.e_value() > 1e6, "uncapped E = {}", free.e_value());
+        // Evidence against the canary is never capped from below: a quiet tick still lowers E.
+        let quiet = TickCounts {
+            canary_events: 0.0,
+            baseline_events: 3.0,
+            ..blip
+        };
+        let before = capped.log_e();
+        capped.update_capped(&quiet, 0.0, cfg.log_tick_cap());
+        assert!(capped.log_e() < before);
+    }
+
+    #[test]
+    fn a_cap_that_is_not_above_one_means_no_cap() {
+        for c in [None, Some(1.0), Some(0.5), Some(f64::NAN)] {
+            let cfg = SequentialConfig {
+                max_tick_factor: c,
+                ..SequentialConfig::default()
+            };
+            assert_eq!(cfg.log_tick_cap(), f64::INFINITY, "{c:?}");
+        }
     }
 
     #[test]

@@ -61,6 +61,67 @@ pub struct HistogramEProcess {
     pub log_max_e: f64,
     /// Ticks that entered the test.
     pub ticks: u64,
+    /// Each edge's own margin (see [`edge_margins`]); empty: every edge uses the config's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub margins: Vec<f64>,
+}
+
+/// Fewest baseline requests above an edge for it to be tested: fewer say too little about how
+/// heavy the baseline's tail is there to set its margin.
+pub const MIN_ABOVE: f64 = 30.0;
+
+/// Per-edge margins for "the canary's latency is at most `1 + scale` times the baseline's".
+///
+/// Why: a flat ratio margin does not fit every edge. A latency scale shift δ multiplies the
+/// share of requests slower than an edge by about exp(δ·h(z)/σ) (h the normal hazard at the
+/// edge's z-score): the farther into the tail, the larger the factor. Canary and baseline
+/// hosts differ by a few percent of latency, which barely moves the share above the median but
+/// can double the share above the P99.9. So the null is stated in latency, and each edge gets
+/// the tail ratio that a `1 + scale` slower canary would have there:
+///
+///   m_e = S_b(e / (1 + scale)) / S_b(e) − 1,
+///
+/// S_b the baseline's share of requests slower than x, read from its cumulative bucket counts
+/// (`above[i]` of `total` above `edges[i]`) and interpolated between the two edges around
+/// e/(1+scale) linearly in (ln x, probit S) — exact for a log-normal latency. The counts must be
+/// from before the first tick of evidence (the first look), so the margins are fixed in
+/// advance and the test keeps its guarantee for the null they state. An edge with fewer than
+/// [`MIN_ABOVE`] baseline requests above it, or with no edge below e/(1+scale) to
+/// interpolate from, gets None: it is not tested.
+pub fn edge_margins(edges: &[f64], above: &[f64], total: f64, scale: f64) -> Vec<Option<f64>> {
+    use statrs::distribution::{ContinuousCDF, Normal};
+    let Ok(normal) = Normal::new(0.0, 1.0) else {
+        return vec![None; edges.len()];
+    };
+    let share = |i: usize| -> Option<f64> {
+        let a = *above.get(i)?;
+        (total > 0.0 && a.is_finite() && a >= MIN_ABOVE && a < total).then(|| a / total)
+    };
+    // z-score of "slower than edge i": S = 1 − Φ(z).
+    let z = |i: usize| share(i).map(|s| normal.inverse_cdf(1.0 - s));
+    edges
+        .iter()
+        .enumerate()
+        .map(|(j, &e)| {
+            let s_e = share(j)?;
+            if !(scale.is_finite() && scale >= 0.0 && e > 0.0) {
+                return None;
+            }
+            let t = e / (1.0 + scale);
+            if t >= e {
+                return Some(0.0);
+            }
+            // The edges around t: the largest below or at it, and the next one up (≤ e).
+            let lo = (0..j).rev().find(|&i| edges[i] <= t && edges[i] > 0.0)?;
+            let hi = lo + 1;
+            let (za, zb) = (z(lo)?, z(hi)?);
+            let (la, lb) = (edges[lo].ln(), edges[hi].ln());
+            let zt = za + (zb - za) * (t.ln() - la) / (lb - la);
+            let s_t = 1.0 - normal.cdf(zt);
+            let m = s_t / s_e - 1.0;
+            m.is_finite().then_some(m.max(0.0))
+        })
+        .collect()
 }
 
 /// What the combined test shows.
@@ -86,25 +147,68 @@ impl HistogramEProcess {
             edges,
             log_max_e: 0.0,
             ticks: 0,
+            margins: Vec::new(),
         }
+    }
+
+    /// A test with its own margin per edge; edges whose margin is None are left out. None when
+    /// no edge is left.
+    pub fn with_margins(
+        edges: &[f64],
+        margins: &[Option<f64>],
+        cfg: &SequentialConfig,
+    ) -> Option<Self> {
+        let kept: Vec<(f64, f64)> = edges
+            .iter()
+            .zip(margins)
+            .filter_map(|(e, m)| Some((*e, (*m)?)))
+            .filter(|(e, m)| e.is_finite() && m.is_finite())
+            .collect();
+        if kept.is_empty() {
+            return None;
+        }
+        Some(HistogramEProcess {
+            per_edge: kept
+                .iter()
+                .map(|(_, m)| {
+                    // Alternatives relative to each edge's null: the grid's ratios times 1 + m.
+                    EProcess::new(&SequentialConfig {
+                        margin: *m,
+                        grid: cfg.grid.iter().map(|r| r * (1.0 + m)).collect(),
+                        ..cfg.clone()
+                    })
+                })
+                .collect(),
+            edges: kept.iter().map(|(e, _)| *e).collect(),
+            margins: kept.iter().map(|(_, m)| *m).collect(),
+            log_max_e: 0.0,
+            ticks: 0,
+        })
     }
 
     /// Adds one tick. A tick whose bucket lists do not match the edges, or with no requests on
     /// a side, carries no evidence and is skipped (returns false).
     pub fn update(&mut self, tick: &HistogramTick, margin: f64) -> bool {
+        self.update_capped(tick, margin, f64::INFINITY)
+    }
+
+    /// [`HistogramEProcess::update`] with every edge's per-ratio tick contribution at most
+    /// `log_cap` (see `SequentialConfig::max_tick_factor`).
+    pub fn update_capped(&mut self, tick: &HistogramTick, margin: f64, log_cap: f64) -> bool {
         let k = self.edges.len();
         if tick.canary.le.len() != k || tick.baseline.le.len() != k {
             return false;
         }
         let mut used = false;
         for (i, process) in self.per_edge.iter_mut().enumerate() {
+            let margin = self.margins.get(i).copied().unwrap_or(margin);
             let counts = TickCounts {
                 canary_events: slower(&tick.canary, i),
                 canary_requests: tick.canary.count,
                 baseline_events: slower(&tick.baseline, i),
                 baseline_requests: tick.baseline.count,
             };
-            used |= process.update(&counts, margin);
+            used |= process.update_capped(&counts, margin, log_cap);
         }
         if used {
             self.ticks += 1;
@@ -169,6 +273,43 @@ mod tests {
             le: le.to_vec(),
             count,
         }
+    }
+
+    #[test]
+    fn edge_margins_are_the_tail_ratio_of_a_scaled_log_normal() {
+        use statrs::distribution::{ContinuousCDF, Normal};
+        let n = Normal::new(0.0, 1.0).unwrap();
+        // Baseline latency log-normal, median 0.5 s, sigma 0.6; the Go default edges.
+        let sf = |x: f64| 1.0 - n.cdf((x / 0.5).ln() / 0.6);
+        let edges = [
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let total = 1e9;
+        let above: Vec<f64> = edges.iter().map(|e| total * sf(*e)).collect();
+        let m = edge_margins(&edges, &above, total, 0.1);
+        for (i, e) in edges.iter().enumerate() {
+            let want = sf(e / 1.1) / sf(*e) - 1.0;
+            match m[i] {
+                Some(got) => assert!(
+                    (got - want).abs() < 1e-6 * want.max(1.0),
+                    "{e}: {got} vs {want}"
+                ),
+                // The lowest edge has no edge below it; 10 s has under 30 requests above it.
+                None => assert!(i == 0 || total * sf(*e) < MIN_ABOVE, "{e}"),
+            }
+        }
+        // Farther into the tail, the same 10 % slower canary makes a heavier tail ratio.
+        assert!(
+            m[7].unwrap() < m[8].unwrap() && m[8].unwrap() < m[9].unwrap(),
+            "{m:?}"
+        );
+        // No scale margin: every testable edge's null is "no heavier at all".
+        assert!(
+            edge_margins(&edges, &above, total, 0.0)
+                .iter()
+                .flatten()
+                .all(|m| *m == 0.0)
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ use futures_util::StreamExt;
 use super::{Rollout, Tick};
 use crate::judge::observation::{Admission, Series};
 use crate::judge::sequential::{CounterSnapshot, Counters, judge_counts};
+use crate::judge::sequential_hist_tick::{bucket_counters, judge_histogram};
 use crate::judge::{Check, MetricInput, Observation, Verdict, judge_tick};
 use crate::rules::schema::{MetricKind, MetricSpec};
 use crate::rules::{Group, QueryContext, Rule};
@@ -108,7 +109,9 @@ pub async fn fetch(
                         }
                     }
                 },
-                MetricKind::Counts { .. } | MetricKind::Slow { .. } => {
+                MetricKind::Counts { .. }
+                | MetricKind::Slow { .. }
+                | MetricKind::Histogram { .. } => {
                     Fetched::Counters(counters(source, rule, m, ctx, end).await)
                 }
                 MetricKind::Invalid => return None,
@@ -158,10 +161,19 @@ pub fn judge_gathered(rule: &Rule, rollout: &Rollout, gathered: &Gathered) -> Ti
             (MetricKind::Window(_), Some(Fetched::Window { canary, baseline })) => {
                 MetricInput::Window(canary.admit(&admission), baseline.admit(&admission))
             }
-            (MetricKind::Counts { .. } | MetricKind::Slow { .. }, Some(Fetched::Counters(now))) => {
+            (
+                kind @ (MetricKind::Counts { .. }
+                | MetricKind::Slow { .. }
+                | MetricKind::Histogram { .. }),
+                Some(Fetched::Counters(now)),
+            ) => {
                 let cfg = m.sequential_config(sequential_metrics);
                 let previous = rollout.sequential.get(&m.name);
-                let (mut check, state) = judge_counts(m, &cfg, previous, now.clone(), rollout.step);
+                let judge = match kind {
+                    MetricKind::Histogram { .. } => judge_histogram,
+                    _ => judge_counts,
+                };
+                let (mut check, state) = judge(m, &cfg, previous, now.clone(), rollout.step);
                 match not_moved(previous, now, rollout) {
                     None => {
                         if previous.is_some_and(|p| p.primed_step == Some(rollout.step)) {
@@ -311,6 +323,21 @@ async fn counters(
                     source.instant_series(&cq, end)
                 );
                 slow_counters(histogram, le, &b?, &c?)?
+            }
+            MetricKind::Histogram { histogram } => {
+                let sel = match group {
+                    Group::Canary => &rule.spec.selector.canary,
+                    Group::Baseline => &rule.spec.selector.baseline,
+                };
+                let (bq, cq) = (
+                    format!("{histogram}_bucket{{ {sel} }}"),
+                    format!("{histogram}_count{{ {sel} }}"),
+                );
+                let (b, c) = tokio::join!(
+                    source.instant_series(&bq, end),
+                    source.instant_series(&cq, end)
+                );
+                bucket_counters(histogram, &b?, &c?)?
             }
             _ => return Err("not a sequential metric".into()),
         };

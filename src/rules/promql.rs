@@ -40,7 +40,9 @@ pub(super) fn check(spec: &RuleSpec, out: &mut Vec<Finding>) {
                 check_template(spec, m, key, t, out);
             }
         }
-        if let (MetricKind::Slow { histogram, .. }, Some(h)) = (m.kind(), &m.histogram) {
+        if let (MetricKind::Slow { histogram, .. } | MetricKind::Histogram { histogram }, Some(h)) =
+            (m.kind(), &m.histogram)
+        {
             check_histogram(spec, m, histogram, h, out);
         }
     }

@@ -187,6 +187,10 @@ pub struct MetricSpec {
     /// Sequential test: alternative rate ratios mixed.
     #[serde(default)]
     pub grid: Option<Vec<f64>>,
+    /// Sequential test: the most one tick may multiply the evidence by (bounds what a blip of
+    /// seconds can do; see `judge::sequential::SequentialConfig::max_tick_factor`).
+    #[serde(default)]
+    pub max_tick_factor: Option<f64>,
     #[serde(default)]
     pub direction: Direction,
     #[serde(default)]
@@ -254,6 +258,8 @@ pub struct MetricSpec {
 #[serde(rename_all = "snake_case")]
 pub enum TestKind {
     Sequential,
+    /// The anytime-valid test over every bucket edge of `histogram` (`judge::sequential_hist`).
+    SequentialHistogram,
 }
 
 /// What a metric measures, resolved from its keys.
@@ -265,6 +271,8 @@ pub enum MetricKind<'a> {
     Counts { events: &'a str, requests: &'a str },
     /// A histogram: requests slower than `le` are the events.
     Slow { histogram: &'a str, le: f64 },
+    /// A histogram tested at every finite bucket edge at once.
+    Histogram { histogram: &'a str },
     /// Keys that do not make a metric; validation reports it.
     Invalid,
 }
@@ -321,12 +329,24 @@ impl MetricSpec {
                 (None, None, Some(histogram), Some(le)) => MetricKind::Slow { histogram, le },
                 _ => MetricKind::Invalid,
             },
+            (Some(TestKind::SequentialHistogram), None) => match (
+                text(&self.events),
+                text(&self.requests),
+                text(&self.histogram),
+                self.slower_than,
+            ) {
+                (None, None, Some(histogram), None) => MetricKind::Histogram { histogram },
+                _ => MetricKind::Invalid,
+            },
             _ => MetricKind::Invalid,
         }
     }
 
     pub fn is_sequential(&self) -> bool {
-        self.test == Some(TestKind::Sequential)
+        matches!(
+            self.test,
+            Some(TestKind::Sequential | TestKind::SequentialHistogram)
+        )
     }
 
     /// The e-process settings; `metrics` is the rule's count of sequential metrics.
@@ -337,6 +357,7 @@ impl MetricSpec {
             alpha: self.alpha.unwrap_or(d.alpha),
             grid: self.grid.clone().unwrap_or(d.grid),
             metrics,
+            max_tick_factor: self.max_tick_factor,
         }
     }
 

@@ -308,7 +308,7 @@ fn check_kind(m: &MetricSpec, span: &Spanned<MetricSpec>, spec: &RuleSpec, out: 
                 )));
             }
         }
-        MetricKind::Counts { .. } | MetricKind::Slow { .. } => {
+        MetricKind::Counts { .. } | MetricKind::Slow { .. } | MetricKind::Histogram { .. } => {
             let lines = [m.rollback_above, m.rollback_below, m.warn_above, m.warn_below, m.max_ratio, m.max_difference];
             if lines.iter().any(Option::is_some) || m.compare != Compare::None {
                 out.push(at(span, format!(
@@ -330,11 +330,16 @@ fn check_kind(m: &MetricSpec, span: &Spanned<MetricSpec>, spec: &RuleSpec, out: 
                     )));
                 }
             }
+            if m.max_tick_factor.is_some_and(|c| !(c.is_finite() && c > 1.0)) {
+                out.push(at(span, format!("metric {name}: max_tick_factor must be a number above 1")));
+            }
             if m.slower_than.is_some_and(|le| !(le.is_finite() && le > 0.0)) {
                 out.push(at(span, format!("metric {name}: slower_than must be a positive number of seconds")));
             }
         }
-        MetricKind::Invalid => out.push(at(span, if m.is_sequential() {
+        MetricKind::Invalid => out.push(at(span, if m.test == Some(super::schema::TestKind::SequentialHistogram) {
+            format!("metric {name}: `test: sequential_histogram` needs `histogram` (the base name of a histogram's _bucket and _count series) and no `query`, `events`, `requests` or `slower_than`")
+        } else if m.is_sequential() {
             format!("metric {name}: `test: sequential` needs `events` and `requests` counter queries, or `histogram` and `slower_than`, and no `query`")
         } else {
             format!("metric {name}: needs a `query` (or `test: sequential` with `events` and `requests`)")

@@ -21,6 +21,16 @@ pub enum Signal {
     Cpu { range: Duration },
     /// Connections in use / pool size, summed over pods, at the instant.
     PoolUtilization,
+    /// `1 - sum(rate(bucket{le="x"}[range])) / sum(rate(_count[range]))`: the share of requests
+    /// slower than a bucket edge (how "P95 > 10 s" is read exactly from Go's buckets).
+    SlowerShare { le: f64, range: Duration },
+}
+
+/// The edge of a `le="x"` matcher in a query, if it names one.
+fn le_of(query: &str) -> Option<f64> {
+    let at = query.find("le=\"")? + 4;
+    let end = at + query[at..].find('"')?;
+    query[at..end].trim().parse().ok()
 }
 
 /// The first `[duration]` in a query (its range selector); one step when there is none.
@@ -33,6 +43,13 @@ fn range_of(query: &str) -> Option<Duration> {
 /// Recognises a rendered window query; None when it names no series the world exports.
 pub fn recognise(query: &str) -> Option<Signal> {
     let range = range_of(query);
+    if query.contains("http_request_duration_seconds_bucket")
+        && query.contains("http_request_duration_seconds_count")
+        && !query.contains("histogram_quantile(")
+    {
+        let le = le_of(query)?;
+        return Some(Signal::SlowerShare { le, range: range? });
+    }
     if let Some(at) = query.find("histogram_quantile(") {
         if !query.contains("http_request_duration_seconds_bucket") {
             return None;
@@ -126,6 +143,22 @@ pub fn value(world: &World, signal: Signal, group: usize, end: usize) -> f64 {
                 }
             }
             histogram_quantile(q, &GO_BUCKETS, &buckets)
+        }
+        Signal::SlowerShare { le, range } => {
+            let s = over(range);
+            let Some(i) = GO_BUCKETS
+                .iter()
+                .position(|e| (e - le).abs() <= 1e-9 * le.max(1.0))
+            else {
+                return f64::NAN;
+            };
+            let (fast, all) = s.iter().fold((0.0, 0.0), |(f, a), slot| {
+                (
+                    f + slot[group].buckets[i],
+                    a + slot[group].buckets[BUCKETS - 1],
+                )
+            });
+            (all - fast) / all
         }
         Signal::Cpu { range } => {
             let s = over(range);
@@ -223,6 +256,15 @@ mod tests {
         assert_eq!(
             recognise("sum(db_pool_connections_in_use{}) / sum(db_pool_connections_max{})"),
             Some(Signal::PoolUtilization)
+        );
+        assert_eq!(
+            recognise(
+                "1 - sum(rate(http_request_duration_seconds_bucket{ a=\"b\", le=\"10\" }[1m])) / sum(rate(http_request_duration_seconds_count{ a=\"b\" }[1m]))"
+            ),
+            Some(Signal::SlowerShare {
+                le: 10.0,
+                range: Duration::from_secs(60)
+            })
         );
         assert_eq!(recognise("sum(rate(queue_depth[1m]))"), None);
     }

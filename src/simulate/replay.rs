@@ -18,6 +18,7 @@ use super::promql::{self, Signal};
 use super::world::{BASELINE, CANARY, Pod, World, WorldSpec};
 use crate::judge::observation::{Point, Series};
 use crate::judge::sequential::{CounterSnapshot, Counters};
+use crate::judge::sequential_hist_tick::bucket_counters;
 use crate::rollout::analysis::{Fetched, Gathered, judge_gathered, slow_counters};
 use crate::rollout::{Action, Event, HookKind, Phase, Plan, Rollout, Tick, handle};
 use crate::rules::schema::MetricKind;
@@ -37,6 +38,8 @@ enum Feed {
     Slow {
         le: f64,
     },
+    /// `test: sequential_histogram` on `http_request_duration_seconds`: every edge.
+    Histogram,
 }
 
 /// A rule prepared for simulation: the metrics the world can feed, and the names it cannot.
@@ -67,6 +70,7 @@ fn feed(rule: &Rule, m: &crate::rules::MetricSpec) -> Option<Feed> {
                 .then_some(Feed::Errors)
         }
         MetricKind::Slow { histogram, le } => (histogram == HISTOGRAM).then_some(Feed::Slow { le }),
+        MetricKind::Histogram { histogram } => (histogram == HISTOGRAM).then_some(Feed::Histogram),
         MetricKind::Invalid => None,
     }
 }
@@ -172,6 +176,10 @@ fn counters(world: &World, feed: Feed) -> Result<Counters, String> {
             Feed::Slow { le } => {
                 let (b, c) = histogram_series(world, group);
                 slow_counters(HISTOGRAM, le, &b, &c)?
+            }
+            Feed::Histogram => {
+                let (b, c) = histogram_series(world, group);
+                bucket_counters(HISTOGRAM, &b, &c)?
             }
             Feed::Window { .. } => return Err("not a sequential metric".into()),
         };

@@ -32,6 +32,8 @@ pub struct RuleOpts {
     /// Add the anytime-valid sequential tests on error counts and on requests slower than
     /// 0.5 s, and drop the error ratio line (so only the sequential test can judge the ratio).
     pub sequential: bool,
+    /// Metric YAML (list items under `metrics:`) added after the others.
+    pub extra_metrics: &'static str,
 }
 
 impl Default for RuleOpts {
@@ -47,13 +49,17 @@ impl Default for RuleOpts {
             min_samples: 3,
             statistical: false,
             sequential: false,
+            extra_metrics: "",
         }
     }
 }
 
 /// A rule in the shape of the shipped policies, with second-scale timings.
 pub fn rule_yaml(name: &str, receiver: &HookReceiver, o: &RuleOpts) -> String {
-    let yaml = base_rule_yaml(name, receiver, o);
+    let mut yaml = base_rule_yaml(name, receiver, o);
+    if !o.extra_metrics.is_empty() {
+        yaml = yaml.replacen("hooks:\n", &format!("{}hooks:\n", o.extra_metrics), 1);
+    }
     if !o.sequential {
         return yaml;
     }
