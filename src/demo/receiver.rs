@@ -35,13 +35,28 @@ pub struct ReceivedCall {
     pub at: SystemTime,
 }
 
+/// One request as received, whatever it was answered: retries of a failed delivery must carry
+/// the same Idempotency-Key, so the failed ones are kept too.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// The request path, e.g. `/rollback`.
+    pub path: String,
+    /// The `Idempotency-Key` header, if sent.
+    pub idempotency_key: Option<String>,
+    /// The status it was answered with.
+    pub status: u16,
+}
+
 type Callback = Arc<dyn Fn(&ReceivedCall) + Send + Sync>;
 
 #[derive(Default)]
 struct Inner {
     calls: Vec<ReceivedCall>,
     attempts: usize,
+    attempt_log: Vec<Attempt>,
     fail_next: u32,
+    /// The status `fail_next` answers with (500 unless [`HookReceiver::fail_next_with`] said).
+    fail_status: Option<StatusCode>,
     delay: Duration,
     redirect: Option<(StatusCode, String)>,
     callbacks: Vec<Callback>,
@@ -111,7 +126,27 @@ impl HookReceiver {
 
     /// Answers 500 to the next `n` requests, which are then not recorded in [`Self::calls`].
     pub fn fail_next(&self, n: u32) {
-        self.shared.lock().fail_next = n;
+        let mut inner = self.shared.lock();
+        inner.fail_next = n;
+        inner.fail_status = None;
+    }
+
+    /// Like [`Self::fail_next`] with another status (e.g. 408, 429, 404), to tell which a
+    /// caller retries; a status that is no 4xx/5xx error is refused.
+    pub fn fail_next_with(&self, n: u32, status: u16) -> Result<(), DemoError> {
+        let status = StatusCode::from_u16(status)
+            .ok()
+            .filter(|s| s.is_client_error() || s.is_server_error())
+            .ok_or_else(|| DemoError::Unexpected(format!("{status} is no error status")))?;
+        let mut inner = self.shared.lock();
+        inner.fail_next = n;
+        inner.fail_status = Some(status);
+        Ok(())
+    }
+
+    /// Every request received, in order, with its Idempotency-Key and the status it got.
+    pub fn attempt_log(&self) -> Vec<Attempt> {
+        self.shared.lock().attempt_log.clone()
     }
 
     /// Waits `d` before answering each later request, to make a caller's timeout fire. A call
@@ -180,6 +215,27 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let path = uri.path().to_owned();
+    let response = answer(shared.clone(), method, uri, headers, body).await;
+    shared.lock().attempt_log.push(Attempt {
+        path,
+        idempotency_key: key,
+        status: response.status().as_u16(),
+    });
+    shared.changed.notify_waiters();
+    response
+}
+
+async fn answer(
+    shared: Shared,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
     let (fail, delay) = {
         let mut inner = shared.lock();
         inner.attempts += 1;
@@ -189,19 +245,19 @@ async fn receive(
         if method != Method::POST {
             return StatusCode::METHOD_NOT_ALLOWED.into_response();
         }
-        let fail = inner.fail_next > 0;
+        let fail = (inner.fail_next > 0).then(|| {
+            inner
+                .fail_status
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        });
         inner.fail_next = inner.fail_next.saturating_sub(1);
         (fail, inner.delay)
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    if fail {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "failing as asked by fail_next",
-        )
-            .into_response();
+    if let Some(status) = fail {
+        return (status, "failing as asked by fail_next").into_response();
     }
     let call = ReceivedCall {
         path: uri.path().to_owned(),

@@ -186,6 +186,7 @@ impl RolloutTask {
                 }
                 _ = self.shutdown.changed() => return,
                 tick = &mut gather => {
+                    crate::faults::stop_at("mid_tick", "gathered");
                     let _ = self.apply(Event::Tick(tick));
                     return;
                 }
@@ -215,12 +216,14 @@ impl RolloutTask {
         if matches!(action, Action::Rollback { .. }) {
             inject_fault("rollback");
         }
+        crate::faults::stop_at("before_hook", action.hook().as_str());
         let hooks = self.inner.hooks.clone();
         let call = hooks.deliver(spec.as_ref(), &payload);
         tokio::pin!(call);
         loop {
             tokio::select! {
                 (attempts, result) = &mut call => {
+                    crate::faults::stop_at("after_hook", action.hook().as_str());
                     self.log_delivery(&payload, attempts, &result);
                     let hook = action.hook();
                     let event = match result {
