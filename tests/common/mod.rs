@@ -216,27 +216,43 @@ impl Daemon {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Daemon, String> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--listen".into(),
+            format!("127.0.0.1:{port}").into(),
+            "--prometheus-url".into(),
+            prometheus_url.into(),
+            "--prometheus-timeout".into(),
+            "2s".into(),
+            "--state-dir".into(),
+            dir.into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        for r in rules {
+            args.push("--rules".into());
+            args.push(r.into());
+        }
+        Daemon::try_start_args(port, dir, &args, env).await
+    }
+
+    /// Spawns `canaryd serve` with exactly `args` (no defaults: for tests of the configuration
+    /// itself), its log in `dir`, and waits until `port` answers. `Err` with its log when it
+    /// exited or did not answer within 20 s (it is then killed and reaped).
+    pub async fn try_start_args(
+        port: u16,
+        dir: &std::path::Path,
+        args: &[std::ffi::OsString],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon, String> {
         let log = dir.join(format!("canaryd-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_canaryd"));
         cmd.arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--prometheus-url")
-            .arg(prometheus_url)
-            .arg("--prometheus-timeout")
-            .arg("2s")
-            .arg("--state-dir")
-            .arg(dir)
-            .args(extra)
+            .args(args)
             .env_remove("CANARYD_API_TOKEN")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .kill_on_drop(true);
-        for r in rules {
-            cmd.arg("--rules").arg(r);
-        }
         let child = cmd.spawn().expect("spawn canaryd");
         let mut d = Daemon {
             child,
@@ -363,6 +379,24 @@ impl Daemon {
 
     pub fn kill(&mut self) {
         let _ = self.child.start_kill();
+    }
+
+    /// Sends `signal` (a `kill -s` name such as `TERM`, `INT`, `HUP`) to the daemon.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("daemon still running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-s", signal, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -s {signal} {pid} failed");
+    }
+
+    /// Waits for the daemon to exit by itself; `None` if it still runs after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
     }
 
     /// SIGKILL, then reap: the state directory's lock is free when this returns.
