@@ -45,6 +45,8 @@ pub struct Attempt {
     pub idempotency_key: Option<String>,
     /// The status it was answered with.
     pub status: u16,
+    /// When it arrived (before any delay): orders attempts as the caller sent them.
+    pub arrived: SystemTime,
 }
 
 type Callback = Arc<dyn Fn(&ReceivedCall) + Send + Sync>;
@@ -53,11 +55,15 @@ type Callback = Arc<dyn Fn(&ReceivedCall) + Send + Sync>;
 struct Inner {
     calls: Vec<ReceivedCall>,
     attempts: usize,
+    /// Paths of the requests received so far, in arrival order (answered or not yet).
+    arrivals: Vec<String>,
     attempt_log: Vec<Attempt>,
     fail_next: u32,
     /// The status `fail_next` answers with (500 unless [`HookReceiver::fail_next_with`] said).
     fail_status: Option<StatusCode>,
     delay: Duration,
+    /// Delays for single paths, over `delay`.
+    path_delays: Vec<(String, Duration)>,
     redirect: Option<(StatusCode, String)>,
     callbacks: Vec<Callback>,
 }
@@ -144,6 +150,16 @@ impl HookReceiver {
         Ok(())
     }
 
+    /// How many requests to `path` arrived so far, including those not yet answered.
+    pub fn arrived(&self, path: &str) -> usize {
+        self.shared
+            .lock()
+            .arrivals
+            .iter()
+            .filter(|p| *p == path)
+            .count()
+    }
+
     /// Every request received, in order, with its Idempotency-Key and the status it got.
     pub fn attempt_log(&self) -> Vec<Attempt> {
         self.shared.lock().attempt_log.clone()
@@ -153,6 +169,14 @@ impl HookReceiver {
     /// is recorded only once answered, so one whose caller gave up may still appear later.
     pub fn set_delay(&self, d: Duration) {
         self.shared.lock().delay = d;
+    }
+
+    /// Like [`Self::set_delay`] for requests to `path` only, so one hook can be slow while
+    /// another answers at once.
+    pub fn set_path_delay(&self, path: &str, d: Duration) {
+        let mut inner = self.shared.lock();
+        inner.path_delays.retain(|(p, _)| p != path);
+        inner.path_delays.push((path.to_string(), d));
     }
 
     /// Answers every later request (any method) with `status` and `Location: location`,
@@ -219,11 +243,13 @@ async fn receive(
         .get("idempotency-key")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let path = uri.path().to_owned();
+    let arrived = SystemTime::now();
     let response = answer(shared.clone(), method, uri, headers, body).await;
     shared.lock().attempt_log.push(Attempt {
         path,
         idempotency_key: key,
         status: response.status().as_u16(),
+        arrived,
     });
     shared.changed.notify_waiters();
     response
@@ -239,6 +265,7 @@ async fn answer(
     let (fail, delay) = {
         let mut inner = shared.lock();
         inner.attempts += 1;
+        inner.arrivals.push(uri.path().to_owned());
         if let Some((status, location)) = &inner.redirect {
             return (*status, [(axum::http::header::LOCATION, location.clone())]).into_response();
         }
@@ -251,7 +278,12 @@ async fn answer(
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
         });
         inner.fail_next = inner.fail_next.saturating_sub(1);
-        (fail, inner.delay)
+        let delay = inner
+            .path_delays
+            .iter()
+            .find(|(p, _)| p == uri.path())
+            .map_or(inner.delay, |(_, d)| *d);
+        (fail, delay)
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
