@@ -464,6 +464,13 @@ impl Stack {
         let service = DemoService::start(rule, "127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("demo service");
+        // Captured, so shown when the test fails: replays the service's noise.
+        println!(
+            "demo service seed {} (replay: {}={})",
+            service.seed(),
+            canaryd::demo::service::SEED_ENV,
+            service.seed()
+        );
         let prometheus = PrometheusProcess::start(PrometheusOptions {
             targets: vec![service.addr().to_string()],
             ..PrometheusOptions::default()
