@@ -5,7 +5,7 @@
 //! this is the test that can fail for statistical reasons. A canary with twice the errors under
 //! the same noise is the control: it must be rolled back, or the runs prove nothing.
 //!
-//! `CANARYD_ALPHA_RUNS` (default 6) sets the healthy rollouts, all at once in one daemon; the
+//! `CANARYD_ALPHA_RUNS` (default 10) sets the healthy rollouts, all at once in one daemon; the
 //! longer run in BENCHMARKS.md ("α on the live path") raises it. `CANARYD_ALPHA_SEED` fixes the
 //! seeds (default 1; printed).
 
@@ -29,11 +29,12 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The largest number of false rollbacks out of `n` that a rate of α makes likelier than one in
-/// a thousand: more than this and the daemon's path fails healthy canaries beyond α.
+/// The largest number of false rollbacks out of `n` that a rate of exactly α makes likelier
+/// than one in a hundred: more than this and the daemon's path fails healthy canaries beyond α.
+/// (The e-process is conservative, so a correct daemon exceeds it far less often than that.)
 fn allowed_false_rollbacks(n: u64) -> u64 {
     let b = Binomial::new(ALPHA, n).expect("binomial");
-    (0..=n).find(|k| 1.0 - b.cdf(*k) < 1e-3).unwrap_or(n)
+    (0..=n).find(|k| 1.0 - b.cdf(*k) < 1e-2).unwrap_or(n)
 }
 
 async fn counted_service(name: &str, seed: u64, canary_errors: f64) -> DemoService {
@@ -55,7 +56,7 @@ async fn counted_service(name: &str, seed: u64, canary_errors: f64) -> DemoServi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_canaries_with_binomial_noise_are_rolled_back_at_most_alpha_of_the_time() {
-    let runs = env_or("CANARYD_ALPHA_RUNS", 6).max(1);
+    let runs = env_or("CANARYD_ALPHA_RUNS", 10).max(1);
     let seed = env_or("CANARYD_ALPHA_SEED", 1);
     println!("alpha run: {runs} healthy rollouts + 1 control, seed {seed} (CANARYD_ALPHA_SEED)");
     let dir = tempfile::tempdir().expect("tempdir");
