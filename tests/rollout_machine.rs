@@ -1076,3 +1076,33 @@ fn failed_with_a_rollback_still_owed_takes_every_event_without_acting_forward() 
         }
     }
 }
+
+/// A hook's name is part of its Idempotency-Key and of the delivery log: it must be the
+/// rule file's word, the same one serde writes.
+#[test]
+fn each_hook_is_named_as_the_rule_file_and_the_payload_name_it() {
+    for (hook, name) in [
+        (HookKind::SetWeight, "set_weight"),
+        (HookKind::Promote, "promote"),
+        (HookKind::Rollback, "rollback"),
+    ] {
+        assert_eq!(hook.as_str(), name);
+        assert_eq!(
+            serde_json::to_value(hook).ok(),
+            Some(serde_json::json!(name))
+        );
+    }
+    assert_eq!(
+        Action::Rollback { reason: "x".into() }.hook(),
+        HookKind::Rollback
+    );
+    assert_eq!(Action::Promote.hook(), HookKind::Promote);
+    assert_eq!(
+        Action::SetWeight {
+            step: 1,
+            weight: 25
+        }
+        .hook(),
+        HookKind::SetWeight
+    );
+}
