@@ -4,6 +4,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod faults;
 pub mod judge;
 pub mod outbound;
 pub mod redact;

@@ -10,7 +10,7 @@ use canaryd::demo::prometheus::PrometheusOptions;
 use canaryd::demo::receiver::HookReceiver;
 use canaryd::demo::service::Track;
 use common::alerting::{alerts_of, service_and_prometheus, write_rule};
-use common::{Daemon, RuleOpts, rule_yaml};
+use common::{Daemon, RuleOpts, calls_to, rule_yaml};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_raises_canary_rollback_in_alertmanager_and_resolves_it_after_keep_firing_for() {
@@ -264,4 +264,11 @@ async fn failing_health_endpoint_rolls_the_rollout_back() {
         "{reason}"
     );
     assert!(reason.contains("3 times in a row"), "{reason}");
+    let calls = receiver.calls();
+    assert_eq!(
+        calls_to(&calls, "/rollback").len(),
+        1,
+        "rollback hook not called"
+    );
+    assert!(calls_to(&calls, "/promote").is_empty());
 }

@@ -111,7 +111,7 @@ async fn bad_requests_get_json_errors_with_4xx() {
 }
 
 #[tokio::test]
-async fn abort_rolls_back_and_a_second_abort_conflicts() {
+async fn abort_ends_rolled_back_with_its_reason_and_later_commands_conflict() {
     let (d, _dir) = daemon(false).await;
     let id = d.start_rollout("api-test", "v1").await;
     let (status, body) = d

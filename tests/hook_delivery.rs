@@ -41,6 +41,26 @@ async fn a_receiver_down_for_a_while_gets_every_delivery_in_order() {
     assert_eq!(weights(&calls), vec![5, 25, 50, 100]);
     assert_eq!(calls.last().map(|c| c.path.as_str()), Some("/promote"));
     assert_eq!(stack.receiver.attempts(), calls.len() + 6);
+    // Every attempt, the six answered 500 included, carries the key of the delivery it was for.
+    let delivered: std::collections::BTreeSet<&str> = calls
+        .iter()
+        .filter_map(|c| {
+            c.headers
+                .iter()
+                .find(|(n, _)| n == "idempotency-key")
+                .map(|(_, v)| v.as_str())
+        })
+        .collect();
+    assert_eq!(delivered.len(), calls.len(), "one key per delivery");
+    let log = stack.receiver.attempt_log();
+    assert_eq!(log.iter().filter(|a| a.status == 500).count(), 6);
+    for a in &log {
+        let key = a.idempotency_key.as_deref().unwrap_or_default();
+        assert!(
+            delivered.contains(key),
+            "attempt {a:?} has no delivered key"
+        );
+    }
     let (_, h) = stack
         .daemon
         .get(&format!("/api/v1/rollouts/{id}/history"))

@@ -111,6 +111,7 @@ async fn slow_http_hook_times_out_and_is_retried() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("no answer within"), "{err}");
+    assert_eq!(rx.attempts(), 2, "one timed-out try and one retry");
 }
 
 #[tokio::test]

@@ -153,3 +153,58 @@ fn on_nodata_rollback_rolls_back_after_nodata_limit_ticks() {
         "{actions:?}"
     );
 }
+
+/// Not only JSON: the owed rollback saved in the SQLite store `serve` uses, the store dropped
+/// (its directory lock released, as a kill releases it), reopened on the same directory, comes
+/// back owed and decides exactly as the original would — including the rollback's success
+/// settling it. (A real kill -9 between save and hook: `tests/fault_points.rs`.)
+#[test]
+fn an_owed_rollback_saved_in_sqlite_and_reopened_is_still_owed_and_decides_the_same() {
+    use canaryd::rollout::sqlite::{SqliteStore, StartMode};
+    use canaryd::rollout::store::Store;
+    let p = plan(OnNodata::Pause);
+    let r = at_first_step(&p);
+    let (r, _) = apply(
+        &r,
+        &p,
+        Event::Abort {
+            reason: "bad".into(),
+        },
+        3,
+    );
+    let (owed, _) = apply(
+        &r,
+        &p,
+        Event::HookFailed {
+            hook: HookKind::Rollback,
+            error: "timeout".into(),
+        },
+        4,
+    );
+    assert!(owed.rollback_undelivered());
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = SqliteStore::open(dir.path(), StartMode::Resume).expect("open");
+        store.create(&owed, "name: api\n").expect("create");
+        store.save(&owed, None).expect("save");
+    }
+    let store = SqliteStore::open(dir.path(), StartMode::Resume).expect("reopen");
+    let live: Vec<Rollout> = store
+        .list()
+        .expect("list")
+        .into_iter()
+        .filter(Rollout::is_live)
+        .collect();
+    assert_eq!(
+        live,
+        vec![owed.clone()],
+        "the owed rollout is what recovery resumes"
+    );
+    let delivered = Event::HookSucceeded {
+        hook: HookKind::Rollback,
+    };
+    let a = handle(&owed, &p, delivered.clone(), at(5));
+    let b = handle(&live[0], &p, delivered, at(5));
+    assert_eq!(a, b);
+    assert_eq!(a.rollout.phase, Phase::RolledBack);
+}

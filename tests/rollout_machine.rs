@@ -1018,3 +1018,95 @@ fn a_healthy_tick_from_before_the_hold_ended_does_not_advance_later_without_a_ne
         }]
     );
 }
+
+/// The walk above treats `failed` as terminal; a `failed` rollout whose rollback hook never
+/// answered is not: it still owes the rollback and keeps a task. Reached the machine's way,
+/// every event must keep it owing (or, on the rollback's success, settle it rolled back) and
+/// never move traffic forward or promote.
+#[test]
+fn failed_with_a_rollback_still_owed_takes_every_event_without_acting_forward() {
+    let p = plan();
+    let r = at_first_step(&p);
+    let (r, _) = step(
+        &r,
+        &p,
+        Event::Abort {
+            reason: "bad".into(),
+        },
+        3,
+    );
+    let (owed, _) = step(
+        &r,
+        &p,
+        Event::HookFailed {
+            hook: HookKind::Rollback,
+            error: "timeout".into(),
+        },
+        4,
+    );
+    assert!(owed.rollback_undelivered(), "{owed:?}");
+    assert!(owed.is_live());
+    for e in all_events(&owed) {
+        let t = handle(&owed, &p, e.clone(), at(50));
+        let ctx = format!("failed, rollback owed + {e:?}");
+        assert!(
+            t.rollout.rollback_decided,
+            "{ctx}: rollback decision cleared"
+        );
+        assert!(
+            !t.actions
+                .iter()
+                .any(|a| matches!(a, Action::Promote | Action::SetWeight { .. })),
+            "{ctx}: acted forward"
+        );
+        assert!(t.rollout.weight <= owed.weight, "{ctx}: weight went up");
+        match e {
+            Event::HookSucceeded {
+                hook: HookKind::Rollback,
+            } => {
+                assert_eq!(t.rollout.phase, Phase::RolledBack, "{ctx}");
+                assert_eq!(t.rollout.pending, None, "{ctx}");
+                assert_eq!(t.rollout.weight, 0, "{ctx}");
+                assert!(!t.rollout.is_live(), "{ctx}");
+            }
+            _ => {
+                assert_eq!(t.rollout.phase, Phase::Failed, "{ctx}");
+                assert!(
+                    t.rollout.rollback_undelivered(),
+                    "{ctx}: the owed rollback was dropped"
+                );
+                assert!(t.rollout.is_live(), "{ctx}");
+            }
+        }
+    }
+}
+
+/// A hook's name is part of its Idempotency-Key and of the delivery log: it must be the
+/// rule file's word, the same one serde writes.
+#[test]
+fn each_hook_is_named_as_the_rule_file_and_the_payload_name_it() {
+    for (hook, name) in [
+        (HookKind::SetWeight, "set_weight"),
+        (HookKind::Promote, "promote"),
+        (HookKind::Rollback, "rollback"),
+    ] {
+        assert_eq!(hook.as_str(), name);
+        assert_eq!(
+            serde_json::to_value(hook).ok(),
+            Some(serde_json::json!(name))
+        );
+    }
+    assert_eq!(
+        Action::Rollback { reason: "x".into() }.hook(),
+        HookKind::Rollback
+    );
+    assert_eq!(Action::Promote.hook(), HookKind::Promote);
+    assert_eq!(
+        Action::SetWeight {
+            step: 1,
+            weight: 25
+        }
+        .hook(),
+        HookKind::SetWeight
+    );
+}

@@ -165,10 +165,9 @@ proptest! {
     }
 
     #[test]
-    fn swapping_sides_never_fails_a_canary_that_is_not_worse(seq in proptest::collection::vec((1.0f64..1e4, 1.0f64..1e4, 0.0f64..0.1, 0.0f64..1.0), 1..40)) {
-        // Canary error probability p_c <= baseline's: whether the canary is the better side or
-        // the sides are swapped into the baseline's place, the e-process of a canary that is not
-        // worse must never accumulate evidence beyond what its own data show against it.
+    fn a_canary_no_worse_than_the_baseline_in_every_tick_is_never_rejected(seq in proptest::collection::vec((1.0f64..1e4, 1.0f64..1e4, 0.0f64..0.1, 0.0f64..1.0), 1..40)) {
+        // Canary error probability p_c <= baseline's in every tick (counts rounded in the
+        // baseline's disfavour): the e-process must never reject such a canary.
         let cfg = SequentialConfig::default();
         let mut e = EProcess::new(&cfg);
         for (cr, br, pc, extra) in seq {

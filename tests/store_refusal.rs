@@ -87,11 +87,15 @@ async fn a_decision_the_store_refuses_is_never_acted_on_and_is_retried_when_it_r
     let r = controller.start("refusal", "v1").await.expect("created");
 
     // While the store refuses, the decision to shift traffic is dropped: no hook is called.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(
-        store.refused.load(Ordering::SeqCst) >= 2,
-        "the task kept retrying the decision"
-    );
+    // Until the task has retried the refused decision once (1 s backoff), not a guessed time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.refused.load(Ordering::SeqCst) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task did not retry the refused decision"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         receiver.attempts(),
         0,

@@ -26,11 +26,15 @@ pub struct DemoServiceArgs {
     /// Which track's series `/metrics` exports.
     #[arg(long, env = "CANARYD_DEMO_TRACK", value_enum, default_value = "both")]
     pub track: TrackArg,
+    /// Seed of the noise and of the drawn counts (`counts: true` in a profile); random if unset.
+    #[arg(long, env = "CANARYD_DEMO_SEED")]
+    pub seed: Option<u64>,
 }
 
 pub async fn run(args: DemoServiceArgs) -> anyhow::Result<i32> {
     crate::telemetry::init_logging(crate::telemetry::LogFormat::Text);
-    let service = DemoService::start(&args.service, args.listen)
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let service = DemoService::start_with_seed(&args.service, args.listen, seed)
         .await
         .context("starting the demo service")?;
     match args.track {
@@ -38,7 +42,7 @@ pub async fn run(args: DemoServiceArgs) -> anyhow::Result<i32> {
         TrackArg::Canary => service.export_only(Track::Canary),
         TrackArg::Both => {}
     }
-    tracing::info!(listen = %service.addr(), service = %args.service, track = ?args.track, "demo service running; degrade a track with PUT /control/{{track}}");
+    tracing::info!(listen = %service.addr(), service = %args.service, track = ?args.track, seed, "demo service running; degrade a track with PUT /control/{{track}}");
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;

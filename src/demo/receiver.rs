@@ -35,14 +35,35 @@ pub struct ReceivedCall {
     pub at: SystemTime,
 }
 
+/// One request as received, whatever it was answered: retries of a failed delivery must carry
+/// the same Idempotency-Key, so the failed ones are kept too.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// The request path, e.g. `/rollback`.
+    pub path: String,
+    /// The `Idempotency-Key` header, if sent.
+    pub idempotency_key: Option<String>,
+    /// The status it was answered with.
+    pub status: u16,
+    /// When it arrived (before any delay): orders attempts as the caller sent them.
+    pub arrived: SystemTime,
+}
+
 type Callback = Arc<dyn Fn(&ReceivedCall) + Send + Sync>;
 
 #[derive(Default)]
 struct Inner {
     calls: Vec<ReceivedCall>,
     attempts: usize,
+    /// Paths of the requests received so far, in arrival order (answered or not yet).
+    arrivals: Vec<String>,
+    attempt_log: Vec<Attempt>,
     fail_next: u32,
+    /// The status `fail_next` answers with (500 unless [`HookReceiver::fail_next_with`] said).
+    fail_status: Option<StatusCode>,
     delay: Duration,
+    /// Delays for single paths, over `delay`.
+    path_delays: Vec<(String, Duration)>,
     redirect: Option<(StatusCode, String)>,
     callbacks: Vec<Callback>,
 }
@@ -111,13 +132,51 @@ impl HookReceiver {
 
     /// Answers 500 to the next `n` requests, which are then not recorded in [`Self::calls`].
     pub fn fail_next(&self, n: u32) {
-        self.shared.lock().fail_next = n;
+        let mut inner = self.shared.lock();
+        inner.fail_next = n;
+        inner.fail_status = None;
+    }
+
+    /// Like [`Self::fail_next`] with another status (e.g. 408, 429, 404), to tell which a
+    /// caller retries; a status that is no 4xx/5xx error is refused.
+    pub fn fail_next_with(&self, n: u32, status: u16) -> Result<(), DemoError> {
+        let status = StatusCode::from_u16(status)
+            .ok()
+            .filter(|s| s.is_client_error() || s.is_server_error())
+            .ok_or_else(|| DemoError::Unexpected(format!("{status} is no error status")))?;
+        let mut inner = self.shared.lock();
+        inner.fail_next = n;
+        inner.fail_status = Some(status);
+        Ok(())
+    }
+
+    /// How many requests to `path` arrived so far, including those not yet answered.
+    pub fn arrived(&self, path: &str) -> usize {
+        self.shared
+            .lock()
+            .arrivals
+            .iter()
+            .filter(|p| *p == path)
+            .count()
+    }
+
+    /// Every request received, in order, with its Idempotency-Key and the status it got.
+    pub fn attempt_log(&self) -> Vec<Attempt> {
+        self.shared.lock().attempt_log.clone()
     }
 
     /// Waits `d` before answering each later request, to make a caller's timeout fire. A call
     /// is recorded only once answered, so one whose caller gave up may still appear later.
     pub fn set_delay(&self, d: Duration) {
         self.shared.lock().delay = d;
+    }
+
+    /// Like [`Self::set_delay`] for requests to `path` only, so one hook can be slow while
+    /// another answers at once.
+    pub fn set_path_delay(&self, path: &str, d: Duration) {
+        let mut inner = self.shared.lock();
+        inner.path_delays.retain(|(p, _)| p != path);
+        inner.path_delays.push((path.to_string(), d));
     }
 
     /// Answers every later request (any method) with `status` and `Location: location`,
@@ -180,28 +239,57 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let path = uri.path().to_owned();
+    let arrived = SystemTime::now();
+    let response = answer(shared.clone(), method, uri, headers, body).await;
+    shared.lock().attempt_log.push(Attempt {
+        path,
+        idempotency_key: key,
+        status: response.status().as_u16(),
+        arrived,
+    });
+    shared.changed.notify_waiters();
+    response
+}
+
+async fn answer(
+    shared: Shared,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
     let (fail, delay) = {
         let mut inner = shared.lock();
         inner.attempts += 1;
+        inner.arrivals.push(uri.path().to_owned());
         if let Some((status, location)) = &inner.redirect {
             return (*status, [(axum::http::header::LOCATION, location.clone())]).into_response();
         }
         if method != Method::POST {
             return StatusCode::METHOD_NOT_ALLOWED.into_response();
         }
-        let fail = inner.fail_next > 0;
+        let fail = (inner.fail_next > 0).then(|| {
+            inner
+                .fail_status
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        });
         inner.fail_next = inner.fail_next.saturating_sub(1);
-        (fail, inner.delay)
+        let delay = inner
+            .path_delays
+            .iter()
+            .find(|(p, _)| p == uri.path())
+            .map_or(inner.delay, |(_, d)| *d);
+        (fail, delay)
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    if fail {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "failing as asked by fail_next",
-        )
-            .into_response();
+    if let Some(status) = fail {
+        return (status, "failing as asked by fail_next").into_response();
     }
     let call = ReceivedCall {
         path: uri.path().to_owned(),

@@ -27,6 +27,9 @@ use super::DemoError;
 pub use super::simulation::Profile;
 use super::simulation::{Counters, render};
 
+/// The variable that fixes the seed of [`DemoService::start`].
+pub const SEED_ENV: &str = "CANARYD_DEMO_SEED";
+
 /// How often the counters advance.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -92,6 +95,7 @@ impl Shared {
 /// A running simulated service. Dropping it stops its server and its ticker.
 pub struct DemoService {
     addr: SocketAddr,
+    seed: u64,
     shared: Shared,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -99,9 +103,21 @@ pub struct DemoService {
 
 impl DemoService {
     /// Starts the service on `listen` (`127.0.0.1:0` picks a free port) with both tracks on
-    /// [`Profile::default`] and a random seed for the noise.
+    /// [`Profile::default`], the noise seeded by `CANARYD_DEMO_SEED` when set (a run replayed)
+    /// and at random otherwise; [`DemoService::seed`] says which, for a failing test to print.
     pub async fn start(service: &str, listen: SocketAddr) -> Result<DemoService, DemoError> {
-        DemoService::start_with_seed(service, listen, rand::random()).await
+        let seed = match std::env::var(SEED_ENV) {
+            Ok(s) => s.trim().parse().map_err(|e| {
+                DemoError::Unexpected(format!("{SEED_ENV}={s:?} is no unsigned integer: {e}"))
+            })?,
+            Err(_) => rand::random(),
+        };
+        DemoService::start_with_seed(service, listen, seed).await
+    }
+
+    /// The seed of this service's noise and counts.
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
     /// Like [`DemoService::start`], with the noise RNG seeded by `seed` so a noisy run can be
@@ -147,6 +163,7 @@ impl DemoService {
         let ticker = tokio::spawn(tick(shared.clone(), stopped, seed));
         Ok(DemoService {
             addr,
+            seed,
             shared,
             stop,
             tasks: vec![server, ticker],

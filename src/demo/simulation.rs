@@ -36,6 +36,10 @@ pub struct Profile {
     pub healthy: bool,
     /// Relative per-tick jitter of every quantity: 0 is deterministic, 0.1 is ±10 %.
     pub noise: f64,
+    /// Requests and errors as whole counts drawn per tick from the seeded RNG — Poisson
+    /// requests, binomial errors — as a real service's counters move. Without it the counters
+    /// grow by their expected values and a statistical test can never be fooled by chance.
+    pub counts: bool,
 }
 
 impl Default for Profile {
@@ -51,6 +55,7 @@ impl Default for Profile {
             cpu: 0.35,
             healthy: true,
             noise: 0.0,
+            counts: false,
         }
     }
 }
@@ -112,20 +117,38 @@ impl Counters {
         let requests = profile.rps.max(0.0) * dt * jitter();
         let error_rate = (profile.error_rate * jitter()).clamp(0.0, 1.0);
         let p50 = profile.latency_p50_s.max(f64::MIN_POSITIVE) * jitter();
+        // Drawn in the order they always were, so a seed replays the same noise.
+        let (cpu_jitter, pool_jitter) = (jitter(), jitter());
         let sigma = profile.latency_spread.max(0.0);
-        self.ok += requests * (1.0 - error_rate);
-        self.errors += requests * error_rate;
+        let (requests, errors) = if profile.counts {
+            draw_counts(requests, error_rate, rng)
+        } else {
+            (requests, requests * error_rate)
+        };
+        self.ok += requests - errors;
+        self.errors += errors;
         for (bucket, le) in self.buckets.iter_mut().zip(BUCKETS) {
             *bucket += requests * lognormal_cdf(le, p50, sigma);
         }
         // The mean of a lognormal is exp(mu + sigma^2 / 2) with mu = ln(median).
         self.latency_sum += requests * p50 * (sigma * sigma / 2.0).exp();
         self.count += requests;
-        self.cpu_seconds += profile.cpu.max(0.0) * dt * jitter();
+        self.cpu_seconds += profile.cpu.max(0.0) * dt * cpu_jitter;
         self.pool_max = profile.db_pool_max;
         self.pool_in_use =
-            (profile.db_pool_in_use * jitter()).clamp(0.0, 1.0) * profile.db_pool_max;
+            (profile.db_pool_in_use * pool_jitter).clamp(0.0, 1.0) * profile.db_pool_max;
     }
+}
+
+/// Whole requests ~ Poisson(`mean`) and errors ~ Binomial(requests, `error_rate`). A mean or
+/// rate the distributions refuse (0, or out of range after jitter) draws nothing of that kind.
+fn draw_counts(mean: f64, error_rate: f64, rng: &mut impl Rng) -> (f64, f64) {
+    use rand_distr::{Binomial, Distribution, Poisson};
+    let requests: f64 = Poisson::new(mean).map_or(0.0, |d| d.sample(rng));
+    // A tick's requests are far below u64::MAX; the cast saturates if a caller passes more.
+    let n = requests as u64;
+    let errors = Binomial::new(n, error_rate).map_or(0, |d| d.sample(rng));
+    (n as f64, errors as f64)
 }
 
 /// P(X <= x) for a lognormal with median `median` and shape `sigma`.
@@ -298,6 +321,46 @@ mod tests {
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
         assert!((run(7) - 50.0).abs() <= 10.0 + 1e-9);
+    }
+
+    #[test]
+    fn counts_are_whole_seeded_draws_with_binomial_spread() {
+        let counted = Profile {
+            rps: 50.0,
+            error_rate: 0.1,
+            counts: true,
+            ..Profile::default()
+        };
+        let run = |seed| {
+            let mut counters = Counters::default();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut per_tick = Vec::new();
+            for _ in 0..2000 {
+                let before = counters.errors;
+                counters.advance(&counted, 0.1, &mut rng);
+                per_tick.push(counters.errors - before);
+            }
+            (counters.count, counters.errors, per_tick)
+        };
+        let (count, errors, per_tick) = run(11);
+        assert_eq!(run(11).1, errors, "same seed, same draws");
+        assert_ne!(run(12).1, errors);
+        assert!(per_tick.iter().all(|e| e.fract() == 0.0), "whole errors");
+        assert_eq!(count.fract(), 0.0);
+        // 10,000 requests expected; errors within 5 sigma of 10 % of what was drawn.
+        assert!((count - 10_000.0).abs() < 5.0 * 100.0, "{count}");
+        let sigma = (count * 0.1 * 0.9).sqrt();
+        assert!(
+            (errors - 0.1 * count).abs() < 5.0 * sigma,
+            "{errors} of {count}"
+        );
+        // Not the expected value every tick: the per-tick errors vary as a binomial's do.
+        let mean = per_tick.iter().sum::<f64>() / per_tick.len() as f64;
+        let var = per_tick.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / per_tick.len() as f64;
+        assert!(
+            (0.3..0.8).contains(&var),
+            "per-tick variance {var}, mean {mean}"
+        );
     }
 
     #[test]

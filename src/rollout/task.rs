@@ -248,6 +248,7 @@ impl RolloutTask {
                 _ = self.shutdown.changed() => return,
                 Ok(()) = self.lead.changed() => if !self.leading() { return },
                 event = &mut gather => {
+                    crate::faults::stop_at("mid_tick", "gathered");
                     let _ = self.apply(event);
                     return;
                 }
@@ -312,6 +313,7 @@ impl RolloutTask {
         if matches!(action, Action::Rollback { .. }) {
             inject_fault("rollback");
         }
+        crate::faults::stop_at("before_hook", action.hook().as_str());
         let hooks = self.inner.hooks.clone();
         let fence = self.epoch.and_then(|e| self.inner.leadership.fence(e));
         let traffic = self.traffic.clone();
@@ -358,6 +360,7 @@ impl RolloutTask {
         loop {
             tokio::select! {
                 (attempts, result) = &mut call => {
+                    crate::faults::stop_at("after_hook", action.hook().as_str());
                     self.log_delivery(&payload, attempts, &result);
                     let hook = action.hook();
                     let event = match result {

@@ -59,6 +59,7 @@ fn apply_result(
     match set {
         Ok(set) => {
             let n = set.len();
+            crate::faults::stop_at("mid_reload", "parsed");
             controller.replace_rules(set);
             metrics::gauge!("canaryd_rules_reload_success").set(1.0);
             tracing::info!(rules = n, "rules reloaded");

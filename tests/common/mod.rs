@@ -162,8 +162,28 @@ impl Daemon {
         dir: &std::path::Path,
         extra: &[&str],
     ) -> Daemon {
-        let port = canaryd::demo::free_loopback_port().expect("free port");
-        Daemon::start_on(port, prometheus_url, rules, dir, extra).await
+        Daemon::start_on_free_port(prometheus_url, rules, dir, extra, &[]).await
+    }
+
+    /// Starts on a free port, and on a new one when another process took the port between its
+    /// choice and canaryd's bind (the daemon then exits saying it cannot listen).
+    pub async fn start_on_free_port(
+        prometheus_url: &str,
+        rules: &[PathBuf],
+        dir: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = canaryd::demo::free_loopback_port().expect("free port");
+            match Daemon::try_start(port, prometheus_url, rules, dir, extra, env).await {
+                Ok(d) => return d,
+                Err(log) if log.contains("cannot listen on") => last = log,
+                Err(log) => panic!("canaryd did not start; log:\n{log}"),
+            }
+        }
+        panic!("canaryd found no free port in 5 tries; last log:\n{last}");
     }
 
     /// Like [`Daemon::start`] on a port chosen beforehand, for peers (Alertmanager) that must
@@ -187,29 +207,61 @@ impl Daemon {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
+        match Daemon::try_start(port, prometheus_url, rules, dir, extra, env).await {
+            Ok(d) => d,
+            Err(log) => panic!("canaryd did not start; log:\n{log}"),
+        }
+    }
+
+    /// Spawns `canaryd serve` and waits until it answers; `Err` with its log when it exited
+    /// or did not answer within 20 s (it is then killed and reaped).
+    async fn try_start(
+        port: u16,
+        prometheus_url: &str,
+        rules: &[PathBuf],
+        dir: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon, String> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--listen".into(),
+            format!("127.0.0.1:{port}").into(),
+            "--prometheus-url".into(),
+            prometheus_url.into(),
+            "--prometheus-timeout".into(),
+            "2s".into(),
+            "--state-dir".into(),
+            dir.into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        for r in rules {
+            args.push("--rules".into());
+            args.push(r.into());
+        }
+        Daemon::try_start_args(port, dir, &args, env).await
+    }
+
+    /// Spawns `canaryd serve` with exactly `args` (no defaults: for tests of the configuration
+    /// itself), its log in `dir`, and waits until `port` answers. `Err` with its log when it
+    /// exited or did not answer within 20 s (it is then killed and reaped).
+    pub async fn try_start_args(
+        port: u16,
+        dir: &std::path::Path,
+        args: &[std::ffi::OsString],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon, String> {
         let log = dir.join(format!("canaryd-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_canaryd"));
         cmd.arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--prometheus-url")
-            .arg(prometheus_url)
-            .arg("--prometheus-timeout")
-            .arg("2s")
-            .arg("--state-dir")
-            .arg(dir)
-            .args(extra)
+            .args(args)
             .env_remove("CANARYD_API_TOKEN")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .kill_on_drop(true);
-        for r in rules {
-            cmd.arg("--rules").arg(r);
-        }
         let child = cmd.spawn().expect("spawn canaryd");
-        let d = Daemon {
+        let mut d = Daemon {
             child,
             url: format!("http://127.0.0.1:{port}"),
             log,
@@ -224,11 +276,35 @@ impl Daemon {
                 .await
                 .is_ok()
             {
-                return d;
+                return Ok(d);
+            }
+            if let Ok(Some(_)) = d.child.try_wait() {
+                return Err(d.log_text());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("canaryd did not start; log:\n{}", d.log_text());
+        d.kill_and_wait().await;
+        Err(d.log_text())
+    }
+
+    /// Waits until the daemon reports reaching the test-only stop point `point`
+    /// (`CANARYD_TEST_STOP_AT`, see `src/faults.rs`); panics with the log after `timeout`.
+    pub async fn wait_stopped_at(&self, point: &str, timeout: Duration) {
+        let needle = format!("canaryd: fault point {point} reached");
+        self.wait_log(&needle, timeout).await;
+    }
+
+    /// Waits until the daemon's log contains `needle`; panics with the log tail after `timeout`.
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not in the log within {timeout:?}; log tail:\n{}",
+                tail(&self.log_text(), 40)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -312,11 +388,55 @@ impl Daemon {
         let _ = self.child.start_kill();
     }
 
+    /// Sends `signal` (a `kill -s` name such as `TERM`, `INT`, `HUP`) to the daemon.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("daemon still running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-s", signal, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -s {signal} {pid} failed");
+    }
+
+    /// Waits for the daemon to exit by itself; `None` if it still runs after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
     /// SIGKILL, then reap: the state directory's lock is free when this returns.
     pub async fn kill_and_wait(&mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
+}
+
+/// Killed and reaped even when a test panics, so the state directory's lock is free and no
+/// stopped or zombie child outlives its test.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// The sum of every sample of the metric family `name` in a Prometheus text exposition (0 when
+/// there is none), so a test checks a counter's value, not that its name is registered.
+pub fn metric_sum(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 pub fn tail(text: &str, n: usize) -> String {
@@ -351,6 +471,13 @@ impl Stack {
         let service = DemoService::start(rule, "127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("demo service");
+        // Captured, so shown when the test fails: replays the service's noise.
+        println!(
+            "demo service seed {} (replay: {}={})",
+            service.seed(),
+            canaryd::demo::service::SEED_ENV,
+            service.seed()
+        );
         let prometheus = PrometheusProcess::start(PrometheusOptions {
             targets: vec![service.addr().to_string()],
             ..PrometheusOptions::default()
@@ -371,10 +498,8 @@ impl Stack {
             )
             .await
             .expect("series in prometheus");
-        let port = canaryd::demo::free_loopback_port().expect("free port");
         let daemon =
-            Daemon::start_with_env(port, &prometheus.url(), &[rule_path], dir.path(), &[], env)
-                .await;
+            Daemon::start_on_free_port(&prometheus.url(), &[rule_path], dir.path(), &[], env).await;
         Stack {
             service,
             prometheus,
@@ -407,6 +532,25 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The rule file this stack's daemon was started with.
+    pub fn rule_path(&self) -> PathBuf {
+        self.dir.path().join(format!("{}.yaml", self.rule))
+    }
+
+    /// kill -9 the daemon, reap it, and start a new one on the same state directory and rule
+    /// file with `env` (the old one's environment is not carried over).
+    pub async fn restart(&mut self, env: &[(&str, &str)]) {
+        self.daemon.kill_and_wait().await;
+        self.daemon = Daemon::start_on_free_port(
+            &self.prometheus.url(),
+            &[self.rule_path()],
+            self.dir.path(),
+            &[],
+            env,
+        )
+        .await;
     }
 
     pub fn degrade_canary_errors(&self, rate: f64) {
