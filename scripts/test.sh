@@ -10,4 +10,11 @@ cargo run --locked --quiet -- check rules/ deploy/rules/
 # Prometheus recording/alerting rules beside the canaryd policies, and their unit tests.
 promtool check rules rules/prometheus/*.yml
 promtool test rules rules/prometheus/tests/*.test.yml
-cargo test --locked --all-targets --no-fail-fast
+# Test binaries run side by side (cargo-nextest, when installed: most real-server tests wait on
+# ticks and scrapes, so four at a time on two cores); the benches run once each in test mode.
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --lib --bins --tests --examples --no-fail-fast
+  cargo test --locked --benches --no-fail-fast
+else
+  cargo test --locked --all-targets --no-fail-fast
+fi
