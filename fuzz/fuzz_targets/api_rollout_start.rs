@@ -5,7 +5,6 @@
 use axum::body::Body;
 use axum::http::Request;
 use libfuzzer_sys::fuzz_target;
-use tower::ServiceExt as _;
 
 #[path = "../fuzz_app.rs"]
 mod fuzz_app;
