@@ -34,7 +34,8 @@ fn artifacts() -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_sees_a_live_rollout_and_aborts_it_only_with_the_token() {
+async fn operator_sees_a_live_rollout_aborts_it_only_with_the_token_then_retries_and_promotes_to_the_end()
+ {
     let mut s = stack("webcheckout").await;
     s.daemon.token = Some(TOKEN.into());
     let browser = Browser::start().await;
@@ -210,6 +211,62 @@ async fn operator_sees_a_live_rollout_and_aborts_it_only_with_the_token() {
     );
     let rollback = calls_to(&s.receiver.calls(), "/rollback")[0].body.clone();
     assert_eq!(rollback["version"], "v2.0.1", "{rollback}");
+
+    // Retry from the rolled-back page opens the new run; "promote to the end" finishes it.
+    b.click("button[data-action='retry']").await;
+    b.wait_js(
+        "the new run's page",
+        &format!(
+            "return location.pathname.startsWith('/rollouts/') && \
+             location.pathname !== '/rollouts/{id}'"
+        ),
+        Duration::from_secs(10),
+    )
+    .await;
+    let new_id = b
+        .client
+        .execute(
+            "return decodeURIComponent(location.pathname.split('/').pop())",
+            vec![],
+        )
+        .await
+        .expect("script");
+    let new_id = new_id.as_str().expect("id").to_string();
+    let run = s.daemon.rollout(&new_id).await;
+    assert_eq!(run["retry_of"], json!(id), "{run}");
+    assert_eq!(run["run"], 2, "{run}");
+    // Promote is refused while a hook is in flight: wait until the first weight is confirmed.
+    let settled = Instant::now();
+    loop {
+        let r = s.daemon.rollout(&new_id).await;
+        if r["phase"] == "progressing" && r["weight"] == 5 && r["pending"].is_null() {
+            break;
+        }
+        assert!(
+            settled.elapsed() < Duration::from_secs(20),
+            "the retried run never settled at 5 %: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let promotes_before = calls_to(&s.receiver.calls(), "/promote").len();
+    b.click("button[data-action='promote'][data-full='true']")
+        .await;
+    let done = s
+        .daemon
+        .wait_phase(&new_id, &["succeeded"], Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        calls_to(&s.receiver.calls(), "/promote").len(),
+        promotes_before + 1,
+        "one promote hook call for the promoted run"
+    );
+    let controls = done["controls"].as_array().expect("controls recorded");
+    assert!(
+        controls
+            .iter()
+            .any(|c| c["action"] == "promote_full" && c["by"] == "default"),
+        "promote_full recorded with the token's name: {done}"
+    );
 
     // Readable on a phone: one column, nothing wider than the screen.
     b.client.set_window_size(390, 844).await.expect("resize");
