@@ -43,6 +43,16 @@ async fn regression_after_promotion_alerts_and_reverts_to_the_previous_version()
     .await;
     let d = &s.daemon;
 
+    // The checkpoint compares with the window before the rollout started: wait until the
+    // baseline's error ratio exists there (its 5xx counter appears with the first drawn error).
+    s.prometheus
+        .wait_for_series(
+            r#"sum(rate(http_requests_total{service="verified", track="baseline", code=~"5.."}[8s]))"#,
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("baseline 5xx series in prometheus");
+
     // v1 holds up after promotion: verifying, then succeeded at its checkpoint.
     let v1 = s.start_at_first_step("v1").await;
     let (status, _) = d
