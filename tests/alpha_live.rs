@@ -108,9 +108,7 @@ async fn healthy_canaries_with_binomial_noise_are_rolled_back_at_most_alpha_of_t
     let mut ended = Vec::new();
     for (name, id) in &ids {
         let left = deadline.saturating_duration_since(Instant::now());
-        let r = daemon
-            .wait_phase(id, &["succeeded", "rolled_back", "failed"], left)
-            .await;
+        let r = daemon.wait_ended(id, left).await;
         ended.push((name.clone(), r));
     }
     let (control, healthy) = ended.split_last().expect("control run");

@@ -265,14 +265,7 @@ async fn abort_wins_over_a_promote_whose_hook_is_in_flight() {
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["phase"], "rolling_back");
     s.receiver.set_delay(Duration::ZERO);
-    let r = s
-        .daemon
-        .wait_phase(
-            &id,
-            &["rolled_back", "succeeded", "failed"],
-            Duration::from_secs(30),
-        )
-        .await;
+    let r = s.daemon.wait_ended(&id, Duration::from_secs(30)).await;
     assert_eq!(r["phase"], "rolled_back", "{r}");
     assert_eq!(r["rollback_decided"], true);
     let calls = s.receiver.calls();

@@ -57,25 +57,36 @@ fn bad_canary_opts() -> RuleOpts {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_after_a_rollback_is_saved_and_before_its_hook_the_restart_delivers_it() {
-    let env = [(STOP_ENV, "before_hook:rollback")];
-    let mut stack = Stack::start_with("fault-before-rb", bad_canary_opts(), "", &env).await;
+/// A rollout started on a daemon told to stop dead at `stop_at` (`point` or `point#n`, the n-th
+/// time it gets there), once it has stopped there.
+async fn stopped_at(
+    rule: &str,
+    opts: RuleOpts,
+    stop_at: &str,
+    before_stop: impl FnOnce(&Stack),
+) -> (Stack, String) {
+    let stack = Stack::start_with(rule, opts, "", &[(STOP_ENV, stop_at)]).await;
     let id = stack.start_at_first_step("v1").await;
-    stack.degrade_canary_errors(0.5);
+    before_stop(&stack);
+    let point = stop_at.split('#').next().unwrap_or(stop_at);
     stack
         .daemon
-        .wait_stopped_at("before_hook:rollback", Duration::from_secs(40))
+        .wait_stopped_at(point, Duration::from_secs(40))
         .await;
+    (stack, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_a_rollback_is_saved_and_before_its_hook_the_restart_delivers_it() {
+    let (mut stack, id) = stopped_at(
+        "fault-before-rb",
+        bad_canary_opts(),
+        "before_hook:rollback",
+        |s| s.degrade_canary_errors(0.5),
+    )
+    .await;
     stack.restart(&[]).await;
-    let r = stack
-        .daemon
-        .wait_phase(
-            &id,
-            &["rolled_back", "failed", "succeeded"],
-            Duration::from_secs(40),
-        )
-        .await;
+    let r = stack.daemon.wait_ended(&id, Duration::from_secs(40)).await;
     assert_eq!(r["phase"], "rolled_back", "{r}");
     let calls = stack.receiver.calls();
     let rollbacks = calls_to(&calls, "/rollback");
@@ -93,24 +104,16 @@ async fn killed_after_a_rollback_is_saved_and_before_its_hook_the_restart_delive
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_after_the_rollback_hook_answered_the_restart_delivers_it_again_same_key() {
-    let env = [(STOP_ENV, "after_hook:rollback")];
-    let mut stack = Stack::start_with("fault-after-rb", bad_canary_opts(), "", &env).await;
-    let id = stack.start_at_first_step("v1").await;
-    stack.degrade_canary_errors(0.5);
-    stack
-        .daemon
-        .wait_stopped_at("after_hook:rollback", Duration::from_secs(40))
-        .await;
+    let (mut stack, id) = stopped_at(
+        "fault-after-rb",
+        bad_canary_opts(),
+        "after_hook:rollback",
+        |s| s.degrade_canary_errors(0.5),
+    )
+    .await;
     assert_eq!(calls_to(&stack.receiver.calls(), "/rollback").len(), 1);
     stack.restart(&[]).await;
-    let r = stack
-        .daemon
-        .wait_phase(
-            &id,
-            &["rolled_back", "failed", "succeeded"],
-            Duration::from_secs(40),
-        )
-        .await;
+    let r = stack.daemon.wait_ended(&id, Duration::from_secs(40)).await;
     assert_eq!(r["phase"], "rolled_back", "{r}");
     let calls = stack.receiver.calls();
     let rollbacks = calls_to(&calls, "/rollback");
@@ -129,27 +132,15 @@ async fn killed_after_the_rollback_hook_answered_the_restart_delivers_it_again_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_before_a_set_weight_hook_the_restart_delivers_that_step_and_skips_none() {
     // The second set_weight is step 1 (25 %).
-    let env = [(STOP_ENV, "before_hook:set_weight#2")];
     let opts = RuleOpts {
         hold: "3s",
         ..RuleOpts::default()
     };
-    let mut stack = Stack::start_with("fault-before-sw", opts, "", &env).await;
-    let id = stack.start_at_first_step("v1").await;
-    stack
-        .daemon
-        .wait_stopped_at("before_hook:set_weight", Duration::from_secs(40))
-        .await;
+    let (mut stack, id) =
+        stopped_at("fault-before-sw", opts, "before_hook:set_weight#2", |_| ()).await;
     assert_eq!(weights(&stack.receiver.calls()), vec![5]);
     stack.restart(&[]).await;
-    let r = stack
-        .daemon
-        .wait_phase(
-            &id,
-            &["rolled_back", "failed", "succeeded"],
-            Duration::from_secs(60),
-        )
-        .await;
+    let r = stack.daemon.wait_ended(&id, Duration::from_secs(60)).await;
     assert_eq!(r["phase"], "succeeded", "{r}");
     let calls = stack.receiver.calls();
     assert_steps_in_order(&calls, &[5, 25, 50, 100], Duration::from_secs(3));
@@ -160,17 +151,11 @@ async fn killed_before_a_set_weight_hook_the_restart_delivers_that_step_and_skip
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_tick_the_restart_resumes_the_same_step_and_never_shortens_a_hold() {
     // Tick 3 is inside step 0's hold (interval 1 s, warmup 2 s, hold 8 s).
-    let env = [(STOP_ENV, "mid_tick#3")];
     let opts = RuleOpts {
         hold: "8s",
         ..RuleOpts::default()
     };
-    let mut stack = Stack::start_with("fault-mid-tick", opts, "", &env).await;
-    let id = stack.start_at_first_step("v1").await;
-    stack
-        .daemon
-        .wait_stopped_at("mid_tick:gathered", Duration::from_secs(40))
-        .await;
+    let (mut stack, id) = stopped_at("fault-mid-tick", opts, "mid_tick:gathered#3", |_| ()).await;
     stack.restart(&[]).await;
     let r = stack.daemon.rollout(&id).await;
     assert_eq!(
@@ -178,14 +163,7 @@ async fn killed_mid_tick_the_restart_resumes_the_same_step_and_never_shortens_a_
         (Some(0), Some(5)),
         "{r}"
     );
-    let r = stack
-        .daemon
-        .wait_phase(
-            &id,
-            &["rolled_back", "failed", "succeeded"],
-            Duration::from_secs(60),
-        )
-        .await;
+    let r = stack.daemon.wait_ended(&id, Duration::from_secs(60)).await;
     assert_eq!(r["phase"], "succeeded", "{r}");
     let calls = stack.receiver.calls();
     assert_steps_in_order(&calls, &[5, 25, 50, 100], Duration::from_secs(8));
@@ -214,14 +192,7 @@ async fn killed_mid_reload_the_restart_keeps_the_running_rollout_on_its_own_rule
         .wait_stopped_at("mid_reload:parsed", Duration::from_secs(20))
         .await;
     stack.restart(&[]).await;
-    let r = stack
-        .daemon
-        .wait_phase(
-            &id,
-            &["rolled_back", "failed", "succeeded"],
-            Duration::from_secs(60),
-        )
-        .await;
+    let r = stack.daemon.wait_ended(&id, Duration::from_secs(60)).await;
     assert_eq!(r["phase"], "succeeded", "{r}");
     let calls = stack.receiver.calls();
     assert!(

@@ -51,13 +51,7 @@ async fn a_paused_leader_wakes_fenced_and_steps_down() {
         });
     let new_epoch = wait_leader(&new, Duration::from_secs(15)).await;
     assert!(new_epoch > old_epoch);
-    let done = new
-        .wait_phase(
-            &id,
-            &["rolled_back", "failed", "succeeded"],
-            Duration::from_secs(60),
-        )
-        .await;
+    let done = new.wait_ended(&id, Duration::from_secs(60)).await;
     assert_eq!(done["phase"], "rolled_back", "{done}");
     let (_, history) = new.get(&format!("/api/v1/rollouts/{id}/history")).await;
     let calls_before = s.receiver.calls().len();

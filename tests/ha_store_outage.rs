@@ -41,13 +41,7 @@ async fn a_postgres_restart_pauses_the_leader_and_it_resumes() {
         second > first,
         "a new term after the outage ({first} → {second})"
     );
-    let done = d
-        .wait_phase(
-            &id,
-            &["succeeded", "rolled_back", "failed"],
-            Duration::from_secs(60),
-        )
-        .await;
+    let done = d.wait_ended(&id, Duration::from_secs(60)).await;
     assert_eq!(done["phase"], "succeeded", "{done}");
     let calls = s.receiver.calls();
     let promote: Vec<_> = calls.iter().filter(|c| c.path == "/promote").collect();

@@ -90,14 +90,7 @@ async fn a_failing_pre_rollout_ends_the_rollout_before_any_traffic_moves() {
     )
     .await;
     let id = w.daemon.start_rollout("lc-pre", "v2").await;
-    let r = w
-        .daemon
-        .wait_phase(
-            &id,
-            &["failed", "rolled_back", "succeeded"],
-            Duration::from_secs(20),
-        )
-        .await;
+    let r = w.daemon.wait_ended(&id, Duration::from_secs(20)).await;
     assert_eq!(r["phase"], "failed", "{r}");
     let reason = r["reason"].as_str().unwrap_or("");
     assert!(
@@ -149,14 +142,7 @@ async fn a_readiness_503_holds_the_step_and_200_lets_it_advance() {
     assert_eq!(canary_weight(&w.haproxy).await, 5);
     assert_eq!(weights(&w.receiver.calls()), vec![5]);
     w.canary.set_ready(200);
-    let r = w
-        .daemon
-        .wait_phase(
-            &id,
-            &["succeeded", "rolled_back", "failed"],
-            Duration::from_secs(60),
-        )
-        .await;
+    let r = w.daemon.wait_ended(&id, Duration::from_secs(60)).await;
     assert_eq!(r["phase"], "succeeded", "{r}");
     assert_eq!(weights(&w.receiver.calls()), vec![5, 25, 50, 100]);
 }

@@ -10,14 +10,7 @@ use common::{RuleOpts, Stack, calls_to, weights};
 async fn healthy_canary_is_shifted_5_25_50_100_then_promoted() {
     let stack = Stack::start("healthy-api", RuleOpts::default()).await;
     let id = stack.daemon.start_rollout("healthy-api", "v2.0.0").await;
-    let r = stack
-        .daemon
-        .wait_phase(
-            &id,
-            &["succeeded", "rolled_back", "failed"],
-            Duration::from_secs(90),
-        )
-        .await;
+    let r = stack.daemon.wait_ended(&id, Duration::from_secs(90)).await;
     assert_eq!(r["phase"], "succeeded", "{r}");
     let calls = stack.receiver.calls();
     assert_eq!(weights(&calls), vec![5, 25, 50, 100]);
@@ -57,14 +50,7 @@ async fn canary_error_rate_at_20_percent_during_step_2_is_rolled_back() {
         "never reached step 2"
     );
     stack.degrade_canary_errors(0.2);
-    let r = stack
-        .daemon
-        .wait_phase(
-            &id,
-            &["rolled_back", "succeeded", "failed"],
-            Duration::from_secs(60),
-        )
-        .await;
+    let r = stack.daemon.wait_ended(&id, Duration::from_secs(60)).await;
     assert_eq!(r["phase"], "rolled_back", "{r}");
     let calls = stack.receiver.calls();
     assert_eq!(

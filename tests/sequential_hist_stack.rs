@@ -43,14 +43,7 @@ async fn canary_thirty_percent_slower_is_rolled_back_by_the_histogram_test() {
     let stack = Stack::start("slower-canary", rule("60s")).await;
     traffic(&stack, 1.3);
     let id = stack.daemon.start_rollout("slower-canary", "v9").await;
-    let r = stack
-        .daemon
-        .wait_phase(
-            &id,
-            &["rolled_back", "succeeded", "failed"],
-            Duration::from_secs(90),
-        )
-        .await;
+    let r = stack.daemon.wait_ended(&id, Duration::from_secs(90)).await;
     assert_eq!(r["phase"], "rolled_back", "{r}");
     let reason = r["reason"].as_str().unwrap_or("");
     assert!(
@@ -81,14 +74,7 @@ async fn identical_canary_promotes_under_the_histogram_test() {
     let stack = Stack::start("same-latency", rule("5s")).await;
     traffic(&stack, 1.0);
     let id = stack.daemon.start_rollout("same-latency", "v10").await;
-    let r = stack
-        .daemon
-        .wait_phase(
-            &id,
-            &["rolled_back", "succeeded", "failed"],
-            Duration::from_secs(120),
-        )
-        .await;
+    let r = stack.daemon.wait_ended(&id, Duration::from_secs(120)).await;
     assert_eq!(r["phase"], "succeeded", "{r}");
     assert_eq!(weights(&stack.receiver.calls()), vec![5, 25, 50, 100]);
     let (_, history) = stack

@@ -34,14 +34,7 @@ async fn canary_with_twice_the_baseline_error_rate_is_rolled_back_by_its_evidenc
     let stack = Stack::start("twice-the-errors", sequential_rule("60s")).await;
     traffic(&stack, 0.004, 0.008);
     let id = stack.daemon.start_rollout("twice-the-errors", "v7").await;
-    let r = stack
-        .daemon
-        .wait_phase(
-            &id,
-            &["rolled_back", "succeeded", "failed"],
-            Duration::from_secs(90),
-        )
-        .await;
+    let r = stack.daemon.wait_ended(&id, Duration::from_secs(90)).await;
     assert_eq!(r["phase"], "rolled_back", "{r}");
     let reason = r["reason"].as_str().unwrap_or("");
     assert!(
@@ -74,14 +67,7 @@ async fn identical_canary_promotes_under_the_sequential_tests() {
     let stack = Stack::start("identical-errors", sequential_rule("5s")).await;
     traffic(&stack, 0.004, 0.004);
     let id = stack.daemon.start_rollout("identical-errors", "v8").await;
-    let r = stack
-        .daemon
-        .wait_phase(
-            &id,
-            &["rolled_back", "succeeded", "failed"],
-            Duration::from_secs(120),
-        )
-        .await;
+    let r = stack.daemon.wait_ended(&id, Duration::from_secs(120)).await;
     assert_eq!(r["phase"], "succeeded", "{r}");
     assert_eq!(weights(&stack.receiver.calls()), vec![5, 25, 50, 100]);
     let (_, history) = stack

@@ -40,14 +40,7 @@ async fn canary_30_percent_slower_but_under_every_line_is_rolled_back_statistica
     let stack = Stack::start("slow-canary", opts).await;
     noisy(&stack, 1.3);
     let id = stack.daemon.start_rollout("slow-canary", "v5").await;
-    let r = stack
-        .daemon
-        .wait_phase(
-            &id,
-            &["rolled_back", "succeeded", "failed"],
-            Duration::from_secs(90),
-        )
-        .await;
+    let r = stack.daemon.wait_ended(&id, Duration::from_secs(90)).await;
     assert_eq!(r["phase"], "rolled_back", "{r}");
     let reason = r["reason"].as_str().unwrap_or("");
     assert!(reason.contains("p95_latency"), "{reason}");
@@ -77,14 +70,7 @@ async fn equal_canary_with_ordinary_noise_promotes() {
     noisy(&stack, 1.0);
     tokio::time::sleep(Duration::from_secs(6)).await;
     let id = stack.daemon.start_rollout("noisy-twin", "v6").await;
-    let r = stack
-        .daemon
-        .wait_phase(
-            &id,
-            &["rolled_back", "succeeded", "failed"],
-            Duration::from_secs(120),
-        )
-        .await;
+    let r = stack.daemon.wait_ended(&id, Duration::from_secs(120)).await;
     assert_eq!(r["phase"], "succeeded", "{r}");
     assert_eq!(weights(&stack.receiver.calls()), vec![5, 25, 50, 100]);
 }

@@ -66,13 +66,7 @@ async fn regression_after_promotion_alerts_and_reverts_to_the_previous_version()
         .wait_phase(&v1, &["verifying"], Duration::from_secs(20))
         .await;
     assert_eq!(r["weight"], 100);
-    let r = d
-        .wait_phase(
-            &v1,
-            &["succeeded", "rolled_back", "failed"],
-            Duration::from_secs(30),
-        )
-        .await;
+    let r = d.wait_ended(&v1, Duration::from_secs(30)).await;
     assert_eq!(r["phase"], "succeeded", "{r}");
     let cp = &r["verify"]["checkpoints"][0]["result"];
     assert_eq!(cp["passed"], true, "{cp}");
@@ -90,13 +84,7 @@ async fn regression_after_promotion_alerts_and_reverts_to_the_previous_version()
     d.wait_phase(&v2, &["verifying"], Duration::from_secs(20))
         .await;
     s.service.update(Track::Baseline, |p| p.error_rate = 0.3);
-    let r = d
-        .wait_phase(
-            &v2,
-            &["rolled_back", "succeeded", "failed"],
-            Duration::from_secs(40),
-        )
-        .await;
+    let r = d.wait_ended(&v2, Duration::from_secs(40)).await;
     assert_eq!(r["phase"], "rolled_back", "{r}");
     let reason = r["reason"].as_str().unwrap_or("");
     assert!(

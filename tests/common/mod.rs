@@ -4,6 +4,7 @@
 
 pub mod alerting;
 pub mod pg;
+pub mod traffic;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -359,6 +360,13 @@ impl Daemon {
 
     pub async fn rollout(&self, id: &str) -> Value {
         self.get(&format!("/api/v1/rollouts/{id}")).await.1
+    }
+
+    /// Polls until the rollout ended: rolled back, failed or succeeded (the test then says which
+    /// it should be, so a wrong ending fails with the state rather than a timeout).
+    pub async fn wait_ended(&self, id: &str, timeout: Duration) -> Value {
+        self.wait_phase(id, &["rolled_back", "failed", "succeeded"], timeout)
+            .await
     }
 
     /// Polls until the rollout's phase is one of `phases`; panics with its state and the log.
