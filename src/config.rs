@@ -284,10 +284,8 @@ impl Config {
         let Some(path) = &self.api_tokens_file else {
             return Ok(Vec::new());
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        // Lines are trimmed by the parser, so the secret file's outer trim changes nothing.
+        let text = Self::read_secret(path)?;
         crate::api::tokens::Tokens::parse_file(&text)
             .map_err(|e| ConfigError::Unsafe(format!("api_tokens_file {}: {e}", path.display())))
     }

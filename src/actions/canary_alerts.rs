@@ -66,10 +66,7 @@ fn regression_recent(r: &Rollout, now: DateTime<Utc>, keep_firing_for: Duration)
     let Some(finished) = r.finished_at else {
         return true;
     };
-    chrono::TimeDelta::from_std(keep_firing_for)
-        .ok()
-        .and_then(|keep| finished.checked_add_signed(keep))
-        .is_none_or(|until| now < until)
+    ended_within(finished, now, keep_firing_for)
 }
 
 /// A rolled-back release whose migration cannot simply be undone, finished less than
@@ -78,10 +75,7 @@ fn restore_decision_recent(r: &Rollout, now: DateTime<Utc>, keep_firing_for: Dur
     let Some(finished) = r.finished_at.filter(|_| r.restore_decision_needed) else {
         return false;
     };
-    chrono::TimeDelta::from_std(keep_firing_for)
-        .ok()
-        .and_then(|keep| finished.checked_add_signed(keep))
-        .is_none_or(|until| now < until)
+    ended_within(finished, now, keep_firing_for)
 }
 
 /// A rollback delivered less than `keep_firing_for` ago.
@@ -89,11 +83,13 @@ fn rollback_recent(r: &Rollout, now: DateTime<Utc>, keep_firing_for: Duration) -
     let Some(finished) = r.finished_at.filter(|_| r.phase == Phase::RolledBack) else {
         return false;
     };
-    // A duration too large for a time delta keeps firing for ever rather than panicking.
-    chrono::TimeDelta::from_std(keep_firing_for)
-        .ok()
-        .and_then(|keep| finished.checked_add_signed(keep))
-        .is_none_or(|until| now < until)
+    ended_within(finished, now, keep_firing_for)
+}
+
+/// Less than `keep` has passed since `finished` (a `keep` too large for a time delta is for ever,
+/// never a panic: `plan::after` saturates).
+fn ended_within(finished: DateTime<Utc>, now: DateTime<Utc>, keep: Duration) -> bool {
+    now < crate::rollout::plan::after(finished, keep)
 }
 
 /// Every alert that should be firing for `r`. Terminal rollouts have none, except after a

@@ -287,6 +287,30 @@ fn snapshot(series: &[LabeledValue]) -> CounterSnapshot {
     series.iter().map(|(l, v)| (key(l, &[]), *v)).collect()
 }
 
+/// A histogram's `_bucket` series (every `le`) and its `_count` for one group at `end`, asked
+/// at once: both sequential histogram kinds read the same two queries.
+async fn buckets_and_count(
+    source: &PrometheusSource,
+    rule: &Rule,
+    group: Group,
+    histogram: &str,
+    end: SystemTime,
+) -> Result<(Vec<LabeledValue>, Vec<LabeledValue>), String> {
+    let sel = match group {
+        Group::Canary => &rule.spec.selector.canary,
+        Group::Baseline => &rule.spec.selector.baseline,
+    };
+    let (bq, cq) = (
+        format!("{histogram}_bucket{{ {sel} }}"),
+        format!("{histogram}_count{{ {sel} }}"),
+    );
+    let (b, c) = tokio::join!(
+        source.instant_series(&bq, end),
+        source.instant_series(&cq, end)
+    );
+    Ok((b?, c?))
+}
+
 /// The four counters of a sequential metric at `end`.
 async fn counters(
     source: &PrometheusSource,
@@ -310,34 +334,12 @@ async fn counters(
                 (snapshot(&e?), snapshot(&r?))
             }
             MetricKind::Slow { histogram, le } => {
-                let sel = match group {
-                    Group::Canary => &rule.spec.selector.canary,
-                    Group::Baseline => &rule.spec.selector.baseline,
-                };
-                let (bq, cq) = (
-                    format!("{histogram}_bucket{{ {sel} }}"),
-                    format!("{histogram}_count{{ {sel} }}"),
-                );
-                let (b, c) = tokio::join!(
-                    source.instant_series(&bq, end),
-                    source.instant_series(&cq, end)
-                );
-                slow_counters(histogram, le, &b?, &c?)?
+                let (b, c) = buckets_and_count(source, rule, group, histogram, end).await?;
+                slow_counters(histogram, le, &b, &c)?
             }
             MetricKind::Histogram { histogram } => {
-                let sel = match group {
-                    Group::Canary => &rule.spec.selector.canary,
-                    Group::Baseline => &rule.spec.selector.baseline,
-                };
-                let (bq, cq) = (
-                    format!("{histogram}_bucket{{ {sel} }}"),
-                    format!("{histogram}_count{{ {sel} }}"),
-                );
-                let (b, c) = tokio::join!(
-                    source.instant_series(&bq, end),
-                    source.instant_series(&cq, end)
-                );
-                bucket_counters(histogram, &b?, &c?)?
+                let (b, c) = buckets_and_count(source, rule, group, histogram, end).await?;
+                bucket_counters(histogram, &b, &c)?
             }
             _ => return Err("not a sequential metric".into()),
         };

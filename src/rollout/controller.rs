@@ -267,11 +267,11 @@ impl Controller {
         }
         let rollout = {
             let mut live = self.lock_live();
-            if let Some(other) = self
-                .inner
-                .store
-                .list()?
-                .into_iter()
+            // One read of the store for both the conflict check and the version a revert goes
+            // back to.
+            let stored = self.inner.store.list()?;
+            if let Some(other) = stored
+                .iter()
                 // A `failed` rollout that still owes its rollback counts as live: a new canary
                 // must not take traffic while the old one is still being taken out.
                 .find(|r| r.rule == rule_name && r.is_live())
@@ -301,7 +301,7 @@ impl Controller {
             rollout.migration = opts.migration;
             rollout.verify = super::verify::plan_for(rule.spec.verify.as_ref(), rollout.emergency)
                 .map(|mut v| {
-                    v.previous_version = self.previous_version(rule_name);
+                    v.previous_version = previous_version(&stored, rule_name);
                     v
                 });
             self.inner.store.create(&rollout, &rule.source)?;
@@ -317,18 +317,6 @@ impl Controller {
             }
             other => other,
         }
-    }
-
-    /// The version last promoted under `rule` (what a revert goes back to).
-    fn previous_version(&self, rule: &str) -> Option<String> {
-        self.inner
-            .store
-            .list()
-            .ok()?
-            .into_iter()
-            .filter(|r| r.rule == rule && r.phase == super::Phase::Succeeded)
-            .max_by_key(|r| r.finished_at)
-            .map(|r| r.version)
     }
 
     /// Resumes every live rollout in the store, each with the rule text it started with: same
@@ -456,4 +444,13 @@ impl Controller {
     fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
         self.inner.live.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The version last promoted under `rule` (what a revert goes back to).
+fn previous_version(stored: &[Rollout], rule: &str) -> Option<String> {
+    stored
+        .iter()
+        .filter(|r| r.rule == rule && r.phase == super::Phase::Succeeded)
+        .max_by_key(|r| r.finished_at)
+        .map(|r| r.version.clone())
 }

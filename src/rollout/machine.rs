@@ -57,12 +57,12 @@ pub enum Event {
     TaskFailed {
         reason: String,
     },
-    /// A human control with who asked and why, recorded when accepted (`controls`).
     /// A checkpoint after promotion was measured (`verify`).
     Checkpoint {
         index: usize,
         result: super::verify::CheckpointResult,
     },
+    /// A human control with who asked and why, recorded when accepted (`controls`).
     Control {
         control: super::controls::Control,
         by: String,
@@ -408,10 +408,6 @@ fn hook_failed(
     if hook != HookKind::Rollback {
         r.pending = None;
     }
-    if hook == HookKind::Revert {
-        super::verify::revert_failed(r, &error, now);
-        return None;
-    }
     match hook {
         HookKind::PreRollout | HookKind::Readiness | HookKind::MigrateDown => {
             super::lifecycle::hook_failed(r, hook, error, now);
@@ -420,8 +416,11 @@ fn hook_failed(
         // Traffic is in an unknown state between two weights: the known-good state is the
         // baseline, so a weight change that cannot be delivered rolls back.
         HookKind::SetWeight => decide_rollback(r, format!("set_weight hook failed: {error}"), out),
-        // Handled above: a revert that cannot be delivered leaves the rollout to a human.
-        HookKind::Revert => None,
+        // A revert that cannot be delivered leaves the rollout to a human.
+        HookKind::Revert => {
+            super::verify::revert_failed(r, &error, now);
+            None
+        }
         // The canary was healthy at every step; undoing it would be a guess. A human decides.
         HookKind::Promote => {
             r.phase = Phase::Failed;
