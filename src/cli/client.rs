@@ -1,5 +1,6 @@
 //! `canaryd rollout …`: a thin client of the HTTP API.
 
+use crate::web::html::path_segment;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -103,7 +104,7 @@ fn control(name: &str, c: &ControlArgs, full: bool) -> (reqwest::Method, String,
     }
     (
         reqwest::Method::POST,
-        format!("/api/v1/rollouts/{}/{name}", c.id),
+        format!("/api/v1/rollouts/{}/{name}", path_segment(&c.id)),
         (!body.is_empty()).then_some(Value::Object(body)),
     )
 }
@@ -197,9 +198,11 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<i32> {
             };
             return Ok(f.wait().await);
         }
-        RolloutCommand::Status { id, .. } => {
-            (reqwest::Method::GET, format!("/api/v1/rollouts/{id}"), None)
-        }
+        RolloutCommand::Status { id, .. } => (
+            reqwest::Method::GET,
+            format!("/api/v1/rollouts/{}", path_segment(id)),
+            None,
+        ),
         RolloutCommand::Abort(c) => control("abort", c, false),
         RolloutCommand::Pause(c) => control("pause", c, false),
         RolloutCommand::Resume(c) => control("resume", c, false),

@@ -4,6 +4,7 @@
 //! Both poll `GET /api/v1/rollouts/{id}`: the API is the contract, so they work against any
 //! daemon version that serves it, through any proxy, with no connection held open.
 
+use crate::web::html::path_segment;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,8 @@ pub struct Follow<'a> {
 
 impl Follow<'_> {
     async fn poll(&self) -> Poll {
-        let url = format!("{}/api/v1/rollouts/{}", self.base, self.id);
+        // An id typed by a user is one path segment: `/`, `?` or `#` in it cannot change the route.
+        let url = format!("{}/api/v1/rollouts/{}", self.base, path_segment(self.id));
         let resp = match self
             .http
             .get(&url)
@@ -48,6 +50,11 @@ impl Follow<'_> {
             Err(e) => return Poll::Unreachable(crate::redact::text(&e.to_string())),
         };
         let status = resp.status();
+        // A daemon that is stopping, restarting or failing over answers 5xx: that is the
+        // daemon being away, which `--grace` waits out, not an answer about the rollout.
+        if status.is_server_error() {
+            return Poll::Unreachable(format!("daemon answered {status}"));
+        }
         let value: Value = match resp.json().await {
             Ok(v) => v,
             Err(e) => return Poll::Unreachable(format!("answer is not JSON: {e}")),

@@ -175,7 +175,10 @@ pub fn background_load(url: &str, concurrency: usize) -> Arc<std::sync::atomic::
                 return;
             };
             while !stop.load(Ordering::Relaxed) {
-                let _ = client.get(&url).send().await;
+                // A proxy that is down refuses at once: back off instead of spinning a core.
+                if client.get(&url).send().await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         });
     }
