@@ -219,6 +219,24 @@ fn hook_timeouts_and_health_intervals_are_bounded() {
     );
 }
 
+/// The lifecycle hooks and the readiness probe are bounded like the traffic hooks (they were
+/// once missing from the list the bound walked).
+#[test]
+fn lifecycle_hook_and_readiness_timeouts_are_bounded_too() {
+    let text = format!(
+        "{HEAD}{STEPS}{METRICS}hooks:\n  pre_rollout: {{ command: [/bin/true], timeout: 2h }}\n  migrate_down: {{ command: [/bin/true], timeout: 3h }}\n  readiness: {{ url: 'http://127.0.0.1:1/ready', timeout: 4h }}\n"
+    );
+    let got: Vec<String> = errors(&text).iter().map(ToString::to_string).collect();
+    for long in ["2h", "3h", "4h"] {
+        let message = format!("hook timeout {long} is longer than the 1h allowed");
+        assert!(
+            got.iter()
+                .any(|e| e.starts_with("rule.yaml:") && e.ends_with(&message)),
+            "{message:?} not in {got:#?}"
+        );
+    }
+}
+
 // ---- finding 10: score cut-offs and file sizes ----
 
 #[test]

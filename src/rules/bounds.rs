@@ -76,21 +76,18 @@ pub(super) fn check(spec: &RuleSpec, analysis_at: Location, out: &mut Vec<Findin
             human(a.step)
         ));
     }
-    for hook in [
-        &spec.hooks.set_weight,
-        &spec.hooks.promote,
-        &spec.hooks.rollback,
-        &spec.hooks.revert,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if hook.value.timeout > MAX_TIMEOUT {
-            out.push(at(
-                hook,
+    let timeouts = spec
+        .hooks
+        .calls()
+        .map(|h| (h.referenced, h.value.timeout))
+        .chain((spec.hooks.readiness.iter()).map(|r| (r.referenced, r.value.timeout)));
+    for (loc, timeout) in timeouts {
+        if timeout > MAX_TIMEOUT {
+            out.push(at_loc(
+                loc,
                 format!(
                     "hook timeout {} is longer than the {} allowed",
-                    human(hook.value.timeout),
+                    human(timeout),
                     human(MAX_TIMEOUT)
                 ),
             ));

@@ -430,6 +430,23 @@ pub struct HooksSpec {
     pub migrate_down: Option<Spanned<HookSpec>>,
 }
 
+impl HooksSpec {
+    /// Every configured call hook (not `readiness`, a probe): the one list every check walks, so
+    /// a hook added here is validated and bounded like the others.
+    pub fn calls(&self) -> impl Iterator<Item = &Spanned<HookSpec>> {
+        [
+            &self.set_weight,
+            &self.promote,
+            &self.rollback,
+            &self.revert,
+            &self.pre_rollout,
+            &self.migrate_down,
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
 /// `verify: { checkpoints: [15m, 1h, 24h], revert_on_failure: true }`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -53,17 +53,7 @@ pub fn validate(spec: &RuleSpec, analysis_at: Option<Location>) -> (Vec<Finding>
     super::bounds::check(spec, analysis_at, &mut out);
     check_metrics(spec, &mut out);
     super::promql::check(spec, &mut out);
-    for hook in [
-        &spec.hooks.set_weight,
-        &spec.hooks.promote,
-        &spec.hooks.rollback,
-        &spec.hooks.revert,
-        &spec.hooks.pre_rollout,
-        &spec.hooks.migrate_down,
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for hook in spec.hooks.calls() {
         check_hook(hook, &mut out);
     }
     if let Some(t) = &spec.traffic {
