@@ -183,6 +183,32 @@ fn readiness_gates_every_weight_increase_and_a_failure_holds_the_step() {
     assert_eq!((r.step, r.weight), (1, 25));
 }
 
+/// A human `promote` (leave this step now) is a weight increase like any other: readiness is
+/// asked first, and a 503 holds the step.
+#[test]
+fn a_promote_control_asks_readiness_before_the_next_weight() {
+    let p = plan(READY);
+    let (r, _) = step(&new_rollout(None), &p, Event::Start, 0);
+    let (r, _) = step(&r, &p, ok(HookKind::Readiness), 1);
+    let (r, _) = step(&r, &p, ok(HookKind::SetWeight), 1);
+    let promote = Event::Control {
+        control: canaryd::rollout::controls::Control::Promote,
+        by: "alice".into(),
+        reason: None,
+    };
+    let (r, actions) = step(&r, &p, promote, 2);
+    assert_eq!(
+        actions,
+        vec![Action::CheckReadiness {
+            step: 1,
+            weight: 25
+        }]
+    );
+    let (r, actions) = step(&r, &p, failed(HookKind::Readiness, "HTTP 503"), 3);
+    assert!(actions.is_empty());
+    assert_eq!((r.step, r.weight), (0, 5), "a 503 never advances");
+}
+
 fn rolled_back(p: &Plan, migration: Option<Migration>) -> (Rollout, Vec<Action>) {
     let r = at_first_step(p, migration);
     let (r, actions) = step(

@@ -132,15 +132,10 @@ fn promote_step(
     if plan.is_last(r.step) {
         return apply(r, plan, Event::Promote, now, out);
     }
-    r.phase = Phase::Progressing;
-    r.pause_reason = None;
-    r.reason = None;
-    let step = r.step + 1;
-    let weight = plan.steps.get(step).map_or(100, |s| s.weight);
-    let action = Action::SetWeight { step, weight };
-    r.step = step;
-    r.pending = Some(action.clone());
-    out.push(action);
+    // The next weight goes the way every weight increase goes: through readiness when the
+    // rule asks for it.
+    super::machine::resume(r);
+    super::machine::request_weight(r, plan, r.step + 1, out);
     None
 }
 
