@@ -51,7 +51,9 @@ async fn rollback_raises_canary_rollback_in_alertmanager_and_resolves_it_after_k
     daemon
         .wait_phase(&id, &["progressing"], Duration::from_secs(10))
         .await;
-    receiver.set_delay(Duration::from_secs(3));
+    // Only the rollback hook is slow: a slow set_weight (timeout 2 s) would fail the step
+    // change and roll back for the hook instead of the metric.
+    receiver.set_path_delay("/rollback", Duration::from_secs(3));
     service.update(Track::Canary, |p| p.error_rate = 0.2);
 
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -76,7 +78,11 @@ async fn rollback_raises_canary_rollback_in_alertmanager_and_resolves_it_after_k
     assert_eq!(labels["severity"], "critical");
     assert_eq!(labels["rule"], name);
     assert_eq!(labels["version"], "v2.0.0");
-    assert_eq!(labels["metric"], "error_rate");
+    assert_eq!(
+        labels["metric"], "error_rate",
+        "rolled back for: {}",
+        state["reason"]
+    );
     assert_eq!(
         labels["step"],
         state["step"].as_u64().expect("step").to_string()
@@ -100,7 +106,7 @@ async fn rollback_raises_canary_rollback_in_alertmanager_and_resolves_it_after_k
         "{alert}"
     );
 
-    receiver.set_delay(Duration::ZERO);
+    receiver.set_path_delay("/rollback", Duration::ZERO);
     daemon
         .wait_phase(&id, &["rolled_back"], Duration::from_secs(20))
         .await;
