@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use canaryd::judge::{Check, Score, ScoreOutcome, Threshold, ThresholdKind, Verdict};
+use canaryd::rollout::controls::Control;
+use canaryd::rollout::verify::{CheckpointMetric, CheckpointResult};
 use canaryd::rollout::{Action, Event, HookKind, Phase, Plan, PlanStep, Rollout, Tick, handle};
 use canaryd::rules::window::{Window, Windows};
 use chrono::{DateTime, TimeZone, Utc};
@@ -575,13 +577,57 @@ fn all_events(r: &Rollout) -> Vec<Event> {
             reason: "panicked: boom".into(),
         },
     ];
-    for hook in [HookKind::SetWeight, HookKind::Promote, HookKind::Rollback] {
+    for hook in [
+        HookKind::SetWeight,
+        HookKind::Promote,
+        HookKind::Rollback,
+        HookKind::Revert,
+        HookKind::PreRollout,
+        HookKind::Readiness,
+        HookKind::MigrateDown,
+    ] {
         events.push(Event::HookSucceeded { hook });
         events.push(Event::HookFailed {
             hook,
             error: "e".into(),
         });
     }
+    for passed in [true, false] {
+        events.push(Event::Checkpoint {
+            index: 0,
+            result: CheckpointResult {
+                at: at(50),
+                passed,
+                metrics: vec![CheckpointMetric {
+                    name: "error_rate".into(),
+                    before: Some(0.01),
+                    after: Some(if passed { 0.01 } else { 0.2 }),
+                    passed,
+                    reason: "x".into(),
+                }],
+            },
+        });
+    }
+    for control in [
+        Control::Promote,
+        Control::PromoteFull,
+        Control::Abort,
+        Control::Pause,
+        Control::Resume,
+        Control::Approve,
+    ] {
+        events.push(Event::Control {
+            control,
+            by: "alice".into(),
+            reason: Some("x".into()),
+        });
+    }
+    events.push(Event::TrafficHeld {
+        error: "refused".into(),
+    });
+    events.push(Event::TrafficDrift {
+        found: "canary 40".into(),
+    });
     events
 }
 
