@@ -68,13 +68,17 @@ async fn killing_the_leader_hands_every_rollout_to_the_follower() {
     let knob = |name: &str, default: &'static str| -> &'static str {
         std::env::var(name).map_or(default, |v| Box::leak(v.into_boxed_str()))
     };
-    let s = HaStack::start(
-        "ha-kill",
-        RuleOpts::default(),
+    let (lease, renew) = (
         knob("CANARYD_HA_LEASE", "2s"),
         knob("CANARYD_HA_RENEW", "500ms"),
-    )
-    .await;
+    );
+    // The README's promise: a successor leads within `lease + renew_interval` of the leader's
+    // death. The slack covers what the test adds: its 25 ms polling, the HTTP round trip to the
+    // follower and a loaded two-core scheduler (measured overshoot: p90 ≈ 50 ms, BENCHMARKS.md).
+    let promised = humantime::parse_duration(lease).expect("lease")
+        + humantime::parse_duration(renew).expect("renew");
+    let bound = promised + Duration::from_millis(1500);
+    let s = HaStack::start("ha-kill", RuleOpts::default(), lease, renew).await;
     let mut leader = s.replica("r0").await;
     let mut epoch = wait_leader(&leader, Duration::from_secs(15)).await;
     let mut follower = s.replica("r1").await;
@@ -219,7 +223,10 @@ async fn killing_the_leader_hands_every_rollout_to_the_follower() {
         first_tick_ms.len(),
     );
     assert!(
-        failovers_ms.iter().all(|ms| *ms < 10_000.0),
-        "a failover took 10 s or more: {failovers_ms:?}"
+        failovers_ms
+            .iter()
+            .all(|ms| *ms < bound.as_secs_f64() * 1000.0),
+        "a failover took longer than lease + renew_interval ({promised:?}) plus {:?} of test slack: {failovers_ms:?} ms",
+        bound - promised
     );
 }
