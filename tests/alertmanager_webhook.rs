@@ -28,7 +28,12 @@ async fn a_real_alertmanager_group_of_hundreds_of_alerts_rolls_the_rollout_back(
     .expect("alertmanager");
     let (_service, prometheus) = service_and_prometheus(name, PrometheusOptions::default()).await;
     let receiver = HookReceiver::start().await.expect("receiver");
-    let text = rule_yaml(name, &receiver, &RuleOpts::default())
+    // Held long enough that only the alert can end the rollout (it promotes otherwise).
+    let opts = RuleOpts {
+        hold: "30s",
+        ..RuleOpts::default()
+    };
+    let text = rule_yaml(name, &receiver, &opts)
         + &format!("alerts:\n  rollback_on: ['alertname=\"InstanceDown\", service=\"{name}\"']\n");
     let rule = write_rule(dir.path(), name, &text);
     let daemon = Daemon::start_on(port, &prometheus.url(), &[rule], dir.path(), &[]).await;

@@ -167,10 +167,18 @@ async fn prometheus_alert_routed_through_alertmanager_rolls_the_rollout_back() {
     .await;
     let receiver = HookReceiver::start().await.expect("receiver");
     // Thresholds far away, so only the alert can roll back.
-    let text = rule_yaml(name, &receiver, &RuleOpts::default())
-        .replace("rollback_above: 0.05", "rollback_above: 0.9")
-        .replace("warn_above: 0.01", "warn_above: 0.8")
-        .replace("max_ratio: 2.0", "max_ratio: 1000")
+    let text = rule_yaml(
+        name,
+        &receiver,
+        // Held long enough that only the alert can end the rollout (it promotes otherwise).
+        &RuleOpts {
+            hold: "30s",
+            ..RuleOpts::default()
+        },
+    )
+    .replace("rollback_above: 0.05", "rollback_above: 0.9")
+    .replace("warn_above: 0.01", "warn_above: 0.8")
+    .replace("max_ratio: 2.0", "max_ratio: 1000")
         + &format!(
             "alerts:\n  rollback_on: ['alertname=\"CanaryErrors\", service=\"{name}\"']\n  pause_on: ['alertname=\"Maintenance\"']\n"
         );

@@ -25,7 +25,8 @@ async fn daemon(token: bool) -> (Daemon, tempfile::TempDir) {
     std::fs::write(&rule, minimal_rule("api-test")).expect("rule");
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
-    let port = canaryd::demo::free_loopback_port().expect("port");
+    // Port 9 (discard): privileged, never handed out as a free port, so nothing answers.
+    let port = 9;
     let extra: Vec<String> = if token {
         vec!["--api-token-file".into(), token_file.display().to_string()]
     } else {

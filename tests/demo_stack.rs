@@ -57,7 +57,7 @@ async fn wait_for_value(
 async fn prometheus_sees_the_canary_error_rate_change_to_twenty_percent() -> TestResult {
     let (service, prometheus) = service_and_prometheus().await?;
     prometheus
-        .wait_for_series(CANARY_ERROR_RATIO, Duration::from_secs(10))
+        .wait_for_series(CANARY_ERROR_RATIO, Duration::from_secs(30))
         .await?;
     let before = wait_for_value(
         &prometheus,
@@ -108,7 +108,7 @@ async fn prometheus_computes_every_metric_of_the_example_rule_file() -> TestResu
         format!("sum(db_pool_connections_in_use{{{sel}}}) / sum(db_pool_connections_max{{{sel}}})");
     let cpu = format!("avg(rate(process_cpu_seconds_total{{{sel}}}[5s]))");
     prometheus
-        .wait_for_series(&p95, Duration::from_secs(10))
+        .wait_for_series(&p95, Duration::from_secs(30))
         .await?;
     // Lognormal(median 0.12 s, sigma 0.5): p95 = 0.12 * e^(1.645 * 0.5) ≈ 0.27 s, which
     // histogram_quantile interpolates inside the 0.25..0.5 bucket.
@@ -223,7 +223,7 @@ async fn a_canary_alert_travels_from_prometheus_through_alertmanager_to_the_rece
     })
     .await?;
     prometheus
-        .wait_for_series(CANARY_ERROR_RATIO, Duration::from_secs(10))
+        .wait_for_series(CANARY_ERROR_RATIO, Duration::from_secs(30))
         .await?;
 
     service.update(Track::Canary, |p| p.error_rate = 0.5);
@@ -234,7 +234,7 @@ async fn a_canary_alert_travels_from_prometheus_through_alertmanager_to_the_rece
         })
     };
     assert!(
-        receiver.wait_for(firing, Duration::from_secs(20)).await,
+        receiver.wait_for(firing, Duration::from_secs(30)).await,
         "no firing CanaryErrors webhook; got {:?}",
         receiver.calls()
     );
@@ -256,7 +256,7 @@ async fn a_canary_alert_travels_from_prometheus_through_alertmanager_to_the_rece
         calls.iter().any(|c| c.body["status"] == "resolved")
     };
     assert!(
-        receiver.wait_for(resolved, Duration::from_secs(15)).await,
+        receiver.wait_for(resolved, Duration::from_secs(30)).await,
         "no resolved webhook; got {:?}",
         receiver.calls()
     );

@@ -37,6 +37,10 @@ async fn a_paused_leader_wakes_fenced_and_steps_down() {
     // next tick (overdue, on a canary that now fails) would decide and call a rollback.
     let pid = old.pid().expect("pid");
     let attempts = s.receiver.attempts();
+    // The failing answer is held for 1 s, so the stop lands while that attempt is in flight
+    // (before its retry) however busy the machine is; the delay is taken when it arrives.
+    s.receiver
+        .set_path_delay("/weight", Duration::from_millis(1000));
     s.receiver.fail_next(1);
     let deadline = Instant::now() + Duration::from_secs(20);
     while s.receiver.attempts() == attempts {
@@ -44,6 +48,7 @@ async fn a_paused_leader_wakes_fenced_and_steps_down() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     signal(pid, "-STOP");
+    s.receiver.set_path_delay("/weight", Duration::ZERO);
     let stopped_at = SystemTime::now();
     s.service
         .update(canaryd::demo::service::Track::Canary, |p| {

@@ -108,7 +108,7 @@ fn sqlite_keeps_the_store_contract() {
 /// Leads `store`'s lease by hand (no lease loop): the term is what this test says it is.
 fn lead(store: &PostgresStore, leadership: &Leadership, holder: &str, term: Duration) -> u64 {
     let epoch = store
-        .acquire(holder, "http://127.0.0.1:1", Duration::from_secs(1))
+        .acquire(holder, "http://127.0.0.1:1", Duration::from_secs(4))
         .expect("lease query")
         .expect("lease free");
     leadership.grant(epoch, Instant::now() + term);
@@ -138,7 +138,8 @@ async fn a_leader_whose_lease_was_taken_writes_nothing_and_steps_down() {
     let (la, lb) = (Leadership::replica(), Leadership::replica());
     let a = PostgresStore::open(&pg.url(), la.clone()).expect("open a");
     let b = PostgresStore::open(&pg.url(), lb.clone()).expect("open b");
-    // `a` leads with a one-second lease in the database, but (like a leader that was paused
+    // `a` leads with a four-second lease in the database (long enough that `b`'s first try
+    // surely finds it held, even on a loaded machine), but (like a leader that was paused
     // and has not looked at its clock yet) believes its term runs for a minute.
     let ea = lead(&a, &la, "a", Duration::from_secs(60));
     let mut r = rollout("ro-1", 0);
@@ -150,7 +151,7 @@ async fn a_leader_whose_lease_was_taken_writes_nothing_and_steps_down() {
         ),
         "the lease is held: b cannot take it and learns where the leader is"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let eb = loop {
         if let Ok(e) = b.acquire("b", "http://b", Duration::from_secs(30)).unwrap() {
             break e;

@@ -190,8 +190,23 @@ async fn records_a_promoted_and_a_rolled_back_rollout_field_by_field() {
     for (id, outcome, required) in [(&good, "promoted", "No"), (&bad, "rolled_back", "Yes")] {
         let (_, rep) = daemon.get(&format!("/api/v1/rollouts/{id}/report")).await;
         let day = &rep["started_at"].as_str().unwrap_or_default()[..10];
-        let md = std::fs::read_to_string(reports.join(format!("{day}-report-api-{id}.md")))
-            .unwrap_or_else(|e| panic!("markdown for {id}: {e}"));
+        // The records are written by a feed subscriber after the save, so they may lag the
+        // phase the API already shows: wait for both files.
+        let (md_path, json_path) = (
+            reports.join(format!("{day}-report-api-{id}.md")),
+            reports.join(format!("{day}-report-api-{id}.json")),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !(md_path.exists() && json_path.exists()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no records for {id} in {}",
+                reports.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let md =
+            std::fs::read_to_string(&md_path).unwrap_or_else(|e| panic!("markdown for {id}: {e}"));
         assert!(md.contains(&format!("**Outcome**: {outcome}")), "{md}");
         assert!(md.contains(&format!("- Required: {required}")), "{md}");
         assert!(md.contains("| error_rate | "), "{md}");
@@ -203,15 +218,24 @@ async fn records_a_promoted_and_a_rolled_back_rollout_field_by_field() {
             )),
             "{md}"
         );
-        let json: Value = serde_json::from_slice(
-            &std::fs::read(reports.join(format!("{day}-report-api-{id}.json")))
-                .expect("json record"),
-        )
-        .expect("json");
+        let json: Value =
+            serde_json::from_slice(&std::fs::read(&json_path).expect("json record")).expect("json");
         assert_eq!(json, rep);
     }
 
-    // 4. Notifications: every event to Slack, only rollback and complete to the webhook.
+    // 4. Notifications: every event to Slack, only rollback and complete to the webhook. They
+    // are sent one after another behind the phase change: wait for the last of them.
+    notify
+        .wait_for(
+            |c| {
+                common::calls_to(c, "/webhook").len() >= 3
+                    && texts(c, "/slack")
+                        .iter()
+                        .any(|t| t.contains("Status: Rolled back"))
+            },
+            Duration::from_secs(20),
+        )
+        .await;
     let calls = notify.calls();
     let slack = texts(&calls, "/slack");
     assert_eq!(

@@ -43,7 +43,9 @@ async fn canary_thirty_percent_slower_is_rolled_back_by_the_histogram_test() {
     let stack = Stack::start("slower-canary", rule("60s")).await;
     traffic(&stack, 1.3);
     let id = stack.daemon.start_rollout("slower-canary", "v9").await;
-    let r = stack.daemon.wait_ended(&id, Duration::from_secs(90)).await;
+    // Evidence for a 30 % slowdown builds over about 90 s (BENCHMARKS.md); the deadline is the
+    // bound on a loaded runner, not the expected time.
+    let r = stack.daemon.wait_ended(&id, Duration::from_secs(240)).await;
     assert_eq!(r["phase"], "rolled_back", "{r}");
     let reason = r["reason"].as_str().unwrap_or("");
     assert!(

@@ -318,11 +318,20 @@ fn write(dir: &Path, t: &Templates, r: &Report) -> Result<PathBuf, String> {
     let md = render_markdown(t, r).map_err(|e| e.to_string())?;
     let json = serde_json::to_vec_pretty(r).map_err(|e| e.to_string())?;
     let md_path = dir.join(format!("{stem}.md"));
-    std::fs::write(&md_path, md).map_err(|e| format!("writing {}: {e}", md_path.display()))?;
+    write_whole(dir, &md_path, md.as_bytes())?;
     let json_path = dir.join(format!("{stem}.json"));
-    std::fs::write(&json_path, json)
-        .map_err(|e| format!("writing {}: {e}", json_path.display()))?;
+    write_whole(dir, &json_path, &json)?;
     Ok(md_path)
+}
+
+/// Writes through a temporary file renamed into place, so a reader (or a crash) never sees half
+/// a record: the file is absent or whole.
+fn write_whole(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let failed = |e: std::io::Error| format!("writing {}: {e}", path.display());
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(failed)?;
+    tmp.persist(path).map_err(|e| failed(e.error))?;
+    Ok(())
 }
 
 /// Runs until the update stream closes.

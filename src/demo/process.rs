@@ -76,7 +76,9 @@ impl ChildProcess {
             match process.start().await {
                 Ok(()) => return Ok((process, port)),
                 Err(DemoError::NotReady { log_tail, .. })
-                    if log_tail.contains("address already in use") =>
+                    if log_tail
+                        .to_ascii_lowercase()
+                        .contains("address already in use") =>
                 {
                     last_error = Some(port);
                 }
