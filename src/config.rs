@@ -83,11 +83,11 @@ pub struct PostgresSection {
 }
 
 fn default_lease() -> Duration {
-    crate::rollout::lease::LeaseTiming::default().lease
+    crate::store::leadership::LeaseTiming::default().lease
 }
 
 fn default_renew_interval() -> Duration {
-    crate::rollout::lease::LeaseTiming::default().renew_interval
+    crate::store::leadership::LeaseTiming::default().renew_interval
 }
 
 impl PostgresSection {

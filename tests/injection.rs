@@ -129,7 +129,7 @@ async fn an_injected_version_is_one_label_value_and_the_bad_canary_rolls_back() 
     let hook = HookKind::SetWeight;
     let r = handle(&r, &plan, Event::HookSucceeded { hook }, t0).rollout;
 
-    let tick = canaryd::rollout::analysis::gather(
+    let tick = canaryd::controller::analysis::gather(
         &source,
         &rule,
         &r,

@@ -160,8 +160,8 @@ fn on_nodata_rollback_rolls_back_after_nodata_limit_ticks() {
 /// settling it. (A real kill -9 between save and hook: `tests/fault_points.rs`.)
 #[test]
 fn an_owed_rollback_saved_in_sqlite_and_reopened_is_still_owed_and_decides_the_same() {
-    use canaryd::rollout::sqlite::{SqliteStore, StartMode};
-    use canaryd::rollout::store::Store;
+    use canaryd::store::sqlite::{SqliteStore, StartMode};
+    use canaryd::store::Store;
     let p = plan(OnNodata::Pause);
     let r = at_first_step(&p);
     let (r, _) = apply(

@@ -8,7 +8,7 @@ use std::path::Path;
 use canaryd::judge::Verdict;
 use canaryd::judge::observation::{Point, Series};
 use canaryd::judge::sequential::Counters;
-use canaryd::rollout::analysis::{Fetched, Gathered, judge_gathered};
+use canaryd::controller::analysis::{Fetched, Gathered, judge_gathered};
 use canaryd::rollout::{Rollout, Tick};
 use canaryd::rules::{Rule, parse_rule};
 use chrono::{DateTime, Duration, TimeZone, Utc};

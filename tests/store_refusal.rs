@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use canaryd::actions::HookRunner;
 use canaryd::demo::receiver::HookReceiver;
-use canaryd::rollout::controller::Controller;
-use canaryd::rollout::store::{Delivery, MemoryStore, Store, StoreError};
+use canaryd::controller::Controller;
+use canaryd::store::{Delivery, MemoryStore, Store, StoreError};
 use canaryd::rollout::{Rollout, Tick};
 use canaryd::rules::parse_rule;
 use canaryd::source::{PrometheusConfig, PrometheusSource};

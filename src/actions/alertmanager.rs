@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use super::canary_alerts::{Alert, AlertContext, alerts_for, may_alert};
 use crate::outbound::Redirect;
 use crate::redact;
-use crate::rollout::feed::Feed;
+use crate::controller::feed::Feed;
 use crate::rollout::{Phase, Rollout};
 
 #[derive(Debug, thiserror::Error)]

@@ -17,7 +17,7 @@ use crate::judge::Check;
 use crate::outbound::{self, Redirect};
 use crate::redact;
 use crate::rollout::HookKind;
-use crate::rollout::lease::{EPOCH_HEADER, Fence};
+use crate::store::leadership::{EPOCH_HEADER, Fence};
 use crate::rules::schema::HookSpec;
 use crate::rules::templates;
 

@@ -17,8 +17,8 @@ use super::templates::Templates;
 use crate::config::{NotificationEvent, NotificationKind, NotificationSection};
 use crate::outbound::Redirect;
 use crate::redact;
-use crate::rollout::controller::Update;
-use crate::rollout::feed::Feed;
+use crate::controller::Update;
+use crate::controller::feed::Feed;
 use crate::rollout::{Action, Phase};
 
 /// Delivers rendered messages. Cheap to clone.
@@ -165,7 +165,7 @@ pub async fn run(mut feed: Feed, notifier: Notifier) {
                 .entry(r.id.clone())
                 .or_insert_with(|| ReportBuilder::new(r, rule.map(|r| r.as_ref())));
             builder.observe(&u);
-            let events = if u.event == crate::rollout::feed::RESYNC {
+            let events = if u.event == crate::controller::feed::RESYNC {
                 Vec::new()
             } else {
                 events_of(&u, before.as_ref(), builder)

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::templates::Templates;
 use crate::judge::Verdict;
-use crate::rollout::controller::Update;
-use crate::rollout::feed::Feed;
+use crate::controller::Update;
+use crate::controller::feed::Feed;
 use crate::rollout::{Action, Rollout};
 use crate::rules::Rule;
 

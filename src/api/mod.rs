@@ -21,7 +21,7 @@ use serde_json::json;
 
 pub use error::ApiError;
 
-use crate::rollout::controller::Controller;
+use crate::controller::Controller;
 
 /// What every handler can reach.
 #[derive(Clone)]

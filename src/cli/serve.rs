@@ -15,11 +15,11 @@ use crate::actions::report::{self, ReportBook};
 use crate::actions::templates::Templates;
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::rollout::controller::Controller;
-use crate::rollout::feed::Feed;
-use crate::rollout::probes;
-use crate::rollout::sqlite::{SqliteStore, StartMode};
-use crate::rules::reload;
+use crate::controller::Controller;
+use crate::controller::feed::Feed;
+use crate::controller::probes;
+use crate::store::sqlite::{SqliteStore, StartMode};
+use crate::controller::reload;
 use crate::source::HealthProbe;
 use crate::source::{PrometheusConfig, PrometheusSource};
 use crate::telemetry::{self, LogFormat};
@@ -153,7 +153,7 @@ impl ServeArgs {
             cfg.templates_dir = Some(v.clone());
         }
         if let Some(v) = &self.state_postgres_url_file {
-            let timing = crate::rollout::lease::LeaseTiming::default();
+            let timing = crate::store::leadership::LeaseTiming::default();
             let pg = cfg
                 .state
                 .postgres
@@ -228,7 +228,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| cfg.external_url());
             let (c, lease) =
-                crate::rollout::postgres::replica::start(pg, &advertise, rules, source, hooks)?;
+                crate::controller::replica::start(pg, &advertise, rules, source, hooks)?;
             (c, Some(lease))
         }
         None => (sqlite_controller(&args, &cfg, rules, source, hooks)?, None),
@@ -296,12 +296,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 fn sqlite_controller(
     args: &ServeArgs,
     cfg: &Config,
-    rules: crate::rollout::controller::RuleSet,
+    rules: crate::controller::RuleSet,
     source: PrometheusSource,
     hooks: HookRunner,
 ) -> anyhow::Result<Controller> {
     // One daemon per state directory (an OS lock on the directory), and no silent fresh start
-    // in a directory whose database was lost: see `rollout::sqlite::state_dir`.
+    // in a directory whose database was lost: see `store::sqlite::state_dir`.
     let mode = if args.init_state {
         StartMode::Init
     } else {

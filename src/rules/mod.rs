@@ -9,7 +9,6 @@ mod bounds;
 pub mod load;
 pub mod matchers;
 mod promql;
-pub mod reload;
 pub mod schema;
 pub mod templates;
 pub mod validate;

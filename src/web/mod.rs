@@ -32,7 +32,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::api::AppState;
-use crate::rollout::controller::ControlError;
+use crate::controller::ControlError;
 
 /// Pages load no code, style, image or connection from anywhere but this origin, run no inline
 /// script, apply no inline style, submit no form and cannot be framed: an escaped value that was

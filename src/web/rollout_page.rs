@@ -10,7 +10,7 @@ use super::html::{age, clock, escape, num};
 use super::metrics_view;
 use super::pages::{layout, phase_badge, step_text};
 use crate::actions::report::StepRecord;
-use crate::rollout::store::Delivery;
+use crate::store::Delivery;
 use crate::rollout::{Phase, Rollout, Tick};
 
 /// Everything the page shows, read by the handler.

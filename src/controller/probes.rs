@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::Event;
-use super::controller::Controller;
+use super::Controller;
+use crate::rollout::Event;
 use super::feed::Feed;
 use crate::rules::schema::HealthSpec;
 use crate::source::HealthProbe;

@@ -8,11 +8,12 @@ use anyhow::Context;
 
 use crate::actions::HookRunner;
 use crate::config::{Config, PostgresSection};
-use crate::rollout::controller::{Controller, RuleSet};
-use crate::rollout::lease::{self, Leadership, LeaseTiming};
+use super::{Controller, RuleSet};
+use super::lease;
+use crate::store::leadership::{Leadership, LeaseTiming};
 use crate::source::PrometheusSource;
 
-use super::PostgresStore;
+use crate::store::postgres::PostgresStore;
 
 /// A replica of a shared PostgreSQL store: follows until its lease loop wins the lease, then
 /// resumes every live rollout from the store; stops its tasks when the lease is lost.

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 
-use super::{Rollout, Tick};
+use crate::rollout::{Rollout, Tick};
 use crate::judge::observation::{Admission, Series};
 use crate::judge::sequential::{CounterSnapshot, Counters, judge_counts};
 use crate::judge::sequential_hist_tick::{bucket_counters, judge_histogram};

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use super::{Rollout, Tick, analysis};
+use super::analysis;
+use crate::rollout::{Rollout, Tick};
 use crate::judge::{Check, MetricInput, Verdict, judge_tick};
 use crate::rules::Rule;
 use crate::source::PrometheusSource;
