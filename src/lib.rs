@@ -16,4 +16,5 @@ pub mod source;
 pub mod store;
 pub mod telemetry;
 pub mod traffic;
+pub mod verdict;
 pub mod web;

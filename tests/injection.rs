@@ -11,10 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use canaryd::demo::prometheus::{PrometheusOptions, PrometheusProcess};
 use canaryd::demo::service::{DemoService, Track};
-use canaryd::judge::Verdict;
 use canaryd::rollout::{Action, Event, HookKind, Plan, Rollout, handle};
 use canaryd::rules::parse_rule;
 use canaryd::source::{PrometheusConfig, PrometheusSource};
+use canaryd::verdict::Verdict;
 use chrono::Utc;
 use common::Daemon;
 use serde_json::json;

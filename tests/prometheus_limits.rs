@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use canaryd::judge::Verdict;
 use canaryd::judge::observation::Series;
 use canaryd::rollout::Rollout;
 use canaryd::source::prometheus::DEFAULT_MAX_RESPONSE_BYTES;
 use canaryd::source::{PrometheusConfig, PrometheusSource};
+use canaryd::verdict::Verdict;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

@@ -13,9 +13,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::canary_alerts::{Alert, AlertContext, alerts_for, may_alert};
+use crate::controller::feed::Feed;
 use crate::outbound::Redirect;
 use crate::redact;
-use crate::controller::feed::Feed;
 use crate::rollout::{Phase, Rollout};
 
 #[derive(Debug, thiserror::Error)]

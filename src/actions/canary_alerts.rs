@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::judge::{Check, Verdict};
 use crate::rollout::{PauseReason, Phase, Rollout};
+use crate::verdict::{Check, Verdict};
 
 /// One alert in Alertmanager API v2's shape (`POST /api/v2/alerts`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,10 +15,10 @@ use serde_json::{Value, json};
 use super::report::ReportBuilder;
 use super::templates::Templates;
 use crate::config::{NotificationEvent, NotificationKind, NotificationSection};
-use crate::outbound::Redirect;
-use crate::redact;
 use crate::controller::Update;
 use crate::controller::feed::Feed;
+use crate::outbound::Redirect;
+use crate::redact;
 use crate::rollout::{Action, Phase};
 
 /// Delivers rendered messages. Cheap to clone.

@@ -16,11 +16,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::templates::Templates;
-use crate::judge::Verdict;
 use crate::controller::Update;
 use crate::controller::feed::Feed;
 use crate::rollout::{Action, Rollout};
 use crate::rules::Rule;
+use crate::verdict::Verdict;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {

@@ -11,15 +11,15 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::actions::HookRunner;
 use crate::api::{self, AppState};
+use crate::controller::{Controller, Update};
 use crate::demo::prometheus::{PrometheusOptions, PrometheusProcess};
 use crate::demo::receiver::HookReceiver;
 use crate::demo::service::{DemoService, Track};
 use crate::judge::checks::fmt;
-use crate::controller::{Controller, Update};
-use crate::store::MemoryStore;
 use crate::rollout::{Action, Phase};
 use crate::rules::{Rule, parse_rule};
 use crate::source::{PrometheusConfig, PrometheusSource};
+use crate::store::MemoryStore;
 
 /// The shipped policy the demo runs, compiled in so the demo works from any directory.
 const POLICY_PATH: &str = "rules/hotrodan.yaml";

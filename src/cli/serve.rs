@@ -18,10 +18,10 @@ use crate::config::Config;
 use crate::controller::Controller;
 use crate::controller::feed::Feed;
 use crate::controller::probes;
-use crate::store::sqlite::{SqliteStore, StartMode};
 use crate::controller::reload;
 use crate::source::HealthProbe;
 use crate::source::{PrometheusConfig, PrometheusSource};
+use crate::store::sqlite::{SqliteStore, StartMode};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Args)]

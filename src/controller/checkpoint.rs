@@ -10,9 +10,9 @@ use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 
+use crate::judge::observation::Series;
 use crate::rollout::Rollout;
 use crate::rollout::verify::{CheckpointResult, judge_metric};
-use crate::judge::observation::Series;
 use crate::rules::schema::MetricKind;
 use crate::rules::{Group, QueryContext, Rule};
 use crate::source::PrometheusSource;

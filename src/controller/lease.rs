@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::store::leadership::{LeaseBackend, LeaseTiming, Leadership};
+use crate::store::leadership::{Leadership, LeaseBackend, LeaseTiming};
 
 /// Keeps this replica's lease: acquires when it can, renews while it leads, steps down when a
 /// renewal is refused or the term ran out without one. `on_change` hears every gain (with the

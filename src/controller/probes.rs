@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::Controller;
-use crate::rollout::Event;
 use super::feed::Feed;
+use crate::rollout::Event;
 use crate::rules::schema::HealthSpec;
 use crate::source::HealthProbe;
 

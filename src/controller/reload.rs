@@ -16,9 +16,9 @@ use std::time::Duration;
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
+use super::{Controller, RuleSet};
 use crate::rules::load::{RuleFile, load_files, read_paths};
 use crate::rules::{RuleError, load_paths};
-use super::{Controller, RuleSet};
 
 /// Loads every rule or none. Returns the errors when the set is rejected.
 pub fn load_set(patterns: &[String]) -> Result<RuleSet, Vec<RuleError>> {

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::lease;
+use super::{Controller, RuleSet};
 use crate::actions::HookRunner;
 use crate::config::{Config, PostgresSection};
-use super::{Controller, RuleSet};
-use super::lease;
-use crate::store::leadership::{Leadership, LeaseTiming};
 use crate::source::PrometheusSource;
+use crate::store::leadership::{Leadership, LeaseTiming};
 
 use crate::store::postgres::PostgresStore;
 

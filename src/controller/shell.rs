@@ -13,13 +13,13 @@ use chrono::Utc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::store::leadership::Leadership;
-use crate::store::{Delivery, Store, StoreError};
 use super::supervisor::supervise;
-use crate::rollout::{Action, Event, Rollout, Tick};
 use crate::actions::HookRunner;
+use crate::rollout::{Action, Event, Rollout, Tick};
 use crate::rules::{Rule, parse_rule};
 use crate::source::PrometheusSource;
+use crate::store::leadership::Leadership;
+use crate::store::{Delivery, Store, StoreError};
 
 /// The rules a controller can start rollouts from, by name.
 pub type RuleSet = BTreeMap<String, Arc<Rule>>;
@@ -299,11 +299,13 @@ impl Controller {
             rollout.run = opts.run.max(1);
             rollout.controls = opts.controls;
             rollout.migration = opts.migration;
-            rollout.verify = crate::rollout::verify::plan_for(rule.spec.verify.as_ref(), rollout.emergency)
-                .map(|mut v| {
-                    v.previous_version = previous_version(&stored, rule_name);
-                    v
-                });
+            rollout.verify =
+                crate::rollout::verify::plan_for(rule.spec.verify.as_ref(), rollout.emergency).map(
+                    |mut v| {
+                        v.previous_version = previous_version(&stored, rule_name);
+                        v
+                    },
+                );
             self.inner.store.create(&rollout, &rule.source)?;
             self.spawn(&mut live, rule, rollout.clone(), false);
             rollout

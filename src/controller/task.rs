@@ -20,14 +20,14 @@ use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 
 use crate::store::leadership::Term;
 
-use super::shell::{ControlError, Inner, Reply, Update};
 use super::deadline::{gather_within, tick_deadline};
-use crate::store::{Delivery, StoreError};
+use super::shell::{ControlError, Inner, Reply, Update};
 use super::supervisor::inject_fault;
-use crate::rollout::{Action, Event, Phase, Plan, Rollout, Tick, handle};
 use crate::actions::HookPayload;
+use crate::rollout::{Action, Event, Phase, Plan, Rollout, Tick, handle};
 use crate::rules::Rule;
 use crate::source::health::HealthProbe;
+use crate::store::{Delivery, StoreError};
 use crate::telemetry;
 use crate::traffic::{Reconcile, TrafficError, TrafficProvider};
 

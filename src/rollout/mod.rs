@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::judge::Score;
 use crate::judge::sequential::SequentialState;
-use crate::judge::{Check, Score};
+use crate::verdict::Check;
 
 pub use machine::{Action, Event, HookKind, Transition, handle};
 pub use plan::{Plan, PlanStep};

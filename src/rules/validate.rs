@@ -7,8 +7,8 @@ use serde_saphyr::{Location, Spanned};
 use super::schema::{HookSpec, MetricSpec, RuleSpec};
 use super::templates;
 use super::window::{Window, Windows};
-use crate::judge::Direction;
-use crate::judge::classifier::EffectMeasure;
+use crate::verdict::Direction;
+use crate::verdict::EffectMeasure;
 
 /// A finding before the file name is attached.
 #[derive(Debug, Clone, PartialEq)]

@@ -16,10 +16,10 @@ use serde::Serialize;
 
 use super::promql::{self, Signal};
 use super::world::{BASELINE, CANARY, Pod, World, WorldSpec};
+use crate::controller::analysis::{Fetched, Gathered, judge_gathered, slow_counters};
 use crate::judge::observation::{Point, Series};
 use crate::judge::sequential::{CounterSnapshot, Counters};
 use crate::judge::sequential_hist_tick::bucket_counters;
-use crate::controller::analysis::{Fetched, Gathered, judge_gathered, slow_counters};
 use crate::rollout::{Action, Event, HookKind, Phase, Plan, Rollout, Tick, handle};
 use crate::rules::schema::MetricKind;
 use crate::rules::{Group, QueryContext, Rule};

@@ -10,8 +10,8 @@ use super::html::{age, clock, escape, num};
 use super::metrics_view;
 use super::pages::{layout, phase_badge, step_text};
 use crate::actions::report::StepRecord;
-use crate::store::Delivery;
 use crate::rollout::{Phase, Rollout, Tick};
+use crate::store::Delivery;
 
 /// Everything the page shows, read by the handler.
 pub struct RolloutPage<'a> {
