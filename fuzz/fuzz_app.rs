@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use canaryd::actions::HookRunner;
-use canaryd::actions::report::ReportBook;
+use canaryd::controller::report::ReportBook;
 use canaryd::api::{self, AppState};
 use canaryd::controller::Controller;
 use canaryd::store::MemoryStore;
@@ -78,7 +78,7 @@ pub fn app() -> &'static App {
                 source,
                 HookRunner::new().expect("hooks"),
             );
-            api::router(AppState {
+            canaryd::web::app(AppState {
                 controller,
                 metrics: None,
                 api_token: None,

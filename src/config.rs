@@ -279,17 +279,6 @@ impl Config {
             .transpose()
     }
 
-    /// The named tokens of `api_tokens_file` (empty without one).
-    pub fn api_tokens(&self) -> Result<Vec<(String, String)>, ConfigError> {
-        let Some(path) = &self.api_tokens_file else {
-            return Ok(Vec::new());
-        };
-        // Lines are trimmed by the parser, so the secret file's outer trim changes nothing.
-        let text = Self::read_secret(path)?;
-        crate::api::tokens::Tokens::parse_file(&text)
-            .map_err(|e| ConfigError::Unsafe(format!("api_tokens_file {}: {e}", path.display())))
-    }
-
     /// Where alerts and notifications link to.
     pub fn external_url(&self) -> String {
         self.external_url

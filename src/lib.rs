@@ -6,6 +6,7 @@ pub mod config;
 pub mod controller;
 pub mod demo;
 pub mod faults;
+pub mod html;
 pub mod judge;
 pub mod outbound;
 pub mod redact;

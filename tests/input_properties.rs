@@ -90,7 +90,7 @@ fn app() -> axum::Router {
         metrics: None,
         api_token: None,
         api_tokens: Default::default(),
-        reports: canaryd::actions::report::ReportBook::default(),
+        reports: canaryd::controller::report::ReportBook::default(),
     })
 }
 

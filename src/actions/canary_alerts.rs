@@ -2,7 +2,7 @@
 //! `CanaryRollbackUndelivered`, `CanaryCheckWarning`, `CanaryStalled`, and the traffic and
 //! migration alerts (`CanaryTrafficDrift`, `CanaryTrafficRefused`, `CanaryRestoreDecisionNeeded`). Pure (the caller
 //! passes `now` and how long the rollout has waited), so the publisher in
-//! [`super::alertmanager`] only diffs and delivers.
+//! [`crate::controller::alertmanager`] only diffs and delivers.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -10,7 +10,7 @@ use clap::Args;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::actions::HookRunner;
-use crate::api::{self, AppState};
+use crate::api::AppState;
 use crate::controller::{Controller, Update};
 use crate::demo::prometheus::{PrometheusOptions, PrometheusProcess};
 use crate::demo::receiver::HookReceiver;
@@ -163,12 +163,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         listener.local_addr()?
     );
     println!("  web view    http://{}/\n", listener.local_addr()?);
-    let app = api::router(AppState {
+    let app = crate::web::app(AppState {
         controller: controller.clone(),
         metrics: crate::telemetry::install_metrics().ok(),
         api_token: None,
         api_tokens: Default::default(),
-        reports: crate::actions::report::ReportBook::default(),
+        reports: crate::controller::report::ReportBook::default(),
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
 

@@ -34,7 +34,7 @@ pub struct RuleSpec {
     pub hooks: HooksSpec,
     /// A built-in traffic provider that moves the weight itself, before the `set_weight` hook.
     #[serde(default)]
-    pub traffic: Option<Spanned<crate::traffic::TrafficSpec>>,
+    pub traffic: Option<Spanned<super::traffic::TrafficSpec>>,
     #[serde(default)]
     pub alerts: AlertsSpec,
     /// Extra template variables, so teams share one query shape across services.

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use super::chart::{Chart, Line};
-use super::html::{escape, num};
+use crate::html::{escape, num};
 use crate::rollout::{Rollout, Tick};
 use crate::verdict::{Check, Threshold, ThresholdKind};
 

@@ -13,7 +13,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::report::ReportBuilder;
-use super::templates::Templates;
+use crate::actions::templates::Templates;
 use crate::config::{NotificationEvent, NotificationKind, NotificationSection};
 use crate::controller::Update;
 use crate::controller::feed::Feed;
@@ -112,10 +112,7 @@ pub fn slack_text(text: &str) -> String {
 
 /// The rollout's page in the web view, below `external_url`.
 pub fn page_url(external_url: &str, id: &str) -> String {
-    format!(
-        "{external_url}/rollouts/{}",
-        crate::web::html::path_segment(id)
-    )
+    format!("{external_url}/rollouts/{}", crate::html::path_segment(id))
 }
 
 /// Which notifications one update calls for, in order.
