@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::supervisor::supervise;
 use crate::actions::HookRunner;
+use crate::rollout::verify as rollout_verify;
 use crate::rollout::{Action, Event, Rollout, Tick};
 use crate::rules::{Rule, parse_rule};
 use crate::source::PrometheusSource;
@@ -299,13 +300,11 @@ impl Controller {
             rollout.run = opts.run.max(1);
             rollout.controls = opts.controls;
             rollout.migration = opts.migration;
-            rollout.verify =
-                crate::rollout::verify::plan_for(rule.spec.verify.as_ref(), rollout.emergency).map(
-                    |mut v| {
-                        v.previous_version = previous_version(&stored, rule_name);
-                        v
-                    },
-                );
+            rollout.verify = rollout_verify::plan_for(rule.spec.verify.as_ref(), rollout.emergency)
+                .map(|mut v| {
+                    v.previous_version = previous_version(&stored, rule_name);
+                    v
+                });
             self.inner.store.create(&rollout, &rule.source)?;
             self.spawn(&mut live, rule, rollout.clone(), false);
             rollout
