@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use canaryd::actions::HookRunner;
 use canaryd::controller::report::ReportBook;
-use canaryd::api::{self, AppState};
+use canaryd::api::AppState;
 use canaryd::controller::Controller;
 use canaryd::store::MemoryStore;
 use canaryd::rules::parse_rule;
