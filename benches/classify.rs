@@ -9,8 +9,9 @@
 //! `naive_pairwise_interval` materialises and sorts all n·m differences to read the same
 //! interval off them (skipped at 10,000, where that is 10⁸ differences).
 
-use canaryd::judge::classifier::{ClassifierConfig, classify};
+use canaryd::judge::classifier::classify;
 use canaryd::judge::stats::rank_sum;
+use canaryd::verdict::ClassifierConfig;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use statrs::stats_tests::Alternative;
 use statrs::stats_tests::mannwhitneyu::{MannWhitneyUMethod, mannwhitneyu};

@@ -5,12 +5,13 @@
 
 use std::time::Instant;
 
-use canaryd::judge::{Check, Score, ScoreOutcome, Verdict};
-use canaryd::rollout::lease::{Leadership, LeaseBackend};
-use canaryd::rollout::postgres::PostgresStore;
-use canaryd::rollout::sqlite::SqliteStore;
-use canaryd::rollout::store::{MemoryStore, Store};
+use canaryd::judge::{Score, ScoreOutcome};
 use canaryd::rollout::{Rollout, Tick};
+use canaryd::store::leadership::{Leadership, LeaseBackend};
+use canaryd::store::postgres::PostgresStore;
+use canaryd::store::sqlite::SqliteStore;
+use canaryd::store::{MemoryStore, Store};
+use canaryd::verdict::{Check, Verdict};
 use chrono::Utc;
 
 fn tick(step: usize) -> Tick {

@@ -14,8 +14,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use canaryd::demo::traffic_stack::{Backend, HaproxyProcess, NginxProcess, background_load};
+use canaryd::rules::traffic::{HaproxySpec, NginxSpec};
 use canaryd::traffic::nginx::Nginx;
-use canaryd::traffic::spec::{HaproxySpec, NginxSpec};
 use canaryd::traffic::{TrafficProvider, Weights, set_confirmed};
 
 struct Run {

@@ -10,10 +10,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use canaryd::actions::HookRunner;
-use canaryd::actions::report::ReportBook;
-use canaryd::api::{self, AppState};
-use canaryd::rollout::controller::Controller;
-use canaryd::rollout::store::MemoryStore;
+use canaryd::controller::report::ReportBook;
+use canaryd::api::AppState;
+use canaryd::controller::Controller;
+use canaryd::store::MemoryStore;
 use canaryd::rules::parse_rule;
 use canaryd::source::{PrometheusConfig, PrometheusSource};
 use tower::ServiceExt as _;
@@ -78,7 +78,7 @@ pub fn app() -> &'static App {
                 source,
                 HookRunner::new().expect("hooks"),
             );
-            api::router(AppState {
+            canaryd::web::app(AppState {
                 controller,
                 metrics: None,
                 api_token: None,

@@ -83,11 +83,11 @@ pub struct PostgresSection {
 }
 
 fn default_lease() -> Duration {
-    crate::rollout::lease::LeaseTiming::default().lease
+    crate::store::leadership::LeaseTiming::default().lease
 }
 
 fn default_renew_interval() -> Duration {
-    crate::rollout::lease::LeaseTiming::default().renew_interval
+    crate::store::leadership::LeaseTiming::default().renew_interval
 }
 
 impl PostgresSection {
@@ -277,17 +277,6 @@ impl Config {
             .as_deref()
             .map(Self::read_secret)
             .transpose()
-    }
-
-    /// The named tokens of `api_tokens_file` (empty without one).
-    pub fn api_tokens(&self) -> Result<Vec<(String, String)>, ConfigError> {
-        let Some(path) = &self.api_tokens_file else {
-            return Ok(Vec::new());
-        };
-        // Lines are trimmed by the parser, so the secret file's outer trim changes nothing.
-        let text = Self::read_secret(path)?;
-        crate::api::tokens::Tokens::parse_file(&text)
-            .map_err(|e| ConfigError::Unsafe(format!("api_tokens_file {}: {e}", path.display())))
     }
 
     /// Where alerts and notifications link to.

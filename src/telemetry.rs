@@ -12,9 +12,9 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::{self, Writer};
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::judge::Verdict;
 use crate::rollout::{Phase, Rollout, Tick};
 use crate::rules::Rule;
+use crate::verdict::Verdict;
 
 /// Installs the global metrics recorder once per process and describes every metric, so
 /// `/metrics` documents itself even before the first rollout.

@@ -1,9 +1,8 @@
 //! Kayenta's documented NetflixACAJudge behaviour, as a table of specifications.
 
-use canaryd::judge::classifier::{
-    ClassifierConfig, EffectMeasure, NanStrategy, OutlierStrategy, classify,
-};
-use canaryd::judge::{Classification, Direction};
+use canaryd::judge::classifier::classify;
+use canaryd::verdict::{Classification, Direction};
+use canaryd::verdict::{ClassifierConfig, EffectMeasure, NanStrategy, OutlierStrategy};
 
 const RISING: [f64; 4] = [10.0, 20.0, 30.0, 40.0];
 const LOW_BASE: [f64; 4] = [1.0, 2.0, 3.0, 4.0];

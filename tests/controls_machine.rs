@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use canaryd::judge::{Check, Score, ScoreOutcome, Verdict};
+use canaryd::judge::{Score, ScoreOutcome};
 use canaryd::rollout::controls::{Control, can_retry};
 use canaryd::rollout::{Action, Event, HookKind, Phase, Plan, PlanStep, Rollout, Tick, handle};
 use canaryd::rules::window::{Blackout, Windows};
+use canaryd::verdict::{Check, Verdict};
 use chrono::{DateTime, TimeZone, Utc};
 
 fn at(secs: i64) -> DateTime<Utc> {

@@ -11,10 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use canaryd::demo::prometheus::{PrometheusOptions, PrometheusProcess};
 use canaryd::demo::service::{DemoService, Track};
-use canaryd::judge::Verdict;
 use canaryd::rollout::{Action, Event, HookKind, Plan, Rollout, handle};
 use canaryd::rules::parse_rule;
 use canaryd::source::{PrometheusConfig, PrometheusSource};
+use canaryd::verdict::Verdict;
 use chrono::Utc;
 use common::Daemon;
 use serde_json::json;
@@ -129,7 +129,7 @@ async fn an_injected_version_is_one_label_value_and_the_bad_canary_rolls_back() 
     let hook = HookKind::SetWeight;
     let r = handle(&r, &plan, Event::HookSucceeded { hook }, t0).rollout;
 
-    let tick = canaryd::rollout::analysis::gather(
+    let tick = canaryd::controller::analysis::gather(
         &source,
         &rule,
         &r,

@@ -9,11 +9,11 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use canaryd::actions::HookRunner;
 use canaryd::api::{AppState, router};
-use canaryd::rollout::controller::Controller;
-use canaryd::rollout::store::MemoryStore;
+use canaryd::controller::Controller;
 use canaryd::rules::templates;
 use canaryd::source::prometheus::observe;
 use canaryd::source::{PrometheusConfig, PrometheusSource};
+use canaryd::store::MemoryStore;
 use prometheus_http_query::response::Data;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -90,7 +90,7 @@ fn app() -> axum::Router {
         metrics: None,
         api_token: None,
         api_tokens: Default::default(),
-        reports: canaryd::actions::report::ReportBook::default(),
+        reports: canaryd::controller::report::ReportBook::default(),
     })
 }
 

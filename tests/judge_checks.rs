@@ -1,8 +1,9 @@
 //! The first-cut judge as a table: absolute lines, ratio to the baseline, no-data and errors.
 //! Every verdict must carry the numbers that explain it.
 
-use canaryd::judge::{Observation, ThresholdKind, Verdict, judge_metric};
+use canaryd::judge::{Observation, judge_metric};
 use canaryd::rules::schema::{AnalysisSpec, MetricSpec};
+use canaryd::verdict::{ThresholdKind, Verdict};
 
 fn error_rate() -> MetricSpec {
     serde_saphyr::from_str(
@@ -153,7 +154,7 @@ fn decrease_direction_fails_when_canary_drops() {
         &AnalysisSpec::default(),
     );
     assert_eq!(c.verdict, Verdict::Fail);
-    m.direction = canaryd::judge::Direction::Increase;
+    m.direction = canaryd::verdict::Direction::Increase;
     let c = judge_metric(
         &m,
         &obs(&[10.0, 10.0, 10.0]),
@@ -286,6 +287,6 @@ fn critical_effect_is_in_every_serialised_check_and_in_hook_payloads() {
     // Checks stored before the field existed still load.
     let mut old = json;
     old.as_object_mut().map(|o| o.remove("critical_effect"));
-    let loaded: canaryd::judge::Check = serde_json::from_value(old).expect("old check loads");
+    let loaded: canaryd::verdict::Check = serde_json::from_value(old).expect("old check loads");
     assert!(!loaded.critical_effect);
 }

@@ -1,7 +1,8 @@
 //! Scoring as Kayenta does it, plus canaryd's two forced zeros, as a table.
 
-use canaryd::judge::{Check, ScoreOutcome, Scored, Verdict, score};
+use canaryd::judge::{ScoreOutcome, Scored, score};
 use canaryd::rules::schema::ScoreSpec;
+use canaryd::verdict::{Check, Verdict};
 
 fn check(name: &str, verdict: Verdict, critical: bool, muted: bool) -> Check {
     Check {

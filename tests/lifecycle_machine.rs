@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use canaryd::actions::canary_alerts::{AlertContext, alerts_for};
-use canaryd::judge::{Check, Score, ScoreOutcome, Verdict};
+use canaryd::judge::{Score, ScoreOutcome};
 use canaryd::rollout::lifecycle::{LifecycleHooks, Migration};
 use canaryd::rollout::{
     Action, Event, HookKind, PauseReason, Phase, Plan, PlanStep, Rollout, Tick, handle,
 };
+use canaryd::verdict::{Check, Verdict};
 use chrono::{DateTime, TimeZone, Utc};
 
 fn at(secs: i64) -> DateTime<Utc> {

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use canaryd::judge::{Check, Score, ScoreOutcome, Verdict};
+use canaryd::judge::{Score, ScoreOutcome};
 use canaryd::rollout::{Action, Event, HookKind, Phase, Plan, PlanStep, Rollout, Tick, handle};
 use canaryd::rules::schema::OnNodata;
+use canaryd::verdict::{Check, Verdict};
 use chrono::{DateTime, TimeZone, Utc};
 
 fn at(secs: i64) -> DateTime<Utc> {
@@ -160,8 +161,8 @@ fn on_nodata_rollback_rolls_back_after_nodata_limit_ticks() {
 /// settling it. (A real kill -9 between save and hook: `tests/fault_points.rs`.)
 #[test]
 fn an_owed_rollback_saved_in_sqlite_and_reopened_is_still_owed_and_decides_the_same() {
-    use canaryd::rollout::sqlite::{SqliteStore, StartMode};
-    use canaryd::rollout::store::Store;
+    use canaryd::store::Store;
+    use canaryd::store::sqlite::{SqliteStore, StartMode};
     let p = plan(OnNodata::Pause);
     let r = at_first_step(&p);
     let (r, _) = apply(

@@ -6,11 +6,11 @@ mod common;
 use std::time::Duration;
 
 use canaryd::judge::{Score, ScoreOutcome};
-use canaryd::rollout::lease::{Leadership, LeaseBackend};
-use canaryd::rollout::postgres::PostgresStore;
-use canaryd::rollout::sqlite::SqliteStore;
-use canaryd::rollout::store::{Delivery, Store, StoreError};
 use canaryd::rollout::{HookKind, Phase, Rollout, Tick};
+use canaryd::store::leadership::{Leadership, LeaseBackend};
+use canaryd::store::postgres::PostgresStore;
+use canaryd::store::sqlite::SqliteStore;
+use canaryd::store::{Delivery, Store, StoreError};
 use chrono::{TimeZone, Utc};
 use common::pg::PgServer;
 use tokio::time::Instant;

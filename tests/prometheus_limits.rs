@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use canaryd::judge::Verdict;
 use canaryd::judge::observation::Series;
 use canaryd::rollout::Rollout;
 use canaryd::source::prometheus::DEFAULT_MAX_RESPONSE_BYTES;
 use canaryd::source::{PrometheusConfig, PrometheusSource};
+use canaryd::verdict::Verdict;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -187,7 +187,7 @@ metrics:
     let mut r = Rollout::new("ro".into(), "api".into(), "v2".into(), chrono::Utc::now());
     r.step_started_at = Some(chrono::Utc::now() - chrono::Duration::hours(1));
     let source = source(addr).with_max_response_bytes(256 * 1024);
-    let tick = canaryd::rollout::analysis::gather(
+    let tick = canaryd::controller::analysis::gather(
         &source,
         &rule,
         &r,

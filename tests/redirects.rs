@@ -7,12 +7,12 @@ mod common;
 
 use std::time::Duration;
 
-use canaryd::actions::alertmanager::AlertmanagerClient;
 use canaryd::actions::canary_alerts::Alert;
-use canaryd::actions::notify::Notifier;
 use canaryd::actions::templates::Templates;
 use canaryd::actions::{HookError, HookPayload, HookRunner};
 use canaryd::config::{NotificationEvent, NotificationKind, NotificationSection};
+use canaryd::controller::alertmanager::AlertmanagerClient;
+use canaryd::controller::notify::Notifier;
 use canaryd::demo::receiver::HookReceiver;
 use canaryd::rollout::HookKind;
 use canaryd::rules::schema::HookSpec;

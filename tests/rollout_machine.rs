@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use canaryd::judge::{Check, Score, ScoreOutcome, Threshold, ThresholdKind, Verdict};
+use canaryd::judge::{Score, ScoreOutcome};
 use canaryd::rollout::controls::Control;
 use canaryd::rollout::verify::{CheckpointMetric, CheckpointResult};
 use canaryd::rollout::{Action, Event, HookKind, Phase, Plan, PlanStep, Rollout, Tick, handle};
 use canaryd::rules::window::{Window, Windows};
+use canaryd::verdict::{Check, Threshold, ThresholdKind, Verdict};
 use chrono::{DateTime, TimeZone, Utc};
 
 fn t0() -> DateTime<Utc> {
@@ -843,7 +844,8 @@ fn an_alert_pause_says_which_alert_and_lifts_only_on_resume() {
 
 #[test]
 fn a_counted_tick_moves_the_sequential_state_onto_the_rollout_once() {
-    use canaryd::judge::sequential::{Counters, EProcess, SequentialConfig, SequentialState};
+    use canaryd::judge::{sequential::Counters, sequential::EProcess, sequential::SequentialState};
+    use canaryd::verdict::SequentialConfig;
     let p = plan();
     let r = at_first_step(&p);
     let state = SequentialState {

@@ -1,8 +1,10 @@
 //! The anytime-valid e-process: the formula vectors, then its properties.
 
-use canaryd::judge::sequential::{
-    CounterSnapshot, EProcess, SequentialConfig, TickCounts, counter_increase,
+use canaryd::judge::{
+    sequential::CounterSnapshot, sequential::EProcess, sequential::TickCounts,
+    sequential::counter_increase,
 };
+use canaryd::verdict::SequentialConfig;
 use proptest::prelude::*;
 
 fn tick(cr: f64, br: f64, ce: f64, be: f64) -> TickCounts {

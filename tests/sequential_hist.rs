@@ -10,10 +10,12 @@
 //! so every number is reproducible. `CANARYD_HIST_ROLLOUTS=2000 cargo test --release --test
 //! sequential_hist -- --nocapture` prints the comparison table with more rollouts.
 
-use canaryd::judge::Classification;
-use canaryd::judge::classifier::{ClassifierConfig, classify};
-use canaryd::judge::sequential::{EProcess, SequentialConfig, TickCounts};
+use canaryd::judge::classifier::classify;
 use canaryd::judge::sequential_hist::{Buckets, HistogramEProcess, HistogramTick};
+use canaryd::judge::{sequential::EProcess, sequential::TickCounts};
+use canaryd::verdict::Classification;
+use canaryd::verdict::ClassifierConfig;
+use canaryd::verdict::SequentialConfig;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Binomial, Distribution, Poisson};

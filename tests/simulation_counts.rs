@@ -1,10 +1,10 @@
 //! Simulation tests: the sequential test's guarantee and the benchmark's story, on seeded
 //! simulated rollouts (the data `canaryd simulate --seed 1` uses).
 
-use canaryd::judge::sequential::SequentialConfig;
 use canaryd::simulate::counts::{
     Policy, Row, Scenario, Shape, decisions, run_rng, scenarios, simulate_rollout,
 };
+use canaryd::verdict::SequentialConfig;
 
 const SEED: u64 = 1;
 const RUNS: u64 = 1000;

@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use canaryd::judge::Verdict;
+use canaryd::controller::analysis::{Fetched, Gathered, judge_gathered};
 use canaryd::judge::observation::{Point, Series};
 use canaryd::judge::sequential::Counters;
-use canaryd::rollout::analysis::{Fetched, Gathered, judge_gathered};
 use canaryd::rollout::{Rollout, Tick};
 use canaryd::rules::{Rule, parse_rule};
+use canaryd::verdict::Verdict;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
 fn t0() -> DateTime<Utc> {
@@ -103,7 +103,7 @@ fn gathered(now: i64, window: Series, counts: Counters) -> Gathered {
     }
 }
 
-fn check<'a>(t: &'a Tick, metric: &str) -> &'a canaryd::judge::Check {
+fn check<'a>(t: &'a Tick, metric: &str) -> &'a canaryd::verdict::Check {
     t.checks
         .iter()
         .find(|c| c.metric == metric)

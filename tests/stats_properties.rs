@@ -2,10 +2,11 @@
 //! depend on which side is called canary beyond the sign, on the origin of the scale, or on
 //! the unit; and no input may crash the judge.
 
-use canaryd::judge::Classification;
-use canaryd::judge::Direction;
-use canaryd::judge::classifier::{ClassifierConfig, OutlierStrategy, classify};
+use canaryd::judge::classifier::classify;
 use canaryd::judge::stats::{rank_sum, shift_interval};
+use canaryd::verdict::Classification;
+use canaryd::verdict::Direction;
+use canaryd::verdict::{ClassifierConfig, OutlierStrategy};
 use proptest::prelude::*;
 
 /// Samples on a grid of quarter units, so shifts and scalings by the constants below are
@@ -63,7 +64,7 @@ proptest! {
         prop_assert_eq!(x, y);
         let (p, q) = (rank_sum(&a, &b), rank_sum(&shift(&a), &shift(&b)));
         prop_assert_eq!(p, q);
-        let cfg = ClassifierConfig { effect_size: canaryd::judge::classifier::EffectMeasure::Cles,
+        let cfg = ClassifierConfig { effect_size: canaryd::verdict::EffectMeasure::Cles,
             allowed_increase: 0.5, allowed_decrease: 0.5, ..either() };
         prop_assert_eq!(
             classify(&a, &b, &cfg).classification,

@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use canaryd::actions::HookRunner;
+use canaryd::controller::Controller;
 use canaryd::demo::receiver::HookReceiver;
-use canaryd::rollout::controller::Controller;
-use canaryd::rollout::store::{Delivery, MemoryStore, Store, StoreError};
 use canaryd::rollout::{Rollout, Tick};
 use canaryd::rules::parse_rule;
 use canaryd::source::{PrometheusConfig, PrometheusSource};
+use canaryd::store::{Delivery, MemoryStore, Store, StoreError};
 
 /// A memory store whose `save` fails while `refuse` is set, as a full or broken disk would.
 #[derive(Default)]

@@ -321,9 +321,9 @@ fn bad_checkpoints_point_at_file_line_col() {
 
 #[test]
 fn deploy_complete_message_and_report_carry_each_checkpoints_numbers() {
-    use canaryd::actions::report::ReportBuilder;
     use canaryd::actions::templates::Templates;
-    use canaryd::rollout::controller::Update;
+    use canaryd::controller::Update;
+    use canaryd::controller::report::ReportBuilder;
     let p = plan();
     let r = promoted("verify:\n  checkpoints: [15m, 1h]\n", false);
     let (r, _) = step(

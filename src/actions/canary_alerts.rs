@@ -2,7 +2,7 @@
 //! `CanaryRollbackUndelivered`, `CanaryCheckWarning`, `CanaryStalled`, and the traffic and
 //! migration alerts (`CanaryTrafficDrift`, `CanaryTrafficRefused`, `CanaryRestoreDecisionNeeded`). Pure (the caller
 //! passes `now` and how long the rollout has waited), so the publisher in
-//! [`super::alertmanager`] only diffs and delivers.
+//! [`crate::controller::alertmanager`] only diffs and delivers.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::judge::{Check, Verdict};
 use crate::rollout::{PauseReason, Phase, Rollout};
+use crate::verdict::{Check, Verdict};
 
 /// One alert in Alertmanager API v2's shape (`POST /api/v2/alerts`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,13 +13,13 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
-use crate::judge::Check;
 use crate::outbound::{self, Redirect};
 use crate::redact;
 use crate::rollout::HookKind;
-use crate::rollout::lease::{EPOCH_HEADER, Fence};
 use crate::rules::schema::HookSpec;
 use crate::rules::templates;
+use crate::store::leadership::{EPOCH_HEADER, Fence};
+use crate::verdict::Check;
 
 /// The JSON body of every HTTP hook (design.md "Hooks").
 #[derive(Debug, Clone, Serialize)]

@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::rollout::controller::ControlError;
+use crate::controller::ControlError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -21,7 +21,7 @@ use serde_json::json;
 
 pub use error::ApiError;
 
-use crate::rollout::controller::Controller;
+use crate::controller::Controller;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -32,7 +32,7 @@ pub struct AppState {
     /// Every accepted token by name (the single token as `default`): controls record who.
     pub api_tokens: Arc<tokens::Tokens>,
     /// Deployment records, live and from `reports_dir`.
-    pub reports: crate::actions::report::ReportBook,
+    pub reports: crate::controller::report::ReportBook,
 }
 
 /// Request bodies are small JSON documents; anything larger is a mistake or an attack.
@@ -75,7 +75,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rollouts/{id}/report", get(rollouts::report))
         .route("/api/v1/rollouts/{id}/history", get(rollouts::history))
         .merge(mutating)
-        .merge(crate::web::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::tokens::Actor;
 use super::{ApiError, AppState};
-use crate::rollout::controller::StartOptions;
+use crate::controller::StartOptions;
 use crate::rollout::controls::Control;
 use crate::rollout::{Event, Rollout};
 

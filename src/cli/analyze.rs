@@ -1,6 +1,6 @@
 //! `canaryd analyze`: replay a rule over a past time range against Prometheus and print what
 //! canaryd would have decided at each tick, and when it would have rolled back. The ticks go
-//! through the same judge (`rollout::analysis::judge_gathered`: only fresh samples taken after
+//! through the same judge (`controller::analysis::judge_gathered`: only fresh samples taken after
 //! the replayed weight's confirmation plus warmup count) and the same state machine as a live
 //! rollout; hooks are imagined to succeed at once, at the tick that asked for them.
 
@@ -111,7 +111,7 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<i32> {
             a.window
         };
         let end = SystemTime::from(t);
-        let tick = crate::rollout::analysis::gather(&source, &rule, &r, end, window).await;
+        let tick = crate::controller::analysis::gather(&source, &rule, &r, end, window).await;
         let (checks, score) = (&tick.checks, &tick.score);
         let verdicts: Vec<String> = checks
             .iter()

@@ -1,6 +1,6 @@
 //! `canaryd rollout …`: a thin client of the HTTP API.
 
-use crate::web::html::path_segment;
+use crate::html::path_segment;
 use std::path::PathBuf;
 use std::time::Duration;
 

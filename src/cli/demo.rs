@@ -10,16 +10,16 @@ use clap::Args;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::actions::HookRunner;
-use crate::api::{self, AppState};
+use crate::api::AppState;
+use crate::controller::{Controller, Update};
 use crate::demo::prometheus::{PrometheusOptions, PrometheusProcess};
 use crate::demo::receiver::HookReceiver;
 use crate::demo::service::{DemoService, Track};
 use crate::judge::checks::fmt;
-use crate::rollout::controller::{Controller, Update};
-use crate::rollout::store::MemoryStore;
 use crate::rollout::{Action, Phase};
 use crate::rules::{Rule, parse_rule};
 use crate::source::{PrometheusConfig, PrometheusSource};
+use crate::store::MemoryStore;
 
 /// The shipped policy the demo runs, compiled in so the demo works from any directory.
 const POLICY_PATH: &str = "rules/hotrodan.yaml";
@@ -163,12 +163,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         listener.local_addr()?
     );
     println!("  web view    http://{}/\n", listener.local_addr()?);
-    let app = api::router(AppState {
+    let app = crate::web::app(AppState {
         controller: controller.clone(),
         metrics: crate::telemetry::install_metrics().ok(),
         api_token: None,
         api_tokens: Default::default(),
-        reports: crate::actions::report::ReportBook::default(),
+        reports: crate::controller::report::ReportBook::default(),
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
 

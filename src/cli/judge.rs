@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 
 use crate::judge::checks::fmt;
 use crate::judge::sequential::{TickCounts, judge_series};
-use crate::judge::{Check, MetricInput, Observation, Score, ScoreOutcome, judge_tick};
+use crate::judge::{MetricInput, Observation, Score, ScoreOutcome, judge_tick};
 use crate::rules::{Rule, load_paths};
+use crate::verdict::Check;
 
 #[derive(Debug, Args)]
 pub struct JudgeArgs {

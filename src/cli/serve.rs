@@ -9,19 +9,19 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::actions::HookRunner;
-use crate::actions::alertmanager::{self, AlertmanagerClient, PublisherConfig};
-use crate::actions::notify::{self, Notifier};
-use crate::actions::report::{self, ReportBook};
 use crate::actions::templates::Templates;
-use crate::api::{self, AppState};
+use crate::api::AppState;
 use crate::config::Config;
-use crate::rollout::controller::Controller;
-use crate::rollout::feed::Feed;
-use crate::rollout::probes;
-use crate::rollout::sqlite::{SqliteStore, StartMode};
-use crate::rules::reload;
+use crate::controller::Controller;
+use crate::controller::alertmanager::{self, AlertmanagerClient, PublisherConfig};
+use crate::controller::feed::Feed;
+use crate::controller::notify::{self, Notifier};
+use crate::controller::probes;
+use crate::controller::reload;
+use crate::controller::report::{self, ReportBook};
 use crate::source::HealthProbe;
 use crate::source::{PrometheusConfig, PrometheusSource};
+use crate::store::sqlite::{SqliteStore, StartMode};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Args)]
@@ -153,7 +153,7 @@ impl ServeArgs {
             cfg.templates_dir = Some(v.clone());
         }
         if let Some(v) = &self.state_postgres_url_file {
-            let timing = crate::rollout::lease::LeaseTiming::default();
+            let timing = crate::store::leadership::LeaseTiming::default();
             let pg = cfg
                 .state
                 .postgres
@@ -184,7 +184,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = args.config()?;
     telemetry::init_logging(cfg.log_format);
     let token = cfg.api_token()?;
-    let named_tokens = cfg.api_tokens()?;
+    let named_tokens = api_tokens(&cfg)?;
     cfg.check_safe(
         token
             .as_deref()
@@ -228,7 +228,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| cfg.external_url());
             let (c, lease) =
-                crate::rollout::postgres::replica::start(pg, &advertise, rules, source, hooks)?;
+                crate::controller::replica::start(pg, &advertise, rules, source, hooks)?;
             (c, Some(lease))
         }
         None => (sqlite_controller(&args, &cfg, rules, source, hooks)?, None),
@@ -237,7 +237,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let reports = ReportBook::new(cfg.reports_dir.clone());
     let subscribers = start_subscribers(&cfg, &controller, reports.clone())?;
 
-    let app = api::router(AppState {
+    let app = crate::web::app(AppState {
         controller: controller.clone(),
         metrics: Some(metrics),
         api_token: token.map(Arc::from),
@@ -296,12 +296,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 fn sqlite_controller(
     args: &ServeArgs,
     cfg: &Config,
-    rules: crate::rollout::controller::RuleSet,
+    rules: crate::controller::RuleSet,
     source: PrometheusSource,
     hooks: HookRunner,
 ) -> anyhow::Result<Controller> {
     // One daemon per state directory (an OS lock on the directory), and no silent fresh start
-    // in a directory whose database was lost: see `rollout::sqlite::state_dir`.
+    // in a directory whose database was lost: see `store::sqlite::state_dir`.
     let mode = if args.init_state {
         StartMode::Init
     } else {
@@ -382,4 +382,17 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
+}
+
+/// The named tokens of `api_tokens_file` (empty without one). Parsed here, not in `config`, so
+/// the config room reads files without importing the API that uses them.
+fn api_tokens(cfg: &Config) -> Result<Vec<(String, String)>, crate::config::ConfigError> {
+    let Some(path) = &cfg.api_tokens_file else {
+        return Ok(Vec::new());
+    };
+    // Lines are trimmed by the parser, so the secret file's outer trim changes nothing.
+    let text = Config::read_secret(path)?;
+    crate::api::tokens::Tokens::parse_file(&text).map_err(|e| {
+        crate::config::ConfigError::Unsafe(format!("api_tokens_file {}: {e}", path.display()))
+    })
 }

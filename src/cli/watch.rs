@@ -4,7 +4,7 @@
 //! Both poll `GET /api/v1/rollouts/{id}`: the API is the contract, so they work against any
 //! daemon version that serves it, through any proxy, with no connection held open.
 
-use crate::web::html::path_segment;
+use crate::html::path_segment;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 use super::DemoError;
 use super::process::find_binary;
 use super::traffic_stack::{Backend, HaproxyProcess, background_load};
-use crate::traffic::TrafficSpec;
-use crate::traffic::spec::HaproxySpec;
+use crate::rules::traffic::HaproxySpec;
+use crate::rules::traffic::TrafficSpec;
 
 /// Connections of the demo's steady load: enough for a 5 % share to show within a step.
 const LOAD_CONNECTIONS: usize = 4;

@@ -29,72 +29,11 @@
 
 mod preprocess;
 
-pub use preprocess::{NanStrategy, OutlierStrategy};
-
 use serde::{Deserialize, Serialize};
 
 use crate::judge::stats::{ShiftInterval, SortedPair, mean};
-use crate::judge::{Classification, Direction};
-
-/// Which effect size gates `high`/`low` beyond significance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum EffectMeasure {
-    /// Canary mean / baseline mean; 1.0 is no effect. Kayenta's default.
-    #[default]
-    MeanRatio,
-    /// P(canary sample > baseline sample), ties one half; 0.5 is no effect. Bounded and
-    /// defined for zero means; set `allowed_increase` below 1.0 (e.g. 0.7) when using it.
-    Cles,
-}
-
-/// Per-metric settings; the field names are the rule-file keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ClassifierConfig {
-    /// Which way the metric gets worse; only that way can fail.
-    pub direction: Direction,
-    /// What to do with NaN samples.
-    pub nan_strategy: NanStrategy,
-    /// Whether to trim outliers first.
-    pub outliers: OutlierStrategy,
-    /// Fraction of |estimate| the interval must clear; Kayenta's 0.25.
-    pub tolerance: f64,
-    /// Confidence level of the interval; Kayenta's judge uses 0.98.
-    pub confidence: f64,
-    /// Effect size compared with the allowed/critical thresholds.
-    pub effect_size: EffectMeasure,
-    /// `high` needs effect ≥ this. 1.0 (Kayenta's default) adds no requirement for the mean
-    /// ratio; the shipped rules use 1.1 and above because canary and baseline differ a little
-    /// anyway.
-    pub allowed_increase: f64,
-    /// `low` needs effect ≤ this.
-    pub allowed_decrease: f64,
-    /// A `high` with effect ≥ this is flagged `critical`.
-    pub critical_increase: f64,
-    /// A `low` with effect ≤ this is flagged `critical`.
-    pub critical_decrease: f64,
-    /// Missing data fails the metric (`nodata_fail`) instead of being `nodata`.
-    pub must_have_data: bool,
-}
-
-impl Default for ClassifierConfig {
-    fn default() -> Self {
-        Self {
-            direction: Direction::default(),
-            nan_strategy: NanStrategy::default(),
-            outliers: OutlierStrategy::default(),
-            tolerance: 0.25,
-            confidence: 0.98,
-            effect_size: EffectMeasure::default(),
-            allowed_increase: 1.0,
-            allowed_decrease: 1.0,
-            critical_increase: 1.0,
-            critical_decrease: 1.0,
-            must_have_data: false,
-        }
-    }
-}
+use crate::verdict::{Classification, Direction};
+use crate::verdict::{ClassifierConfig, EffectMeasure, OutlierStrategy};
 
 /// The verdict on one metric, with the numbers behind it so it can be explained and replayed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

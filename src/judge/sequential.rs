@@ -23,59 +23,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::checks::{Check, Threshold, ThresholdKind, Verdict};
+use crate::verdict::{Evidence, SequentialConfig};
+
 use crate::rules::schema::MetricSpec;
+use crate::verdict::{Check, Threshold, ThresholdKind, Verdict};
 
-/// Kayenta-like default grid of alternative rate ratios.
-pub const DEFAULT_GRID: [f64; 6] = [1.25, 1.5, 2.0, 3.0, 5.0, 10.0];
-
-/// Settings of one sequential metric.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SequentialConfig {
-    /// Tolerated excess: the null is "canary ≤ (1 + margin) × baseline".
-    pub margin: f64,
-    /// Chance of ever failing a healthy canary, over the whole rollout.
-    pub alpha: f64,
-    /// Alternative ratios mixed; only those above 1 + margin are used.
-    pub grid: Vec<f64>,
-    /// Sequential metrics in the rule (Bonferroni: the threshold is metrics / alpha).
-    pub metrics: usize,
-    /// The most one tick may multiply the evidence by (per grid ratio); None: unbounded.
-    /// Why: a canary-only blip of seconds puts dozens of errors into one tick, which the
-    /// likelihood ratio reads as overwhelming evidence. Capping each tick's factor at C keeps
-    /// the guarantee (min(LR, C) ≤ LR, so its conditional mean is still ≤ 1 under the null)
-    /// and makes a rollback need ln(M/α)/ln(C) ticks of evidence at least.
-    #[serde(default)]
-    pub max_tick_factor: Option<f64>,
-}
-
-impl Default for SequentialConfig {
-    fn default() -> Self {
-        SequentialConfig {
-            margin: 0.0,
-            alpha: 0.05,
-            grid: DEFAULT_GRID.to_vec(),
-            metrics: 1,
-            max_tick_factor: None,
-        }
-    }
-}
-
+/// Increases of the four counters over one tick.
 impl SequentialConfig {
-    /// E must reach this to fail the metric: M / α.
-    pub fn threshold(&self) -> f64 {
-        self.metrics.max(1) as f64 / self.alpha
-    }
-
-    /// ln of the per-tick cap: +∞ when there is none (or it is not a number above 1).
-    pub fn log_tick_cap(&self) -> f64 {
-        match self.max_tick_factor {
-            Some(c) if c.is_finite() && c > 1.0 => c.ln(),
-            _ => f64::INFINITY,
-        }
-    }
-
-    fn ratios(&self) -> Vec<f64> {
+    pub(super) fn ratios(&self) -> Vec<f64> {
         self.grid
             .iter()
             .copied()
@@ -84,7 +39,6 @@ impl SequentialConfig {
     }
 }
 
-/// Increases of the four counters over one tick.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct TickCounts {
     pub canary_events: f64,
@@ -105,22 +59,6 @@ pub struct EProcess {
     pub ticks: u64,
     /// Cumulative counts, for the "canary errors 1.1 % vs 0.5 %" part of the explanation.
     pub totals: TickCounts,
-}
-
-/// What a verdict shows about the test.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Evidence {
-    /// E_t: how many times likelier the data are under "canary worse" than under "not worse".
-    pub e_value: f64,
-    pub max_e: f64,
-    /// Always-valid p-value: min(1, 1 / max E).
-    pub p_value: f64,
-    pub threshold: f64,
-    pub canary_rate: Option<f64>,
-    pub baseline_rate: Option<f64>,
-    /// The grid ratio with the most support.
-    pub best_ratio: Option<f64>,
-    pub ticks: u64,
 }
 
 /// ln of the mean of exp(v), without overflow.
@@ -220,28 +158,6 @@ impl EProcess {
             best_ratio: best,
             ticks: self.ticks,
         }
-    }
-}
-
-impl Evidence {
-    /// "evidence 105 : 1 (threshold 40), p = 0.0095, canary errors 1.1 % vs 0.5 %".
-    pub fn sentence(&self, what: &str) -> String {
-        let pct = |v: Option<f64>| {
-            v.map(|v| format!("{:.3} %", v * 100.0))
-                .unwrap_or_else(|| "-".into())
-        };
-        format!(
-            "evidence {:.1} : 1 (threshold {:.0}), p = {:.4}, canary {what} {} vs baseline {} over {} ticks{}",
-            self.e_value,
-            self.threshold,
-            self.p_value,
-            pct(self.canary_rate),
-            pct(self.baseline_rate),
-            self.ticks,
-            self.best_ratio
-                .map(|r| format!(", most support for {r}x"))
-                .unwrap_or_default()
-        )
     }
 }
 

@@ -33,7 +33,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::sequential::{EProcess, SequentialConfig, TickCounts, log_mean_exp};
+use super::{sequential::EProcess, sequential::TickCounts, sequential::log_mean_exp};
+use crate::verdict::SequentialConfig;
 
 /// Increases of one side's cumulative histogram buckets over one tick.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -8,13 +8,14 @@
 
 use std::collections::BTreeMap;
 
-use super::checks::{Check, Verdict};
-use super::sequential::{
-    CounterSnapshot, Counters, EProcess, Evidence, SequentialConfig, SequentialState,
-    counter_increase, evidence_check,
-};
 use super::sequential_hist::{Buckets, HistogramEProcess, HistogramTick, MIN_ABOVE, edge_margins};
+use super::{
+    sequential::CounterSnapshot, sequential::Counters, sequential::EProcess,
+    sequential::SequentialState, sequential::counter_increase, sequential::evidence_check,
+};
 use crate::rules::schema::MetricSpec;
+use crate::verdict::{Check, Verdict};
+use crate::verdict::{Evidence, SequentialConfig};
 
 /// Edges one histogram may have. The Go client's default has 11; a histogram with hundreds of
 /// edges would make every tick's work and the persisted state grow with it.

@@ -2,9 +2,10 @@
 //! `canaryd judge` and `canaryd analyze`, so all three decide alike.
 
 use super::Observation;
-use super::checks::{Check, judge_metric};
+use super::checks::judge_metric;
 use super::score::{Score, Scored, score};
 use crate::rules::schema::{AnalysisSpec, MetricSpec};
+use crate::verdict::Check;
 
 /// What one metric brought to the tick.
 #[derive(Debug, Clone)]

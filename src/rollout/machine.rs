@@ -497,7 +497,7 @@ fn on_tick(r: &mut Rollout, plan: &Plan, tick: Tick, now: DateTime<Utc>, out: &m
         return;
     }
     for c in &tick.checks {
-        let failing = c.verdict == crate::judge::Verdict::Fail && !c.muted;
+        let failing = c.verdict == crate::verdict::Verdict::Fail && !c.muted;
         let count = r.failures.entry(c.metric.clone()).or_insert(0);
         *count = if failing { *count + 1 } else { 0 };
     }
@@ -538,7 +538,7 @@ fn on_tick(r: &mut Rollout, plan: &Plan, tick: Tick, now: DateTime<Utc>, out: &m
             !c.muted
                 && matches!(
                     c.verdict,
-                    crate::judge::Verdict::Nodata | crate::judge::Verdict::Error
+                    crate::verdict::Verdict::Nodata | crate::verdict::Verdict::Error
                 )
         })
         .map(|c| format!("{} ({})", c.metric, c.reason))

@@ -1,24 +1,13 @@
-//! Rollouts: the pure state machine, the async controller that feeds it, and its store.
+//! Rollouts, pure: the types, the state machine and the plan. The async shell that feeds them
+//! is [`crate::controller`], the persistence seam [`crate::store`].
 //!
-//! Architecture Invariant: `machine` and `plan` do no I/O and read no clock; `now` is an argument.
-//! Only `controller` owns time and calls `actions`.
+//! Architecture Invariant: this room does no I/O and reads no clock; `now` is an argument.
+//! Only the controller owns time and calls `actions`.
 
-pub mod analysis;
-pub mod checkpoint;
-pub mod controller;
 pub mod controls;
-mod deadline;
-pub mod feed;
-pub mod lease;
 pub mod lifecycle;
 pub mod machine;
 pub mod plan;
-pub mod postgres;
-pub mod probes;
-pub mod sqlite;
-pub mod store;
-mod supervisor;
-mod task;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -26,8 +15,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::judge::Score;
 use crate::judge::sequential::SequentialState;
-use crate::judge::{Check, Score};
+use crate::verdict::Check;
 
 pub use machine::{Action, Event, HookKind, Transition, handle};
 pub use plan::{Plan, PlanStep};

@@ -6,12 +6,13 @@
 //! last good set when a new file is bad.
 
 mod bounds;
+pub mod checkpoints;
 pub mod load;
 pub mod matchers;
 mod promql;
-pub mod reload;
 pub mod schema;
 pub mod templates;
+pub mod traffic;
 pub mod validate;
 pub mod window;
 

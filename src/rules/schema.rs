@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use crate::judge::Direction;
-use crate::judge::classifier::{ClassifierConfig, EffectMeasure, NanStrategy, OutlierStrategy};
+use crate::verdict::Direction;
+use crate::verdict::{ClassifierConfig, EffectMeasure, NanStrategy, OutlierStrategy};
 
 /// One service policy: which series to compare, how traffic moves, what counts as worse.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -34,7 +34,7 @@ pub struct RuleSpec {
     pub hooks: HooksSpec,
     /// A built-in traffic provider that moves the weight itself, before the `set_weight` hook.
     #[serde(default)]
-    pub traffic: Option<Spanned<crate::traffic::TrafficSpec>>,
+    pub traffic: Option<Spanned<super::traffic::TrafficSpec>>,
     #[serde(default)]
     pub alerts: AlertsSpec,
     /// Extra template variables, so teams share one query shape across services.
@@ -350,9 +350,9 @@ impl MetricSpec {
     }
 
     /// The e-process settings; `metrics` is the rule's count of sequential metrics.
-    pub fn sequential_config(&self, metrics: usize) -> crate::judge::sequential::SequentialConfig {
-        let d = crate::judge::sequential::SequentialConfig::default();
-        crate::judge::sequential::SequentialConfig {
+    pub fn sequential_config(&self, metrics: usize) -> crate::verdict::SequentialConfig {
+        let d = crate::verdict::SequentialConfig::default();
+        crate::verdict::SequentialConfig {
             margin: self.margin.unwrap_or(d.margin),
             alpha: self.alpha.unwrap_or(d.alpha),
             grid: self.grid.clone().unwrap_or(d.grid),

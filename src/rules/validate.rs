@@ -7,8 +7,8 @@ use serde_saphyr::{Location, Spanned};
 use super::schema::{HookSpec, MetricSpec, RuleSpec};
 use super::templates;
 use super::window::{Window, Windows};
-use crate::judge::Direction;
-use crate::judge::classifier::EffectMeasure;
+use crate::verdict::Direction;
+use crate::verdict::EffectMeasure;
 
 /// A finding before the file name is attached.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +57,7 @@ pub fn validate(spec: &RuleSpec, analysis_at: Option<Location>) -> (Vec<Finding>
         check_hook(hook, &mut out);
     }
     if let Some(t) = &spec.traffic {
-        for message in crate::traffic::spec::check(&t.value) {
+        for message in super::traffic::check(&t.value) {
             out.push(at(t, message));
         }
     }
@@ -433,7 +433,7 @@ fn check_verify(spec: &RuleSpec, out: &mut Vec<Finding>) {
     let Some(v) = &spec.verify else {
         return;
     };
-    if let Err((i, e)) = crate::rollout::verify::parse_checkpoints(v) {
+    if let Err((i, e)) = super::checkpoints::parse_checkpoints(v) {
         match v.checkpoints.value.get(i) {
             Some(item) => out.push(at(item, e)),
             None => out.push(at(&v.checkpoints, e)),

@@ -5,9 +5,11 @@
 
 use serde::Serialize;
 
-use crate::judge::Classification;
-use crate::judge::classifier::{ClassifierConfig, classify};
-use crate::judge::sequential::{EProcess, SequentialConfig, TickCounts};
+use crate::judge::classifier::classify;
+use crate::judge::{sequential::EProcess, sequential::TickCounts};
+use crate::verdict::Classification;
+use crate::verdict::ClassifierConfig;
+use crate::verdict::SequentialConfig;
 
 /// Ticks in the Mann-Whitney window: ten one-minute ratios per side, as a Kayenta analysis
 /// of the last ten minutes at a one-minute step sees them.

@@ -16,10 +16,10 @@ use serde::Serialize;
 
 use super::promql::{self, Signal};
 use super::world::{BASELINE, CANARY, Pod, World, WorldSpec};
+use crate::controller::analysis::{Fetched, Gathered, judge_gathered, slow_counters};
 use crate::judge::observation::{Point, Series};
 use crate::judge::sequential::{CounterSnapshot, Counters};
 use crate::judge::sequential_hist_tick::bucket_counters;
-use crate::rollout::analysis::{Fetched, Gathered, judge_gathered, slow_counters};
 use crate::rollout::{Action, Event, HookKind, Phase, Plan, Rollout, Tick, handle};
 use crate::rules::schema::MetricKind;
 use crate::rules::{Group, QueryContext, Rule};
@@ -192,7 +192,7 @@ fn counters(world: &World, feed: Feed) -> Result<Counters, String> {
     Ok(out)
 }
 
-/// One analysis round on the world as it stands: what `rollout::analysis::fetch` would have
+/// One analysis round on the world as it stands: what `controller::analysis::fetch` would have
 /// read from Prometheus (points with their times, counter snapshots), judged by the daemon's own
 /// pure `judge_gathered` — so warmup, freshness and "samples at this weight" apply here exactly
 /// as they do live.

@@ -1,7 +1,7 @@
 //! Health endpoints: one GET with a timeout, answered as healthy or as the reason it is not.
 //!
 //! Architecture Invariant: knows HTTP and nothing about rollouts; counting consecutive failures
-//! and deciding what they mean is the probe supervisor's job (`rollout::probes`).
+//! and deciding what they mean is the probe supervisor's job (`controller::probes`).
 
 use std::time::Duration;
 

@@ -9,8 +9,8 @@
 //! of them do on rollback, when canaryd writes 0).
 
 use super::io;
-use super::spec::{FlagFileSpec, FlagFormat};
 use super::{Reading, TrafficError, TrafficFuture, TrafficProvider, Weights};
+use crate::rules::traffic::{FlagFileSpec, FlagFormat};
 
 const NAME: &str = "flag_file";
 

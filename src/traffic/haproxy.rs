@@ -4,8 +4,8 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::spec::HaproxySpec;
 use super::{Reading, TrafficError, TrafficFuture, TrafficProvider, Weights};
+use crate::rules::traffic::HaproxySpec;
 
 /// A runtime-API answer to the few commands canaryd sends is a line or two.
 const MAX_ANSWER: u64 = 64 * 1024;

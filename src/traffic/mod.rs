@@ -9,13 +9,12 @@
 //!
 //! Architecture Invariant: knows servers, files and commands, nothing about analysis. Every
 //! socket read, command and file is bounded in time and size, and every name written into a
-//! server's syntax passed [`spec::check`] at load.
+//! server's syntax passed [`crate::rules::traffic::check`] at load.
 
 pub mod flag_file;
 pub mod haproxy;
 mod io;
 pub mod nginx;
-pub mod spec;
 pub mod traefik;
 
 use std::future::Future;
@@ -23,7 +22,7 @@ use std::pin::Pin;
 
 use serde::Serialize;
 
-pub use spec::TrafficSpec;
+use crate::rules::traffic::TrafficSpec;
 
 /// Weights as the server holds them. canaryd sets `canary = pct`, `baseline = 100 - pct`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::io;
-use super::spec::NginxSpec;
 use super::{Reading, TrafficError, TrafficFuture, TrafficProvider, Weights};
+use crate::rules::traffic::NginxSpec;
 
 const NAME: &str = "nginx";
 const MARKER: &str = "# canaryd-weights";

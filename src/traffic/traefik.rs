@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::io;
-use super::spec::TraefikSpec;
 use super::{Reading, TrafficError, TrafficFuture, TrafficProvider, Weights};
+use crate::rules::traffic::TraefikSpec;
 
 const NAME: &str = "traefik";
 

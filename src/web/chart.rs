@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::html::{escape, num};
+use crate::html::{escape, num};
 
 const W: f64 = 640.0;
 const H: f64 = 200.0;

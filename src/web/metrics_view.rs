@@ -5,9 +5,9 @@
 use std::fmt::Write;
 
 use super::chart::{Chart, Line};
-use super::html::{escape, num};
-use crate::judge::{Check, Threshold, ThresholdKind};
+use crate::html::{escape, num};
 use crate::rollout::{Rollout, Tick};
+use crate::verdict::{Check, Threshold, ThresholdKind};
 
 const CANARY: &str = "#c0392b";
 const BASELINE: &str = "#2471a3";
@@ -224,8 +224,9 @@ mod tests {
     }
 
     fn tick(secs: i64, canary: f64, e_value: f64) -> Tick {
-        use crate::judge::sequential::Evidence;
-        use crate::judge::{Score, ScoreOutcome, Verdict};
+        use crate::judge::{Score, ScoreOutcome};
+        use crate::verdict::Evidence;
+        use crate::verdict::Verdict;
         let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-30T10:00:00Z")
             .map(|t| t.with_timezone(&chrono::Utc))
             .expect("time");

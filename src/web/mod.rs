@@ -11,7 +11,6 @@
 //! what the API reads; every control goes through the API's authenticated routes.
 
 mod chart;
-pub mod html;
 mod metrics_view;
 pub mod pages;
 pub mod rollout_page;
@@ -32,7 +31,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::api::AppState;
-use crate::rollout::controller::ControlError;
+use crate::controller::ControlError;
 
 /// Pages load no code, style, image or connection from anywhere but this origin, run no inline
 /// script, apply no inline style, submit no form and cannot be framed: an escaped value that was
@@ -78,8 +77,14 @@ async fn feeds_closed() {
 const APP_JS: &str = include_str!("static/app.js");
 const APP_CSS: &str = include_str!("static/app.css");
 
-/// The web view's routes, merged into the API router (`api::router`).
-pub fn router() -> Router<AppState> {
+/// The daemon's whole HTTP surface: the API's routes and these pages. Composed here, not in
+/// `api`, so the pages may read the API's state without the two rooms importing each other.
+pub fn app(state: AppState) -> axum::Router {
+    crate::api::router(state.clone()).merge(router().with_state(state))
+}
+
+/// The web view's routes.
+fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(list))
         .route("/rollouts/{id}", get(rollout))
@@ -130,7 +135,7 @@ fn error_page(e: ControlError) -> Response {
     let body = format!(
         "<h1>{}</h1><p class=\"reason\">{}</p><p><a href=\"/\">All rollouts</a></p>",
         status.as_u16(),
-        html::escape(&e.to_string())
+        crate::html::escape(&e.to_string())
     );
     (status, Html(pages::layout("Error", "", &body))).into_response()
 }

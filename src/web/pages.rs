@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use super::html::{age, escape, num, path_segment};
+use crate::html::{age, escape, num, path_segment};
 use crate::rollout::{Phase, Rollout};
 
 /// The frame every page shares. `rollout` is the id a detail page follows on the live feed

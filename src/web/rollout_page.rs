@@ -6,12 +6,12 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use super::html::{age, clock, escape, num};
 use super::metrics_view;
 use super::pages::{layout, phase_badge, step_text};
-use crate::actions::report::StepRecord;
-use crate::rollout::store::Delivery;
+use crate::controller::report::StepRecord;
+use crate::html::{age, clock, escape, num};
 use crate::rollout::{Phase, Rollout, Tick};
+use crate::store::Delivery;
 
 /// Everything the page shows, read by the handler.
 pub struct RolloutPage<'a> {

@@ -337,6 +337,6 @@ pub async fn wait_role(d: &Daemon, want: &str, timeout: Duration) {
 pub fn epoch_of(call: &canaryd::demo::receiver::ReceivedCall) -> Option<u64> {
     call.headers
         .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(canaryd::rollout::lease::EPOCH_HEADER))
+        .find(|(k, _)| k.eq_ignore_ascii_case(canaryd::store::leadership::EPOCH_HEADER))
         .and_then(|(_, v)| v.parse().ok())
 }

@@ -1,40 +1,7 @@
 //! Sample clean-up before classification, as Kayenta's NetflixACAJudge does it: NaN removal or
 //! replacement, then Tukey fences widened to the 1st/99th percentiles.
 
-use serde::{Deserialize, Serialize};
-
-/// What to do with NaN samples (a scrape that returned no value for a step).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum NanStrategy {
-    /// Drop them: a missing point is not a measurement. Kayenta's default.
-    #[default]
-    Remove,
-    /// Replace them with 0.0, as Kayenta does, for counters where "no series" means "nothing
-    /// happened" (e.g. errors that never occurred).
-    Replace,
-}
-
-/// Whether to drop outliers before the test.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutlierStrategy {
-    /// Use every sample.
-    Keep,
-    /// Drop samples outside `[min(p1, Q1 − factor·IQR), max(p99, Q3 + factor·IQR)]`: Kayenta's
-    /// IQR detector with reduced sensitivity, which only ever removes gross spikes (a scrape
-    /// during a restart), never the tail a regression lives in.
-    Remove {
-        /// Fence width in interquartile ranges; Kayenta uses 3.0. Must be positive.
-        factor: f64,
-    },
-}
-
-impl Default for OutlierStrategy {
-    fn default() -> Self {
-        OutlierStrategy::Remove { factor: 3.0 }
-    }
-}
+use crate::verdict::{NanStrategy, OutlierStrategy};
 
 /// Applies the NaN strategy to one side.
 pub(super) fn handle_nan(values: &[f64], strategy: NanStrategy) -> Vec<f64> {

@@ -1,4 +1,4 @@
-//! The one way text enters a page: [`escape`]. Versions, reasons, rule names, hook errors and
+//! Text into HTML and URLs, a leaf the web pages, notifications and the CLI share. The one way text enters a page: [`escape`]. Versions, reasons, rule names, hook errors and
 //! metric names are user input; every one of them goes through here, in element content and in
 //! quoted attribute values alike, so a page never has to know which strings are trusted.
 

@@ -1,7 +1,7 @@
 //! The shared state store: PostgreSQL, for two or more replicas with one leader at a time.
 //!
 //! Same records as the SQLite store (rollouts with their rule snapshot, ticks, hook deliveries),
-//! plus the lease row of [`crate::rollout::lease`]. Reads are open to every replica (followers
+//! plus the lease row of [`crate::controller::lease`]. Reads are open to every replica (followers
 //! serve the API from here). Every write is fenced: in its transaction it takes a share lock on
 //! the lease row and checks the lease still carries the writer's epoch. A takeover (which
 //! updates that row) therefore waits for a write in flight to commit, and a write after a
@@ -11,7 +11,6 @@
 //! through [`crate::redact`].
 
 mod conn;
-pub mod replica;
 pub mod schema;
 
 use std::str::FromStr;
@@ -20,9 +19,9 @@ use std::time::Duration;
 use postgres::Transaction;
 
 use self::conn::{Conn, unavailable};
-use super::lease::{Leadership, LeaseBackend};
-use super::store::{Delivery, Store, StoreError};
-use super::{Rollout, Tick};
+use super::leadership::{Leadership, LeaseBackend};
+use super::{Delivery, Store, StoreError};
+use crate::rollout::{Rollout, Tick};
 
 /// Longest a store call waits for PostgreSQL; the server also cancels a statement after it.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);

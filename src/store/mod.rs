@@ -1,6 +1,6 @@
-//! Where rollouts live between events. A trait, so the embedded SQLite store
-//! ([`super::sqlite::SqliteStore`]) and a shared PostgreSQL store later can replace the in-memory
-//! one without touching callers.
+//! Where rollouts live between events: the persistence seam. A trait, so the embedded SQLite
+//! store ([`sqlite::SqliteStore`]), the shared PostgreSQL store ([`postgres::PostgresStore`]) and
+//! the in-memory one here replace each other without touching callers.
 //!
 //! What a store keeps: each rollout's state (everything the machine needs to resume), the text
 //! of the rule it started with (so a reload or a deleted file cannot change a running rollout's
@@ -12,7 +12,11 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{HookKind, Rollout, Tick};
+use crate::rollout::{HookKind, Rollout, Tick};
+
+pub mod leadership;
+pub mod postgres;
+pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::Event;
-use super::controller::Controller;
+use super::Controller;
 use super::feed::Feed;
+use crate::rollout::Event;
 use crate::rules::schema::HealthSpec;
 use crate::source::HealthProbe;
 

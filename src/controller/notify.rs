@@ -13,12 +13,12 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::report::ReportBuilder;
-use super::templates::Templates;
+use crate::actions::templates::Templates;
 use crate::config::{NotificationEvent, NotificationKind, NotificationSection};
+use crate::controller::Update;
+use crate::controller::feed::Feed;
 use crate::outbound::Redirect;
 use crate::redact;
-use crate::rollout::controller::Update;
-use crate::rollout::feed::Feed;
 use crate::rollout::{Action, Phase};
 
 /// Delivers rendered messages. Cheap to clone.
@@ -112,10 +112,7 @@ pub fn slack_text(text: &str) -> String {
 
 /// The rollout's page in the web view, below `external_url`.
 pub fn page_url(external_url: &str, id: &str) -> String {
-    format!(
-        "{external_url}/rollouts/{}",
-        crate::web::html::path_segment(id)
-    )
+    format!("{external_url}/rollouts/{}", crate::html::path_segment(id))
 }
 
 /// Which notifications one update calls for, in order.
@@ -165,7 +162,7 @@ pub async fn run(mut feed: Feed, notifier: Notifier) {
                 .entry(r.id.clone())
                 .or_insert_with(|| ReportBuilder::new(r, rule.map(|r| r.as_ref())));
             builder.observe(&u);
-            let events = if u.event == crate::rollout::feed::RESYNC {
+            let events = if u.event == crate::controller::feed::RESYNC {
                 Vec::new()
             } else {
                 events_of(&u, before.as_ref(), builder)

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use postgres::{Client, Config, NoTls};
 
-use crate::rollout::store::StoreError;
+use crate::store::StoreError;
 
 type Job = Box<dyn FnOnce(&mut Result<Client, String>) + Send>;
 

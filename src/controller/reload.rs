@@ -16,9 +16,9 @@ use std::time::Duration;
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
-use super::load::{RuleFile, load_files, read_paths};
-use super::{RuleError, load_paths};
-use crate::rollout::controller::{Controller, RuleSet};
+use super::{Controller, RuleSet};
+use crate::rules::load::{RuleFile, load_files, read_paths};
+use crate::rules::{RuleError, load_paths};
 
 /// Loads every rule or none. Returns the errors when the set is rejected.
 pub fn load_set(patterns: &[String]) -> Result<RuleSet, Vec<RuleError>> {
@@ -26,7 +26,7 @@ pub fn load_set(patterns: &[String]) -> Result<RuleSet, Vec<RuleError>> {
 }
 
 fn into_set(
-    (rules, errors): (Vec<super::Rule>, Vec<RuleError>),
+    (rules, errors): (Vec<crate::rules::Rule>, Vec<RuleError>),
 ) -> Result<RuleSet, Vec<RuleError>> {
     if errors.is_empty() {
         Ok(rules

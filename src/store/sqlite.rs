@@ -15,8 +15,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::store::{Delivery, Store, StoreError};
-use super::{Rollout, Tick};
+use super::{Delivery, Store, StoreError};
+use crate::rollout::{Rollout, Tick};
 
 mod state_dir;
 pub use state_dir::{DB_FILE, MARKER_FILE, StartMode};

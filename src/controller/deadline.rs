@@ -7,10 +7,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use super::{Rollout, Tick, analysis};
-use crate::judge::{Check, MetricInput, Verdict, judge_tick};
+use super::analysis;
+use crate::judge::{MetricInput, judge_tick};
+use crate::rollout::{Rollout, Tick};
 use crate::rules::Rule;
 use crate::source::PrometheusSource;
+use crate::verdict::{Check, Verdict};
 
 /// The time one tick may take: a tick must end before the next one is due, and no tick waits
 /// for Prometheus longer than one query may.

@@ -32,7 +32,7 @@ pub struct HaproxySpec {
     pub backend: String,
     pub canary: String,
     pub baseline: String,
-    #[serde(default = "two_seconds", with = "crate::rules::schema::duration")]
+    #[serde(default = "two_seconds", with = "super::schema::duration")]
     pub timeout: Duration,
 }
 
@@ -64,7 +64,7 @@ pub struct NginxSpec {
     /// new weights are what serves).
     #[serde(default)]
     pub pid_file: Option<PathBuf>,
-    #[serde(default = "five_seconds", with = "crate::rules::schema::duration")]
+    #[serde(default = "five_seconds", with = "super::schema::duration")]
     pub timeout: Duration,
 }
 
@@ -90,7 +90,7 @@ pub struct FlagFileSpec {
     /// Run after each write (argv, never a shell string), e.g. to restart the service.
     #[serde(default)]
     pub restart: Option<Vec<String>>,
-    #[serde(default = "ten_seconds", with = "crate::rules::schema::duration")]
+    #[serde(default = "ten_seconds", with = "super::schema::duration")]
     pub timeout: Duration,
 }
 

@@ -1,7 +1,7 @@
 //! Alerts out: posts canaryd's own alerts to every configured Alertmanager (API v2).
 //!
 //! A subscriber of the controller's update stream. On every update it derives the rollout's
-//! alerts ([`super::canary_alerts`]), posts the new ones, and resolves (sets `endsAt`) the ones
+//! alerts ([`crate::actions::canary_alerts`]), posts the new ones, and resolves (sets `endsAt`) the ones
 //! that ended. Every `resend_interval` it re-posts what is still active, as Prometheus does, so
 //! Alertmanager never times an active alert out, and re-derives alerts that depend on time alone
 //! (`CanaryStalled`, and `CanaryRollback`, which outlives its rollback by
@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::canary_alerts::{Alert, AlertContext, alerts_for, may_alert};
+use crate::actions::canary_alerts::{Alert, AlertContext, alerts_for, may_alert};
+use crate::controller::feed::Feed;
 use crate::outbound::Redirect;
 use crate::redact;
-use crate::rollout::feed::Feed;
 use crate::rollout::{Phase, Rollout};
 
 #[derive(Debug, thiserror::Error)]

@@ -22,15 +22,16 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 
-use super::{Rollout, Tick};
 use crate::judge::observation::{Admission, Series};
 use crate::judge::sequential::{CounterSnapshot, Counters, judge_counts};
 use crate::judge::sequential_hist_tick::{bucket_counters, judge_histogram};
-use crate::judge::{Check, MetricInput, Observation, Verdict, judge_tick};
+use crate::judge::{MetricInput, Observation, judge_tick};
+use crate::rollout::{Rollout, Tick};
 use crate::rules::schema::{MetricKind, MetricSpec};
 use crate::rules::{Group, QueryContext, Rule};
 use crate::source::PrometheusSource;
 use crate::source::prometheus::LabeledValue;
+use crate::verdict::{Check, Verdict};
 
 /// Metrics fetched at once within one tick. Each metric runs two (window) or four (sequential)
 /// queries together, so this bounds a tick to a few dozen requests in flight.

@@ -1,7 +1,7 @@
 //! The I/O half of a checkpoint after promotion: each window metric of the rule, rendered for
 //! the stable service (the `baseline` selector, which runs the promoted version now), averaged
 //! over one analysis window before the rollout started and one ending now. The pure
-//! comparison is [`super::verify::judge_metric`].
+//! comparison is [`crate::rollout::verify::judge_metric`].
 //!
 //! Sequential metrics are not checkpointed: their evidence compares two groups at once, and
 //! after promotion there is only one.
@@ -10,9 +10,9 @@ use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 
-use super::Rollout;
-use super::verify::{CheckpointResult, judge_metric};
 use crate::judge::observation::Series;
+use crate::rollout::Rollout;
+use crate::rollout::verify::{CheckpointResult, judge_metric};
 use crate::rules::schema::MetricKind;
 use crate::rules::{Group, QueryContext, Rule};
 use crate::source::PrometheusSource;

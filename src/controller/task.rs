@@ -18,16 +18,16 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 
-use super::lease::Term;
+use crate::store::leadership::Term;
 
-use super::controller::{ControlError, Inner, Reply, Update};
 use super::deadline::{gather_within, tick_deadline};
-use super::store::{Delivery, StoreError};
+use super::shell::{ControlError, Inner, Reply, Update};
 use super::supervisor::inject_fault;
-use super::{Action, Event, Phase, Plan, Rollout, Tick, handle};
 use crate::actions::HookPayload;
+use crate::rollout::{Action, Event, Phase, Plan, Rollout, Tick, handle};
 use crate::rules::Rule;
 use crate::source::health::HealthProbe;
+use crate::store::{Delivery, StoreError};
 use crate::telemetry;
 use crate::traffic::{Reconcile, TrafficError, TrafficProvider};
 
@@ -492,7 +492,7 @@ impl RolloutTask {
             && self
                 .state
                 .step_started_at
-                .is_some_and(|s| now >= super::plan::after(s, self.plan.warmup))
+                .is_some_and(|s| now >= crate::rollout::plan::after(s, self.plan.warmup))
     }
 
     fn payload(&self, action: &Action) -> HookPayload {

@@ -10,7 +10,7 @@
 use postgres::Client;
 
 use super::conn::unavailable;
-use crate::rollout::store::StoreError;
+use crate::store::StoreError;
 
 /// Any fixed number: the advisory lock that serializes replicas applying migrations.
 const MIGRATION_LOCK: i64 = 0x6361_6e61_7279;

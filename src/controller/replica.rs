@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::lease;
+use super::{Controller, RuleSet};
 use crate::actions::HookRunner;
 use crate::config::{Config, PostgresSection};
-use crate::rollout::controller::{Controller, RuleSet};
-use crate::rollout::lease::{self, Leadership, LeaseTiming};
 use crate::source::PrometheusSource;
+use crate::store::leadership::{Leadership, LeaseTiming};
 
-use super::PostgresStore;
+use crate::store::postgres::PostgresStore;
 
 /// A replica of a shared PostgreSQL store: follows until its lease loop wins the lease, then
 /// resumes every live rollout from the store; stops its tasks when the lease is lost.

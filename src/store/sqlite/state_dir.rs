@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 
-use crate::rollout::store::StoreError;
+use crate::store::StoreError;
 
 /// The database, named so an operator finds it with `ls`.
 pub const DB_FILE: &str = "canaryd.db";

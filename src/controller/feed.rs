@@ -4,7 +4,7 @@
 
 use tokio::sync::broadcast::{Receiver, error::RecvError};
 
-use super::controller::{Controller, Update};
+use super::{Controller, Update};
 
 /// The `event` of updates made up after a lag, so subscribers can tell them from transitions.
 pub const RESYNC: &str = "resync";

@@ -13,13 +13,14 @@ use chrono::Utc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::lease::Leadership;
-use super::store::{Delivery, Store, StoreError};
 use super::supervisor::supervise;
-use super::{Action, Event, Rollout, Tick};
 use crate::actions::HookRunner;
+use crate::rollout::verify as rollout_verify;
+use crate::rollout::{Action, Event, Rollout, Tick};
 use crate::rules::{Rule, parse_rule};
 use crate::source::PrometheusSource;
+use crate::store::leadership::Leadership;
+use crate::store::{Delivery, Store, StoreError};
 
 /// The rules a controller can start rollouts from, by name.
 pub type RuleSet = BTreeMap<String, Arc<Rule>>;
@@ -58,9 +59,9 @@ pub struct StartOptions {
     /// 0 or 1 for a first run.
     pub run: u32,
     /// Controls to record from the start (the `retry` that created this run).
-    pub controls: Vec<super::controls::ControlRecord>,
+    pub controls: Vec<crate::rollout::controls::ControlRecord>,
     /// The release's database migration (`rollout::lifecycle`): what a rollback does about it.
-    pub migration: Option<super::lifecycle::Migration>,
+    pub migration: Option<crate::rollout::lifecycle::Migration>,
 }
 
 pub(super) type Reply = oneshot::Sender<Result<Rollout, ControlError>>;
@@ -226,16 +227,16 @@ impl Controller {
         reason: Option<String>,
     ) -> Result<Rollout, ControlError> {
         let old = self.get(id)?;
-        super::controls::can_retry(&old)
+        crate::rollout::controls::can_retry(&old)
             .map_err(|why| ControlError::Rejected(format!("cannot retry {id}: {why}")))?;
         let now = Utc::now();
-        let record = super::controls::ControlRecord {
+        let record = crate::rollout::controls::ControlRecord {
             at: now,
             action: "retry".into(),
             by,
             reason,
             from: old.phase,
-            to: super::Phase::Pending,
+            to: crate::rollout::Phase::Pending,
         };
         let opts = StartOptions {
             emergency: old.emergency,
@@ -299,7 +300,7 @@ impl Controller {
             rollout.run = opts.run.max(1);
             rollout.controls = opts.controls;
             rollout.migration = opts.migration;
-            rollout.verify = super::verify::plan_for(rule.spec.verify.as_ref(), rollout.emergency)
+            rollout.verify = rollout_verify::plan_for(rule.spec.verify.as_ref(), rollout.emergency)
                 .map(|mut v| {
                     v.previous_version = previous_version(&stored, rule_name);
                     v
@@ -450,7 +451,7 @@ impl Controller {
 fn previous_version(stored: &[Rollout], rule: &str) -> Option<String> {
     stored
         .iter()
-        .filter(|r| r.rule == rule && r.phase == super::Phase::Succeeded)
+        .filter(|r| r.rule == rule && r.phase == crate::rollout::Phase::Succeeded)
         .max_by_key(|r| r.finished_at)
         .map(|r| r.version.clone())
 }

@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc};
 
-use super::controller::{Inner, Reply};
+use super::shell::{Inner, Reply};
 use super::task::{RolloutTask, retry_delay};
-use super::{Event, Rollout};
+use crate::rollout::{Event, Rollout};
 use crate::rules::Rule;
 
 /// Runs the task of `rollout` until it ends, restarting it after each panic.

@@ -15,12 +15,12 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::templates::Templates;
-use crate::judge::Verdict;
-use crate::rollout::controller::Update;
-use crate::rollout::feed::Feed;
+use crate::actions::templates::Templates;
+use crate::controller::Update;
+use crate::controller::feed::Feed;
 use crate::rollout::{Action, Rollout};
 use crate::rules::Rule;
+use crate::verdict::Verdict;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -307,7 +307,7 @@ pub fn file_stem(r: &Report) -> String {
 pub fn render_markdown(
     t: &Templates,
     r: &Report,
-) -> Result<String, super::templates::TemplateError> {
+) -> Result<String, crate::actions::templates::TemplateError> {
     let ctx = serde_json::to_value(r).unwrap_or_default();
     t.render("report.md.j2", &ctx)
 }

@@ -1,0 +1,24 @@
+//! The async shell around the pure machine: one place that owns time and does I/O for the
+//! rollouts. It gathers and judges ticks (`analysis`, `checkpoint`, `deadline`), runs each live
+//! rollout (`task` under its `supervisor`), saves every decision to the [`crate::store`] before
+//! acting on it through [`crate::actions`] (decide → save → act), runs health probes, streams
+//! updates (`feed`) to the outputs that follow them (Alertmanager alerts, notifications,
+//! deployment reports), reloads rule files (`reload`) and keeps the lease of a replica (`lease`,
+//! `replica`).
+
+pub mod alertmanager;
+pub mod analysis;
+pub mod checkpoint;
+mod deadline;
+pub mod feed;
+pub mod lease;
+pub mod notify;
+pub mod probes;
+pub mod reload;
+pub mod replica;
+pub mod report;
+mod shell;
+mod supervisor;
+mod task;
+
+pub use shell::{ControlError, Controller, RuleSet, StartOptions, Update};
