@@ -1,5 +1,6 @@
-//! The async shell around the pure machine: owns one task per live rollout (see [`super::task`]),
-//! the rule set, and the store.
+//! The async shell around the pure machine: owns one actor per live rollout (see
+//! [`super::task`]; their ticks are the scheduler's, [`super::scheduler`]), the rule set, and
+//! the store (saved through the group commit, [`super::group_commit`]).
 //!
 //! Order per event: decide (machine) → save (store) → act (hooks). A decision the store refuses
 //! is not acted on. Each task runs under a supervisor ([`super::supervisor`]) that restarts it
@@ -7,13 +8,15 @@
 //! with the rule text it started with.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use chrono::Utc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::group_commit::GroupCommit;
 use super::lease::Leadership;
+use super::scheduler::Scheduler;
 use super::store::{Delivery, Store, StoreError};
 use super::supervisor::supervise;
 use super::{Action, Event, Rollout, Tick};
@@ -82,6 +85,10 @@ pub(super) struct Inner {
     pub(super) store_error: Mutex<Option<String>>,
     /// Only a leading replica's tasks act ([`super::lease`]); always for the embedded store.
     pub(super) leadership: Leadership,
+    /// Every decision is saved through it: one commit for the decisions of a slot.
+    pub(super) commits: GroupCommit,
+    /// Owns every live rollout's next tick; started with the first rollout, on its runtime.
+    scheduler: OnceLock<Scheduler>,
 }
 
 impl Inner {
@@ -90,6 +97,11 @@ impl Inner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+    }
+
+    pub(super) fn scheduler(&self) -> &Scheduler {
+        self.scheduler
+            .get_or_init(|| Scheduler::start(self.source.clone(), self.shutdown.subscribe()))
     }
 
     pub(super) fn set_store_error(&self, e: Option<String>) {
@@ -113,6 +125,8 @@ impl Controller {
         Controller {
             inner: Arc::new(Inner {
                 rules: RwLock::new(Arc::new(rules)),
+                commits: GroupCommit::start(store.clone()),
+                scheduler: OnceLock::new(),
                 store,
                 source,
                 hooks,
