@@ -198,3 +198,69 @@ fn fire(
     }
     answers
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::PrometheusConfig;
+
+    fn scheduler() -> (Scheduler, watch::Sender<bool>) {
+        let source = PrometheusSource::new(&PrometheusConfig {
+            url: "http://127.0.0.1:9".into(),
+            timeout: Duration::from_secs(1),
+            bearer_token: None,
+            basic_auth: None,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (tx, rx) = watch::channel(false);
+        (Scheduler::start(source, rx), tx)
+    }
+
+    /// Waits for the next slot of `r`, declines it, and says when it came.
+    async fn next_due(r: &mut Registration) -> Instant {
+        let due = tokio::time::timeout(Duration::from_secs(5), r.due.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no slot within 5 s"))
+            .unwrap_or_else(|| panic!("scheduler gone"));
+        let _ = due.answer.send(None);
+        Instant::now()
+    }
+
+    #[tokio::test]
+    async fn rollouts_registered_apart_share_slots_and_never_tick_before_one_interval() {
+        let (s, _shutdown) = scheduler();
+        let interval = Duration::from_millis(300);
+        let t_a = Instant::now();
+        let mut a = s.register("a", interval, false);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let t_b = Instant::now();
+        let mut b = s.register("b", interval, false);
+        for round in 0..3 {
+            let (da, db) = tokio::join!(next_due(&mut a), next_due(&mut b));
+            if round == 0 {
+                assert!(da >= t_a + interval, "a ticked before one interval");
+                assert!(db >= t_b + interval, "b ticked before one interval");
+            }
+            let apart = if da > db { da - db } else { db - da };
+            assert!(
+                apart < Duration::from_millis(30),
+                "round {round}: {apart:?} apart"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recovered_rollout_ticks_at_once_and_a_replaced_registration_hears_no_more() {
+        let (s, _shutdown) = scheduler();
+        let t0 = Instant::now();
+        let mut r = s.register("r", Duration::from_secs(3600), true);
+        assert!(next_due(&mut r).await - t0 < Duration::from_secs(1));
+        // Replaced by a new registration of the same id: only the new one hears its slots.
+        let mut again = s.register("r", Duration::from_millis(50), false);
+        let _ = next_due(&mut again).await;
+        assert!(
+            r.due.try_recv().is_err(),
+            "the replaced registration still got slots"
+        );
+    }
+}
