@@ -24,6 +24,7 @@ pub mod sqlite;
 pub mod store;
 mod supervisor;
 mod task;
+mod transition_log;
 pub mod verify;
 
 use std::collections::BTreeMap;
