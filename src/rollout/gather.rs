@@ -29,7 +29,8 @@ const CONCURRENT_ROLLOUTS: usize = 32;
 
 /// How long a slot waits for its rollouts to say what they want before gathering without the
 /// ones still busy (they are gathered alone as soon as they answer). An idle actor answers in
-/// microseconds; a quarter of the deadline at most, so the wait cannot eat the tick.
+/// microseconds; at most a quarter of the slot's shortest interval (which bounds its deadline),
+/// so waiting for a busy one cannot eat the others' tick.
 const COLLECT: Duration = Duration::from_millis(200);
 
 /// Gathers every item's tick ending at `end`: one [`Gathered`] per item, in order.
@@ -52,13 +53,14 @@ pub async fn gather_slot(
 }
 
 /// Runs one slot that fired at `fired`: collects the rollouts' answers, gathers the ones that
-/// want analysis together, and answers each.
+/// want analysis together, and answers each. `interval` is the shortest interval in the slot.
 pub(super) async fn run_slot(
     source: PrometheusSource,
     answers: Vec<oneshot::Receiver<Option<TickRequest>>>,
     fired: Instant,
+    interval: Duration,
 ) {
-    let cutoff = fired + COLLECT;
+    let cutoff = fired + COLLECT.min(interval / 4);
     let mut requests = Vec::new();
     for mut answer in answers {
         match tokio::time::timeout_at(cutoff, &mut answer).await {

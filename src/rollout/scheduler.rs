@@ -161,9 +161,10 @@ async fn run(
             },
             _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
                 let fired = Instant::now();
-                let answers = fire(&mut entries, &mut timers, fired.duration_since(origin));
+                let (answers, shortest) =
+                    fire(&mut entries, &mut timers, fired.duration_since(origin));
                 if !answers.is_empty() {
-                    tokio::spawn(super::gather::run_slot(source.clone(), answers, fired));
+                    tokio::spawn(super::gather::run_slot(source.clone(), answers, fired, shortest));
                 }
             }
         }
@@ -171,13 +172,14 @@ async fn run(
 }
 
 /// Takes every rollout due at `now` as one slot: tells each it is due and schedules its next
-/// slot. Returns the answers to wait for.
+/// slot. Returns the answers to wait for and the shortest interval among them.
 fn fire(
     entries: &mut HashMap<String, Entry>,
     timers: &mut BTreeSet<(Duration, String)>,
     now: Duration,
-) -> Vec<oneshot::Receiver<Option<TickRequest>>> {
+) -> (Vec<oneshot::Receiver<Option<TickRequest>>>, Duration) {
     let mut answers = Vec::new();
+    let mut shortest = Duration::MAX;
     while let Some((due, id)) = timers.first().cloned().filter(|(due, _)| *due <= now) {
         timers.remove(&(due, id.clone()));
         let Some(entry) = entries.get_mut(&id) else {
@@ -185,7 +187,10 @@ fn fire(
         };
         let (answer, asked) = oneshot::channel();
         match entry.notify.try_send(Due { answer }) {
-            Ok(()) => answers.push(asked),
+            Ok(()) => {
+                answers.push(asked);
+                shortest = shortest.min(entry.interval);
+            }
             // Still busy with an earlier slot it has not answered: that one stands for this one.
             Err(mpsc::error::TrySendError::Full(_)) => {}
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -196,7 +201,7 @@ fn fire(
         entry.due = next_slot(due, now, entry.interval);
         timers.insert((entry.due, id));
     }
-    answers
+    (answers, shortest)
 }
 
 #[cfg(test)]
