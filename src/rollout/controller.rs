@@ -21,7 +21,7 @@ use super::store::{Delivery, Store, StoreError};
 use super::supervisor::supervise;
 use super::{Action, Event, Rollout, Tick};
 use crate::actions::HookRunner;
-use crate::rules::{Rule, parse_rule};
+use crate::rules::Rule;
 use crate::source::PrometheusSource;
 
 /// The rules a controller can start rollouts from, by name.
@@ -68,7 +68,7 @@ pub struct StartOptions {
 
 pub(super) type Reply = oneshot::Sender<Result<Rollout, ControlError>>;
 
-struct Live {
+pub(super) struct Live {
     tx: mpsc::Sender<(Event, Reply)>,
     handle: JoinHandle<()>,
 }
@@ -112,7 +112,7 @@ impl Inner {
 /// Owns the rollout tasks. Cheap to clone.
 #[derive(Clone)]
 pub struct Controller {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl Controller {
@@ -333,58 +333,7 @@ impl Controller {
         }
     }
 
-    /// Resumes every live rollout in the store, each with the rule text it started with: same
-    /// step, hold counted from the persisted step start, counters kept, and an action that was
-    /// decided but not confirmed delivered again first (same Idempotency-Key). Returns how many.
-    pub fn recover(&self) -> Result<usize, ControlError> {
-        let mut live = self.lock_live();
-        let mut n = 0;
-        for rollout in self.inner.store.list()? {
-            if !rollout.is_live() || live.contains_key(&rollout.id) {
-                continue;
-            }
-            let Some(rule) = self.snapshot_rule(&rollout) else {
-                tracing::error!(event = "rollout.unrecoverable", rollout = %rollout.id, rule = %rollout.rule,
-                    "no usable rule snapshot and no loaded rule of that name; rollout left as stored");
-                continue;
-            };
-            tracing::info!(event = "rollout.recover", rollout = %rollout.id, rule = %rollout.rule,
-                phase = rollout.phase.as_str(), step = rollout.step, weight = rollout.weight,
-                pending = ?rollout.pending.as_ref().map(|a| a.hook().as_str()), "resuming rollout");
-            self.spawn(&mut live, rule, rollout, true);
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    fn snapshot_rule(&self, r: &Rollout) -> Option<Arc<Rule>> {
-        let source = match self.inner.store.rule_source(&r.id) {
-            Ok(s) => s.filter(|s| !s.is_empty()),
-            Err(e) => {
-                tracing::error!(rollout = %r.id, error = %e, "cannot read the rule snapshot");
-                None
-            }
-        };
-        let current = self.rules().get(&r.rule).cloned();
-        let Some(text) = source else {
-            return current;
-        };
-        let path = current.as_ref().map_or_else(
-            || std::path::PathBuf::from(format!("<snapshot of {}>", r.rule)),
-            |c| c.path.clone(),
-        );
-        match parse_rule(&path, &text) {
-            Ok(rule) => Some(Arc::new(rule)),
-            Err(errors) => {
-                for e in errors {
-                    tracing::error!(rollout = %r.id, error = %e, "rule snapshot no longer valid");
-                }
-                current
-            }
-        }
-    }
-
-    fn spawn(
+    pub(super) fn spawn(
         &self,
         live: &mut HashMap<String, Live>,
         rule: Arc<Rule>,
@@ -455,7 +404,7 @@ impl Controller {
         }
     }
 
-    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+    pub(super) fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
         self.inner.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

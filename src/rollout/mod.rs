@@ -18,6 +18,7 @@ mod perform;
 pub mod plan;
 pub mod postgres;
 pub mod probes;
+mod recover;
 mod scheduler;
 pub mod slots;
 pub mod sqlite;
