@@ -88,6 +88,14 @@ fn describe() {
         "canaryd_rules_reloads_total",
         "Rule reloads attempted (SIGHUP or a content change of a watched rule file)"
     );
+    describe_counter!(
+        "canaryd_store_commits_total",
+        "Store transactions that saved decisions (one fsync each with SQLite; group commit puts a scheduler slot's decisions in one)"
+    );
+    describe_counter!(
+        "canaryd_store_saves_total",
+        "Decisions saved (or refused) through the group commit"
+    );
     describe_gauge!(
         "canaryd_rules_reload_success",
         "1 when the last rule (re)load succeeded, 0 when it kept the previous rules"
@@ -97,6 +105,8 @@ fn describe() {
 /// Counters start at 0 for every known label set, so a `rate()` or an alert on them works from
 /// the first scrape instead of after the first incident.
 pub fn init_series<'a>(rules: impl IntoIterator<Item = &'a str>) {
+    counter!("canaryd_store_commits_total").increment(0);
+    counter!("canaryd_store_saves_total").increment(0);
     for rule in rules {
         counter!("canaryd_promotions_total", "rule" => rule.to_string()).increment(0);
         for reason in ["metric", "abort", "alert", "health", "hook"] {
@@ -152,6 +162,12 @@ pub fn record_tick(r: &Rollout, rule: &Rule, tick: &Tick) {
 }
 
 /// Phase and weight gauges, and the rollback/promotion counters on the edge that caused them.
+/// One group commit: `commits` transactions for `saves` decisions.
+pub fn record_store_commits(commits: u64, saves: usize) {
+    counter!("canaryd_store_commits_total").increment(commits);
+    counter!("canaryd_store_saves_total").increment(saves as u64);
+}
+
 pub fn record_rollout(r: &Rollout, before: &Rollout) {
     gauge!("canaryd_rollout_phase", "rollout" => r.id.clone(), "rule" => r.rule.clone())
         .set(r.phase.code());

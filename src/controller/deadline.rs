@@ -1,4 +1,6 @@
 //! Every tick has a deadline: the smaller of the analysis interval and the Prometheus timeout.
+//! The scheduler's slot holds it ([`super::gather::answer_slot`]: a slot ends by the smallest
+//! deadline of its rollouts).
 //!
 //! A tick that misses it is judged `error` on every metric — no data, never a pass — so a hanging
 //! Prometheus cannot stretch one tick over many intervals, and what the tick would have said had
@@ -7,34 +9,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use super::analysis;
 use crate::judge::{MetricInput, judge_tick};
 use crate::rollout::{Rollout, Tick};
 use crate::rules::Rule;
-use crate::source::PrometheusSource;
 use crate::verdict::{Check, Verdict};
 
 /// The time one tick may take: a tick must end before the next one is due, and no tick waits
 /// for Prometheus longer than one query may.
 pub(super) fn tick_deadline(interval: Duration, prometheus_timeout: Duration) -> Duration {
     interval.min(prometheus_timeout)
-}
-
-/// Gathers one tick ending at `end`, or the missed-deadline tick if it takes longer than
-/// `deadline`. Cancelling the returned future cancels every query of the tick.
-pub(super) async fn gather_within(
-    deadline: Duration,
-    source: &PrometheusSource,
-    rule: &Rule,
-    rollout: &Rollout,
-    end: SystemTime,
-) -> Tick {
-    let window = rule.spec.analysis.window;
-    let gather = analysis::gather(source, rule, rollout, end, window);
-    match tokio::time::timeout(deadline, gather).await {
-        Ok(tick) => tick,
-        Err(_) => missed(rule, rollout, end, deadline),
-    }
 }
 
 /// The tick of an analysis that missed its deadline: every metric `error`, scored like any

@@ -1,5 +1,6 @@
-//! The async shell around the pure machine: owns one task per live rollout (see [`super::task`]),
-//! the rule set, and the store.
+//! The async shell around the pure machine: owns one actor per live rollout (see
+//! [`super::task`]; their ticks are the scheduler's, [`super::scheduler`]), the rule set, and
+//! the store (saved through the group commit, [`super::group_commit`]).
 //!
 //! Order per event: decide (machine) → save (store) → act (hooks). A decision the store refuses
 //! is not acted on. Each task runs under a supervisor ([`super::supervisor`]) that restarts it
@@ -7,17 +8,18 @@
 //! with the rule text it started with.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use chrono::Utc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::group_commit::GroupCommit;
+use super::scheduler::Scheduler;
 use super::supervisor::supervise;
 use crate::actions::HookRunner;
-use crate::rollout::verify as rollout_verify;
 use crate::rollout::{Action, Event, Rollout, Tick};
-use crate::rules::{Rule, parse_rule};
+use crate::rules::Rule;
 use crate::source::PrometheusSource;
 use crate::store::leadership::Leadership;
 use crate::store::{Delivery, Store, StoreError};
@@ -66,7 +68,7 @@ pub struct StartOptions {
 
 pub(super) type Reply = oneshot::Sender<Result<Rollout, ControlError>>;
 
-struct Live {
+pub(super) struct Live {
     tx: mpsc::Sender<(Event, Reply)>,
     handle: JoinHandle<()>,
 }
@@ -83,6 +85,10 @@ pub(super) struct Inner {
     pub(super) store_error: Mutex<Option<String>>,
     /// Only a leading replica's tasks act ([`super::lease`]); always for the embedded store.
     pub(super) leadership: Leadership,
+    /// Every decision is saved through it: one commit for the decisions of a slot.
+    pub(super) commits: GroupCommit,
+    /// Owns every live rollout's next tick; started with the first rollout, on its runtime.
+    scheduler: OnceLock<Scheduler>,
 }
 
 impl Inner {
@@ -93,6 +99,11 @@ impl Inner {
             .remove(id);
     }
 
+    pub(super) fn scheduler(&self) -> &Scheduler {
+        self.scheduler
+            .get_or_init(|| Scheduler::start(self.source.clone(), self.shutdown.subscribe()))
+    }
+
     pub(super) fn set_store_error(&self, e: Option<String>) {
         *self.store_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
     }
@@ -101,7 +112,7 @@ impl Inner {
 /// Owns the rollout tasks. Cheap to clone.
 #[derive(Clone)]
 pub struct Controller {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl Controller {
@@ -114,6 +125,8 @@ impl Controller {
         Controller {
             inner: Arc::new(Inner {
                 rules: RwLock::new(Arc::new(rules)),
+                commits: GroupCommit::start(store.clone()),
+                scheduler: OnceLock::new(),
                 store,
                 source,
                 hooks,
@@ -300,11 +313,13 @@ impl Controller {
             rollout.run = opts.run.max(1);
             rollout.controls = opts.controls;
             rollout.migration = opts.migration;
-            rollout.verify = rollout_verify::plan_for(rule.spec.verify.as_ref(), rollout.emergency)
-                .map(|mut v| {
-                    v.previous_version = previous_version(&stored, rule_name);
-                    v
-                });
+            rollout.verify =
+                crate::rollout::verify::plan_for(rule.spec.verify.as_ref(), rollout.emergency).map(
+                    |mut v| {
+                        v.previous_version = previous_version(&stored, rule_name);
+                        v
+                    },
+                );
             self.inner.store.create(&rollout, &rule.source)?;
             self.spawn(&mut live, rule, rollout.clone(), false);
             rollout
@@ -320,58 +335,7 @@ impl Controller {
         }
     }
 
-    /// Resumes every live rollout in the store, each with the rule text it started with: same
-    /// step, hold counted from the persisted step start, counters kept, and an action that was
-    /// decided but not confirmed delivered again first (same Idempotency-Key). Returns how many.
-    pub fn recover(&self) -> Result<usize, ControlError> {
-        let mut live = self.lock_live();
-        let mut n = 0;
-        for rollout in self.inner.store.list()? {
-            if !rollout.is_live() || live.contains_key(&rollout.id) {
-                continue;
-            }
-            let Some(rule) = self.snapshot_rule(&rollout) else {
-                tracing::error!(event = "rollout.unrecoverable", rollout = %rollout.id, rule = %rollout.rule,
-                    "no usable rule snapshot and no loaded rule of that name; rollout left as stored");
-                continue;
-            };
-            tracing::info!(event = "rollout.recover", rollout = %rollout.id, rule = %rollout.rule,
-                phase = rollout.phase.as_str(), step = rollout.step, weight = rollout.weight,
-                pending = ?rollout.pending.as_ref().map(|a| a.hook().as_str()), "resuming rollout");
-            self.spawn(&mut live, rule, rollout, true);
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    fn snapshot_rule(&self, r: &Rollout) -> Option<Arc<Rule>> {
-        let source = match self.inner.store.rule_source(&r.id) {
-            Ok(s) => s.filter(|s| !s.is_empty()),
-            Err(e) => {
-                tracing::error!(rollout = %r.id, error = %e, "cannot read the rule snapshot");
-                None
-            }
-        };
-        let current = self.rules().get(&r.rule).cloned();
-        let Some(text) = source else {
-            return current;
-        };
-        let path = current.as_ref().map_or_else(
-            || std::path::PathBuf::from(format!("<snapshot of {}>", r.rule)),
-            |c| c.path.clone(),
-        );
-        match parse_rule(&path, &text) {
-            Ok(rule) => Some(Arc::new(rule)),
-            Err(errors) => {
-                for e in errors {
-                    tracing::error!(rollout = %r.id, error = %e, "rule snapshot no longer valid");
-                }
-                current
-            }
-        }
-    }
-
-    fn spawn(
+    pub(super) fn spawn(
         &self,
         live: &mut HashMap<String, Live>,
         rule: Arc<Rule>,
@@ -442,7 +406,7 @@ impl Controller {
         }
     }
 
-    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+    pub(super) fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
         self.inner.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -1,8 +1,13 @@
-//! One live rollout: sleep, query, judge, decide, save, act — in that order, in one task.
+//! One live rollout's actor: wait for its slot, judge, decide, save, act — in that order.
+//!
+//! The actor has no timer of its own: the scheduler ([`super::scheduler`]) owns every
+//! rollout's next tick and gathers each slot's queries together; the actor says what it wants
+//! gathered, judges the answer against its state and decides. Decisions are saved through the
+//! group commit ([`super::group_commit`]), and acted on only once saved.
 //!
 //! Control preempts analysis: commands (abort, pause, an alert, a failing probe) are taken
-//! before the timer, and are answered while a tick is in flight; a command that changes the
-//! phase, step or pending action cancels that tick, whose queries are dropped unanswered. Each
+//! before the slot, and are answered while a tick is in flight; a command that changes the
+//! phase, step or pending action cancels that tick, whose answer is dropped unread. Each
 //! tick has its own deadline ([`super::deadline`]), so however slow Prometheus is, a decision is
 //! taken, saved and its hook called at once.
 //!
@@ -16,20 +21,23 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{OwnedMutexGuard, mpsc, watch};
+use tokio::sync::{OwnedMutexGuard, mpsc, oneshot, watch};
 
 use crate::store::leadership::Term;
 
-use super::deadline::{gather_within, tick_deadline};
+use super::analysis::{Gathered, judge_gathered};
+use super::deadline::{missed, tick_deadline};
+use super::perform::check_traffic;
+use super::scheduler::{Due, TickRequest};
 use super::shell::{ControlError, Inner, Reply, Update};
 use super::supervisor::inject_fault;
-use crate::actions::HookPayload;
-use crate::rollout::{Action, Event, Phase, Plan, Rollout, Tick, handle};
+use super::transition_log::{event_label, log_transition};
+use crate::rollout::{Event, Phase, Plan, Rollout, Tick, handle};
 use crate::rules::Rule;
 use crate::source::health::HealthProbe;
-use crate::store::{Delivery, StoreError};
+use crate::store::StoreError;
 use crate::telemetry;
-use crate::traffic::{Reconcile, TrafficError, TrafficProvider};
+use crate::traffic::TrafficProvider;
 
 /// Longest wait between re-deliveries of an undelivered rollback, and between retries of a
 /// refused save: long enough not to hammer a dead receiver, short enough that recovery is quick.
@@ -45,51 +53,37 @@ pub(super) fn retry_delay(round: u32) -> Duration {
     Duration::from_secs(1u64 << round.saturating_sub(1).min(6)).min(MAX_RETRY_DELAY)
 }
 
+/// How long past its deadline a tick waits for a slot that never answers.
+const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+
 /// The task's command queue, held for the task's whole life; the supervisor keeps the queue
 /// across a restart, so commands sent while a task panicked are answered by the next one.
 pub(super) type Commands = OwnedMutexGuard<mpsc::Receiver<(Event, Reply)>>;
 
 pub(super) struct RolloutTask {
-    inner: Arc<Inner>,
-    rule: Arc<Rule>,
-    plan: Plan,
-    state: Rollout,
-    rx: Commands,
-    shutdown: watch::Receiver<bool>,
+    pub(super) inner: Arc<Inner>,
+    pub(super) rule: Arc<Rule>,
+    pub(super) plan: Plan,
+    pub(super) state: Rollout,
+    pub(super) rx: Commands,
+    pub(super) shutdown: watch::Receiver<bool>,
     /// Resumed from the store: analyse at once instead of after one interval.
-    recovered: bool,
+    pub(super) recovered: bool,
     /// Consecutive decisions the store refused.
-    save_failures: u32,
+    pub(super) save_failures: u32,
     /// Consecutive failed deliveries of a rollback that is still owed.
-    rollback_rounds: u32,
+    pub(super) rollback_rounds: u32,
     /// Why the previous task of this rollout panicked: decided (`TaskFailed`) before anything else.
-    panicked: Option<String>,
+    pub(super) panicked: Option<String>,
     /// How many tasks of this rollout panicked before this one.
-    panics: u32,
+    pub(super) panics: u32,
     /// The leader term this task acts under; it stops when the term ends.
-    epoch: Option<u64>,
-    lead: watch::Receiver<Option<Term>>,
+    pub(super) epoch: Option<u64>,
+    pub(super) lead: watch::Receiver<Option<Term>>,
     /// The rule's `traffic:` provider, which moves the weight before any hook runs.
-    traffic: Option<Arc<dyn TrafficProvider>>,
+    pub(super) traffic: Option<Arc<dyn TrafficProvider>>,
     /// Asks the canary's readiness endpoint (`hooks.readiness`).
-    probe: Option<HealthProbe>,
-}
-
-/// What performing an action came to, beyond the hook's own errors.
-enum Failure {
-    Hook(crate::actions::HookError),
-    Traffic(TrafficError),
-    Readiness(String),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Hook(e) => e.fmt(f),
-            Failure::Traffic(e) => write!(f, "traffic: {e}"),
-            Failure::Readiness(e) => write!(f, "canary not ready: {e}"),
-        }
-    }
+    pub(super) probe: Option<HealthProbe>,
 }
 
 impl RolloutTask {
@@ -143,7 +137,7 @@ impl RolloutTask {
 
     /// Still in the term it was started in: a task of a replica that stopped leading acts on
     /// nothing (its writes would be fenced anyway, and its hook calls refused).
-    fn leading(&self) -> bool {
+    pub(super) fn leading(&self) -> bool {
         self.epoch.is_some() && self.inner.leadership.epoch() == self.epoch
     }
 
@@ -155,10 +149,11 @@ impl RolloutTask {
             .interval
             .clamp(MIN_INTERVAL, MAX_INTERVAL);
         let deadline = tick_deadline(interval, self.inner.source.timeout());
-        let mut next_tick = tokio::time::Instant::now();
-        if !self.recovered {
-            next_tick += interval;
-        }
+        // Recovered (or restarted after a panic): analyse at once instead of after one interval.
+        let mut slots = self
+            .inner
+            .scheduler()
+            .register(&self.state.id, interval, self.recovered);
         while self.state.is_live() && !*self.shutdown.borrow() && self.leading() {
             if self.save_failures > 0 {
                 self.idle(retry_delay(self.save_failures)).await;
@@ -167,7 +162,7 @@ impl RolloutTask {
                 if self.panics > 1 {
                     self.idle(retry_delay(self.panics - 1)).await;
                 }
-                if self.apply(Event::TaskFailed { reason }).is_ok() {
+                if self.apply(Event::TaskFailed { reason }).await.is_ok() {
                     self.panicked = None;
                 }
                 continue;
@@ -175,7 +170,7 @@ impl RolloutTask {
             // A fresh rollout is started by `Controller::start`; one recovered in `pending`, or
             // whose start the store refused, starts itself.
             if self.state.phase == Phase::Pending && (self.recovered || self.save_failures > 0) {
-                let _ = self.apply(Event::Start);
+                let _ = self.apply(Event::Start).await;
                 continue;
             }
             if let Some(action) = self.state.pending.clone() {
@@ -188,22 +183,13 @@ impl RolloutTask {
                 self.perform(action).await;
                 continue;
             }
-            // Commands first: when a command and the timer are both ready, the command wins.
+            // Commands first: when a command and the slot are both ready, the command wins.
             tokio::select! {
                 biased;
-                Some((event, reply)) = self.rx.recv() => self.command(event, reply),
+                Some((event, reply)) = self.rx.recv() => self.command(event, reply).await,
                 _ = self.shutdown.changed() => {}
                 Ok(()) = self.lead.changed() => {}
-                _ = tokio::time::sleep_until(next_tick) => {
-                    next_tick = tokio::time::Instant::now() + interval;
-                    if self.state.phase == Phase::Verifying {
-                        self.checkpoint().await;
-                    } else if self.wants_analysis(Utc::now()) {
-                        self.analyse(deadline).await;
-                    } else {
-                        let _ = self.apply(Event::Timer);
-                    }
-                }
+                Some(due) = slots.due.recv() => self.slot(due, deadline).await,
             }
         }
         if !self.state.is_live() {
@@ -211,16 +197,44 @@ impl RolloutTask {
         }
     }
 
-    /// Gathers and decides one tick while still answering commands. A command that changes the
-    /// phase, the step or the pending action makes the tick moot: it is cancelled (its queries
-    /// dropped) and the loop acts on the command's decision at once.
-    async fn analyse(&mut self, deadline: Duration) {
+    /// This rollout's slot has come: it asks the scheduler to gather its tick, measures a
+    /// checkpoint after promotion itself, or lets the machine see the time (a hold, a window).
+    async fn slot(&mut self, due: Due, deadline: Duration) {
+        if self.state.phase == Phase::Verifying {
+            let _ = due.answer.send(None);
+            self.checkpoint().await;
+        } else if self.wants_analysis(Utc::now()) {
+            let (reply, answer) = oneshot::channel();
+            let request = TickRequest {
+                rule: self.rule.clone(),
+                rollout: self.state.clone(),
+                deadline,
+                reply,
+            };
+            // A slot that is gone (shutting down) drops the request: the tick is then missed.
+            let _ = due.answer.send(Some(request));
+            self.analyse(answer, deadline).await;
+        } else {
+            let _ = due.answer.send(None);
+            let _ = self.apply(Event::Timer).await;
+        }
+    }
+
+    /// Waits for this rollout's part of its slot and decides it, while still answering
+    /// commands. A command that changes the phase, the step or the pending action makes the
+    /// tick moot: it is cancelled (its answer dropped) and the loop acts on the command's
+    /// decision at once.
+    async fn analyse(
+        &mut self,
+        answer: oneshot::Receiver<Result<Gathered, SystemTime>>,
+        deadline: Duration,
+    ) {
         let before = (
             self.state.phase,
             self.state.step,
             self.state.pending.clone(),
         );
-        let (inner, rule, state) = (self.inner.clone(), self.rule.clone(), self.state.clone());
+        let (rule, state) = (self.rule.clone(), self.state.clone());
         let traffic = self.traffic.clone();
         let gather = async move {
             if let Some(t) = traffic
@@ -228,16 +242,21 @@ impl RolloutTask {
             {
                 return Event::TrafficDrift { found };
             }
-            Event::Tick(
-                gather_within(deadline, &inner.source, &rule, &state, SystemTime::now()).await,
-            )
+            // The slot answers by the deadline; the margin only guards against a slot that
+            // never answers, which is then a missed tick like any other.
+            let tick = match tokio::time::timeout(deadline + ANSWER_MARGIN, answer).await {
+                Ok(Ok(Ok(gathered))) => judge_gathered(&rule, &state, &gathered),
+                Ok(Ok(Err(end))) => missed(&rule, &state, end, deadline),
+                _ => missed(&rule, &state, SystemTime::now(), deadline),
+            };
+            Event::Tick(tick)
         };
         tokio::pin!(gather);
         loop {
             tokio::select! {
                 biased;
                 Some((event, reply)) = self.rx.recv() => {
-                    self.command(event, reply);
+                    self.command(event, reply).await;
                     let now = (self.state.phase, self.state.step, self.state.pending.clone());
                     if now != before {
                         tracing::info!(event = "tick.cancelled", rollout = %self.state.id,
@@ -249,7 +268,7 @@ impl RolloutTask {
                 Ok(()) = self.lead.changed() => if !self.leading() { return },
                 event = &mut gather => {
                     crate::faults::stop_at("mid_tick", "gathered");
-                    let _ = self.apply(event);
+                    let _ = self.apply(event).await;
                     return;
                 }
             }
@@ -271,14 +290,14 @@ impl RolloutTask {
             tokio::select! {
                 biased;
                 Some((event, reply)) = self.rx.recv() => {
-                    self.command(event, reply);
+                    self.command(event, reply).await;
                     if self.state.phase != Phase::Verifying {
                         return;
                     }
                 }
                 _ = self.shutdown.changed() => return,
                 result = &mut measure => {
-                    let _ = self.apply(Event::Checkpoint { index, result });
+                    let _ = self.apply(Event::Checkpoint { index, result }).await;
                     return;
                 }
             }
@@ -289,143 +308,14 @@ impl RolloutTask {
     async fn idle(&mut self, d: Duration) {
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
-            Some((event, reply)) = self.rx.recv() => self.command(event, reply),
+            Some((event, reply)) = self.rx.recv() => self.command(event, reply).await,
             _ = self.shutdown.changed() => {}
             Ok(()) = self.lead.changed() => {}
         }
     }
 
-    /// Runs one hook while still listening for commands: an abort during a slow `set_weight`
-    /// must cancel it and roll back instead of waiting for its retries.
-    async fn perform(&mut self, action: Action) {
-        let payload = self.payload(&action);
-        let hooks_spec = &self.rule.spec.hooks;
-        let spec = match action {
-            Action::SetWeight { .. } => hooks_spec.set_weight.as_ref(),
-            Action::Promote => hooks_spec.promote.as_ref(),
-            Action::Rollback { .. } => hooks_spec.rollback.as_ref(),
-            Action::Revert { .. } => hooks_spec.revert.as_ref(),
-            Action::PreRollout => hooks_spec.pre_rollout.as_ref(),
-            Action::MigrateDown => hooks_spec.migrate_down.as_ref(),
-            Action::CheckReadiness { .. } => None,
-        }
-        .map(|s| s.value.clone());
-        if matches!(action, Action::Rollback { .. }) {
-            inject_fault("rollback");
-        }
-        crate::faults::stop_at("before_hook", action.hook().as_str());
-        let hooks = self.inner.hooks.clone();
-        let fence = self.epoch.and_then(|e| self.inner.leadership.fence(e));
-        let traffic = self.traffic.clone();
-        let readiness = hooks_spec.readiness.as_ref().map(|r| r.value.clone());
-        let probe = self.probe.clone();
-        let act = action.clone();
-        let hook_payload = payload.clone();
-        let call = async move {
-            // Traffic moves first: on rollback the canary is at 0 before any hook runs.
-            let pct = match &act {
-                Action::SetWeight { weight, .. } => Some(*weight),
-                Action::Promote => Some(100),
-                // A revert after promotion takes the promoted version's traffic away, as a rollback.
-                Action::Rollback { .. } | Action::Revert { .. } => Some(0),
-                _ => None,
-            };
-            // A deposed leader moves no traffic either (the hook below checks on every attempt).
-            if let Some(f) = fence.as_ref().filter(|f| !f.holds()) {
-                return (
-                    0,
-                    Err(Failure::Hook(crate::actions::HookError::NotLeader {
-                        epoch: f.epoch,
-                    })),
-                );
-            }
-            if let (Some(t), Some(pct)) = (&traffic, pct)
-                && let Err(e) = crate::traffic::set_confirmed(t.as_ref(), pct).await
-            {
-                return (1, Err(Failure::Traffic(e)));
-            }
-            if let Action::CheckReadiness { .. } = act {
-                let result = match (readiness, probe) {
-                    (Some(r), Some(p)) => p.check(&r.url, r.timeout).await,
-                    _ => Err("no readiness client".to_string()),
-                };
-                return (1, result.map_err(Failure::Readiness));
-            }
-            let (n, result) = hooks
-                .deliver_fenced(spec.as_ref(), &hook_payload, fence)
-                .await;
-            (n, result.map_err(Failure::Hook))
-        };
-        tokio::pin!(call);
-        loop {
-            tokio::select! {
-                (attempts, result) = &mut call => {
-                    crate::faults::stop_at("after_hook", action.hook().as_str());
-                    self.log_delivery(&payload, attempts, &result);
-                    let hook = action.hook();
-                    let event = match result {
-                        Ok(()) => Event::HookSucceeded { hook },
-                        // The old weights still serve: hold and tell, no need to roll back.
-                        Err(Failure::Traffic(e)) if e.traffic_unchanged() && matches!(action, Action::SetWeight { .. }) => {
-                            Event::TrafficHeld { error: e.to_string() }
-                        }
-                        Err(e) => Event::HookFailed { hook, error: e.to_string() },
-                    };
-                    let failed = matches!(event, Event::HookFailed { .. });
-                    let _ = self.apply(event);
-                    if self.state.rollback_undelivered() {
-                        self.rollback_rounds = if failed { self.rollback_rounds.saturating_add(1) } else { 0 };
-                        tracing::error!(event = "rollout.rollback_undelivered", rollout = %self.state.id,
-                            rule = %self.state.rule, rounds = self.rollback_rounds,
-                            retry_in = ?retry_delay(self.rollback_rounds),
-                            "rollback hook still not delivered; rollout is failed and the rollback will be delivered again");
-                    }
-                    return;
-                }
-                Some((event, reply)) = self.rx.recv() => {
-                    self.command(event, reply);
-                    if self.state.pending.as_ref() != Some(&action) {
-                        tracing::warn!(rollout = %self.state.id, hook = action.hook().as_str(), "hook in flight cancelled by a newer decision");
-                        return;
-                    }
-                }
-                _ = self.shutdown.changed() => return,
-                Ok(()) = self.lead.changed() => if !self.leading() {
-                    tracing::warn!(rollout = %self.state.id, hook = action.hook().as_str(), "hook in flight dropped: this replica no longer leads");
-                    return;
-                },
-            }
-        }
-    }
-
-    /// The delivery log is for humans: a refused write is logged, not fatal.
-    fn log_delivery<E: std::fmt::Display>(
-        &self,
-        payload: &HookPayload,
-        attempts: u32,
-        result: &Result<(), E>,
-    ) {
-        let d = Delivery {
-            rollout_id: payload.rollout_id.clone(),
-            hook: payload.event,
-            idempotency_key: payload.idempotency_key(),
-            attempts,
-            outcome: if result.is_ok() {
-                "delivered"
-            } else {
-                "failed"
-            }
-            .into(),
-            error: result.as_ref().err().map(ToString::to_string),
-            at: Utc::now(),
-        };
-        if let Err(e) = self.inner.store.record_delivery(&d) {
-            tracing::warn!(rollout = %d.rollout_id, error = %e, "cannot log a hook delivery");
-        }
-    }
-
-    fn command(&mut self, event: Event, reply: Reply) {
-        let answer = match self.apply(event) {
+    pub(super) async fn command(&mut self, event: Event, reply: Reply) {
+        let answer = match self.apply(event).await {
             Err(e) => Err(ControlError::Store(e)),
             Ok(Some(why)) => Err(ControlError::Rejected(why)),
             Ok(None) => Ok(self.state.clone()),
@@ -435,7 +325,7 @@ impl RolloutTask {
 
     /// Decide, save, publish. Returns the machine's rejection, if any, or the store's refusal,
     /// in which case the decision is dropped and nothing it asked for is performed.
-    fn apply(&mut self, event: Event) -> Result<Option<String>, StoreError> {
+    pub(super) async fn apply(&mut self, event: Event) -> Result<Option<String>, StoreError> {
         let label = event_label(&event);
         if label == "tick" {
             inject_fault("tick");
@@ -460,7 +350,12 @@ impl RolloutTask {
         let before = self.state.clone();
         let t = handle(&self.state, &self.plan, event, now);
         if t.rollout != before || tick.is_some() {
-            if let Err(e) = self.inner.store.save(&t.rollout, tick.as_ref()) {
+            if let Err(e) = self
+                .inner
+                .commits
+                .save(t.rollout.clone(), tick.clone())
+                .await
+            {
                 self.save_failures += 1;
                 tracing::error!(rollout = %before.id, error = %e, event = label, failures = self.save_failures,
                     "decision not saved; not acting on it, will decide again");
@@ -493,124 +388,5 @@ impl RolloutTask {
                 .state
                 .step_started_at
                 .is_some_and(|s| now >= crate::rollout::plan::after(s, self.plan.warmup))
-    }
-
-    fn payload(&self, action: &Action) -> HookPayload {
-        let (step, weight, reason) = match action {
-            Action::SetWeight { step, weight } => (*step, *weight, None),
-            Action::Promote => (self.state.step, 100, self.state.reason.clone()),
-            Action::Rollback { reason } => (self.state.step, 0, Some(reason.clone())),
-            Action::PreRollout => (0, 0, None),
-            Action::CheckReadiness { step, weight } => (*step, *weight, None),
-            Action::MigrateDown => (self.state.step, 0, self.state.reason.clone()),
-            Action::Revert { reason, .. } => (self.state.step, 100, Some(reason.clone())),
-        };
-        // The revert hook is told which version to go back to.
-        let version = match action {
-            Action::Revert {
-                previous: Some(p), ..
-            } => p.clone(),
-            _ => self.state.version.clone(),
-        };
-        HookPayload {
-            event: action.hook(),
-            rollout_id: self.state.id.clone(),
-            rule: self.state.rule.clone(),
-            version,
-            step,
-            weight,
-            phase: self.state.phase.as_str().to_string(),
-            reason,
-            checks: self
-                .state
-                .last_tick
-                .as_ref()
-                .map(|t| t.checks.clone())
-                .unwrap_or_default(),
-            time: Utc::now(),
-        }
-    }
-}
-
-fn event_label(e: &Event) -> &'static str {
-    match e {
-        Event::Start => "start",
-        Event::Tick(_) => "tick",
-        Event::Timer => "timer",
-        Event::HookSucceeded { .. } => "hook_succeeded",
-        Event::HookFailed { .. } => "hook_failed",
-        Event::Abort { .. } => "abort",
-        Event::Pause => "pause",
-        Event::AlertPause { .. } => "alert_pause",
-        Event::Resume => "resume",
-        Event::Promote => "promote",
-        Event::Approve => "approve",
-        Event::AlertFired { .. } => "alert_fired",
-        Event::HealthFailed { .. } => "health_failed",
-        Event::TaskFailed { .. } => "task_failed",
-        Event::Control { control, .. } => control.as_str(),
-        Event::Checkpoint { .. } => "checkpoint",
-        Event::TrafficHeld { .. } => "traffic_held",
-        Event::TrafficDrift { .. } => "traffic_drift",
-    }
-}
-
-fn log_transition(before: &Rollout, after: &Rollout, actions: &[Action]) {
-    for a in actions {
-        match a {
-            Action::SetWeight { step, weight } => {
-                tracing::info!(event = "step.advance", rollout = %after.id, step, weight, "shifting traffic")
-            }
-            Action::Promote => {
-                tracing::info!(event = "rollout.promote", rollout = %after.id, version = %after.version, "promoting")
-            }
-            Action::Revert { reason, previous } => {
-                tracing::warn!(event = "rollout.revert", rollout = %after.id, version = %after.version, previous = ?previous, reason = %reason, "reverting after promotion")
-            }
-            Action::Rollback { reason } => {
-                tracing::warn!(event = "rollout.rollback", rollout = %after.id, version = %after.version, reason = %reason, "rolling back")
-            }
-            Action::PreRollout => {
-                tracing::info!(event = "rollout.pre_rollout", rollout = %after.id, "pre_rollout hook before any traffic moves")
-            }
-            Action::CheckReadiness { step, weight } => {
-                tracing::info!(event = "step.readiness", rollout = %after.id, step, weight, "asking the canary's readiness before raising its weight")
-            }
-            Action::MigrateDown => {
-                tracing::warn!(event = "rollout.migrate_down", rollout = %after.id, "traffic is on the baseline; migrating down")
-            }
-        }
-    }
-    if before.phase != after.phase {
-        tracing::info!(rollout = %after.id, from = before.phase.as_str(), to = after.phase.as_str(), reason = ?after.reason, "phase changed");
-    }
-}
-
-/// Compares the provider's reading with the weight canaryd confirmed. A server that reloaded
-/// gets its weights again here (no step is lost); anything else that differs is drift, returned
-/// for the machine to pause on. A reading that fails is logged, not drift: the next weight
-/// change would fail and roll back if the server were really gone.
-async fn check_traffic(t: &dyn TrafficProvider, state: &Rollout) -> Option<String> {
-    let reading = match t.current().await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(rollout = %state.id, provider = t.name(), error = %e, "cannot read the traffic weights");
-            return None;
-        }
-    };
-    match crate::traffic::reconcile(state.weight, &reading) {
-        Reconcile::InSync => None,
-        Reconcile::Reloaded => {
-            tracing::warn!(event = "traffic.reapplied", rollout = %state.id, provider = t.name(), weight = state.weight,
-                found = %reading.weights, "server is back at its configured weights (reloaded); setting canaryd's again");
-            match crate::traffic::set_confirmed(t, state.weight).await {
-                Ok(_) => None,
-                Err(e) => Some(format!(
-                    "server reloaded and re-applying {} % failed: {e}",
-                    state.weight
-                )),
-            }
-        }
-        Reconcile::Drift { found } => Some(found),
     }
 }

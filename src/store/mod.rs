@@ -65,12 +65,30 @@ pub struct Delivery {
     pub at: DateTime<Utc>,
 }
 
+/// What [`Store::save_many`] came to: one result per decision, in order, and how many commits
+/// it took (what `canaryd_store_commits_total` counts).
+#[derive(Debug)]
+pub struct SavedBatch {
+    pub results: Vec<Result<(), StoreError>>,
+    pub commits: u64,
+}
+
 /// Decisions are written here before their actions run; a failed write stops the action.
 pub trait Store: Send + Sync + 'static {
     /// Records a new rollout with the source text of the rule it runs on.
     fn create(&self, rollout: &Rollout, rule_source: &str) -> Result<(), StoreError>;
     /// Saves a decision; with `tick`, the judged round that led to it, in the same write.
     fn save(&self, rollout: &Rollout, tick: Option<&Tick>) -> Result<(), StoreError>;
+    /// Saves several decisions, each with its own result, as few commits (fsyncs) as the store
+    /// can: the group commit of one scheduler slot ([`super::group_commit`]). The default saves
+    /// one by one (one transaction each), which the PostgreSQL store keeps: its writes are
+    /// fenced one by one by the leader epoch.
+    fn save_many(&self, batch: &[(&Rollout, Option<&Tick>)]) -> SavedBatch {
+        SavedBatch {
+            results: batch.iter().map(|(r, t)| self.save(r, *t)).collect(),
+            commits: batch.len() as u64,
+        }
+    }
     fn get(&self, id: &str) -> Result<Option<Rollout>, StoreError>;
     /// Every rollout, oldest first.
     fn list(&self) -> Result<Vec<Rollout>, StoreError>;
@@ -126,6 +144,30 @@ impl Store for MemoryStore {
                 .push(t.clone());
         }
         Ok(())
+    }
+
+    /// One lock for the whole batch: the memory store's "transaction".
+    fn save_many(&self, batch: &[(&Rollout, Option<&Tick>)]) -> SavedBatch {
+        let results = match self.lock() {
+            Ok(mut m) => batch
+                .iter()
+                .map(|(r, t)| {
+                    m.rollouts.insert(r.id.clone(), (*r).clone());
+                    if let Some(t) = t {
+                        m.ticks.entry(r.id.clone()).or_default().push((*t).clone());
+                    }
+                    Ok(())
+                })
+                .collect(),
+            Err(_) => batch
+                .iter()
+                .map(|_| Err(StoreError::Unavailable("lock poisoned".into())))
+                .collect(),
+        };
+        SavedBatch {
+            results,
+            commits: 1,
+        }
     }
 
     fn get(&self, id: &str) -> Result<Option<Rollout>, StoreError> {

@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Delivery, Store, StoreError};
+use super::{Delivery, SavedBatch, Store, StoreError};
 use crate::rollout::{Rollout, Tick};
 
 mod state_dir;
@@ -132,6 +132,57 @@ fn state_json(r: &Rollout) -> Result<String, StoreError> {
     serde_json::to_string(r).map_err(corrupt("rollout"))
 }
 
+/// One decision, serialized before any lock is taken.
+struct Row<'a> {
+    rollout: &'a Rollout,
+    state: String,
+    tick: Option<(&'a Tick, String)>,
+}
+
+impl<'a> Row<'a> {
+    fn new(rollout: &'a Rollout, tick: Option<&'a Tick>) -> Result<Row<'a>, StoreError> {
+        let tick = tick
+            .map(|t| Ok::<_, StoreError>((t, serde_json::to_string(t).map_err(corrupt("tick"))?)))
+            .transpose()?;
+        Ok(Row {
+            rollout,
+            state: state_json(rollout)?,
+            tick,
+        })
+    }
+
+    /// The rollout's row and its tick, inside the caller's transaction or savepoint.
+    fn write(&self, conn: &Connection, path: &Path) -> Result<(), StoreError> {
+        let r = self.rollout;
+        let changed = conn
+            .execute(
+                "UPDATE rollouts SET phase = ?2, state = ?3, updated_at = ?4 WHERE id = ?1",
+                params![
+                    r.id,
+                    r.phase.as_str(),
+                    self.state,
+                    r.updated_at.to_rfc3339()
+                ],
+            )
+            .map_err(unavailable("saving a rollout"))?;
+        if changed == 0 {
+            return Err(StoreError::Unavailable(format!(
+                "rollout {} was never created in {}",
+                r.id,
+                path.display()
+            )));
+        }
+        if let Some((t, json)) = &self.tick {
+            conn.execute(
+                "INSERT INTO ticks (rollout_id, at, step, tick) VALUES (?1, ?2, ?3, ?4)",
+                params![r.id, t.at.to_rfc3339(), t.step as i64, json],
+            )
+            .map_err(unavailable("saving a tick"))?;
+        }
+        Ok(())
+    }
+}
+
 impl Store for SqliteStore {
     fn create(&self, r: &Rollout, rule_source: &str) -> Result<(), StoreError> {
         let state = state_json(r)?;
@@ -155,35 +206,49 @@ impl Store for SqliteStore {
     }
 
     fn save(&self, r: &Rollout, tick: Option<&Tick>) -> Result<(), StoreError> {
-        let state = state_json(r)?;
-        let tick_json = tick
-            .map(|t| serde_json::to_string(t).map_err(corrupt("tick")))
-            .transpose()?;
+        let row = Row::new(r, tick)?;
         let mut conn = self.lock();
         let tx = conn
             .transaction()
             .map_err(unavailable("saving a rollout"))?;
-        let changed = tx
-            .execute(
-                "UPDATE rollouts SET phase = ?2, state = ?3, updated_at = ?4 WHERE id = ?1",
-                params![r.id, r.phase.as_str(), state, r.updated_at.to_rfc3339()],
-            )
-            .map_err(unavailable("saving a rollout"))?;
-        if changed == 0 {
-            return Err(StoreError::Unavailable(format!(
-                "rollout {} was never created in {}",
-                r.id,
-                self.path.display()
-            )));
-        }
-        if let (Some(t), Some(json)) = (tick, tick_json) {
-            tx.execute(
-                "INSERT INTO ticks (rollout_id, at, step, tick) VALUES (?1, ?2, ?3, ?4)",
-                params![r.id, t.at.to_rfc3339(), t.step as i64, json],
-            )
-            .map_err(unavailable("saving a tick"))?;
-        }
+        row.write(&tx, &self.path)?;
         tx.commit().map_err(unavailable("committing a decision"))
+    }
+
+    /// One transaction (one fsync) for the whole batch; each decision inside its own savepoint,
+    /// so one that cannot be written (never created, unserializable) fails alone. A failed
+    /// commit fails them all: nothing of the batch reached the disk.
+    fn save_many(&self, batch: &[(&Rollout, Option<&Tick>)]) -> SavedBatch {
+        let rows: Vec<Result<Row, StoreError>> =
+            batch.iter().map(|(r, t)| Row::new(r, *t)).collect();
+        let mut conn = self.lock();
+        let all_fail = |e: &StoreError| SavedBatch {
+            results: batch
+                .iter()
+                .map(|_| Err(StoreError::Unavailable(e.to_string())))
+                .collect(),
+            commits: 0,
+        };
+        let mut tx = match conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => return all_fail(&unavailable("saving decisions")(e)),
+        };
+        let mut results = Vec::with_capacity(rows.len());
+        for row in rows {
+            results.push(row.and_then(|row| {
+                let sp = tx.savepoint().map_err(unavailable("saving a rollout"))?;
+                // Dropping the savepoint unfinished rolls this decision back, and only it.
+                row.write(&sp, &self.path)?;
+                sp.commit().map_err(unavailable("saving a rollout"))
+            }));
+        }
+        match tx.commit() {
+            Ok(()) => SavedBatch {
+                results,
+                commits: 1,
+            },
+            Err(e) => all_fail(&unavailable("committing decisions")(e)),
+        }
     }
 
     fn get(&self, id: &str) -> Result<Option<Rollout>, StoreError> {

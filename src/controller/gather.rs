@@ -1,0 +1,110 @@
+//! Gathering one scheduler slot: every due rollout's queries through ONE function,
+//! [`gather_slot`], so the queries of a slot can be shared.
+//!
+//! The seam: [`gather_slot`] takes every due `(rule, rollout)` of the slot and the slot's end
+//! time, and returns one [`Gathered`] per item, in order. Today it is [`analysis::fetch`] per
+//! rollout with bounded concurrency; a batched gatherer (one query per metric shape per slot,
+//! split back per rollout) replaces its body and keeps its signature. Judging stays per rollout
+//! ([`analysis::judge_gathered`], in the rollout's actor), so what a gatherer returns is judged
+//! exactly as a single rollout's fetch is.
+//!
+//! The slot's deadline is the smallest of its rollouts' tick deadlines
+//! ([`super::deadline::tick_deadline`]), counted from when the slot fired: a slot that misses
+//! it answers every rollout in it with the missed-deadline tick, never a late verdict.
+
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::analysis::{self, Gathered};
+use super::scheduler::TickRequest;
+use crate::rollout::Rollout;
+use crate::rules::Rule;
+use crate::source::PrometheusSource;
+
+/// Rollouts fetched at once within one slot; each fetches up to 8 metrics at once itself.
+const CONCURRENT_ROLLOUTS: usize = 32;
+
+/// How long a slot waits for its rollouts to say what they want before gathering without the
+/// ones still busy (they are gathered alone as soon as they answer). An idle actor answers in
+/// microseconds; at most a quarter of the slot's shortest interval (which bounds its deadline),
+/// so waiting for a busy one cannot eat the others' tick.
+const COLLECT: Duration = Duration::from_millis(200);
+
+/// Gathers every item's tick ending at `end`: one [`Gathered`] per item, in order.
+pub async fn gather_slot(
+    source: &PrometheusSource,
+    items: &[(&Rule, &Rollout)],
+    end: SystemTime,
+) -> Vec<Gathered> {
+    // Collected first: a lazy `map` inside the stream trips `Send` inference (see `fetch`).
+    let fetches: Vec<_> = items
+        .iter()
+        .map(|(rule, rollout)| {
+            analysis::fetch(source, rule, rollout, end, rule.spec.analysis.window)
+        })
+        .collect();
+    futures_util::stream::iter(fetches)
+        .buffered(CONCURRENT_ROLLOUTS)
+        .collect()
+        .await
+}
+
+/// Runs one slot that fired at `fired`: collects the rollouts' answers, gathers the ones that
+/// want analysis together, and answers each. `interval` is the shortest interval in the slot.
+pub(super) async fn run_slot(
+    source: PrometheusSource,
+    answers: Vec<oneshot::Receiver<Option<TickRequest>>>,
+    fired: Instant,
+    interval: Duration,
+) {
+    let cutoff = fired + COLLECT.min(interval / 4);
+    let mut requests = Vec::new();
+    for mut answer in answers {
+        match tokio::time::timeout_at(cutoff, &mut answer).await {
+            Ok(Ok(Some(request))) => requests.push(request),
+            // Declined (nothing to analyse) or the rollout's task is gone.
+            Ok(_) => {}
+            Err(_) => {
+                let source = source.clone();
+                tokio::spawn(async move {
+                    if let Ok(Some(request)) = answer.await {
+                        answer_slot(&source, vec![request], Instant::now()).await;
+                    }
+                });
+            }
+        }
+    }
+    answer_slot(&source, requests, fired).await;
+}
+
+/// Gathers `requests` as one slot started at `started`, by the smallest of their deadlines,
+/// and sends each its answer. Requests whose rollout cancelled its tick are left out.
+pub(super) async fn answer_slot(
+    source: &PrometheusSource,
+    requests: Vec<TickRequest>,
+    started: Instant,
+) {
+    let requests: Vec<TickRequest> = requests
+        .into_iter()
+        .filter(|r| !r.reply.is_closed())
+        .collect();
+    let Some(deadline) = requests.iter().map(|r| r.deadline).min() else {
+        return;
+    };
+    let end = SystemTime::now();
+    let items: Vec<(&Rule, &Rollout)> = requests
+        .iter()
+        .map(|r| (r.rule.as_ref(), &r.rollout))
+        .collect();
+    let gathered = tokio::time::timeout_at(started + deadline, gather_slot(source, &items, end))
+        .await
+        .unwrap_or_default();
+    let mut gathered = gathered.into_iter();
+    for request in requests {
+        // A gatherer that returned too few answers leaves the rest missed, never passed.
+        let _ = request.reply.send(gathered.next().ok_or(end));
+    }
+}

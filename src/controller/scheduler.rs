@@ -1,0 +1,271 @@
+//! One scheduler owns every live rollout's next tick: a single ordered set of (due, rollout)
+//! and one loop, instead of a task per rollout sleeping on its own timer.
+//!
+//! Ticks due at the same moment are one *slot* ([`super::slots`] aligns each rollout to the
+//! boundaries of its interval, so rollouts with equal intervals share slots). When a slot is
+//! due the scheduler asks each of its rollouts, through the rollout's actor
+//! ([`super::task`]), whether it wants analysis (a [`Due`]); the actor answers at once with a
+//! [`TickRequest`] (its rule and state), or declines and handles the moment itself (a hold's
+//! timer, a checkpoint after promotion). The requests of the slot are gathered together by one
+//! call ([`super::gather::answer_slot`]), each answered on its own channel.
+//!
+//! Control still preempts analysis: the actor keeps its command queue and, while its request is
+//! out, answers commands first; one that changes the phase, step or pending action drops the
+//! request's answer (cancels that rollout's tick). An actor busy acting (a slow hook) when its
+//! slot comes answers late: it is gathered alone as soon as it answers, as its own timer would
+//! have fired then, and at most one slot waits for it (no burst after a long hook).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::analysis::Gathered;
+use super::slots::{first_slot, next_slot};
+use crate::rollout::Rollout;
+use crate::rules::Rule;
+use crate::source::PrometheusSource;
+
+/// A slot has come for a rollout: answer with what to gather, or `None` to handle it alone.
+pub(super) struct Due {
+    pub(super) answer: oneshot::Sender<Option<TickRequest>>,
+}
+
+/// One rollout's part of a slot: what to gather for it, and where its answer goes.
+pub(super) struct TickRequest {
+    pub(super) rule: Arc<Rule>,
+    /// The state the tick is judged against (a snapshot, as the task-per-rollout loop took).
+    pub(super) rollout: Rollout,
+    /// The tick's own deadline; the slot ends by the smallest of its rollouts'.
+    pub(super) deadline: Duration,
+    /// `Ok` with the raw answers, or `Err(end)` when the slot missed its deadline.
+    pub(super) reply: oneshot::Sender<Result<Gathered, SystemTime>>,
+}
+
+enum Msg {
+    Register {
+        id: String,
+        generation: u64,
+        interval: Duration,
+        now: bool,
+        notify: mpsc::Sender<Due>,
+    },
+    Remove {
+        id: String,
+        generation: u64,
+    },
+}
+
+/// The handle rollouts register with. Cheap to clone; the loop ends on shutdown.
+#[derive(Clone)]
+pub(super) struct Scheduler {
+    tx: mpsc::UnboundedSender<Msg>,
+    generations: Arc<AtomicU64>,
+}
+
+/// A rollout's place in the scheduler, for as long as it is held: dropping it (the task ended
+/// or panicked) takes the rollout out.
+pub(super) struct Registration {
+    id: String,
+    generation: u64,
+    tx: mpsc::UnboundedSender<Msg>,
+    /// Where the rollout's slots arrive; holds at most one, so a busy actor is not flooded.
+    pub(super) due: mpsc::Receiver<Due>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Remove {
+            id: std::mem::take(&mut self.id),
+            generation: self.generation,
+        });
+    }
+}
+
+impl Scheduler {
+    /// Starts the loop on the current runtime.
+    pub(super) fn start(source: PrometheusSource, shutdown: watch::Receiver<bool>) -> Scheduler {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(source, rx, shutdown));
+        Scheduler {
+            tx,
+            generations: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Schedules rollout `id` every `interval`: first at once when `now` (recovered, restarted),
+    /// else at its first slot ([`first_slot`]). A new registration of the same id replaces the
+    /// old one.
+    pub(super) fn register(&self, id: &str, interval: Duration, now: bool) -> Registration {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        let (notify, due) = mpsc::channel(1);
+        let _ = self.tx.send(Msg::Register {
+            id: id.to_string(),
+            generation,
+            interval,
+            now,
+            notify,
+        });
+        Registration {
+            id: id.to_string(),
+            generation,
+            tx: self.tx.clone(),
+            due,
+        }
+    }
+}
+
+struct Entry {
+    generation: u64,
+    interval: Duration,
+    /// Offset of the next slot from the scheduler's origin.
+    due: Duration,
+    notify: mpsc::Sender<Due>,
+}
+
+/// The loop: one timer, the earliest slot of every rollout.
+async fn run(
+    source: PrometheusSource,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let origin = Instant::now();
+    let mut entries: HashMap<String, Entry> = HashMap::new();
+    let mut timers: BTreeSet<(Duration, String)> = BTreeSet::new();
+    loop {
+        let next = timers.first().map(|(due, _)| origin + *due);
+        tokio::select! {
+            biased;
+            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
+            msg = rx.recv() => match msg {
+                None => return,
+                Some(Msg::Register { id, generation, interval, now, notify }) => {
+                    let elapsed = origin.elapsed();
+                    let due = if now { elapsed } else { first_slot(elapsed, interval) };
+                    if let Some(old) = entries.remove(&id) {
+                        timers.remove(&(old.due, id.clone()));
+                    }
+                    timers.insert((due, id.clone()));
+                    entries.insert(id, Entry { generation, interval, due, notify });
+                }
+                Some(Msg::Remove { id, generation }) => {
+                    if entries.get(&id).is_some_and(|e| e.generation == generation)
+                        && let Some(old) = entries.remove(&id)
+                    {
+                        timers.remove(&(old.due, id));
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
+                let fired = Instant::now();
+                let (answers, shortest) =
+                    fire(&mut entries, &mut timers, fired.duration_since(origin));
+                if !answers.is_empty() {
+                    tokio::spawn(super::gather::run_slot(source.clone(), answers, fired, shortest));
+                }
+            }
+        }
+    }
+}
+
+/// Takes every rollout due at `now` as one slot: tells each it is due and schedules its next
+/// slot. Returns the answers to wait for and the shortest interval among them.
+fn fire(
+    entries: &mut HashMap<String, Entry>,
+    timers: &mut BTreeSet<(Duration, String)>,
+    now: Duration,
+) -> (Vec<oneshot::Receiver<Option<TickRequest>>>, Duration) {
+    let mut answers = Vec::new();
+    let mut shortest = Duration::MAX;
+    while let Some((due, id)) = timers.first().cloned().filter(|(due, _)| *due <= now) {
+        timers.remove(&(due, id.clone()));
+        let Some(entry) = entries.get_mut(&id) else {
+            continue;
+        };
+        let (answer, asked) = oneshot::channel();
+        match entry.notify.try_send(Due { answer }) {
+            Ok(()) => {
+                answers.push(asked);
+                shortest = shortest.min(entry.interval);
+            }
+            // Still busy with an earlier slot it has not answered: that one stands for this one.
+            Err(mpsc::error::TrySendError::Full(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                entries.remove(&id);
+                continue;
+            }
+        }
+        entry.due = next_slot(due, now, entry.interval);
+        timers.insert((entry.due, id));
+    }
+    (answers, shortest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::PrometheusConfig;
+
+    fn scheduler() -> (Scheduler, watch::Sender<bool>) {
+        let source = PrometheusSource::new(&PrometheusConfig {
+            url: "http://127.0.0.1:9".into(),
+            timeout: Duration::from_secs(1),
+            bearer_token: None,
+            basic_auth: None,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (tx, rx) = watch::channel(false);
+        (Scheduler::start(source, rx), tx)
+    }
+
+    /// Waits for the next slot of `r`, declines it, and says when it came.
+    async fn next_due(r: &mut Registration) -> Instant {
+        let due = tokio::time::timeout(Duration::from_secs(5), r.due.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no slot within 5 s"))
+            .unwrap_or_else(|| panic!("scheduler gone"));
+        let _ = due.answer.send(None);
+        Instant::now()
+    }
+
+    #[tokio::test]
+    async fn rollouts_registered_apart_share_slots_and_never_tick_before_one_interval() {
+        let (s, _shutdown) = scheduler();
+        let interval = Duration::from_millis(300);
+        let t_a = Instant::now();
+        let mut a = s.register("a", interval, false);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let t_b = Instant::now();
+        let mut b = s.register("b", interval, false);
+        for round in 0..3 {
+            let (da, db) = tokio::join!(next_due(&mut a), next_due(&mut b));
+            if round == 0 {
+                assert!(da >= t_a + interval, "a ticked before one interval");
+                assert!(db >= t_b + interval, "b ticked before one interval");
+            }
+            let apart = if da > db { da - db } else { db - da };
+            assert!(
+                apart < Duration::from_millis(30),
+                "round {round}: {apart:?} apart"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recovered_rollout_ticks_at_once_and_a_replaced_registration_hears_no_more() {
+        let (s, _shutdown) = scheduler();
+        let t0 = Instant::now();
+        let mut r = s.register("r", Duration::from_secs(3600), true);
+        assert!(next_due(&mut r).await - t0 < Duration::from_secs(1));
+        // Replaced by a new registration of the same id: only the new one hears its slots.
+        let mut again = s.register("r", Duration::from_millis(50), false);
+        let _ = next_due(&mut again).await;
+        assert!(
+            r.due.try_recv().is_err(),
+            "the replaced registration still got slots"
+        );
+    }
+}
