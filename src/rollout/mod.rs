@@ -9,6 +9,7 @@ pub mod controller;
 pub mod controls;
 mod deadline;
 pub mod feed;
+pub mod gather_many;
 pub mod lease;
 pub mod lifecycle;
 pub mod machine;
