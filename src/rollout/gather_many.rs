@@ -56,15 +56,23 @@ pub async fn fetch_many_with(
     if !batched {
         let windows: usize = rollouts.iter().map(|(r, _)| window_metrics(r) * 2).sum();
         batch::count_queries("single", windows);
-        return futures_util::stream::iter(rollouts)
+        // Futures collected first: a lazy `map` inside the stream trips the compiler's `Send`
+        // inference for the spawning task (higher-ranked lifetimes), as in `analysis::fetch`.
+        let fetches: Vec<_> = rollouts
+            .iter()
             .map(|(rule, rollout)| analysis::fetch(source, rule, rollout, end, window))
+            .collect();
+        return futures_util::stream::iter(fetches)
             .buffered(CONCURRENT_ROLLOUTS)
             .collect()
             .await;
     }
     let (requests, slots) = requests(rollouts, end, window);
-    let counters = futures_util::stream::iter(rollouts)
+    let counters: Vec<_> = rollouts
+        .iter()
         .map(|(rule, rollout)| sequential_only(source, rule, rollout, end, window))
+        .collect();
+    let counters = futures_util::stream::iter(counters)
         .buffered(CONCURRENT_ROLLOUTS)
         .collect::<Vec<_>>();
     let (answers, counters) = tokio::join!(
@@ -175,4 +183,14 @@ async fn sequential_only(
     analysis::fetch(source, &only, rollout, end, window)
         .await
         .metrics
+}
+
+/// The scheduler runs `fetch_many` inside spawned tasks: it must stay `Send`.
+#[cfg(test)]
+#[allow(dead_code)]
+fn fetch_many_is_send<'a>(
+    source: &'a PrometheusSource,
+    rollouts: &'a [(&'a Rule, &'a Rollout)],
+) -> impl std::future::Future<Output = Vec<Gathered>> + Send + 'a {
+    fetch_many(source, rollouts, SystemTime::UNIX_EPOCH, Duration::ZERO, true)
 }

@@ -230,8 +230,12 @@ pub async fn range_many<S: RangeSource>(
     limits: &Limits,
 ) -> Vec<Series> {
     let jobs = plan(requests, limits);
-    let answered: Vec<Vec<(usize, Series)>> = futures_util::stream::iter(jobs)
+    // Futures collected first, so the whole stays `Send` (see `analysis::fetch`).
+    let runs: Vec<_> = jobs
+        .into_iter()
         .map(|job| run(source, requests, job, limits.concurrency))
+        .collect();
+    let answered: Vec<Vec<(usize, Series)>> = futures_util::stream::iter(runs)
         .buffer_unordered(limits.concurrency.max(1))
         .collect()
         .await;
@@ -289,8 +293,11 @@ async fn run<S: RangeSource>(
     };
     tracing::warn!(members = members.len(), %why, "batched query fell back to one query per member");
     count_queries("fallback", members.len());
-    futures_util::stream::iter(members)
+    let singles: Vec<_> = members
+        .into_iter()
         .map(|(i, _)| async move { (i, single(source, &requests[i]).await) })
+        .collect();
+    futures_util::stream::iter(singles)
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await
