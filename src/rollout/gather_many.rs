@@ -75,10 +75,7 @@ pub async fn fetch_many_with(
     let counters = futures_util::stream::iter(counters)
         .buffered(CONCURRENT_ROLLOUTS)
         .collect::<Vec<_>>();
-    let (answers, counters) = tokio::join!(
-        batch::range_many(source, &requests, limits),
-        counters
-    );
+    let (answers, counters) = tokio::join!(batch::range_many(source, &requests, limits), counters);
     let mut metrics: Vec<BTreeMap<String, Fetched>> = counters;
     for slot in slots {
         let fetched = match slot.requests {
@@ -192,5 +189,11 @@ fn fetch_many_is_send<'a>(
     source: &'a PrometheusSource,
     rollouts: &'a [(&'a Rule, &'a Rollout)],
 ) -> impl std::future::Future<Output = Vec<Gathered>> + Send + 'a {
-    fetch_many(source, rollouts, SystemTime::UNIX_EPOCH, Duration::ZERO, true)
+    fetch_many(
+        source,
+        rollouts,
+        SystemTime::UNIX_EPOCH,
+        Duration::ZERO,
+        true,
+    )
 }

@@ -96,11 +96,13 @@ pub enum Job {
     },
 }
 
+/// Requests batch together when their shapes and their (end, window, step) are equal.
+type GroupKey = (String, SystemTime, Duration, Duration);
+
 /// Groups `requests` into jobs; every request is in exactly one.
 pub fn plan(requests: &[RangeRequest], limits: &Limits) -> Vec<Job> {
     let mut jobs = Vec::new();
-    let mut groups: BTreeMap<(String, SystemTime, Duration, Duration), Vec<(usize, Shape)>> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, Vec<(usize, Shape)>> = BTreeMap::new();
     for (i, r) in requests.iter().enumerate() {
         match shape(&r.query) {
             Ok(s) => groups
@@ -199,7 +201,10 @@ fn chunks<'a, T>(
                 grown_bytes[l] += v.len() * 2 + 1;
             }
         }
-        let combinations = grown.iter().map(BTreeSet::len).fold(1usize, usize::saturating_mul);
+        let combinations = grown
+            .iter()
+            .map(BTreeSet::len)
+            .fold(1usize, usize::saturating_mul);
         let full = at - start >= limits.max_members
             || grown_bytes.iter().any(|b| *b > limits.max_regex_bytes)
             || combinations > limits.max_combinations;

@@ -13,10 +13,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use prometheus_http_query::response::Data;
 use promql_parser::label::{Labels, MatchOp, Matcher};
 use promql_parser::parser::token::T_EQL_REGEX;
 use promql_parser::parser::{Expr, LabelModifier, VectorMatchCardinality, VectorSelector};
-use prometheus_http_query::response::Data;
 
 use crate::judge::observation::{Point, Series};
 
@@ -92,10 +92,11 @@ impl Shape {
         let mut values = self.values.iter();
         selectors_mut(&mut expr, &mut |vs| {
             for m in &mut vs.matchers.matchers {
-                if m.op == MatchOp::Equal && m.name != METRIC_NAME {
-                    if let Some((_, v)) = values.next() {
-                        m.value = v.clone();
-                    }
+                if m.op == MatchOp::Equal
+                    && m.name != METRIC_NAME
+                    && let Some((_, v)) = values.next()
+                {
+                    m.value = v.clone();
                 }
             }
         })?;
@@ -106,7 +107,7 @@ impl Shape {
 /// Parses `query` and sets its equality matchers' values aside. `__name__` matchers stay part
 /// of the shape (a batch over metric names would be dropped by every aggregation).
 pub fn shape(query: &str) -> Result<Shape, Refused> {
-    let mut expr = promql_parser::parser::parse(query).or_else(|e| refuse(e))?;
+    let mut expr = promql_parser::parser::parse(query).or_else(refuse)?;
     let mut values = Vec::new();
     let mut bad = None;
     selectors_mut(&mut expr, &mut |vs| {
@@ -174,7 +175,10 @@ pub fn varying_labels<'a>(shapes: impl IntoIterator<Item = &'a Shape>) -> Vec<St
 /// One query for a whole group: each batch label's equality matchers become one anchored regex
 /// matcher over `values[label]`, and every aggregation groups by the batch labels too. The text
 /// is parsed again and must give the rewritten tree, so a printing quirk cannot change meaning.
-pub fn rewrite(shape: &Shape, values: &BTreeMap<String, BTreeSet<String>>) -> Result<String, Refused> {
+pub fn rewrite(
+    shape: &Shape,
+    values: &BTreeMap<String, BTreeSet<String>>,
+) -> Result<String, Refused> {
     let labels: Vec<String> = values.keys().cloned().collect();
     if labels.is_empty() {
         return refuse("no label varies");
@@ -189,7 +193,7 @@ pub fn rewrite(shape: &Shape, values: &BTreeMap<String, BTreeSet<String>>) -> Re
         }
         let alternation: Vec<String> = set.iter().map(|v| quote_meta(v)).collect();
         let m = Matcher::new_matcher(T_EQL_REGEX, label.clone(), alternation.join("|"))
-            .or_else(|e| refuse(e))?;
+            .or_else(refuse)?;
         regexes.push(m);
     }
     let mut expr = shape.filled()?;
@@ -216,7 +220,12 @@ fn sorted(mut expr: Expr) -> Result<Expr, Refused> {
 
 /// Walks the tree, refusing what cannot be batched and rewriting what can. `under` is true
 /// below an aggregation: a selector outside one would answer raw series.
-fn check(expr: &mut Expr, under: bool, labels: &[String], regexes: &[Matcher]) -> Result<(), Refused> {
+fn check(
+    expr: &mut Expr,
+    under: bool,
+    labels: &[String],
+    regexes: &[Matcher],
+) -> Result<(), Refused> {
     match expr {
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Ok(()),
         Expr::Paren(p) => check(&mut p.expr, under, labels, regexes),

@@ -4,9 +4,9 @@
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use prometheus_http_query::response::Data;
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Expr, LabelModifier, parse};
-use prometheus_http_query::response::Data;
 
 use super::*;
 use crate::judge::observation::{Point, Series};
@@ -99,7 +99,10 @@ fn batches(jobs: &[Job]) -> Vec<(&str, &[String], usize)> {
 
 #[test]
 fn hostile_values_are_selected_exactly_by_the_batch_regex() {
-    let reqs: Vec<_> = HOSTILE.iter().map(|s| request(&error_rate(s, "canary"))).collect();
+    let reqs: Vec<_> = HOSTILE
+        .iter()
+        .map(|s| request(&error_rate(s, "canary")))
+        .collect();
     let jobs = plan(&reqs, &Limits::default());
     let b = batches(&jobs);
     assert_eq!(b.len(), 1, "{jobs:?}");
@@ -109,7 +112,17 @@ fn hostile_values_are_selected_exactly_by_the_batch_regex() {
     regexes(&expr, "service", &mut res);
     assert_eq!(res.len(), 2);
     // Near misses: what an unescaped value would also have matched.
-    let misses = ["payXments", "b", "", "x", "quo", "anchored", "braceee", "starrplus", "s"];
+    let misses = [
+        "payXments",
+        "b",
+        "",
+        "x",
+        "quo",
+        "anchored",
+        "braceee",
+        "starrplus",
+        "s",
+    ];
     for re in res {
         for v in HOSTILE {
             assert!(re.is_match(v), "{re} should match {v:?}");
@@ -136,14 +149,21 @@ fn shipped_rules_queries_are_batched_one_query_per_shape() {
             if let crate::rules::schema::MetricKind::Window(q) = m.kind() {
                 for g in [crate::rules::Group::Canary, crate::rules::Group::Baseline] {
                     let query = rule.render(q, g, &ctx).expect("renders");
-                    keys.insert(crate::source::batch_rewrite::shape(&query).expect("parses").key);
+                    keys.insert(
+                        crate::source::batch_rewrite::shape(&query)
+                            .expect("parses")
+                            .key,
+                    );
                     reqs.push(request(&query));
                 }
             }
         }
     }
     let jobs = plan(&reqs, &Limits::default());
-    assert!(jobs.iter().all(|j| matches!(j, Job::Batch { .. })), "{jobs:?}");
+    assert!(
+        jobs.iter().all(|j| matches!(j, Job::Batch { .. })),
+        "{jobs:?}"
+    );
     let b = batches(&jobs);
     assert_eq!(b.len(), keys.len());
     assert_eq!(b.iter().map(|x| x.2).sum::<usize>(), reqs.len());
@@ -200,7 +220,10 @@ fn members_that_cannot_be_told_apart_are_asked_alone() {
         request("sum(x{service=\"\"}) / sum(y{service=\"\"})"),
     ];
     let jobs = plan(&reqs, &Limits::default());
-    assert!(jobs.contains(&Job::Single(2)) && jobs.contains(&Job::Single(3)), "{jobs:?}");
+    assert!(
+        jobs.contains(&Job::Single(2)) && jobs.contains(&Job::Single(3)),
+        "{jobs:?}"
+    );
     assert_eq!(batches(&jobs).len(), 1);
 }
 
@@ -210,12 +233,17 @@ fn identical_queries_share_one_answer_and_groups_respect_the_limits() {
     let jobs = plan(&same, &Limits::default());
     assert_eq!(batches(&jobs), vec![("sum(x{service=\"a\"})", &[][..], 3)]);
 
-    let many: Vec<_> = (0..25).map(|i| request(&error_rate(&format!("s{i:02}"), "canary"))).collect();
+    let many: Vec<_> = (0..25)
+        .map(|i| request(&error_rate(&format!("s{i:02}"), "canary")))
+        .collect();
     let limits = Limits {
         max_members: 10,
         ..Limits::default()
     };
-    let b = batches(&plan(&many, &limits)).iter().map(|x| x.2).collect::<Vec<_>>();
+    let b = batches(&plan(&many, &limits))
+        .iter()
+        .map(|x| x.2)
+        .collect::<Vec<_>>();
     assert_eq!(b, vec![10, 10, 5]);
     let limits = Limits {
         max_regex_bytes: 20,
@@ -227,7 +255,9 @@ fn identical_queries_share_one_answer_and_groups_respect_the_limits() {
     assert_eq!(batches(&jobs).len() * 2 + singles, 25, "{jobs:?}");
 }
 
-fn matrix(series: &[(&[(&str, &str)], &[f64])]) -> Data {
+type Labeled<'a> = (&'a [(&'a str, &'a str)], &'a [f64]);
+
+fn matrix(series: &[Labeled<'_>]) -> Data {
     let result: Vec<serde_json::Value> = series
         .iter()
         .map(|(labels, values)| {
@@ -280,8 +310,14 @@ fn split_gives_each_member_its_series_or_refuses_ambiguity() {
     let missing = matrix(&[(&[("service", "a")], &[1.0])]);
     assert!(crate::source::batch_rewrite::split(&missing, &labels, &keys).is_err());
     let twice = matrix(&[
-        (&[("service", "a"), ("track", "canary"), ("code", "200")], &[1.0]),
-        (&[("service", "a"), ("track", "canary"), ("code", "500")], &[1.0]),
+        (
+            &[("service", "a"), ("track", "canary"), ("code", "200")],
+            &[1.0],
+        ),
+        (
+            &[("service", "a"), ("track", "canary"), ("code", "500")],
+            &[1.0],
+        ),
     ]);
     assert!(crate::source::batch_rewrite::split(&twice, &labels, &keys).is_err());
 }
@@ -307,7 +343,10 @@ impl RangeSource for Table {
 
 #[tokio::test]
 async fn a_failed_or_ambiguous_batch_is_asked_again_per_member() {
-    let reqs = [request("sum(x{service=\"a\"})"), request("sum(x{service=\"b\"})")];
+    let reqs = [
+        request("sum(x{service=\"a\"})"),
+        request("sum(x{service=\"b\"})"),
+    ];
     let per_member = |q: &str| {
         let v = if q.contains("\"a\"") { 1.0 } else { 2.0 };
         Ok::<Data, String>(matrix(&[(&[], &[v])]))
@@ -333,7 +372,10 @@ async fn a_failed_or_ambiguous_batch_is_asked_again_per_member() {
             if q.contains("=~") {
                 Ok(matrix(&[(&[("pod", "p")], &[1.0])]))
             } else {
-                Ok(matrix(&[(&[("pod", "p")], &[5.0]), (&[("pod", "q")], &[6.0])]))
+                Ok(matrix(&[
+                    (&[("pod", "p")], &[5.0]),
+                    (&[("pod", "q")], &[6.0]),
+                ]))
             }
         },
     };
@@ -352,8 +394,10 @@ async fn a_failed_or_ambiguous_batch_is_asked_again_per_member() {
     };
     assert_eq!(
         range_many(&batched, &reqs, &Limits::default()).await,
-        vec![per_member(&reqs[0].query).map(|d| series(&d)).expect("a"), points(&[2.0])]
+        vec![
+            per_member(&reqs[0].query).map(|d| series(&d)).expect("a"),
+            points(&[2.0])
+        ]
     );
     assert_eq!(batched.asked.lock().expect("lock").len(), 1);
 }
-
