@@ -15,6 +15,7 @@ use canaryd::rollout::analysis::{Fetched, Gathered, judge_gathered};
 use canaryd::rollout::gather_many::fetch_many;
 use canaryd::rollout::{Phase, Rollout, Tick};
 use canaryd::rules::Rule;
+use canaryd::source::batch::Limits;
 use canaryd::source::{PrometheusConfig, PrometheusSource};
 
 /// Service name (as Prometheus stores it), canary error rate, canary median latency.
@@ -111,20 +112,22 @@ async fn range_queries(prometheus: &PrometheusProcess) -> u64 {
         .sum::<f64>() as u64
 }
 
-/// Runs `f` and returns its result with the range queries it cost, waiting (bounded) for
+/// Runs `f` and returns its result with the range queries it cost and how long it took, waiting (bounded) for
 /// Prometheus to count the last ones: it counts a request after the answer is written.
 async fn counted<T>(
     prometheus: &PrometheusProcess,
     expected: u64,
     f: impl std::future::Future<Output = T>,
-) -> (T, u64) {
+) -> (T, u64, Duration) {
     let before = range_queries(prometheus).await;
+    let started = Instant::now();
     let out = f.await;
+    let took = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let cost = range_queries(prometheus).await - before;
         if cost >= expected || Instant::now() > deadline {
-            return (out, cost);
+            return (out, cost, took);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -232,10 +235,28 @@ fn points(s: &Series) -> usize {
     }
 }
 
+/// The named services, then (with `CANARYD_BATCH_SERVICES=N` above 7, for measuring) plain ones
+/// up to N, their error rates spread between healthy and failing.
+fn services() -> Vec<(String, f64, f64)> {
+    let n: usize = std::env::var("CANARYD_BATCH_SERVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SERVICES.len());
+    let mut all: Vec<(String, f64, f64)> = SERVICES
+        .iter()
+        .map(|(n, e, l)| (n.to_string(), *e, *l))
+        .collect();
+    for i in SERVICES.len()..n {
+        all.push((format!("extra-{i}"), 0.001 * (i % 100) as f64, 0.12));
+    }
+    all
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_and_single_queries_judge_alike_on_a_real_prometheus() {
+    let all = services();
     let mut services = Vec::new();
-    for (name, errors, latency) in SERVICES {
+    for (name, errors, latency) in &all {
         let s = DemoService::start(name, "127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("demo service");
@@ -251,7 +272,7 @@ async fn batched_and_single_queries_judge_alike_on_a_real_prometheus() {
     })
     .await
     .expect("prometheus");
-    let rules: Vec<Rule> = SERVICES
+    let rules: Vec<Rule> = all
         .iter()
         .enumerate()
         .map(|(i, (name, _, _))| rule(i, name, WINDOW_METRICS))
@@ -279,19 +300,25 @@ async fn batched_and_single_queries_judge_alike_on_a_real_prometheus() {
     };
 
     // 1. Alike rules: one query per metric shape instead of two per metric per rollout.
-    let n = SERVICES.len() as u64;
-    let (single, single_cost) = counted(
+    let n = all.len() as u64;
+    // Canary and baseline of every service in one batch per metric, up to the member cap.
+    let per_shape = (2 * n).div_ceil(Limits::default().max_members as u64);
+    let (single, single_cost, single_time) = counted(
         &prometheus,
         8 * n,
         fetch_many(&src, &pairs, end, window, false),
     )
     .await;
-    let (batched, batched_cost) =
-        counted(&prometheus, 4, fetch_many(&src, &pairs, end, window, true)).await;
+    let (batched, batched_cost, batched_time) = counted(
+        &prometheus,
+        4 * per_shape,
+        fetch_many(&src, &pairs, end, window, true),
+    )
+    .await;
     println!(
-        "range queries for {n} rollouts x 4 metrics: unbatched {single_cost}, batched {batched_cost}"
+        "range queries for {n} rollouts x 4 metrics: unbatched {single_cost} in {single_time:?}, batched {batched_cost} in {batched_time:?}"
     );
-    assert_eq!((single_cost, batched_cost), (8 * n, 4));
+    assert_eq!((single_cost, batched_cost), (8 * n, 4 * per_shape));
     assert_same(&batched, &single);
     let (tb, ts) = (
         judged(&rules, &rollouts, &batched),
@@ -309,42 +336,42 @@ async fn batched_and_single_queries_judge_alike_on_a_real_prometheus() {
 
     // 2. A batch Prometheus cannot answer (larger than the cap) falls back per member.
     let capped = source(&prometheus.url(), Some(2500));
-    let (fallback, cost) = counted(
+    let (fallback, cost, _) = counted(
         &prometheus,
-        4 + 8 * n,
+        4 * per_shape + 8 * n,
         fetch_many(&capped, &pairs, end, window, true),
     )
     .await;
     assert_eq!(
         cost,
-        4 + 8 * n,
+        4 * per_shape + 8 * n,
         "every batch failed and each member was asked alone"
     );
     assert_same(&fallback, &single);
     assert_same_ticks(&judged(&rules, &rollouts, &fallback), &ts);
 
     // 3. Shapes that cannot be batched, and a batch answer that cannot be split.
-    let hostile: Vec<Rule> = SERVICES
+    let hostile: Vec<Rule> = all
         .iter()
         .enumerate()
         .map(|(i, (name, _, _))| rule(i, name, HOSTILE_METRICS))
         .collect();
     let hostile_pairs: Vec<(&Rule, &Rollout)> = hostile.iter().zip(&rollouts).collect();
-    let (single, _) = counted(
+    let (single, _, _) = counted(
         &prometheus,
         4 * n,
         fetch_many(&src, &hostile_pairs, end, window, false),
     )
     .await;
-    let (batched, cost) = counted(
+    let (batched, cost, _) = counted(
         &prometheus,
-        1 + 4 * n,
+        per_shape + 4 * n,
         fetch_many(&src, &hostile_pairs, end, window, true),
     )
     .await;
     assert_eq!(
         cost,
-        2 * n + 1 + 2 * n,
+        2 * n + per_shape + 2 * n,
         "without: alone; by (code): one batch, then per member"
     );
     assert_same(&batched, &single);

@@ -12,13 +12,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use prometheus_http_query::response::Data;
 
 use super::PrometheusSource;
-use super::batch_rewrite::{Shape, member_key, rewrite, shape, split, varying_labels};
+use super::batch_cache;
+use super::batch_rewrite::{Shape, member_key, split, varying_labels};
 use super::prometheus::series;
 use crate::judge::observation::Series;
 
@@ -97,14 +99,19 @@ pub enum Job {
 }
 
 /// Requests batch together when their shapes and their (end, window, step) are equal.
-type GroupKey = (String, SystemTime, Duration, Duration);
+type GroupKey = (Arc<str>, SystemTime, Duration, Duration);
 
 /// Groups `requests` into jobs; every request is in exactly one.
 pub fn plan(requests: &[RangeRequest], limits: &Limits) -> Vec<Job> {
     let mut jobs = Vec::new();
-    let mut groups: BTreeMap<GroupKey, Vec<(usize, Shape)>> = BTreeMap::new();
-    for (i, r) in requests.iter().enumerate() {
-        match shape(&r.query) {
+    let mut groups: BTreeMap<GroupKey, Vec<(usize, Arc<Shape>)>> = BTreeMap::new();
+    let queries: Vec<&str> = requests.iter().map(|r| r.query.as_str()).collect();
+    for ((i, r), parsed) in requests
+        .iter()
+        .enumerate()
+        .zip(batch_cache::shapes(&queries))
+    {
+        match parsed {
             Ok(s) => groups
                 .entry((s.key.clone(), r.end, r.window, r.step))
                 .or_default()
@@ -120,7 +127,7 @@ pub fn plan(requests: &[RangeRequest], limits: &Limits) -> Vec<Job> {
 
 fn plan_group(
     requests: &[RangeRequest],
-    group: Vec<(usize, Shape)>,
+    group: Vec<(usize, Arc<Shape>)>,
     limits: &Limits,
     jobs: &mut Vec<Job>,
 ) {
@@ -128,7 +135,7 @@ fn plan_group(
         jobs.extend(group.into_iter().map(|(i, _)| Job::Single(i)));
         return;
     }
-    let labels = varying_labels(group.iter().map(|(_, s)| s));
+    let labels = varying_labels(group.iter().map(|(_, s)| s.as_ref()));
     if labels.is_empty() {
         // Identical queries: one answer serves them all, up to the member cap.
         for chunk in group.chunks(limits.max_members.max(2)) {
@@ -136,7 +143,7 @@ fn plan_group(
         }
         return;
     }
-    let mut keyed: Vec<(Vec<String>, usize, Shape)> = Vec::new();
+    let mut keyed: Vec<(Vec<String>, usize, Arc<Shape>)> = Vec::new();
     for (i, s) in group {
         match member_key(&s.values, &labels) {
             Ok(k) => keyed.push((k, i, s)),
@@ -157,7 +164,7 @@ fn plan_group(
                 values.entry(l.clone()).or_default().insert(v.clone());
             }
         }
-        match rewrite(&chunk[0].2, &values) {
+        match batch_cache::rewritten(&chunk[0].2, &values) {
             Ok(query) => jobs.push(Job::Batch {
                 query,
                 labels: labels.clone(),
@@ -171,7 +178,12 @@ fn plan_group(
     }
 }
 
-fn push_batch(jobs: &mut Vec<Job>, query: String, labels: Vec<String>, chunk: &[(usize, Shape)]) {
+fn push_batch(
+    jobs: &mut Vec<Job>,
+    query: String,
+    labels: Vec<String>,
+    chunk: &[(usize, Arc<Shape>)],
+) {
     if chunk.len() < 2 {
         jobs.extend(chunk.iter().map(|(i, _)| Job::Single(*i)));
     } else {

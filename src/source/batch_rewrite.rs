@@ -12,6 +12,7 @@
 //! set operators, subqueries, `@`) is refused, and the caller asks per member.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use prometheus_http_query::response::Data;
 use promql_parser::label::{Labels, MatchOp, Matcher};
@@ -78,9 +79,9 @@ fn refuse<T>(why: impl Into<String>) -> Result<T, Refused> {
 pub struct Shape {
     /// The query with every equality matcher's value blanked: two queries with equal keys
     /// differ at most in those values.
-    pub key: String,
-    /// The blanked query, what [`rewrite`] starts from.
-    expr: Expr,
+    pub key: Arc<str>,
+    /// The blanked query, what [`rewrite`] starts from; shared by every query of one key.
+    pub(super) expr: Arc<Expr>,
     /// The set-aside values in walk order, each with its label name.
     pub values: Vec<(String, String)>,
 }
@@ -88,7 +89,7 @@ pub struct Shape {
 impl Shape {
     /// The query again, the set-aside values put back (those not batched stay as written).
     fn filled(&self) -> Result<Expr, Refused> {
-        let mut expr = self.expr.clone();
+        let mut expr = (*self.expr).clone();
         let mut values = self.values.iter();
         selectors_mut(&mut expr, &mut |vs| {
             for m in &mut vs.matchers.matchers {
@@ -124,8 +125,8 @@ pub fn shape(query: &str) -> Result<Shape, Refused> {
         return refuse(why);
     }
     Ok(Shape {
-        key: expr.to_string(),
-        expr,
+        key: expr.to_string().into(),
+        expr: Arc::new(expr),
         values,
     })
 }

@@ -401,3 +401,21 @@ async fn a_failed_or_ambiguous_batch_is_asked_again_per_member() {
     );
     assert_eq!(batched.asked.lock().expect("lock").len(), 1);
 }
+
+#[test]
+fn a_plan_from_the_memo_is_the_plan_parsed_afresh() {
+    let reqs: Vec<_> = HOSTILE
+        .iter()
+        .flat_map(|s| {
+            [
+                request(&error_rate(s, "canary")),
+                request(&error_rate(s, "baseline")),
+            ]
+        })
+        .chain([request("sum(x{service=\"a\"}) / sum(y{service=\"c\"})")])
+        .collect();
+    let first = plan(&reqs, &Limits::default());
+    assert_eq!(plan(&reqs, &Limits::default()), first);
+    assert_eq!(batches(&first).len(), 1);
+    assert!(first.contains(&Job::Single(reqs.len() - 1)));
+}
