@@ -81,6 +81,10 @@ fn describe() {
         "Failed Prometheus queries by kind"
     );
     describe_counter!(
+        "canaryd_prometheus_queries_total",
+        "Range queries sent by how: batched (one for a group of alike queries), single, fallback (per member after a failed or ambiguous batch)"
+    );
+    describe_counter!(
         "canaryd_hook_calls_total",
         "Hook delivery attempts by hook and outcome (success, error)"
     );
@@ -121,6 +125,9 @@ pub fn init_series<'a>(rules: impl IntoIterator<Item = &'a str>) {
     }
     for kind in ["query", "transport", "other"] {
         counter!("canaryd_prometheus_errors_total", "kind" => kind).increment(0);
+    }
+    for mode in ["batched", "single", "fallback"] {
+        counter!("canaryd_prometheus_queries_total", "mode" => mode).increment(0);
     }
 }
 

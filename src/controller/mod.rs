@@ -12,6 +12,7 @@ pub mod checkpoint;
 mod deadline;
 pub mod feed;
 pub mod gather;
+pub mod gather_many;
 mod group_commit;
 pub mod lease;
 pub mod notify;

@@ -1,6 +1,6 @@
 //! A rule file run as a live rollout, against the simulated world instead of Prometheus.
 //!
-//! The loop is the rollout task's (`rollout/task.rs`) with the clock and the hooks made up:
+//! The loop is the rollout task's (`controller/task.rs`) with the clock and the hooks made up:
 //! every `interval` a judged tick when the task would analyse (watching, nothing in flight,
 //! past warmup), a timer event otherwise; hooks succeed at once. Every decision is made by the
 //! shipped code: window metrics by `judge_tick`, sequential ones by `judge_counts` on the pods'

@@ -3,6 +3,9 @@
 //! Architecture Invariant: this folder knows queries and endpoints, nothing about rollouts,
 //! steps or verdicts. Failures come back as typed [`crate::judge::Observation`]s, never panics.
 
+pub mod batch;
+mod batch_cache;
+pub mod batch_rewrite;
 pub mod health;
 pub mod prometheus;
 

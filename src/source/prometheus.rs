@@ -123,6 +123,21 @@ impl PrometheusSource {
         window: Duration,
         step: Duration,
     ) -> Series {
+        match self.range_data(query, end, window, step).await {
+            Ok(data) => series(&data),
+            Err(message) => Series::Failed { message },
+        }
+    }
+
+    /// One range query's whole answer, every series with its labels: what a batched query
+    /// (`source::batch`) splits back per member. `range_series` is this plus [`series`].
+    pub async fn range_data(
+        &self,
+        query: &str,
+        end: SystemTime,
+        window: Duration,
+        step: Duration,
+    ) -> Result<Data, String> {
         let end_s = end
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -140,10 +155,7 @@ impl PrometheusSource {
             .timeout(self.timeout.as_millis() as i64)
             .post_raw()
             .await;
-        match self.read(started, response).await {
-            Ok(data) => series(&data),
-            Err(message) => Series::Failed { message },
-        }
+        self.read(started, response).await
     }
 
     /// One instant query at `at`, every series with its labels: counters for the sequential

@@ -1,0 +1,199 @@
+//! The fetch half of many rollouts' ticks at once, so their window queries can be batched.
+//!
+//! [`fetch_many`] gives, for every `(rule, rollout)`, the [`Gathered`] that
+//! [`analysis::fetch`] would give it: the same queries rendered the same way, answered by
+//! [`source::batch`](crate::source::batch) with batching on (one Prometheus query per group of
+//! alike queries, each result split back and checked) or one by one with batching off.
+//! Sequential metrics (counter snapshots) are still read per rollout through
+//! [`analysis::fetch`]: their instant queries keep every series for the sequential test.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+
+use super::analysis::{self, Fetched, Gathered};
+use crate::judge::observation::Series;
+use crate::rollout::Rollout;
+use crate::rules::schema::MetricKind;
+use crate::rules::{Group, QueryContext, Rule};
+use crate::source::PrometheusSource;
+use crate::source::batch::{self, Limits, RangeRequest};
+
+/// Rollouts fetched at once when batching is off, and for their counters.
+const CONCURRENT_ROLLOUTS: usize = 8;
+
+/// One window metric's two requests, by position in the batched request list.
+struct Slot {
+    rollout: usize,
+    metric: String,
+    /// Indexes of the canary and baseline requests, or why the queries could not be rendered.
+    requests: Result<(usize, usize), String>,
+}
+
+/// The tick of every `(rule, rollout)` ending at `end`; result `i` belongs to `rollouts[i]`.
+/// `batched: false` asks every query alone (what the scale bench compares against).
+pub async fn fetch_many(
+    source: &PrometheusSource,
+    rollouts: &[(&Rule, &Rollout)],
+    end: SystemTime,
+    window: Duration,
+    batched: bool,
+) -> Vec<Gathered> {
+    fetch_many_with(source, rollouts, end, window, batched, &Limits::default()).await
+}
+
+/// [`fetch_many`] with explicit batch limits.
+pub async fn fetch_many_with(
+    source: &PrometheusSource,
+    rollouts: &[(&Rule, &Rollout)],
+    end: SystemTime,
+    window: Duration,
+    batched: bool,
+    limits: &Limits,
+) -> Vec<Gathered> {
+    if !batched {
+        let windows: usize = rollouts.iter().map(|(r, _)| window_metrics(r) * 2).sum();
+        batch::count_queries("single", windows);
+        // Futures collected first: a lazy `map` inside the stream trips the compiler's `Send`
+        // inference for the spawning task (higher-ranked lifetimes), as in `analysis::fetch`.
+        let fetches: Vec<_> = rollouts
+            .iter()
+            .map(|(rule, rollout)| analysis::fetch(source, rule, rollout, end, window))
+            .collect();
+        return futures_util::stream::iter(fetches)
+            .buffered(CONCURRENT_ROLLOUTS)
+            .collect()
+            .await;
+    }
+    let (requests, slots) = requests(rollouts, end, window);
+    let counters: Vec<_> = rollouts
+        .iter()
+        .map(|(rule, rollout)| sequential_only(source, rule, rollout, end, window))
+        .collect();
+    let counters = futures_util::stream::iter(counters)
+        .buffered(CONCURRENT_ROLLOUTS)
+        .collect::<Vec<_>>();
+    let (answers, counters) = tokio::join!(batch::range_many(source, &requests, limits), counters);
+    let mut metrics: Vec<BTreeMap<String, Fetched>> = counters;
+    for slot in slots {
+        let fetched = match slot.requests {
+            Ok((c, b)) => Fetched::Window {
+                canary: answers[c].clone(),
+                baseline: answers[b].clone(),
+            },
+            Err(message) => {
+                let failed = Series::Failed { message };
+                Fetched::Window {
+                    canary: failed.clone(),
+                    baseline: failed,
+                }
+            }
+        };
+        metrics[slot.rollout].insert(slot.metric, fetched);
+    }
+    metrics
+        .into_iter()
+        .map(|metrics| Gathered {
+            at: DateTime::<Utc>::from(end),
+            metrics,
+        })
+        .collect()
+}
+
+fn window_metrics(rule: &Rule) -> usize {
+    rule.metrics()
+        .filter(|m| matches!(m.kind(), MetricKind::Window(_)))
+        .count()
+}
+
+/// Every window metric's canary and baseline request, rendered as [`analysis::fetch`] does.
+fn requests(
+    rollouts: &[(&Rule, &Rollout)],
+    end: SystemTime,
+    window: Duration,
+) -> (Vec<RangeRequest>, Vec<Slot>) {
+    let mut requests = Vec::new();
+    let mut slots = Vec::new();
+    for (index, (rule, rollout)) in rollouts.iter().enumerate() {
+        let ctx = QueryContext {
+            rollout: &rollout.id,
+            version: &rollout.version,
+        };
+        let step = rule.spec.analysis.step;
+        for m in rule.metrics() {
+            let MetricKind::Window(q) = m.kind() else {
+                continue;
+            };
+            let rendered = match (
+                rule.render(q, Group::Canary, &ctx),
+                rule.render(q, Group::Baseline, &ctx),
+            ) {
+                (Ok(cq), Ok(bq)) => {
+                    let at = requests.len();
+                    for query in [cq, bq] {
+                        requests.push(RangeRequest {
+                            query,
+                            end,
+                            window,
+                            step,
+                        });
+                    }
+                    Ok((at, at + 1))
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+            };
+            slots.push(Slot {
+                rollout: index,
+                metric: m.name.clone(),
+                requests: rendered,
+            });
+        }
+    }
+    (requests, slots)
+}
+
+/// The rollout's sequential metrics, fetched by [`analysis::fetch`] on a copy of the rule that
+/// keeps only them (the window metrics go through the batch).
+async fn sequential_only(
+    source: &PrometheusSource,
+    rule: &Rule,
+    rollout: &Rollout,
+    end: SystemTime,
+    window: Duration,
+) -> BTreeMap<String, Fetched> {
+    let is_counters = |kind: MetricKind<'_>| {
+        matches!(
+            kind,
+            MetricKind::Counts { .. } | MetricKind::Slow { .. } | MetricKind::Histogram { .. }
+        )
+    };
+    if !rule.metrics().any(|m| is_counters(m.kind())) {
+        return BTreeMap::new();
+    }
+    let mut only = rule.clone();
+    only.spec
+        .metrics
+        .value
+        .retain(|m| is_counters(m.value.kind()));
+    analysis::fetch(source, &only, rollout, end, window)
+        .await
+        .metrics
+}
+
+/// The scheduler runs `fetch_many` inside spawned tasks: it must stay `Send`.
+#[cfg(test)]
+#[allow(dead_code)]
+fn fetch_many_is_send<'a>(
+    source: &'a PrometheusSource,
+    rollouts: &'a [(&'a Rule, &'a Rollout)],
+) -> impl std::future::Future<Output = Vec<Gathered>> + Send + 'a {
+    fetch_many(
+        source,
+        rollouts,
+        SystemTime::UNIX_EPOCH,
+        Duration::ZERO,
+        true,
+    )
+}

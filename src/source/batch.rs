@@ -1,0 +1,333 @@
+//! Batched range queries: many requests that differ only in the values of their equality label
+//! matchers (the same metric for many services, canary and baseline) become one query per group
+//! and tick, and the answer is split back so every request gets exactly the [`Series`] its own
+//! query would have returned.
+//!
+//! Knows PromQL (through [`batch_rewrite`](super::batch_rewrite)), nothing about rollouts. A
+//! request that cannot be batched safely is asked alone (`mode="single"`); a batch whose query
+//! fails or whose answer cannot be split faithfully is asked again per member
+//! (`mode="fallback"`), never turned into a result nobody asked for. Every outcome of a member is
+//! one its own query could have given, so batching can change how many queries Prometheus sees,
+//! never a verdict.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use prometheus_http_query::response::Data;
+
+use super::PrometheusSource;
+use super::batch_cache;
+use super::batch_rewrite::{Shape, member_key, split, varying_labels};
+use super::prometheus::series;
+use crate::judge::observation::Series;
+
+/// One range query as `PrometheusSource::range_series` takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeRequest {
+    pub query: String,
+    pub end: SystemTime,
+    pub window: Duration,
+    pub step: Duration,
+}
+
+/// Bounds on one batch: its members, the length of each regex it sends, and how many of its
+/// label-value combinations it may make Prometheus compute (the regexes select their cross
+/// product); larger groups are split into several batches.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_members: usize,
+    pub max_regex_bytes: usize,
+    pub max_combinations: usize,
+    /// Queries in flight at once, batches and singles together.
+    pub concurrency: usize,
+}
+
+impl Default for Limits {
+    /// 500 members of ~20-byte values is a 10 KiB regex and, at 11 points each, an answer of a
+    /// few hundred KiB: far below `max_response_bytes`, and Prometheus matches a literal
+    /// alternation as a set.
+    fn default() -> Self {
+        Limits {
+            max_members: 500,
+            max_regex_bytes: 32 * 1024,
+            max_combinations: 2000,
+            concurrency: 8,
+        }
+    }
+}
+
+/// Where range queries go: Prometheus in the daemon, a recorded answer in unit tests.
+pub trait RangeSource: Sync {
+    /// One range query's whole answer, or why it failed.
+    fn range_data(
+        &self,
+        query: &str,
+        end: SystemTime,
+        window: Duration,
+        step: Duration,
+    ) -> impl Future<Output = Result<Data, String>> + Send;
+}
+
+impl RangeSource for PrometheusSource {
+    fn range_data(
+        &self,
+        query: &str,
+        end: SystemTime,
+        window: Duration,
+        step: Duration,
+    ) -> impl Future<Output = Result<Data, String>> + Send {
+        PrometheusSource::range_data(self, query, end, window, step)
+    }
+}
+
+/// What will be sent for a set of requests.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Job {
+    /// Request `i` alone.
+    Single(usize),
+    /// One query for several requests. Empty `labels`: the members' queries are identical and
+    /// each gets the whole answer; otherwise member `(i, key)` gets the series whose `labels`
+    /// carry `key`.
+    Batch {
+        query: String,
+        labels: Vec<String>,
+        members: Vec<(usize, Vec<String>)>,
+    },
+}
+
+/// Requests batch together when their shapes and their (end, window, step) are equal.
+type GroupKey = (Arc<str>, SystemTime, Duration, Duration);
+
+/// Groups `requests` into jobs; every request is in exactly one.
+pub fn plan(requests: &[RangeRequest], limits: &Limits) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    let mut groups: BTreeMap<GroupKey, Vec<(usize, Arc<Shape>)>> = BTreeMap::new();
+    let queries: Vec<&str> = requests.iter().map(|r| r.query.as_str()).collect();
+    for ((i, r), parsed) in requests
+        .iter()
+        .enumerate()
+        .zip(batch_cache::shapes(&queries))
+    {
+        match parsed {
+            Ok(s) => groups
+                .entry((s.key.clone(), r.end, r.window, r.step))
+                .or_default()
+                .push((i, s)),
+            Err(_) => jobs.push(Job::Single(i)),
+        }
+    }
+    for group in groups.into_values() {
+        plan_group(requests, group, limits, &mut jobs);
+    }
+    jobs
+}
+
+fn plan_group(
+    requests: &[RangeRequest],
+    group: Vec<(usize, Arc<Shape>)>,
+    limits: &Limits,
+    jobs: &mut Vec<Job>,
+) {
+    if group.len() < 2 {
+        jobs.extend(group.into_iter().map(|(i, _)| Job::Single(i)));
+        return;
+    }
+    let labels = varying_labels(group.iter().map(|(_, s)| s.as_ref()));
+    if labels.is_empty() {
+        // Identical queries: one answer serves them all, up to the member cap.
+        for chunk in group.chunks(limits.max_members.max(2)) {
+            push_batch(jobs, requests[chunk[0].0].query.clone(), Vec::new(), chunk);
+        }
+        return;
+    }
+    let mut keyed: Vec<(Vec<String>, usize, Arc<Shape>)> = Vec::new();
+    for (i, s) in group {
+        match member_key(&s.values, &labels) {
+            Ok(k) => keyed.push((k, i, s)),
+            Err(_) => jobs.push(Job::Single(i)),
+        }
+    }
+    // Sorted, so canary and baseline of one service (and services with alike names) share a
+    // batch and its regexes stay short.
+    keyed.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    for chunk in chunks(&keyed, labels.len(), limits) {
+        if chunk.len() < 2 {
+            jobs.extend(chunk.iter().map(|(_, i, _)| Job::Single(*i)));
+            continue;
+        }
+        let mut values: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (k, _, _) in chunk {
+            for (l, v) in labels.iter().zip(k) {
+                values.entry(l.clone()).or_default().insert(v.clone());
+            }
+        }
+        match batch_cache::rewritten(&chunk[0].2, &values) {
+            Ok(query) => jobs.push(Job::Batch {
+                query,
+                labels: labels.clone(),
+                members: chunk.iter().map(|(k, i, _)| (*i, k.clone())).collect(),
+            }),
+            Err(why) => {
+                tracing::debug!(query = %requests[chunk[0].1].query, %why, "query not batched");
+                jobs.extend(chunk.iter().map(|(_, i, _)| Job::Single(*i)));
+            }
+        }
+    }
+}
+
+fn push_batch(
+    jobs: &mut Vec<Job>,
+    query: String,
+    labels: Vec<String>,
+    chunk: &[(usize, Arc<Shape>)],
+) {
+    if chunk.len() < 2 {
+        jobs.extend(chunk.iter().map(|(i, _)| Job::Single(*i)));
+    } else {
+        jobs.push(Job::Batch {
+            query,
+            labels,
+            members: chunk.iter().map(|(i, _)| (*i, Vec::new())).collect(),
+        });
+    }
+}
+
+/// Cuts sorted members into runs within the limits.
+fn chunks<'a, T>(
+    keyed: &'a [(Vec<String>, usize, T)],
+    n_labels: usize,
+    limits: &Limits,
+) -> Vec<&'a [(Vec<String>, usize, T)]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut sets: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); n_labels];
+    let mut bytes = vec![0usize; n_labels];
+    for (at, (key, _, _)) in keyed.iter().enumerate() {
+        let mut grown = sets.clone();
+        let mut grown_bytes = bytes.clone();
+        for (l, v) in key.iter().enumerate() {
+            if grown[l].insert(v.as_str()) {
+                grown_bytes[l] += v.len() * 2 + 1;
+            }
+        }
+        let combinations = grown
+            .iter()
+            .map(BTreeSet::len)
+            .fold(1usize, usize::saturating_mul);
+        let full = at - start >= limits.max_members
+            || grown_bytes.iter().any(|b| *b > limits.max_regex_bytes)
+            || combinations > limits.max_combinations;
+        if full && at > start {
+            out.push(&keyed[start..at]);
+            start = at;
+            sets = vec![BTreeSet::new(); n_labels];
+            bytes = vec![0; n_labels];
+            for (l, v) in key.iter().enumerate() {
+                sets[l].insert(v.as_str());
+                bytes[l] = v.len() * 2 + 1;
+            }
+        } else {
+            sets = grown;
+            bytes = grown_bytes;
+        }
+    }
+    if start < keyed.len() {
+        out.push(&keyed[start..]);
+    }
+    out
+}
+
+/// Answers every request, batching what can be batched; result `i` is request `i`'s.
+pub async fn range_many<S: RangeSource>(
+    source: &S,
+    requests: &[RangeRequest],
+    limits: &Limits,
+) -> Vec<Series> {
+    let jobs = plan(requests, limits);
+    // Futures collected first, so the whole stays `Send` (see `analysis::fetch`).
+    let runs: Vec<_> = jobs
+        .into_iter()
+        .map(|job| run(source, requests, job, limits.concurrency))
+        .collect();
+    let answered: Vec<Vec<(usize, Series)>> = futures_util::stream::iter(runs)
+        .buffer_unordered(limits.concurrency.max(1))
+        .collect()
+        .await;
+    let mut out = vec![
+        Series::Failed {
+            message: "not asked (batching bug)".into(),
+        };
+        requests.len()
+    ];
+    for (i, s) in answered.into_iter().flatten() {
+        out[i] = s;
+    }
+    out
+}
+
+/// Counts one query sent, by how: `batched`, `single` or `fallback`.
+pub fn count_queries(mode: &'static str, n: usize) {
+    metrics::counter!("canaryd_prometheus_queries_total", "mode" => mode).increment(n as u64);
+}
+
+async fn run<S: RangeSource>(
+    source: &S,
+    requests: &[RangeRequest],
+    job: Job,
+    concurrency: usize,
+) -> Vec<(usize, Series)> {
+    let (query, labels, members) = match job {
+        Job::Single(i) => {
+            count_queries("single", 1);
+            return vec![(i, single(source, &requests[i]).await)];
+        }
+        Job::Batch {
+            query,
+            labels,
+            members,
+        } => (query, labels, members),
+    };
+    count_queries("batched", 1);
+    let r = &requests[members[0].0];
+    let why = match source.range_data(&query, r.end, r.window, r.step).await {
+        Ok(data) if labels.is_empty() => {
+            let s = series(&data);
+            return members.into_iter().map(|(i, _)| (i, s.clone())).collect();
+        }
+        Ok(data) => {
+            let keys: Vec<Vec<String>> = members.iter().map(|(_, k)| k.clone()).collect();
+            match split(&data, &labels, &keys) {
+                Ok(split) => {
+                    return members.iter().map(|(i, _)| *i).zip(split).collect();
+                }
+                Err(why) => why,
+            }
+        }
+        Err(why) => why,
+    };
+    tracing::warn!(members = members.len(), %why, "batched query fell back to one query per member");
+    count_queries("fallback", members.len());
+    let singles: Vec<_> = members
+        .into_iter()
+        .map(|(i, _)| async move { (i, single(source, &requests[i]).await) })
+        .collect();
+    futures_util::stream::iter(singles)
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await
+}
+
+/// One request alone, with `range_series`' semantics.
+async fn single<S: RangeSource>(source: &S, r: &RangeRequest) -> Series {
+    match source.range_data(&r.query, r.end, r.window, r.step).await {
+        Ok(data) => series(&data),
+        Err(message) => Series::Failed { message },
+    }
+}
+
+#[cfg(test)]
+#[path = "batch_tests.rs"]
+mod tests;
