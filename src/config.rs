@@ -114,6 +114,9 @@ pub struct PrometheusSection {
     pub basic_auth: Option<BasicAuth>,
     /// Largest answer read from Prometheus; a larger one fails the query (`error`).
     pub max_response_bytes: usize,
+    /// Ask the window queries of rollouts ticking in the same slot together (one query per
+    /// metric shape, `source::batch`); off, each rollout asks its own.
+    pub batch_queries: bool,
 }
 
 impl Default for PrometheusSection {
@@ -124,6 +127,7 @@ impl Default for PrometheusSection {
             bearer_token_file: None,
             basic_auth: None,
             max_response_bytes: crate::source::prometheus::DEFAULT_MAX_RESPONSE_BYTES,
+            batch_queries: true,
         }
     }
 }

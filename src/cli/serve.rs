@@ -39,6 +39,9 @@ pub struct ServeArgs {
     pub prometheus_bearer_token_file: Option<PathBuf>,
     #[arg(long, env = "CANARYD_PROMETHEUS_MAX_RESPONSE_BYTES")]
     pub prometheus_max_response_bytes: Option<usize>,
+    /// `false` asks every rollout's queries alone (for comparison; `prometheus.batch_queries`).
+    #[arg(long, env = "CANARYD_PROMETHEUS_BATCH_QUERIES")]
+    pub prometheus_batch_queries: Option<bool>,
     /// Rule files, folders or globs (repeatable).
     #[arg(long = "rules", env = "CANARYD_RULES", value_delimiter = ',')]
     pub rules: Vec<String>,
@@ -115,6 +118,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.prometheus_max_response_bytes {
             cfg.prometheus.max_response_bytes = v;
+        }
+        if let Some(v) = self.prometheus_batch_queries {
+            cfg.prometheus.batch_queries = v;
         }
         if !self.rules.is_empty() {
             cfg.rules = self.rules.clone();
@@ -219,7 +225,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
     let source = PrometheusSource::new(&prometheus)?
-        .with_max_response_bytes(cfg.prometheus.max_response_bytes);
+        .with_max_response_bytes(cfg.prometheus.max_response_bytes)
+        .with_batching(cfg.prometheus.batch_queries);
     let hooks = HookRunner::new().context("building the hook HTTP client")?;
     let (controller, lease) = match &cfg.state.postgres {
         Some(pg) => {

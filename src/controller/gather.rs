@@ -33,8 +33,49 @@ const CONCURRENT_ROLLOUTS: usize = 32;
 /// so waiting for a busy one cannot eat the others' tick.
 const COLLECT: Duration = Duration::from_millis(200);
 
-/// Gathers every item's tick ending at `end`: one [`Gathered`] per item, in order.
+/// Gathers every item's tick ending at `end`: one [`Gathered`] per item, in order. With
+/// batching on (the default), rollouts with the same window go through
+/// [`super::gather_many::fetch_many`], whose window queries are asked once per metric shape;
+/// off, each rollout is fetched alone.
 pub async fn gather_slot(
+    source: &PrometheusSource,
+    items: &[(&Rule, &Rollout)],
+    end: SystemTime,
+) -> Vec<Gathered> {
+    if source.batching() && items.len() > 1 {
+        return gather_batched(source, items, end).await;
+    }
+    gather_alone(source, items, end).await
+}
+
+/// One [`super::gather_many::fetch_many`] per window length (a batch needs equal ranges), the
+/// answers put back in the items' order.
+async fn gather_batched(
+    source: &PrometheusSource,
+    items: &[(&Rule, &Rollout)],
+    end: SystemTime,
+) -> Vec<Gathered> {
+    let mut by_window: std::collections::BTreeMap<Duration, Vec<usize>> = Default::default();
+    for (i, (rule, _)) in items.iter().enumerate() {
+        by_window
+            .entry(rule.spec.analysis.window)
+            .or_default()
+            .push(i);
+    }
+    let mut out: Vec<Option<Gathered>> = vec![None; items.len()];
+    for (window, indices) in by_window {
+        let group: Vec<(&Rule, &Rollout)> = indices.iter().map(|&i| items[i]).collect();
+        let gathered = super::gather_many::fetch_many(source, &group, end, window, true).await;
+        for (i, g) in indices.into_iter().zip(gathered) {
+            out[i] = Some(g);
+        }
+    }
+    // A rollout fetch_many left without an answer stays out: `answer_slot` then gives it the
+    // missed-deadline tick, never a pass. So the answers must stay in order up to the first gap.
+    out.into_iter().map_while(|g| g).collect()
+}
+
+async fn gather_alone(
     source: &PrometheusSource,
     items: &[(&Rule, &Rollout)],
     end: SystemTime,

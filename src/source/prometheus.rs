@@ -49,6 +49,7 @@ pub struct PrometheusSource {
     url: String,
     timeout: Duration,
     max_response_bytes: usize,
+    batching: bool,
 }
 
 impl std::fmt::Debug for PrometheusSource {
@@ -95,6 +96,7 @@ impl PrometheusSource {
             url: cfg.url.clone(),
             timeout: cfg.timeout,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            batching: true,
         })
     }
 
@@ -103,6 +105,17 @@ impl PrometheusSource {
     pub fn with_max_response_bytes(mut self, bytes: usize) -> Self {
         self.max_response_bytes = bytes.max(1);
         self
+    }
+
+    /// Whether a slot's window queries are asked together ([`super::batch`]); on by default,
+    /// off for comparison (`prometheus.batch_queries: false`).
+    pub fn with_batching(mut self, on: bool) -> Self {
+        self.batching = on;
+        self
+    }
+
+    pub fn batching(&self) -> bool {
+        self.batching
     }
 
     pub fn url(&self) -> &str {
