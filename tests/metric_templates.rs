@@ -5,6 +5,8 @@
 //! (`metric_templates_reload` below).
 
 mod common;
+#[path = "metric_templates/reload.rs"]
+mod reload;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -360,7 +362,10 @@ fn check_resolves_templates_and_judge_uses_the_templates_beside_the_rule() {
     let (dir, paths) = folder(&[("api.yaml", &text), ("t.yaml", TEMPLATES)]);
     let (code, out, err) = canaryd(&["check".as_ref(), dir.path().as_os_str()]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("rule \"api\" OK"), "{out}");
+    assert!(
+        out.contains("rule \"api\" OK") && out.contains("t.yaml: metric templates OK"),
+        "{out}"
+    );
     let (code, _, err) = canaryd(&["check".as_ref(), paths[0].as_os_str()]);
     assert_eq!(code, 1, "the rule alone cannot resolve: {err}");
     assert!(
@@ -393,171 +398,45 @@ fn check_resolves_templates_and_judge_uses_the_templates_beside_the_rule() {
     assert_eq!(code, 1, "the template's own line fails it: {out}{err}");
 }
 
-// ---- a running rollout keeps its snapshot; new rollouts get the new template ----
-
-/// Requests per second: always well above 0.001 and far below 10⁹ on the demo service.
-fn reload_templates(rollback_below: &str) -> String {
-    format!(
-        "kind: metric_templates\nvars: {{ svc: null }}\ntemplates:\n  - name: request_rate\n    query: 'sum(rate(http_requests_total{{ {{{{selector}}}}, service=\"{{{{svc}}}}\" }}[4s]))'\n    direction: decrease\n    rollback_below: {rollback_below}\n    critical: true\n"
-    )
-}
-
-fn reload_rule(name: &str, receiver: &canaryd::demo::receiver::HookReceiver) -> String {
-    format!(
-        "name: {name}\n\
-         selector: {{ canary: 'service=\"tpl\", track=\"canary\"', baseline: 'service=\"tpl\", track=\"baseline\"' }}\n\
-         vars: {{ svc: tpl }}\n\
-         steps: [{{ weight: 5, hold: 1h }}, {{ weight: 100 }}]\n\
-         analysis: {{ interval: 1s, step: 1s, window: 10s, warmup: 1s, min_samples: 3 }}\n\
-         metrics:\n  - {{ name: requests, template: request_rate }}\n\
-         hooks:\n  set_weight: {{ url: \"{}\", timeout: 2s }}\n  promote: {{ url: \"{}\", timeout: 2s }}\n  rollback: {{ url: \"{}\", timeout: 2s }}\n",
-        receiver.url("/weight"),
-        receiver.url("/promote"),
-        receiver.url("/rollback"),
-    )
-}
-
-/// Waits until `id` has passed `requests` at `n` ticks after `since` (RFC 3339) while staying
-/// at its first step; panics on a failed check or any other phase.
-async fn passes_ticks_after(d: &common::Daemon, id: &str, since: &str, n: usize) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut seen = std::collections::BTreeSet::new();
-    while seen.len() < n {
-        let r = d.rollout(id).await;
-        assert_eq!(r["phase"], "progressing", "{r}");
-        let at = r["last_tick"]["at"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if at.as_str() > since {
-            // No data yet (fewer than min_samples) proves nothing either way; a fail would.
-            let check = common::check_of(&r, "requests").expect("requests check");
-            assert_ne!(check["verdict"], "fail", "{check}");
-            if check["verdict"] == "pass" {
-                seen.insert(at);
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{n} ticks after {since} never came: {r}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metric_templates_reload_keeps_running_rollouts_on_their_snapshot() {
-    use canaryd::demo::prometheus::{PrometheusOptions, PrometheusProcess};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let service =
-        canaryd::demo::service::DemoService::start("tpl", "127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("demo service");
-    let prometheus = PrometheusProcess::start(PrometheusOptions {
-        targets: vec![service.addr().to_string()],
-        ..PrometheusOptions::default()
-    })
-    .await
-    .expect("prometheus");
-    let receiver = canaryd::demo::receiver::HookReceiver::start()
-        .await
-        .expect("receiver");
-    let rules = dir.path().join("rules");
-    std::fs::create_dir_all(&rules).expect("rules dir");
-    let templates = rules.join("templates.yaml");
-    std::fs::write(&templates, reload_templates("0.001")).expect("templates");
-    for name in ["alpha", "beta"] {
-        std::fs::write(
-            rules.join(format!("{name}.yaml")),
-            reload_rule(name, &receiver),
-        )
-        .expect("rule");
-    }
-    prometheus
-        .wait_for_series(
-            r#"sum(rate(http_requests_total{service="tpl", track="canary"}[4s]))"#,
-            std::time::Duration::from_secs(30),
-        )
-        .await
-        .expect("series");
-    let mut d = common::Daemon::start(
-        &prometheus.url(),
-        std::slice::from_ref(&rules),
-        dir.path(),
-        &[],
-    )
-    .await;
-    let alpha = d.start_rollout("alpha", "v1").await;
-    passes_ticks_after(&d, &alpha, "", 1).await;
-
-    // The template now fails every healthy canary: only rollouts started from here on see it.
-    std::fs::write(&templates, reload_templates("1000000000")).expect("edit");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while !d
-        .get("/api/v1/rules")
-        .await
-        .1
-        .to_string()
-        .contains("1000000000")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "template change never reloaded:\n{}",
-            common::tail(&d.log_text(), 20)
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let reloaded = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let beta = d.start_rollout("beta", "v1").await;
-    let ended = d
-        .wait_ended(&beta, std::time::Duration::from_secs(30))
-        .await;
-    assert_eq!(ended["phase"], "rolled_back", "{ended}");
-    passes_ticks_after(&d, &alpha, &reloaded, 3).await;
-
-    // kill -9 and restart: the recovered rollout runs the rule text it stored, not the files.
-    d.kill_and_wait().await;
-    d = common::Daemon::start(
-        &prometheus.url(),
-        std::slice::from_ref(&rules),
-        dir.path(),
-        &[],
-    )
-    .await;
-    let restarted = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    passes_ticks_after(&d, &alpha, &restarted, 3).await;
-
-    // A broken template file keeps the running rules and names the file, line and column.
-    std::fs::write(
-        &templates,
-        reload_templates("1000000000").replace("[4s]", "[{{windw}}]"),
-    )
-    .expect("break");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while !d.metrics().await.contains("canaryd_rules_reload_success 0") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "broken template accepted:\n{}",
-            common::tail(&d.log_text(), 20)
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let log = d.log_text();
-    assert!(
-        log.contains("templates.yaml:5:12") && log.contains("windw"),
-        "{}",
-        common::tail(&log, 20)
-    );
-    assert!(
-        log.contains("alpha.yaml:7:33") && log.contains("templates.yaml:4:5)"),
-        "{}",
-        common::tail(&log, 20)
-    );
-    let listed = d.get("/api/v1/rules").await.1;
+#[test]
+fn simulate_reads_the_shipped_rules_with_their_shared_templates() {
+    // Default: every rules/*.yaml that is a rule; the template file is read by each of them.
+    let out = Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "simulate",
+            "--runs",
+            "1",
+            "--only",
+            "errors x20",
+            "--traffic",
+            "high",
+            "--hold",
+            "1h",
+        ])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
-        listed["rules"].as_array().map(Vec::len),
-        Some(2),
-        "{listed}"
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    drop(receiver);
+    for name in [
+        "budgetbuddy-api",
+        "documents-app",
+        "hotrodan",
+        "money-flow",
+        "spend-api",
+    ] {
+        assert!(
+            stdout.contains(&format!("| {name} ")),
+            "{name} missing:\n{stdout}"
+        );
+    }
+    assert!(
+        !stdout.contains("signals"),
+        "the template file is not a rule:\n{stdout}"
+    );
 }

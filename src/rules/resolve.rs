@@ -132,11 +132,16 @@ pub(crate) fn resolve(
             resolved.push(m);
             continue;
         }
-        let set: BTreeSet<&str> = keys
-            .metrics
-            .get(i)
-            .map(|k| k.keys().map(String::as_str).collect())
-            .unwrap_or_default();
+        // Never guess: an override read as absent would silently become the template's value.
+        let Some(set) = keys.metrics.get(i) else {
+            out.push(at(
+                &m,
+                format!("metric {metric}: cannot tell which keys this entry sets {note}"),
+            ));
+            resolved.push(m);
+            continue;
+        };
+        let set: BTreeSet<&str> = set.keys().map(String::as_str).collect();
         let defining: Vec<&str> = set
             .iter()
             .copied()
