@@ -335,3 +335,34 @@ fn merge(m: MetricSpec, set: &BTreeSet<&str>, t: &Template, to: Location) -> Met
         template,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key `MetricSpec` accepts is either defining or overridable: serde lists them all in
+    /// its unknown-field error, so a field added later fails here until it is placed.
+    #[test]
+    fn every_metric_key_is_defining_or_overridable() {
+        let e = serde_saphyr::from_str::<MetricSpec>("no_such_key: 1\n")
+            .expect_err("unknown key")
+            .to_string();
+        let list = e
+            .split("expected one of ")
+            .nth(1)
+            .expect("serde lists the fields");
+        let list = list.lines().next().unwrap_or_default();
+        let keys: Vec<&str> = list
+            .split(", ")
+            .map(|k| k.trim().trim_matches('`'))
+            .map(|k| k.split(' ').next().unwrap_or(k))
+            .collect();
+        assert!(keys.len() > 30, "{e}");
+        for k in keys {
+            assert!(
+                DEFINING.contains(&k) || OVERRIDABLE.contains(&k),
+                "MetricSpec key {k:?} is neither defining nor overridable ({e})"
+            );
+        }
+    }
+}
