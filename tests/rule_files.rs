@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use canaryd::rules::{Rule, RuleError, load_paths, parse_rule};
+use canaryd::rules::{Rule, RuleError, load_paths, load_rule_file, parse_rule};
 use proptest::prelude::*;
 
 const SHIPPED: [&str; 5] = [
@@ -23,8 +23,8 @@ fn rules_dir() -> PathBuf {
 
 fn shipped(name: &str) -> Rule {
     let path = rules_dir().join(format!("{name}.yaml"));
-    let text = std::fs::read_to_string(&path).expect("shipped rule is readable");
-    parse_rule(&path, &text).unwrap_or_else(|errors| panic!("{name} does not load: {errors:?}"))
+    // With the shared metric templates beside it, as `serve --rules rules/` loads it.
+    load_rule_file(&path).unwrap_or_else(|errors| panic!("{name} does not load: {errors:?}"))
 }
 
 fn canaryd_check(paths: &[&Path]) -> Output {

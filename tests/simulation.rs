@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use canaryd::rules::parse_rule;
+use canaryd::rules::load_rule_file;
 use canaryd::simulate::{HIGH, LOW, Setup, Simulated, Summary, Traffic, outcomes, scenario};
 
 const SEED: u64 = 1;
@@ -14,8 +14,8 @@ const TWO_HOURS: Duration = Duration::from_secs(2 * 3600);
 
 fn rule(path: &str) -> Simulated {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
-    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let rule = parse_rule(&p, &text).unwrap_or_else(|e| panic!("{path}: {e:?}"));
+    // With the metric templates of its folder, as `canaryd simulate --rule` loads it.
+    let rule = load_rule_file(&p).unwrap_or_else(|e| panic!("{path}: {e:?}"));
     Simulated::new(&rule)
 }
 

@@ -35,6 +35,12 @@ pub fn run(args: &CheckArgs) -> i32 {
             r.metrics().len()
         );
     }
+    // Template files have no rule to list; say they were read, so a misplaced one shows.
+    for path in crate::rules::load::expand_paths(&args.paths).unwrap_or_default() {
+        if crate::rules::load::is_template_file(&path) && !errors.iter().any(|e| e.file == path) {
+            println!("{}: metric templates OK", path.display());
+        }
+    }
     if errors.is_empty() {
         0
     } else {

@@ -17,13 +17,16 @@ use crate::demo::receiver::HookReceiver;
 use crate::demo::service::{DemoService, Track};
 use crate::judge::checks::fmt;
 use crate::rollout::{Action, Phase};
-use crate::rules::{Rule, parse_rule};
+use crate::rules::{Rule, parse_rule_with};
 use crate::source::{PrometheusConfig, PrometheusSource};
 use crate::store::MemoryStore;
 
 /// The shipped policy the demo runs, compiled in so the demo works from any directory.
 const POLICY_PATH: &str = "rules/hotrodan.yaml";
 const POLICY: &str = include_str!("../../rules/hotrodan.yaml");
+/// The metric templates the shipped policy uses.
+const TEMPLATES_PATH: &str = "rules/signals.templates.yaml";
+const TEMPLATES: &str = include_str!("../../rules/signals.templates.yaml");
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -37,7 +40,8 @@ pub struct DemoArgs {
 
 /// The shipped policy with second-scale timings and the local stack's addresses.
 fn demo_rule(receiver: &HookReceiver, hold: u64) -> anyhow::Result<Rule> {
-    let mut rule = parse_rule(std::path::Path::new(POLICY_PATH), POLICY)
+    let templates = [(std::path::Path::new(TEMPLATES_PATH), TEMPLATES)];
+    let mut rule = parse_rule_with(std::path::Path::new(POLICY_PATH), POLICY, &templates)
         .map_err(|errors| anyhow::anyhow!("shipped policy is invalid: {}", errors[0]))?;
     let name = rule.name().to_string();
     let spec = &mut rule.spec;

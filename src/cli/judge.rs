@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::judge::checks::fmt;
 use crate::judge::sequential::{TickCounts, judge_series};
 use crate::judge::{MetricInput, Observation, Score, ScoreOutcome, judge_tick};
-use crate::rules::{Rule, load_paths};
+use crate::rules::Rule;
 use crate::verdict::Check;
 
 #[derive(Debug, Args)]
@@ -109,22 +109,15 @@ pub fn check_json(c: &Check) -> Value {
     })
 }
 
+/// The rule file with the metric templates of its folder (`rules::load_rule_file`).
 pub fn load_one_rule(path: &Path) -> Result<Rule, String> {
-    let (mut rules, errors) = load_paths(&[path.display().to_string()]);
-    if !errors.is_empty() {
-        return Err(errors
+    crate::rules::load_rule_file(path).map_err(|errors| {
+        errors
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
-            .join("\n"));
-    }
-    match rules.len() {
-        1 => Ok(rules.remove(0)),
-        n => Err(format!(
-            "{}: expected one rule file, found {n}",
-            path.display()
-        )),
-    }
+            .join("\n")
+    })
 }
 
 /// Exit 0 pass, 1 fail (or marginal / no data), 2 bad input.

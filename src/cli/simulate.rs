@@ -113,7 +113,11 @@ pub fn run(args: &SimulateArgs) -> i32 {
     }
     let paths: Vec<PathBuf> = if args.rules.is_empty() {
         match crate::rules::load::expand_paths(&["rules".to_string()]) {
-            Ok(p) => p,
+            // Template files beside the rules are read by each rule that uses them.
+            Ok(p) => p
+                .into_iter()
+                .filter(|p| !crate::rules::load::is_template_file(p))
+                .collect(),
             Err(e) => {
                 eprintln!("canaryd: {e}; name rule files with --rule");
                 return 2;

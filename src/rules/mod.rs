@@ -2,15 +2,21 @@
 //!
 //! `schema` is the YAML shape, `load` turns paths into rules or errors with file:line:col,
 //! `validate` holds the semantic checks (`bounds` caps durations, `promql` parses every rendered
-//! query), `templates` renders queries, `window` parses deploy windows, and `reload` keeps the
-//! last good set when a new file is bad.
+//! query), `templates` renders queries, `window` parses deploy windows, `traffic` the `traffic:`
+//! key and `checkpoints` the checkpoints after promotion (reload is `controller::reload`).
+//! `catalog` holds metric templates (files of `kind: metric_templates`), `resolve` turns a rule's
+//! `template:` metrics into plain ones at load time, and `snapshot` keeps a rule with the
+//! template files it used for its rollouts.
 
 mod bounds;
+pub mod catalog;
 pub mod checkpoints;
 pub mod load;
 pub mod matchers;
 mod promql;
+mod resolve;
 pub mod schema;
+mod snapshot;
 pub mod templates;
 pub mod traffic;
 pub mod validate;
@@ -19,7 +25,7 @@ pub mod window;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use load::{load_paths, parse_rule};
+pub use load::{load_paths, load_rule_file, parse_rule, parse_rule_with};
 pub use schema::{MetricSpec, RuleSpec, StepSpec};
 pub use window::Windows;
 
@@ -32,7 +38,8 @@ pub struct Rule {
     pub path: PathBuf,
     pub windows: Option<Windows>,
     /// The file text this rule was parsed from: stored with each rollout, so a rollout recovered
-    /// after a restart runs the rule it started with, whatever the file says now.
+    /// after a restart runs the rule it started with, whatever the file says now. A rule using
+    /// metric templates keeps them with it here (`snapshot`), so `parse_rule` rebuilds it alone.
     pub source: String,
 }
 

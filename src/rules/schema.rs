@@ -251,6 +251,11 @@ pub struct MetricSpec {
     /// Share of the score; Kayenta weights metrics equally unless told otherwise.
     #[serde(default = "one")]
     pub weight: f64,
+    /// A metric template (`rules::catalog`) this metric is built on: its query and defaults,
+    /// with every key set here overriding the template's. Kept after resolution, so metrics
+    /// built on one template can be recognised as one query shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<Spanned<String>>,
 }
 
 /// Which test a metric runs beyond its lines.
