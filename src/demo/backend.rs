@@ -47,6 +47,8 @@ struct BackendState {
     counts: Arc<Counts>,
     /// Share of requests answered 500, in parts per million (the demo's error injection).
     error_ppm: Arc<AtomicU32>,
+    /// Median of each request's work in microseconds (0: answer at once); lognormal, sigma 0.5.
+    work_us: Arc<AtomicU32>,
     ready: Arc<AtomicU16>,
     ready_asked: Arc<AtomicU64>,
     /// When the last counted request arrived, in nanoseconds after `born` (0: none yet).
@@ -81,6 +83,7 @@ impl Backend {
                 latency_ns: AtomicU64::new(0),
             }),
             error_ppm: Arc::new(AtomicU32::new(0)),
+            work_us: Arc::new(AtomicU32::new(0)),
             ready: Arc::new(AtomicU16::new(200)),
             ready_asked: Arc::new(AtomicU64::new(0)),
             last_hit_ns: Arc::new(AtomicU64::new(0)),
@@ -123,6 +126,14 @@ impl Backend {
         self.state.error_ppm.store(ppm, Ordering::Relaxed);
     }
 
+    /// From now on each request works for a lognormal time around `median` before it answers,
+    /// as a real handler does: the latency histogram then has a shape a comparison can use (a
+    /// loopback answer alone lands every request in the first bucket).
+    pub fn set_work(&self, median: Duration) {
+        let us = u32::try_from(median.as_micros()).unwrap_or(u32::MAX);
+        self.state.work_us.store(us, Ordering::Relaxed);
+    }
+
     /// When the last counted request arrived.
     pub fn last_hit(&self) -> Option<Instant> {
         match self.state.last_hit_ns.load(Ordering::Relaxed) {
@@ -160,11 +171,28 @@ fn is_error(n: u64, ppm: u32) -> bool {
     (n + 1) * ppm / 1_000_000 > n * ppm / 1_000_000
 }
 
+/// One request's work: lognormal around the median (sigma 0.5), capped at 20 medians.
+fn work_time(median_us: u32) -> Option<Duration> {
+    use rand_distr::{Distribution, LogNormal};
+    if median_us == 0 {
+        return None;
+    }
+    let median = f64::from(median_us);
+    let us = LogNormal::new(median.ln(), 0.5)
+        .map(|d| d.sample(&mut rand::rng()))
+        .unwrap_or(median)
+        .min(median * 20.0);
+    Some(Duration::from_micros(us as u64))
+}
+
 async fn answer(State(s): State<BackendState>) -> (StatusCode, &'static str) {
     let started = Instant::now();
     let n = s.hits.fetch_add(1, Ordering::Relaxed);
     let ns = u64::try_from(s.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
     s.last_hit_ns.fetch_max(ns.max(1), Ordering::Relaxed);
+    if let Some(work) = work_time(s.work_us.load(Ordering::Relaxed)) {
+        tokio::time::sleep(work).await;
+    }
     let status = if is_error(n, s.error_ppm.load(Ordering::Relaxed)) {
         s.counts.errors.fetch_add(1, Ordering::Relaxed);
         StatusCode::INTERNAL_SERVER_ERROR
@@ -243,6 +271,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn work_is_around_its_median_and_none_when_off() {
+        assert_eq!(work_time(0), None);
+        let times: Vec<Duration> = (0..200).filter_map(|_| work_time(20_000)).collect();
+        assert!(times.iter().all(|t| *t <= Duration::from_millis(400)));
+        let below = times
+            .iter()
+            .filter(|t| **t < Duration::from_millis(20))
+            .count();
+        assert!(
+            (40..=160).contains(&below),
+            "{below} of 200 below the median"
+        );
     }
 
     #[tokio::test]

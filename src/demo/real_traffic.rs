@@ -16,8 +16,12 @@ use super::traffic_stack::{Backend, HaproxyProcess, background_load};
 use crate::traffic::TrafficSpec;
 use crate::traffic::spec::HaproxySpec;
 
-/// Connections of the demo's steady load: enough for a 5 % share to show within a step.
-const LOAD_CONNECTIONS: usize = 4;
+/// Connections of the demo's steady load: with [`WORK`] per request, a few hundred requests a
+/// second, enough for a 5 % share to be judged within a step without spinning the CPU.
+const LOAD_CONNECTIONS: usize = 12;
+
+/// The median time each backend works on a request.
+const WORK: Duration = Duration::from_millis(20);
 
 pub struct RealTraffic {
     canary: Backend,
@@ -36,6 +40,8 @@ impl RealTraffic {
         }
         let canary = Backend::start_for(service, "canary").await?;
         let baseline = Backend::start_for(service, "baseline").await?;
+        canary.set_work(WORK);
+        baseline.set_work(WORK);
         let haproxy = HaproxyProcess::start(canary.addr(), baseline.addr()).await?;
         let stop = background_load(&haproxy.url(), LOAD_CONNECTIONS);
         Ok(Some(RealTraffic {
