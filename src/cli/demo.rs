@@ -83,7 +83,7 @@ fn demo_rule(receiver: &HookReceiver, hold: u64) -> anyhow::Result<Rule> {
 enum Stack {
     /// HAProxy in front of two real processes that count what they serve: Prometheus scrapes
     /// them, so the verdicts judge the requests HAProxy really split.
-    Real(RealTraffic),
+    Real(Box<RealTraffic>),
     /// No HAProxy: the simulated service, where the weight is a label.
     Simulated(DemoService),
 }
@@ -131,7 +131,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         .await
         .context("starting HAProxy for real traffic")?
     {
-        Some(rt) => Stack::Real(rt),
+        Some(rt) => Stack::Real(Box::new(rt)),
         None => Stack::Simulated(DemoService::start(service_name, "127.0.0.1:0".parse()?).await?),
     };
     match &stack {

@@ -151,7 +151,15 @@ impl TrafficProvider for Haproxy {
     fn set_weight(&self, canary_pct: u32) -> TrafficFuture<'_, Weights> {
         Box::pin(async move {
             let w = Weights::for_canary_pct(canary_pct);
-            let (before, _) = self.read_weights().await?;
+            // Nothing is sent when the weights cannot be read first, so the old ones still
+            // serve: the rollout may hold.
+            let (before, _) = self
+                .read_weights()
+                .await
+                .map_err(|e| TrafficError::Refused {
+                    provider: NAME,
+                    message: format!("nothing sent, the weights cannot be read first: {e}"),
+                })?;
             // Both in one line: HAProxy applies them back to back, so there is no moment with
             // the canary raised and the baseline not yet lowered.
             let answer = self
