@@ -184,6 +184,58 @@ fn readiness_gates_every_weight_increase_and_a_failure_holds_the_step() {
     assert_eq!((r.step, r.weight), (1, 25));
 }
 
+fn alert_names(r: &Rollout, now: i64, stall_after_secs: u64) -> Vec<String> {
+    let cx = AlertContext {
+        now: at(now),
+        phase_since: at(0),
+        stall_after: Duration::from_secs(stall_after_secs),
+        rollback_keep_firing_for: Duration::from_secs(300),
+        external_url: "http://canaryd",
+    };
+    alerts_for(r, &cx)
+        .iter()
+        .map(|a| a.name().to_string())
+        .collect()
+}
+
+/// A readiness hold is a wait: the state says since when, and past the stall time it raises
+/// `CanaryStalled` as a pause or a closed window does; an answer of 200 clears it.
+#[test]
+fn a_readiness_hold_records_since_when_and_stalls_after_the_stall_time() {
+    let p = plan(READY);
+    let (r, _) = step(&new_rollout(None), &p, Event::Start, 0);
+    let (r, _) = step(&r, &p, ok(HookKind::Readiness), 3);
+    let (r, _) = step(&r, &p, ok(HookKind::SetWeight), 3);
+    let (r, actions) = step(&r, &p, healthy(&r, 14), 14);
+    assert_eq!(
+        actions,
+        vec![Action::CheckReadiness {
+            step: 1,
+            weight: 25
+        }]
+    );
+    let (mut r, _) = step(&r, &p, failed(HookKind::Readiness, "HTTP 503"), 15);
+    assert_eq!(r.readiness_held_since, Some(at(15)));
+    for t in [16, 20, 40] {
+        let (next, _) = step(&r, &p, healthy(&r, t), t);
+        let (next, _) = step(&next, &p, failed(HookKind::Readiness, "HTTP 503"), t);
+        assert_eq!(
+            next.readiness_held_since,
+            Some(at(15)),
+            "since the first 503"
+        );
+        r = next;
+    }
+    assert_eq!(r.phase, Phase::Progressing);
+    assert!(!alert_names(&r, 40, 30).contains(&"CanaryStalled".to_string()));
+    let names = alert_names(&r, 45, 30);
+    assert!(names.contains(&"CanaryStalled".to_string()), "{names:?}");
+    let (r, _) = step(&r, &p, healthy(&r, 46), 46);
+    let (r, _) = step(&r, &p, ok(HookKind::Readiness), 46);
+    assert_eq!(r.readiness_held_since, None);
+    assert!(!alert_names(&r, 100, 30).contains(&"CanaryStalled".to_string()));
+}
+
 /// A human `promote` (leave this step now) is a weight increase like any other: readiness is
 /// asked first, and a 503 holds the step.
 #[test]

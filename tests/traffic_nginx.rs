@@ -1,7 +1,7 @@
 //! The nginx provider against a real nginx (Debian `nginx`) in front of two real backends: the
 //! canary's measured share follows each weight, a rollback leaves it nothing, a sticky split
-//! never moves a user back, and a template nginx rejects leaves the old configuration serving
-//! while the rollout pauses with nginx's error.
+//! never moves a user back, a template nginx rejects leaves the old configuration serving
+//! while the rollout pauses with nginx's error, and an include gone missing is drift.
 
 mod common;
 
@@ -203,4 +203,15 @@ async fn a_template_nginx_rejects_keeps_the_old_config_and_pauses_the_rollout() 
     let (w, edited) =
         parse(&std::fs::read_to_string(nginx.include()).expect("include")).expect("marker");
     assert_eq!((w.canary, edited), (5, None));
+    // The include canaryd owns is gone (moved away by hand): canaryd can no longer say where
+    // traffic goes, so this is drift the rollout pauses on, not a line in the log.
+    std::fs::rename(nginx.include(), dir.path().join("moved.conf")).expect("move");
+    let r = daemon
+        .wait_phase(&id, &["paused"], Duration::from_secs(15))
+        .await;
+    assert_eq!(r["pause_reason"], "drift", "{r}");
+    assert!(
+        r["reason"].as_str().unwrap_or("").contains("upstream.conf"),
+        "{r}"
+    );
 }

@@ -33,6 +33,8 @@ fn each_provider_loads() {
         "traffic: { provider: haproxy, address: '127.0.0.1:9999', backend: app, canary: c, baseline: b, timeout: 1s }\n",
         "traffic: { provider: nginx, include: /etc/nginx/conf.d/app.conf, upstream: app, canary: '10.0.0.2:8080', baseline: '10.0.0.1:8080', sticky_key: $cookie_user_id }\n",
         "traffic: { provider: traefik, path: /etc/traefik/dynamic/app.yml, service: app, canary: app-v2, baseline: app-v1 }\n",
+        "traffic: { provider: traefik, path: /etc/traefik/dynamic/app.yml, service: app, canary: app-v2@file, baseline: app-v1@docker }\n",
+        "traffic: { provider: nginx, include: /x.conf, upstream: app.v2-x, canary: '10.0.0.2:8080', baseline: '10.0.0.1:8080' }\n",
         "traffic: { provider: flag_file, path: /etc/app/flags.env, restart: [systemctl, restart, app] }\n",
         "traffic: { provider: flag_file, path: /etc/app/flags.json, format: json, key: NEW_CHECKOUT_PCT }\n",
     ] {
@@ -92,4 +94,49 @@ fn lifecycle_hooks_are_checked_like_the_others() {
         "{:?}",
         errors[0].to_string()
     );
+}
+
+#[test]
+fn a_sticky_split_over_an_upstream_nginx_cannot_name_as_a_variable_is_refused_at_check() {
+    for upstream in ["app.v2", "app-v2"] {
+        let errors = load(&format!(
+            "traffic: {{ provider: nginx, include: /x.conf, upstream: {upstream}, canary: '10.0.0.2:80', baseline: '10.0.0.1:80', sticky_key: $cookie_user }}\n"
+        ))
+        .expect_err("refused");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("rule.yaml:13:"), "{}", errors[0]);
+        assert!(
+            errors[0].contains(&format!("${upstream}_pool")),
+            "{}",
+            errors[0]
+        );
+    }
+}
+
+#[test]
+fn traefik_names_a_service_of_another_provider_once_and_defines_its_own_without_one() {
+    for (field, value) in [
+        ("canary", "'a@b@c'"),
+        ("canary", "'@file'"),
+        ("baseline", "'v1@fi le'"),
+        ("service", "'app@file'"),
+    ] {
+        let mut t = std::collections::BTreeMap::from([
+            ("service", "app"),
+            ("canary", "app-v2@file"),
+            ("baseline", "app-v1"),
+        ]);
+        t.insert(field, value);
+        let errors = load(&format!(
+            "traffic: {{ provider: traefik, path: /d.yml, service: {}, canary: {}, baseline: {} }}\n",
+            t["service"], t["canary"], t["baseline"]
+        ))
+        .expect_err("refused");
+        assert_eq!(errors.len(), 1, "{field}={value}: {errors:?}");
+        assert!(
+            errors[0].contains(&format!("traffic {field}")),
+            "{}",
+            errors[0]
+        );
+    }
 }

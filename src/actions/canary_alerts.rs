@@ -197,9 +197,23 @@ pub fn alerts_for(r: &Rollout, cx: &AlertContext<'_>) -> Vec<Alert> {
         r.phase,
         Phase::Paused | Phase::WaitingWindow | Phase::WaitingApproval
     );
-    if nodata || (waiting && waited >= cx.stall_after) {
+    // Held for readiness: progressing on paper, waiting in fact.
+    let held = r
+        .readiness_held_since
+        .filter(|_| !r.phase.is_terminal() && !r.rollback_decided)
+        .map(|since| (cx.now - since).to_std().unwrap_or_default())
+        .filter(|held| *held >= cx.stall_after);
+    if nodata || (waiting && waited >= cx.stall_after) || held.is_some() {
         let why = if nodata {
             r.reason.clone().unwrap_or_else(|| "no data".into())
+        } else if let (Some(held), false) = (held, waiting) {
+            format!(
+                "held at step {} for readiness for {} (limit {}): {}",
+                r.step + 1,
+                humantime::format_duration(Duration::from_secs(held.as_secs())),
+                humantime::format_duration(cx.stall_after),
+                r.reason.as_deref().unwrap_or("readiness failed")
+            )
         } else {
             format!(
                 "{} for {} (limit {})",

@@ -13,6 +13,7 @@ use crate::actions::HookRunner;
 use crate::api::AppState;
 use crate::controller::{Controller, Update};
 use crate::demo::prometheus::{PrometheusOptions, PrometheusProcess};
+use crate::demo::real_traffic::RealTraffic;
 use crate::demo::receiver::HookReceiver;
 use crate::demo::service::{DemoService, Track};
 use crate::judge::checks::fmt;
@@ -82,14 +83,76 @@ fn demo_rule(receiver: &HookReceiver, hold: u64) -> anyhow::Result<Rule> {
     Ok(rule)
 }
 
+/// Where the demo's requests and metrics come from.
+enum Stack {
+    /// HAProxy in front of two real processes that count what they serve: Prometheus scrapes
+    /// them, so the verdicts judge the requests HAProxy really split.
+    Real(Box<RealTraffic>),
+    /// No HAProxy: the simulated service, where the weight is a label.
+    Simulated(DemoService),
+}
+
+impl Stack {
+    fn real(&self) -> Option<&RealTraffic> {
+        match self {
+            Stack::Real(rt) => Some(rt),
+            Stack::Simulated(_) => None,
+        }
+    }
+
+    /// The canary answers `rate` of its requests with 500 (`None`: as healthy as the baseline).
+    fn canary_errors(&self, rate: Option<f64>) {
+        match self {
+            Stack::Real(rt) => rt.set_canary_error_rate(rate.unwrap_or(0.0)),
+            Stack::Simulated(s) => {
+                let rate = rate.unwrap_or_else(|| s.profile(Track::Baseline).error_rate);
+                s.update(Track::Canary, |p| p.error_rate = rate);
+            }
+        }
+    }
+}
+
+/// Keeps the metrics the real backends can answer (those over their request counts and
+/// latency histogram) and returns the names of those left out: a metric with no series would
+/// only ever say "no data".
+fn keep_real_metrics(rule: &mut Rule) -> Vec<String> {
+    let families = crate::demo::traffic_stack::BACKEND_FAMILIES;
+    let mut dropped = Vec::new();
+    rule.spec.metrics.value.retain(|m| {
+        let text = serde_json::to_string(&m.value).unwrap_or_default();
+        let keep = families.iter().any(|f| text.contains(f));
+        if !keep {
+            dropped.push(m.value.name.clone());
+        }
+        keep
+    });
+    dropped
+}
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
-    println!(
-        "canaryd demo: a real Prometheus, a simulated service, two rollouts of {POLICY_PATH}\n"
-    );
     let service_name = "hotrodan";
-    let service = DemoService::start(service_name, "127.0.0.1:0".parse()?).await?;
+    let stack = match RealTraffic::start_if_installed(service_name)
+        .await
+        .context("starting HAProxy for real traffic")?
+    {
+        Some(rt) => Stack::Real(Box::new(rt)),
+        None => Stack::Simulated(DemoService::start(service_name, "127.0.0.1:0".parse()?).await?),
+    };
+    match &stack {
+        Stack::Real(_) => println!(
+            "canaryd demo: a real Prometheus, real requests through HAProxy to a baseline and a \
+             canary process, two rollouts of {POLICY_PATH}\n"
+        ),
+        Stack::Simulated(_) => println!(
+            "canaryd demo: a real Prometheus, a simulated service, two rollouts of {POLICY_PATH}\n"
+        ),
+    }
+    let targets = match &stack {
+        Stack::Real(rt) => rt.metric_targets(),
+        Stack::Simulated(s) => vec![s.addr().to_string()],
+    };
     let prometheus = PrometheusProcess::start(PrometheusOptions {
-        targets: vec![service.addr().to_string()],
+        targets,
         ..PrometheusOptions::default()
     })
     .await
@@ -104,34 +167,42 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
             b["reason"].as_str().unwrap_or("")
         );
     });
-    println!(
-        "  service     http://{}/metrics (baseline and canary tracks)",
-        service.addr()
-    );
-    println!("  prometheus  {} (scrapes every 1s)", prometheus.url());
-    println!("  hooks       {}", receiver.url("/"));
-
     let mut rule = demo_rule(&receiver, args.hold)?;
-    let real = crate::demo::real_traffic::RealTraffic::start_if_installed()
-        .await
-        .context("starting HAProxy for real traffic")?;
-    match &real {
-        Some(rt) => {
+    match &stack {
+        Stack::Real(rt) => {
             println!(
                 "  haproxy     {} (real requests to a baseline and a canary process; canaryd moves its weights)",
                 rt.url()
+            );
+            println!(
+                "  backends    http://{}/metrics (each counts the requests it really served)",
+                rt.metric_targets().join("/metrics, http://")
             );
             rule.spec.traffic = Some(serde_saphyr::Spanned::new(
                 rt.spec(),
                 serde_saphyr::Location::UNKNOWN,
                 serde_saphyr::Location::UNKNOWN,
             ));
+            let dropped = keep_real_metrics(&mut rule);
+            println!(
+                "  verdicts    from the requests HAProxy really split (requests by code, latency); \
+                 left out, as the backends have no such series: {}",
+                dropped.join(", ")
+            );
         }
-        None => println!(
-            "  (HAProxy not installed: traffic is simulated and the weight is a label; \
-             `scripts/setup.sh` installs it for the real-traffic demo)"
-        ),
+        Stack::Simulated(s) => {
+            println!(
+                "  (HAProxy not installed: traffic is simulated and the weight is a label; \
+                 `scripts/setup.sh` installs it for the real-traffic demo)"
+            );
+            println!(
+                "  service     http://{}/metrics (baseline and canary tracks, simulated)",
+                s.addr()
+            );
+        }
     }
+    println!("  prometheus  {} (scrapes every 1s)", prometheus.url());
+    println!("  hooks       {}", receiver.url("/"));
     if rule.name() != service_name {
         bail!(
             "demo expects the {service_name} policy, found {}",
@@ -177,28 +248,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     println!("== rollout 1: v1.1.0, canary as healthy as the baseline");
-    let first = drive(
-        &controller,
-        &service,
-        service_name,
-        "v1.1.0",
-        None,
-        real.as_ref(),
-    )
-    .await?;
+    let first = drive(&controller, &stack, service_name, "v1.1.0", None).await?;
     println!(
         "== rollout 2: v1.2.0, canary error rate jumps to {}% once it has 25% of traffic",
         args.bad_error_rate * 100.0
     );
-    let baseline_errors = service.profile(Track::Baseline).error_rate;
-    service.update(Track::Canary, |p| p.error_rate = baseline_errors);
+    stack.canary_errors(None);
     let second = drive(
         &controller,
-        &service,
+        &stack,
         service_name,
         "v1.2.0",
         Some(args.bad_error_rate),
-        real.as_ref(),
     )
     .await?;
 
@@ -213,6 +274,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         second.phase.as_str(),
         second.reason.as_deref().unwrap_or("")
     );
+    if let Some(rt) = stack.real() {
+        let (served, errors) = rt.canary_served();
+        println!(
+            "  (judged on real traffic: the canary process served {served} requests, {errors} of them 500)"
+        );
+    }
     controller.shutdown().await;
     if first.phase == Phase::Succeeded && second.phase == Phase::RolledBack {
         println!("\ndemo OK: the healthy canary was promoted, the failing one rolled back.");
@@ -226,12 +293,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
 /// Runs one rollout to its end, printing each step, each tick's verdicts and the outcome.
 async fn drive(
     controller: &Controller,
-    service: &DemoService,
+    stack: &Stack,
     rule: &str,
     version: &str,
     degrade_at_25: Option<f64>,
-    real: Option<&crate::demo::real_traffic::RealTraffic>,
 ) -> anyhow::Result<crate::rollout::Rollout> {
+    let real = stack.real();
     let mut updates = controller.subscribe();
     let started = Instant::now();
     let r = controller.start(rule, version).await?;
@@ -313,7 +380,7 @@ async fn drive(
             && u.rollout.weight == 25
         {
             degraded = true;
-            service.update(Track::Canary, |p| p.error_rate = bad);
+            stack.canary_errors(Some(bad));
             println!(
                 "  [{at:5.1}s] (demo) canary now answers {}% of requests with 500",
                 bad * 100.0

@@ -15,6 +15,7 @@
 //! provides things for canaryd to observe and act upon.
 
 pub mod alertmanager;
+mod backend;
 mod process;
 pub mod prometheus;
 pub mod real_traffic;

@@ -1,7 +1,9 @@
 //! Real traffic for `canaryd demo`: when HAProxy is installed, a load generator sends requests
 //! through a real HAProxy to a baseline and a canary process, and canaryd's `haproxy` provider
-//! moves the weights; the demo prints the canary's measured share beside the weight it set.
-//! Without HAProxy the demo keeps its simulated traffic and says so.
+//! moves the weights. The two processes count the requests they really serve (by code, and
+//! their latency) for Prometheus to scrape, so the verdicts judge the traffic HAProxy split;
+//! the demo prints the canary's measured share beside the weight it set. Without HAProxy the
+//! demo keeps its simulated traffic and says so.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -14,8 +16,12 @@ use super::traffic_stack::{Backend, HaproxyProcess, background_load};
 use crate::rules::traffic::HaproxySpec;
 use crate::rules::traffic::TrafficSpec;
 
-/// Connections of the demo's steady load: enough for a 5 % share to show within a step.
-const LOAD_CONNECTIONS: usize = 4;
+/// Connections of the demo's steady load: with [`WORK`] per request, a few hundred requests a
+/// second, enough for a 5 % share to be judged within a step without spinning the CPU.
+const LOAD_CONNECTIONS: usize = 12;
+
+/// The median time each backend works on a request.
+const WORK: Duration = Duration::from_millis(20);
 
 pub struct RealTraffic {
     canary: Backend,
@@ -27,13 +33,15 @@ pub struct RealTraffic {
 }
 
 impl RealTraffic {
-    /// `None` when HAProxy is not installed.
-    pub async fn start_if_installed() -> Result<Option<RealTraffic>, DemoError> {
+    /// `None` when HAProxy is not installed. The backends' metrics carry `service`.
+    pub async fn start_if_installed(service: &str) -> Result<Option<RealTraffic>, DemoError> {
         if !find_binary("haproxy", "/usr/sbin/haproxy").is_file() {
             return Ok(None);
         }
-        let canary = Backend::start("canary").await?;
-        let baseline = Backend::start("baseline").await?;
+        let canary = Backend::start_for(service, "canary").await?;
+        let baseline = Backend::start_for(service, "baseline").await?;
+        canary.set_work(WORK);
+        baseline.set_work(WORK);
         let haproxy = HaproxyProcess::start(canary.addr(), baseline.addr()).await?;
         let stop = background_load(&haproxy.url(), LOAD_CONNECTIONS);
         Ok(Some(RealTraffic {
@@ -49,10 +57,33 @@ impl RealTraffic {
         self.haproxy.url()
     }
 
+    /// The two backends' `host:port`, for Prometheus to scrape `/metrics` on.
+    pub fn metric_targets(&self) -> Vec<String> {
+        vec![
+            self.canary.addr().to_string(),
+            self.baseline.addr().to_string(),
+        ]
+    }
+
+    /// The canary process answers this share of the requests it serves with 500.
+    pub fn set_canary_error_rate(&self, rate: f64) {
+        self.canary.set_error_rate(rate);
+    }
+
+    /// Requests the canary process served, and how many of them it answered 500.
+    pub fn canary_served(&self) -> (u64, u64) {
+        (self.canary.hits(), self.canary.errors())
+    }
+
+    /// HAProxy's admin socket (the runtime API canaryd's provider talks to).
+    pub fn admin_socket(&self) -> std::path::PathBuf {
+        self.haproxy.admin_socket()
+    }
+
     /// The rule's `traffic:` for this HAProxy.
     pub fn spec(&self) -> TrafficSpec {
         TrafficSpec::Haproxy(HaproxySpec {
-            socket: Some(self.haproxy.admin_socket()),
+            socket: Some(self.admin_socket()),
             address: None,
             backend: "app".into(),
             canary: "canary".into(),

@@ -249,7 +249,7 @@ pub(crate) fn render(service: &str, tracks: &[(&str, &Counters)]) -> String {
 }
 
 /// Escapes a label value as the text format requires.
-fn escape(value: &str) -> String {
+pub(super) fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

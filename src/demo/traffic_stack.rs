@@ -10,113 +10,15 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
 
 use super::DemoError;
 use super::process::{ChildProcess, find_binary};
 
-#[derive(Clone)]
-struct BackendState {
-    name: &'static str,
-    hits: Arc<AtomicU64>,
-    ready: Arc<AtomicU16>,
-    ready_asked: Arc<AtomicU64>,
-    /// When the last counted request arrived, in nanoseconds after `born` (0: none yet).
-    last_hit_ns: Arc<AtomicU64>,
-    born: std::time::Instant,
-}
-
-/// An HTTP server that answers every path with its name and counts the requests; `/ready`
-/// answers the status a test sets (200 by default) and is not counted.
-pub struct Backend {
-    state: BackendState,
-    addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Backend {
-    pub async fn start(name: &'static str) -> Result<Backend, DemoError> {
-        let state = BackendState {
-            name,
-            hits: Arc::new(AtomicU64::new(0)),
-            ready: Arc::new(AtomicU16::new(200)),
-            ready_asked: Arc::new(AtomicU64::new(0)),
-            last_hit_ns: Arc::new(AtomicU64::new(0)),
-            born: std::time::Instant::now(),
-        };
-        let app = Router::new()
-            .route("/ready", get(ready))
-            .fallback(answer)
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| DemoError::io("binding a backend", e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| DemoError::io("reading a backend's address", e))?;
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(Backend { state, addr, task })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub fn hits(&self) -> u64 {
-        self.state.hits.load(Ordering::Relaxed)
-    }
-
-    /// When the last counted request arrived.
-    pub fn last_hit(&self) -> Option<std::time::Instant> {
-        match self.state.last_hit_ns.load(Ordering::Relaxed) {
-            0 => None,
-            ns => Some(self.state.born + Duration::from_nanos(ns)),
-        }
-    }
-
-    /// How many times `/ready` was asked.
-    pub fn ready_asked(&self) -> u64 {
-        self.state.ready_asked.load(Ordering::Relaxed)
-    }
-
-    pub fn ready_url(&self) -> String {
-        format!("http://{}/ready", self.addr)
-    }
-
-    /// What `/ready` answers from now on.
-    pub fn set_ready(&self, status: u16) {
-        self.state.ready.store(status, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn answer(State(s): State<BackendState>) -> &'static str {
-    s.hits.fetch_add(1, Ordering::Relaxed);
-    let ns = u64::try_from(s.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    s.last_hit_ns.fetch_max(ns.max(1), Ordering::Relaxed);
-    s.name
-}
-
-async fn ready(State(s): State<BackendState>) -> StatusCode {
-    s.ready_asked.fetch_add(1, Ordering::Relaxed);
-    StatusCode::from_u16(s.ready.load(Ordering::Relaxed)).unwrap_or(StatusCode::OK)
-}
+pub use super::backend::{BACKEND_FAMILIES, Backend};
 
 /// Sends `n` GETs to `url` over `concurrency` connections at once and counts the answers by
 /// body (a backend's name); failed requests count under `"error: <why>"`.
@@ -272,25 +174,12 @@ fn pid_of(info: &str) -> Option<String> {
         .map(|p| p.trim().to_string())
 }
 
+/// The provider's own runtime-API exchange, with the demo's error type.
 async fn unix_command(path: &Path, line: &str) -> Result<String, DemoError> {
-    let exchange = async {
-        let mut s = tokio::net::UnixStream::connect(path).await?;
-        s.write_all(format!("{line}\n").as_bytes()).await?;
-        let mut out = String::new();
-        s.take(1 << 20).read_to_string(&mut out).await?;
-        Ok::<_, std::io::Error>(out)
-    };
-    match tokio::time::timeout(Duration::from_secs(5), exchange).await {
-        Ok(Ok(out)) => Ok(out),
-        Ok(Err(e)) => Err(DemoError::io(
-            format!("haproxy socket {}", path.display()),
-            e,
-        )),
-        Err(_) => Err(DemoError::Unexpected(format!(
-            "haproxy socket {} did not answer within 5 s",
-            path.display()
-        ))),
-    }
+    use crate::traffic::haproxy::{AdminSocket, admin_command};
+    admin_command(AdminSocket::Unix(path), line, Duration::from_secs(5))
+        .await
+        .map_err(|e| DemoError::Unexpected(format!("haproxy: {e}")))
 }
 
 fn haproxy_config(port: u16, admin: &Path, canary: SocketAddr, baseline: SocketAddr) -> String {

@@ -54,6 +54,7 @@ pub(super) fn hook_succeeded(
             let action = Action::SetWeight { step, weight };
             r.step = step;
             r.reason = None;
+            r.readiness_held_since = None;
             r.pending = Some(action.clone());
             out.push(action);
         }
@@ -82,6 +83,7 @@ pub(super) fn hook_failed(r: &mut Rollout, hook: HookKind, error: String, now: D
         // The step is held: the canary keeps its weight and readiness is asked again at the
         // next tick (or timer, before the first weight). The reason says why it waits.
         HookKind::Readiness => {
+            r.readiness_held_since.get_or_insert(now);
             r.reason = Some(format!(
                 "readiness failed: {error}; holding at {} % (step {})",
                 r.weight,

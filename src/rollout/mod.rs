@@ -196,6 +196,11 @@ pub struct Rollout {
     /// restore (`CanaryRestoreDecisionNeeded`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub restore_decision_needed: bool,
+    /// Since when the next step has been held because the canary's readiness endpoint said
+    /// no (cleared once it answers): a hold is a wait like the others, so it raises
+    /// `CanaryStalled` past the stall time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_held_since: Option<DateTime<Utc>>,
 }
 
 impl Rollout {
@@ -240,6 +245,7 @@ impl Rollout {
             migration: None,
             migration_path: None,
             restore_decision_needed: false,
+            readiness_held_since: None,
         }
     }
 }

@@ -175,12 +175,22 @@ pub fn check(spec: &TrafficSpec) -> Vec<String> {
                     out.push(format!("traffic {what} {a:?} is not host:port"));
                 }
             }
-            if let Some(k) = &n.sticky_key
-                && !is_nginx_variable(k)
-            {
-                out.push(format!(
-                    "traffic sticky_key {k:?} must be an nginx variable such as $cookie_user"
-                ));
+            if let Some(k) = &n.sticky_key {
+                if !is_nginx_variable(k) {
+                    out.push(format!(
+                        "traffic sticky_key {k:?} must be an nginx variable such as $cookie_user"
+                    ));
+                }
+                // The split names the variable `$<upstream>_pool`, and an nginx variable name
+                // ends at the first character outside A-Z a-z 0-9 _: nginx would read
+                // `$app.v2_pool` as `$app` followed by text, and fail only at reload.
+                if is_name(&n.upstream) && !is_nginx_variable(&format!("${}_pool", n.upstream)) {
+                    out.push(format!(
+                        "traffic upstream {:?} names the sticky split's variable ${}_pool: \
+                         with sticky_key it must be letters, digits and '_' only",
+                        n.upstream, n.upstream
+                    ));
+                }
             }
             for (what, argv) in [
                 ("test_command", &n.test_command),
@@ -192,9 +202,17 @@ pub fn check(spec: &TrafficSpec) -> Vec<String> {
             }
         }
         TrafficSpec::Traefik(t) => {
+            // The service canaryd defines is qualified by Traefik itself (`@` is reserved);
+            // the two it weighs may name another provider's service, `name@provider`.
             name("service", &t.service);
-            name("canary", &t.canary);
-            name("baseline", &t.baseline);
+            for (what, v) in [("canary", &t.canary), ("baseline", &t.baseline)] {
+                if !is_traefik_reference(v) {
+                    out.push(format!(
+                        "traffic {what} {v:?} must be a service name (1-64 letters, digits, \
+                         '_', '.', ':' or '-'), optionally @provider"
+                    ));
+                }
+            }
         }
         TrafficSpec::FlagFile(f) => {
             let key_ok = f.key.len() <= 64
@@ -217,6 +235,21 @@ pub fn check(spec: &TrafficSpec) -> Vec<String> {
         }
     }
     out
+}
+
+/// `name` or `name@provider`, as Traefik resolves a service reference: one `@` at most (Traefik
+/// splits on it), a provider name of letters, digits, `_` and `-`.
+pub fn is_traefik_reference(s: &str) -> bool {
+    match s.split_once('@') {
+        None => is_name(s),
+        Some((name, provider)) => {
+            is_name(name)
+                && (1..=64).contains(&provider.len())
+                && provider
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+        }
+    }
 }
 
 fn is_nginx_variable(s: &str) -> bool {
@@ -258,6 +291,19 @@ mod tests {
         }
         for bad in ["127.0.0.1", "x:0", "a b:80", "a;b:80", "[zz]:80", "h:99999"] {
             assert!(!is_address(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn traefik_references_may_name_their_provider_once() {
+        for ok in ["app-v2", "app-v2@file", "svc@kubernetes-crd", "a.b@docker"] {
+            assert!(is_traefik_reference(ok), "{ok}");
+        }
+        for bad in [
+            "@file", "app@", "a@b@c", "a@fi le", "a@f:x", "a b@file", "a\n@file", "a@file\n",
+            "a@\"x\"",
+        ] {
+            assert!(!is_traefik_reference(bad), "{bad:?}");
         }
     }
 

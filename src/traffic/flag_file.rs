@@ -122,18 +122,10 @@ impl TrafficProvider for FlagFile {
 
     fn current(&self) -> TrafficFuture<'_, Reading> {
         Box::pin(async move {
-            Ok(match self.read() {
-                Ok(p) => Reading {
-                    weights: Weights::for_canary_pct(p),
-                    initial: None,
-                    edited: None,
-                },
-                Err(e) => Reading {
-                    weights: Weights::for_canary_pct(0),
-                    initial: None,
-                    edited: Some(e),
-                },
-            })
+            Ok(Reading::of_file(&self.spec.path, |text| {
+                let pct = read_pct(text, self.spec.format, &self.spec.key)?;
+                Ok((Weights::for_canary_pct(pct), None))
+            }))
         })
     }
 }

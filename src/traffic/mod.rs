@@ -68,6 +68,33 @@ pub struct Reading {
     pub edited: Option<String>,
 }
 
+impl Reading {
+    /// The weights of a file canaryd owns (nginx's include, Traefik's dynamic file, the flag
+    /// file). The one semantics of every file provider's `current()`: a file that cannot be
+    /// read, or is not what canaryd wrote, is drift naming why (the rollout pauses and alerts),
+    /// never an error only logged: canaryd can no longer say where the traffic goes.
+    fn of_file(
+        path: &std::path::Path,
+        parse: impl FnOnce(&str) -> Result<(Weights, Option<String>), String>,
+    ) -> Reading {
+        match io::read_bounded(path).and_then(|text| parse(&text)) {
+            Ok((weights, edited)) => Reading {
+                weights,
+                initial: None,
+                edited,
+            },
+            Err(why) => Reading {
+                weights: Weights {
+                    canary: 0,
+                    baseline: 0,
+                },
+                initial: None,
+                edited: Some(why),
+            },
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TrafficError {
     /// The server refused the new weights and still serves the old ones: holding is safe.
@@ -80,6 +107,15 @@ pub enum TrafficError {
     #[error("{provider}: {message}")]
     Failed {
         provider: &'static str,
+        message: String,
+    },
+    /// The server applied part of the change and refused the rest: it now holds `found`,
+    /// which is neither the old weights nor the new ones.
+    #[error("{provider} applied only part of {wanted} ({message}); it now holds {found}")]
+    PartlyApplied {
+        provider: &'static str,
+        wanted: Weights,
+        found: Weights,
         message: String,
     },
     #[error("{provider} was set to {wanted} but reads back {found}")]
@@ -227,6 +263,54 @@ mod tests {
             .canary_pct(),
             50
         );
+    }
+
+    /// nginx, Traefik and the flag file read their own file the same way: a missing or
+    /// unreadable file is drift the task pauses on, with the file's name in the reason.
+    #[tokio::test]
+    async fn every_file_provider_reports_an_unreadable_file_as_drift() {
+        let dir = tempfile::tempdir().expect("dir");
+        let unreadable = dir.path().join("a-directory");
+        std::fs::create_dir(&unreadable).expect("dir");
+        for path in [dir.path().join("missing"), unreadable] {
+            let providers: Vec<Box<dyn TrafficProvider>> = vec![
+                Box::new(nginx::Nginx::new(spec::NginxSpec {
+                    include: path.clone(),
+                    ..serde_json::from_value(serde_json::json!({
+                        "include": "x", "upstream": "app",
+                        "canary": "127.0.0.1:1", "baseline": "127.0.0.1:2"
+                    }))
+                    .expect("nginx spec")
+                })),
+                Box::new(traefik::Traefik::new(spec::TraefikSpec {
+                    path: path.clone(),
+                    service: "app".into(),
+                    canary: "c".into(),
+                    baseline: "b".into(),
+                })),
+                Box::new(flag_file::FlagFile::new(spec::FlagFileSpec {
+                    path: path.clone(),
+                    format: spec::FlagFormat::Env,
+                    key: "PCT".into(),
+                    restart: None,
+                    timeout: std::time::Duration::from_secs(1),
+                })),
+            ];
+            for p in providers {
+                let r = p
+                    .current()
+                    .await
+                    .expect("a reading, not an error only logged");
+                match reconcile(25, &r) {
+                    Reconcile::Drift { found } => assert!(
+                        found.contains(&path.display().to_string()),
+                        "{}: {found}",
+                        p.name()
+                    ),
+                    other => panic!("{}: {other:?}", p.name()),
+                }
+            }
+        }
     }
 
     #[test]

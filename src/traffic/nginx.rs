@@ -243,25 +243,7 @@ impl TrafficProvider for Nginx {
     }
 
     fn current(&self) -> TrafficFuture<'_, Reading> {
-        Box::pin(async move {
-            let text =
-                io::read_bounded(&self.spec.include).map_err(|e| TrafficError::failed(NAME, e))?;
-            match parse(&text) {
-                Ok((weights, edited)) => Ok(Reading {
-                    weights,
-                    initial: None,
-                    edited,
-                }),
-                Err(e) => Ok(Reading {
-                    weights: Weights {
-                        canary: 0,
-                        baseline: 0,
-                    },
-                    initial: None,
-                    edited: Some(e),
-                }),
-            }
-        })
+        Box::pin(async move { Ok(Reading::of_file(&self.spec.include, parse)) })
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::io;
 use super::{Reading, TrafficError, TrafficFuture, TrafficProvider, Weights};
@@ -21,20 +21,35 @@ impl Traefik {
         Traefik { spec }
     }
 
-    /// Every name passed `spec::check`: none can start a YAML structure or comment.
-    pub fn render(&self, w: Weights) -> String {
+    /// Written by serde, so every name is a quoted YAML scalar wherever it needs to be (a
+    /// `true`, `1e3` or `.inf` stays a string), whatever `spec::check` lets through.
+    pub fn render(&self, w: Weights) -> Result<String, String> {
         let s = &self.spec;
-        format!(
-            "# written by canaryd: a change by hand is reported as drift and pauses the rollout\n\
-             http:\n  services:\n    {svc}:\n      weighted:\n        services:\n\
-             \x20         - name: {b}\n            weight: {bw}\n\
-             \x20         - name: {c}\n            weight: {cw}\n",
-            svc = s.service,
-            b = s.baseline,
-            bw = w.baseline,
-            c = s.canary,
-            cw = w.canary,
-        )
+        let member = |name: &str, weight: u32| Member {
+            name: name.to_string(),
+            weight,
+        };
+        let file = File {
+            http: Http {
+                services: [(
+                    s.service.clone(),
+                    Service {
+                        weighted: Weighted {
+                            services: vec![
+                                member(&s.baseline, w.baseline),
+                                member(&s.canary, w.canary),
+                            ],
+                        },
+                    },
+                )]
+                .into(),
+            },
+        };
+        let yaml = serde_saphyr::to_string(&file)
+            .map_err(|e| format!("cannot write the weighted service as YAML: {e}"))?;
+        Ok(format!(
+            "# written by canaryd: a change by hand is reported as drift and pauses the rollout\n{yaml}"
+        ))
     }
 
     fn read(&self) -> Result<Weights, String> {
@@ -43,23 +58,23 @@ impl Traefik {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct File {
     http: Http,
 }
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Http {
     services: BTreeMap<String, Service>,
 }
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Service {
     weighted: Weighted,
 }
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Weighted {
     services: Vec<Member>,
 }
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Member {
     name: String,
     #[serde(default)]
@@ -96,30 +111,21 @@ impl TrafficProvider for Traefik {
     fn set_weight(&self, canary_pct: u32) -> TrafficFuture<'_, Weights> {
         Box::pin(async move {
             let w = Weights::for_canary_pct(canary_pct);
-            io::write_atomic(&self.spec.path, &self.render(w)).map_err(|message| {
-                TrafficError::Refused {
-                    provider: NAME,
-                    message,
-                }
-            })?;
+            let refused = |message| TrafficError::Refused {
+                provider: NAME,
+                message,
+            };
+            let text = self.render(w).map_err(refused)?;
+            io::write_atomic(&self.spec.path, &text).map_err(refused)?;
             self.read().map_err(|e| TrafficError::failed(NAME, e))
         })
     }
 
     fn current(&self) -> TrafficFuture<'_, Reading> {
         Box::pin(async move {
-            Ok(match self.read() {
-                Ok(weights) => Reading {
-                    weights,
-                    initial: None,
-                    edited: None,
-                },
-                Err(e) => Reading {
-                    weights: Weights::for_canary_pct(0),
-                    initial: None,
-                    edited: Some(e),
-                },
-            })
+            Ok(Reading::of_file(&self.spec.path, |text| {
+                Ok((parse(text, &self.spec)?, None))
+            }))
         })
     }
 }
@@ -143,16 +149,46 @@ mod tests {
             Weights::for_canary_pct(25)
         );
         let text = std::fs::read_to_string(&spec.path).expect("read");
-        assert!(
-            text.contains("- name: app-canary\n            weight: 25"),
-            "{text}"
-        );
-        std::fs::write(&spec.path, text.replace("weight: 25", "weight: 60")).expect("edit");
+        std::fs::write(&spec.path, text.replace("25", "60")).expect("edit");
         let r = t.current().await.expect("current");
         assert_eq!(r.weights.canary, 60);
         assert!(matches!(
             super::super::reconcile(25, &r),
             super::super::Reconcile::Drift { .. }
         ));
+    }
+
+    /// Names `spec::check` accepts that YAML would read as something else unquoted, and the
+    /// provider-qualified form: each comes back from the file as the same string.
+    #[test]
+    fn names_are_quoted_yaml_strings() {
+        let names = [
+            "true",
+            "null",
+            "123",
+            "1e3",
+            ".inf",
+            "0x1f",
+            "~",
+            "no",
+            "app-v2@file",
+            "a:b",
+        ];
+        for name in names {
+            let spec = TraefikSpec {
+                path: "unused.yml".into(),
+                service: "svc".into(),
+                canary: name.into(),
+                baseline: "base@docker".into(),
+            };
+            let text = Traefik::new(spec.clone())
+                .render(Weights::for_canary_pct(5))
+                .expect("render");
+            let v: serde_json::Value = serde_saphyr::from_str(&text).expect("yaml");
+            let members = &v["http"]["services"]["svc"]["weighted"]["services"];
+            assert_eq!(members[1]["name"], serde_json::json!(name), "{text}");
+            assert_eq!(members[0]["name"], "base@docker", "{text}");
+            assert_eq!(parse(&text, &spec), Ok(Weights::for_canary_pct(5)));
+        }
     }
 }
