@@ -223,6 +223,7 @@ pub fn reconcile(expected_pct: u32, r: &Reading) -> Reconcile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::traffic as spec;
 
     fn reading(c: u32, b: u32, initial: Option<(u32, u32)>) -> Reading {
         Reading {
