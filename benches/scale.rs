@@ -8,7 +8,9 @@
 //! threads) and peak RSS (VmHWM), Prometheus's CPU share (scrapes only, then under the
 //! rollouts) and the queries it answered (its own `prometheus_http_requests_total` on the query
 //! handlers), tick punctuality (gaps between a rollout's consecutive ticks, from the store's
-//! `ticks` table), and store writes.
+//! `ticks` table), and store writes: ticks saved (one transaction each before group commit),
+//! `canaryd_store_commits_total` where the daemon has it, and fsync + fdatasync calls counted
+//! by `perf stat` on the syscall tracepoints (n/a without perf or root).
 //!
 //! Run (release): `cargo bench --bench scale -- --n 1000,3000 --duration 3m`
 //! Parameters, as flags after `--` or environment variables:
@@ -215,8 +217,10 @@ async fn run(cfg: &Config, n: usize) -> Result<Row> {
         .build()?;
     tokio::time::sleep(cfg.settle).await;
     let first = sample(&http, &pids, &prometheus, &daemon, &ticks).await?;
+    let fsyncs = measure::count_fsyncs(pids.canaryd, cfg.duration);
     tokio::time::sleep(cfg.duration).await;
     let last = sample(&http, &pids, &prometheus, &daemon, &ticks).await?;
+    let fsyncs = fsyncs.await.ok().flatten();
     let window = ticks.window(first.tick_seq, last.tick_seq)?;
     let row = Row {
         n,
@@ -226,6 +230,7 @@ async fn run(cfg: &Config, n: usize) -> Result<Row> {
         first,
         last,
         window,
+        fsyncs_per_second: fsyncs.map(|f| f / cfg.duration.as_secs_f64()),
         prometheus_idle_cpu: idle_cpu,
         canaryd_hwm_kib: measure::vm_kib(pids.canaryd, "VmHWM"),
         prometheus_hwm_kib: measure::vm_kib(pids.prometheus, "VmHWM"),

@@ -196,3 +196,38 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
+
+/// Starts counting the fsync and fdatasync calls of `pid` (every thread, those started later
+/// too) for `d`, with `perf stat` on the syscall tracepoints: the store's real syncs, whatever
+/// SQLite does per commit and at checkpoints. The task answers `None` where perf or the
+/// tracepoints are unavailable (no root, no perf).
+pub fn count_fsyncs(pid: u32, d: std::time::Duration) -> tokio::task::JoinHandle<Option<f64>> {
+    tokio::spawn(async move {
+        let out = tokio::process::Command::new("perf")
+            .args(["stat", "-x", ",", "-e"])
+            .arg("syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync")
+            .arg("-p")
+            .arg(pid.to_string())
+            .arg("--")
+            .arg("sleep")
+            .arg(format!("{:.3}", d.as_secs_f64()))
+            .kill_on_drop(true)
+            .output()
+            .await
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        // CSV lines `count,unit,event,…`; a count of `<not counted>` means nothing was measured.
+        let text = String::from_utf8_lossy(&out.stderr);
+        let counts: Vec<Option<f64>> = text
+            .lines()
+            .filter(|l| l.contains("syscalls:sys_enter_f"))
+            .map(|l| l.split(',').next().and_then(|c| c.trim().parse().ok()))
+            .collect();
+        if counts.len() != 2 {
+            return None;
+        }
+        counts.into_iter().sum()
+    })
+}

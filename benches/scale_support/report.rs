@@ -29,6 +29,8 @@ pub struct Row {
     pub first: Sample,
     pub last: Sample,
     pub window: TickWindow,
+    /// fsync + fdatasync calls of canaryd per second, counted by perf.
+    pub fsyncs_per_second: Option<f64>,
     pub prometheus_idle_cpu: Option<f64>,
     pub canaryd_hwm_kib: Option<u64>,
     pub prometheus_hwm_kib: Option<u64>,
@@ -36,8 +38,8 @@ pub struct Row {
 }
 
 pub fn header() -> String {
-    "| N | batching | rollouts started in | canaryd CPU | canaryd peak RSS | Prometheus CPU, scrapes only → with rollouts | Prometheus peak RSS | queries/s | queries per tick interval | tick gap p50 / p99 / max | ticks without data | tick saves/s | store commits/s | bench process CPU | rollouts at end |\n\
-     |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    "| N | batching | rollouts started in | canaryd CPU | canaryd peak RSS | Prometheus CPU, scrapes only → with rollouts | Prometheus peak RSS | queries/s | queries per tick interval | tick gap p50 / p99 / max | ticks without data | tick saves/s | store commits/s | fsyncs/s | bench process CPU | rollouts at end |\n\
+     |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         .to_string()
 }
 
@@ -82,7 +84,7 @@ impl Row {
             .map(|(p, c)| format!("{c} {p}"))
             .collect();
         format!(
-            "| {n} | {batch} | {start:.0} s | {canaryd} | {rss} | {idle} → {prom} | {prom_rss} | {qps:.0} | {per_tick:.0} | {gaps} | {nodata} | {saves:.1} | {commits} | {bench} | {phases} |",
+            "| {n} | {batch} | {start:.0} s | {canaryd} | {rss} | {idle} → {prom} | {prom_rss} | {qps:.0} | {per_tick:.0} | {gaps} | {nodata} | {saves:.1} | {commits} | {fsyncs} | {bench} | {phases} |",
             n = self.n,
             batch = if self.batch { "on" } else { "off" },
             start = self.start_time.as_secs_f64(),
@@ -98,6 +100,9 @@ impl Row {
                 pct(self.window.without_data as f64 / self.window.ticks as f64)
             },
             saves = self.window.ticks as f64 / self.wall(),
+            fsyncs = self
+                .fsyncs_per_second
+                .map_or("n/a".into(), |f| format!("{f:.1}")),
             bench = pct(self.share(|s| s.bench_cpu)),
             phases = phases.join(", "),
         )
