@@ -25,8 +25,8 @@
 //! Under `cargo test --benches` (no `--bench`), one smoke run: N = 5, 1 s scrapes, 2 s ticks,
 //! a 6 s window, failing if anything the table reports was not measured.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+#[path = "scale_support/daemon.rs"]
+mod daemon;
 #[path = "scale_support/exporter.rs"]
 mod exporter;
 #[path = "scale_support/measure.rs"]
@@ -36,7 +36,6 @@ mod report;
 #[path = "scale_support/setup.rs"]
 mod setup;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -44,7 +43,7 @@ use canaryd::demo::prometheus::{PrometheusOptions, PrometheusProcess};
 use canaryd::demo::receiver::HookReceiver;
 use futures_util::StreamExt as _;
 
-use common::Daemon;
+use daemon::ScaleDaemon;
 use exporter::{Exporter, service_name};
 use measure::Ticks;
 use report::{Row, Sample};
@@ -65,7 +64,7 @@ async fn sample(
     http: &reqwest::Client,
     pids: &Pids,
     prometheus: &PrometheusProcess,
-    daemon: &Daemon,
+    daemon: &ScaleDaemon,
     ticks: &Ticks,
 ) -> Result<Sample> {
     let cpu = |pid| {
@@ -87,7 +86,7 @@ async fn sample(
     })
 }
 
-async fn start_rollouts(cfg: &Config, daemon: &Daemon, n: usize) -> Result<()> {
+async fn start_rollouts(cfg: &Config, daemon: &ScaleDaemon, n: usize) -> Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
@@ -119,35 +118,6 @@ async fn start_rollouts(cfg: &Config, daemon: &Daemon, n: usize) -> Result<()> {
         );
     }
     Ok(())
-}
-
-async fn start_daemon(
-    cfg: &Config,
-    prometheus: &str,
-    rules: &Path,
-    state: &Path,
-) -> Result<Daemon> {
-    let mut last = String::new();
-    for _ in 0..5 {
-        let port = canaryd::demo::free_loopback_port()?;
-        let mut args: Vec<std::ffi::OsString> = vec![
-            "--listen".into(),
-            format!("127.0.0.1:{port}").into(),
-            "--prometheus-url".into(),
-            prometheus.into(),
-            "--state-dir".into(),
-            state.into(),
-            "--rules".into(),
-            rules.into(),
-        ];
-        args.extend(cfg.daemon_args.iter().map(Into::into));
-        match Daemon::try_start_args(port, state, &args, &[]).await {
-            Ok(d) => return Ok(d),
-            Err(log) if log.contains("cannot listen on") => last = log,
-            Err(log) => bail!("canaryd did not start; log:\n{}", common::tail(&log, 40)),
-        }
-    }
-    bail!("canaryd found no free port in 5 tries; last log:\n{last}")
 }
 
 async fn run(cfg: &Config, n: usize) -> Result<Row> {
@@ -197,7 +167,7 @@ async fn run(cfg: &Config, n: usize) -> Result<Row> {
         let yaml = setup::rule_yaml(&name, &t, |p| receiver.url(p));
         std::fs::write(rules.join(format!("{name}.yaml")), yaml)?;
     }
-    let daemon = start_daemon(cfg, &prometheus.url(), &rules, &state).await?;
+    let daemon = ScaleDaemon::start(&prometheus.url(), &rules, n, &state, &cfg.daemon_args).await?;
     let started = Instant::now();
     start_rollouts(cfg, &daemon, n).await?;
     let start_time = started.elapsed();
