@@ -21,6 +21,7 @@
 //!   (`SCALE_BATCH_ON_ARGS`, see `scale_support/setup.rs`); printed in the table
 //! - `--daemon-arg ARG` (repeatable) / `SCALE_DAEMON_ARGS`: more `canaryd serve` arguments
 //! - `--start-concurrency` / `SCALE_START_CONCURRENCY` (default 8)
+//! - `SCALE_CANARYD`: the daemon binary to measure (default: the one cargo built with the bench)
 //!
 //! Under `cargo test --benches` (no `--bench`), one smoke run: N = 5, 1 s scrapes, 2 s ticks,
 //! a 6 s window, failing if anything the table reports was not measured.
@@ -219,12 +220,14 @@ async fn main() -> Result<()> {
         "release"
     };
     eprintln!(
-        "scale: N={:?}, window {:?} after {:?}, batch {}, daemon args {:?}, {build} build{}",
+        "scale: N={:?}, window {:?} after {:?}, batch {}, daemon args {:?}, {build} harness, \
+         canaryd {}{}",
         cfg.ns,
         cfg.duration,
         cfg.settle,
         if cfg.batch { "on" } else { "off" },
         cfg.daemon_args,
+        daemon::binary().display(),
         if cfg.smoke {
             " (smoke run: `cargo bench --bench scale` measures)"
         } else {

@@ -3,12 +3,22 @@
 //! Not the tests' `Daemon`: that one gives a daemon 20 s to answer, and loading thousands of rule
 //! files takes longer than that (a debug build needs over 20 s for 1,000 on the shared machine).
 //! Here the wait grows with the number of rules.
+//!
+//! `SCALE_CANARYD` runs another binary than the one cargo built with the bench: a release
+//! build under a debug harness, or an older build's daemon under this harness ("before" numbers).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+/// The daemon binary: `SCALE_CANARYD`, else the one built with this bench.
+pub fn binary() -> PathBuf {
+    std::env::var_os("SCALE_CANARYD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_canaryd")))
+}
 
 /// A running `canaryd serve`, killed and reaped on drop.
 pub struct ScaleDaemon {
@@ -19,7 +29,8 @@ pub struct ScaleDaemon {
 
 impl ScaleDaemon {
     /// Starts canaryd on a free loopback port (another one if the port was taken meanwhile)
-    /// and waits until it answers, at most 60 s plus 30 ms per rule file.
+    /// and waits until it answers, at most 60 s plus 100 ms per rule file (a debug build under
+    /// load needs about 100 ms of wall time per rule).
     pub async fn start(
         prometheus_url: &str,
         rules: &Path,
@@ -27,12 +38,12 @@ impl ScaleDaemon {
         state: &Path,
         extra: &[String],
     ) -> Result<ScaleDaemon> {
-        let wait = Duration::from_secs(60) + Duration::from_millis(30) * rule_count as u32;
+        let wait = Duration::from_secs(60) + Duration::from_millis(100) * rule_count as u32;
         let mut last = String::new();
         for _ in 0..5 {
             let port = canaryd::demo::free_loopback_port()?;
             let log = state.join(format!("canaryd-{port}.log"));
-            let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_canaryd"))
+            let child = tokio::process::Command::new(binary())
                 .arg("serve")
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
