@@ -72,13 +72,18 @@ async fn sample(
         measure::cpu_seconds(pid, pids.ticks_per_second)
             .with_context(|| format!("/proc/{pid}/stat unreadable: did the process exit?"))
     };
+    let at = Instant::now();
+    let (canaryd_cpu, prometheus_cpu, bench_cpu) =
+        (cpu(pids.canaryd)?, cpu(pids.prometheus)?, cpu(pids.bench)?);
     let daemon_metrics = measure::get_text(http, &format!("{}/metrics", daemon.url)).await?;
+    let prometheus_queries = measure::prometheus_queries(http, &prometheus.url()).await?;
     Ok(Sample {
-        at: Instant::now(),
-        canaryd_cpu: cpu(pids.canaryd)?,
-        prometheus_cpu: cpu(pids.prometheus)?,
-        bench_cpu: cpu(pids.bench)?,
-        prometheus_queries: measure::prometheus_queries(http, &prometheus.url()).await?,
+        at,
+        canaryd_cpu,
+        prometheus_cpu,
+        bench_cpu,
+        prometheus_queries,
+        prometheus_at: Instant::now(),
         // Added by the scheduler's group commit; absent on builds before it.
         store_commits: measure::family_sum(&daemon_metrics, "canaryd_store_commits_total", |_| {
             true
@@ -183,8 +188,9 @@ async fn run(cfg: &Config, n: usize) -> Result<Row> {
         ticks_per_second,
     };
     let ticks = Ticks::open(&state.join(DB_FILE))?;
+    // Long: an overloaded Prometheus answers its own /metrics only when a connection frees up.
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(180))
         .build()?;
     tokio::time::sleep(cfg.settle).await;
     let first = sample(&http, &pids, &prometheus, &daemon, &ticks).await?;

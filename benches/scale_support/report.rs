@@ -16,6 +16,9 @@ pub struct Sample {
     /// The bench process itself: the exporter and the HTTP clients share the machine.
     pub bench_cpu: f64,
     pub prometheus_queries: f64,
+    /// When Prometheus answered with its counters: under load its `/metrics` waits behind the
+    /// queries for a connection, so the query rate has its own clock.
+    pub prometheus_at: Instant,
     /// `canaryd_store_commits_total`, when the daemon has it.
     pub store_commits: Option<f64>,
     pub tick_seq: i64,
@@ -61,7 +64,12 @@ impl Row {
     }
 
     fn queries_per_second(&self) -> f64 {
-        self.share(|s| s.prometheus_queries)
+        let wall = self
+            .last
+            .prometheus_at
+            .duration_since(self.first.prometheus_at)
+            .as_secs_f64();
+        (self.last.prometheus_queries - self.first.prometheus_queries) / wall
     }
 
     fn gap(&self, p: f64) -> Option<f64> {
