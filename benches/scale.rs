@@ -76,7 +76,15 @@ async fn sample(
     let (canaryd_cpu, prometheus_cpu, bench_cpu) =
         (cpu(pids.canaryd)?, cpu(pids.prometheus)?, cpu(pids.bench)?);
     let daemon_metrics = measure::get_text(http, &format!("{}/metrics", daemon.url)).await?;
-    let prometheus_queries = measure::prometheus_queries(http, &prometheus.url()).await?;
+    // An overloaded Prometheus may not answer its own /metrics (its connections are all taken by
+    // queries): then the query rate falls back to canaryd's count of the queries it sent.
+    let prometheus_queries = tokio::time::timeout(
+        Duration::from_secs(20),
+        measure::prometheus_queries(http, &prometheus.url()),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok);
     Ok(Sample {
         at,
         canaryd_cpu,
@@ -84,6 +92,11 @@ async fn sample(
         bench_cpu,
         prometheus_queries,
         prometheus_at: Instant::now(),
+        canaryd_queries: measure::family_sum(
+            &daemon_metrics,
+            "canaryd_prometheus_query_duration_seconds_count",
+            |_| true,
+        ),
         // Added by the scheduler's group commit; absent on builds before it.
         store_commits: measure::family_sum(&daemon_metrics, "canaryd_store_commits_total", |_| {
             true
@@ -188,9 +201,8 @@ async fn run(cfg: &Config, n: usize) -> Result<Row> {
         ticks_per_second,
     };
     let ticks = Ticks::open(&state.join(DB_FILE))?;
-    // Long: an overloaded Prometheus answers its own /metrics only when a connection frees up.
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(180))
+        .timeout(Duration::from_secs(30))
         .build()?;
     tokio::time::sleep(cfg.settle).await;
     let first = sample(&http, &pids, &prometheus, &daemon, &ticks).await?;

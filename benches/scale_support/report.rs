@@ -15,7 +15,10 @@ pub struct Sample {
     pub prometheus_cpu: f64,
     /// The bench process itself: the exporter and the HTTP clients share the machine.
     pub bench_cpu: f64,
-    pub prometheus_queries: f64,
+    pub prometheus_queries: Option<f64>,
+    /// Range queries canaryd sent (its own histogram's count): the fallback when Prometheus
+    /// does not answer for its counters.
+    pub canaryd_queries: Option<f64>,
     /// When Prometheus answered with its counters: under load its `/metrics` waits behind the
     /// queries for a connection, so the query rate has its own clock.
     pub prometheus_at: Instant,
@@ -63,13 +66,19 @@ impl Row {
         (f(&self.last) - f(&self.first)) / self.wall()
     }
 
-    fn queries_per_second(&self) -> f64 {
-        let wall = self
-            .last
-            .prometheus_at
-            .duration_since(self.first.prometheus_at)
-            .as_secs_f64();
-        (self.last.prometheus_queries - self.first.prometheus_queries) / wall
+    /// Queries per second, and whether they were counted by canaryd (Prometheus did not answer
+    /// for its own counters at one end of the window).
+    fn queries_per_second(&self) -> Option<(f64, bool)> {
+        if let (Some(a), Some(b)) = (self.first.prometheus_queries, self.last.prometheus_queries) {
+            let wall = self
+                .last
+                .prometheus_at
+                .duration_since(self.first.prometheus_at)
+                .as_secs_f64();
+            return Some(((b - a) / wall, false));
+        }
+        let (a, b) = (self.first.canaryd_queries?, self.last.canaryd_queries?);
+        Some(((b - a) / self.wall(), true))
     }
 
     fn gap(&self, p: f64) -> Option<f64> {
@@ -77,7 +86,20 @@ impl Row {
     }
 
     pub fn line(&self) -> String {
-        let qps = self.queries_per_second();
+        let (qps, per_tick) = match self.queries_per_second() {
+            Some((q, by_canaryd)) => {
+                let mark = if by_canaryd {
+                    " (sent, by canaryd)"
+                } else {
+                    ""
+                };
+                (
+                    format!("{q:.0}{mark}"),
+                    format!("{:.0}{mark}", q * self.interval.as_secs_f64()),
+                )
+            }
+            None => ("n/a".into(), "n/a".into()),
+        };
         let gaps = match (self.gap(50.0), self.gap(99.0), self.window.gaps.last()) {
             (Some(a), Some(b), Some(c)) => format!("{a:.2} / {b:.2} / {c:.2} s"),
             _ => "n/a".into(),
@@ -92,7 +114,7 @@ impl Row {
             .map(|(p, c)| format!("{c} {p}"))
             .collect();
         format!(
-            "| {n} | {batch} | {start:.0} s | {canaryd} | {rss} | {idle} → {prom} | {prom_rss} | {qps:.0} | {per_tick:.0} | {gaps} | {nodata} | {saves:.1} | {commits} | {fsyncs} | {bench} | {phases} |",
+            "| {n} | {batch} | {start:.0} s | {canaryd} | {rss} | {idle} → {prom} | {prom_rss} | {qps} | {per_tick} | {gaps} | {nodata} | {saves:.1} | {commits} | {fsyncs} | {bench} | {phases} |",
             n = self.n,
             batch = if self.batch { "on" } else { "off" },
             start = self.start_time.as_secs_f64(),
@@ -101,7 +123,6 @@ impl Row {
             idle = self.prometheus_idle_cpu.map_or("n/a".into(), pct),
             prom = pct(self.share(|s| s.prometheus_cpu)),
             prom_rss = mib(self.prometheus_hwm_kib),
-            per_tick = qps * self.interval.as_secs_f64(),
             nodata = if self.window.ticks == 0 {
                 "n/a".into()
             } else {
@@ -130,7 +151,10 @@ impl Row {
         if w.gaps.is_empty() {
             bail!("no rollout ticked twice in the window: no tick gap measured");
         }
-        if self.queries_per_second() <= 0.0 {
+        if !self
+            .queries_per_second()
+            .is_some_and(|(q, by_canaryd)| q > 0.0 && !by_canaryd)
+        {
             bail!(
                 "Prometheus counted no queries while {} rollouts ticked",
                 self.n
