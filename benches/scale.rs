@@ -17,7 +17,7 @@
 //! - `--n` / `SCALE_N`: comma-separated N (default 1000,3000; 10000 on request)
 //! - `--duration` / `SCALE_DURATION` (default 3m), `--settle` / `SCALE_SETTLE` (60s),
 //!   `--idle` / `SCALE_IDLE` (20s: Prometheus with scrapes only)
-//! - `--batch on|off` / `SCALE_BATCH` (default off): adds the daemon flag for batching
+//! - `--batch on|off` / `SCALE_BATCH` (default on, as the daemon): adds the daemon flag for batching
 //!   (`SCALE_BATCH_ON_ARGS`, see `scale_support/setup.rs`); printed in the table
 //! - `--daemon-arg ARG` (repeatable) / `SCALE_DAEMON_ARGS`: more `canaryd serve` arguments
 //! - `--start-concurrency` / `SCALE_START_CONCURRENCY` (default 8)

@@ -18,11 +18,11 @@ const KEYS: [(&str, &str); 7] = [
     ("start-concurrency", "SCALE_START_CONCURRENCY"),
 ];
 
-/// The daemon arguments that turn query batching on and off. Empty until the daemon has the
-/// flag: set them here once it exists, or per run with `SCALE_BATCH_ON_ARGS` /
-/// `SCALE_BATCH_OFF_ARGS` (whitespace-separated).
-const BATCH_ON_ARGS: &[&str] = &[];
-const BATCH_OFF_ARGS: &[&str] = &[];
+/// The daemon arguments that turn query batching on and off (`prometheus.batch_queries`, on by
+/// default in the daemon); per run, `SCALE_BATCH_ON_ARGS` / `SCALE_BATCH_OFF_ARGS`
+/// (whitespace-separated) replace them, e.g. empty to measure an older build without the flag.
+const BATCH_ON_ARGS: &[&str] = &["--prometheus-batch-queries", "true"];
+const BATCH_OFF_ARGS: &[&str] = &["--prometheus-batch-queries", "false"];
 
 /// Timings of one run: the production-like ones, or the smoke test's, which fit in seconds.
 #[derive(Clone, Copy, Debug)]
@@ -125,7 +125,7 @@ impl Config {
             let v = one(key, default);
             humantime::parse_duration(&v).with_context(|| format!("--{key} {v:?}"))
         };
-        let batch = match one("batch", "off").as_str() {
+        let batch = match one("batch", "on").as_str() {
             "on" => true,
             "off" => false,
             other => bail!("--batch is on or off, not {other:?}"),
