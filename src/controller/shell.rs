@@ -24,6 +24,13 @@ use crate::source::PrometheusSource;
 use crate::store::leadership::Leadership;
 use crate::store::{Delivery, Store, StoreError};
 
+/// Updates a subscriber may fall behind by before it resyncs from the store. A slot sends one
+/// update per rollout at once, and a subscriber that lags re-reads (and re-parses) every rollout
+/// from the store: with a buffer smaller than the rollouts of a slot, every subscriber did that
+/// every slot (profiled at 2,500 rollouts: about 40 % of canaryd's CPU; BENCHMARKS.md, "Scale").
+/// Large enough for 10,000 rollouts per slot with headroom; the slots are allocated once.
+const UPDATE_BUFFER: usize = 16_384;
+
 /// The rules a controller can start rollouts from, by name.
 pub type RuleSet = BTreeMap<String, Arc<Rule>>;
 
@@ -131,7 +138,7 @@ impl Controller {
                 source,
                 hooks,
                 live: Mutex::new(HashMap::new()),
-                updates: broadcast::channel(1024).0,
+                updates: broadcast::channel(UPDATE_BUFFER).0,
                 shutdown: watch::channel(false).0,
                 store_error: Mutex::new(None),
                 leadership: Leadership::always(),

@@ -267,21 +267,24 @@ impl Store for SqliteStore {
     }
 
     fn list(&self) -> Result<Vec<Rollout>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare("SELECT id, state FROM rollouts ORDER BY created_at, id")
-            .map_err(unavailable("listing rollouts"))?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-            })
-            .map_err(unavailable("listing rollouts"))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, state) = row.map_err(unavailable("listing rollouts"))?;
-            out.push(serde_json::from_str(&state).map_err(corrupt(&id))?);
-        }
-        Ok(out)
+        // Rows are read under the connection's lock and parsed after it is released, so a long
+        // list does not hold up the group commit's writer for the whole parse.
+        let rows: Vec<(String, String)> = {
+            let conn = self.lock();
+            let mut stmt = conn
+                .prepare("SELECT id, state FROM rollouts ORDER BY created_at, id")
+                .map_err(unavailable("listing rollouts"))?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })
+                .map_err(unavailable("listing rollouts"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(unavailable("listing rollouts"))?
+        };
+        rows.iter()
+            .map(|(id, state)| serde_json::from_str(state).map_err(corrupt(id)))
+            .collect()
     }
 
     fn rule_source(&self, id: &str) -> Result<Option<String>, StoreError> {
