@@ -43,15 +43,23 @@ async fn regression_after_promotion_alerts_and_reverts_to_the_previous_version()
     .await;
     let d = &s.daemon;
 
-    // The checkpoint compares with the window before the rollout started: wait until the
-    // baseline's error ratio exists there (its 5xx counter appears with the first drawn error).
-    s.prometheus
-        .wait_for_series(
-            r#"sum(rate(http_requests_total{service="verified", track="baseline", code=~"5.."}[8s]))"#,
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("baseline 5xx series in prometheus");
+    // The checkpoint compares with the window before the rollout started: wait until every
+    // rate the rule's metrics take (its `rate` is 4 s) has had a value at each of the last five
+    // seconds for the baseline. Its 5xx counter appears only with the first drawn error, and on a
+    // loaded machine scrapes come irregularly, so "the series exists now" was not enough.
+    for rate in [
+        r#"rate(http_requests_total{service="verified", track="baseline", code=~"5.."}[4s])"#,
+        r#"rate(http_request_duration_seconds_bucket{service="verified", track="baseline"}[4s])"#,
+        r#"rate(process_cpu_seconds_total{service="verified", track="baseline"}[4s])"#,
+    ] {
+        s.prometheus
+            .wait_for_series(
+                &format!("count_over_time((sum({rate}))[5s:1s]) >= 5"),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("baseline {rate} in prometheus: {e}"));
+    }
 
     // v1 holds up after promotion: verifying, then succeeded at its checkpoint.
     let v1 = s.start_at_first_step("v1").await;
