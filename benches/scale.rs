@@ -1,8 +1,8 @@
 //! Scale: what N live rollouts cost one `canaryd serve` and the Prometheus it queries.
 //!
 //! One run per N: a synthetic exporter for N services × {baseline, canary}
-//! (`scale_support/exporter.rs`), a real Prometheus scraping it every 5 s, N rule files with the
-//! shipped rules' four signals (10 s interval, holds of a day), `canaryd serve` as a child
+//! (`scale_support/exporter.rs`), a real Prometheus scraping it every 5 s, N rule files built on
+//! one template file with the shipped rules' four signals (10 s interval, holds of a day), `canaryd serve` as a child
 //! process on a fresh SQLite state dir, and N rollouts started through the API. After `settle`,
 //! a window of `duration` is measured: canaryd's CPU share (utime + stime over wall time, all
 //! threads) and peak RSS (VmHWM), Prometheus's CPU share (scrapes only, then under the
@@ -181,6 +181,7 @@ async fn run(cfg: &Config, n: usize) -> Result<Row> {
             .map(|(b, a)| (a - b) / cfg.idle.as_secs_f64())
     };
     let receiver = HookReceiver::start().await?;
+    std::fs::write(rules.join("signals.templates.yaml"), setup::TEMPLATES_YAML)?;
     for i in 0..n {
         let name = service_name(i);
         let yaml = setup::rule_yaml(&name, &t, |p| receiver.url(p));

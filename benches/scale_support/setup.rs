@@ -189,10 +189,38 @@ fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs().max(1))
 }
 
-/// A rule for one synthetic service: the four signals of the shipped rules (README, "Why the
-/// shipped metrics are configured as they are"), holds of a day so the rollout stays live for
-/// the whole run, and a no-data limit high enough that an overloaded Prometheus shows up as
-/// ticks without data rather than as rollouts that paused and stopped costing queries.
+/// The one template file every rule of the run uses (issue 14 measures "rules built on one
+/// template file"): the four signals of the shipped rules (README, "Why the shipped metrics are
+/// configured as they are") with their shipped lines, the rate window a rule variable.
+pub const TEMPLATES_YAML: &str = r#"kind: metric_templates
+vars:
+  rate: 30s # each rule sets its own
+templates:
+  - name: error_rate
+    query: |
+      sum(rate(http_requests_total{ {{selector}}, code=~"5.." }[{{rate}}]))
+        / sum(rate(http_requests_total{ {{selector}} }[{{rate}}]))
+    rollback_above: 0.05
+    warn_above: 0.01
+    max_ratio: 2.0
+    critical: true
+  - name: p95_latency
+    query: histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{ {{selector}} }[{{rate}}])))
+    rollback_above: 10
+    warn_above: 5
+  - name: db_pool_utilization
+    query: sum(db_pool_connections_in_use{ {{selector}} }) / sum(db_pool_connections_max{ {{selector}} })
+    rollback_above: 0.95
+    warn_above: 0.90
+  - name: cpu_utilization
+    query: avg(rate(process_cpu_seconds_total{ {{selector}} }[{{rate}}]))
+    rollback_above: 0.90
+    warn_above: 0.80
+"#;
+
+/// A rule for one synthetic service on [`TEMPLATES_YAML`]: holds of a day so the rollout stays
+/// live for the whole run, and a no-data limit high enough that an overloaded Prometheus shows
+/// up as ticks without data rather than as rollouts that paused and stopped costing queries.
 pub fn rule_yaml(service: &str, t: &Timing, hook: impl Fn(&str) -> String) -> String {
     format!(
         r#"name: {service}
@@ -215,26 +243,10 @@ analysis:
   nodata_limit: 1000
   min_samples: 3
 metrics:
-  - name: error_rate
-    query: |
-      sum(rate(http_requests_total{{ {{{{selector}}}}, code=~"5.." }}[{{{{rate}}}}]))
-        / sum(rate(http_requests_total{{ {{{{selector}}}} }}[{{{{rate}}}}]))
-    rollback_above: 0.05
-    warn_above: 0.01
-    max_ratio: 2.0
-    critical: true
-  - name: p95_latency
-    query: histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{{ {{{{selector}}}} }}[{{{{rate}}}}])))
-    rollback_above: 10
-    warn_above: 5
-  - name: db_pool_utilization
-    query: sum(db_pool_connections_in_use{{ {{{{selector}}}} }}) / sum(db_pool_connections_max{{ {{{{selector}}}} }})
-    rollback_above: 0.95
-    warn_above: 0.90
-  - name: cpu_utilization
-    query: avg(rate(process_cpu_seconds_total{{ {{{{selector}}}} }}[{{{{rate}}}}]))
-    rollback_above: 0.90
-    warn_above: 0.80
+  - {{ name: error_rate, template: error_rate }}
+  - {{ name: p95_latency, template: p95_latency }}
+  - {{ name: db_pool_utilization, template: db_pool_utilization }}
+  - {{ name: cpu_utilization, template: cpu_utilization }}
 hooks:
   set_weight: {{ url: "{sw}", timeout: 10s, retries: 4 }}
   promote: {{ url: "{pr}", timeout: 10s, retries: 4 }}
