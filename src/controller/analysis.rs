@@ -313,7 +313,7 @@ async fn buckets_and_count(
 }
 
 /// The four counters of a sequential metric at `end`.
-async fn counters(
+pub(super) async fn counters(
     source: &PrometheusSource,
     rule: &Rule,
     m: &MetricSpec,

@@ -70,7 +70,7 @@ pub async fn fetch_many_with(
     let (requests, slots) = requests(rollouts, end, window);
     let counters: Vec<_> = rollouts
         .iter()
-        .map(|(rule, rollout)| sequential_only(source, rule, rollout, end, window))
+        .map(|(rule, rollout)| sequential_only(source, rule, rollout, end))
         .collect();
     let counters = futures_util::stream::iter(counters)
         .buffered(CONCURRENT_ROLLOUTS)
@@ -154,32 +154,37 @@ fn requests(
     (requests, slots)
 }
 
-/// The rollout's sequential metrics, fetched by [`analysis::fetch`] on a copy of the rule that
-/// keeps only them (the window metrics go through the batch).
+/// The rollout's sequential metrics (their counters are per series, not batched), read as
+/// [`analysis::fetch`] reads them; the window metrics go through the batch.
 async fn sequential_only(
     source: &PrometheusSource,
     rule: &Rule,
     rollout: &Rollout,
     end: SystemTime,
-    window: Duration,
 ) -> BTreeMap<String, Fetched> {
-    let is_counters = |kind: MetricKind<'_>| {
-        matches!(
-            kind,
-            MetricKind::Counts { .. } | MetricKind::Slow { .. } | MetricKind::Histogram { .. }
-        )
+    let ctx = QueryContext {
+        rollout: &rollout.id,
+        version: &rollout.version,
     };
-    if !rule.metrics().any(|m| is_counters(m.kind())) {
-        return BTreeMap::new();
-    }
-    let mut only = rule.clone();
-    only.spec
-        .metrics
-        .value
-        .retain(|m| is_counters(m.value.kind()));
-    analysis::fetch(source, &only, rollout, end, window)
+    let ctx = &ctx;
+    // Collected first, as in `analysis::fetch` (`Send` inference of the spawning task).
+    let reads: Vec<_> = rule
+        .metrics()
+        .filter(|m| {
+            matches!(
+                m.kind(),
+                MetricKind::Counts { .. } | MetricKind::Slow { .. } | MetricKind::Histogram { .. }
+            )
+        })
+        .map(|m| async move {
+            let counters = analysis::counters(source, rule, m, ctx, end).await;
+            (m.name.clone(), Fetched::Counters(counters))
+        })
+        .collect();
+    futures_util::future::join_all(reads)
         .await
-        .metrics
+        .into_iter()
+        .collect()
 }
 
 /// The scheduler runs `fetch_many` inside spawned tasks: it must stay `Send`.
