@@ -88,15 +88,7 @@ async fn healthy_canaries_with_binomial_noise_are_rolled_back_at_most_alpha_of_t
     .await
     .expect("prometheus");
     for name in &names {
-        prometheus
-            .wait_for_series(
-                &format!(
-                    r#"sum(rate(http_requests_total{{service="{name}", track="canary"}}[4s]))"#
-                ),
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("series in prometheus");
+        common::wait_for_canary_rate(&prometheus, name, Duration::from_secs(30)).await;
     }
     let daemon = Daemon::start(&prometheus.url(), &rules, dir.path(), &[]).await;
     let mut ids = Vec::new();

@@ -306,16 +306,7 @@ async fn kill_9_at_random_moments_never_loses_a_decision() {
     .await
     .expect("prometheus");
     for c in &cases {
-        prometheus
-            .wait_for_series(
-                &format!(
-                    r#"sum(rate(http_requests_total{{service="{}", track="canary"}}[4s]))"#,
-                    c.name
-                ),
-                Duration::from_secs(60),
-            )
-            .await
-            .expect("series");
+        common::wait_for_canary_rate(&prometheus, &c.name, Duration::from_secs(60)).await;
     }
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).expect("state dir");

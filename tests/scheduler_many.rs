@@ -51,15 +51,7 @@ async fn many_rollouts_progress_in_shared_slots_with_one_commit_per_slot() {
         paths.push(path);
     }
     for name in &names {
-        prometheus
-            .wait_for_series(
-                &format!(
-                    r#"sum(rate(http_requests_total{{service="{name}", track="canary"}}[4s]))"#
-                ),
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("series in prometheus");
+        common::wait_for_canary_rate(&prometheus, name, Duration::from_secs(30)).await;
     }
     let daemon = Daemon::start_on_free_port(&prometheus.url(), &paths, dir.path(), &[], &[]).await;
 

@@ -496,16 +496,8 @@ impl Stack {
         let rule_path = dir.path().join(format!("{rule}.yaml"));
         std::fs::write(&rule_path, rule_yaml(rule, &receiver, &opts) + extra_rule)
             .expect("write rule");
-        // Wait until rates exist for both groups, so the first tick has data.
-        prometheus
-            .wait_for_series(
-                &format!(
-                    r#"sum(rate(http_requests_total{{service="{rule}", track="canary"}}[4s]))"#
-                ),
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("series in prometheus");
+        // Wait until rates exist, so the first tick has data.
+        wait_for_canary_rate(&prometheus, rule, Duration::from_secs(30)).await;
         let daemon =
             Daemon::start_on_free_port(&prometheus.url(), &[rule_path], dir.path(), &[], env).await;
         Stack {
@@ -584,4 +576,22 @@ pub fn weights(calls: &[ReceivedCall]) -> Vec<u64> {
         .iter()
         .filter_map(|c| c.body["weight"].as_u64())
         .collect()
+}
+
+/// Waits until Prometheus has a request rate (over the rules' 4 s) for `service`'s canary, so
+/// a rollout's first tick has data.
+pub async fn wait_for_canary_rate(
+    prometheus: &canaryd::demo::prometheus::PrometheusProcess,
+    service: &str,
+    timeout: Duration,
+) {
+    prometheus
+        .wait_for_series(
+            &format!(
+                r#"sum(rate(http_requests_total{{service="{service}", track="canary"}}[4s]))"#
+            ),
+            timeout,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{service}'s canary rate in prometheus: {e}"));
 }
