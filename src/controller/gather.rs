@@ -1,12 +1,12 @@
 //! Gathering one scheduler slot: every due rollout's queries through ONE function,
 //! [`gather_slot`], so the queries of a slot can be shared.
 //!
-//! The seam: [`gather_slot`] takes every due `(rule, rollout)` of the slot and the slot's end
-//! time, and returns one [`Gathered`] per item, in order. Today it is [`analysis::fetch`] per
-//! rollout with bounded concurrency; a batched gatherer (one query per metric shape per slot,
-//! split back per rollout) replaces its body and keeps its signature. Judging stays per rollout
-//! ([`analysis::judge_gathered`], in the rollout's actor), so what a gatherer returns is judged
-//! exactly as a single rollout's fetch is.
+//! [`gather_slot`] takes every due `(rule, rollout)` of the slot and the slot's end time, and
+//! returns one [`Gathered`] per item, in order: batched through
+//! [`super::gather_many::fetch_many`] (one query per metric shape for rollouts with equal
+//! windows) unless `prometheus.batch_queries` is off, then [`analysis::fetch`] per rollout.
+//! Judging stays per rollout ([`analysis::judge_gathered`], in the rollout's actor), so what a
+//! gatherer returns is judged exactly as a single rollout's fetch is.
 //!
 //! The slot's deadline is the smallest of its rollouts' tick deadlines
 //! ([`super::deadline::tick_deadline`]), counted from when the slot fired: a slot that misses
