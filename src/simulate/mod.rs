@@ -12,6 +12,7 @@
 //! traffic, horizon, run) has its own random stream, so a number does not depend on which other
 //! scenarios or rules ran, and every rule sees the same worlds.
 
+pub mod bounds;
 pub mod counts;
 pub mod policy;
 pub mod promql;
