@@ -81,8 +81,9 @@ fn shipped_policy_rolls_back_at_most_one_percent_of_healthy_canaries() {
 
 /// At high traffic a 5 % canary serves 5 requests a second, 1.5 errors a minute at 5x: the
 /// sequential test needs a median of about 10 judged ticks (the first only records the counters)
-/// to reach its 1 % evidence threshold. The "median ≤ 5 ticks" is not met at the 5 % step; the
-/// bound here pins what is.
+/// to reach its 1 % evidence threshold. The "median ≤ 5 ticks" is not met at the 5 % step
+/// (`an_error_oracle_needs_six_ticks_and_cannot_ride_out_a_blip` says why); the bound here pins
+/// what is.
 #[test]
 fn shipped_policy_catches_five_fold_errors_in_99_percent_of_rollouts() {
     let r = summary("rules/hotrodan.yaml", "errors x5", HIGH, 200);
@@ -112,7 +113,9 @@ fn shipped_policy_rides_out_a_thirty_second_canary_blip() {
 
 /// The histogram e-process (every bucket edge, latency scale margin 0.2) on a canary 30 %
 /// slower: 82 of 100 caught over a 2 h hold at high traffic with seed 1. The bound pins that
-/// the test has power at all (the single 1 s edge it replaced caught 53-59 %).
+/// the test has power at all (the single 1 s edge it replaced caught 53-59 %). The target
+/// (≥ 95 % with ≤ 1 % false) is beyond any policy that compares canary with baseline on this
+/// fleet in 2 h: `simulate::bounds` puts the ceiling at 94.3 %.
 #[test]
 fn shipped_policy_catches_thirty_percent_slower_latency() {
     let r = summary("rules/hotrodan.yaml", "latency +30 %", HIGH, 100);
@@ -121,6 +124,30 @@ fn shipped_policy_catches_thirty_percent_slower_latency() {
         r.decided_by.contains_key("latency_vs_baseline"),
         "{:?}",
         r.decided_by
+    );
+}
+
+/// Where err × 5's ticks go (BENCHMARKS.md, "Targets"): the error test as an oracle would run
+/// it — the true ratio known (grid [5]), no margin, no per-tick cap, the shipped threshold 200 —
+/// inside the daemon still needs a median of 6 judged ticks (seed 1: 6; one records the
+/// counters), so "≤ 5" is out of reach at the 5 % step without a lower threshold, and it already
+/// fails the blip target that the cap exists for (seed 1: 36 of 200).
+#[test]
+fn an_error_oracle_needs_six_ticks_and_cannot_ride_out_a_blip() {
+    let oracle = "tests/fixtures/errors-oracle.yaml";
+    let r = summary(oracle, "errors x5", HIGH, 200);
+    assert!(r.rate >= 0.99, "caught {} of {}", r.rollbacks, r.runs);
+    assert!(
+        r.median_ticks.is_some_and(|t| t >= 6),
+        "median ticks to detect {:?}",
+        r.median_ticks
+    );
+    let blip = summary(oracle, "30-second canary blip", HIGH, 200);
+    assert!(
+        blip.interval.0 > 0.05,
+        "only {} of {} blips rolled back",
+        blip.rollbacks,
+        blip.runs
     );
 }
 

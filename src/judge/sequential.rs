@@ -18,6 +18,22 @@
 //! (1+m) × baseline's", each exp(ℓ_k(r)) has conditional mean ≤ 1, so E is a nonnegative
 //! supermartingale and, by Ville's inequality, P(E ever reaches 1/α) ≤ α. The assumption: the
 //! router sends requests to canary or baseline independently of whether they will fail.
+//!
+//! Why the first look at each step only records the counters (`primed_step`), costing one
+//! judged tick a step (issue 10 asked whether that tick is forced; it is):
+//! - At the first step there is no earlier reading to subtract, and the first judged tick
+//!   comes at the end of warmup: anything before it is warmup data.
+//! - At a later step the earlier reading is the previous step's last tick, so the increase
+//!   would carry the whole warmup at the new weight, the data `warmup` exists to keep out.
+//! - And such a tick is not a valid factor. Measuring ρ from the counts and noting that a
+//!   Poisson-binomial routing is more concentrated than a binomial covers requests routed with
+//!   different probabilities, but not *when* they were routed: across a weight change the
+//!   canary's requests come mostly from one side of it, so if the event probability moves
+//!   within the tick, E[x | n] is no longer ρ·r/(1 + ρ(r − 1)) for the measured ρ. Half a tick
+//!   at 5 % and half at 25 % with ten times the errors (an incident starting with the step, or
+//!   the load the change itself moves) gives ρ = 0.15 but an identical canary 23 % of the
+//!   events: it reads as a 1.7× canary. Within one weight every request is routed with the same
+//!   probability whatever its time, so a moving event probability hits both groups alike.
 
 use std::collections::BTreeMap;
 
