@@ -184,3 +184,32 @@ fn a_tick_while_a_weight_change_is_in_flight_is_not_judged() {
         assert!(t.actions.is_empty());
     }
 }
+
+/// A rollback after `failure_limit` failing ticks explains itself with the failing metric's own
+/// reason, not with a healthy neighbour's.
+#[test]
+fn a_failure_limit_rollback_quotes_the_failing_metrics_reason() {
+    let p = plan();
+    let mut r = at_first_step(&p);
+    let mut actions = vec![];
+    for secs in 3..3 + i64::from(p.failure_limit) {
+        let checks = vec![
+            check("p95_latency", Verdict::Pass),
+            check("error_rate", Verdict::Fail),
+        ];
+        let mut e = tick(&r, secs, checks);
+        // Nineteen healthy metrics of twenty would score 95: the score passes, the metric fails.
+        if let Event::Tick(t) = &mut e {
+            t.score.value = 95.0;
+            t.score.outcome = ScoreOutcome::Pass;
+        }
+        (r, actions) = step(&r, &p, e, secs);
+    }
+    assert!(matches!(actions.as_slice(), [Action::Rollback { .. }]));
+    let reason = r.reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("error_rate: failed 3 ticks in a row (failure_limit 3): error_rate Fail"),
+        "{reason}"
+    );
+    assert!(!reason.contains("p95_latency"), "{reason}");
+}
