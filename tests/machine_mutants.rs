@@ -1,0 +1,215 @@
+//! The state machine's edges that `cargo mutants` found no test for (BENCHMARKS.md, "Mutation
+//! testing"): each test here pins one boundary or guard of `src/rollout/machine/` that a
+//! surviving mutant changed without any other test noticing. Pure: no servers, `now` by hand.
+
+use std::time::Duration;
+
+use canaryd::judge::{Score, ScoreOutcome};
+use canaryd::rollout::{Action, Event, HookKind, Phase, Plan, PlanStep, Rollout, Tick, handle};
+use canaryd::verdict::{Check, Verdict};
+use chrono::{DateTime, TimeZone, Utc};
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 18, 17, 0, 0).unwrap()
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    t0() + chrono::Duration::seconds(secs)
+}
+
+/// 5 % and 25 % held 10 s each after a 2 s warmup, then 100 % with no hold.
+fn plan() -> Plan {
+    Plan {
+        steps: [5, 25]
+            .iter()
+            .map(|w| PlanStep {
+                weight: *w,
+                hold: Duration::from_secs(10),
+                approval: false,
+            })
+            .chain([PlanStep {
+                weight: 100,
+                hold: Duration::ZERO,
+                approval: false,
+            }])
+            .collect(),
+        warmup: Duration::from_secs(2),
+        failure_limit: 3,
+        nodata_limit: 2,
+        on_nodata: canaryd::rules::schema::OnNodata::Pause,
+        windows: None,
+        lifecycle: Default::default(),
+    }
+}
+
+fn check(metric: &str, verdict: Verdict) -> Check {
+    Check {
+        canary: Some(0.001),
+        baseline: Some(0.001),
+        canary_samples: 10,
+        baseline_samples: 10,
+        ..Check::named(metric, verdict, format!("{metric} {verdict:?}"))
+    }
+}
+
+/// A tick at `secs` for the rollout's current step, scored from its checks.
+fn tick(r: &Rollout, secs: i64, checks: Vec<Check>) -> Event {
+    let healthy = checks.iter().all(Check::is_healthy);
+    let nodata = checks
+        .iter()
+        .any(|c| matches!(c.verdict, Verdict::Nodata | Verdict::Error));
+    Event::Tick(Tick {
+        at: at(secs),
+        step: r.step,
+        checks,
+        score: Score {
+            value: if healthy { 100.0 } else { 0.0 },
+            outcome: if healthy {
+                ScoreOutcome::Pass
+            } else {
+                ScoreOutcome::Fail
+            },
+            nodata,
+            reason: String::new(),
+        },
+        sequential: Default::default(),
+        samples_since: Some(at(secs)),
+        counters_moved: Default::default(),
+    })
+}
+
+fn healthy(r: &Rollout, secs: i64) -> Event {
+    tick(r, secs, vec![check("error_rate", Verdict::Pass)])
+}
+
+/// A critical metric failing: rolls back on the first tick that is judged at all.
+fn critical_failure(r: &Rollout, secs: i64) -> Event {
+    let mut c = check("error_rate", Verdict::Fail);
+    c.critical = true;
+    tick(r, secs, vec![c])
+}
+
+fn new_rollout() -> Rollout {
+    Rollout::new("ro-1".into(), "checkout-api".into(), "v2".into(), t0())
+}
+
+/// Applies an event and asserts it was accepted.
+fn step(r: &Rollout, p: &Plan, e: Event, secs: i64) -> (Rollout, Vec<Action>) {
+    let t = handle(r, p, e.clone(), at(secs));
+    assert_eq!(t.rejected, None, "event {e:?} rejected in {:?}", r.phase);
+    (t.rollout, t.actions)
+}
+
+fn ok(hook: HookKind) -> Event {
+    Event::HookSucceeded { hook }
+}
+
+/// Started and at 5 % with the weight confirmed at t=0.
+fn at_first_step(p: &Plan) -> Rollout {
+    let (r, _) = step(&new_rollout(), p, Event::Start, 0);
+    step(&r, p, ok(HookKind::SetWeight), 0).0
+}
+
+#[test]
+fn approving_an_emergency_before_any_traffic_clears_its_waiting_reason() {
+    let p = plan();
+    let mut r = new_rollout();
+    r.emergency = true;
+    let (r, _) = step(&r, &p, Event::Start, 0);
+    assert_eq!(r.phase, Phase::WaitingApproval);
+    assert!(r.reason.is_some(), "the wait says why");
+    let (r, actions) = step(&r, &p, Event::Approve, 1);
+    assert_eq!(actions, vec![Action::SetWeight { step: 0, weight: 5 }]);
+    assert_eq!(
+        (r.phase, r.approved_step, r.reason),
+        (Phase::Progressing, Some(0), None),
+        "approved: progressing, and no stale 'waiting for approval' reason"
+    );
+}
+
+/// `in_warmup` ends at `started + warmup` exactly: the tick taken at that instant is judged.
+#[test]
+fn a_tick_taken_exactly_when_warmup_ends_is_judged() {
+    let p = plan();
+    let r = at_first_step(&p);
+    let warmup = p.warmup.as_secs() as i64;
+    // One second earlier it is still warmup: nothing happens.
+    let (early, actions) = step(&r, &p, critical_failure(&r, warmup - 1), warmup - 1);
+    assert!(actions.is_empty() && !early.rollback_decided);
+    let (r, actions) = step(&r, &p, critical_failure(&r, warmup), warmup);
+    assert!(r.rollback_decided, "the tick at the end of warmup counted");
+    assert!(matches!(actions.as_slice(), [Action::Rollback { .. }]));
+}
+
+/// Only a watching phase judges ticks: in any other live phase a tick, even a critical failure,
+/// changes nothing (its decision, if any, is the checkpoint's or the hook's).
+#[test]
+fn a_tick_outside_the_watching_phases_changes_nothing() {
+    let p = plan();
+    for phase in Phase::ALL {
+        if phase.is_watching() || phase.is_terminal() {
+            continue;
+        }
+        let mut r = at_first_step(&p);
+        r.phase = phase;
+        let e = critical_failure(&r, 5);
+        let t = handle(&r, &p, e, at(5));
+        assert_eq!(t.rollout, r, "{phase:?}: a tick changed the rollout");
+        assert!(t.actions.is_empty(), "{phase:?}: {:?}", t.actions);
+    }
+}
+
+/// While a weight change is in flight the step's samples may be from either weight: a tick for
+/// the step being entered is not judged, and neither is one for the step being left.
+#[test]
+fn a_tick_while_a_weight_change_is_in_flight_is_not_judged() {
+    let p = plan();
+    let r = at_first_step(&p);
+    // The hold is over: a healthy tick asks for 25 %, not yet confirmed.
+    let (r, actions) = step(&r, &p, healthy(&r, 10), 10);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 1,
+            weight: 25
+        }]
+    );
+    assert_eq!(r.step, 1);
+    for step_of_tick in [0, 1] {
+        let mut at_step = r.clone();
+        at_step.step = step_of_tick;
+        let e = critical_failure(&at_step, 11);
+        let t = handle(&r, &p, e, at(11));
+        assert_eq!(t.rollout, r, "tick for step {step_of_tick} judged in flight");
+        assert!(t.actions.is_empty());
+    }
+}
+
+/// A rollback after `failure_limit` failing ticks explains itself with the failing metric's own
+/// reason, not with a healthy neighbour's.
+#[test]
+fn a_failure_limit_rollback_quotes_the_failing_metrics_reason() {
+    let p = plan();
+    let mut r = at_first_step(&p);
+    let mut actions = vec![];
+    for secs in 3..3 + i64::from(p.failure_limit) {
+        let checks = vec![
+            check("p95_latency", Verdict::Pass),
+            check("error_rate", Verdict::Fail),
+        ];
+        let mut e = tick(&r, secs, checks);
+        // Nineteen healthy metrics of twenty would score 95: the score passes, the metric fails.
+        if let Event::Tick(t) = &mut e {
+            t.score.value = 95.0;
+            t.score.outcome = ScoreOutcome::Pass;
+        }
+        (r, actions) = step(&r, &p, e, secs);
+    }
+    assert!(matches!(actions.as_slice(), [Action::Rollback { .. }]));
+    let reason = r.reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("error_rate: failed 3 ticks in a row (failure_limit 3): error_rate Fail"),
+        "{reason}"
+    );
+    assert!(!reason.contains("p95_latency"), "{reason}");
+}
