@@ -373,7 +373,7 @@ impl RolloutTask {
         self.state = t.rollout;
         log_transition(&before, &self.state, &t.actions);
         telemetry::record_rollout(&self.state, &before);
-        let _ = self.inner.updates.send(Update {
+        self.inner.announce(Update {
             rollout: self.state.clone(),
             event: label,
             actions: t.actions,
