@@ -101,24 +101,47 @@ pub(super) async fn run_slot(
     fired: Instant,
     interval: Duration,
 ) {
-    let cutoff = fired + COLLECT.min(interval / 4);
+    let collect = COLLECT.min(interval / 4);
+    let cutoff = fired + collect;
     let mut requests = Vec::new();
+    let mut late = Vec::new();
     for mut answer in answers {
         match tokio::time::timeout_at(cutoff, &mut answer).await {
             Ok(Ok(Some(request))) => requests.push(request),
             // Declined (nothing to analyse) or the rollout's task is gone.
             Ok(_) => {}
-            Err(_) => {
-                let source = source.clone();
-                tokio::spawn(async move {
-                    if let Ok(Some(request)) = answer.await {
-                        answer_slot(&source, vec![request], Instant::now()).await;
-                    }
-                });
-            }
+            Err(_) => late.push(answer),
         }
     }
+    if !late.is_empty() {
+        tokio::spawn(answer_late(source.clone(), late, collect));
+    }
     answer_slot(&source, requests, fired).await;
+}
+
+/// The rollouts that answered after the cutoff, gathered as they come — but together: those
+/// that answer within `collect` of the first share one gathering (and its batched queries), so
+/// a slot whose actors were busy costs a few batches, not one set of queries per rollout (which
+/// at thousands of rollouts made Prometheus connections, and canaryd's memory, grow with N).
+async fn answer_late(
+    source: PrometheusSource,
+    late: Vec<oneshot::Receiver<Option<TickRequest>>>,
+    collect: Duration,
+) {
+    let mut pending: futures_util::stream::FuturesUnordered<_> = late.into_iter().collect();
+    while let Some(first) = pending.next().await {
+        let started = Instant::now();
+        let mut requests: Vec<TickRequest> = first.ok().flatten().into_iter().collect();
+        let cutoff = started + collect;
+        while let Ok(Some(next)) = tokio::time::timeout_at(cutoff, pending.next()).await {
+            requests.extend(next.ok().flatten());
+        }
+        if requests.is_empty() {
+            continue;
+        }
+        let source = source.clone();
+        tokio::spawn(async move { answer_slot(&source, requests, started).await });
+    }
 }
 
 /// Gathers `requests` as one slot started at `started`, by the smallest of their deadlines,
