@@ -76,8 +76,13 @@ pub struct StartOptions {
 
 pub(super) type Reply = oneshot::Sender<Result<Rollout, ControlError>>;
 
+/// A command for a rollout's actor, boxed: a channel allocates its slots in blocks of 32, and
+/// an unboxed `(Event, Reply)` made that about 10 KB per live rollout (heaptrack at N = 3,000)
+/// for a queue that is nearly always empty.
+pub(super) type Command = Box<(Event, Reply)>;
+
 pub(super) struct Live {
-    tx: mpsc::Sender<(Event, Reply)>,
+    tx: mpsc::Sender<Command>,
     handle: JoinHandle<()>,
 }
 
@@ -272,7 +277,7 @@ impl Controller {
             return Err(self.not_live(id));
         };
         let (reply, answer) = oneshot::channel();
-        if tx.send((event, reply)).await.is_err() {
+        if tx.send(Box::new((event, reply))).await.is_err() {
             // The task ended between the lookup and the send.
             return Err(self.not_live(id));
         }
