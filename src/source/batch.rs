@@ -112,6 +112,9 @@ pub enum Job {
     },
 }
 
+/// A member of a group: its values of the batch labels, its request, its shape.
+type Keyed = (Vec<String>, usize, Arc<Shape>);
+
 /// Requests batch together when their shapes and their (end, window, step) are equal.
 type GroupKey = (Arc<str>, SystemTime, Duration, Duration);
 
@@ -157,7 +160,7 @@ fn plan_group(
         }
         return;
     }
-    let mut keyed: Vec<(Vec<String>, usize, Arc<Shape>)> = Vec::new();
+    let mut keyed: Vec<Keyed> = Vec::new();
     for (i, s) in group {
         match member_key(&s.values, &labels) {
             Ok(k) => keyed.push((k, i, s)),
@@ -192,7 +195,7 @@ fn plan_group(
 /// One regex batch per chunk (a chunk of one, or one whose rewrite is refused: singles).
 fn regex_batches(
     requests: &[RangeRequest],
-    chunked: &[&[(Vec<String>, usize, Arc<Shape>)]],
+    chunked: &[&[Keyed]],
     labels: &[String],
     jobs: &mut Vec<Job>,
 ) {
