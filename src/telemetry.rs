@@ -82,7 +82,7 @@ fn describe() {
     );
     describe_counter!(
         "canaryd_prometheus_queries_total",
-        "Range queries sent by how: batched (one for a group of alike queries), single, fallback (per member after a failed or ambiguous batch)"
+        "Range queries sent by how: batched (one for a group of alike queries), wide (one for a whole group, its varying matchers dropped), single, fallback (per member after a failed or ambiguous batch)"
     );
     describe_counter!(
         "canaryd_hook_calls_total",
@@ -126,7 +126,7 @@ pub fn init_series<'a>(rules: impl IntoIterator<Item = &'a str>) {
     for kind in ["query", "transport", "other"] {
         counter!("canaryd_prometheus_errors_total", "kind" => kind).increment(0);
     }
-    for mode in ["batched", "single", "fallback"] {
+    for mode in ["batched", "wide", "single", "fallback"] {
         counter!("canaryd_prometheus_queries_total", "mode" => mode).increment(0);
     }
 }

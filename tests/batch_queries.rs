@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use canaryd::controller::analysis::{Fetched, Gathered, judge_gathered};
-use canaryd::controller::gather_many::fetch_many;
+use canaryd::controller::gather_many::{fetch_many, fetch_many_with};
 use canaryd::demo::prometheus::{PrometheusOptions, PrometheusProcess};
 use canaryd::demo::service::{DemoService, Track};
 use canaryd::judge::observation::Series;
@@ -316,8 +316,16 @@ async fn batched_and_single_queries_judge_alike_on_a_real_prometheus() {
 
     // 1. Alike rules: one query per metric shape instead of two per metric per rollout.
     let n = all.len() as u64;
-    // Canary and baseline of every service in one batch per metric, up to the member cap.
-    let per_shape = (2 * n).div_ceil(Limits::default().max_members as u64);
+    // One query per metric shape: a regex batch up to the member cap, a wide one above it.
+    let per_shape = 1;
+    // What a shape costs before its members are asked alone: the wide query, then its regex
+    // batches (one when the group fits the cap, and then there is no wide query).
+    let regex_batches = (2 * n).div_ceil(Limits::default().max_members as u64);
+    let before_members = if regex_batches > 1 {
+        1 + regex_batches
+    } else {
+        1
+    };
     let (single, single_cost, single_time) = counted(
         &prometheus,
         8 * n,
@@ -364,13 +372,13 @@ async fn batched_and_single_queries_judge_alike_on_a_real_prometheus() {
     let capped = source(&prometheus.url(), Some(2500));
     let (fallback, cost, _) = counted(
         &prometheus,
-        4 * per_shape + 8 * n,
+        4 * before_members + 8 * n,
         fetch_many(&capped, &pairs, end, window, true),
     )
     .await;
     assert_eq!(
         cost,
-        4 * per_shape + 8 * n,
+        4 * before_members + 8 * n,
         "every batch failed and each member was asked alone"
     );
     assert_same(&fallback, &single);
@@ -391,13 +399,13 @@ async fn batched_and_single_queries_judge_alike_on_a_real_prometheus() {
     .await;
     let (batched, cost, _) = counted(
         &prometheus,
-        per_shape + 4 * n,
+        before_members + 4 * n,
         fetch_many(&src, &hostile_pairs, end, window, true),
     )
     .await;
     assert_eq!(
         cost,
-        2 * n + per_shape + 2 * n,
+        2 * n + before_members + 2 * n,
         "without: alone; by (code): one batch, then per member"
     );
     assert_same(&batched, &single);
@@ -414,6 +422,37 @@ async fn batched_and_single_queries_judge_alike_on_a_real_prometheus() {
         &judged(&hostile, &rollouts, &batched),
         &judged(&hostile, &rollouts, &single),
     );
+
+    // 5. The wide mode on a real Prometheus: with a member cap of 4, every shape is one query
+    // with the varying matchers dropped, whose answer also carries the services not under
+    // rollout (the last two are left out); each member still gets exactly its own series.
+    let narrow = Limits {
+        max_members: 4,
+        ..Limits::default()
+    };
+    let some = &pairs[..pairs.len() - 2];
+    let (single_some, _, _) = counted(
+        &prometheus,
+        8 * (n - 2),
+        fetch_many(&src, some, end, window, false),
+    )
+    .await;
+    let (wide, wide_cost, _) = counted(
+        &prometheus,
+        4,
+        fetch_many_with(&src, some, end, window, true, &narrow),
+    )
+    .await;
+    assert_eq!(wide_cost, 4, "one wide query per metric shape");
+    assert_same(&wide, &single_some);
+    assert_same_ticks(
+        &judged(&rules[..some.len()], &rollouts[..some.len()], &wide),
+        &judged(&rules[..some.len()], &rollouts[..some.len()], &single_some),
+    );
+    // A wide answer over the cap falls back to the regex batches (then per member).
+    let capped_some = source(&prometheus.url(), Some(2500));
+    let fallback = fetch_many_with(&capped_some, some, end, window, true, &narrow).await;
+    assert_same(&fallback, &single_some);
 
     // 4. Nothing can be read: batch and fallback fail, and no metric passes.
     let starved = source(&prometheus.url(), Some(64));

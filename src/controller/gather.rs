@@ -101,24 +101,59 @@ pub(super) async fn run_slot(
     fired: Instant,
     interval: Duration,
 ) {
-    let cutoff = fired + COLLECT.min(interval / 4);
+    let collect = COLLECT.min(interval / 4);
+    let cutoff = fired + collect;
     let mut requests = Vec::new();
+    let mut late = Vec::new();
     for mut answer in answers {
         match tokio::time::timeout_at(cutoff, &mut answer).await {
             Ok(Ok(Some(request))) => requests.push(request),
             // Declined (nothing to analyse) or the rollout's task is gone.
             Ok(_) => {}
-            Err(_) => {
-                let source = source.clone();
-                tokio::spawn(async move {
-                    if let Ok(Some(request)) = answer.await {
-                        answer_slot(&source, vec![request], Instant::now()).await;
-                    }
-                });
-            }
+            Err(_) => late.push(answer),
         }
     }
+    if !late.is_empty() {
+        tokio::spawn(answer_late(source.clone(), late, collect));
+    }
     answer_slot(&source, requests, fired).await;
+}
+
+/// The rollouts that answered after the cutoff, gathered as they come — but together: those
+/// that answer within `collect` of the first share one gathering (and its batched queries), so
+/// a slot whose actors were busy costs a few batches, not one set of queries per rollout (which
+/// at thousands of rollouts made Prometheus connections, and canaryd's memory, grow with N).
+async fn answer_late(
+    source: PrometheusSource,
+    late: Vec<oneshot::Receiver<Option<TickRequest>>>,
+    collect: Duration,
+) {
+    in_waves(late, collect, |requests, started| {
+        let source = source.clone();
+        tokio::spawn(async move { answer_slot(&source, requests, started).await });
+    })
+    .await;
+}
+
+/// Hands `wave` every answer that came within `collect` of the first of its wave, with the
+/// instant that first one came (declined and dropped answers left out, empty waves skipped).
+async fn in_waves<T>(
+    answers: Vec<oneshot::Receiver<Option<T>>>,
+    collect: Duration,
+    mut wave: impl FnMut(Vec<T>, Instant),
+) {
+    let mut pending: futures_util::stream::FuturesUnordered<_> = answers.into_iter().collect();
+    while let Some(first) = pending.next().await {
+        let started = Instant::now();
+        let mut got: Vec<T> = first.ok().flatten().into_iter().collect();
+        let cutoff = started + collect;
+        while let Ok(Some(next)) = tokio::time::timeout_at(cutoff, pending.next()).await {
+            got.extend(next.ok().flatten());
+        }
+        if !got.is_empty() {
+            wave(got, started);
+        }
+    }
 }
 
 /// Gathers `requests` as one slot started at `started`, by the smallest of their deadlines,
@@ -147,5 +182,44 @@ pub(super) async fn answer_slot(
     for request in requests {
         // A gatherer that returned too few answers leaves the rest missed, never passed.
         let _ = request.reply.send(gathered.next().ok_or(end));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+
+    use super::in_waves;
+
+    #[tokio::test]
+    async fn late_answers_close_together_are_gathered_as_one_wave() {
+        let mut senders = Vec::new();
+        let mut answers = Vec::new();
+        for _ in 0..5 {
+            let (tx, rx) = oneshot::channel::<Option<u32>>();
+            senders.push(tx);
+            answers.push(rx);
+        }
+        let Ok([a, b, c, d, e]) = <[_; 5]>::try_from(senders) else {
+            panic!("five senders");
+        };
+        tokio::spawn(async move {
+            let _ = a.send(Some(1));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = b.send(Some(2));
+            let _ = c.send(None); // declined: not gathered
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = d.send(Some(4));
+            drop(e); // the actor went away
+        });
+        let mut waves = Vec::new();
+        in_waves(answers, Duration::from_millis(200), |mut got, _| {
+            got.sort();
+            waves.push(got)
+        })
+        .await;
+        assert_eq!(waves, vec![vec![1, 2], vec![4]]);
     }
 }

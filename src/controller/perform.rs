@@ -114,7 +114,8 @@ impl RolloutTask {
                     }
                     return;
                 }
-                Some((event, reply)) = self.rx.recv() => {
+                Some(cmd) = self.rx.recv() => {
+                    let (event, reply) = *cmd;
                     self.command(event, reply).await;
                     if self.state.pending.as_ref() != Some(&action) {
                         tracing::warn!(rollout = %self.state.id, hook = action.hook().as_str(), "hook in flight cancelled by a newer decision");

@@ -1,6 +1,7 @@
 //! Resuming after a start: every live rollout in the store gets its actor back, on the rule
 //! text it started with.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::shell::{ControlError, Controller};
@@ -14,11 +15,13 @@ impl Controller {
     pub fn recover(&self) -> Result<usize, ControlError> {
         let mut live = self.lock_live();
         let mut n = 0;
+        // Rollouts started from the same rule text share one parsed rule.
+        let mut shared = HashMap::new();
         for rollout in self.inner.store.list()? {
             if !rollout.is_live() || live.contains_key(&rollout.id) {
                 continue;
             }
-            let Some(rule) = self.snapshot_rule(&rollout) else {
+            let Some(rule) = self.snapshot_rule(&rollout, &mut shared) else {
                 tracing::error!(event = "rollout.unrecoverable", rollout = %rollout.id, rule = %rollout.rule,
                     "no usable rule snapshot and no loaded rule of that name; rollout left as stored");
                 continue;
@@ -32,7 +35,14 @@ impl Controller {
         Ok(n)
     }
 
-    fn snapshot_rule(&self, r: &Rollout) -> Option<Arc<Rule>> {
+    /// The rule a rollout resumes on: its snapshot, parsed once per distinct text (`shared`),
+    /// and the loaded rule itself when the text is the same (the common case), so N recovered
+    /// rollouts do not hold N copies of the same rule.
+    fn snapshot_rule(
+        &self,
+        r: &Rollout,
+        shared: &mut HashMap<String, Arc<Rule>>,
+    ) -> Option<Arc<Rule>> {
         let source = match self.inner.store.rule_source(&r.id) {
             Ok(s) => s.filter(|s| !s.is_empty()),
             Err(e) => {
@@ -44,12 +54,22 @@ impl Controller {
         let Some(text) = source else {
             return current;
         };
+        if let Some(c) = current.as_ref().filter(|c| c.source == text) {
+            return Some(c.clone());
+        }
+        if let Some(rule) = shared.get(&text) {
+            return Some(rule.clone());
+        }
         let path = current.as_ref().map_or_else(
             || std::path::PathBuf::from(format!("<snapshot of {}>", r.rule)),
             |c| c.path.clone(),
         );
         match parse_rule(&path, &text) {
-            Ok(rule) => Some(Arc::new(rule)),
+            Ok(rule) => {
+                let rule = Arc::new(rule);
+                shared.insert(text, rule.clone());
+                Some(rule)
+            }
             Err(errors) => {
                 for e in errors {
                     tracing::error!(rollout = %r.id, error = %e, "rule snapshot no longer valid");

@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc};
 
-use super::shell::{Inner, Reply};
+use super::shell::{Command, Inner};
 use super::task::{RolloutTask, retry_delay};
-use crate::rollout::{Event, Rollout};
+use crate::rollout::Rollout;
 use crate::rules::Rule;
 
 /// Runs the task of `rollout` until it ends, restarting it after each panic.
@@ -23,7 +23,7 @@ pub(super) async fn supervise(
     inner: Arc<Inner>,
     rule: Arc<Rule>,
     rollout: Rollout,
-    rx: mpsc::Receiver<(Event, Reply)>,
+    rx: mpsc::Receiver<Command>,
     recovered: bool,
 ) {
     let id = rollout.id.clone();

@@ -29,7 +29,7 @@ use super::analysis::{Gathered, judge_gathered};
 use super::deadline::{missed, tick_deadline};
 use super::perform::check_traffic;
 use super::scheduler::{Due, TickRequest};
-use super::shell::{ControlError, Inner, Reply, Update};
+use super::shell::{Command, ControlError, Inner, Reply, Update};
 use super::supervisor::inject_fault;
 use super::transition_log::{event_label, log_transition};
 use crate::rollout::{Event, Phase, Plan, Rollout, Tick, handle};
@@ -58,7 +58,7 @@ const ANSWER_MARGIN: Duration = Duration::from_secs(1);
 
 /// The task's command queue, held for the task's whole life; the supervisor keeps the queue
 /// across a restart, so commands sent while a task panicked are answered by the next one.
-pub(super) type Commands = OwnedMutexGuard<mpsc::Receiver<(Event, Reply)>>;
+pub(super) type Commands = OwnedMutexGuard<mpsc::Receiver<Command>>;
 
 pub(super) struct RolloutTask {
     pub(super) inner: Arc<Inner>,
@@ -186,7 +186,7 @@ impl RolloutTask {
             // Commands first: when a command and the slot are both ready, the command wins.
             tokio::select! {
                 biased;
-                Some((event, reply)) = self.rx.recv() => self.command(event, reply).await,
+                Some(cmd) = self.rx.recv() => { let (event, reply) = *cmd; self.command(event, reply).await }
                 _ = self.shutdown.changed() => {}
                 Ok(()) = self.lead.changed() => {}
                 Some(due) = slots.due.recv() => self.slot(due, deadline).await,
@@ -255,7 +255,8 @@ impl RolloutTask {
         loop {
             tokio::select! {
                 biased;
-                Some((event, reply)) = self.rx.recv() => {
+                Some(cmd) = self.rx.recv() => {
+                    let (event, reply) = *cmd;
                     self.command(event, reply).await;
                     let now = (self.state.phase, self.state.step, self.state.pending.clone());
                     if now != before {
@@ -289,7 +290,8 @@ impl RolloutTask {
         loop {
             tokio::select! {
                 biased;
-                Some((event, reply)) = self.rx.recv() => {
+                Some(cmd) = self.rx.recv() => {
+                    let (event, reply) = *cmd;
                     self.command(event, reply).await;
                     if self.state.phase != Phase::Verifying {
                         return;
@@ -308,7 +310,7 @@ impl RolloutTask {
     async fn idle(&mut self, d: Duration) {
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
-            Some((event, reply)) = self.rx.recv() => self.command(event, reply).await,
+            Some(cmd) = self.rx.recv() => { let (event, reply) = *cmd; self.command(event, reply).await }
             _ = self.shutdown.changed() => {}
             Ok(()) = self.lead.changed() => {}
         }
@@ -373,7 +375,7 @@ impl RolloutTask {
         self.state = t.rollout;
         log_transition(&before, &self.state, &t.actions);
         telemetry::record_rollout(&self.state, &before);
-        let _ = self.inner.updates.send(Update {
+        self.inner.announce(Update {
             rollout: self.state.clone(),
             event: label,
             actions: t.actions,

@@ -20,8 +20,9 @@ use prometheus_http_query::response::Data;
 
 use super::PrometheusSource;
 use super::batch_cache;
-use super::batch_rewrite::{Shape, member_key, split, varying_labels};
-use super::prometheus::series;
+use super::batch_rewrite::{Shape, member_key, varying_labels};
+pub use super::batch_run::count_queries;
+use super::batch_run::run;
 use crate::judge::observation::Series;
 
 /// One range query as `PrometheusSource::range_series` takes it.
@@ -43,6 +44,10 @@ pub struct Limits {
     pub max_combinations: usize,
     /// Queries in flight at once, batches and singles together.
     pub concurrency: usize,
+    /// A group too large for one regex batch is asked as one wide batch (its varying matchers
+    /// dropped: one query per shape whatever the number of rollouts), falling back to the regex
+    /// batches when the wide answer cannot be had (larger than `max_response_bytes`).
+    pub wide: bool,
 }
 
 impl Default for Limits {
@@ -55,6 +60,7 @@ impl Default for Limits {
             max_regex_bytes: 32 * 1024,
             max_combinations: 2000,
             concurrency: 8,
+            wide: true,
         }
     }
 }
@@ -96,7 +102,18 @@ pub enum Job {
         labels: Vec<String>,
         members: Vec<(usize, Vec<String>)>,
     },
+    /// One query for a group of any size ([`batch_cache::rewritten_wide`]); `fallback` (regex
+    /// batches and singles) is asked when it fails or cannot be split.
+    Wide {
+        query: String,
+        labels: Vec<String>,
+        members: Vec<(usize, Vec<String>)>,
+        fallback: Vec<Job>,
+    },
 }
+
+/// A member of a group: its values of the batch labels, its request, its shape.
+type Keyed = (Vec<String>, usize, Arc<Shape>);
 
 /// Requests batch together when their shapes and their (end, window, step) are equal.
 type GroupKey = (Arc<str>, SystemTime, Duration, Duration);
@@ -143,7 +160,7 @@ fn plan_group(
         }
         return;
     }
-    let mut keyed: Vec<(Vec<String>, usize, Arc<Shape>)> = Vec::new();
+    let mut keyed: Vec<Keyed> = Vec::new();
     for (i, s) in group {
         match member_key(&s.values, &labels) {
             Ok(k) => keyed.push((k, i, s)),
@@ -153,7 +170,36 @@ fn plan_group(
     // Sorted, so canary and baseline of one service (and services with alike names) share a
     // batch and its regexes stay short.
     keyed.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-    for chunk in chunks(&keyed, labels.len(), limits) {
+    let chunked = chunks(&keyed, labels.len(), limits);
+    if limits.wide && chunked.len() > 1 {
+        match batch_cache::rewritten_wide(&keyed[0].2, &labels) {
+            Ok(query) => {
+                let mut fallback = Vec::new();
+                regex_batches(requests, &chunked, &labels, &mut fallback);
+                jobs.push(Job::Wide {
+                    query,
+                    labels,
+                    members: keyed.iter().map(|(k, i, _)| (*i, k.clone())).collect(),
+                    fallback,
+                });
+                return;
+            }
+            Err(why) => {
+                tracing::debug!(query = %requests[keyed[0].1].query, %why, "no wide batch");
+            }
+        }
+    }
+    regex_batches(requests, &chunked, &labels, jobs);
+}
+
+/// One regex batch per chunk (a chunk of one, or one whose rewrite is refused: singles).
+fn regex_batches(
+    requests: &[RangeRequest],
+    chunked: &[&[Keyed]],
+    labels: &[String],
+    jobs: &mut Vec<Job>,
+) {
+    for chunk in chunked.iter().copied() {
         if chunk.len() < 2 {
             jobs.extend(chunk.iter().map(|(_, i, _)| Job::Single(*i)));
             continue;
@@ -167,7 +213,7 @@ fn plan_group(
         match batch_cache::rewritten(&chunk[0].2, &values) {
             Ok(query) => jobs.push(Job::Batch {
                 query,
-                labels: labels.clone(),
+                labels: labels.to_vec(),
                 members: chunk.iter().map(|(k, i, _)| (*i, k.clone())).collect(),
             }),
             Err(why) => {
@@ -268,66 +314,10 @@ pub async fn range_many<S: RangeSource>(
     out
 }
 
-/// Counts one query sent, by how: `batched`, `single` or `fallback`.
-pub fn count_queries(mode: &'static str, n: usize) {
-    metrics::counter!("canaryd_prometheus_queries_total", "mode" => mode).increment(n as u64);
-}
-
-async fn run<S: RangeSource>(
-    source: &S,
-    requests: &[RangeRequest],
-    job: Job,
-    concurrency: usize,
-) -> Vec<(usize, Series)> {
-    let (query, labels, members) = match job {
-        Job::Single(i) => {
-            count_queries("single", 1);
-            return vec![(i, single(source, &requests[i]).await)];
-        }
-        Job::Batch {
-            query,
-            labels,
-            members,
-        } => (query, labels, members),
-    };
-    count_queries("batched", 1);
-    let r = &requests[members[0].0];
-    let why = match source.range_data(&query, r.end, r.window, r.step).await {
-        Ok(data) if labels.is_empty() => {
-            let s = series(&data);
-            return members.into_iter().map(|(i, _)| (i, s.clone())).collect();
-        }
-        Ok(data) => {
-            let keys: Vec<Vec<String>> = members.iter().map(|(_, k)| k.clone()).collect();
-            match split(&data, &labels, &keys) {
-                Ok(split) => {
-                    return members.iter().map(|(i, _)| *i).zip(split).collect();
-                }
-                Err(why) => why,
-            }
-        }
-        Err(why) => why,
-    };
-    tracing::warn!(members = members.len(), %why, "batched query fell back to one query per member");
-    count_queries("fallback", members.len());
-    let singles: Vec<_> = members
-        .into_iter()
-        .map(|(i, _)| async move { (i, single(source, &requests[i]).await) })
-        .collect();
-    futures_util::stream::iter(singles)
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await
-}
-
-/// One request alone, with `range_series`' semantics.
-async fn single<S: RangeSource>(source: &S, r: &RangeRequest) -> Series {
-    match source.range_data(&r.query, r.end, r.window, r.step).await {
-        Ok(data) => series(&data),
-        Err(message) => Series::Failed { message },
-    }
-}
-
 #[cfg(test)]
 #[path = "batch_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "batch_wide_tests.rs"]
+mod wide_tests;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use promql_parser::parser::Expr;
 
-use super::batch_rewrite::{Refused, Shape, rewrite, shape};
+use super::batch_rewrite::{Refused, Shape, rewrite, rewrite_wide, shape};
 
 /// Distinct query texts remembered: 10,000 rollouts of 4 window metrics render 80,000, about
 /// 300 bytes each with their values.
@@ -87,6 +87,24 @@ pub fn rewritten(
     shape: &Shape,
     values: &BTreeMap<String, BTreeSet<String>>,
 ) -> Result<String, Refused> {
+    remembered(shape, values, || rewrite(shape, values))
+}
+
+/// [`rewrite_wide`], remembered (its key: every batch label with no values, which no regex
+/// batch has).
+pub fn rewritten_wide(shape: &Shape, labels: &[String]) -> Result<String, Refused> {
+    let values: BTreeMap<String, BTreeSet<String>> = labels
+        .iter()
+        .map(|l| (l.clone(), BTreeSet::new()))
+        .collect();
+    remembered(shape, &values, || rewrite_wide(shape, labels))
+}
+
+fn remembered(
+    shape: &Shape,
+    values: &BTreeMap<String, BTreeSet<String>>,
+    rewrite: impl FnOnce() -> Result<String, Refused>,
+) -> Result<String, Refused> {
     let fixed: Vec<(String, String)> = shape
         .values
         .iter()
@@ -97,7 +115,7 @@ pub fn rewritten(
     if let Some(done) = memo().rewrites.get(&key) {
         return done.clone();
     }
-    let done = rewrite(shape, values);
+    let done = rewrite();
     let mut m = memo();
     if m.rewrites.len() >= MAX_REWRITES {
         m.rewrites.clear();

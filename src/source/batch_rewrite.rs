@@ -14,12 +14,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use prometheus_http_query::response::Data;
 use promql_parser::label::{Labels, MatchOp, Matcher};
 use promql_parser::parser::token::T_EQL_REGEX;
 use promql_parser::parser::{Expr, LabelModifier, VectorMatchCardinality, VectorSelector};
-
-use crate::judge::observation::{Point, Series};
 
 const METRIC_NAME: &str = "__name__";
 
@@ -181,12 +178,6 @@ pub fn rewrite(
     values: &BTreeMap<String, BTreeSet<String>>,
 ) -> Result<String, Refused> {
     let labels: Vec<String> = values.keys().cloned().collect();
-    if labels.is_empty() {
-        return refuse("no label varies");
-    }
-    if labels.iter().any(|l| l == METRIC_NAME) {
-        return refuse("the metric name varies");
-    }
     let mut regexes = Vec::new();
     for (label, set) in values {
         if set.iter().any(String::is_empty) {
@@ -197,8 +188,32 @@ pub fn rewrite(
             .or_else(refuse)?;
         regexes.push(m);
     }
+    rewrite_with(shape, &labels, Some(&regexes))
+}
+
+/// One query for a group of any size (the wide mode): the batch labels' equality matchers are
+/// dropped instead, so the query reads every value of those labels, and every aggregation
+/// groups by them. Sound for the same reason as [`rewrite`] (each member's series are exactly
+/// the answer's series carrying its values); the answer also holds series nobody asked for
+/// (services not under rollout, series without a batch label), which the split leaves out.
+pub fn rewrite_wide(shape: &Shape, labels: &[String]) -> Result<String, Refused> {
+    rewrite_with(shape, labels, None)
+}
+
+/// `regexes` (one per label, in `labels` order) replace the batch matchers; `None` drops them.
+fn rewrite_with(
+    shape: &Shape,
+    labels: &[String],
+    regexes: Option<&[Matcher]>,
+) -> Result<String, Refused> {
+    if labels.is_empty() {
+        return refuse("no label varies");
+    }
+    if labels.iter().any(|l| l == METRIC_NAME) {
+        return refuse("the metric name varies");
+    }
     let mut expr = shape.filled()?;
-    check(&mut expr, false, &labels, &regexes)?;
+    check(&mut expr, false, labels, regexes)?;
     let text = expr.to_string();
     let again = promql_parser::parser::parse(&text)
         .or_else(|e| refuse(format!("the rewritten query does not parse: {e}")))?;
@@ -225,14 +240,14 @@ fn check(
     expr: &mut Expr,
     under: bool,
     labels: &[String],
-    regexes: &[Matcher],
+    regexes: Option<&[Matcher]>,
 ) -> Result<(), Refused> {
     match expr {
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Ok(()),
         Expr::Paren(p) => check(&mut p.expr, under, labels, regexes),
         Expr::Unary(u) => check(&mut u.expr, under, labels, regexes),
-        Expr::VectorSelector(vs) => selector(vs, under, regexes),
-        Expr::MatrixSelector(ms) => selector(&mut ms.vs, under, regexes),
+        Expr::VectorSelector(vs) => selector(vs, under, labels, regexes),
+        Expr::MatrixSelector(ms) => selector(&mut ms.vs, under, labels, regexes),
         Expr::Aggregate(a) => {
             let op = a.op.to_string();
             if !PLAIN_AGGREGATIONS.contains(&op.as_str()) || a.param.is_some() {
@@ -279,25 +294,37 @@ fn check(
     }
 }
 
-/// Replaces a selector's equality matchers on the batch labels by the batch's regex matchers;
-/// every batch label must be matched, or the selector would read other members' series.
-fn selector(vs: &mut VectorSelector, under: bool, regexes: &[Matcher]) -> Result<(), Refused> {
+/// Replaces a selector's equality matchers on the batch labels by the batch's regex matchers
+/// (or drops them: `None`); every batch label must be matched, or the selector would read other
+/// members' series.
+fn selector(
+    vs: &mut VectorSelector,
+    under: bool,
+    labels: &[String],
+    regexes: Option<&[Matcher]>,
+) -> Result<(), Refused> {
     if !under {
         return refuse("a selector outside any aggregation");
     }
     if vs.at.is_some() {
         return refuse("@ modifier");
     }
-    for re in regexes {
-        let is_batch = |m: &Matcher| m.op == MatchOp::Equal && m.name == re.name;
+    for (n, label) in labels.iter().enumerate() {
+        let is_batch = |m: &Matcher| m.op == MatchOp::Equal && &m.name == label;
         let Some(first) = vs.matchers.matchers.iter().position(is_batch) else {
-            return refuse(format!("a selector does not match {}", re.name));
+            return refuse(format!("a selector does not match {label}"));
         };
-        vs.matchers.matchers[first] = re.clone();
+        let keep = match regexes.and_then(|r| r.get(n)) {
+            Some(re) => {
+                vs.matchers.matchers[first] = re.clone();
+                Some(first)
+            }
+            None => None,
+        };
         let mut i = 0;
         vs.matchers.matchers.retain(|m| {
             i += 1;
-            i - 1 == first || !is_batch(m)
+            Some(i - 1) == keep || !is_batch(m)
         });
     }
     Ok(())
@@ -344,43 +371,4 @@ pub fn quote_meta(value: &str) -> String {
         out.push(c);
     }
     out
-}
-
-/// Splits a batch answer back: member `i` gets the series whose batch labels carry `keys[i]`
-/// (no series: its empty result; one: its points). `Err` says why the answer cannot be split
-/// faithfully (a series without a batch label, several series for one member, not a matrix),
-/// and the group is then asked per member.
-pub fn split(data: &Data, labels: &[String], keys: &[Vec<String>]) -> Result<Vec<Series>, String> {
-    let Data::Matrix(result) = data else {
-        return Err("the batch answer is not a range vector".into());
-    };
-    let mut found: BTreeMap<&[String], Vec<Point>> = BTreeMap::new();
-    let wanted: BTreeSet<&[String]> = keys.iter().map(Vec::as_slice).collect();
-    for s in result {
-        let key: Option<Vec<String>> = labels.iter().map(|l| s.metric().get(l).cloned()).collect();
-        let Some(key) = key else {
-            return Err("a batch series lacks a batch label".into());
-        };
-        // Series of value combinations no member asked for (the regexes' cross product).
-        let Some(key) = wanted.get(key.as_slice()) else {
-            continue;
-        };
-        let points = s
-            .samples()
-            .iter()
-            .map(|p| Point {
-                at: p.timestamp(),
-                value: p.value(),
-            })
-            .collect();
-        if found.insert(key, points).is_some() {
-            return Err("several batch series for one member".into());
-        }
-    }
-    Ok(keys
-        .iter()
-        .map(|k| Series::Points {
-            points: found.get(k.as_slice()).cloned().unwrap_or_default(),
-        })
-        .collect())
 }

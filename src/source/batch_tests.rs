@@ -10,6 +10,8 @@ use promql_parser::parser::{Expr, LabelModifier, parse};
 
 use super::*;
 use crate::judge::observation::{Point, Series};
+use crate::source::batch_split::{Extra, split};
+use crate::source::prometheus::series;
 
 fn request(query: &str) -> RangeRequest {
     RangeRequest {
@@ -92,7 +94,7 @@ fn batches(jobs: &[Job]) -> Vec<(&str, &[String], usize)> {
                 labels,
                 members,
             } => Some((query.as_str(), labels.as_slice(), members.len())),
-            Job::Single(_) => None,
+            Job::Single(_) | Job::Wide { .. } => None,
         })
         .collect()
 }
@@ -238,6 +240,7 @@ fn identical_queries_share_one_answer_and_groups_respect_the_limits() {
         .collect();
     let limits = Limits {
         max_members: 10,
+        wide: false,
         ..Limits::default()
     };
     let b = batches(&plan(&many, &limits))
@@ -247,6 +250,7 @@ fn identical_queries_share_one_answer_and_groups_respect_the_limits() {
     assert_eq!(b, vec![10, 10, 5]);
     let limits = Limits {
         max_regex_bytes: 20,
+        wide: false,
         ..Limits::default()
     };
     let jobs = plan(&many, &limits);
@@ -304,11 +308,11 @@ fn split_gives_each_member_its_series_or_refuses_ambiguity() {
         // A combination of the regexes no member asked for.
         (&[("service", "a"), ("track", "baseline")], &[9.0]),
     ]);
-    let got = crate::source::batch_rewrite::split(&data, &labels, &keys).expect("splits");
+    let got = split(&data, &labels, &keys, Extra::Combinations).expect("splits");
     assert_eq!(got, vec![points(&[1.0, 2.0]), points(&[3.0]), points(&[])]);
 
     let missing = matrix(&[(&[("service", "a")], &[1.0])]);
-    assert!(crate::source::batch_rewrite::split(&missing, &labels, &keys).is_err());
+    assert!(split(&missing, &labels, &keys, Extra::Combinations).is_err());
     let twice = matrix(&[
         (
             &[("service", "a"), ("track", "canary"), ("code", "200")],
@@ -319,7 +323,7 @@ fn split_gives_each_member_its_series_or_refuses_ambiguity() {
             &[1.0],
         ),
     ]);
-    assert!(crate::source::batch_rewrite::split(&twice, &labels, &keys).is_err());
+    assert!(split(&twice, &labels, &keys, Extra::Combinations).is_err());
 }
 
 /// Answers from a table; records every query asked.

@@ -6,6 +6,8 @@
 pub mod batch;
 mod batch_cache;
 pub mod batch_rewrite;
+mod batch_run;
+pub mod batch_split;
 pub mod health;
 pub mod prometheus;
 

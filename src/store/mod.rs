@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::rollout::{HookKind, Rollout, Tick};
+use crate::rollout::{HookKind, Phase, Rollout, Tick};
 
 pub mod leadership;
 pub mod postgres;
@@ -92,6 +92,16 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, id: &str) -> Result<Option<Rollout>, StoreError>;
     /// Every rollout, oldest first.
     fn list(&self) -> Result<Vec<Rollout>, StoreError>;
+    /// The rollouts of `rule` in `phase`, oldest first: what a start needs (the version a
+    /// revert goes back to) without reading every rollout. The default filters [`Store::list`];
+    /// SQLite answers from its `(rule, phase)` index.
+    fn list_in(&self, rule: &str, phase: Phase) -> Result<Vec<Rollout>, StoreError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|r| r.rule == rule && r.phase == phase)
+            .collect())
+    }
     /// The rule text a rollout started with (`None` if unknown).
     fn rule_source(&self, id: &str) -> Result<Option<String>, StoreError>;
     /// The last `limit` ticks of a rollout, oldest first.

@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Delivery, SavedBatch, Store, StoreError};
-use crate::rollout::{Rollout, Tick};
+use crate::rollout::{Phase, Rollout, Tick};
 
 mod state_dir;
 pub use state_dir::{DB_FILE, MARKER_FILE, StartMode};
@@ -281,6 +281,28 @@ impl Store for SqliteStore {
                 .map_err(unavailable("listing rollouts"))?;
             rows.collect::<Result<_, _>>()
                 .map_err(unavailable("listing rollouts"))?
+        };
+        rows.iter()
+            .map(|(id, state)| serde_json::from_str(state).map_err(corrupt(id)))
+            .collect()
+    }
+
+    fn list_in(&self, rule: &str, phase: Phase) -> Result<Vec<Rollout>, StoreError> {
+        let rows: Vec<(String, String)> = {
+            let conn = self.lock();
+            let mut stmt = conn
+                .prepare(
+                    "SELECT id, state FROM rollouts WHERE rule = ?1 AND phase = ?2 \
+                     ORDER BY created_at, id",
+                )
+                .map_err(unavailable("listing a rule's rollouts"))?;
+            let rows = stmt
+                .query_map(params![rule, phase.as_str()], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })
+                .map_err(unavailable("listing a rule's rollouts"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(unavailable("listing a rule's rollouts"))?
         };
         rows.iter()
             .map(|(id, state)| serde_json::from_str(state).map_err(corrupt(id)))

@@ -1,0 +1,124 @@
+//! Running the jobs [`super::batch::plan`] made: a wide batch, else its regex batches; a regex
+//! batch, else one query per member; a single. Every member ends with a result its own query
+//! could have given.
+
+use futures_util::StreamExt;
+
+use super::batch::{Job, RangeRequest, RangeSource};
+use super::batch_split::{Extra, split};
+use super::prometheus::series;
+use crate::judge::observation::Series;
+
+/// Counts one query sent, by how: `batched`, `wide`, `single` or `fallback`.
+pub fn count_queries(mode: &'static str, n: usize) {
+    metrics::counter!("canaryd_prometheus_queries_total", "mode" => mode).increment(n as u64);
+}
+
+pub(super) async fn run<S: RangeSource>(
+    source: &S,
+    requests: &[RangeRequest],
+    job: Job,
+    concurrency: usize,
+) -> Vec<(usize, Series)> {
+    let Job::Wide {
+        query,
+        labels,
+        members,
+        fallback,
+    } = job
+    else {
+        return run_one(source, requests, job, concurrency).await;
+    };
+    count_queries("wide", 1);
+    let r = &requests[members[0].0];
+    let why = match source.range_data(&query, r.end, r.window, r.step).await {
+        Ok(data) => {
+            let keys: Vec<Vec<String>> = members.iter().map(|(_, k)| k.clone()).collect();
+            match split(&data, &labels, &keys, Extra::Unlabelled) {
+                Ok(split) => return members.iter().map(|(i, _)| *i).zip(split).collect(),
+                Err(why) => why,
+            }
+        }
+        Err(why) => why,
+    };
+    tracing::warn!(members = members.len(), %why, "wide query fell back to regex batches");
+    let runs: Vec<_> = fallback
+        .into_iter()
+        .map(|job| run_one(source, requests, job, concurrency))
+        .collect();
+    let answered: Vec<Vec<(usize, Series)>> = futures_util::stream::iter(runs)
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    answered.into_iter().flatten().collect()
+}
+
+/// A single or regex batch job (a wide job is [`run`]'s).
+async fn run_one<S: RangeSource>(
+    source: &S,
+    requests: &[RangeRequest],
+    job: Job,
+    concurrency: usize,
+) -> Vec<(usize, Series)> {
+    let (query, labels, members) = match job {
+        Job::Single(i) => {
+            count_queries("single", 1);
+            return vec![(i, single(source, &requests[i]).await)];
+        }
+        Job::Batch {
+            query,
+            labels,
+            members,
+        } => (query, labels, members),
+        Job::Wide { members, .. } => {
+            // Never planned as a fallback; answered per member rather than not at all.
+            count_queries("fallback", members.len());
+            return per_member(source, requests, members, concurrency).await;
+        }
+    };
+    count_queries("batched", 1);
+    let r = &requests[members[0].0];
+    let why = match source.range_data(&query, r.end, r.window, r.step).await {
+        Ok(data) if labels.is_empty() => {
+            let s = series(&data);
+            return members.into_iter().map(|(i, _)| (i, s.clone())).collect();
+        }
+        Ok(data) => {
+            let keys: Vec<Vec<String>> = members.iter().map(|(_, k)| k.clone()).collect();
+            match split(&data, &labels, &keys, Extra::Combinations) {
+                Ok(split) => {
+                    return members.iter().map(|(i, _)| *i).zip(split).collect();
+                }
+                Err(why) => why,
+            }
+        }
+        Err(why) => why,
+    };
+    tracing::warn!(members = members.len(), %why, "batched query fell back to one query per member");
+    count_queries("fallback", members.len());
+    per_member(source, requests, members, concurrency).await
+}
+
+async fn per_member<S: RangeSource>(
+    source: &S,
+    requests: &[RangeRequest],
+    members: Vec<(usize, Vec<String>)>,
+    concurrency: usize,
+) -> Vec<(usize, Series)> {
+    let singles: Vec<_> = members
+        .into_iter()
+        .map(|(i, _)| async move { (i, single(source, &requests[i]).await) })
+        .collect();
+    futures_util::stream::iter(singles)
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await
+}
+
+/// One request alone, with `range_series`' semantics.
+async fn single<S: RangeSource>(source: &S, r: &RangeRequest) -> Series {
+    match source.range_data(&r.query, r.end, r.window, r.step).await {
+        Ok(data) => series(&data),
+        Err(message) => Series::Failed { message },
+    }
+}
