@@ -213,3 +213,47 @@ fn a_failure_limit_rollback_quotes_the_failing_metrics_reason() {
     );
     assert!(!reason.contains("p95_latency"), "{reason}");
 }
+
+/// Nothing asks for a weight while one is in flight: a timer (or a resume) during the first
+/// step's `set_weight` does not send it again.
+#[test]
+fn no_second_weight_request_while_one_is_in_flight() {
+    let p = plan();
+    let (r, actions) = step(&new_rollout(), &p, Event::Start, 0);
+    assert_eq!(actions, vec![Action::SetWeight { step: 0, weight: 5 }]);
+    let (after, actions) = step(&r, &p, Event::Timer, 30);
+    assert!(actions.is_empty(), "asked again: {actions:?}");
+    assert_eq!(after, r);
+}
+
+/// Only reaching 100 % with no hold promotes without a tick. A step with no hold below 100 %,
+/// or a last step with a hold, still waits for one counted, healthy tick.
+#[test]
+fn a_step_without_a_hold_still_needs_a_counted_tick_unless_it_is_the_last() {
+    let mut p = plan();
+    p.steps[0].hold = Duration::ZERO;
+    let (r, _) = step(&new_rollout(), &p, Event::Start, 0);
+    let (r, actions) = step(&r, &p, ok(HookKind::SetWeight), 0);
+    assert!(actions.is_empty(), "5 % with no hold left at once: {actions:?}");
+    let (r, actions) = step(&r, &p, Event::Timer, 30);
+    assert!(actions.is_empty(), "left on a timer: {actions:?}");
+    let (_, actions) = step(&r, &p, healthy(&r, 30), 30);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 1,
+            weight: 25
+        }]
+    );
+
+    let mut p = plan();
+    let last = p.steps.len() - 1;
+    p.steps[last].hold = Duration::from_secs(10);
+    let mut r = at_first_step(&p);
+    r.step = last;
+    r.weight = 100;
+    let (r, actions) = step(&r, &p, Event::Timer, 30);
+    assert!(actions.is_empty(), "promoted with no tick: {actions:?}");
+    let (_, actions) = step(&r, &p, healthy(&r, 30), 30);
+    assert_eq!(actions, vec![Action::Promote]);
+}
