@@ -92,3 +92,15 @@ fn each_forced_zero_says_which_rule_forced_it() {
         assert_eq!(s.nodata, nodata, "{metrics:?}");
     }
 }
+
+/// Weights may be 0 (validate allows any non-negative weight): when every judged metric weighs
+/// 0 the score is 0, a number, never 0/0 (NaN has no JSON form and compares false everywhere).
+#[test]
+fn a_score_whose_metrics_all_weigh_nothing_is_zero_not_nan() {
+    let s = scored(&[
+        ("a", Verdict::Pass, false, "a", 0.0),
+        ("b", Verdict::Pass, false, "b", 0.0),
+    ]);
+    assert_eq!(s.value, 0.0, "{}", s.reason);
+    assert_eq!(s.outcome, ScoreOutcome::Fail);
+}
