@@ -104,3 +104,77 @@ fn a_score_whose_metrics_all_weigh_nothing_is_zero_not_nan() {
     assert_eq!(s.value, 0.0, "{}", s.reason);
     assert_eq!(s.outcome, ScoreOutcome::Fail);
 }
+
+fn metric(yaml: &str) -> canaryd::rules::schema::MetricSpec {
+    serde_saphyr::from_str(yaml).unwrap()
+}
+
+fn obs(v: &[f64]) -> canaryd::judge::Observation {
+    canaryd::judge::Observation::from_values(v.iter().copied())
+}
+
+/// Both absolute lines are strict: a canary exactly on the line is not beyond it, a hair past
+/// it is; `rollback_below` (availability, `up`) mirrors `rollback_above`.
+#[test]
+fn absolute_lines_are_strict_on_both_sides() {
+    use canaryd::judge::judge_metric;
+    use canaryd::rules::schema::AnalysisSpec;
+    use canaryd::verdict::ThresholdKind;
+    let a = AnalysisSpec::default();
+    let base = obs(&[1.0; 4]);
+    let below = metric("name: up\nquery: x\nrollback_below: 1\n");
+    let above = metric("name: err\nquery: x\nrollback_above: 0.05\n");
+    // (spec, latest value, verdict, threshold kind)
+    let rows = [
+        (&below, 1.0, Verdict::Pass),
+        (&below, 0.99, Verdict::Fail),
+        (&below, 2.0, Verdict::Pass),
+        (&above, 0.05, Verdict::Pass),
+        (&above, 0.0501, Verdict::Fail),
+        (&above, 0.01, Verdict::Pass),
+    ];
+    for (spec, latest, verdict) in rows {
+        let c = judge_metric(spec, &obs(&[latest; 4]), &base, &a);
+        assert_eq!(
+            c.verdict, verdict,
+            "{} at {latest}: {}",
+            spec.name, c.reason
+        );
+        let kind = if spec.name == "up" {
+            ThresholdKind::RollbackBelow
+        } else {
+            ThresholdKind::RollbackAbove
+        };
+        assert_eq!(c.threshold.map(|t| t.kind), Some(kind), "{}", c.reason);
+        if verdict == Verdict::Fail {
+            assert!(c.rolls_back_now(), "{}", c.reason);
+        }
+    }
+}
+
+/// No data says which kind: nothing came back, or points came back and every one was NaN.
+#[test]
+fn an_empty_canary_says_whether_points_were_dropped() {
+    use canaryd::judge::{Observation, judge_metric};
+    use canaryd::rules::schema::AnalysisSpec;
+    let spec = metric("name: err\nquery: x\nrollback_above: 0.05\n");
+    let a = AnalysisSpec::default();
+    let base = obs(&[0.01; 4]);
+    for (canary, reason) in [
+        (
+            Observation::Empty { dropped: 0 },
+            "canary: query returned no series",
+        ),
+        (
+            Observation::Empty { dropped: 1 },
+            "canary: all 1 points were NaN or infinite",
+        ),
+        (
+            Observation::Empty { dropped: 3 },
+            "canary: all 3 points were NaN or infinite",
+        ),
+    ] {
+        let c = judge_metric(&spec, &canary, &base, &a);
+        assert_eq!((c.verdict, c.reason.as_str()), (Verdict::Nodata, reason));
+    }
+}
