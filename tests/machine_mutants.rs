@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use canaryd::judge::{Score, ScoreOutcome};
 use canaryd::rollout::{Action, Event, HookKind, Phase, Plan, PlanStep, Rollout, Tick, handle};
+use canaryd::rules::window::{Window, Windows};
 use canaryd::verdict::{Check, Verdict};
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -180,7 +181,10 @@ fn a_tick_while_a_weight_change_is_in_flight_is_not_judged() {
         at_step.step = step_of_tick;
         let e = critical_failure(&at_step, 11);
         let t = handle(&r, &p, e, at(11));
-        assert_eq!(t.rollout, r, "tick for step {step_of_tick} judged in flight");
+        assert_eq!(
+            t.rollout, r,
+            "tick for step {step_of_tick} judged in flight"
+        );
         assert!(t.actions.is_empty());
     }
 }
@@ -208,8 +212,79 @@ fn a_failure_limit_rollback_quotes_the_failing_metrics_reason() {
     assert!(matches!(actions.as_slice(), [Action::Rollback { .. }]));
     let reason = r.reason.unwrap_or_default();
     assert!(
-        reason.starts_with("error_rate: failed 3 ticks in a row (failure_limit 3): error_rate Fail"),
+        reason
+            .starts_with("error_rate: failed 3 ticks in a row (failure_limit 3): error_rate Fail"),
         "{reason}"
     );
     assert!(!reason.contains("p95_latency"), "{reason}");
+}
+
+/// Nothing asks for a weight while one is in flight: a timer (or a resume) during the first
+/// step's `set_weight` does not send it again.
+#[test]
+fn no_second_weight_request_while_one_is_in_flight() {
+    let p = plan();
+    let (r, actions) = step(&new_rollout(), &p, Event::Start, 0);
+    assert_eq!(actions, vec![Action::SetWeight { step: 0, weight: 5 }]);
+    let (after, actions) = step(&r, &p, Event::Timer, 30);
+    assert!(actions.is_empty(), "asked again: {actions:?}");
+    assert_eq!(after, r);
+}
+
+/// Only reaching 100 % with no hold promotes without a tick. A step with no hold below 100 %,
+/// or a last step with a hold, still waits for one counted, healthy tick.
+#[test]
+fn a_step_without_a_hold_still_needs_a_counted_tick_unless_it_is_the_last() {
+    let mut p = plan();
+    p.steps[0].hold = Duration::ZERO;
+    let (r, _) = step(&new_rollout(), &p, Event::Start, 0);
+    let (r, actions) = step(&r, &p, ok(HookKind::SetWeight), 0);
+    assert!(
+        actions.is_empty(),
+        "5 % with no hold left at once: {actions:?}"
+    );
+    let (r, actions) = step(&r, &p, Event::Timer, 30);
+    assert!(actions.is_empty(), "left on a timer: {actions:?}");
+    let (_, actions) = step(&r, &p, healthy(&r, 30), 30);
+    assert_eq!(
+        actions,
+        vec![Action::SetWeight {
+            step: 1,
+            weight: 25
+        }]
+    );
+
+    let mut p = plan();
+    let last = p.steps.len() - 1;
+    p.steps[last].hold = Duration::from_secs(10);
+    let mut r = at_first_step(&p);
+    r.step = last;
+    r.weight = 100;
+    let (r, actions) = step(&r, &p, Event::Timer, 30);
+    assert!(actions.is_empty(), "promoted with no tick: {actions:?}");
+    let (_, actions) = step(&r, &p, healthy(&r, 30), 30);
+    assert_eq!(actions, vec![Action::Promote]);
+}
+
+/// When the deploy window reopens and the step advances, the "outside the deploy windows"
+/// reason goes with the wait.
+#[test]
+fn leaving_a_closed_window_clears_its_reason() {
+    let mut p = plan();
+    p.windows = Some(Windows {
+        timezone: Windows::parse_timezone("America/New_York").unwrap(),
+        allow: vec![Window::parse("Wed 12:01-13:00").unwrap()],
+        deny: vec![],
+    });
+    let r = at_first_step(&p);
+    let (r, _) = step(&r, &p, healthy(&r, 10), 10);
+    assert_eq!(r.phase, Phase::WaitingWindow);
+    assert!(
+        r.reason
+            .as_deref()
+            .is_some_and(|s| s.contains("outside the deploy windows"))
+    );
+    let (r, actions) = step(&r, &p, Event::Timer, 61);
+    assert_eq!(actions.len(), 1);
+    assert_eq!((r.phase, r.reason), (Phase::Progressing, None));
 }
