@@ -1,41 +1,18 @@
 //! Human controls as tables on the pure machine: Argo's promote (one step) and promote --full,
 //! abort beating a pending promote, pause/resume/approve with who and why, retry, emergency.
 
-use std::time::Duration;
+mod machine_support;
 
-use canaryd::judge::{Score, ScoreOutcome};
 use canaryd::rollout::controls::{Control, can_retry};
-use canaryd::rollout::{Action, Event, HookKind, Phase, Plan, PlanStep, Rollout, Tick, handle};
+use canaryd::rollout::{Action, Event, HookKind, Phase, Plan, Rollout, handle};
 use canaryd::rules::window::{Blackout, Windows};
-use canaryd::verdict::{Check, Verdict};
-use chrono::{DateTime, TimeZone, Utc};
+use machine_support::{at, healthy_error_rate as healthy, new_rollout, ok, plan_of, step};
 
-fn at(secs: i64) -> DateTime<Utc> {
-    // Wednesday 2026-11-18, 12:00 US Eastern.
-    Utc.with_ymd_and_hms(2026, 11, 18, 17, 0, 0).unwrap() + chrono::Duration::seconds(secs)
-}
-
+/// 5, 25 and 50 % held ten minutes each (50 % waits for approval), then 100 %.
 fn plan() -> Plan {
-    Plan {
-        steps: [5, 25, 50, 100]
-            .iter()
-            .map(|w| PlanStep {
-                weight: *w,
-                hold: if *w == 100 {
-                    Duration::ZERO
-                } else {
-                    Duration::from_secs(600)
-                },
-                approval: *w == 50,
-            })
-            .collect(),
-        warmup: Duration::from_secs(2),
-        failure_limit: 3,
-        nodata_limit: 2,
-        on_nodata: canaryd::rules::schema::OnNodata::Pause,
-        windows: None,
-        lifecycle: Default::default(),
-    }
+    let mut p = plan_of(&[5, 25, 50], 600);
+    p.steps[2].approval = true;
+    p
 }
 
 fn control(c: Control, reason: Option<&str>) -> Event {
@@ -46,18 +23,9 @@ fn control(c: Control, reason: Option<&str>) -> Event {
     }
 }
 
-fn step(r: &Rollout, p: &Plan, e: Event, secs: i64) -> (Rollout, Vec<Action>) {
-    let t = handle(r, p, e.clone(), at(secs));
-    assert_eq!(t.rejected, None, "{e:?} rejected in {:?}", r.phase);
-    (t.rollout, t.actions)
-}
-
-fn ok(hook: HookKind) -> Event {
-    Event::HookSucceeded { hook }
-}
-
+/// Started at t=0 and, unless an emergency (which waits for approval), at its first weight.
 fn started(p: &Plan, emergency: bool) -> Rollout {
-    let mut r = Rollout::new("ro-1".into(), "api".into(), "v2".into(), at(0));
+    let mut r = new_rollout();
     r.emergency = emergency;
     let (r, _) = step(&r, p, Event::Start, 0);
     if emergency {
@@ -269,30 +237,6 @@ fn emergency_waits_for_approval_before_any_traffic_and_ignores_windows() {
         normal.reason.as_deref(),
         Some("deploy blackout 2026-11-17/2026-11-19 (America/New_York)")
     );
-}
-
-fn healthy(r: &Rollout, secs: i64) -> Event {
-    let check = Check {
-        canary: Some(0.001),
-        baseline: Some(0.001),
-        canary_samples: 10,
-        baseline_samples: 10,
-        ..Check::named("error_rate", Verdict::Pass, "ok".to_string())
-    };
-    Event::Tick(Tick {
-        at: at(secs),
-        step: r.step,
-        checks: vec![check],
-        score: Score {
-            value: 100.0,
-            outcome: ScoreOutcome::Pass,
-            nodata: false,
-            reason: String::new(),
-        },
-        sequential: Default::default(),
-        samples_since: Some(at(secs)),
-        counters_moved: Default::default(),
-    })
 }
 
 #[test]

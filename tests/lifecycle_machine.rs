@@ -2,88 +2,29 @@
 //! before any traffic, `readiness` before each increase, the two migration paths after a
 //! rollback, drift and refused weights. Pure: no servers, no clock.
 
+mod machine_support;
+
 use std::time::Duration;
 
 use canaryd::actions::canary_alerts::{AlertContext, alerts_for};
-use canaryd::judge::{Score, ScoreOutcome};
 use canaryd::rollout::lifecycle::{LifecycleHooks, Migration};
-use canaryd::rollout::{
-    Action, Event, HookKind, PauseReason, Phase, Plan, PlanStep, Rollout, Tick, handle,
+use canaryd::rollout::{Action, Event, HookKind, PauseReason, Phase, Plan, Rollout};
+use machine_support::{
+    at, failed, healthy_error_rate as healthy, new_rollout, ok, plan_of, started, step,
 };
-use canaryd::verdict::{Check, Verdict};
-use chrono::{DateTime, TimeZone, Utc};
 
-fn at(secs: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 18, 17, 0, 0).unwrap() + chrono::Duration::seconds(secs)
-}
-
+/// 5, 25 and 50 % held 10 s each, then 100 %, with the given lifecycle hooks.
 fn plan(lifecycle: LifecycleHooks) -> Plan {
-    let step = |weight, hold| PlanStep {
-        weight,
-        hold: Duration::from_secs(hold),
-        approval: false,
-    };
     Plan {
-        steps: vec![step(5, 10), step(25, 10), step(50, 10), step(100, 0)],
-        warmup: Duration::from_secs(2),
-        failure_limit: 3,
-        nodata_limit: 2,
-        on_nodata: canaryd::rules::schema::OnNodata::Pause,
-        windows: None,
         lifecycle,
+        ..plan_of(&[5, 25, 50], 10)
     }
-}
-
-fn healthy(r: &Rollout, secs: i64) -> Event {
-    let check = |m: &str| Check {
-        canary: Some(0.001),
-        baseline: Some(0.001),
-        canary_samples: 10,
-        baseline_samples: 10,
-        ..Check::named(m, Verdict::Pass, m.to_string())
-    };
-    Event::Tick(Tick {
-        at: at(secs),
-        step: r.step,
-        checks: vec![check("error_rate")],
-        score: Score {
-            value: 100.0,
-            outcome: ScoreOutcome::Pass,
-            nodata: false,
-            reason: String::new(),
-        },
-        sequential: Default::default(),
-        samples_since: Some(at(secs)),
-        counters_moved: Default::default(),
-    })
-}
-
-fn step(r: &Rollout, p: &Plan, e: Event, secs: i64) -> (Rollout, Vec<Action>) {
-    let t = handle(r, p, e.clone(), at(secs));
-    assert_eq!(t.rejected, None, "event {e:?} rejected in {:?}", r.phase);
-    (t.rollout, t.actions)
-}
-
-fn ok(hook: HookKind) -> Event {
-    Event::HookSucceeded { hook }
-}
-
-fn failed(hook: HookKind, error: &str) -> Event {
-    Event::HookFailed {
-        hook,
-        error: error.into(),
-    }
-}
-
-fn new_rollout(migration: Option<Migration>) -> Rollout {
-    let mut r = Rollout::new("ro-1".into(), "checkout-api".into(), "v2".into(), at(0));
-    r.migration = migration;
-    r
 }
 
 fn at_first_step(p: &Plan, migration: Option<Migration>) -> Rollout {
-    let (r, _) = step(&new_rollout(migration), p, Event::Start, 0);
-    step(&r, p, ok(HookKind::SetWeight), 0).0
+    let mut r = new_rollout();
+    r.migration = migration;
+    started(p, r)
 }
 
 const PRE: LifecycleHooks = LifecycleHooks {
@@ -105,7 +46,7 @@ const DOWN: LifecycleHooks = LifecycleHooks {
 #[test]
 fn a_failing_pre_rollout_ends_the_rollout_before_any_traffic_moves() {
     let p = plan(PRE);
-    let (r, actions) = step(&new_rollout(None), &p, Event::Start, 0);
+    let (r, actions) = step(&new_rollout(), &p, Event::Start, 0);
     assert_eq!(actions, vec![Action::PreRollout]);
     let (r, actions) = step(&r, &p, failed(HookKind::PreRollout, "exit 1"), 1);
     assert!(
@@ -128,7 +69,7 @@ fn a_failing_pre_rollout_ends_the_rollout_before_any_traffic_moves() {
 #[test]
 fn a_passing_pre_rollout_asks_for_the_first_weight() {
     let p = plan(PRE);
-    let (r, _) = step(&new_rollout(None), &p, Event::Start, 0);
+    let (r, _) = step(&new_rollout(), &p, Event::Start, 0);
     let (_, actions) = step(&r, &p, ok(HookKind::PreRollout), 1);
     assert_eq!(actions, vec![Action::SetWeight { step: 0, weight: 5 }]);
 }
@@ -136,7 +77,7 @@ fn a_passing_pre_rollout_asks_for_the_first_weight() {
 #[test]
 fn readiness_gates_every_weight_increase_and_a_failure_holds_the_step() {
     let p = plan(READY);
-    let (r, actions) = step(&new_rollout(None), &p, Event::Start, 0);
+    let (r, actions) = step(&new_rollout(), &p, Event::Start, 0);
     assert_eq!(actions, vec![Action::CheckReadiness { step: 0, weight: 5 }]);
     // 503 before the first step: still at 0 %, asked again on the next timer.
     let (r, actions) = step(&r, &p, failed(HookKind::Readiness, "HTTP 503"), 1);
@@ -203,7 +144,7 @@ fn alert_names(r: &Rollout, now: i64, stall_after_secs: u64) -> Vec<String> {
 #[test]
 fn a_readiness_hold_records_since_when_and_stalls_after_the_stall_time() {
     let p = plan(READY);
-    let (r, _) = step(&new_rollout(None), &p, Event::Start, 0);
+    let (r, _) = step(&new_rollout(), &p, Event::Start, 0);
     let (r, _) = step(&r, &p, ok(HookKind::Readiness), 3);
     let (r, _) = step(&r, &p, ok(HookKind::SetWeight), 3);
     let (r, actions) = step(&r, &p, healthy(&r, 14), 14);
@@ -241,7 +182,7 @@ fn a_readiness_hold_records_since_when_and_stalls_after_the_stall_time() {
 #[test]
 fn a_promote_control_asks_readiness_before_the_next_weight() {
     let p = plan(READY);
-    let (r, _) = step(&new_rollout(None), &p, Event::Start, 0);
+    let (r, _) = step(&new_rollout(), &p, Event::Start, 0);
     let (r, _) = step(&r, &p, ok(HookKind::Readiness), 1);
     let (r, _) = step(&r, &p, ok(HookKind::SetWeight), 1);
     let promote = Event::Control {

@@ -1,53 +1,19 @@
 //! The machine's side of "never lose a rollback": an undelivered rollback stays owed, a recovered
 //! state decides exactly as the original would, and `on_nodata: rollback` rolls back.
 
-use std::time::Duration;
+mod machine_support;
 
 use canaryd::judge::{Score, ScoreOutcome};
-use canaryd::rollout::{Action, Event, HookKind, Phase, Plan, PlanStep, Rollout, Tick, handle};
+use canaryd::rollout::{Action, Event, HookKind, Phase, Plan, Rollout, Tick, handle};
 use canaryd::rules::schema::OnNodata;
 use canaryd::verdict::{Check, Verdict};
-use chrono::{DateTime, TimeZone, Utc};
-
-fn at(secs: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2025, 3, 4, 11, 0, 0).unwrap() + chrono::Duration::seconds(secs)
-}
+use machine_support::{at, at_first_step, plan_of, step};
 
 fn plan(on_nodata: OnNodata) -> Plan {
-    let step = |weight, hold| PlanStep {
-        weight,
-        hold: Duration::from_secs(hold),
-        approval: false,
-    };
     Plan {
-        steps: vec![step(5, 10), step(25, 10), step(50, 10), step(100, 0)],
-        warmup: Duration::from_secs(2),
-        failure_limit: 3,
-        nodata_limit: 2,
         on_nodata,
-        windows: None,
-        lifecycle: Default::default(),
+        ..plan_of(&[5, 25, 50], 10)
     }
-}
-
-fn apply(r: &Rollout, p: &Plan, e: Event, secs: i64) -> (Rollout, Vec<Action>) {
-    let t = handle(r, p, e.clone(), at(secs));
-    assert_eq!(t.rejected, None, "{e:?} rejected in {:?}", r.phase);
-    (t.rollout, t.actions)
-}
-
-fn at_first_step(p: &Plan) -> Rollout {
-    let r = Rollout::new("ro-1".into(), "api".into(), "v2".into(), at(0));
-    let (r, _) = apply(&r, p, Event::Start, 0);
-    apply(
-        &r,
-        p,
-        Event::HookSucceeded {
-            hook: HookKind::SetWeight,
-        },
-        0,
-    )
-    .0
 }
 
 fn nodata_tick(r: &Rollout, secs: i64) -> Event {
@@ -76,7 +42,7 @@ fn nodata_tick(r: &Rollout, secs: i64) -> Event {
 fn an_undelivered_rollback_stays_owed_until_it_arrives_then_ends_rolled_back() {
     let p = plan(OnNodata::Pause);
     let r = at_first_step(&p);
-    let (r, _) = apply(
+    let (r, _) = step(
         &r,
         &p,
         Event::Abort {
@@ -85,7 +51,7 @@ fn an_undelivered_rollback_stays_owed_until_it_arrives_then_ends_rolled_back() {
         3,
     );
     let failed = |r: &Rollout, s| {
-        apply(
+        step(
             r,
             &p,
             Event::HookFailed {
@@ -108,7 +74,7 @@ fn an_undelivered_rollback_stays_owed_until_it_arrives_then_ends_rolled_back() {
         let t = handle(&r, &p, e, at(31));
         assert!(t.rejected.is_some() && t.actions.is_empty());
     }
-    let (r, _) = apply(
+    let (r, _) = step(
         &r,
         &p,
         Event::HookSucceeded {
@@ -127,7 +93,7 @@ fn an_undelivered_rollback_stays_owed_until_it_arrives_then_ends_rolled_back() {
 fn a_state_round_tripped_through_json_decides_exactly_like_the_original() {
     let p = plan(OnNodata::Pause);
     let r = at_first_step(&p);
-    let (r, _) = apply(&r, &p, nodata_tick(&r, 3), 3);
+    let (r, _) = step(&r, &p, nodata_tick(&r, 3), 3);
     let restored: Rollout = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
     assert_eq!(restored, r);
     let a = handle(&r, &p, nodata_tick(&r, 4), at(4));
@@ -144,9 +110,9 @@ fn a_state_round_tripped_through_json_decides_exactly_like_the_original() {
 fn on_nodata_rollback_rolls_back_after_nodata_limit_ticks() {
     let p = plan(OnNodata::Rollback);
     let r = at_first_step(&p);
-    let (r, actions) = apply(&r, &p, nodata_tick(&r, 3), 3);
+    let (r, actions) = step(&r, &p, nodata_tick(&r, 3), 3);
     assert!(actions.is_empty());
-    let (r, actions) = apply(&r, &p, nodata_tick(&r, 4), 4);
+    let (r, actions) = step(&r, &p, nodata_tick(&r, 4), 4);
     assert_eq!(r.phase, Phase::RollingBack);
     assert!(r.rollback_decided);
     assert!(
@@ -165,7 +131,7 @@ fn an_owed_rollback_saved_in_sqlite_and_reopened_is_still_owed_and_decides_the_s
     use canaryd::store::sqlite::{SqliteStore, StartMode};
     let p = plan(OnNodata::Pause);
     let r = at_first_step(&p);
-    let (r, _) = apply(
+    let (r, _) = step(
         &r,
         &p,
         Event::Abort {
@@ -173,7 +139,7 @@ fn an_owed_rollback_saved_in_sqlite_and_reopened_is_still_owed_and_decides_the_s
         },
         3,
     );
-    let (owed, _) = apply(
+    let (owed, _) = step(
         &r,
         &p,
         Event::HookFailed {

@@ -1,82 +1,20 @@
 //! The rollout state machine as a specification: every phase × event, then the scenarios the
 //! runbooks care about. Pure: no servers, no clock, `now` is built by hand.
 
+mod machine_support;
+
 use std::time::Duration;
 
-use canaryd::judge::{Score, ScoreOutcome};
 use canaryd::rollout::controls::Control;
 use canaryd::rollout::verify::{CheckpointMetric, CheckpointResult};
-use canaryd::rollout::{Action, Event, HookKind, Phase, Plan, PlanStep, Rollout, Tick, handle};
+use canaryd::rollout::{Action, Event, HookKind, Phase, Plan, Rollout, Tick, handle};
 use canaryd::rules::window::{Window, Windows};
-use canaryd::verdict::{Check, Threshold, ThresholdKind, Verdict};
-use chrono::{DateTime, TimeZone, Utc};
+use canaryd::verdict::{Threshold, ThresholdKind, Verdict};
+use machine_support::{at, at_first_step, check, new_rollout, ok, plan_of, step, tick};
 
-fn t0() -> DateTime<Utc> {
-    // A Wednesday, 12:00 US Eastern: inside the runbooks' Tue–Thu 10:00–14:00 window.
-    Utc.with_ymd_and_hms(2026, 11, 18, 17, 0, 0).unwrap()
-}
-
-fn at(secs: i64) -> DateTime<Utc> {
-    t0() + chrono::Duration::seconds(secs)
-}
-
+/// 5, 25 and 50 % held 10 s each after a 2 s warmup, then 100 %.
 fn plan() -> Plan {
-    Plan {
-        steps: [5, 25, 50]
-            .iter()
-            .map(|w| PlanStep {
-                weight: *w,
-                hold: Duration::from_secs(10),
-                approval: false,
-            })
-            .chain([PlanStep {
-                weight: 100,
-                hold: Duration::ZERO,
-                approval: false,
-            }])
-            .collect(),
-        warmup: Duration::from_secs(2),
-        failure_limit: 3,
-        nodata_limit: 2,
-        on_nodata: canaryd::rules::schema::OnNodata::Pause,
-        windows: None,
-        lifecycle: Default::default(),
-    }
-}
-
-fn check(metric: &str, verdict: Verdict) -> Check {
-    Check {
-        canary: Some(0.001),
-        baseline: Some(0.001),
-        canary_samples: 10,
-        baseline_samples: 10,
-        ..Check::named(metric, verdict, format!("{metric} {verdict:?}"))
-    }
-}
-
-fn tick(r: &Rollout, secs: i64, checks: Vec<Check>) -> Event {
-    let healthy = checks.iter().all(Check::is_healthy);
-    let nodata = checks
-        .iter()
-        .any(|c| matches!(c.verdict, Verdict::Nodata | Verdict::Error));
-    Event::Tick(Tick {
-        at: at(secs),
-        step: r.step,
-        checks,
-        score: Score {
-            value: if healthy { 100.0 } else { 0.0 },
-            outcome: if healthy {
-                ScoreOutcome::Pass
-            } else {
-                ScoreOutcome::Fail
-            },
-            nodata,
-            reason: String::new(),
-        },
-        sequential: Default::default(),
-        samples_since: Some(at(secs)),
-        counters_moved: Default::default(),
-    })
+    plan_of(&[5, 25, 50], 10)
 }
 
 fn healthy(r: &Rollout, secs: i64) -> Event {
@@ -88,27 +26,6 @@ fn healthy(r: &Rollout, secs: i64) -> Event {
             check("p95_latency", Verdict::Pass),
         ],
     )
-}
-
-fn new_rollout() -> Rollout {
-    Rollout::new("ro-1".into(), "checkout-api".into(), "v2".into(), t0())
-}
-
-/// Applies an event and asserts it was accepted.
-fn step(r: &Rollout, p: &Plan, e: Event, secs: i64) -> (Rollout, Vec<Action>) {
-    let t = handle(r, p, e.clone(), at(secs));
-    assert_eq!(t.rejected, None, "event {e:?} rejected in {:?}", r.phase);
-    (t.rollout, t.actions)
-}
-
-fn ok(hook: HookKind) -> Event {
-    Event::HookSucceeded { hook }
-}
-
-/// Started and at 5 % with the weight confirmed at t=0.
-fn at_first_step(p: &Plan) -> Rollout {
-    let (r, _) = step(&new_rollout(), p, Event::Start, 0);
-    step(&r, p, ok(HookKind::SetWeight), 0).0
 }
 
 #[test]

@@ -2,20 +2,17 @@
 //! before the rollout, and the machine's `verifying` transitions (pass, regress and revert,
 //! regress without revert, abort while verifying, emergency extension).
 
+mod machine_support;
+
 use std::path::Path;
-use std::time::Duration;
 
 use canaryd::rollout::controls::Control;
 use canaryd::rollout::verify::{
     CheckpointMetric, CheckpointResult, EMERGENCY_VERIFY, judge_metric, plan_for,
 };
-use canaryd::rollout::{Action, Event, HookKind, Phase, Plan, PlanStep, Rollout, handle};
+use canaryd::rollout::{Action, Event, HookKind, Phase, Plan, Rollout, handle};
 use canaryd::rules::parse_rule;
-use chrono::{DateTime, TimeZone, Utc};
-
-fn at(secs: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 18, 17, 0, 0).unwrap() + chrono::Duration::seconds(secs)
-}
+use machine_support::{at, ok, plan_of, step};
 
 const RULE: &str = r#"name: demo
 selector:
@@ -37,33 +34,9 @@ fn rule(verify: &str) -> canaryd::rules::Rule {
     parse_rule(Path::new("rule.yaml"), &format!("{RULE}{verify}")).expect("rule loads")
 }
 
+/// 5 % held an hour, then 100 %.
 fn plan() -> Plan {
-    Plan {
-        steps: vec![
-            PlanStep {
-                weight: 5,
-                hold: Duration::from_secs(3600),
-                approval: false,
-            },
-            PlanStep {
-                weight: 100,
-                hold: Duration::ZERO,
-                approval: false,
-            },
-        ],
-        warmup: Duration::from_secs(2),
-        failure_limit: 3,
-        nodata_limit: 2,
-        on_nodata: canaryd::rules::schema::OnNodata::Pause,
-        windows: None,
-        lifecycle: Default::default(),
-    }
-}
-
-fn step(r: &Rollout, p: &Plan, e: Event, secs: i64) -> (Rollout, Vec<Action>) {
-    let t = handle(r, p, e.clone(), at(secs));
-    assert_eq!(t.rejected, None, "{e:?} rejected in {:?}", r.phase);
-    (t.rollout, t.actions)
+    plan_of(&[5], 3600)
 }
 
 /// A rollout of `verify` promoted (hook confirmed) at t=10.
@@ -84,10 +57,6 @@ fn promoted(verify: &str, emergency: bool) -> Rollout {
     let (r, a) = step(&r, &p, control(Control::PromoteFull), 2);
     assert_eq!(a, vec![Action::Promote]);
     step(&r, &p, ok(HookKind::Promote), 10).0
-}
-
-fn ok(hook: HookKind) -> Event {
-    Event::HookSucceeded { hook }
 }
 
 fn control(c: Control) -> Event {
