@@ -38,10 +38,12 @@ proptest! {
         a in grid_sample(), b in grid_sample()
     ) {
         // The mean ratio is not antisymmetric (nor monotone for negative means), so compare on
-        // the interval alone by opening both effect gates.
+        // the interval alone by opening both effect gates. The widest *finite* gates: an
+        // infinite one means "not configured", which an undefined ratio (a side whose mean is
+        // exactly 0, so on one side only) never reaches.
         let cfg = ClassifierConfig {
-            allowed_increase: f64::NEG_INFINITY,
-            allowed_decrease: f64::INFINITY,
+            allowed_increase: f64::MIN,
+            allowed_decrease: f64::MAX,
             ..either()
         };
         let ab = classify(&a, &b, &cfg);
@@ -127,4 +129,29 @@ fn huge_samples_of_extreme_magnitude_do_not_panic() {
     let b: Vec<f64> = (0..2000).map(|i| f64::from(i) * 1e300).collect();
     let r = classify(&a, &b, &ClassifierConfig::default());
     assert!(!r.reason.is_empty());
+}
+
+/// The case proptest found (in a mutation run's baseline): the baseline's mean is exactly 0,
+/// so the mean ratio is undefined one way round and 0 the other. With the widest finite gates
+/// the classification must still mirror; with infinite ones ("not configured") it did not.
+#[test]
+fn a_mean_ratio_undefined_on_one_side_only_still_mirrors() {
+    let a = [75.25];
+    let b = [-23.0, 28.0, 19.75, -86.0, 61.25];
+    let cfg = ClassifierConfig {
+        allowed_increase: f64::MIN,
+        allowed_decrease: f64::MAX,
+        ..either()
+    };
+    let (ab, ba) = (classify(&a, &b, &cfg), classify(&b, &a, &cfg));
+    assert_eq!(ab.effect, None, "baseline mean 0: no ratio");
+    assert_eq!(ba.effect, Some(0.0), "canary mean 0: ratio 0");
+    assert_eq!(
+        mirrored(ab.classification),
+        ba.classification,
+        "{} / {}",
+        ab.reason,
+        ba.reason
+    );
+    assert_eq!(ba.classification, Classification::Low, "{}", ba.reason);
 }
