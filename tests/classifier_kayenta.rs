@@ -599,3 +599,24 @@ fn zero_heavy_healthy_canaries_are_high_no_more_often_than_the_one_sided_level()
         "{high} of {trials} healthy canaries were high"
     );
 }
+
+/// Where canaryd parts from R and Kayenta on purpose: with 3 samples a side the 95 % level is
+/// out of reach (the most extreme arrangement has p = 0.08), and R then reports the range of
+/// pairwise differences as the "interval". Three canary samples all above three baseline ones
+/// give [6, 39] there, above 0, and Kayenta would say `high`; canaryd also asks the test to
+/// reject and says `pass`, explaining why. With one more sample a side it can reject.
+#[test]
+fn too_few_samples_for_the_confidence_is_a_pass_not_a_verdict_on_the_range() {
+    let r = classify(&RISING[1..], &LOW_BASE[..3], &at_95());
+    assert_eq!(r.classification, Classification::Pass, "{}", r.reason);
+    assert!(r.p_value.is_some_and(|p| p > 0.05), "{:?}", r.p_value);
+    let (lower, _) = r.interval.expect("the range is still reported");
+    assert!(lower > 0.0, "the range lies above 0: {:?}", r.interval);
+    assert!(
+        r.reason.contains("cannot reach 95% confidence"),
+        "the reason says why: {}",
+        r.reason
+    );
+    let r = classify(&RISING, &LOW_BASE, &at_95());
+    assert_eq!(r.classification, Classification::High, "{}", r.reason);
+}

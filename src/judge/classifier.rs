@@ -178,8 +178,15 @@ fn judge(pair: SortedPair, cfg: &ClassifierConfig, mut out: Classified) -> Class
     // *at* a jump" — the case of zero-heavy samples whose interval collapses onto 0.
     let above = ci.lower > margin || (ci.lower == margin && ci.lower_open);
     let below = ci.upper < -margin || (ci.upper == -margin && ci.upper_open);
-    let high = may_rise && above && reaches(effect, cfg.allowed_increase, Bound::AtLeast);
-    let low = may_fall && below && reaches(effect, cfg.allowed_decrease, Bound::AtMost);
+    // With too few samples for the requested confidence, R (and so Kayenta) reports an end
+    // of the range of pairwise differences as the bound ("requested conf.level not
+    // achievable"): 3 canary samples all above 3 baseline ones give an "interval" above 0 at
+    // 95 % while the test itself has p = 0.08. Such a bound is not a confidence bound, so a
+    // verdict also needs the test at shift 0 to reject at the same level.
+    let rejects = test.p_value < 1.0 - cfg.confidence;
+    let high =
+        may_rise && above && rejects && reaches(effect, cfg.allowed_increase, Bound::AtLeast);
+    let low = may_fall && below && rejects && reaches(effect, cfg.allowed_decrease, Bound::AtMost);
     let words = Words {
         cfg,
         ci: &ci,
@@ -205,10 +212,21 @@ fn judge(pair: SortedPair, cfg: &ClassifierConfig, mut out: Classified) -> Class
         );
         (Classification::Low, critical, reason)
     } else {
+        let unreachable = if (above || below) && !rejects {
+            format!(
+                "{} canary and {} baseline samples cannot reach {}% confidence, so the \
+                 interval is only the range of differences; ",
+                pair.canary().len(),
+                pair.baseline().len(),
+                cfg.confidence * 100.0
+            )
+        } else {
+            String::new()
+        };
         let reason = format!(
-            "no change beyond the limits: the {}% interval of the shift is [{:.6e}, {:.6e}] \
-             (estimate {:.6e}, p = {:.4}) against a tolerance of ±{margin:.6e}, {} (allowed \
-             increase {}, decrease {}, direction {})",
+            "no change beyond the limits: {unreachable}the {}% interval of the shift is \
+             [{:.6e}, {:.6e}] (estimate {:.6e}, p = {:.4}) against a tolerance of \
+             ±{margin:.6e}, {} (allowed increase {}, decrease {}, direction {})",
             cfg.confidence * 100.0,
             ci.lower,
             ci.upper,
