@@ -34,7 +34,12 @@ fn table(spec: &MetricSpec, rows: &[(f64, f64, Verdict)], kind: ThresholdKind) {
             spec.name, check.reason
         );
         if verdict != Verdict::Pass {
-            assert_eq!(check.threshold.map(|t| t.kind), Some(kind), "{}", check.reason);
+            assert_eq!(
+                check.threshold.map(|t| t.kind),
+                Some(kind),
+                "{}",
+                check.reason
+            );
         }
     }
 }
@@ -57,7 +62,10 @@ fn warn_lines_are_strict_and_point_their_own_way() {
         ThresholdKind::WarnBelow,
     );
     let warned = flat(&below, 0.25, 0.0);
-    assert_eq!(warned.reason, "canary 0.25 is below warn_below 0.5 (baseline 0)");
+    assert_eq!(
+        warned.reason,
+        "canary 0.25 is below warn_below 0.5 (baseline 0)"
+    );
 }
 
 /// `max_difference` in each direction: exactly the limit passes, beyond it in the worse
@@ -187,12 +195,21 @@ fn a_classifier_failure_names_the_allowed_or_critical_limit_it_crossed() {
         let c = judge_metric(&either, &obs(&around(level)), &obs(&around(1.0)), &a);
         assert_eq!(c.verdict, Verdict::Fail, "canary at {level}: {}", c.reason);
         let t = c.threshold.expect("a classifier failure names its limit");
-        assert_eq!((t.kind, t.value), (kind, value), "canary at {level}: {}", c.reason);
+        assert_eq!(
+            (t.kind, t.value),
+            (kind, value),
+            "canary at {level}: {}",
+            c.reason
+        );
         let critical = matches!(
             kind,
             ThresholdKind::CriticalIncrease | ThresholdKind::CriticalDecrease
         );
-        assert_eq!(c.critical_effect, critical, "canary at {level}: {}", c.reason);
+        assert_eq!(
+            c.critical_effect, critical,
+            "canary at {level}: {}",
+            c.reason
+        );
     }
 }
 
