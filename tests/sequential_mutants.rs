@@ -66,3 +66,20 @@ fn infinite_or_negative_counts_manufacture_no_evidence() {
         assert_eq!((e.ticks, e.log_e()), (0, 0.0));
     }
 }
+
+/// The evidence's rates are each side's events over its requests, summed over the ticks that
+/// entered the test (the "canary errors 1.1 % vs 0.5 %" of the explanation).
+#[test]
+fn the_evidence_rates_are_each_sides_cumulative_events_over_requests() {
+    let cfg = SequentialConfig::default();
+    let mut e = EProcess::new(&cfg);
+    let before = e.evidence(&cfg);
+    assert_eq!((before.canary_rate, before.baseline_rate), (None, None));
+    assert!(e.update(&tick(100.0, 300.0, 2.0, 3.0), cfg.margin));
+    assert!(e.update(&tick(100.0, 100.0, 4.0, 1.0), cfg.margin));
+    assert!(!e.update(&tick(0.0, 100.0, 0.0, 50.0), cfg.margin));
+    assert_eq!(e.totals, tick(200.0, 400.0, 6.0, 4.0));
+    let ev = e.evidence(&cfg);
+    assert_eq!((ev.canary_rate, ev.baseline_rate), (Some(0.03), Some(0.01)));
+    assert_eq!(ev.ticks, 2);
+}
