@@ -195,6 +195,24 @@ fn every_sqlite_store_call_reads_back_what_was_written() {
     assert_eq!(store.deliveries("r-b").expect("deliveries").len(), 2);
 }
 
+/// `ping` (what `/health/ready` asks) really asks the database: a store whose tables are gone
+/// (a file replaced or emptied under the daemon) is not ready, though the connection is open.
+#[test]
+fn ping_fails_when_the_database_cannot_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path(), StartMode::Resume).expect("open");
+    store.ping().expect("a fresh store answers");
+    let other = rusqlite::Connection::open(store.path()).expect("second connection");
+    other
+        .execute_batch("DROP TABLE ticks; DROP TABLE rollouts;")
+        .expect("drop");
+    drop(other);
+    let err = store
+        .ping()
+        .expect_err("a store without its tables is not ready");
+    assert!(err.to_string().contains("rollouts"), "{err}");
+}
+
 /// A rule whose `set_weight` hook posts to `path` on the receiver.
 fn rule_text(name: &str, receiver: &HookReceiver, path: &str) -> String {
     format!(
