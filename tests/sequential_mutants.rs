@@ -83,3 +83,20 @@ fn the_evidence_rates_are_each_sides_cumulative_events_over_requests() {
     assert_eq!((ev.canary_rate, ev.baseline_rate), (Some(0.03), Some(0.01)));
     assert_eq!(ev.ticks, 2);
 }
+
+/// A counter value that is not a finite, non-negative number (a broken exporter, a query
+/// gone wrong) is left out of the increase, as if the series were absent: it neither adds
+/// an infinite or negative increase nor counts as a reset.
+#[test]
+fn counter_values_that_are_not_finite_and_non_negative_add_nothing() {
+    use canaryd::judge::sequential::{CounterSnapshot, counter_increase};
+    let snap = |v: &[(&str, f64)]| -> CounterSnapshot {
+        v.iter().map(|(k, x)| (k.to_string(), *x)).collect()
+    };
+    let before = snap(&[("a", 10.0), ("b", 10.0), ("c", 10.0), ("d", 10.0)]);
+    for bad in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN, -5.0] {
+        let now = snap(&[("a", 12.0), ("b", bad), ("c", 10.0), ("d", 4.0)]);
+        // a grew by 2, b is unusable, c did not move, d was reset and counts 4.
+        assert_eq!(counter_increase(&before, &now), 6.0, "b = {bad}");
+    }
+}
