@@ -85,6 +85,10 @@ fn describe() {
         "Range queries sent by how: batched (one for a group of alike queries), wide (one for a whole group, its varying matchers dropped), single, fallback (per member after a failed or ambiguous batch)"
     );
     describe_counter!(
+        "canaryd_prometheus_shed_total",
+        "Queries failed without being sent because their batch got no answer (Prometheus down, overloaded or too slow): the tick judges them error instead of asking each alone"
+    );
+    describe_counter!(
         "canaryd_hook_calls_total",
         "Hook delivery attempts by hook and outcome (success, error)"
     );
@@ -126,6 +130,7 @@ pub fn init_series<'a>(rules: impl IntoIterator<Item = &'a str>) {
     for kind in ["query", "transport", "other"] {
         counter!("canaryd_prometheus_errors_total", "kind" => kind).increment(0);
     }
+    counter!("canaryd_prometheus_shed_total").increment(0);
     for mode in ["batched", "wide", "single", "fallback"] {
         counter!("canaryd_prometheus_queries_total", "mode" => mode).increment(0);
     }

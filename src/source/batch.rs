@@ -4,9 +4,11 @@
 //! query would have returned.
 //!
 //! Knows PromQL (through [`batch_rewrite`](super::batch_rewrite)), nothing about rollouts. A
-//! request that cannot be batched safely is asked alone (`mode="single"`); a batch whose query
-//! fails or whose answer cannot be split faithfully is asked again per member
-//! (`mode="fallback"`), never turned into a result nobody asked for. Every outcome of a member is
+//! request that cannot be batched safely is asked alone (`mode="single"`); a batch whose answer
+//! is unusable (too large, rejected) or cannot be split faithfully is asked again per member
+//! (`mode="fallback"`), never turned into a result nobody asked for. A batch that got no answer
+//! at all (Prometheus down, overloaded, too slow: [`QueryFailure::NoAnswer`]) is not asked again:
+//! its members fail for that tick (`error`), so an outage sheds load instead of multiplying it. Every outcome of a member is
 //! one its own query could have given, so batching can change how many queries Prometheus sees,
 //! never a verdict.
 
@@ -23,6 +25,7 @@ use super::batch_cache;
 use super::batch_rewrite::{Shape, member_key, varying_labels};
 pub use super::batch_run::count_queries;
 use super::batch_run::run;
+use super::prometheus::QueryFailure;
 use crate::judge::observation::Series;
 
 /// One range query as `PrometheusSource::range_series` takes it.
@@ -67,14 +70,14 @@ impl Default for Limits {
 
 /// Where range queries go: Prometheus in the daemon, a recorded answer in unit tests.
 pub trait RangeSource: Sync {
-    /// One range query's whole answer, or why it failed.
+    /// One range query's whole answer, or why it failed: no answer at all, or an unusable one.
     fn range_data(
         &self,
         query: &str,
         end: SystemTime,
         window: Duration,
         step: Duration,
-    ) -> impl Future<Output = Result<Data, String>> + Send;
+    ) -> impl Future<Output = Result<Data, QueryFailure>> + Send;
 }
 
 impl RangeSource for PrometheusSource {
@@ -84,8 +87,8 @@ impl RangeSource for PrometheusSource {
         end: SystemTime,
         window: Duration,
         step: Duration,
-    ) -> impl Future<Output = Result<Data, String>> + Send {
-        PrometheusSource::range_data(self, query, end, window, step)
+    ) -> impl Future<Output = Result<Data, QueryFailure>> + Send {
+        PrometheusSource::range_answer(self, query, end, window, step)
     }
 }
 
@@ -292,16 +295,28 @@ pub async fn range_many<S: RangeSource>(
     requests: &[RangeRequest],
     limits: &Limits,
 ) -> Vec<Series> {
-    let jobs = plan(requests, limits);
+    let (wide, jobs): (Vec<Job>, Vec<Job>) = plan(requests, limits)
+        .into_iter()
+        .partition(|j| matches!(j, Job::Wide { .. }));
     // Futures collected first, so the whole stays `Send` (see `analysis::fetch`).
     let runs: Vec<_> = jobs
         .into_iter()
         .map(|job| run(source, requests, job, limits.concurrency))
         .collect();
-    let answered: Vec<Vec<(usize, Series)>> = futures_util::stream::iter(runs)
-        .buffer_unordered(limits.concurrency.max(1))
-        .collect()
-        .await;
+    // Wide queries one after another: each reads every service Prometheus has (megabytes of
+    // answer, parsed whole) and costs Prometheus the whole fleet, so asking the shapes at once
+    // multiplies canaryd's peak memory and Prometheus's peak load without a faster slot.
+    let wide: Vec<_> = wide
+        .into_iter()
+        .map(|job| run(source, requests, job, limits.concurrency))
+        .collect();
+    let (mut answered, wide): (Vec<Vec<(usize, Series)>>, Vec<Vec<(usize, Series)>>) = tokio::join!(
+        futures_util::stream::iter(runs)
+            .buffer_unordered(limits.concurrency.max(1))
+            .collect(),
+        futures_util::stream::iter(wide).buffered(1).collect()
+    );
+    answered.extend(wide);
     let mut out = vec![
         Series::Failed {
             message: "not asked (batching bug)".into(),
@@ -321,3 +336,7 @@ mod tests;
 #[cfg(test)]
 #[path = "batch_wide_tests.rs"]
 mod wide_tests;
+
+#[cfg(test)]
+#[path = "batch_shed_tests.rs"]
+mod shed_tests;
