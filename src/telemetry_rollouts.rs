@@ -78,7 +78,8 @@ impl Registry {
         }
     }
 
-    pub(crate) fn series_count(&self) -> usize {
+    #[cfg(test)]
+    fn series_count(&self) -> usize {
         self.live
             .values()
             .map(|s| {

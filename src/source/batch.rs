@@ -295,28 +295,18 @@ pub async fn range_many<S: RangeSource>(
     requests: &[RangeRequest],
     limits: &Limits,
 ) -> Vec<Series> {
-    let (wide, jobs): (Vec<Job>, Vec<Job>) = plan(requests, limits)
-        .into_iter()
-        .partition(|j| matches!(j, Job::Wide { .. }));
-    // Futures collected first, so the whole stays `Send` (see `analysis::fetch`).
+    let jobs = plan(requests, limits);
+    // Futures collected first, so the whole stays `Send` (see `analysis::fetch`). Wide queries
+    // share the pool with the rest: asked one after another, four shapes' wide queries took
+    // longer than the tick's deadline at 3,000 rollouts on a loaded machine (BENCHMARKS.md).
     let runs: Vec<_> = jobs
         .into_iter()
         .map(|job| run(source, requests, job, limits.concurrency))
         .collect();
-    // Wide queries one after another: each reads every service Prometheus has (megabytes of
-    // answer, parsed whole) and costs Prometheus the whole fleet, so asking the shapes at once
-    // multiplies canaryd's peak memory and Prometheus's peak load without a faster slot.
-    let wide: Vec<_> = wide
-        .into_iter()
-        .map(|job| run(source, requests, job, limits.concurrency))
-        .collect();
-    let (mut answered, wide): (Vec<Vec<(usize, Series)>>, Vec<Vec<(usize, Series)>>) = tokio::join!(
-        futures_util::stream::iter(runs)
-            .buffer_unordered(limits.concurrency.max(1))
-            .collect(),
-        futures_util::stream::iter(wide).buffered(1).collect()
-    );
-    answered.extend(wide);
+    let answered: Vec<Vec<(usize, Series)>> = futures_util::stream::iter(runs)
+        .buffer_unordered(limits.concurrency.max(1))
+        .collect()
+        .await;
     let mut out = vec![
         Series::Failed {
             message: "not asked (batching bug)".into(),

@@ -1,10 +1,9 @@
 //! Unit tests of shedding: a batch that got no answer (Prometheus down, overloaded, too slow)
 //! fails its members for the tick and sends nothing more; an answer that came but is unusable
-//! is still asked again in smaller pieces; wide queries go one at a time. The last tests read
+//! is still asked again in smaller pieces. The last test reads
 //! real HTTP answers from a loopback stand-in to show how `PrometheusSource` tells them apart.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use prometheus_http_query::response::Data;
@@ -38,7 +37,6 @@ fn fleet(n: usize, shapes: &[&str]) -> Vec<RangeRequest> {
 }
 
 const ERRORS: &str = "sum(rate(http_requests_total{ {sel}, code=~\"5..\" }[1m])) / sum(rate(http_requests_total{ {sel} }[1m]))";
-const CPU: &str = "avg(rate(process_cpu_seconds_total{ {sel} }[1m]))";
 
 fn small() -> Limits {
     Limits {
@@ -48,12 +46,10 @@ fn small() -> Limits {
 }
 
 /// Fails every batched or wide query with `batch`; answers a member's own query with one
-/// point. Records every query and the most wide queries in flight at once.
+/// point. Records every query.
 struct Source {
     batch: QueryFailure,
     asked: Mutex<Vec<String>>,
-    in_flight: AtomicUsize,
-    most_wide_at_once: AtomicUsize,
 }
 
 impl Source {
@@ -61,8 +57,6 @@ impl Source {
         Source {
             batch,
             asked: Mutex::default(),
-            in_flight: AtomicUsize::new(0),
-            most_wide_at_once: AtomicUsize::new(0),
         }
     }
 
@@ -86,13 +80,6 @@ impl RangeSource for Source {
                 "result": [{"metric": {}, "values": [[1.0, "7"]]}]
             }))
             .expect("matrix"));
-        }
-        let wide = !query.contains("=~\"s");
-        if wide {
-            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            self.most_wide_at_once.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
         Err(self.batch.clone())
     }
@@ -143,16 +130,6 @@ async fn an_unusable_answer_is_still_asked_again_in_smaller_pieces() {
     let got = range_many(&src, &reqs, &small()).await;
     assert_eq!(got, vec![own_answer(); 50]);
     assert_eq!(src.asked(), 1 + 5 + 50);
-}
-
-#[tokio::test]
-async fn wide_queries_are_asked_one_after_another() {
-    let reqs = fleet(25, &[ERRORS, CPU]);
-    let src = Source::failing(QueryFailure::NoAnswer("overloaded".into()));
-    let got = range_many(&src, &reqs, &small()).await;
-    assert_eq!(got.len(), 100);
-    assert_eq!(src.asked(), 2, "one wide query per shape");
-    assert_eq!(src.most_wide_at_once.load(Ordering::SeqCst), 1);
 }
 
 /// A loopback server that answers every request with `status` and `body`, or (None) closes the
