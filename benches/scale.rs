@@ -28,6 +28,8 @@
 
 #[path = "scale_support/daemon.rs"]
 mod daemon;
+#[path = "scale_support/diag.rs"]
+mod diag;
 #[path = "scale_support/exporter.rs"]
 mod exporter;
 #[path = "scale_support/measure.rs"]
@@ -102,6 +104,7 @@ async fn sample(
             true
         }),
         tick_seq: ticks.last_seq()?,
+        daemon_metrics,
     })
 }
 
@@ -210,6 +213,7 @@ async fn run(cfg: &Config, n: usize) -> Result<Row> {
     let fsyncs = measure::count_fsyncs(pids.canaryd, cfg.duration);
     tokio::time::sleep(cfg.duration).await;
     let last = sample(&http, &pids, &prometheus, &daemon, &ticks).await?;
+    let (fds_canaryd, fds_prometheus) = (diag::fds(pids.canaryd), diag::fds(pids.prometheus));
     let fsyncs = fsyncs.await.ok().flatten();
     let window = ticks.window(first.tick_seq, last.tick_seq)?;
     let row = Row {
@@ -225,6 +229,17 @@ async fn run(cfg: &Config, n: usize) -> Result<Row> {
         canaryd_hwm_kib: measure::vm_kib(pids.canaryd, "VmHWM"),
         prometheus_hwm_kib: measure::vm_kib(pids.prometheus, "VmHWM"),
         phases: ticks.phases()?,
+        diagnostics: String::new(),
+    };
+    let row = Row {
+        diagnostics: diag::line(
+            &row.first.daemon_metrics,
+            &row.last.daemon_metrics,
+            &fds_canaryd,
+            &fds_prometheus,
+            daemon.log_path(),
+        ),
+        ..row
     };
     drop(daemon);
     Ok(row)
@@ -258,11 +273,15 @@ async fn main() -> Result<()> {
         let row = run(&cfg, n).await.with_context(|| format!("N = {n}"))?;
         eprintln!("{}", report::header());
         eprintln!("{}", row.line());
+        eprintln!("(N={n}) {}", row.diagnostics);
         rows.push(row);
     }
     println!("{}", report::header());
     for row in &rows {
         println!("{}", row.line());
+    }
+    for row in &rows {
+        println!("(N={}) {}", row.n, row.diagnostics);
     }
     if cfg.smoke {
         for row in &rows {

@@ -34,29 +34,12 @@ pub fn install_metrics() -> Result<PrometheusHandle, String> {
 
 fn describe() {
     describe_gauge!(
-        "canaryd_rollout_phase",
-        "Phase of each rollout as an index: 0 pending, 1 progressing, 2 waiting_window, 3 waiting_approval, 4 paused, 5 promoting, 6 succeeded, 7 rolling_back, 8 rolled_back, 9 failed"
-    );
-    describe_gauge!(
-        "canaryd_rollout_weight",
-        Unit::Percent,
-        "Traffic weight confirmed for the canary"
-    );
-    describe_gauge!(
-        "canaryd_metric_value",
-        "Latest value of a metric per group (canary, baseline)"
-    );
-    describe_gauge!(
         "canaryd_metric_threshold",
         "Threshold a metric is held against, by kind"
     );
     describe_counter!(
         "canaryd_check_verdicts_total",
         "Check verdicts by rule, metric and verdict"
-    );
-    describe_gauge!(
-        "canaryd_analysis_score",
-        "Score of the last analysis tick (0-100)"
     );
     describe_counter!(
         "canaryd_rollbacks_total",
@@ -83,6 +66,10 @@ fn describe() {
     describe_counter!(
         "canaryd_prometheus_queries_total",
         "Range queries sent by how: batched (one for a group of alike queries), wide (one for a whole group, its varying matchers dropped), single, fallback (per member after a failed or ambiguous batch)"
+    );
+    describe_counter!(
+        "canaryd_prometheus_shed_total",
+        "Queries failed without being sent because their batch got no answer (Prometheus down, overloaded or too slow): the tick judges them error instead of asking each alone"
     );
     describe_counter!(
         "canaryd_hook_calls_total",
@@ -126,15 +113,32 @@ pub fn init_series<'a>(rules: impl IntoIterator<Item = &'a str>) {
     for kind in ["query", "transport", "other"] {
         counter!("canaryd_prometheus_errors_total", "kind" => kind).increment(0);
     }
+    counter!("canaryd_prometheus_shed_total").increment(0);
     for mode in ["batched", "wide", "single", "fallback"] {
         counter!("canaryd_prometheus_queries_total", "mode" => mode).increment(0);
     }
 }
 
-/// Per-tick gauges and verdict counters.
+#[path = "telemetry_rollouts.rs"]
+mod rollouts;
+pub use rollouts::render as render_rollouts;
+
+/// Per-tick gauges and verdict counters. The per-rollout gauges live in [`rollouts`], which
+/// forgets ended rollouts; counters and per-rule gauges stay in the recorder.
 pub fn record_tick(r: &Rollout, rule: &Rule, tick: &Tick) {
-    gauge!("canaryd_analysis_score", "rollout" => r.id.clone(), "rule" => r.rule.clone())
-        .set(tick.score.value);
+    let mut values = Vec::new();
+    let mut evidence = Vec::new();
+    for c in &tick.checks {
+        if let Some(ev) = &c.evidence {
+            evidence.push((c.metric.clone(), ev.e_value));
+        }
+        for (group, v) in [("canary", c.canary), ("baseline", c.baseline)] {
+            if let Some(v) = v {
+                values.push((c.metric.clone(), group, v));
+            }
+        }
+    }
+    rollouts::registry().set_tick(&r.id, &r.rule, tick.score.value, values, evidence);
     for c in &tick.checks {
         let verdict = match c.verdict {
             Verdict::Pass => "pass",
@@ -144,14 +148,6 @@ pub fn record_tick(r: &Rollout, rule: &Rule, tick: &Tick) {
             Verdict::Error => "error",
         };
         counter!("canaryd_check_verdicts_total", "rule" => r.rule.clone(), "metric" => c.metric.clone(), "verdict" => verdict).increment(1);
-        if let Some(ev) = &c.evidence {
-            gauge!("canaryd_metric_evidence", "rollout" => r.id.clone(), "rule" => r.rule.clone(), "metric" => c.metric.clone()).set(ev.e_value);
-        }
-        for (group, v) in [("canary", c.canary), ("baseline", c.baseline)] {
-            if let Some(v) = v {
-                gauge!("canaryd_metric_value", "rollout" => r.id.clone(), "rule" => r.rule.clone(), "metric" => c.metric.clone(), "group" => group).set(v);
-            }
-        }
     }
     for m in rule.metrics() {
         for (kind, v) in [
@@ -176,10 +172,13 @@ pub fn record_store_commits(commits: u64, saves: usize) {
 }
 
 pub fn record_rollout(r: &Rollout, before: &Rollout) {
-    gauge!("canaryd_rollout_phase", "rollout" => r.id.clone(), "rule" => r.rule.clone())
-        .set(r.phase.code());
-    gauge!("canaryd_rollout_weight", "rollout" => r.id.clone(), "rule" => r.rule.clone())
-        .set(f64::from(r.weight));
+    {
+        let mut kept = rollouts::registry();
+        kept.set_state(&r.id, &r.rule, r.phase.code(), f64::from(r.weight));
+        if r.phase.is_terminal() {
+            kept.ended(&r.id);
+        }
+    }
     if r.rollback_decided && !before.rollback_decided {
         counter!("canaryd_rollbacks_total", "rule" => r.rule.clone(), "reason" => rollback_kind(r.reason.as_deref())).increment(1);
     }

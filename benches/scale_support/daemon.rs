@@ -103,6 +103,11 @@ impl ScaleDaemon {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// The daemon's stderr (its log), in the state dir.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }

@@ -25,6 +25,8 @@ pub struct Sample {
     /// `canaryd_store_commits_total`, when the daemon has it.
     pub store_commits: Option<f64>,
     pub tick_seq: i64,
+    /// canaryd's own `/metrics` at this end, for the diagnostics line.
+    pub daemon_metrics: String,
 }
 
 pub struct Row {
@@ -41,6 +43,8 @@ pub struct Row {
     pub canaryd_hwm_kib: Option<u64>,
     pub prometheus_hwm_kib: Option<u64>,
     pub phases: BTreeMap<String, i64>,
+    /// `diag::line`: open files, query failures, shed queries, /metrics and log sizes.
+    pub diagnostics: String,
 }
 
 pub fn header() -> String {

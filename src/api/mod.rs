@@ -153,10 +153,11 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     match &state.metrics {
-        Some(h) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            h.render(),
-        )
+        Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+            let mut text = h.render();
+            crate::telemetry::render_rollouts(&mut text);
+            text
+        })
             .into_response(),
         None => ApiError::NotFound("metrics are not enabled".into()).into_response(),
     }

@@ -344,8 +344,10 @@ impl RolloutTask {
         };
         if let Some(t) = &tick {
             telemetry::record_tick(&self.state, &self.rule, t);
+            // Every metric of every tick: DEBUG, or 10,000 rollouts log thousands of lines a
+            // second. What is decided from them (steps, rollbacks, promotions, hooks) is INFO.
             for c in &t.checks {
-                tracing::info!(event = "check.verdict", rollout = %self.state.id, metric = %c.metric, verdict = ?c.verdict,
+                tracing::debug!(event = "check.verdict", rollout = %self.state.id, metric = %c.metric, verdict = ?c.verdict,
                     canary = ?c.canary, baseline = ?c.baseline, threshold = ?c.threshold.map(|t| t.value), reason = %c.reason, "check");
             }
         }

@@ -4,9 +4,11 @@
 //! query would have returned.
 //!
 //! Knows PromQL (through [`batch_rewrite`](super::batch_rewrite)), nothing about rollouts. A
-//! request that cannot be batched safely is asked alone (`mode="single"`); a batch whose query
-//! fails or whose answer cannot be split faithfully is asked again per member
-//! (`mode="fallback"`), never turned into a result nobody asked for. Every outcome of a member is
+//! request that cannot be batched safely is asked alone (`mode="single"`); a batch whose answer
+//! is unusable (too large, rejected) or cannot be split faithfully is asked again per member
+//! (`mode="fallback"`), never turned into a result nobody asked for. A batch that got no answer
+//! at all (Prometheus down, overloaded, too slow: [`QueryFailure::NoAnswer`]) is not asked again:
+//! its members fail for that tick (`error`), so an outage sheds load instead of multiplying it. Every outcome of a member is
 //! one its own query could have given, so batching can change how many queries Prometheus sees,
 //! never a verdict.
 
@@ -23,6 +25,7 @@ use super::batch_cache;
 use super::batch_rewrite::{Shape, member_key, varying_labels};
 pub use super::batch_run::count_queries;
 use super::batch_run::run;
+use super::prometheus::QueryFailure;
 use crate::judge::observation::Series;
 
 /// One range query as `PrometheusSource::range_series` takes it.
@@ -67,14 +70,14 @@ impl Default for Limits {
 
 /// Where range queries go: Prometheus in the daemon, a recorded answer in unit tests.
 pub trait RangeSource: Sync {
-    /// One range query's whole answer, or why it failed.
+    /// One range query's whole answer, or why it failed: no answer at all, or an unusable one.
     fn range_data(
         &self,
         query: &str,
         end: SystemTime,
         window: Duration,
         step: Duration,
-    ) -> impl Future<Output = Result<Data, String>> + Send;
+    ) -> impl Future<Output = Result<Data, QueryFailure>> + Send;
 }
 
 impl RangeSource for PrometheusSource {
@@ -84,8 +87,8 @@ impl RangeSource for PrometheusSource {
         end: SystemTime,
         window: Duration,
         step: Duration,
-    ) -> impl Future<Output = Result<Data, String>> + Send {
-        PrometheusSource::range_data(self, query, end, window, step)
+    ) -> impl Future<Output = Result<Data, QueryFailure>> + Send {
+        PrometheusSource::range_answer(self, query, end, window, step)
     }
 }
 
@@ -293,7 +296,9 @@ pub async fn range_many<S: RangeSource>(
     limits: &Limits,
 ) -> Vec<Series> {
     let jobs = plan(requests, limits);
-    // Futures collected first, so the whole stays `Send` (see `analysis::fetch`).
+    // Futures collected first, so the whole stays `Send` (see `analysis::fetch`). Wide queries
+    // share the pool with the rest: asked one after another, four shapes' wide queries took
+    // longer than the tick's deadline at 3,000 rollouts on a loaded machine (BENCHMARKS.md).
     let runs: Vec<_> = jobs
         .into_iter()
         .map(|job| run(source, requests, job, limits.concurrency))
@@ -321,3 +326,7 @@ mod tests;
 #[cfg(test)]
 #[path = "batch_wide_tests.rs"]
 mod wide_tests;
+
+#[cfg(test)]
+#[path = "batch_shed_tests.rs"]
+mod shed_tests;

@@ -1,11 +1,18 @@
 //! Running the jobs [`super::batch::plan`] made: a wide batch, else its regex batches; a regex
 //! batch, else one query per member; a single. Every member ends with a result its own query
 //! could have given.
+//!
+//! "Else" means the answer came but is no use (too large, rejected, not splittable). A batch
+//! that got no answer ([`QueryFailure::NoAnswer`]: refused, reset, timed out, 5xx) fails its
+//! members for this tick instead: Prometheus is down or overloaded, and asking the same work as
+//! 500 or 10,000 smaller queries would multiply the load that made it fail. The judge reports
+//! those members `error`, which counts toward `nodata_limit` and never toward a promotion.
 
 use futures_util::StreamExt;
 
 use super::batch::{Job, RangeRequest, RangeSource};
 use super::batch_split::{Extra, split};
+use super::prometheus::QueryFailure;
 use super::prometheus::series;
 use crate::judge::observation::Series;
 
@@ -39,7 +46,8 @@ pub(super) async fn run<S: RangeSource>(
                 Err(why) => why,
             }
         }
-        Err(why) => why,
+        Err(QueryFailure::NoAnswer(why)) => return shed(members, &why, "wide"),
+        Err(QueryFailure::Unusable(why)) => why,
     };
     tracing::warn!(members = members.len(), %why, "wide query fell back to regex batches");
     let runs: Vec<_> = fallback
@@ -92,7 +100,8 @@ async fn run_one<S: RangeSource>(
                 Err(why) => why,
             }
         }
-        Err(why) => why,
+        Err(QueryFailure::NoAnswer(why)) => return shed(members, &why, "batched"),
+        Err(QueryFailure::Unusable(why)) => why,
     };
     tracing::warn!(members = members.len(), %why, "batched query fell back to one query per member");
     count_queries("fallback", members.len());
@@ -115,10 +124,31 @@ async fn per_member<S: RangeSource>(
         .await
 }
 
+/// A batch that got no answer: every member fails this tick with the batch's reason, and
+/// nothing more is sent (see the module doc). Counted as `canaryd_prometheus_shed_total`.
+fn shed(members: Vec<(usize, Vec<String>)>, why: &str, mode: &str) -> Vec<(usize, Series)> {
+    tracing::warn!(members = members.len(), mode, %why,
+        "batch query got no answer; its members are errors this tick, not asked again one by one");
+    metrics::counter!("canaryd_prometheus_shed_total").increment(members.len() as u64);
+    let failed = Series::Failed {
+        message: format!(
+            "no answer to the batch query asked for {} queries (not asked again one by one \
+             this tick, to spare an overloaded Prometheus): {why}",
+            members.len()
+        ),
+    };
+    members
+        .into_iter()
+        .map(|(i, _)| (i, failed.clone()))
+        .collect()
+}
+
 /// One request alone, with `range_series`' semantics.
 async fn single<S: RangeSource>(source: &S, r: &RangeRequest) -> Series {
     match source.range_data(&r.query, r.end, r.window, r.step).await {
         Ok(data) => series(&data),
-        Err(message) => Series::Failed { message },
+        Err(failure) => Series::Failed {
+            message: failure.into_message(),
+        },
     }
 }

@@ -339,9 +339,9 @@ impl RangeSource for Table {
         _: SystemTime,
         _: Duration,
         _: Duration,
-    ) -> Result<Data, String> {
+    ) -> Result<Data, QueryFailure> {
         self.asked.lock().expect("lock").push(query.to_string());
-        (self.answer)(query)
+        (self.answer)(query).map_err(QueryFailure::Unusable)
     }
 }
 

@@ -107,7 +107,7 @@ impl RangeSource for Fake {
         _: SystemTime,
         _: Duration,
         _: Duration,
-    ) -> Result<Data, String> {
+    ) -> Result<Data, QueryFailure> {
         self.asked.lock().expect("lock").push(query.to_string());
         if query.contains("service=\"") {
             let r = request(query);
@@ -118,7 +118,9 @@ impl RangeSource for Fake {
         }
         let wide = !query.contains("service=~");
         if wide && self.wide_fails {
-            return Err("Prometheus answer is larger than max_response_bytes".into());
+            return Err(QueryFailure::Unusable(
+                "Prometheus answer is larger than max_response_bytes".into(),
+            ));
         }
         // Every service Prometheus knows; a regex batch selects only its values.
         let allowed: Option<BTreeSet<String>> = query.split("service=~\"").nth(1).map(|rest| {

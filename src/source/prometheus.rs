@@ -39,6 +39,32 @@ pub enum SourceError {
     Credentials,
 }
 
+/// Why a query gave no data, split by what asking again in smaller pieces could change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryFailure {
+    /// No usable answer came back: Prometheus unreachable, the connection refused or reset, the
+    /// answer broken off, the query timed out (ours or Prometheus's own), or a 5xx. The server
+    /// is down or overloaded; the same work asked in more, smaller queries would only add load.
+    NoAnswer(String),
+    /// An answer arrived but is no use for this query: larger than `max_response_bytes`, the
+    /// query rejected as written, or not the API's JSON. A smaller or plainer query may work.
+    Unusable(String),
+}
+
+impl QueryFailure {
+    pub fn message(&self) -> &str {
+        match self {
+            QueryFailure::NoAnswer(m) | QueryFailure::Unusable(m) => m,
+        }
+    }
+
+    pub fn into_message(self) -> String {
+        match self {
+            QueryFailure::NoAnswer(m) | QueryFailure::Unusable(m) => m,
+        }
+    }
+}
+
 /// One series of an instant query: its labels (sorted) and its value.
 pub type LabeledValue = (std::collections::BTreeMap<String, String>, f64);
 
@@ -151,6 +177,20 @@ impl PrometheusSource {
         window: Duration,
         step: Duration,
     ) -> Result<Data, String> {
+        self.range_answer(query, end, window, step)
+            .await
+            .map_err(QueryFailure::into_message)
+    }
+
+    /// [`Self::range_data`], saying whether Prometheus answered at all ([`QueryFailure`]): a
+    /// batch that got no answer is not asked again per member ([`super::batch`]).
+    pub async fn range_answer(
+        &self,
+        query: &str,
+        end: SystemTime,
+        window: Duration,
+        step: Duration,
+    ) -> Result<Data, QueryFailure> {
         let end_s = end
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -168,7 +208,7 @@ impl PrometheusSource {
             .timeout(self.timeout.as_millis() as i64)
             .post_raw()
             .await;
-        self.read(started, response).await
+        self.answer(started, response).await
     }
 
     /// One instant query at `at`, every series with its labels: counters for the sequential
@@ -215,15 +255,39 @@ impl PrometheusSource {
         started: Instant,
         response: Result<reqwest::Response, PromError>,
     ) -> Result<Data, String> {
+        self.answer(started, response)
+            .await
+            .map_err(QueryFailure::into_message)
+    }
+
+    /// [`Self::read`], telling an answer that never came from one that came unusable.
+    async fn answer(
+        &self,
+        started: Instant,
+        response: Result<reqwest::Response, PromError>,
+    ) -> Result<Data, QueryFailure> {
         let result = match response {
-            Ok(r) => read_capped(r, self.max_response_bytes).await,
-            Err(e) => Err((error_kind(&e), describe(&e))),
+            Ok(r) => {
+                let status = r.status().as_u16();
+                read_capped(r, self.max_response_bytes)
+                    .await
+                    .map_err(|(kind, message)| {
+                        let none = no_answer(kind, status, &message);
+                        (kind, none, message)
+                    })
+            }
+            // The request never got an answer (connect, reset, timeout before the headers).
+            Err(e) => Err((error_kind(&e), true, describe(&e))),
         };
         metrics::histogram!("canaryd_prometheus_query_duration_seconds")
             .record(started.elapsed().as_secs_f64());
-        result.map_err(|(kind, message)| {
+        result.map_err(|(kind, none, message)| {
             metrics::counter!("canaryd_prometheus_errors_total", "kind" => kind).increment(1);
-            message
+            if none {
+                QueryFailure::NoAnswer(message)
+            } else {
+                QueryFailure::Unusable(message)
+            }
         })
     }
 }
@@ -269,6 +333,17 @@ async fn read_capped(
         body.extend_from_slice(&chunk);
     }
     parse_response(status.as_u16(), &body)
+}
+
+/// Whether a failed read means Prometheus gave no answer (down, overloaded, too slow) rather
+/// than an unusable one: the body broke off, a 5xx (Prometheus answers its own query timeout
+/// and cancellation with 503), or an execution error that is its deadline passing (422
+/// "context deadline exceeded" while expanding series).
+fn no_answer(kind: &str, status: u16, message: &str) -> bool {
+    kind == "transport"
+        || status >= 500
+        || (status == 422
+            && (message.contains("deadline exceeded") || message.contains("context canceled")))
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,112 @@
+//! What the table does not show but a failing run needs explained: open files against their
+//! limits (the first suspect when a server "refuses connections"), how canaryd's queries failed
+//! and how many it shed, the mean query time, the size of canaryd's own `/metrics` and of its
+//! log. Printed as one line after each run's row.
+
+use std::path::Path;
+
+use super::measure::family_sum;
+
+/// Open file descriptors of `pid` and its soft limit (`Max open files`).
+pub fn fds(pid: u32) -> String {
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).map(Iterator::count);
+    let limit = std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
+        });
+    match (open, limit) {
+        (Ok(o), Some(l)) => format!("{o} of {l}"),
+        (Ok(o), None) => format!("{o} of ?"),
+        _ => "n/a".into(),
+    }
+}
+
+/// The change of a counter family (filtered by `keep` on its labels) between two expositions.
+fn delta(first: &str, last: &str, family: &str, keep: impl Fn(&str) -> bool + Copy) -> String {
+    match (
+        family_sum(first, family, keep),
+        family_sum(last, family, keep),
+    ) {
+        (Some(a), Some(b)) => format!("{:.0}", b - a),
+        (None, Some(b)) => format!("{b:.0}"),
+        _ => "n/a".into(),
+    }
+}
+
+/// One line of diagnostics for a run: `first` and `last` are canaryd's `/metrics` at the ends
+/// of the window, `fds` what [`fds`] said for canaryd and Prometheus at its end.
+pub fn line(
+    first: &str,
+    last: &str,
+    fds_canaryd: &str,
+    fds_prometheus: &str,
+    log: &Path,
+) -> String {
+    let errors: Vec<String> = ["transport", "query", "too_large", "other"]
+        .iter()
+        .map(|k| {
+            let label = format!("kind=\"{k}\"");
+            format!(
+                "{k} {}",
+                delta(first, last, "canaryd_prometheus_errors_total", |l| l
+                    .contains(&label))
+            )
+        })
+        .collect();
+    let modes: Vec<String> = ["wide", "batched", "single", "fallback"]
+        .iter()
+        .map(|m| {
+            let label = format!("mode=\"{m}\"");
+            format!(
+                "{m} {}",
+                delta(first, last, "canaryd_prometheus_queries_total", |l| l
+                    .contains(&label))
+            )
+        })
+        .collect();
+    let mean_query = match (
+        family_sum(
+            last,
+            "canaryd_prometheus_query_duration_seconds_sum",
+            |_| true,
+        ),
+        family_sum(
+            last,
+            "canaryd_prometheus_query_duration_seconds_count",
+            |_| true,
+        ),
+        family_sum(
+            first,
+            "canaryd_prometheus_query_duration_seconds_sum",
+            |_| true,
+        ),
+        family_sum(
+            first,
+            "canaryd_prometheus_query_duration_seconds_count",
+            |_| true,
+        ),
+    ) {
+        (Some(s1), Some(c1), Some(s0), Some(c0)) if c1 > c0 => {
+            format!("{:.2} s", (s1 - s0) / (c1 - c0))
+        }
+        _ => "n/a".into(),
+    };
+    let series = last.lines().filter(|l| !l.starts_with('#')).count();
+    let log_text = std::fs::read_to_string(log).unwrap_or_default();
+    format!(
+        "diagnostics: open files canaryd {fds_canaryd}, Prometheus {fds_prometheus}; \
+         queries in the window by mode: {}; errors by kind: {}; shed (not sent after a batch \
+         got no answer): {}; mean query time {mean_query}; canaryd /metrics {series} series, \
+         {} KiB; canaryd log {} lines, {} KiB ({} WARN)",
+        modes.join(", "),
+        errors.join(", "),
+        delta(first, last, "canaryd_prometheus_shed_total", |_| true),
+        last.len() / 1024,
+        log_text.lines().count(),
+        log_text.len() / 1024,
+        log_text.lines().filter(|l| l.contains(" WARN ")).count(),
+    )
+}
