@@ -1,7 +1,7 @@
 //! The sequential test's edges that `cargo mutants` found no test for (BENCHMARKS.md, "Mutation
 //! testing", `src/judge/sequential.rs`). Pure: no servers.
 
-use canaryd::judge::sequential::{EProcess, TickCounts};
+use canaryd::judge::sequential::{Counters, EProcess, TickCounts};
 use canaryd::verdict::SequentialConfig;
 
 fn tick(cr: f64, br: f64, ce: f64, be: f64) -> TickCounts {
@@ -99,4 +99,54 @@ fn counter_values_that_are_not_finite_and_non_negative_add_nothing() {
         // a grew by 2, b is unusable, c did not move, d was reset and counts 4.
         assert_eq!(counter_increase(&before, &now), 6.0, "b = {bad}");
     }
+}
+
+fn counters(canary: Option<(f64, f64)>, baseline: Option<(f64, f64)>) -> Counters {
+    let one = |v: f64| [("pod-1".to_string(), v)].into_iter().collect();
+    let mut c = Counters::default();
+    if let Some((events, requests)) = canary {
+        c.canary_events = one(events);
+        c.canary_requests = one(requests);
+    }
+    if let Some((events, requests)) = baseline {
+        c.baseline_events = one(events);
+        c.baseline_requests = one(requests);
+    }
+    c
+}
+
+/// No request series on either side is no data, and the test's memory is kept as it was. One
+/// side alone is not: at 100 % the baseline takes no traffic and may have no series at all,
+/// and the tick must still record the canary's counters (whether a frozen side is stale is the
+/// controller's call, `controller::analysis`), not report "no series".
+#[test]
+fn only_both_sides_missing_is_no_data_for_the_sequential_test() {
+    use canaryd::judge::sequential::judge_counts;
+    use canaryd::verdict::Verdict;
+    let spec: canaryd::rules::schema::MetricSpec =
+        serde_saphyr::from_str("name: errors\ntest: sequential\nevents: e\nrequests: r\n").unwrap();
+    let cfg = SequentialConfig::default();
+    let (_, primed) = judge_counts(
+        &spec,
+        &cfg,
+        None,
+        Ok(counters(Some((1.0, 100.0)), Some((1.0, 100.0)))),
+        3,
+    );
+    let primed = primed.expect("the first look keeps the counters");
+
+    let (check, kept) = judge_counts(&spec, &cfg, Some(&primed), Ok(counters(None, None)), 3);
+    assert_eq!(check.verdict, Verdict::Nodata);
+    assert_eq!(
+        check.reason,
+        "no request counter series for canary or baseline"
+    );
+    assert_eq!(kept.as_ref(), Some(&primed));
+
+    let canary_only = counters(Some((1.0, 200.0)), None);
+    let (check, next) = judge_counts(&spec, &cfg, Some(&primed), Ok(canary_only.clone()), 3);
+    assert_eq!(check.verdict, Verdict::Pass, "{}", check.reason);
+    let next = next.expect("state");
+    assert_eq!(next.last, canary_only, "the canary's counters are recorded");
+    assert_eq!(next.primed_step, Some(3));
 }
