@@ -150,3 +150,53 @@ fn only_both_sides_missing_is_no_data_for_the_sequential_test() {
     assert_eq!(next.last, canary_only, "the canary's counters are recorded");
     assert_eq!(next.primed_step, Some(3));
 }
+
+/// The published vectors' ticks (`tests/sequential.rs`): E passes 20 = 1/α at tick 6.
+const SEQUENCE: [(f64, f64, f64, f64); 8] = [
+    (100.0, 1900.0, 2.0, 19.0),
+    (104.0, 1896.0, 3.0, 18.0),
+    (98.0, 1902.0, 1.0, 20.0),
+    (500.0, 1500.0, 9.0, 15.0),
+    (510.0, 1490.0, 11.0, 14.0),
+    (495.0, 1505.0, 12.0, 16.0),
+    (1000.0, 1000.0, 22.0, 10.0),
+    (1003.0, 997.0, 19.0, 9.0),
+];
+
+/// `canaryd judge` replays recorded increases with `judge_series`: it stops at the tick the
+/// test fails and names it (1-based), passes when it never fails, and says no data when no
+/// tick had requests on both sides.
+#[test]
+fn a_replayed_series_names_the_tick_it_failed_at_or_passes_or_has_no_data() {
+    use canaryd::judge::sequential::judge_series;
+    use canaryd::verdict::Verdict;
+    let spec: canaryd::rules::schema::MetricSpec =
+        serde_saphyr::from_str("name: errors\ntest: sequential\nevents: e\nrequests: r\n").unwrap();
+    let cfg = SequentialConfig::default();
+    let ticks: Vec<TickCounts> = SEQUENCE
+        .iter()
+        .map(|(cr, br, ce, be)| tick(*cr, *br, *ce, *be))
+        .collect();
+
+    let (check, failed_at, trajectory) = judge_series(&spec, &cfg, &ticks);
+    assert_eq!(failed_at, Some(6));
+    assert_eq!(trajectory.len(), 6, "{trajectory:?}");
+    assert_eq!(check.verdict, Verdict::Fail);
+    assert!(
+        check.reason.starts_with("fails at tick 6: "),
+        "{}",
+        check.reason
+    );
+
+    let (check, failed_at, trajectory) = judge_series(&spec, &cfg, &ticks[..5]);
+    assert_eq!((failed_at, trajectory.len()), (None, 5));
+    assert_eq!(check.verdict, Verdict::Pass, "{}", check.reason);
+
+    let idle = [tick(0.0, 100.0, 0.0, 1.0), tick(100.0, 0.0, 1.0, 0.0)];
+    let (check, failed_at, trajectory) = judge_series(&spec, &cfg, &idle);
+    assert_eq!((failed_at, trajectory), (None, vec![1.0, 1.0]));
+    assert_eq!(
+        (check.verdict, check.reason.as_str()),
+        (Verdict::Nodata, "no tick had requests on both sides")
+    );
+}
