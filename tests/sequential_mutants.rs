@@ -1,7 +1,7 @@
 //! The sequential test's edges that `cargo mutants` found no test for (BENCHMARKS.md, "Mutation
 //! testing", `src/judge/sequential.rs`). Pure: no servers.
 
-use canaryd::judge::sequential::{EProcess, TickCounts};
+use canaryd::judge::sequential::{Counters, EProcess, TickCounts};
 use canaryd::verdict::SequentialConfig;
 
 fn tick(cr: f64, br: f64, ce: f64, be: f64) -> TickCounts {
@@ -99,4 +99,104 @@ fn counter_values_that_are_not_finite_and_non_negative_add_nothing() {
         // a grew by 2, b is unusable, c did not move, d was reset and counts 4.
         assert_eq!(counter_increase(&before, &now), 6.0, "b = {bad}");
     }
+}
+
+fn counters(canary: Option<(f64, f64)>, baseline: Option<(f64, f64)>) -> Counters {
+    let one = |v: f64| [("pod-1".to_string(), v)].into_iter().collect();
+    let mut c = Counters::default();
+    if let Some((events, requests)) = canary {
+        c.canary_events = one(events);
+        c.canary_requests = one(requests);
+    }
+    if let Some((events, requests)) = baseline {
+        c.baseline_events = one(events);
+        c.baseline_requests = one(requests);
+    }
+    c
+}
+
+/// No request series on either side is no data, and the test's memory is kept as it was. One
+/// side alone is not: at 100 % the baseline takes no traffic and may have no series at all,
+/// and the tick must still record the canary's counters (whether a frozen side is stale is the
+/// controller's call, `controller::analysis`), not report "no series".
+#[test]
+fn only_both_sides_missing_is_no_data_for_the_sequential_test() {
+    use canaryd::judge::sequential::judge_counts;
+    use canaryd::verdict::Verdict;
+    let spec: canaryd::rules::schema::MetricSpec =
+        serde_saphyr::from_str("name: errors\ntest: sequential\nevents: e\nrequests: r\n").unwrap();
+    let cfg = SequentialConfig::default();
+    let (_, primed) = judge_counts(
+        &spec,
+        &cfg,
+        None,
+        Ok(counters(Some((1.0, 100.0)), Some((1.0, 100.0)))),
+        3,
+    );
+    let primed = primed.expect("the first look keeps the counters");
+
+    let (check, kept) = judge_counts(&spec, &cfg, Some(&primed), Ok(counters(None, None)), 3);
+    assert_eq!(check.verdict, Verdict::Nodata);
+    assert_eq!(
+        check.reason,
+        "no request counter series for canary or baseline"
+    );
+    assert_eq!(kept.as_ref(), Some(&primed));
+
+    let canary_only = counters(Some((1.0, 200.0)), None);
+    let (check, next) = judge_counts(&spec, &cfg, Some(&primed), Ok(canary_only.clone()), 3);
+    assert_eq!(check.verdict, Verdict::Pass, "{}", check.reason);
+    let next = next.expect("state");
+    assert_eq!(next.last, canary_only, "the canary's counters are recorded");
+    assert_eq!(next.primed_step, Some(3));
+}
+
+/// The published vectors' ticks (`tests/sequential.rs`): E passes 20 = 1/α at tick 6.
+const SEQUENCE: [(f64, f64, f64, f64); 8] = [
+    (100.0, 1900.0, 2.0, 19.0),
+    (104.0, 1896.0, 3.0, 18.0),
+    (98.0, 1902.0, 1.0, 20.0),
+    (500.0, 1500.0, 9.0, 15.0),
+    (510.0, 1490.0, 11.0, 14.0),
+    (495.0, 1505.0, 12.0, 16.0),
+    (1000.0, 1000.0, 22.0, 10.0),
+    (1003.0, 997.0, 19.0, 9.0),
+];
+
+/// `canaryd judge` replays recorded increases with `judge_series`: it stops at the tick the
+/// test fails and names it (1-based), passes when it never fails, and says no data when no
+/// tick had requests on both sides.
+#[test]
+fn a_replayed_series_names_the_tick_it_failed_at_or_passes_or_has_no_data() {
+    use canaryd::judge::sequential::judge_series;
+    use canaryd::verdict::Verdict;
+    let spec: canaryd::rules::schema::MetricSpec =
+        serde_saphyr::from_str("name: errors\ntest: sequential\nevents: e\nrequests: r\n").unwrap();
+    let cfg = SequentialConfig::default();
+    let ticks: Vec<TickCounts> = SEQUENCE
+        .iter()
+        .map(|(cr, br, ce, be)| tick(*cr, *br, *ce, *be))
+        .collect();
+
+    let (check, failed_at, trajectory) = judge_series(&spec, &cfg, &ticks);
+    assert_eq!(failed_at, Some(6));
+    assert_eq!(trajectory.len(), 6, "{trajectory:?}");
+    assert_eq!(check.verdict, Verdict::Fail);
+    assert!(
+        check.reason.starts_with("fails at tick 6: "),
+        "{}",
+        check.reason
+    );
+
+    let (check, failed_at, trajectory) = judge_series(&spec, &cfg, &ticks[..5]);
+    assert_eq!((failed_at, trajectory.len()), (None, 5));
+    assert_eq!(check.verdict, Verdict::Pass, "{}", check.reason);
+
+    let idle = [tick(0.0, 100.0, 0.0, 1.0), tick(100.0, 0.0, 1.0, 0.0)];
+    let (check, failed_at, trajectory) = judge_series(&spec, &cfg, &idle);
+    assert_eq!((failed_at, trajectory), (None, vec![1.0, 1.0]));
+    assert_eq!(
+        (check.verdict, check.reason.as_str()),
+        (Verdict::Nodata, "no tick had requests on both sides")
+    );
 }
