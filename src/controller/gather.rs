@@ -23,6 +23,7 @@ use super::scheduler::TickRequest;
 use crate::rollout::Rollout;
 use crate::rules::Rule;
 use crate::source::PrometheusSource;
+use crate::source::batch::Limits;
 
 /// Rollouts fetched at once within one slot; each fetches up to 8 metrics at once itself.
 const CONCURRENT_ROLLOUTS: usize = 32;
@@ -42,8 +43,18 @@ pub async fn gather_slot(
     items: &[(&Rule, &Rollout)],
     end: SystemTime,
 ) -> Vec<Gathered> {
+    gather_slot_with(source, items, end, &Limits::default()).await
+}
+
+/// [`gather_slot`] with explicit batch limits: a late wave is gathered without wide queries.
+pub async fn gather_slot_with(
+    source: &PrometheusSource,
+    items: &[(&Rule, &Rollout)],
+    end: SystemTime,
+    limits: &Limits,
+) -> Vec<Gathered> {
     if source.batching() && items.len() > 1 {
-        return gather_batched(source, items, end).await;
+        return gather_batched(source, items, end, limits).await;
     }
     gather_alone(source, items, end).await
 }
@@ -54,6 +65,7 @@ async fn gather_batched(
     source: &PrometheusSource,
     items: &[(&Rule, &Rollout)],
     end: SystemTime,
+    limits: &Limits,
 ) -> Vec<Gathered> {
     let mut by_window: std::collections::BTreeMap<Duration, Vec<usize>> = Default::default();
     for (i, (rule, _)) in items.iter().enumerate() {
@@ -65,7 +77,8 @@ async fn gather_batched(
     let mut out: Vec<Option<Gathered>> = vec![None; items.len()];
     for (window, indices) in by_window {
         let group: Vec<(&Rule, &Rollout)> = indices.iter().map(|&i| items[i]).collect();
-        let gathered = super::gather_many::fetch_many(source, &group, end, window, true).await;
+        let gathered =
+            super::gather_many::fetch_many_with(source, &group, end, window, true, limits).await;
         for (i, g) in indices.into_iter().zip(gathered) {
             out[i] = Some(g);
         }
@@ -116,7 +129,18 @@ pub(super) async fn run_slot(
     if !late.is_empty() {
         tokio::spawn(answer_late(source.clone(), late, collect));
     }
-    answer_slot(&source, requests, fired).await;
+    answer_slot(&source, requests, fired, &Limits::default()).await;
+}
+
+/// Late waves are not asked wide: a wide query costs Prometheus the whole fleet whatever the
+/// wave's size, and at 10,000 rollouts (starting, or busy actors) a slot had many waves of a few
+/// hundred — each four full-fleet queries, which timed out together (BENCHMARKS.md, "Scale").
+/// Asked as regex batches, a wave costs what its members do.
+fn late_limits() -> Limits {
+    Limits {
+        wide: false,
+        ..Limits::default()
+    }
 }
 
 /// The rollouts that answered after the cutoff, gathered as they come — but together: those
@@ -130,7 +154,7 @@ async fn answer_late(
 ) {
     in_waves(late, collect, |requests, started| {
         let source = source.clone();
-        tokio::spawn(async move { answer_slot(&source, requests, started).await });
+        tokio::spawn(async move { answer_slot(&source, requests, started, &late_limits()).await });
     })
     .await;
 }
@@ -162,6 +186,7 @@ pub(super) async fn answer_slot(
     source: &PrometheusSource,
     requests: Vec<TickRequest>,
     started: Instant,
+    limits: &Limits,
 ) {
     let requests: Vec<TickRequest> = requests
         .into_iter()
@@ -175,9 +200,12 @@ pub(super) async fn answer_slot(
         .iter()
         .map(|r| (r.rule.as_ref(), &r.rollout))
         .collect();
-    let gathered = tokio::time::timeout_at(started + deadline, gather_slot(source, &items, end))
-        .await
-        .unwrap_or_default();
+    let gathered = tokio::time::timeout_at(
+        started + deadline,
+        gather_slot_with(source, &items, end, limits),
+    )
+    .await
+    .unwrap_or_default();
     let mut gathered = gathered.into_iter();
     for request in requests {
         // A gatherer that returned too few answers leaves the rest missed, never passed.
@@ -191,7 +219,28 @@ mod tests {
 
     use tokio::sync::oneshot;
 
-    use super::in_waves;
+    use super::{in_waves, late_limits};
+    use crate::source::batch::{Job, Limits, RangeRequest, plan};
+
+    #[test]
+    fn a_late_wave_is_asked_in_regex_batches_never_wide() {
+        // 600 services' canary and baseline: more than one regex batch.
+        let requests: Vec<RangeRequest> = (0..600)
+            .flat_map(|i| {
+                ["canary", "baseline"].map(|t| RangeRequest {
+                    query: format!("sum(rate(x{{service=\"s{i}\", track=\"{t}\"}}[1m]))"),
+                    end: std::time::SystemTime::UNIX_EPOCH,
+                    window: Duration::from_secs(60),
+                    step: Duration::from_secs(10),
+                })
+            })
+            .collect();
+        let wide = |jobs: &[Job]| jobs.iter().any(|j| matches!(j, Job::Wide { .. }));
+        assert!(wide(&plan(&requests, &Limits::default())));
+        let late = plan(&requests, &late_limits());
+        assert!(!wide(&late), "{late:?}");
+        assert!(late.iter().all(|j| matches!(j, Job::Batch { .. })));
+    }
 
     #[tokio::test]
     async fn late_answers_close_together_are_gathered_as_one_wave() {
