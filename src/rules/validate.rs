@@ -328,7 +328,7 @@ fn check_kind(m: &MetricSpec, span: &Spanned<MetricSpec>, spec: &RuleSpec, out: 
             if let Some(settled) = m.settled_margin {
                 let histogram = matches!(m.kind(), MetricKind::Histogram { .. });
                 let margin = m.margin.unwrap_or(0.0);
-                if !histogram || !(settled.is_finite() && settled >= 0.0 && settled <= margin) {
+                if !(histogram && settled.is_finite() && settled >= 0.0 && settled <= margin) {
                     out.push(at(span, format!(
                         "metric {name}: settled_margin belongs to `test: sequential_histogram` and must be between 0 and margin ({margin})"
                     )));
