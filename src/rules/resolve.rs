@@ -31,6 +31,8 @@ const OVERRIDABLE: &[&str] = &[
     "alpha",
     "grid",
     "max_tick_factor",
+    "settled_margin",
+    "settle",
     "direction",
     "rollback_above",
     "rollback_below",
