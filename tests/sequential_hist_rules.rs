@@ -94,3 +94,40 @@ fn a_histogram_name_that_is_not_promql_is_refused() {
     assert!(e.starts_with("rule.yaml:11:16: "), "{e}");
     assert!(e.contains("not valid PromQL"), "{e}");
 }
+
+/// The tightening null: loads with its settle counted in the rule's ticks, a grid relative to
+/// each edge's null (ratios below 1 + margin are fine), and is refused when it would loosen,
+/// when half of it is given, or on a count test.
+#[test]
+fn a_settled_margin_loads_in_ticks_and_is_refused_when_it_makes_no_sense() {
+    let ok = "  - name: latency_vs_baseline
+    test: sequential_histogram
+    histogram: http_request_duration_seconds
+    margin: 0.2
+    settled_margin: 0.15
+    settle: 8h
+    grid: [1.1, 1.5]
+";
+    let r = rule(ok).expect("loads");
+    let m = r.metrics().next().expect("metric");
+    let cfg = m.sequential_config_every(1, std::time::Duration::from_secs(60));
+    assert_eq!(cfg.settled_margin, Some(0.15));
+    assert_eq!(cfg.settle_ticks, 480);
+    for (bad, says) in [
+        (
+            "    settled_margin: 0.3\n    settle: 8h\n",
+            "between 0 and margin",
+        ),
+        ("    settled_margin: 0.1\n", "go together"),
+        ("    settle: 8h\n", "go together"),
+    ] {
+        let e = only_error(&format!(
+            "  - name: latency_vs_baseline\n    test: sequential_histogram\n    histogram: h\n    margin: 0.2\n{bad}"
+        ));
+        assert!(e.starts_with("rule.yaml:9:5: ") && e.contains(says), "{e}");
+    }
+    let e = only_error(
+        "  - name: errors_vs_baseline\n    test: sequential\n    events: 'a_total{ {{selector}} }'\n    requests: 'b_total{ {{selector}} }'\n    margin: 0.2\n    settled_margin: 0.1\n    settle: 1h\n",
+    );
+    assert!(e.contains("belongs to `test: sequential_histogram`"), "{e}");
+}

@@ -168,7 +168,8 @@ pub fn judge_gathered(rule: &Rule, rollout: &Rollout, gathered: &Gathered) -> Ti
                 | MetricKind::Histogram { .. }),
                 Some(Fetched::Counters(now)),
             ) => {
-                let cfg = m.sequential_config(sequential_metrics);
+                let cfg =
+                    m.sequential_config_every(sequential_metrics, rule.spec.analysis.interval);
                 let previous = rollout.sequential.get(&m.name);
                 let judge = match kind {
                     MetricKind::Histogram { .. } => judge_histogram,

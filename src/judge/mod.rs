@@ -11,6 +11,7 @@ pub mod persistence;
 pub mod score;
 pub mod sequential;
 pub mod sequential_hist;
+pub mod sequential_hist_scale;
 pub mod sequential_hist_tick;
 pub mod stats;
 pub mod tick;

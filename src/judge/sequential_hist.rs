@@ -33,6 +33,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::sequential_hist_scale::ScaleNull;
 use super::{sequential::EProcess, sequential::TickCounts, sequential::log_mean_exp};
 use crate::verdict::SequentialConfig;
 
@@ -65,6 +66,10 @@ pub struct HistogramEProcess {
     /// Each edge's own margin (see [`edge_margins`]); empty: every edge uses the config's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub margins: Vec<f64>,
+    /// A null restated every tick (`settled_margin`, [`super::sequential_hist_scale`]); None:
+    /// the margins fixed at the first look.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScaleNull>,
 }
 
 /// Fewest baseline requests above an edge for it to be tested: fewer say too little about how
@@ -149,6 +154,7 @@ impl HistogramEProcess {
             log_max_e: 0.0,
             ticks: 0,
             margins: Vec::new(),
+            scale: None,
         }
     }
 
@@ -184,6 +190,7 @@ impl HistogramEProcess {
             margins: kept.iter().map(|(_, m)| *m).collect(),
             log_max_e: 0.0,
             ticks: 0,
+            scale: None,
         })
     }
 
@@ -211,6 +218,72 @@ impl HistogramEProcess {
             };
             used |= process.update_capped(&counts, margin, log_cap);
         }
+        if used {
+            self.ticks += 1;
+            self.log_max_e = self.log_max_e.max(self.log_e());
+        }
+        used
+    }
+
+    /// A test whose null is restated every tick by `scale` (its edges a subset of the
+    /// scale's): the edges testable at the first look, alternatives relative to each tick's
+    /// margins. None when no edge is testable yet.
+    pub fn with_scale(scale: ScaleNull) -> Option<Self> {
+        let edges: Vec<f64> = scale
+            .edges
+            .iter()
+            .zip(scale.margins_for(&scale.edges, 0))
+            .filter_map(|(e, m)| m.map(|_| *e))
+            .collect();
+        if edges.is_empty() || scale.grid.is_empty() {
+            return None;
+        }
+        let process = EProcess {
+            ratios: scale.grid.clone(),
+            log_l: vec![0.0; scale.grid.len()],
+            log_max_e: 0.0,
+            ticks: 0,
+            totals: Default::default(),
+        };
+        Some(HistogramEProcess {
+            per_edge: vec![process; edges.len()],
+            margins: Vec::new(),
+            edges,
+            log_max_e: 0.0,
+            ticks: 0,
+            scale: Some(scale),
+        })
+    }
+
+    /// One tick of a scaled test: `tick` lists every edge of the scale. Each edge's margin and
+    /// alternatives are the scale's for this tick, computed before the tick's counts are added
+    /// to the baseline's. Returns false when no edge could use the tick.
+    pub fn update_scaled(&mut self, tick: &HistogramTick, log_cap: f64) -> bool {
+        let Some(mut scale) = self.scale.take() else {
+            return false;
+        };
+        let k = scale.edges.len();
+        if tick.canary.le.len() != k || tick.baseline.le.len() != k {
+            self.scale = Some(scale);
+            return false;
+        }
+        let margins = scale.margins_for(&self.edges, self.ticks);
+        let mut used = false;
+        for ((edge, process), m) in self.edges.iter().zip(&mut self.per_edge).zip(&margins) {
+            let (Some(m), Some(i)) = (m, scale.edges.iter().position(|e| e == edge)) else {
+                continue;
+            };
+            let counts = TickCounts {
+                canary_events: slower(&tick.canary, i),
+                canary_requests: tick.canary.count,
+                baseline_events: slower(&tick.baseline, i),
+                baseline_requests: tick.baseline.count,
+            };
+            process.ratios = scale.grid.iter().map(|g| g * (1.0 + m)).collect();
+            used |= process.update_capped(&counts, *m, log_cap);
+        }
+        scale.observe(&tick.baseline);
+        self.scale = Some(scale);
         if used {
             self.ticks += 1;
             self.log_max_e = self.log_max_e.max(self.log_e());

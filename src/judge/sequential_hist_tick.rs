@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::sequential_hist::{Buckets, HistogramEProcess, HistogramTick, MIN_ABOVE, edge_margins};
+use super::sequential_hist_scale::ScaleNull;
 use super::{
     sequential::CounterSnapshot, sequential::Counters, sequential::EProcess,
     sequential::SequentialState, sequential::counter_increase, sequential::evidence_check,
@@ -25,12 +26,19 @@ pub const MAX_EDGES: usize = 64;
 pub type Labeled = (BTreeMap<String, String>, f64);
 
 fn series_key(labels: &BTreeMap<String, String>) -> String {
-    labels
-        .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "le" | "__name__"))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    let mut key = String::new();
+    for (k, v) in labels {
+        if matches!(k.as_str(), "le" | "__name__") {
+            continue;
+        }
+        if !key.is_empty() {
+            key.push(',');
+        }
+        key.push_str(k);
+        key.push('=');
+        key.push_str(v);
+    }
+    key
 }
 
 /// Bucket and count snapshots of one group. Edges are matched by value (`0.5`, `0.50` and
@@ -41,13 +49,24 @@ pub fn bucket_counters(
     counts: &[Labeled],
 ) -> Result<(CounterSnapshot, CounterSnapshot), String> {
     let mut events = CounterSnapshot::new();
+    // Each distinct `le` text parsed and written out once: a histogram has a dozen edges and
+    // many series, and this runs every tick.
+    let mut edges: Vec<(&str, f64, String)> = Vec::new();
     for (labels, v) in buckets {
-        let Some(edge) = labels.get("le").and_then(|v| v.trim().parse::<f64>().ok()) else {
+        let Some(le) = labels.get("le").map(|v| v.trim()) else {
             continue;
         };
-        if edge.is_finite() {
-            events.insert(format!("{edge}|{}", series_key(labels)), *v);
-        }
+        let prefix = match edges.iter().find(|(text, _, _)| *text == le) {
+            Some((_, _, prefix)) => prefix,
+            None => {
+                let Some(edge) = le.parse::<f64>().ok().filter(|e| e.is_finite()) else {
+                    continue;
+                };
+                edges.push((le, edge, format!("{edge}|")));
+                &edges[edges.len() - 1].2
+            }
+        };
+        events.insert(format!("{prefix}{}", series_key(labels)), *v);
     }
     let requests: CounterSnapshot = counts.iter().map(|(l, v)| (series_key(l), *v)).collect();
     if events.is_empty() && !requests.is_empty() {
@@ -55,11 +74,13 @@ pub fn bucket_counters(
             "{histogram}_bucket has no series with a finite `le`: is {histogram} a histogram?"
         ));
     }
-    let edges = edges_of(&events);
-    if edges.len() > MAX_EDGES {
+    let mut distinct: Vec<f64> = edges.iter().map(|(_, e, _)| *e).collect();
+    distinct.sort_by(f64::total_cmp);
+    distinct.dedup();
+    if distinct.len() > MAX_EDGES {
         return Err(format!(
             "{histogram} has {} bucket edges; at most {MAX_EDGES} are tested",
-            edges.len()
+            distinct.len()
         ));
     }
     Ok((events, requests))
@@ -86,27 +107,39 @@ fn at_edge(events: &CounterSnapshot, edge: f64) -> CounterSnapshot {
 }
 
 /// One side's increases since `last`, series by series (resets and new series as the count
-/// test handles them). An edge with no series now gets NaN, which carries no evidence, instead
-/// of 0 requests at or below it, which would make every request slow.
+/// test handles them, [`counter_increase`]). An edge with no series now gets NaN, which carries
+/// no evidence, instead of 0 requests at or below it, which would make every request slow.
 fn side(
     edges: &[f64],
     last: (&CounterSnapshot, &CounterSnapshot),
     now: (&CounterSnapshot, &CounterSnapshot),
 ) -> Buckets {
-    let le = edges
-        .iter()
-        .map(|e| {
-            let now_e = at_edge(now.0, *e);
-            if now_e.is_empty() {
-                f64::NAN
-            } else {
-                counter_increase(&at_edge(last.0, *e), &now_e)
-            }
-        })
-        .collect();
+    // One pass over the series (this runs every tick): each key is "<edge>|<series>", and a
+    // series' previous value is under the same key.
+    let prefixes: Vec<String> = edges.iter().map(|e| format!("{e}|")).collect();
+    let mut le = vec![f64::NAN; edges.len()];
+    for (key, v) in now.0 {
+        let Some(i) = prefixes.iter().position(|p| key.starts_with(p.as_str())) else {
+            continue;
+        };
+        let sum = if le[i].is_nan() { 0.0 } else { le[i] };
+        le[i] = sum + series_increase(last.0.get(key).copied(), *v);
+    }
     Buckets {
         le,
         count: counter_increase(last.1, now.1),
+    }
+}
+
+/// One series' share of [`counter_increase`]: the same rule, for one key.
+fn series_increase(previous: Option<f64>, v: f64) -> f64 {
+    if !(v.is_finite() && v >= 0.0) {
+        return 0.0;
+    }
+    match previous {
+        Some(p) if v >= p => v - p,
+        Some(_) => v,
+        None => 0.0,
     }
 }
 
@@ -156,12 +189,13 @@ pub fn judge_histogram(
     now: Result<Counters, String>,
     step: usize,
 ) -> (Check, Option<SequentialState>) {
-    let kept = previous.cloned();
+    // The state is cloned once, on the way taken (this runs every tick).
+    let kept = || previous.cloned();
     let now = match now {
-        Err(message) => return (Check::new(spec, Verdict::Error, message), kept),
+        Err(message) => return (Check::new(spec, Verdict::Error, message), kept()),
         Ok(c) if c.canary_requests.is_empty() && c.baseline_requests.is_empty() => {
             let why = "no histogram series for canary or baseline".to_string();
-            return (Check::new(spec, Verdict::Nodata, why), kept);
+            return (Check::new(spec, Verdict::Nodata, why), kept());
         }
         Ok(c) => c,
     };
@@ -196,8 +230,22 @@ pub fn judge_histogram(
                     total - fast
                 })
                 .collect();
-            let margins = edge_margins(&edges, &above, total, cfg.margin);
-            match HistogramEProcess::with_margins(&edges, &margins, cfg) {
+            let made = match cfg.settled_margin {
+                Some(settled) => HistogramEProcess::with_scale(ScaleNull {
+                    grid: cfg.grid.clone(),
+                    margin: cfg.margin,
+                    settled,
+                    settle_ticks: cfg.settle_ticks,
+                    edges: edges.clone(),
+                    above,
+                    total,
+                }),
+                None => {
+                    let margins = edge_margins(&edges, &above, total, cfg.margin);
+                    HistogramEProcess::with_margins(&edges, &margins, cfg)
+                }
+            };
+            match made {
                 Some(p) => p,
                 None => {
                     let why = format!(
@@ -205,15 +253,20 @@ pub fn judge_histogram(
                          set their margins (at least {MIN_ABOVE} above an edge, {total} requests \
                          so far); the test starts once it has"
                     );
-                    return (Check::new(spec, Verdict::Nodata, why), kept);
+                    return (Check::new(spec, Verdict::Nodata, why), kept());
                 }
             }
         }
     };
     let primed = state.primed_step == Some(step);
     if primed {
-        let tick = tick_between(&process.edges, &state.last, &now);
-        process.update_capped(&tick, cfg.margin, cfg.log_tick_cap());
+        if let Some(scale) = &process.scale {
+            let tick = tick_between(&scale.edges, &state.last, &now);
+            process.update_scaled(&tick, cfg.log_tick_cap());
+        } else {
+            let tick = tick_between(&process.edges, &state.last, &now);
+            process.update_capped(&tick, cfg.margin, cfg.log_tick_cap());
+        }
     }
     let rejects = process.rejects(cfg);
     let (ev, what) = evidence(&process, cfg);
@@ -371,5 +424,31 @@ mod tests {
             .collect();
         let err = bucket_counters("h", &b, &[s(&[], 1.0)]).unwrap_err();
         assert!(err.contains("bucket edges"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod increase_tests {
+    use super::*;
+
+    /// `side` sums per-series increases in one pass; each must be what the count test's
+    /// [`counter_increase`] makes of the same series (growth, reset, new series, junk).
+    #[test]
+    fn one_series_increase_is_the_count_tests() {
+        for (prev, now) in [
+            (Some(5.0), 9.0),
+            (Some(9.0), 4.0),
+            (None, 7.0),
+            (Some(1.0), f64::NAN),
+            (Some(1.0), -3.0),
+        ] {
+            let before: CounterSnapshot = prev.map(|p| ("s".to_string(), p)).into_iter().collect();
+            let after: CounterSnapshot = [("s".to_string(), now)].into();
+            assert_eq!(
+                series_increase(prev, now),
+                counter_increase(&before, &after),
+                "{prev:?} -> {now}"
+            );
+        }
     }
 }

@@ -191,6 +191,12 @@ pub struct MetricSpec {
     /// seconds can do; see `judge::sequential::SequentialConfig::max_tick_factor`).
     #[serde(default)]
     pub max_tick_factor: Option<f64>,
+    /// `test: sequential_histogram`: the latency-scale margin the null tightens to, and how
+    /// long that takes (`judge::sequential_hist_scale`).
+    #[serde(default)]
+    pub settled_margin: Option<f64>,
+    #[serde(default, with = "opt_duration")]
+    pub settle: Option<Duration>,
     #[serde(default)]
     pub direction: Direction,
     #[serde(default)]
@@ -363,6 +369,27 @@ impl MetricSpec {
             grid: self.grid.clone().unwrap_or(d.grid),
             metrics,
             max_tick_factor: self.max_tick_factor,
+            settled_margin: self.settled_margin,
+            settle_ticks: 0,
+        }
+    }
+
+    /// [`MetricSpec::sequential_config`] for a rule judged every `interval`: `settle` counted
+    /// in ticks.
+    pub fn sequential_config_every(
+        &self,
+        metrics: usize,
+        interval: Duration,
+    ) -> crate::verdict::SequentialConfig {
+        let ticks = match self.settle {
+            Some(settle) if !interval.is_zero() => {
+                (settle.as_secs_f64() / interval.as_secs_f64()).ceil() as u64
+            }
+            _ => 0,
+        };
+        crate::verdict::SequentialConfig {
+            settle_ticks: ticks,
+            ..self.sequential_config(metrics)
         }
     }
 

@@ -312,13 +312,32 @@ fn check_kind(m: &MetricSpec, span: &Spanned<MetricSpec>, spec: &RuleSpec, out: 
                 out.push(at(span, format!("metric {name}: margin must be a non-negative number")));
             }
             if let Some(grid) = &m.grid {
-                let margin = m.margin.unwrap_or(0.0);
+                // A histogram's grid is relative to each edge's own null (ratio × (1 + edge
+                // margin), `judge::sequential_hist`), and its margin is a latency scale.
+                let margin = match m.kind() {
+                    MetricKind::Histogram { .. } => 0.0,
+                    _ => m.margin.unwrap_or(0.0),
+                };
                 if grid.is_empty() || grid.iter().any(|r| !(r.is_finite() && *r > 1.0 + margin)) {
                     out.push(at(span, format!(
                         "metric {name}: grid ratios must be finite and above 1 + margin ({})",
                         1.0 + margin
                     )));
                 }
+            }
+            if let Some(settled) = m.settled_margin {
+                let histogram = matches!(m.kind(), MetricKind::Histogram { .. });
+                let margin = m.margin.unwrap_or(0.0);
+                if !(histogram && settled.is_finite() && settled >= 0.0 && settled <= margin) {
+                    out.push(at(span, format!(
+                        "metric {name}: settled_margin belongs to `test: sequential_histogram` and must be between 0 and margin ({margin})"
+                    )));
+                }
+            }
+            if m.settle.is_some() != m.settled_margin.is_some() || m.settle.is_some_and(|d| d.is_zero()) {
+                out.push(at(span, format!(
+                    "metric {name}: settled_margin and settle (a duration above 0) go together"
+                )));
             }
             if m.max_tick_factor.is_some_and(|c| !(c.is_finite() && c > 1.0)) {
                 out.push(at(span, format!("metric {name}: max_tick_factor must be a number above 1")));

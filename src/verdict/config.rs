@@ -119,6 +119,12 @@ pub struct SequentialConfig {
     /// and makes a rollback need ln(M/α)/ln(C) ticks of evidence at least.
     #[serde(default)]
     pub max_tick_factor: Option<f64>,
+    /// `test: sequential_histogram`: the latency-scale margin the null tightens to over
+    /// `settle_ticks` ticks of evidence (`judge::sequential_hist_scale`); None: it stays.
+    #[serde(default)]
+    pub settled_margin: Option<f64>,
+    #[serde(default)]
+    pub settle_ticks: u64,
 }
 
 impl Default for SequentialConfig {
@@ -129,6 +135,8 @@ impl Default for SequentialConfig {
             grid: DEFAULT_GRID.to_vec(),
             metrics: 1,
             max_tick_factor: None,
+            settled_margin: None,
+            settle_ticks: 0,
         }
     }
 }
