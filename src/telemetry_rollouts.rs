@@ -1,10 +1,12 @@
 //! canaryd's per-rollout series (`canaryd_rollout_phase`, `canaryd_rollout_weight`,
 //! `canaryd_analysis_score`, `canaryd_metric_value`, `canaryd_metric_evidence`), kept here
-//! rather than in the `metrics` recorder because that recorder cannot forget a series: every
-//! rollout that ever ran would stay in `/metrics` until the daemon restarts (10 series per
-//! rollout of four metrics: 100,000 at 10,000 rollouts, growing with every deploy). Live
-//! rollouts keep theirs; ended ones keep theirs until [`ENDED_KEPT`] newer ones have ended, so
-//! a dashboard or an alert still sees how a rollout finished.
+//! rather than in the `metrics` recorder because that recorder forgets a series only by time
+//! (`PrometheusBuilder::idle_timeout`), not when its rollout ends: every rollout that ever ran
+//! would stay in `/metrics` until the daemon restarts (10 series per rollout of four metrics:
+//! 100,000 at 10,000 rollouts, growing with every deploy), and an idle timeout could also drop
+//! a live rollout whose gauges sit unchanged (paused, waiting for approval). Live rollouts keep
+//! theirs; ended ones keep theirs until [`ENDED_KEPT`] newer ones have ended, so a dashboard or
+//! an alert still sees how a rollout finished.
 //!
 //! Rendered after the recorder's own text ([`render`]), in the same exposition format.
 
