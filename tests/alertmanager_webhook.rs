@@ -19,13 +19,11 @@ use serde_json::Value;
 async fn a_real_alertmanager_group_of_hundreds_of_alerts_rolls_the_rollout_back() {
     let name = "am-big-api";
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = canaryd::demo::free_loopback_port().expect("port");
-    let am = AlertmanagerProcess::start(AlertmanagerOptions {
-        webhook_urls: vec![format!("http://127.0.0.1:{port}/api/v1/alertmanager")],
-        ..AlertmanagerOptions::default()
-    })
-    .await
-    .expect("alertmanager");
+    // Alertmanager learns canaryd's address once canaryd has bound its port (see
+    // `AlertmanagerProcess::set_webhook_urls`).
+    let mut am = AlertmanagerProcess::start(AlertmanagerOptions::default())
+        .await
+        .expect("alertmanager");
     let (_service, prometheus) = service_and_prometheus(name, PrometheusOptions::default()).await;
     let receiver = HookReceiver::start().await.expect("receiver");
     // Held long enough that only the alert can end the rollout (it promotes otherwise).
@@ -36,7 +34,10 @@ async fn a_real_alertmanager_group_of_hundreds_of_alerts_rolls_the_rollout_back(
     let text = rule_yaml(name, &receiver, &opts)
         + &format!("alerts:\n  rollback_on: ['alertname=\"InstanceDown\", service=\"{name}\"']\n");
     let rule = write_rule(dir.path(), name, &text);
-    let daemon = Daemon::start_on(port, &prometheus.url(), &[rule], dir.path(), &[]).await;
+    let daemon = Daemon::start(&prometheus.url(), &[rule], dir.path(), &[]).await;
+    am.set_webhook_urls(vec![format!("{}/api/v1/alertmanager", daemon.url)])
+        .await
+        .expect("point Alertmanager at canaryd");
     let id = daemon.start_rollout(name, "v9.0.0").await;
     daemon
         .wait_phase(&id, &["progressing"], Duration::from_secs(10))

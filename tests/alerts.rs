@@ -133,13 +133,11 @@ async fn rollback_raises_canary_rollback_in_alertmanager_and_resolves_it_after_k
 async fn prometheus_alert_routed_through_alertmanager_rolls_the_rollout_back() {
     let name = "am-in-api";
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = canaryd::demo::free_loopback_port().expect("port");
-    let am = AlertmanagerProcess::start(AlertmanagerOptions {
-        webhook_urls: vec![format!("http://127.0.0.1:{port}/api/v1/alertmanager")],
-        ..AlertmanagerOptions::default()
-    })
-    .await
-    .expect("alertmanager");
+    // Alertmanager learns canaryd's address once canaryd has bound its port (see
+    // `AlertmanagerProcess::set_webhook_urls`).
+    let mut am = AlertmanagerProcess::start(AlertmanagerOptions::default())
+        .await
+        .expect("alertmanager");
     let alert_rules = dir.path().join("alerts.yml");
     std::fs::write(
         &alert_rules,
@@ -183,7 +181,10 @@ async fn prometheus_alert_routed_through_alertmanager_rolls_the_rollout_back() {
             "alerts:\n  rollback_on: ['alertname=\"CanaryErrors\", service=\"{name}\"']\n  pause_on: ['alertname=\"Maintenance\"']\n"
         );
     let rule = write_rule(dir.path(), name, &text);
-    let daemon = Daemon::start_on(port, &prometheus.url(), &[rule], dir.path(), &[]).await;
+    let daemon = Daemon::start(&prometheus.url(), &[rule], dir.path(), &[]).await;
+    am.set_webhook_urls(vec![format!("{}/api/v1/alertmanager", daemon.url)])
+        .await
+        .expect("point Alertmanager at canaryd");
     let id = daemon.start_rollout(name, "v3.0.0").await;
     daemon
         .wait_phase(&id, &["progressing"], Duration::from_secs(10))

@@ -220,3 +220,50 @@ async fn sigterm_stops_cleanly_and_the_next_start_resumes() {
 async fn sigint_stops_cleanly_and_the_next_start_resumes() {
     stops_cleanly_on("INT").await;
 }
+
+/// The harness's own guard against the port race that failed a CI run: another process took the
+/// port chosen for canaryd and answered every request with 200 `null`, so the test's first
+/// call ("start a rollout") got 200 where canaryd says 201. A foreign server on the port must
+/// read as "canaryd did not start" (it exits: cannot listen), never as a running daemon.
+#[tokio::test]
+async fn a_port_taken_by_another_server_is_not_mistaken_for_canaryd() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rule = write_rule(dir.path(), "taken", 5);
+    let squatter = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind");
+    let p = squatter.local_addr().expect("addr").port();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = squatter.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nnull",
+                    )
+                    .await;
+            });
+        }
+    });
+    let mut args = base_args(dir.path(), &rule);
+    args.extend(["--listen".into(), format!("127.0.0.1:{p}").into()]);
+    match Daemon::try_start_args(p, dir.path(), &args, &[]).await {
+        Ok(_) => panic!("the squatter's answers were taken for canaryd's"),
+        Err(log) => assert!(log.contains("cannot listen on"), "{log}"),
+    }
+    // Whether the harness asked the squatter before canaryd exited is a race; what matters is
+    // that no answer from it was ever accepted. Show the squatter does answer like a server.
+    let (status, body) = {
+        let r = reqwest::get(format!("http://127.0.0.1:{p}/health/live"))
+            .await
+            .expect("the squatter answers");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    };
+    assert_eq!((status, body.as_str()), (200, "null"));
+    assert!(answered.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}

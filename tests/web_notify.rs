@@ -36,25 +36,27 @@ async fn gate_and_pause_messages_link_to_the_rollout_page() {
     )
     .expect("write rule");
     let notify = HookReceiver::start().await.expect("receiver");
-    let port = canaryd::demo::free_loopback_port().expect("port");
-    let external = format!("http://127.0.0.1:{port}/");
     let config = stack.dir.path().join("canaryd.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "external_url: \"{external}\"\nnotifications:\n  - {{ kind: slack, url: \"{}\", events: [waiting] }}\n",
-            notify.url("/slack"),
-        ),
-    )
-    .expect("config");
-    let daemon = Daemon::start_on(
-        port,
+    // The external URL names canaryd's own port, so the config is written for each port tried.
+    let daemon = Daemon::start_on_free_port_with(
         &stack.prometheus.url(),
         &[rule_path],
         stack.dir.path(),
-        &["--config", config.to_str().expect("utf-8")],
+        &[],
+        |port| {
+            std::fs::write(
+                &config,
+                format!(
+                    "external_url: \"http://127.0.0.1:{port}/\"\nnotifications:\n  - {{ kind: slack, url: \"{}\", events: [waiting] }}\n",
+                    notify.url("/slack"),
+                ),
+            )
+            .expect("config");
+            vec!["--config".into(), config.to_str().expect("utf-8").into()]
+        },
     )
     .await;
+    let port = daemon.port();
 
     let id = daemon.start_rollout("gated", "v4.2.0").await;
     daemon

@@ -49,6 +49,8 @@ impl Default for AlertmanagerOptions {
 pub struct AlertmanagerProcess {
     process: ChildProcess,
     port: u16,
+    opts: AlertmanagerOptions,
+    config_path: PathBuf,
     // Dropped last: the storage and the log live here until the process is gone.
     dir: TempDir,
 }
@@ -87,7 +89,37 @@ impl AlertmanagerProcess {
             },
         )
         .await?;
-        Ok(AlertmanagerProcess { process, port, dir })
+        Ok(AlertmanagerProcess {
+            process,
+            port,
+            opts,
+            config_path,
+            dir,
+        })
+    }
+
+    /// Points the webhook at new URLs and makes Alertmanager re-read its configuration
+    /// (`POST /-/reload`).
+    ///
+    /// Why: a peer that must be named in `alertmanager.yml` (canaryd's own API) may only know its
+    /// port once it has bound one. Choosing the port first and binding it seconds later, after
+    /// Alertmanager and Prometheus started, lets a parallel test take it in between.
+    pub async fn set_webhook_urls(&mut self, urls: Vec<String>) -> Result<(), DemoError> {
+        self.opts.webhook_urls = urls;
+        std::fs::write(&self.config_path, render_config(&self.opts)?)
+            .map_err(|e| DemoError::io(format!("writing {}", self.config_path.display()), e))?;
+        let url = format!("{}/-/reload", self.url());
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| DemoError::http("building an HTTP client", e))?
+            .post(&url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| DemoError::http(format!("reloading via {url}"), e))?;
+        Ok(())
     }
 
     /// The base URL, `http://127.0.0.1:PORT`.

@@ -175,10 +175,28 @@ impl Daemon {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
+        Daemon::start_on_free_port_with(prometheus_url, rules, dir, env, |_| {
+            extra.iter().map(|s| s.to_string()).collect()
+        })
+        .await
+    }
+
+    /// Like [`Daemon::start_on_free_port`] for a daemon whose arguments name its own port (an
+    /// `external_url` in a config file `extra` writes, say): `extra` is called again with each
+    /// new port tried.
+    pub async fn start_on_free_port_with(
+        prometheus_url: &str,
+        rules: &[PathBuf],
+        dir: &std::path::Path,
+        env: &[(&str, &str)],
+        mut extra: impl FnMut(u16) -> Vec<String>,
+    ) -> Daemon {
         let mut last = String::new();
         for _ in 0..5 {
             let port = canaryd::demo::free_loopback_port().expect("free port");
-            match Daemon::try_start(port, prometheus_url, rules, dir, extra, env).await {
+            let args = extra(port);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match Daemon::try_start(port, prometheus_url, rules, dir, &args, env).await {
                 Ok(d) => return d,
                 Err(log) if log.contains("cannot listen on") => last = log,
                 Err(log) => panic!("canaryd did not start; log:\n{log}"),
@@ -187,31 +205,13 @@ impl Daemon {
         panic!("canaryd found no free port in 5 tries; last log:\n{last}");
     }
 
-    /// Like [`Daemon::start`] on a port chosen beforehand, for peers (Alertmanager) that must
-    /// know canaryd's address before it starts.
-    pub async fn start_on(
-        port: u16,
-        prometheus_url: &str,
-        rules: &[PathBuf],
-        dir: &std::path::Path,
-        extra: &[&str],
-    ) -> Daemon {
-        Daemon::start_with_env(port, prometheus_url, rules, dir, extra, &[]).await
-    }
-
-    /// Like [`Daemon::start_on`] with extra environment variables (test-only fault injection).
-    pub async fn start_with_env(
-        port: u16,
-        prometheus_url: &str,
-        rules: &[PathBuf],
-        dir: &std::path::Path,
-        extra: &[&str],
-        env: &[(&str, &str)],
-    ) -> Daemon {
-        match Daemon::try_start(port, prometheus_url, rules, dir, extra, env).await {
-            Ok(d) => d,
-            Err(log) => panic!("canaryd did not start; log:\n{log}"),
-        }
+    /// The port canaryd listens on.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the daemon URL ends in its port")
     }
 
     /// Spawns `canaryd serve` and waits until it answers; `Err` with its log when it exited
@@ -271,11 +271,15 @@ impl Daemon {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if d.http
-                .get(format!("{}/health/live", d.url))
-                .send()
-                .await
-                .is_ok()
+            // An answer alone is not proof: when another process took the port before canaryd
+            // bound it, *that* process answers. canaryd logs "canaryd serving" only once its
+            // own listener is bound, so a foreign answer never counts as ours.
+            if d.log_text().contains("canaryd serving")
+                && d.http
+                    .get(format!("{}/health/live", d.url))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
             {
                 return Ok(d);
             }

@@ -88,19 +88,37 @@ impl PgServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = canaryd::demo::free_loopback_port().expect("free port");
         let mut pg = PgServer {
             dir,
-            port,
+            port: 0,
             bin,
             user,
             child: None,
         };
-        pg.run();
-        pg
+        // The port is chosen before PostgreSQL binds it, so a parallel test can take it in
+        // between: PostgreSQL then exits, and a new port is tried.
+        let mut last = String::new();
+        for _ in 0..5 {
+            pg.port = canaryd::demo::free_loopback_port().expect("free port");
+            match pg.try_run() {
+                Ok(()) => return pg,
+                Err(log) if log.contains("could not bind") => last = log,
+                Err(log) => panic!("PostgreSQL did not start: {log}"),
+            }
+        }
+        panic!("PostgreSQL found no free port in 5 tries: {last}");
     }
 
     fn run(&mut self) {
+        if let Err(log) = self.try_run() {
+            panic!("PostgreSQL did not start: {log}");
+        }
+    }
+
+    /// Starts `postgres` on `self.port`; `Err` with its log when it exited or was not ready
+    /// within 30 s.
+    fn try_run(&mut self) -> Result<(), String> {
+        let log_start = self.log_text().len();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -130,25 +148,42 @@ impl PgServer {
                 .spawn()
                 .expect("start postgres"),
         );
-        self.wait_ready(Duration::from_secs(30));
+        self.wait_ready(log_start, Duration::from_secs(30))
     }
 
-    /// Polls `pg_isready` until the server takes connections.
-    fn wait_ready(&self, timeout: Duration) {
+    /// Polls until *this* server takes connections. `pg_isready` alone would also accept
+    /// another test's PostgreSQL on a port ours failed to bind, so the server's own log (from
+    /// `log_start` on) must say it is ready and the child must still run.
+    fn wait_ready(&mut self, log_start: usize, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let ok = Command::new(self.bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return;
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().is_ok_and(|s| s.is_some()));
+            let log = self.log_text();
+            if exited {
+                self.child = None;
+                return Err(log.get(log_start..).unwrap_or_default().to_string());
             }
-            assert!(
-                Instant::now() < deadline,
-                "PostgreSQL not ready after {timeout:?}: {}",
-                self.log_text()
-            );
+            let ours = log
+                .get(log_start..)
+                .is_some_and(|l| l.contains("ready to accept connections"));
+            let ok = ours
+                && Command::new(self.bin.join("pg_isready"))
+                    .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                    .status()
+                    .is_ok_and(|s| s.success());
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                if let Some(mut c) = self.child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                return Err(format!("not ready after {timeout:?}: {log}"));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -19,21 +19,7 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start() -> Browser {
-        let port = canaryd::demo::free_loopback_port().expect("free port");
-        let driver = tokio::process::Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chromedriver (scripts/setup.sh installs chromium-driver)");
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http.get(format!("{url}/status")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (driver, url) = start_driver().await;
         let profile = tempfile::tempdir().expect("profile dir");
         let caps = json!({
             "browserName": "chrome",
@@ -130,4 +116,35 @@ impl Browser {
             .expect("script");
         v.as_str().unwrap_or_default().to_string()
     }
+}
+
+/// Starts chromedriver on a free port and waits until it answers; a new port is tried when the
+/// driver exited (another process took the port between its choice and the driver's bind).
+/// The driver must still run after it answered, so a foreign server on the port never counts.
+async fn start_driver() -> (tokio::process::Child, String) {
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        let port = canaryd::demo::free_loopback_port().expect("free port");
+        let mut driver = tokio::process::Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver (scripts/setup.sh installs chromium-driver)");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(_)) = driver.try_wait() {
+                break;
+            }
+            let answered = http.get(format!("{url}/status")).send().await.is_ok();
+            if answered && matches!(driver.try_wait(), Ok(None)) {
+                return (driver, url);
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!("chromedriver found no free port in 5 tries");
 }
