@@ -16,6 +16,7 @@
 
 pub mod alertmanager;
 mod backend;
+mod listener;
 mod process;
 pub mod prometheus;
 pub mod real_traffic;

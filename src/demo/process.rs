@@ -41,6 +41,7 @@ pub(crate) struct ChildProcess {
     args: Vec<OsString>,
     log: PathBuf,
     ready_url: String,
+    port: u16,
     child: Option<Child>,
 }
 
@@ -71,6 +72,7 @@ impl ChildProcess {
                 args: args(port),
                 log: log.clone(),
                 ready_url: format!("http://127.0.0.1:{port}{ready_path}"),
+                port,
                 child: None,
             };
             match process.start().await {
@@ -138,6 +140,7 @@ impl ChildProcess {
             }
             if let Ok(response) = client.get(&self.ready_url).send().await
                 && response.status().is_success()
+                && self.holds_port() != Some(false)
             {
                 return Ok(());
             }
@@ -150,6 +153,12 @@ impl ChildProcess {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Whether the answer on our port can be the child's own (see [`super::listener`]).
+    fn holds_port(&self) -> Option<bool> {
+        let pid = self.child.as_ref()?.id()?;
+        super::listener::holds_listener(pid, self.port)
     }
 
     fn not_ready(&self, reason: String) -> DemoError {
