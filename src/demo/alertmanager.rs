@@ -12,7 +12,7 @@ use serde_json::json;
 use tempfile::TempDir;
 
 use super::DemoError;
-use super::process::{ChildProcess, find_binary};
+use super::process::{ChildProcess, find_binary, local_client, post_reload};
 
 /// How to run Alertmanager. `Default` uses short grouping intervals so tests see alerts fast.
 #[derive(Clone, Debug)]
@@ -108,18 +108,7 @@ impl AlertmanagerProcess {
         self.opts.webhook_urls = urls;
         std::fs::write(&self.config_path, render_config(&self.opts)?)
             .map_err(|e| DemoError::io(format!("writing {}", self.config_path.display()), e))?;
-        let url = format!("{}/-/reload", self.url());
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| DemoError::http("building an HTTP client", e))?
-            .post(&url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| DemoError::http(format!("reloading via {url}"), e))?;
-        Ok(())
+        post_reload(&local_client(Duration::from_secs(10))?, &self.url()).await
     }
 
     /// The base URL, `http://127.0.0.1:PORT`.

@@ -124,12 +124,7 @@ impl ChildProcess {
     }
 
     async fn wait_ready(&mut self) -> Result<(), DemoError> {
-        // Only our own local processes are asked; an answer that redirects elsewhere is wrong.
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(1))
-            .build()
-            .map_err(|e| DemoError::http("building an HTTP client", e))?;
+        let client = local_client(Duration::from_secs(1))?;
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(child) = self.child.as_mut()
@@ -201,4 +196,27 @@ pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
         }
         Err(e) => format!("(could not read {}: {e})", path.display()),
     }
+}
+
+/// An HTTP client for our own local children. It never follows a redirect: only our own
+/// processes are asked, and an answer that sends us elsewhere is wrong.
+pub(crate) fn local_client(timeout: Duration) -> Result<reqwest::Client, DemoError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .build()
+        .map_err(|e| DemoError::http("building an HTTP client", e))
+}
+
+/// Asks a Prometheus-family server at `base_url` to re-read its configuration
+/// (`POST /-/reload`), returning once it has (or said why not).
+pub(crate) async fn post_reload(client: &reqwest::Client, base_url: &str) -> Result<(), DemoError> {
+    let url = format!("{base_url}/-/reload");
+    client
+        .post(&url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| DemoError::http(format!("reloading via {url}"), e))?;
+    Ok(())
 }

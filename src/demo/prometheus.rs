@@ -13,7 +13,7 @@ use serde_json::json;
 use tempfile::TempDir;
 
 use super::DemoError;
-use super::process::{ChildProcess, find_binary};
+use super::process::{ChildProcess, find_binary, local_client, post_reload};
 
 /// How to run Prometheus. `Default` gives a 1 s scrape and evaluation interval and no targets.
 #[derive(Clone, Debug)]
@@ -88,12 +88,7 @@ impl PrometheusProcess {
             },
         )
         .await?;
-        // Only our own local processes are asked; an answer that redirects elsewhere is wrong.
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| DemoError::http("building an HTTP client", e))?;
+        let client = local_client(Duration::from_secs(5))?;
         Ok(PrometheusProcess {
             process,
             port,
@@ -125,14 +120,7 @@ impl PrometheusProcess {
     /// Asks Prometheus to re-read its configuration and rule files (`POST /-/reload`), so a
     /// test can change a rule file without losing the data scraped so far.
     pub async fn reload(&self) -> Result<(), DemoError> {
-        let url = format!("{}/-/reload", self.url());
-        self.client
-            .post(&url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| DemoError::http(format!("reloading via {url}"), e))?;
-        Ok(())
+        post_reload(&self.client, &self.url()).await
     }
 
     /// Runs an instant query and returns the `data.result` vector.
