@@ -21,6 +21,7 @@
 //!   (`SCALE_BATCH_ON_ARGS`, see `scale_support/setup.rs`); printed in the table
 //! - `--daemon-arg ARG` (repeatable) / `SCALE_DAEMON_ARGS`: more `canaryd serve` arguments
 //! - `--start-concurrency` / `SCALE_START_CONCURRENCY` (default 8)
+//! - `--interval` / `SCALE_INTERVAL` (default 10s): the rules' analysis interval
 //! - `SCALE_CANARYD`: the daemon binary to measure (default: the one cargo built with the bench)
 //!
 //! Under `cargo test --benches` (no `--bench`), one smoke run: N = 5, 1 s scrapes, 2 s ticks,

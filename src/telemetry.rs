@@ -87,6 +87,10 @@ fn describe() {
         "canaryd_store_saves_total",
         "Decisions saved (or refused) through the group commit"
     );
+    describe_counter!(
+        "canaryd_slot_ticks_total",
+        "Ticks gathered by the scheduler's slots, by how: planned (from what the rollout published, at the slot instant), asked (its actor answered within the collect window), late (gathered in a later wave: its actor was busy or its state moved on)"
+    );
     describe_gauge!(
         "canaryd_rules_reload_success",
         "1 when the last rule (re)load succeeded, 0 when it kept the previous rules"
@@ -114,6 +118,9 @@ pub fn init_series<'a>(rules: impl IntoIterator<Item = &'a str>) {
         counter!("canaryd_prometheus_errors_total", "kind" => kind).increment(0);
     }
     counter!("canaryd_prometheus_shed_total").increment(0);
+    for how in ["planned", "asked", "late"] {
+        counter!("canaryd_slot_ticks_total", "how" => how).increment(0);
+    }
     for mode in ["batched", "wide", "single", "fallback"] {
         counter!("canaryd_prometheus_queries_total", "mode" => mode).increment(0);
     }
@@ -164,13 +171,20 @@ pub fn record_tick(r: &Rollout, rule: &Rule, tick: &Tick) {
     }
 }
 
-/// Phase and weight gauges, and the rollback/promotion counters on the edge that caused them.
 /// One group commit: `commits` transactions for `saves` decisions.
 pub fn record_store_commits(commits: u64, saves: usize) {
     counter!("canaryd_store_commits_total").increment(commits);
     counter!("canaryd_store_saves_total").increment(saves as u64);
 }
 
+/// `n` ticks gathered by a slot, `how` (planned, asked or late).
+pub fn record_slot_ticks(how: &'static str, n: usize) {
+    if n > 0 {
+        counter!("canaryd_slot_ticks_total", "how" => how).increment(n as u64);
+    }
+}
+
+/// Phase and weight gauges, and the rollback/promotion counters on the edge that caused them.
 pub fn record_rollout(r: &Rollout, before: &Rollout) {
     {
         let mut kept = rollouts::registry();

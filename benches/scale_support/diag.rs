@@ -67,6 +67,17 @@ pub fn line(
             )
         })
         .collect();
+    let slots: Vec<String> = ["planned", "asked", "late"]
+        .iter()
+        .map(|h| {
+            let label = format!("how=\"{h}\"");
+            format!(
+                "{h} {}",
+                delta(first, last, "canaryd_slot_ticks_total", |l| l
+                    .contains(&label))
+            )
+        })
+        .collect();
     let mean_query = match (
         family_sum(
             last,
@@ -98,9 +109,11 @@ pub fn line(
     let log_text = std::fs::read_to_string(log).unwrap_or_default();
     format!(
         "diagnostics: open files canaryd {fds_canaryd}, Prometheus {fds_prometheus}; \
-         queries in the window by mode: {}; errors by kind: {}; shed (not sent after a batch \
+         ticks in the window by how the slot got them: {}; queries in the window by mode: {}; \
+         errors by kind: {}; shed (not sent after a batch \
          got no answer): {}; mean query time {mean_query}; canaryd /metrics {series} series, \
          {} KiB; canaryd log {} lines, {} KiB ({} WARN)",
+        slots.join(", "),
         modes.join(", "),
         errors.join(", "),
         delta(first, last, "canaryd_prometheus_shed_total", |_| true),

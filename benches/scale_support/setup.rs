@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 
 /// Every parameter: its flag (`--n 1000,3000`) and its environment variable.
-const KEYS: [(&str, &str); 7] = [
+const KEYS: [(&str, &str); 8] = [
     ("n", "SCALE_N"),
     ("duration", "SCALE_DURATION"),
     ("settle", "SCALE_SETTLE"),
@@ -16,6 +16,7 @@ const KEYS: [(&str, &str); 7] = [
     ("batch", "SCALE_BATCH"),
     ("daemon-arg", "SCALE_DAEMON_ARGS"),
     ("start-concurrency", "SCALE_START_CONCURRENCY"),
+    ("interval", "SCALE_INTERVAL"),
 ];
 
 /// The daemon arguments that turn query batching on and off (`prometheus.batch_queries`, on by
@@ -161,7 +162,16 @@ impl Config {
             batch,
             daemon_args,
             start_concurrency,
-            timing: if smoke { SMOKE } else { FULL },
+            timing: if smoke {
+                SMOKE
+            } else {
+                // The operator's lever when Prometheus cannot answer a tick's queries in time:
+                // a longer analysis interval (with `--daemon-arg --prometheus-timeout …`).
+                Timing {
+                    interval: duration("interval", "10s")?,
+                    ..FULL
+                }
+            },
         })
     }
 }

@@ -19,11 +19,12 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::analysis::{self, Gathered};
-use super::scheduler::TickRequest;
+use super::scheduler::{Slot, TickRequest};
 use crate::rollout::Rollout;
 use crate::rules::Rule;
 use crate::source::PrometheusSource;
 use crate::source::batch::Limits;
+use crate::telemetry;
 
 /// Rollouts fetched at once within one slot; each fetches up to 8 metrics at once itself.
 const CONCURRENT_ROLLOUTS: usize = 32;
@@ -106,26 +107,34 @@ async fn gather_alone(
         .await
 }
 
-/// Runs one slot that fired at `fired`: collects the rollouts' answers, gathers the ones that
-/// want analysis together, and answers each. `interval` is the shortest interval in the slot.
-pub(super) async fn run_slot(
-    source: PrometheusSource,
-    answers: Vec<oneshot::Receiver<Option<TickRequest>>>,
-    fired: Instant,
-    interval: Duration,
-) {
-    let collect = COLLECT.min(interval / 4);
+/// Runs one slot that fired at `fired`: gathers its planned ticks together with those of the
+/// rollouts asked that answered within the collect window, and answers each. The rest (asked
+/// and late, or planned for a state their actor has left) are gathered in late waves.
+pub(super) async fn run_slot(source: PrometheusSource, slot: Slot, fired: Instant) {
+    let Slot {
+        planned,
+        asked,
+        unplanned,
+        shortest,
+    } = slot;
+    let collect = COLLECT.min(shortest / 4);
     let cutoff = fired + collect;
-    let mut requests = Vec::new();
-    let mut late = Vec::new();
-    for mut answer in answers {
+    let mut requests = planned;
+    telemetry::record_slot_ticks("planned", requests.len());
+    let mut late = unplanned;
+    let mut on_time = 0;
+    for mut answer in asked {
         match tokio::time::timeout_at(cutoff, &mut answer).await {
-            Ok(Ok(Some(request))) => requests.push(request),
+            Ok(Ok(Some(request))) => {
+                requests.push(request);
+                on_time += 1;
+            }
             // Declined (nothing to analyse) or the rollout's task is gone.
             Ok(_) => {}
             Err(_) => late.push(answer),
         }
     }
+    telemetry::record_slot_ticks("asked", on_time);
     if !late.is_empty() {
         tokio::spawn(answer_late(source.clone(), late, collect));
     }
@@ -153,6 +162,7 @@ async fn answer_late(
     collect: Duration,
 ) {
     in_waves(late, collect, |requests, started| {
+        telemetry::record_slot_ticks("late", requests.len());
         let source = source.clone();
         tokio::spawn(async move { answer_slot(&source, requests, started, &late_limits()).await });
     })
@@ -198,7 +208,7 @@ pub(super) async fn answer_slot(
     let end = SystemTime::now();
     let items: Vec<(&Rule, &Rollout)> = requests
         .iter()
-        .map(|r| (r.rule.as_ref(), &r.rollout))
+        .map(|r| (r.rule.as_ref(), r.rollout.as_ref()))
         .collect();
     let gathered = tokio::time::timeout_at(
         started + deadline,

@@ -12,6 +12,7 @@
 //! other once their shared queries are answered, meet in one commit. A lone decision (an abort)
 //! waits at most [`GAP`] for company.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
@@ -26,8 +27,9 @@ use crate::telemetry;
 pub(super) const GAP: Duration = Duration::from_millis(3);
 /// The longest a decision waits for others to join its commit.
 pub(super) const MAX_LINGER: Duration = Duration::from_millis(25);
-/// Decisions per transaction at most: bounds the time the store's lock is held.
-const MAX_BATCH: usize = 2048;
+/// Decisions per transaction at most: bounds the time the store's lock is held, and how long a
+/// control decision waits behind tick saves already being committed.
+const MAX_BATCH: usize = 512;
 
 struct Request {
     rollout: Rollout,
@@ -76,48 +78,96 @@ impl GroupCommit {
 }
 
 fn writer(store: &dyn Store, rx: &std_mpsc::Receiver<Request>) {
-    while let Ok(first) = rx.recv() {
-        let batch = gather(first, rx);
-        let items: Vec<(&Rollout, Option<&Tick>)> = batch
-            .iter()
-            .map(|r| (&r.rollout, r.tick.as_ref()))
-            .collect();
-        // A store that panics fails this batch, not every later save.
-        let saved =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.save_many(&items)));
-        let (results, commits) = match saved {
-            Ok(s) => (s.results, s.commits),
-            Err(_) => (Vec::new(), 0),
-        };
-        telemetry::record_store_commits(commits, batch.len());
-        let mut results = results.into_iter();
-        for req in batch {
-            let result = results.next().unwrap_or_else(|| {
-                Err(StoreError::Unavailable(
-                    "the store did not answer for this decision".into(),
-                ))
-            });
-            let _ = req.reply.send(result);
+    let mut queue = Queue::default();
+    loop {
+        if queue.is_empty() {
+            let Ok(first) = rx.recv() else {
+                return;
+            };
+            linger(first, rx, &mut queue);
         }
+        // Everything waiting, so a control decision behind a slot's tick saves goes next.
+        while let Ok(r) = rx.try_recv() {
+            queue.push(r);
+        }
+        commit(store, queue.next_batch());
     }
 }
 
-/// The batch that starts with `first`: every request that follows within [`GAP`] of the one
-/// before, for at most [`MAX_LINGER`].
-fn gather(first: Request, rx: &std_mpsc::Receiver<Request>) -> Vec<Request> {
+fn commit(store: &dyn Store, batch: Vec<Request>) {
+    let items: Vec<(&Rollout, Option<&Tick>)> = batch
+        .iter()
+        .map(|r| (&r.rollout, r.tick.as_ref()))
+        .collect();
+    // A store that panics fails this batch, not every later save.
+    let saved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.save_many(&items)));
+    let (results, commits) = match saved {
+        Ok(s) => (s.results, s.commits),
+        Err(_) => (Vec::new(), 0),
+    };
+    telemetry::record_store_commits(commits, batch.len());
+    let mut results = results.into_iter();
+    for req in batch {
+        let result = results.next().unwrap_or_else(|| {
+            Err(StoreError::Unavailable(
+                "the store did not answer for this decision".into(),
+            ))
+        });
+        let _ = req.reply.send(result);
+    }
+}
+
+/// Saves waiting for the writer: control decisions (no tick) ahead of ticks.
+#[derive(Default)]
+struct Queue {
+    control: VecDeque<Request>,
+    ticks: VecDeque<Request>,
+}
+
+impl Queue {
+    fn push(&mut self, r: Request) {
+        if r.tick.is_some() {
+            self.ticks.push_back(r);
+        } else {
+            self.control.push_back(r);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.control.is_empty() && self.ticks.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.control.len() + self.ticks.len()
+    }
+
+    /// The control decisions waiting, else the oldest tick saves; at most [`MAX_BATCH`].
+    fn next_batch(&mut self) -> Vec<Request> {
+        let from = if self.control.is_empty() {
+            &mut self.ticks
+        } else {
+            &mut self.control
+        };
+        let n = from.len().min(MAX_BATCH);
+        from.drain(..n).collect()
+    }
+}
+
+/// Queues `first` and every request that follows within [`GAP`] of the one before, for at
+/// most [`MAX_LINGER`].
+fn linger(first: Request, rx: &std_mpsc::Receiver<Request>, queue: &mut Queue) {
     let started = Instant::now();
-    let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
+    queue.push(first);
+    while queue.len() < MAX_BATCH {
         let left = MAX_LINGER.saturating_sub(started.elapsed());
         if left.is_zero() {
             break;
         }
         match rx.recv_timeout(GAP.min(left)) {
-            Ok(r) => batch.push(r),
+            Ok(r) => queue.push(r),
             Err(_) => break,
         }
     }
-    batch
 }
 
 #[cfg(test)]
@@ -126,11 +176,22 @@ mod tests {
     use crate::store::{Delivery, MemoryStore, SavedBatch};
     use std::sync::Mutex;
 
-    /// Counts commits and refuses the rollout named `bad`, as a store with one unwritable row.
+    /// Records each commit's ids and refuses the rollout named `bad`, as a store with one
+    /// unwritable row; each commit takes `delay`, as an fsync of many rows does.
     #[derive(Default)]
     struct Counting {
         inner: MemoryStore,
-        batches: Mutex<Vec<usize>>,
+        batches: Mutex<Vec<Vec<String>>>,
+        delay: Duration,
+    }
+
+    impl Counting {
+        fn batches(&self) -> Vec<Vec<String>> {
+            self.batches
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        }
     }
 
     impl Store for Counting {
@@ -144,7 +205,8 @@ mod tests {
             self.batches
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(batch.len());
+                .push(batch.iter().map(|(r, _)| r.id.clone()).collect());
+            std::thread::sleep(self.delay);
             SavedBatch {
                 results: batch
                     .iter()
@@ -196,12 +258,12 @@ mod tests {
         for (id, r) in ids.iter().zip(&results) {
             assert_eq!(r.is_ok(), *id != "bad", "{id}: {r:?}");
         }
-        let batches = store
-            .batches
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        assert_eq!(batches.iter().sum::<usize>(), ids.len(), "{batches:?}");
+        let batches = store.batches();
+        assert_eq!(
+            batches.iter().map(Vec::len).sum::<usize>(),
+            ids.len(),
+            "{batches:?}"
+        );
         assert!(
             batches.len() < ids.len(),
             "decisions queued together must share commits: {batches:?}"
@@ -209,6 +271,61 @@ mod tests {
         // Saved means readable: the decision is in the store when its save returns.
         assert!(store.get("a").ok().flatten().is_some());
         assert!(store.get("bad").ok().flatten().is_none());
+    }
+
+    /// `save` polled once, so its request is in the writer's queue when this returns.
+    fn queued<F: Future + Unpin>(mut save: F) -> F {
+        let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+        assert!(std::pin::Pin::new(&mut save).poll(&mut cx).is_pending());
+        save
+    }
+
+    fn tick() -> Tick {
+        serde_json::from_value(serde_json::json!({
+            "at": "2026-11-30T23:00:00Z", "step": 0, "checks": [],
+            "score": {"value": 1.0, "outcome": "pass", "reason": "test"}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn a_start_is_committed_ahead_of_a_slot_of_tick_saves_already_queued() {
+        let store = Arc::new(Counting {
+            delay: Duration::from_millis(20),
+            ..Counting::default()
+        });
+        let commit = GroupCommit::start(store.clone());
+        // A slot of 5,000 tick saves, each polled once so it is queued, then a start.
+        let ticks: Vec<_> = (0..5_000)
+            .map(|i| {
+                queued(Box::pin(
+                    commit.save(rollout(&format!("t{i}")), Some(tick())),
+                ))
+            })
+            .collect();
+        let start = queued(Box::pin(commit.save(rollout("start"), None)));
+        let seen_at_send: usize = store.batches().iter().map(Vec::len).sum();
+        assert!(
+            seen_at_send + MAX_BATCH < 5_000,
+            "the writer got through the slot before the start came ({seen_at_send})"
+        );
+        start.await.unwrap_or_else(|e| panic!("{e}"));
+        let batches = store.batches();
+        let at = batches
+            .iter()
+            .position(|b| b.contains(&"start".to_string()))
+            .unwrap_or_else(|| panic!("start not committed: {batches:?}"));
+        assert_eq!(batches[at], vec!["start".to_string()], "its own commit");
+        let ahead: usize = batches[..at].iter().map(Vec::len).sum();
+        assert!(
+            ahead <= seen_at_send + MAX_BATCH,
+            "{ahead} tick saves committed before the start ({seen_at_send} begun when it came), \
+             more than the one chunk in progress: {:?}",
+            batches.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        let saved = futures_util::future::join_all(ticks).await;
+        assert!(saved.iter().all(Result::is_ok));
+        assert_eq!(store.batches().iter().map(Vec::len).sum::<usize>(), 5_001);
     }
 
     #[test]

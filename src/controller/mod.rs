@@ -21,6 +21,7 @@ pub mod notify;
 mod perform;
 pub mod probes;
 mod recover;
+mod registry;
 pub mod reload;
 pub mod replica;
 pub mod report;

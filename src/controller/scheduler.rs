@@ -3,17 +3,20 @@
 //!
 //! Ticks due at the same moment are one *slot* ([`super::slots`] aligns each rollout to the
 //! boundaries of its interval, so rollouts with equal intervals share slots). When a slot is
-//! due the scheduler asks each of its rollouts, through the rollout's actor
-//! ([`super::task`]), whether it wants analysis (a [`Due`]); the actor answers at once with a
-//! [`TickRequest`] (its rule and state), or declines and handles the moment itself (a hold's
-//! timer, a checkpoint after promotion). The requests of the slot are gathered together by one
-//! call ([`super::gather::answer_slot`]), each answered on its own channel.
+//! due, the scheduler plans it from what each rollout last published
+//! ([`super::registry`]): every rollout that wants analysis is gathered at once, without asking
+//! its actor first, and its [`Due`] carries the answer to come. A rollout that does not (yet)
+//! want analysis is asked: its actor answers with a [`TickRequest`], or declines and handles the
+//! moment itself (a hold's timer, a checkpoint after promotion). The slot's requests are
+//! gathered together by one call ([`super::gather::answer_slot`]), each answered on its own
+//! channel.
 //!
 //! Control still preempts analysis: the actor keeps its command queue and, while its request is
 //! out, answers commands first; one that changes the phase, step or pending action drops the
-//! request's answer (cancels that rollout's tick). An actor busy acting (a slow hook) when its
-//! slot comes answers late: it is gathered alone as soon as it answers, as its own timer would
-//! have fired then, and at most one slot waits for it (no burst after a long hook).
+//! request's answer (cancels that rollout's tick). An actor busy (saving its last decision, a
+//! slow hook) when its slot comes takes the slot's answer when it is free, if it is still in the
+//! state the slot was planned for; else it asks and is gathered in a late wave. At most one slot
+//! waits for it (no burst after a long hook).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -23,7 +26,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use chrono::{DateTime, Utc};
+
 use super::analysis::Gathered;
+use super::registry::{Member, Published, Wanted};
 use super::slots::{first_slot, next_slot};
 use crate::rollout::Rollout;
 use crate::rules::Rule;
@@ -32,13 +38,21 @@ use crate::source::PrometheusSource;
 /// A slot has come for a rollout: answer with what to gather, or `None` to handle it alone.
 pub(super) struct Due {
     pub(super) answer: oneshot::Sender<Option<TickRequest>>,
+    /// The slot is already gathering this rollout's tick, planned for the state it published.
+    pub(super) planned: Option<Planned>,
+}
+
+/// A tick the scheduler gathers without being asked: valid for the state it was planned for.
+pub(super) struct Planned {
+    pub(super) wanted: Wanted,
+    pub(super) answer: oneshot::Receiver<Result<Gathered, SystemTime>>,
 }
 
 /// One rollout's part of a slot: what to gather for it, and where its answer goes.
 pub(super) struct TickRequest {
     pub(super) rule: Arc<Rule>,
-    /// The state the tick is judged against (a snapshot, as the task-per-rollout loop took).
-    pub(super) rollout: Rollout,
+    /// Whose tick: its queries read the id and version (the actor judges its own state).
+    pub(super) rollout: Arc<Rollout>,
     /// The tick's own deadline; the slot ends by the smallest of its rollouts'.
     pub(super) deadline: Duration,
     /// `Ok` with the raw answers, or `Err(end)` when the slot missed its deadline.
@@ -52,6 +66,8 @@ enum Msg {
         interval: Duration,
         now: bool,
         notify: mpsc::Sender<Due>,
+        member: Member,
+        published: Published,
     },
     Remove {
         id: String,
@@ -74,6 +90,15 @@ pub(super) struct Registration {
     tx: mpsc::UnboundedSender<Msg>,
     /// Where the rollout's slots arrive; holds at most one, so a busy actor is not flooded.
     pub(super) due: mpsc::Receiver<Due>,
+    published: Published,
+}
+
+impl Registration {
+    /// Tells the scheduler whether (and from when) this rollout wants analysis, so its next
+    /// slot is gathered without asking. Called each time round the actor's loop.
+    pub(super) fn publish(&self, wanted: Option<Wanted>) {
+        self.published.set(wanted);
+    }
 }
 
 impl Drop for Registration {
@@ -98,22 +123,32 @@ impl Scheduler {
 
     /// Schedules rollout `id` every `interval`: first at once when `now` (recovered, restarted),
     /// else at its first slot ([`first_slot`]). A new registration of the same id replaces the
-    /// old one.
-    pub(super) fn register(&self, id: &str, interval: Duration, now: bool) -> Registration {
+    /// old one. `member` is what its ticks gather, once it publishes that it wants them.
+    pub(super) fn register(
+        &self,
+        id: &str,
+        interval: Duration,
+        now: bool,
+        member: Member,
+    ) -> Registration {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         let (notify, due) = mpsc::channel(1);
+        let published = Published::default();
         let _ = self.tx.send(Msg::Register {
             id: id.to_string(),
             generation,
             interval,
             now,
             notify,
+            member,
+            published: published.clone(),
         });
         Registration {
             id: id.to_string(),
             generation,
             tx: self.tx.clone(),
             due,
+            published,
         }
     }
 }
@@ -124,6 +159,19 @@ struct Entry {
     /// Offset of the next slot from the scheduler's origin.
     due: Duration,
     notify: mpsc::Sender<Due>,
+    member: Member,
+    published: Published,
+}
+
+/// One slot as fired: the ticks gathered without asking, and the answers of the rollouts asked.
+pub(super) struct Slot {
+    pub(super) planned: Vec<TickRequest>,
+    /// Rollouts that published no wish for analysis: asked, within the collect window.
+    pub(super) asked: Vec<oneshot::Receiver<Option<TickRequest>>>,
+    /// Rollouts whose tick is planned: they ask only if their state moved on since.
+    pub(super) unplanned: Vec<oneshot::Receiver<Option<TickRequest>>>,
+    /// The shortest interval among the slot's rollouts.
+    pub(super) shortest: Duration,
 }
 
 /// The loop: one timer, the earliest slot of every rollout.
@@ -142,14 +190,14 @@ async fn run(
             changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
             msg = rx.recv() => match msg {
                 None => return,
-                Some(Msg::Register { id, generation, interval, now, notify }) => {
+                Some(Msg::Register { id, generation, interval, now, notify, member, published }) => {
                     let elapsed = origin.elapsed();
                     let due = if now { elapsed } else { first_slot(elapsed, interval) };
                     if let Some(old) = entries.remove(&id) {
                         timers.remove(&(old.due, id.clone()));
                     }
                     timers.insert((due, id.clone()));
-                    entries.insert(id, Entry { generation, interval, due, notify });
+                    entries.insert(id, Entry { generation, interval, due, notify, member, published });
                 }
                 Some(Msg::Remove { id, generation }) => {
                     if entries.get(&id).is_some_and(|e| e.generation == generation)
@@ -161,35 +209,59 @@ async fn run(
             },
             _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
                 let fired = Instant::now();
-                let (answers, shortest) =
-                    fire(&mut entries, &mut timers, fired.duration_since(origin));
-                if !answers.is_empty() {
-                    tokio::spawn(super::gather::run_slot(source.clone(), answers, fired, shortest));
+                let slot = fire(&mut entries, &mut timers, fired.duration_since(origin), Utc::now());
+                if !(slot.planned.is_empty() && slot.asked.is_empty() && slot.unplanned.is_empty()) {
+                    tokio::spawn(super::gather::run_slot(source.clone(), slot, fired));
                 }
             }
         }
     }
 }
 
-/// Takes every rollout due at `now` as one slot: tells each it is due and schedules its next
-/// slot. Returns the answers to wait for and the shortest interval among them.
+/// Takes every rollout due at `now` (`wall` on the clock) as one slot: plans the tick of each
+/// that published a wish for analysis due by `wall`, tells each it is due, and schedules its
+/// next slot.
 fn fire(
     entries: &mut HashMap<String, Entry>,
     timers: &mut BTreeSet<(Duration, String)>,
     now: Duration,
-) -> (Vec<oneshot::Receiver<Option<TickRequest>>>, Duration) {
-    let mut answers = Vec::new();
-    let mut shortest = Duration::MAX;
+    wall: DateTime<Utc>,
+) -> Slot {
+    let mut slot = Slot {
+        planned: Vec::new(),
+        asked: Vec::new(),
+        unplanned: Vec::new(),
+        shortest: Duration::MAX,
+    };
     while let Some((due, id)) = timers.first().cloned().filter(|(due, _)| *due <= now) {
         timers.remove(&(due, id.clone()));
         let Some(entry) = entries.get_mut(&id) else {
             continue;
         };
         let (answer, asked) = oneshot::channel();
-        match entry.notify.try_send(Due { answer }) {
+        let (planned, request) = match entry.published.get().filter(|w| w.due(wall)) {
+            Some(wanted) => {
+                let (reply, answer) = oneshot::channel();
+                let request = TickRequest {
+                    rule: entry.member.rule.clone(),
+                    rollout: entry.member.rollout.clone(),
+                    deadline: entry.member.deadline,
+                    reply,
+                };
+                (Some(Planned { wanted, answer }), Some(request))
+            }
+            None => (None, None),
+        };
+        match entry.notify.try_send(Due { answer, planned }) {
             Ok(()) => {
-                answers.push(asked);
-                shortest = shortest.min(entry.interval);
+                match request {
+                    Some(request) => {
+                        slot.planned.push(request);
+                        slot.unplanned.push(asked);
+                    }
+                    None => slot.asked.push(asked),
+                }
+                slot.shortest = slot.shortest.min(entry.interval);
             }
             // Still busy with an earlier slot it has not answered: that one stands for this one.
             Err(mpsc::error::TrySendError::Full(_)) => {}
@@ -201,7 +273,7 @@ fn fire(
         entry.due = next_slot(due, now, entry.interval);
         timers.insert((entry.due, id));
     }
-    (answers, shortest)
+    slot
 }
 
 #[cfg(test)]
@@ -236,10 +308,11 @@ mod tests {
         let (s, _shutdown) = scheduler();
         let interval = Duration::from_millis(300);
         let t_a = Instant::now();
-        let mut a = s.register("a", interval, false);
+        let m = || slot_tests::member("a", interval).0;
+        let mut a = s.register("a", interval, false, m());
         tokio::time::sleep(Duration::from_millis(40)).await;
         let t_b = Instant::now();
-        let mut b = s.register("b", interval, false);
+        let mut b = s.register("b", interval, false, m());
         for round in 0..3 {
             let (da, db) = tokio::join!(next_due(&mut a), next_due(&mut b));
             if round == 0 {
@@ -258,10 +331,11 @@ mod tests {
     async fn a_recovered_rollout_ticks_at_once_and_a_replaced_registration_hears_no_more() {
         let (s, _shutdown) = scheduler();
         let t0 = Instant::now();
-        let mut r = s.register("r", Duration::from_secs(3600), true);
+        let m = || slot_tests::member("r", Duration::from_secs(1)).0;
+        let mut r = s.register("r", Duration::from_secs(3600), true, m());
         assert!(next_due(&mut r).await - t0 < Duration::from_secs(1));
         // Replaced by a new registration of the same id: only the new one hears its slots.
-        let mut again = s.register("r", Duration::from_millis(50), false);
+        let mut again = s.register("r", Duration::from_millis(50), false, m());
         let _ = next_due(&mut again).await;
         assert!(
             r.due.try_recv().is_err(),
@@ -269,3 +343,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "slot_tests.rs"]
+mod slot_tests;

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::sync::{OwnedMutexGuard, mpsc, oneshot, watch};
 
 use crate::store::leadership::Term;
@@ -28,6 +28,7 @@ use crate::store::leadership::Term;
 use super::analysis::{Gathered, judge_gathered};
 use super::deadline::{missed, tick_deadline};
 use super::perform::check_traffic;
+use super::registry::{Member, Wanted};
 use super::scheduler::{Due, TickRequest};
 use super::shell::{Command, ControlError, Inner, Reply, Update};
 use super::supervisor::inject_fault;
@@ -150,11 +151,15 @@ impl RolloutTask {
             .clamp(MIN_INTERVAL, MAX_INTERVAL);
         let deadline = tick_deadline(interval, self.inner.source.timeout());
         // Recovered (or restarted after a panic): analyse at once instead of after one interval.
-        let mut slots = self
-            .inner
-            .scheduler()
-            .register(&self.state.id, interval, self.recovered);
+        let member = Member::new(self.rule.clone(), &self.state, deadline);
+        let mut slots =
+            self.inner
+                .scheduler()
+                .register(&self.state.id, interval, self.recovered, member);
         while self.state.is_live() && !*self.shutdown.borrow() && self.leading() {
+            // Every decision passes here before the next slot is taken: the scheduler plans
+            // that slot from this, without asking.
+            slots.publish(Wanted::of(&self.state, self.plan.warmup));
             if self.save_failures > 0 {
                 self.idle(retry_delay(self.save_failures)).await;
             }
@@ -197,17 +202,22 @@ impl RolloutTask {
         }
     }
 
-    /// This rollout's slot has come: it asks the scheduler to gather its tick, measures a
-    /// checkpoint after promotion itself, or lets the machine see the time (a hold, a window).
+    /// This rollout's slot has come: it judges the tick the slot planned for its state, asks
+    /// the scheduler to gather one, measures a checkpoint after promotion itself, or lets the
+    /// machine see the time (a hold, a window).
     async fn slot(&mut self, due: Due, deadline: Duration) {
+        let wanted = Wanted::of(&self.state, self.plan.warmup).filter(|w| w.due(Utc::now()));
         if self.state.phase == Phase::Verifying {
             let _ = due.answer.send(None);
             self.checkpoint().await;
-        } else if self.wants_analysis(Utc::now()) {
+        } else if let Some(planned) = due.planned.filter(|p| wanted == Some(p.wanted)) {
+            let _ = due.answer.send(None);
+            self.analyse(planned.answer, deadline).await;
+        } else if wanted.is_some() {
             let (reply, answer) = oneshot::channel();
             let request = TickRequest {
                 rule: self.rule.clone(),
-                rollout: self.state.clone(),
+                rollout: Arc::new(self.state.clone()),
                 deadline,
                 reply,
             };
@@ -383,14 +393,5 @@ impl RolloutTask {
             actions: t.actions,
         });
         Ok(t.rejected)
-    }
-
-    fn wants_analysis(&self, now: DateTime<Utc>) -> bool {
-        self.state.phase.is_watching()
-            && self.state.pending.is_none()
-            && self
-                .state
-                .step_started_at
-                .is_some_and(|s| now >= crate::rollout::plan::after(s, self.plan.warmup))
     }
 }
