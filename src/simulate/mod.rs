@@ -293,7 +293,7 @@ mod tests {
     fn runs_come_back_in_run_order_whatever_thread_computed_them() {
         // Uneven costs, so that threads finish out of order.
         let slow_then_fast = |run: u64| {
-            let spin = if run % 7 == 0 { 20_000 } else { 10 };
+            let spin = if run.is_multiple_of(7) { 20_000 } else { 10 };
             (0..spin).fold(run, |acc, i| acc.wrapping_mul(31).wrapping_add(i)) % 1000 + run * 1000
         };
         let sequential: Vec<u64> = (0..300).map(slow_then_fast).collect();
