@@ -118,14 +118,19 @@ impl Series {
             .filter(|p| p.value.is_finite())
             .map(|p| p.at)
             .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
-        let counting = format!(
-            "counting from {} (this weight's confirmation plus warmup)",
-            clock(since)
-        );
+        // Only the stale reasons say it; formatting a clock time every metric and tick is not
+        // free.
+        let counting = || {
+            format!(
+                "counting from {} (this weight's confirmation plus warmup)",
+                clock(since)
+            )
+        };
         if current.is_empty() {
             return Observation::Stale {
                 reason: format!(
-                    "no point since this weight was confirmed, {counting}; its {} earlier points do not count{}",
+                    "no point since this weight was confirmed, {}; its {} earlier points do not count{}",
+                    counting(),
                     earlier.len(),
                     newest
                         .map(|t| format!(", the newest is {}", age(a.now, t)))
@@ -155,9 +160,10 @@ impl Series {
         if values.len() < a.min_samples && !earlier.is_empty() {
             return Observation::Stale {
                 reason: format!(
-                    "{} samples since this weight was confirmed, fewer than min_samples {}, {counting}; {} earlier points do not count; the newest is {}",
+                    "{} samples since this weight was confirmed, fewer than min_samples {}, {}; {} earlier points do not count; the newest is {}",
                     values.len(),
                     a.min_samples,
+                    counting(),
                     earlier.len(),
                     age(a.now, newest_current)
                 ),

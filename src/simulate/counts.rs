@@ -214,12 +214,18 @@ pub fn decisions(
     runs: u64,
     seed: u64,
 ) -> Vec<Vec<Option<usize>>> {
-    let mut out = vec![Vec::with_capacity(runs as usize); policies.len()];
-    for run in 0..runs {
+    let per_run = super::each_run(runs, |run| {
         let mut rng = run_rng(seed, scenario, run);
         let ticks = simulate_rollout(shape, scenario, &mut rng);
-        for (decided, policy) in out.iter_mut().zip(policies) {
-            decided.push(policy.first_rollback(&ticks));
+        policies
+            .iter()
+            .map(|policy| policy.first_rollback(&ticks))
+            .collect::<Vec<_>>()
+    });
+    let mut out = vec![Vec::with_capacity(per_run.len()); policies.len()];
+    for run in per_run {
+        for (decided, first) in out.iter_mut().zip(run) {
+            decided.push(first);
         }
     }
     out
