@@ -8,11 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
+mod batch_support;
+
+use batch_support::rollout;
 use canaryd::controller::analysis::{Fetched, judge_gathered};
 use canaryd::controller::gather_many::fetch_many_with;
 use canaryd::demo::prometheus::{PrometheusOptions, PrometheusProcess};
 use canaryd::judge::observation::Series;
-use canaryd::rollout::{Phase, Rollout};
+use canaryd::rollout::Rollout;
 use canaryd::rules::Rule;
 use canaryd::source::batch::Limits;
 use canaryd::source::{PrometheusConfig, PrometheusSource};
@@ -40,20 +43,6 @@ hooks:
     );
     canaryd::rules::parse_rule(std::path::Path::new("outage.yaml"), &yaml)
         .unwrap_or_else(|e| panic!("rule {i}: {e:?}\n{yaml}"))
-}
-
-fn rollout(rule: &Rule) -> Rollout {
-    let now = chrono::Utc::now();
-    let mut r = Rollout::new(
-        format!("r-{}", rule.name()),
-        rule.name().into(),
-        "v2".into(),
-        now,
-    );
-    r.phase = Phase::Progressing;
-    r.weight = 5;
-    r.step_started_at = Some(now - chrono::Duration::seconds(120));
-    r
 }
 
 /// A TCP proxy to `upstream` on a free loopback port; counts the connections it accepts and

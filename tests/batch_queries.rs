@@ -7,12 +7,15 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+mod batch_support;
+
+use batch_support::rollout;
 use canaryd::controller::analysis::{Fetched, Gathered, judge_gathered};
 use canaryd::controller::gather_many::{fetch_many, fetch_many_with};
 use canaryd::demo::prometheus::{PrometheusOptions, PrometheusProcess};
 use canaryd::demo::service::{DemoService, Track};
 use canaryd::judge::observation::Series;
-use canaryd::rollout::{Phase, Rollout, Tick};
+use canaryd::rollout::{Rollout, Tick};
 use canaryd::rules::Rule;
 use canaryd::source::batch::Limits;
 use canaryd::source::{PrometheusConfig, PrometheusSource};
@@ -87,20 +90,6 @@ metrics:{metrics}hooks:
     );
     canaryd::rules::parse_rule(std::path::Path::new("batch.yaml"), &yaml)
         .unwrap_or_else(|e| panic!("rule for {service:?}: {e:?}\n{yaml}"))
-}
-
-fn rollout(rule: &Rule) -> Rollout {
-    let now = chrono::Utc::now();
-    let mut r = Rollout::new(
-        format!("r-{}", rule.name()),
-        rule.name().into(),
-        "v2".into(),
-        now,
-    );
-    r.phase = Phase::Progressing;
-    r.weight = 5;
-    r.step_started_at = Some(now - chrono::Duration::seconds(120));
-    r
 }
 
 /// Range queries Prometheus has answered so far (every status code).
