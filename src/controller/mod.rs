@@ -8,8 +8,11 @@
 
 pub mod alertmanager;
 pub mod analysis;
+mod analysis_counters;
+mod analysis_judge;
 pub mod checkpoint;
 mod deadline;
+mod decide;
 pub mod feed;
 pub mod gather;
 pub mod gather_many;
@@ -31,6 +34,7 @@ pub mod slots;
 mod start;
 mod supervisor;
 mod task;
+mod task_slot;
 mod transition_log;
 
 pub use shell::{ControlError, Controller, RuleSet, StartOptions, Update};
