@@ -38,12 +38,12 @@ fn summary(path: &str, name: &str, traffic: Traffic, runs: u64) -> Summary {
     println!(
         "{path} / {name} / {}: {}/{} = {:.2} % (95 % {:.2} – {:.2} %), median ticks {:?}, by {:?}",
         traffic.name,
-        row.rollbacks,
-        row.runs,
-        row.rate * 100.0,
-        row.interval.0 * 100.0,
-        row.interval.1 * 100.0,
-        row.median_ticks,
+        row.rates.rollbacks,
+        row.rates.runs,
+        row.rates.rate * 100.0,
+        row.rates.interval.0 * 100.0,
+        row.rates.interval.1 * 100.0,
+        row.rates.median_ticks,
         row.decided_by
     );
     row
@@ -63,14 +63,14 @@ const HEALTHY_RUNS: u64 = 400;
 fn at_most_one_percent(name: &str, traffic: Traffic) {
     let r = summary("rules/hotrodan.yaml", name, traffic, HEALTHY_RUNS);
     assert!(
-        r.interval.1 <= 0.01,
+        r.rates.interval.1 <= 0.01,
         "{name}, {} traffic: {} of {} healthy canaries rolled back (decided by {:?}); the \
          95 % upper bound {:.2} % is above 1 %",
         traffic.name,
-        r.rollbacks,
-        r.runs,
+        r.rates.rollbacks,
+        r.rates.runs,
         r.decided_by,
-        r.interval.1 * 100.0
+        r.rates.interval.1 * 100.0
     );
 }
 
@@ -98,11 +98,16 @@ fn shipped_policy_rolls_back_at_most_one_percent_of_canaries_in_a_shared_inciden
 #[test]
 fn shipped_policy_catches_five_fold_errors_in_99_percent_of_rollouts() {
     let r = summary("rules/hotrodan.yaml", "errors x5", HIGH, 200);
-    assert!(r.rate >= 0.99, "caught {} of {}", r.rollbacks, r.runs);
     assert!(
-        r.median_ticks.is_some_and(|t| t <= 10),
+        r.rates.rate >= 0.99,
+        "caught {} of {}",
+        r.rates.rollbacks,
+        r.rates.runs
+    );
+    assert!(
+        r.rates.median_ticks.is_some_and(|t| t <= 10),
         "median ticks to detect {:?}",
-        r.median_ticks
+        r.rates.median_ticks
     );
 }
 
@@ -114,10 +119,10 @@ fn shipped_policy_catches_five_fold_errors_in_99_percent_of_rollouts() {
 fn shipped_policy_rides_out_a_thirty_second_canary_blip() {
     let r = summary("rules/hotrodan.yaml", "30-second canary blip", HIGH, 100);
     assert!(
-        r.interval.1 <= 0.05,
+        r.rates.interval.1 <= 0.05,
         "{} of {} blips rolled back (decided by {:?})",
-        r.rollbacks,
-        r.runs,
+        r.rates.rollbacks,
+        r.rates.runs,
         r.decided_by
     );
 }
@@ -131,7 +136,12 @@ fn shipped_policy_rides_out_a_thirty_second_canary_blip() {
 #[test]
 fn shipped_policy_catches_thirty_percent_slower_latency() {
     let r = summary("rules/hotrodan.yaml", "latency +30 %", HIGH, 100);
-    assert!(r.rate >= 0.7, "caught {} of {}", r.rollbacks, r.runs);
+    assert!(
+        r.rates.rate >= 0.7,
+        "caught {} of {}",
+        r.rates.rollbacks,
+        r.rates.runs
+    );
     assert!(
         r.decided_by.contains_key("latency_vs_baseline"),
         "{:?}",
@@ -157,10 +167,10 @@ fn shipped_policy_catches_thirty_percent_slower_latency_over_a_day() {
     let out = outcomes(&sim, &s, &setup);
     let r = Summary::new("rules/hotrodan.yaml", &s, &setup, &out);
     assert!(
-        r.rate >= 0.95,
+        r.rates.rate >= 0.95,
         "caught {} of {} (decided by {:?})",
-        r.rollbacks,
-        r.runs,
+        r.rates.rollbacks,
+        r.rates.runs,
         r.decided_by
     );
 }
@@ -175,18 +185,23 @@ fn shipped_policy_catches_thirty_percent_slower_latency_over_a_day() {
 fn an_error_oracle_needs_six_ticks_and_cannot_ride_out_a_blip() {
     let oracle = "tests/fixtures/errors-oracle.yaml";
     let r = summary(oracle, "errors x5", HIGH, 200);
-    assert!(r.rate >= 0.99, "caught {} of {}", r.rollbacks, r.runs);
     assert!(
-        r.median_ticks.is_some_and(|t| t >= 6),
+        r.rates.rate >= 0.99,
+        "caught {} of {}",
+        r.rates.rollbacks,
+        r.rates.runs
+    );
+    assert!(
+        r.rates.median_ticks.is_some_and(|t| t >= 6),
         "median ticks to detect {:?}",
-        r.median_ticks
+        r.rates.median_ticks
     );
     let blip = summary(oracle, "30-second canary blip", HIGH, 50);
     assert!(
-        blip.interval.0 > 0.05,
+        blip.rates.interval.0 > 0.05,
         "only {} of {} blips rolled back",
-        blip.rollbacks,
-        blip.runs
+        blip.rates.rollbacks,
+        blip.rates.runs
     );
 }
 
@@ -205,11 +220,11 @@ fn the_policy_shipped_before_fails_the_target_on_the_same_worlds() {
             30,
         );
         assert!(
-            r.interval.0 > 0.01,
+            r.rates.interval.0 > 0.01,
             "{} traffic: only {} of {} rolled back",
             traffic.name,
-            r.rollbacks,
-            r.runs
+            r.rates.rollbacks,
+            r.rates.runs
         );
     }
 }

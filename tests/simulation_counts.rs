@@ -31,11 +31,11 @@ fn row(name: &str, policy: Policy, runs: u64) -> Row {
         "{:<35} {:<28} {:>4}/{} = {:.2} % (95 % interval {:.2} – {:.2} %)",
         row.scenario,
         row.policy,
-        row.rollbacks,
-        row.runs,
-        row.rate * 100.0,
-        row.interval.0 * 100.0,
-        row.interval.1 * 100.0
+        row.rates.rollbacks,
+        row.rates.runs,
+        row.rates.rate * 100.0,
+        row.rates.interval.0 * 100.0,
+        row.rates.interval.1 * 100.0
     );
     row
 }
@@ -52,10 +52,10 @@ fn sequential_rolls_back_at_most_alpha_of_identical_canaries() {
     ] {
         let r = row(name, Policy::Sequential, RUNS);
         assert!(
-            r.rate <= alpha,
+            r.rates.rate <= alpha,
             "{name}: {} of {} identical canaries rolled back, more than α = {alpha}",
-            r.rollbacks,
-            r.runs
+            r.rates.rollbacks,
+            r.rates.runs
         );
     }
 }
@@ -65,10 +65,10 @@ fn sequential_catches_five_fold_errors_in_99_percent_of_rollouts() {
     for name in ["errors x5", "errors x5, low traffic"] {
         let r = row(name, Policy::Sequential, RUNS);
         assert!(
-            r.rate >= 0.99,
+            r.rates.rate >= 0.99,
             "{name}: caught only {} of {}",
-            r.rollbacks,
-            r.runs
+            r.rates.rollbacks,
+            r.rates.runs
         );
     }
 }
@@ -87,15 +87,19 @@ fn repeated_mann_whitney_rolls_back_far_more_identical_canaries_than_alpha() {
         RUNS,
     );
     assert!(
-        mw.rate > 2.0 * alpha,
+        mw.rates.rate > 2.0 * alpha,
         "repeated Mann-Whitney rolled back {} of {}",
-        mw.rollbacks,
-        mw.runs
+        mw.rates.rollbacks,
+        mw.rates.runs
     );
     // Not a fluke of the seed: the whole interval lies above α.
-    assert!(mw.interval.0 > alpha, "interval {:?}", mw.interval);
+    assert!(
+        mw.rates.interval.0 > alpha,
+        "interval {:?}",
+        mw.rates.interval
+    );
     let seq = row("identical, high traffic", Policy::Sequential, RUNS);
-    assert!(mw.rollbacks >= 5 * seq.rollbacks.max(1));
+    assert!(mw.rates.rollbacks >= 5 * seq.rates.rollbacks.max(1));
 }
 
 #[test]

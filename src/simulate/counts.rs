@@ -18,8 +18,8 @@
 //! the same numbers (for this version of `rand`), and every (scenario, run) has its own stream,
 //! so a scenario's numbers do not depend on which other scenarios ran.
 
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use rand_distr::{Binomial, Distribution};
 use serde::Serialize;
 
@@ -154,16 +154,7 @@ pub fn scenarios() -> Vec<Scenario> {
 /// The random stream of one run of one scenario: derived from the seed, the scenario's name
 /// (FNV-1a, stable across builds) and the run number.
 pub fn run_rng(seed: u64, scenario: &Scenario, run: u64) -> StdRng {
-    let name = scenario
-        .name
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-    let mixed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17)
-        ^ name
-        ^ run.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    StdRng::seed_from_u64(mixed)
+    super::seeded(seed, scenario.name.bytes(), run)
 }
 
 /// Binomial(n, p) with p clamped to [0, 1], so the draw always exists.

@@ -151,10 +151,16 @@ pub fn run_rng(
         .name
         .bytes()
         .chain(traffic.name.bytes())
-        .chain(horizon.as_secs().to_le_bytes())
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+        .chain(horizon.as_secs().to_le_bytes());
+    seeded(seed, name, run)
+}
+
+/// The stream of run `run` of the line named by `name`'s bytes (hashed with FNV-1a, stable
+/// across builds) under `seed`: runs and lines draw independent streams, the same every time.
+pub(crate) fn seeded(seed: u64, name: impl IntoIterator<Item = u8>, run: u64) -> StdRng {
+    let name = name.into_iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     let mixed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17)
         ^ name
         ^ run.wrapping_mul(0xbf58_476d_1ce4_e5b9);

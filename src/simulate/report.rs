@@ -5,13 +5,12 @@ use serde::Serialize;
 use super::counts::Scenario;
 use super::policy::Policy;
 
-/// One scenario × policy line of the report.
+/// How often a line's rollouts rolled back and how fast: the numbers every simulation report
+/// gives, whatever the line is made of.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Row {
-    pub scenario: String,
-    pub policy: String,
-    /// True when the canary was identical, so `rate` is the false-rollback rate; otherwise it
-    /// is the detection rate.
+pub struct Rates {
+    /// True when the canary was healthy, so `rate` is the false-rollback rate; otherwise it is
+    /// the detection rate.
     pub healthy: bool,
     pub runs: usize,
     pub rollbacks: usize,
@@ -20,30 +19,66 @@ pub struct Row {
     /// reader should see how much that limits the claim.
     pub interval: (f64, f64),
     /// Median and 90th percentile (nearest rank) of the rollback tick, over rollouts that
-    /// rolled back, counted from the rollout's first tick.
+    /// rolled back.
     pub median_ticks: Option<usize>,
     pub p90_ticks: Option<usize>,
+}
+
+impl Rates {
+    /// From the ticks at which rollouts rolled back, sorted, out of `runs` rollouts.
+    pub fn of(healthy: bool, sorted_ticks: &[usize], runs: usize) -> Rates {
+        let rollbacks = sorted_ticks.len();
+        Rates {
+            healthy,
+            runs,
+            rollbacks,
+            rate: if runs == 0 {
+                0.0
+            } else {
+                rollbacks as f64 / runs as f64
+            },
+            interval: interval_95(rollbacks, runs),
+            median_ticks: nearest_rank(sorted_ticks, 0.5),
+            p90_ticks: nearest_rank(sorted_ticks, 0.9),
+        }
+    }
+
+    /// The table cells: what is measured, rollbacks of runs, rate, interval, median and p90.
+    pub fn cells(&self) -> [String; 6] {
+        let pct = |v: f64| format!("{:.1} %", v * 100.0);
+        let ticks = |v: Option<usize>| v.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+        [
+            if self.healthy {
+                "false rollbacks".into()
+            } else {
+                "detected".into()
+            },
+            format!("{}/{}", self.rollbacks, self.runs),
+            pct(self.rate),
+            format!("{} – {}", pct(self.interval.0), pct(self.interval.1)),
+            ticks(self.median_ticks),
+            ticks(self.p90_ticks),
+        ]
+    }
+}
+
+/// One scenario × policy line of the report; ticks are counted from the rollout's first tick.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub scenario: String,
+    pub policy: String,
+    #[serde(flatten)]
+    pub rates: Rates,
 }
 
 impl Row {
     pub fn summarise(scenario: &Scenario, policy: &Policy, decided: &[Option<usize>]) -> Row {
         let mut at: Vec<usize> = decided.iter().flatten().copied().collect();
         at.sort_unstable();
-        let runs = decided.len();
         Row {
             scenario: scenario.name.to_string(),
             policy: policy.name(),
-            healthy: scenario.healthy(),
-            runs,
-            rollbacks: at.len(),
-            rate: if runs == 0 {
-                0.0
-            } else {
-                at.len() as f64 / runs as f64
-            },
-            interval: interval_95(at.len(), runs),
-            median_ticks: nearest_rank(&at, 0.5),
-            p90_ticks: nearest_rank(&at, 0.9),
+            rates: Rates::of(scenario.healthy(), &at, decided.len()),
         }
     }
 }
@@ -86,8 +121,6 @@ pub fn nearest_rank(sorted: &[usize], q: f64) -> Option<usize> {
 
 /// The report as an aligned Markdown table, ready for BENCHMARKS.md.
 pub fn table(rows: &[Row]) -> String {
-    let pct = |v: f64| format!("{:.1} %", v * 100.0);
-    let ticks = |v: Option<usize>| v.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
     let header = [
         "scenario",
         "policy",
@@ -101,19 +134,16 @@ pub fn table(rows: &[Row]) -> String {
     .map(String::from);
     let mut lines: Vec<[String; 8]> = vec![header];
     for r in rows {
+        let [measures, rollbacks, rate, interval, median, p90] = r.rates.cells();
         lines.push([
             r.scenario.clone(),
             r.policy.clone(),
-            if r.healthy {
-                "false rollbacks".into()
-            } else {
-                "detected".into()
-            },
-            format!("{}/{}", r.rollbacks, r.runs),
-            pct(r.rate),
-            format!("{} – {}", pct(r.interval.0), pct(r.interval.1)),
-            ticks(r.median_ticks),
-            ticks(r.p90_ticks),
+            measures,
+            rollbacks,
+            rate,
+            interval,
+            median,
+            p90,
         ]);
     }
     // Text columns left, number columns right.
