@@ -13,6 +13,7 @@ pub mod sequential;
 pub mod sequential_hist;
 pub mod sequential_hist_scale;
 pub mod sequential_hist_tick;
+mod sequential_tick;
 pub mod stats;
 pub mod tick;
 

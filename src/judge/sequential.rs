@@ -41,8 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::verdict::{Evidence, SequentialConfig};
 
-use crate::rules::schema::MetricSpec;
-use crate::verdict::{Check, Threshold, ThresholdKind, Verdict};
+pub use super::sequential_tick::{judge_counts, judge_series};
 
 /// Increases of the four counters over one tick.
 impl SequentialConfig {
@@ -205,7 +204,8 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn is_empty(&self) -> bool {
+    /// No request series on either side: nothing to judge.
+    pub(super) fn is_empty(&self) -> bool {
         self.canary_requests.is_empty() && self.baseline_requests.is_empty()
     }
 
@@ -232,123 +232,6 @@ pub struct SequentialState {
     /// (the edges are the histogram's own). `process` then stays unused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histogram: Option<super::sequential_hist::HistogramEProcess>,
-}
-
-/// One tick of a sequential metric: new counters in, a check and the next state out. Pure.
-pub fn judge_counts(
-    spec: &MetricSpec,
-    cfg: &SequentialConfig,
-    previous: Option<&SequentialState>,
-    now: Result<Counters, String>,
-    step: usize,
-) -> (Check, Option<SequentialState>) {
-    let kept = previous.cloned();
-    let now = match now {
-        Err(message) => return (Check::new(spec, Verdict::Error, message), kept),
-        Ok(c) if c.is_empty() => {
-            let why = "no request counter series for canary or baseline".to_string();
-            return (Check::new(spec, Verdict::Nodata, why), kept);
-        }
-        Ok(c) => c,
-    };
-    let mut state = previous.cloned().unwrap_or_else(|| SequentialState {
-        process: EProcess::new(cfg),
-        last: Counters::default(),
-        primed_step: None,
-        histogram: None,
-    });
-    let primed = state.primed_step == Some(step);
-    if primed {
-        let counts = now.since(&state.last);
-        state
-            .process
-            .update_capped(&counts, cfg.margin, cfg.log_tick_cap());
-    }
-    state.last = now;
-    state.primed_step = Some(step);
-    let evidence = state.process.evidence(cfg);
-    let what = if spec.slower_than.is_some() {
-        "slow requests"
-    } else {
-        "events"
-    };
-    let (verdict, reason) = if !primed {
-        (
-            Verdict::Nodata,
-            format!(
-                "first look at this step: counters recorded, increases start next tick ({})",
-                evidence.sentence(what)
-            ),
-        )
-    } else if state.process.rejects(cfg) {
-        (Verdict::Fail, evidence.sentence(what))
-    } else {
-        (Verdict::Pass, evidence.sentence(what))
-    };
-    let check = evidence_check(spec, verdict, reason, evidence);
-    (check, Some(state))
-}
-
-/// A sequential verdict carries its evidence: rates as canary and baseline values, the
-/// always-valid p-value, the best-supported ratio as effect and M/alpha as threshold.
-pub(super) fn evidence_check(
-    spec: &MetricSpec,
-    verdict: Verdict,
-    reason: String,
-    evidence: Evidence,
-) -> Check {
-    let mut check = Check::new(spec, verdict, reason);
-    check.canary = evidence.canary_rate;
-    check.baseline = evidence.baseline_rate;
-    check.p_value = Some(evidence.p_value);
-    check.effect = evidence.best_ratio;
-    check.threshold = Some(Threshold {
-        kind: ThresholdKind::Evidence,
-        value: evidence.threshold,
-    });
-    check.canary_samples = evidence.ticks as usize;
-    check.baseline_samples = evidence.ticks as usize;
-    check.evidence = Some(evidence);
-    check
-}
-
-/// Replays recorded per-tick increases (`canaryd judge`): the check as of the tick the test
-/// failed (or the last tick), that tick's number (1-based), and E after every tick.
-pub fn judge_series(
-    spec: &MetricSpec,
-    cfg: &SequentialConfig,
-    ticks: &[TickCounts],
-) -> (Check, Option<usize>, Vec<f64>) {
-    let mut process = EProcess::new(cfg);
-    let mut trajectory = Vec::with_capacity(ticks.len());
-    let mut failed_at = None;
-    for (i, t) in ticks.iter().enumerate() {
-        process.update_capped(t, cfg.margin, cfg.log_tick_cap());
-        trajectory.push(process.e_value());
-        if process.rejects(cfg) {
-            failed_at = Some(i + 1);
-            break;
-        }
-    }
-    let evidence = process.evidence(cfg);
-    let what = if spec.slower_than.is_some() {
-        "slow requests"
-    } else {
-        "events"
-    };
-    let (verdict, reason) = match failed_at {
-        _ if process.ticks == 0 => (
-            Verdict::Nodata,
-            "no tick had requests on both sides".to_string(),
-        ),
-        Some(k) => (
-            Verdict::Fail,
-            format!("fails at tick {k}: {}", evidence.sentence(what)),
-        ),
-        None => (Verdict::Pass, evidence.sentence(what)),
-    };
-    let check = evidence_check(spec, verdict, reason, evidence);
-    (check, failed_at, trajectory)
 }
 
 #[cfg(test)]

@@ -8,12 +8,10 @@
 
 use std::collections::BTreeMap;
 
+use super::sequential::{CounterSnapshot, Counters, SequentialState, counter_increase};
 use super::sequential_hist::{Buckets, HistogramEProcess, HistogramTick, MIN_ABOVE, edge_margins};
 use super::sequential_hist_scale::ScaleNull;
-use super::{
-    sequential::CounterSnapshot, sequential::Counters, sequential::EProcess,
-    sequential::SequentialState, sequential::counter_increase, sequential::evidence_check,
-};
+use super::sequential_tick::{begin_tick, evidence_check, tick_verdict};
 use crate::rules::schema::MetricSpec;
 use crate::verdict::{Check, Verdict};
 use crate::verdict::{Evidence, SequentialConfig};
@@ -191,20 +189,10 @@ pub fn judge_histogram(
 ) -> (Check, Option<SequentialState>) {
     // The state is cloned once, on the way taken (this runs every tick).
     let kept = || previous.cloned();
-    let now = match now {
-        Err(message) => return (Check::new(spec, Verdict::Error, message), kept()),
-        Ok(c) if c.canary_requests.is_empty() && c.baseline_requests.is_empty() => {
-            let why = "no histogram series for canary or baseline".to_string();
-            return (Check::new(spec, Verdict::Nodata, why), kept());
-        }
-        Ok(c) => c,
+    let (now, mut state) = match begin_tick(spec, cfg, previous, now, "histogram") {
+        Ok(begun) => begun,
+        Err(check) => return (*check, kept()),
     };
-    let mut state = previous.cloned().unwrap_or_else(|| SequentialState {
-        process: EProcess::new(cfg),
-        last: Counters::default(),
-        primed_step: None,
-        histogram: None,
-    });
     let mut process = match state.histogram.take() {
         Some(p) => p,
         None => {
@@ -273,19 +261,7 @@ pub fn judge_histogram(
     state.last = now;
     state.primed_step = Some(step);
     state.histogram = Some(process);
-    let (verdict, reason) = if !primed {
-        (
-            Verdict::Nodata,
-            format!(
-                "first look at this step: buckets recorded, increases start next tick ({})",
-                ev.sentence(&what)
-            ),
-        )
-    } else if rejects {
-        (Verdict::Fail, ev.sentence(&what))
-    } else {
-        (Verdict::Pass, ev.sentence(&what))
-    };
+    let (verdict, reason) = tick_verdict(primed, rejects, "buckets", ev.sentence(&what));
     (evidence_check(spec, verdict, reason, ev), Some(state))
 }
 
