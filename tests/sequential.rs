@@ -1,20 +1,13 @@
 //! The anytime-valid e-process: the formula vectors, then its properties.
 
+mod sequential_support;
+
 use canaryd::judge::{
-    sequential::CounterSnapshot, sequential::EProcess, sequential::TickCounts,
-    sequential::counter_increase,
+    sequential::CounterSnapshot, sequential::EProcess, sequential::counter_increase,
 };
 use canaryd::verdict::SequentialConfig;
 use proptest::prelude::*;
-
-fn tick(cr: f64, br: f64, ce: f64, be: f64) -> TickCounts {
-    TickCounts {
-        canary_events: ce,
-        canary_requests: cr,
-        baseline_events: be,
-        baseline_requests: br,
-    }
-}
+use sequential_support::{SEQUENCE, tick};
 
 fn close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * b.abs().max(1e-12)
@@ -28,17 +21,6 @@ fn one_tick_half_split_ten_canary_errors_gives_e_107_443420() {
     assert!(close(e.e_value(), 107.443420, 1e-8), "E = {}", e.e_value());
     assert!(close(e.p_value(), 0.009307, 1e-3), "p = {}", e.p_value());
 }
-
-const SEQUENCE: [(f64, f64, f64, f64); 8] = [
-    (100.0, 1900.0, 2.0, 19.0),
-    (104.0, 1896.0, 3.0, 18.0),
-    (98.0, 1902.0, 1.0, 20.0),
-    (500.0, 1500.0, 9.0, 15.0),
-    (510.0, 1490.0, 11.0, 14.0),
-    (495.0, 1505.0, 12.0, 16.0),
-    (1000.0, 1000.0, 22.0, 10.0),
-    (1003.0, 997.0, 19.0, 9.0),
-];
 
 #[test]
 fn eight_tick_sequence_matches_the_vectors_and_fails_at_tick_6() {

@@ -1,17 +1,11 @@
 //! The sequential test's edges that `cargo mutants` found no test for (BENCHMARKS.md, "Mutation
 //! testing", `src/judge/sequential.rs`). Pure: no servers.
 
+mod sequential_support;
+
 use canaryd::judge::sequential::{Counters, EProcess, TickCounts};
 use canaryd::verdict::SequentialConfig;
-
-fn tick(cr: f64, br: f64, ce: f64, be: f64) -> TickCounts {
-    TickCounts {
-        canary_events: ce,
-        canary_requests: cr,
-        baseline_events: be,
-        baseline_requests: br,
-    }
-}
+use sequential_support::{SEQUENCE, tick};
 
 /// A grid ratio exactly at 1 + margin is the null itself: its ℓ is 0 at every tick, so mixed in
 /// it would only pull E towards 1 (a slower test). It is left out, like every ratio below it.
@@ -150,18 +144,6 @@ fn only_both_sides_missing_is_no_data_for_the_sequential_test() {
     assert_eq!(next.last, canary_only, "the canary's counters are recorded");
     assert_eq!(next.primed_step, Some(3));
 }
-
-/// The published vectors' ticks (`tests/sequential.rs`): E passes 20 = 1/α at tick 6.
-const SEQUENCE: [(f64, f64, f64, f64); 8] = [
-    (100.0, 1900.0, 2.0, 19.0),
-    (104.0, 1896.0, 3.0, 18.0),
-    (98.0, 1902.0, 1.0, 20.0),
-    (500.0, 1500.0, 9.0, 15.0),
-    (510.0, 1490.0, 11.0, 14.0),
-    (495.0, 1505.0, 12.0, 16.0),
-    (1000.0, 1000.0, 22.0, 10.0),
-    (1003.0, 997.0, 19.0, 9.0),
-];
 
 /// `canaryd judge` replays recorded increases with `judge_series`: it stops at the tick the
 /// test fails and names it (1-based), passes when it never fails, and says no data when no
