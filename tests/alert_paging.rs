@@ -6,12 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use canaryd::demo::alertmanager::{AlertmanagerOptions, AlertmanagerProcess};
-use canaryd::demo::prometheus::PrometheusOptions;
+use canaryd::demo::alertmanager::AlertmanagerOptions;
 use canaryd::demo::receiver::HookReceiver;
 use canaryd::demo::service::Track;
-use common::alerting::{alerts_of, named, service_and_prometheus, wait_alerts, write_rule};
-use common::{Daemon, RuleOpts, rule_yaml};
+use common::alerting::{AlertedRollout, alerted_rollout, alerts_of, named, wait_alerts};
+use common::{RuleOpts, rule_yaml};
 
 /// A fast rollback hook used to resolve `CanaryRollback` before Alertmanager's `group_wait`
 /// ended, so nobody was paged. Now the alert stays active after `rolled_back` (default 1 h) and
@@ -19,38 +18,23 @@ use common::{Daemon, RuleOpts, rule_yaml};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_rollback_still_pages_through_alertmanager() {
     let name = "am-page-api";
-    let (service, prometheus) = service_and_prometheus(name, PrometheusOptions::default()).await;
     let pager = HookReceiver::start().await.expect("pager");
-    let am = AlertmanagerProcess::start(AlertmanagerOptions {
+    let am = AlertmanagerOptions {
         webhook_urls: vec![pager.url("/page")],
         group_wait: Duration::from_secs(2),
         ..AlertmanagerOptions::default()
-    })
-    .await
-    .expect("alertmanager");
-    let receiver = HookReceiver::start().await.expect("receiver");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rule = write_rule(
-        dir.path(),
-        name,
-        &rule_yaml(name, &receiver, &RuleOpts::default()),
-    );
-    let daemon = Daemon::start(
-        &prometheus.url(),
-        &[rule],
-        dir.path(),
-        &[
-            "--alertmanager-url",
-            &am.url(),
-            "--alertmanager-resend-interval",
-            "1s",
-        ],
-    )
-    .await;
-    let id = daemon.start_rollout(name, "v7.0.0").await;
-    daemon
-        .wait_phase(&id, &["progressing"], Duration::from_secs(10))
-        .await;
+    };
+    let rule = |receiver: &HookReceiver| rule_yaml(name, receiver, &RuleOpts::default());
+    // Every part bound by name, so that each lives to the end of the test.
+    let AlertedRollout {
+        dir: _dir,
+        service,
+        prometheus: _prometheus,
+        am,
+        receiver: _receiver,
+        id,
+        daemon,
+    } = alerted_rollout(name, "v7.0.0", am, rule, &[]).await;
     service.update(Track::Canary, |p| p.error_rate = 0.2);
     daemon
         .wait_phase(&id, &["rolled_back"], Duration::from_secs(30))
@@ -98,40 +82,26 @@ async fn a_fast_rollback_still_pages_through_alertmanager() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undelivered_rollback_is_a_critical_alert_until_delivered() {
     let name = "am-owed-api";
-    let (_service, prometheus) = service_and_prometheus(name, PrometheusOptions::default()).await;
-    let am = AlertmanagerProcess::start(AlertmanagerOptions::default())
-        .await
-        .expect("alertmanager");
-    let receiver = HookReceiver::start().await.expect("receiver");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rule = write_rule(
-        dir.path(),
-        name,
-        &rule_yaml(
+    let rule = |receiver: &HookReceiver| {
+        rule_yaml(
             name,
-            &receiver,
+            receiver,
             &RuleOpts {
                 hold: "30s",
                 ..RuleOpts::default()
             },
-        ),
-    );
-    let daemon = Daemon::start(
-        &prometheus.url(),
-        &[rule],
-        dir.path(),
-        &[
-            "--alertmanager-url",
-            &am.url(),
-            "--alertmanager-resend-interval",
-            "1s",
-        ],
-    )
-    .await;
-    let id = daemon.start_rollout(name, "v8.0.0").await;
-    daemon
-        .wait_phase(&id, &["progressing"], Duration::from_secs(10))
-        .await;
+        )
+    };
+    // Every part bound by name, so that each lives to the end of the test.
+    let AlertedRollout {
+        dir: _dir,
+        service: _service,
+        prometheus: _prometheus,
+        am,
+        receiver,
+        id,
+        daemon,
+    } = alerted_rollout(name, "v8.0.0", AlertmanagerOptions::default(), rule, &[]).await;
     receiver.fail_next(1000);
     let (status, body) = daemon
         .post(&format!("/api/v1/rollouts/{id}/abort"), None)

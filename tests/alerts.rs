@@ -9,48 +9,44 @@ use canaryd::demo::alertmanager::{AlertmanagerOptions, AlertmanagerProcess};
 use canaryd::demo::prometheus::PrometheusOptions;
 use canaryd::demo::receiver::HookReceiver;
 use canaryd::demo::service::Track;
-use common::alerting::{alerts_of, service_and_prometheus, write_rule};
+use common::alerting::{
+    AlertedRollout, alerted_rollout, alerts_of, service_and_prometheus, write_rule,
+};
 use common::{Daemon, RuleOpts, calls_to, rule_yaml};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_raises_canary_rollback_in_alertmanager_and_resolves_it_after_keep_firing_for() {
     let name = "am-out-api";
-    let (service, prometheus) = service_and_prometheus(name, PrometheusOptions::default()).await;
-    let am = AlertmanagerProcess::start(AlertmanagerOptions::default())
-        .await
-        .expect("alertmanager");
-    let receiver = HookReceiver::start().await.expect("receiver");
-    let dir = tempfile::tempdir().expect("tempdir");
     // A slow rollback hook keeps the rollout in rolling_back long enough to see the alert fire.
-    let text = rule_yaml(name, &receiver, &RuleOpts::default()).replace(
-        &format!(
-            r#"rollback: {{ url: "{}", timeout: 2s"#,
-            receiver.url("/rollback")
-        ),
-        &format!(
-            r#"rollback: {{ url: "{}", timeout: 10s"#,
-            receiver.url("/rollback")
-        ),
-    );
-    let rule = write_rule(dir.path(), name, &text);
-    let daemon = Daemon::start(
-        &prometheus.url(),
-        &[rule],
-        dir.path(),
-        &[
-            "--alertmanager-url",
-            &am.url(),
-            "--alertmanager-resend-interval",
-            "1s",
-            "--alertmanager-rollback-keep-firing-for",
-            "3s",
-        ],
+    let slow_rollback = |receiver: &HookReceiver| {
+        rule_yaml(name, receiver, &RuleOpts::default()).replace(
+            &format!(
+                r#"rollback: {{ url: "{}", timeout: 2s"#,
+                receiver.url("/rollback")
+            ),
+            &format!(
+                r#"rollback: {{ url: "{}", timeout: 10s"#,
+                receiver.url("/rollback")
+            ),
+        )
+    };
+    // Every part bound by name, so that each lives to the end of the test.
+    let AlertedRollout {
+        dir: _dir,
+        service,
+        prometheus: _prometheus,
+        am,
+        receiver,
+        id,
+        daemon,
+    } = alerted_rollout(
+        name,
+        "v2.0.0",
+        AlertmanagerOptions::default(),
+        slow_rollback,
+        &["--alertmanager-rollback-keep-firing-for", "3s"],
     )
     .await;
-    let id = daemon.start_rollout(name, "v2.0.0").await;
-    daemon
-        .wait_phase(&id, &["progressing"], Duration::from_secs(10))
-        .await;
     // Only the rollback hook is slow: a slow set_weight (timeout 2 s) would fail the step
     // change and roll back for the hook instead of the metric.
     receiver.set_path_delay("/rollback", Duration::from_secs(3));

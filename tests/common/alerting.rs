@@ -4,10 +4,66 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use canaryd::demo::alertmanager::AlertmanagerProcess;
+use canaryd::demo::alertmanager::{AlertmanagerOptions, AlertmanagerProcess};
 use canaryd::demo::prometheus::{PrometheusOptions, PrometheusProcess};
+use canaryd::demo::receiver::HookReceiver;
 use canaryd::demo::service::DemoService;
 use serde_json::Value;
+
+use super::Daemon;
+
+/// A rollout progressing while canaryd sends its alerts to a real Alertmanager (re-sent every
+/// second, so a test sees each change quickly). Fields drop in order: canaryd stops first and
+/// its folder goes last, as when they were locals of the test.
+pub struct AlertedRollout {
+    pub daemon: Daemon,
+    /// The rollout, `progressing`.
+    pub id: String,
+    pub receiver: HookReceiver,
+    pub am: AlertmanagerProcess,
+    pub prometheus: PrometheusProcess,
+    pub service: DemoService,
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts the service and its Prometheus, Alertmanager with `am`, the hook receiver, and canaryd
+/// serving the rule `name` (its text written by `rule` for the receiver) with `args` after the
+/// Alertmanager flags; then a rollout of `version`, and waits until it is `progressing`.
+pub async fn alerted_rollout(
+    name: &str,
+    version: &str,
+    am: AlertmanagerOptions,
+    rule: impl FnOnce(&HookReceiver) -> String,
+    args: &[&str],
+) -> AlertedRollout {
+    let (service, prometheus) = service_and_prometheus(name, PrometheusOptions::default()).await;
+    let am = AlertmanagerProcess::start(am).await.expect("alertmanager");
+    let receiver = HookReceiver::start().await.expect("receiver");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_rule(dir.path(), name, &rule(&receiver));
+    let am_url = am.url();
+    let mut all = vec![
+        "--alertmanager-url",
+        am_url.as_str(),
+        "--alertmanager-resend-interval",
+        "1s",
+    ];
+    all.extend_from_slice(args);
+    let daemon = Daemon::start(&prometheus.url(), &[path], dir.path(), &all).await;
+    let id = daemon.start_rollout(name, version).await;
+    daemon
+        .wait_phase(&id, &["progressing"], Duration::from_secs(10))
+        .await;
+    AlertedRollout {
+        daemon,
+        id,
+        receiver,
+        am,
+        prometheus,
+        service,
+        dir,
+    }
+}
 
 /// The service and its Prometheus, waiting until the canary has rates.
 pub async fn service_and_prometheus(
