@@ -388,7 +388,7 @@ impl RolloutTask {
         log_transition(&before, &self.state, &t.actions);
         telemetry::record_rollout(&self.state, &before);
         self.inner.announce(Update {
-            rollout: self.state.clone(),
+            rollout: Arc::new(self.state.clone()),
             event: label,
             actions: t.actions,
         });
