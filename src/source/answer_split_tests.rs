@@ -27,8 +27,11 @@ fn old(body: &str, w: Wanted<'_>) -> Result<Split, (&'static str, String)> {
     parse_response(200, body.as_bytes()).map(|d| split(&d, w.labels, w.keys, w.extra))
 }
 
-/// Series as JSON: labels, then `[t, "v"]` samples.
-fn answer(series: &[(&[(&str, &str)], &[(f64, &str)])]) -> String {
+/// One series: its labels, then its `[t, "v"]` samples.
+type Raw<'a> = (&'a [(&'a str, &'a str)], &'a [(f64, &'a str)]);
+
+/// Series as JSON.
+fn answer(series: &[Raw<'_>]) -> String {
     let result: Vec<String> = series
         .iter()
         .map(|(labels, samples)| {
