@@ -1,6 +1,6 @@
 //! canaryd's own metrics and logs. Names are the contract of design.md.
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
@@ -33,14 +33,8 @@ pub fn install_metrics() -> Result<PrometheusHandle, String> {
 }
 
 fn describe() {
-    describe_gauge!(
-        "canaryd_metric_threshold",
-        "Threshold a metric is held against, by kind"
-    );
-    describe_counter!(
-        "canaryd_check_verdicts_total",
-        "Check verdicts by rule, metric and verdict"
-    );
+    // canaryd_metric_threshold and canaryd_check_verdicts_total: described where they are
+    // rendered (`telemetry_rules.rs`).
     describe_counter!(
         "canaryd_rollbacks_total",
         "Rollbacks decided, by reason kind"
@@ -128,10 +122,18 @@ pub fn init_series<'a>(rules: impl IntoIterator<Item = &'a str>) {
 
 #[path = "telemetry_rollouts.rs"]
 mod rollouts;
-pub use rollouts::render as render_rollouts;
+#[path = "telemetry_rules.rs"]
+mod rules;
+
+/// Appends the series kept outside the recorder (per rollout, per rule) to `out`, the
+/// recorder's exposition.
+pub fn render_rollouts(out: &mut String) {
+    rollouts::render(out);
+    rules::registry().render(out);
+}
 
 /// Per-tick gauges and verdict counters. The per-rollout gauges live in [`rollouts`], which
-/// forgets ended rollouts; counters and per-rule gauges stay in the recorder.
+/// forgets ended rollouts; the per-rule verdict counters and thresholds in [`rules`].
 pub fn record_tick(r: &Rollout, rule: &Rule, tick: &Tick) {
     let mut values = Vec::new();
     let mut evidence = Vec::new();
@@ -146,27 +148,29 @@ pub fn record_tick(r: &Rollout, rule: &Rule, tick: &Tick) {
         }
     }
     rollouts::registry().set_tick(&r.id, &r.rule, tick.score.value, values, evidence);
+    let mut kept = rules::registry();
     for c in &tick.checks {
+        // In the order of `rules::VERDICTS`.
         let verdict = match c.verdict {
-            Verdict::Pass => "pass",
-            Verdict::Warn => "warn",
-            Verdict::Fail => "fail",
-            Verdict::Nodata => "nodata",
-            Verdict::Error => "error",
+            Verdict::Pass => 0,
+            Verdict::Warn => 1,
+            Verdict::Fail => 2,
+            Verdict::Nodata => 3,
+            Verdict::Error => 4,
         };
-        counter!("canaryd_check_verdicts_total", "rule" => r.rule.clone(), "metric" => c.metric.clone(), "verdict" => verdict).increment(1);
+        kept.count_verdict(&r.rule, &c.metric, verdict);
     }
     for m in rule.metrics() {
-        for (kind, v) in [
-            ("rollback_above", m.rollback_above),
-            ("rollback_below", m.rollback_below),
-            ("warn_above", m.warn_above),
-            ("warn_below", m.warn_below),
-            ("max_ratio", m.max_ratio),
-        ] {
-            if let Some(v) = v {
-                gauge!("canaryd_metric_threshold", "rule" => r.rule.clone(), "metric" => m.name.clone(), "kind" => kind).set(v);
-            }
+        // In the order of `rules::KINDS`.
+        let values = [
+            m.rollback_above,
+            m.rollback_below,
+            m.warn_above,
+            m.warn_below,
+            m.max_ratio,
+        ];
+        if values.iter().any(Option::is_some) {
+            kept.set_thresholds(&r.rule, &m.name, values);
         }
     }
 }

@@ -167,13 +167,13 @@ fn head(out: &mut String, name: &str, help: &str) {
 }
 
 /// A label value in the exposition format: backslash, quote and newline escaped.
-fn esc(v: &str) -> String {
+pub(super) fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
 
-fn num(v: f64) -> String {
+pub(super) fn num(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use canaryd::judge::observation::Series;
 use canaryd::rollout::Rollout;
-use canaryd::source::prometheus::DEFAULT_MAX_RESPONSE_BYTES;
+use canaryd::source::batch::Wanted;
+use canaryd::source::batch_split::Extra;
+use canaryd::source::prometheus::{DEFAULT_MAX_RESPONSE_BYTES, QueryFailure};
 use canaryd::source::{PrometheusConfig, PrometheusSource};
 use canaryd::verdict::Verdict;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -146,6 +148,35 @@ async fn an_endless_prometheus_body_fails_the_query_fast_with_bounded_memory() {
         "server wrote {sent_mib} MiB before canaryd stopped reading"
     );
     assert!(grew_mib < 128, "peak RSS grew {grew_mib} MiB");
+}
+
+#[tokio::test]
+async fn an_endless_batch_answer_is_split_never_and_is_an_unusable_answer() {
+    let (addr, _) = fake_prometheus(Answer::Endless).await;
+    let labels = vec!["service".to_string()];
+    let keys = vec![vec!["a".to_string()]];
+    let answer = source(addr)
+        .with_max_response_bytes(256 * 1024)
+        .range_split(
+            "sum by (service) (up)",
+            SystemTime::now(),
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+            Wanted {
+                labels: &labels,
+                keys: &keys,
+                extra: Extra::Unlabelled,
+            },
+        )
+        .await;
+    // Unusable, not "no answer": the batch is asked again in smaller pieces, never passed.
+    let Err(QueryFailure::Unusable(message)) = answer else {
+        panic!("an endless body must fail the batch as unusable: {answer:?}")
+    };
+    assert!(
+        message.contains("max_response_bytes (262144 bytes"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

@@ -318,7 +318,7 @@ fn deploy_complete_message_and_report_carry_each_checkpoints_numbers() {
     r.controls[0].reason = Some("ok\n| forged row |".into());
     let mut b = ReportBuilder::new(&r, Some(&rule("")));
     b.observe(&Update {
-        rollout: r.clone(),
+        rollout: std::sync::Arc::new(r.clone()),
         event: "checkpoint",
         actions: vec![],
     });

@@ -393,7 +393,7 @@ async fn drive(
                 u.rollout.phase.as_str(),
                 at
             );
-            return Ok(u.rollout);
+            return Ok(std::sync::Arc::unwrap_or_clone(u.rollout));
         }
     }
 }

@@ -77,7 +77,7 @@ impl RolloutTask {
         log_transition(&before, &self.state, &t.actions);
         telemetry::record_rollout(&self.state, &before);
         self.inner.announce(Update {
-            rollout: self.state.clone(),
+            rollout: std::sync::Arc::new(self.state.clone()),
             event: label,
             actions: t.actions,
         });

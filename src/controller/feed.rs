@@ -45,7 +45,7 @@ impl Feed {
 
     fn resync(&mut self, missed: u64) -> Vec<Update> {
         let snapshot = self.controller.inner.lock_latest().snapshot(self.synced);
-        let all: Vec<Rollout> = match snapshot {
+        let all: Vec<Arc<Rollout>> = match snapshot {
             Some(snap) => {
                 tracing::warn!(
                     missed,
@@ -53,9 +53,6 @@ impl Feed {
                 );
                 self.synced = snap.endings;
                 snap.rollouts
-                    .into_iter()
-                    .map(Arc::unwrap_or_clone)
-                    .collect()
             }
             None => {
                 tracing::warn!(
@@ -64,7 +61,12 @@ impl Feed {
                      re-reading the store"
                 );
                 self.synced = self.controller.inner.lock_latest().endings();
-                self.controller.list().unwrap_or_default()
+                self.controller
+                    .list()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect()
             }
         };
         all.into_iter()

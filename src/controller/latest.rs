@@ -33,19 +33,19 @@ pub(super) struct Snapshot {
 
 impl Latest {
     /// Records the state announced in an update.
-    pub(super) fn record(&mut self, r: &Rollout) {
+    pub(super) fn record(&mut self, r: Arc<Rollout>) {
         if r.is_live() {
-            self.live.insert(r.id.clone(), Arc::new(r.clone()));
+            self.live.insert(r.id.clone(), r);
             return;
         }
         if self.live.remove(&r.id).is_none() && self.ended.iter().any(|e| e.id == r.id) {
             // A later update of an ended rollout (a verification checkpoint): replace in place.
             if let Some(e) = self.ended.iter_mut().find(|e| e.id == r.id) {
-                *e = Arc::new(r.clone());
+                *e = r;
             }
             return;
         }
-        self.ended.push_back(Arc::new(r.clone()));
+        self.ended.push_back(r);
         if self.ended.len() > ENDED_KEPT {
             self.ended.pop_front();
         }
@@ -85,6 +85,8 @@ impl Latest {
 mod tests {
     use chrono::{Duration, TimeZone, Utc};
 
+    use std::sync::Arc;
+
     use super::{ENDED_KEPT, Latest};
     use crate::rollout::{Phase, Rollout};
 
@@ -98,10 +100,10 @@ mod tests {
     #[test]
     fn a_resync_holds_the_last_state_of_every_live_and_recently_ended_rollout() {
         let mut latest = Latest::default();
-        latest.record(&rollout(2, Phase::Progressing));
-        latest.record(&rollout(1, Phase::Progressing));
-        latest.record(&rollout(3, Phase::Progressing));
-        latest.record(&rollout(3, Phase::RolledBack));
+        latest.record(Arc::new(rollout(2, Phase::Progressing)));
+        latest.record(Arc::new(rollout(1, Phase::Progressing)));
+        latest.record(Arc::new(rollout(3, Phase::Progressing)));
+        latest.record(Arc::new(rollout(3, Phase::RolledBack)));
         let snap = latest.snapshot(0).expect("nothing overflowed");
         let seen: Vec<(String, Phase)> = snap
             .rollouts
@@ -124,8 +126,8 @@ mod tests {
         let mut latest = Latest::default();
         let n = ENDED_KEPT as i64 + 10;
         for i in 0..n {
-            latest.record(&rollout(i, Phase::Progressing));
-            latest.record(&rollout(i, Phase::Succeeded));
+            latest.record(Arc::new(rollout(i, Phase::Progressing)));
+            latest.record(Arc::new(rollout(i, Phase::Succeeded)));
         }
         assert!(latest.live.is_empty());
         assert_eq!(latest.ended.len(), ENDED_KEPT);
@@ -141,15 +143,15 @@ mod tests {
     #[test]
     fn a_later_update_of_an_ended_rollout_replaces_it_without_counting_an_ending() {
         let mut latest = Latest::default();
-        latest.record(&rollout(1, Phase::Progressing));
-        latest.record(&rollout(1, Phase::Succeeded));
+        latest.record(Arc::new(rollout(1, Phase::Progressing)));
+        latest.record(Arc::new(rollout(1, Phase::Succeeded)));
         let mut later = rollout(1, Phase::Succeeded);
         later.reason = Some("verified".into());
-        latest.record(&later);
+        latest.record(Arc::new(later));
         assert_eq!(latest.endings(), 1);
         assert_eq!(latest.ended.len(), 1);
         assert_eq!(latest.ended[0].reason.as_deref(), Some("verified"));
-        latest.record(&rollout(2, Phase::Progressing));
+        latest.record(Arc::new(rollout(2, Phase::Progressing)));
         latest.forget("ro-2");
         assert_eq!(latest.snapshot(0).map(|s| s.rollouts.len()), Some(1));
     }

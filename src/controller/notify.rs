@@ -226,7 +226,7 @@ mod tests {
 
     fn update(r: &Rollout, event: &'static str) -> Update {
         Update {
-            rollout: r.clone(),
+            rollout: std::sync::Arc::new(r.clone()),
             event,
             actions: Vec::new(),
         }

@@ -21,10 +21,12 @@ use futures_util::StreamExt;
 use prometheus_http_query::response::Data;
 
 use super::PrometheusSource;
+pub use super::answer_split::Wanted;
 use super::batch_cache;
 use super::batch_rewrite::{Shape, member_key, varying_labels};
 pub use super::batch_run::count_queries;
 use super::batch_run::run;
+use super::batch_split::{Split, split};
 use super::prometheus::QueryFailure;
 use crate::judge::observation::Series;
 
@@ -78,6 +80,23 @@ pub trait RangeSource: Sync {
         window: Duration,
         step: Duration,
     ) -> impl Future<Output = Result<Data, QueryFailure>> + Send;
+
+    /// One batch query's answer split back per member ([`split`]): the split's refusal inside,
+    /// the query's failure outside. Prometheus splits the JSON as it reads it
+    /// ([`super::answer_split`]) instead of building the whole answer first.
+    fn range_split(
+        &self,
+        query: &str,
+        end: SystemTime,
+        window: Duration,
+        step: Duration,
+        wanted: Wanted<'_>,
+    ) -> impl Future<Output = Result<Split, QueryFailure>> + Send {
+        async move {
+            let data = self.range_data(query, end, window, step).await?;
+            Ok(split(&data, wanted.labels, wanted.keys, wanted.extra))
+        }
+    }
 }
 
 impl RangeSource for PrometheusSource {
@@ -89,6 +108,17 @@ impl RangeSource for PrometheusSource {
         step: Duration,
     ) -> impl Future<Output = Result<Data, QueryFailure>> + Send {
         PrometheusSource::range_answer(self, query, end, window, step)
+    }
+
+    fn range_split(
+        &self,
+        query: &str,
+        end: SystemTime,
+        window: Duration,
+        step: Duration,
+        wanted: Wanted<'_>,
+    ) -> impl Future<Output = Result<Split, QueryFailure>> + Send {
+        PrometheusSource::range_split(self, query, end, window, step, wanted)
     }
 }
 

@@ -10,8 +10,8 @@
 
 use futures_util::StreamExt;
 
-use super::batch::{Job, RangeRequest, RangeSource};
-use super::batch_split::{Extra, split};
+use super::batch::{Job, RangeRequest, RangeSource, Wanted};
+use super::batch_split::Extra;
 use super::prometheus::QueryFailure;
 use super::prometheus::series;
 use crate::judge::observation::Series;
@@ -38,14 +38,18 @@ pub(super) async fn run<S: RangeSource>(
     };
     count_queries("wide", 1);
     let r = &requests[members[0].0];
-    let why = match source.range_data(&query, r.end, r.window, r.step).await {
-        Ok(data) => {
-            let keys: Vec<Vec<String>> = members.iter().map(|(_, k)| k.clone()).collect();
-            match split(&data, &labels, &keys, Extra::Unlabelled) {
-                Ok(split) => return members.iter().map(|(i, _)| *i).zip(split).collect(),
-                Err(why) => why,
-            }
-        }
+    let keys: Vec<Vec<String>> = members.iter().map(|(_, k)| k.clone()).collect();
+    let wanted = Wanted {
+        labels: &labels,
+        keys: &keys,
+        extra: Extra::Unlabelled,
+    };
+    let why = match source
+        .range_split(&query, r.end, r.window, r.step, wanted)
+        .await
+    {
+        Ok(Ok(split)) => return members.iter().map(|(i, _)| *i).zip(split).collect(),
+        Ok(Err(why)) => why,
         Err(QueryFailure::NoAnswer(why)) => return shed(members, &why, "wide"),
         Err(QueryFailure::Unusable(why)) => why,
     };
@@ -86,20 +90,29 @@ async fn run_one<S: RangeSource>(
     };
     count_queries("batched", 1);
     let r = &requests[members[0].0];
-    let why = match source.range_data(&query, r.end, r.window, r.step).await {
-        Ok(data) if labels.is_empty() => {
-            let s = series(&data);
-            return members.into_iter().map(|(i, _)| (i, s.clone())).collect();
-        }
-        Ok(data) => {
-            let keys: Vec<Vec<String>> = members.iter().map(|(_, k)| k.clone()).collect();
-            match split(&data, &labels, &keys, Extra::Combinations) {
-                Ok(split) => {
-                    return members.iter().map(|(i, _)| *i).zip(split).collect();
-                }
-                Err(why) => why,
+    let answer = if labels.is_empty() {
+        // Identical queries: every member gets the whole (single-series) answer.
+        match source.range_data(&query, r.end, r.window, r.step).await {
+            Ok(data) => {
+                let s = series(&data);
+                return members.into_iter().map(|(i, _)| (i, s.clone())).collect();
             }
+            Err(failure) => Err(failure),
         }
+    } else {
+        let keys: Vec<Vec<String>> = members.iter().map(|(_, k)| k.clone()).collect();
+        let wanted = Wanted {
+            labels: &labels,
+            keys: &keys,
+            extra: Extra::Combinations,
+        };
+        source
+            .range_split(&query, r.end, r.window, r.step, wanted)
+            .await
+    };
+    let why = match answer {
+        Ok(Ok(split)) => return members.iter().map(|(i, _)| *i).zip(split).collect(),
+        Ok(Err(why)) => why,
         Err(QueryFailure::NoAnswer(why)) => return shed(members, &why, "batched"),
         Err(QueryFailure::Unusable(why)) => why,
     };

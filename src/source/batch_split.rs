@@ -18,16 +18,14 @@ pub enum Extra {
     Unlabelled,
 }
 
+/// Each member's series in order, or why the answer cannot be split faithfully.
+pub type Split = Result<Vec<Series>, String>;
+
 /// Splits a batch answer back: member `i` gets the series whose batch labels carry `keys[i]`
 /// (no series: its empty result; one: its points). `Err` says why the answer cannot be split
 /// faithfully (a series without a batch label in a regex batch, several series for one member,
 /// not a matrix), and the group is then asked again.
-pub fn split(
-    data: &Data,
-    labels: &[String],
-    keys: &[Vec<String>],
-    extra: Extra,
-) -> Result<Vec<Series>, String> {
+pub fn split(data: &Data, labels: &[String], keys: &[Vec<String>], extra: Extra) -> Split {
     let Data::Matrix(result) = data else {
         return Err("the batch answer is not a range vector".into());
     };

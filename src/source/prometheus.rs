@@ -12,6 +12,8 @@ use prometheus_http_query::{Client, Error as PromError};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::Deserialize;
 
+use super::answer_split::{self, Wanted};
+use super::batch_split::{self, Split};
 use crate::judge::Observation;
 use crate::judge::observation::{Point, Series};
 
@@ -191,24 +193,46 @@ impl PrometheusSource {
         window: Duration,
         step: Duration,
     ) -> Result<Data, QueryFailure> {
-        let end_s = end
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        let start_s = end_s - window.as_secs_f64();
+        let (start_s, end_s) = range_bounds(end, window);
         let started = Instant::now();
         let response = self
             .client
-            .query_range(
-                query,
-                start_s as i64,
-                end_s as i64,
-                step.as_secs_f64().max(0.001),
-            )
+            .query_range(query, start_s, end_s, step.as_secs_f64().max(0.001))
             .timeout(self.timeout.as_millis() as i64)
             .post_raw()
             .await;
         self.answer(started, response).await
+    }
+
+    /// One batch range query split back per member as its JSON is read
+    /// ([`super::answer_split`]): only members' points are kept, never the whole answer. The
+    /// outcome is the one [`Self::range_answer`] then [`batch_split::split`] would give.
+    pub async fn range_split(
+        &self,
+        query: &str,
+        end: SystemTime,
+        window: Duration,
+        step: Duration,
+        wanted: Wanted<'_>,
+    ) -> Result<Split, QueryFailure> {
+        let (start_s, end_s) = range_bounds(end, window);
+        let started = Instant::now();
+        let response = self
+            .client
+            .query_range(query, start_s, end_s, step.as_secs_f64().max(0.001))
+            .timeout(self.timeout.as_millis() as i64)
+            .post_raw()
+            .await;
+        self.answer_with(started, response, |status, body| {
+            match answer_split::split_json(body, wanted) {
+                Some(split) => Ok(split),
+                // Not the canonical answer: parsed as before, for the same error or split.
+                None => parse_response(status, body).map(|data| {
+                    batch_split::split(&data, wanted.labels, wanted.keys, wanted.extra)
+                }),
+            }
+        })
+        .await
     }
 
     /// One instant query at `at`, every series with its labels: counters for the sequential
@@ -266,11 +290,22 @@ impl PrometheusSource {
         started: Instant,
         response: Result<reqwest::Response, PromError>,
     ) -> Result<Data, QueryFailure> {
+        self.answer_with(started, response, parse_response).await
+    }
+
+    /// [`Self::answer`] with the body read by `parse` (status, bytes) instead of into `Data`.
+    async fn answer_with<T>(
+        &self,
+        started: Instant,
+        response: Result<reqwest::Response, PromError>,
+        parse: impl FnOnce(u16, &[u8]) -> Result<T, (&'static str, String)>,
+    ) -> Result<T, QueryFailure> {
         let result = match response {
             Ok(r) => {
                 let status = r.status().as_u16();
                 read_capped(r, self.max_response_bytes)
                     .await
+                    .and_then(|body| parse(status, &body))
                     .map_err(|(kind, message)| {
                         let none = no_answer(kind, status, &message);
                         (kind, none, message)
@@ -292,13 +327,22 @@ impl PrometheusSource {
     }
 }
 
-/// The body of one answer, at most `cap` bytes, parsed. Stops reading the moment the cap is
-/// passed, so an endless body costs `cap` bytes and no more.
+/// The seconds since the epoch a range query over `window` up to `end` starts and ends at.
+fn range_bounds(end: SystemTime, window: Duration) -> (i64, i64) {
+    let end_s = end
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let start_s = end_s - window.as_secs_f64();
+    (start_s as i64, end_s as i64)
+}
+
+/// The body of one answer, at most `cap` bytes. Stops reading the moment the cap is passed, so
+/// an endless body costs `cap` bytes and no more.
 async fn read_capped(
     mut response: reqwest::Response,
     cap: usize,
-) -> Result<Data, (&'static str, String)> {
-    let status = response.status();
+) -> Result<Vec<u8>, (&'static str, String)> {
     let too_large = |n: String| {
         (
             "too_large",
@@ -332,7 +376,7 @@ async fn read_capped(
         }
         body.extend_from_slice(&chunk);
     }
-    parse_response(status.as_u16(), &body)
+    Ok(body)
 }
 
 /// Whether a failed read means Prometheus gave no answer (down, overloaded, too slow) rather

@@ -200,7 +200,7 @@ async fn events(State(state): State<AppState>) -> Response {
     let rx = state.controller.subscribe();
     let stream = futures_util::stream::unfold((rx, permit), |(mut rx, permit)| async move {
         let id = match rx.recv().await {
-            Ok(u) => u.rollout.id,
+            Ok(u) => u.rollout.id.clone(),
             Err(RecvError::Lagged(_)) => "*".to_string(),
             Err(RecvError::Closed) => return None,
         };
