@@ -234,9 +234,19 @@ impl PrometheusSource {
     ) -> Result<Split, QueryFailure> {
         match &self.windows {
             Some(cache) => {
+                // Owned copies: the query outlives this tick when the tick gives up first.
+                let this = self.clone();
+                let q = query.to_string();
+                let (labels, keys, extra) =
+                    (wanted.labels.to_vec(), wanted.keys.to_vec(), wanted.extra);
                 cache
-                    .range_split(query, end, window, step, wanted, |w| {
-                        self.range_split_whole(query, end, w, step, wanted)
+                    .range_split(query, end, window, step, wanted, move |w| async move {
+                        let wanted = Wanted {
+                            labels: &labels,
+                            keys: &keys,
+                            extra,
+                        };
+                        this.range_split_whole(&q, end, w, step, wanted).await
                     })
                     .await
             }

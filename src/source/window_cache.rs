@@ -17,12 +17,14 @@
 //! is dropped so the next tick asks in full.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::answer_split::Wanted;
 use super::batch_split::{Extra, Split};
+use super::prometheus::QueryFailure;
 use crate::judge::observation::{Point, Series};
 
 /// Batches remembered at once: one per metric shape (wide) or per regex batch. Bounded so a
@@ -86,7 +88,43 @@ impl WindowCache {
 
     /// Asks `fetch` (a range query ending at `end` over the window it is given) for what is not
     /// settled, and returns every member's series over the whole `window`.
+    ///
+    /// The query runs in its own task: a tick that gives up at its deadline drops only its wait,
+    /// and the answer still fills the cache when it comes (within the Prometheus timeout). At
+    /// 10,000 services the first whole wide window took longer than a 10 s tick; cancelled with
+    /// the tick it never filled the cache, so every tick asked it whole again.
     pub async fn range_split<F, Fut>(
+        self: &Arc<Self>,
+        query: &str,
+        end: SystemTime,
+        window: Duration,
+        step: Duration,
+        wanted: Wanted<'_>,
+        fetch: F,
+    ) -> Result<Split, QueryFailure>
+    where
+        F: FnOnce(Duration) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Split, QueryFailure>> + Send + 'static,
+    {
+        let cache = Arc::clone(self);
+        let query = query.to_string();
+        let (labels, keys, extra) = (wanted.labels.to_vec(), wanted.keys.to_vec(), wanted.extra);
+        let task = tokio::spawn(async move {
+            let wanted = Wanted {
+                labels: &labels,
+                keys: &keys,
+                extra,
+            };
+            cache.fill(&query, end, window, step, wanted, fetch).await
+        });
+        task.await.unwrap_or_else(|e| {
+            Err(QueryFailure::NoAnswer(format!(
+                "the batch query's task ended without an answer: {e}"
+            )))
+        })
+    }
+
+    async fn fill<F, Fut>(
         &self,
         query: &str,
         end: SystemTime,
@@ -94,10 +132,10 @@ impl WindowCache {
         step: Duration,
         wanted: Wanted<'_>,
         fetch: F,
-    ) -> Result<Split, super::prometheus::QueryFailure>
+    ) -> Result<Split, QueryFailure>
     where
         F: FnOnce(Duration) -> Fut,
-        Fut: std::future::Future<Output = Result<Split, super::prometheus::QueryFailure>>,
+        Fut: Future<Output = Result<Split, QueryFailure>>,
     {
         let (Some(key), Some(end_s)) = (key(query, window, step, &wanted), whole_secs_since(end))
         else {

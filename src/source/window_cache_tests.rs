@@ -1,4 +1,4 @@
-use std::cell::Cell;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
@@ -45,14 +45,15 @@ fn wanted<'a>(labels: &'a [String], keys: &'a [Vec<String>]) -> Wanted<'a> {
 /// Asks through the cache with a fake Prometheus; returns the merged answer and the window the
 /// fake was asked for.
 async fn ask(
-    cache: &WindowCache,
+    cache: &Arc<WindowCache>,
     keys: &[Vec<String>],
     end: i64,
     changed: i64,
     version: f64,
 ) -> (Split, Duration) {
     let labels = vec!["service".to_string()];
-    let asked = Cell::new(Duration::ZERO);
+    let asked = Arc::new(Mutex::new(Duration::ZERO));
+    let (seen, owned) = (Arc::clone(&asked), keys.to_vec());
     let got = cache
         .range_split(
             "q",
@@ -60,14 +61,19 @@ async fn ask(
             Duration::from_secs(WINDOW as u64),
             Duration::from_secs(STEP as u64),
             wanted(&labels, keys),
-            |w| {
-                asked.set(w);
+            move |w| {
+                *seen.lock().expect("lock") = w;
                 let w = w.as_secs() as i64;
-                async move { Ok(answer(keys, end, w, changed, version)) }
+                async move { Ok(answer(&owned, end, w, changed, version)) }
             },
         )
         .await;
-    (got.unwrap_or_else(|e| panic!("{e:?}")), asked.get())
+    let w = *asked.lock().expect("lock");
+    (got.unwrap_or_else(|e| panic!("{e:?}")), w)
+}
+
+fn cache() -> Arc<WindowCache> {
+    Arc::new(WindowCache::new(Duration::from_secs(30)))
 }
 
 #[test]
@@ -124,7 +130,7 @@ fn the_plan_reuses_only_points_settled_at_the_last_ask_on_the_same_grid() {
 
 #[tokio::test]
 async fn a_partial_ask_merged_with_kept_points_equals_the_full_window() {
-    let cache = WindowCache::new(Duration::from_secs(30));
+    let cache = cache();
     let k = keys(3);
     let (first, w) = ask(&cache, &k, 990, i64::MAX, 0.0).await;
     assert_eq!(w, Duration::from_secs(120));
@@ -161,7 +167,7 @@ async fn a_partial_ask_merged_with_kept_points_equals_the_full_window() {
 
 #[tokio::test]
 async fn a_newcomer_or_a_failure_asks_the_whole_window_next() {
-    let cache = WindowCache::new(Duration::from_secs(30));
+    let cache = cache();
     let (_, w) = ask(&cache, &keys(2), 990, i64::MAX, 0.0).await;
     assert_eq!(w, Duration::from_secs(120));
     let (got, w) = ask(&cache, &keys(3), 1000, i64::MAX, 0.0).await;
@@ -212,11 +218,12 @@ async fn a_newcomer_or_a_failure_asks_the_whole_window_next() {
 
 #[tokio::test]
 async fn windows_or_steps_not_in_whole_seconds_are_asked_whole() {
-    let cache = WindowCache::new(Duration::from_secs(30));
+    let cache = cache();
     let labels = vec!["service".to_string()];
     let k = keys(1);
     for _ in 0..2 {
-        let asked = Cell::new(Duration::ZERO);
+        let asked = Arc::new(Mutex::new(Duration::ZERO));
+        let seen = Arc::clone(&asked);
         let _ = cache
             .range_split(
                 "q",
@@ -224,19 +231,19 @@ async fn windows_or_steps_not_in_whole_seconds_are_asked_whole() {
                 Duration::from_millis(120_500),
                 Duration::from_secs(10),
                 wanted(&labels, &k),
-                |w| {
-                    asked.set(w);
+                move |w| {
+                    *seen.lock().expect("lock") = w;
                     async { Ok(Ok(vec![Series::Points { points: vec![] }])) }
                 },
             )
             .await;
-        assert_eq!(asked.get(), Duration::from_millis(120_500));
+        assert_eq!(*asked.lock().expect("lock"), Duration::from_millis(120_500));
     }
 }
 
 #[tokio::test]
 async fn a_member_without_plain_points_is_not_continued() {
-    let cache = WindowCache::new(Duration::from_secs(30));
+    let cache = cache();
     let labels = vec!["service".to_string()];
     let k = keys(1);
     let odd = |_| async { Ok(Ok(vec![Series::Ambiguous { series: 2 }])) };
@@ -253,4 +260,44 @@ async fn a_member_without_plain_points_is_not_continued() {
     assert_eq!(got, Ok(Ok(vec![Series::Ambiguous { series: 2 }])));
     let (_, w) = ask(&cache, &k, 1000, i64::MAX, 0.0).await;
     assert_eq!(w, Duration::from_secs(120));
+}
+
+#[tokio::test]
+async fn an_answer_the_tick_gave_up_on_still_fills_the_cache() {
+    let cache = cache();
+    let labels = vec!["service".to_string()];
+    let k = keys(2);
+    let owned = k.clone();
+    // The tick stops waiting after 10 ms; Prometheus answers after 100 ms.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(10),
+        cache.range_split(
+            "q",
+            at(990),
+            Duration::from_secs(120),
+            Duration::from_secs(10),
+            wanted(&labels, &k),
+            move |w| async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(answer(&owned, 990, w.as_secs() as i64, i64::MAX, 0.0))
+            },
+        ),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the tick was meant to give up first");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cache.asked() != (1, 0) || cache.lock().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the answer never filled the cache"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (got, w) = ask(&cache, &k, 1000, i64::MAX, 0.0).await;
+    assert_eq!(
+        w,
+        Duration::from_secs(30),
+        "the next tick asks only the unsettled points"
+    );
+    assert_eq!(got, answer(&k, 1000, WINDOW, i64::MAX, 0.0));
 }
