@@ -117,6 +117,32 @@ pub struct PrometheusSection {
     /// Ask the window queries of rollouts ticking in the same slot together (one query per
     /// metric shape, `source::batch`); off, each rollout asks its own.
     pub batch_queries: bool,
+    /// Batch queries ask only the part of their window not yet settled and reuse the rest of
+    /// the last tick's answer (`source::window_cache`); off, every tick asks whole windows.
+    pub incremental_windows: bool,
+    /// How old a point must have been when it was fetched to be reused: longer than the scrape
+    /// interval plus the scrape timeout of what the rules read.
+    #[serde(with = "crate::rules::schema::duration")]
+    pub settled_after: Duration,
+}
+
+impl PrometheusSection {
+    /// Points to reuse, if any: `None` when incremental windows are off.
+    pub fn settled_after(&self) -> Result<Option<Duration>, ConfigError> {
+        if !self.incremental_windows {
+            return Ok(None);
+        }
+        if self.settled_after < Duration::from_secs(1)
+            || self.settled_after > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::Unsafe(format!(
+                "prometheus.settled_after ({}) must be between 1s and 1h: points younger than \
+                 a scrape interval plus its timeout can still change",
+                humantime::format_duration(self.settled_after)
+            )));
+        }
+        Ok(Some(self.settled_after))
+    }
 }
 
 impl Default for PrometheusSection {
@@ -128,6 +154,8 @@ impl Default for PrometheusSection {
             basic_auth: None,
             max_response_bytes: crate::source::prometheus::DEFAULT_MAX_RESPONSE_BYTES,
             batch_queries: true,
+            incremental_windows: true,
+            settled_after: Duration::from_secs(30),
         }
     }
 }

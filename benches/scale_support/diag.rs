@@ -78,6 +78,17 @@ pub fn line(
             )
         })
         .collect();
+    let windows: Vec<String> = ["full", "partial"]
+        .iter()
+        .map(|h| {
+            let label = format!("how=\"{h}\"");
+            format!(
+                "{h} {}",
+                delta(first, last, "canaryd_prometheus_windows_total", |l| l
+                    .contains(&label))
+            )
+        })
+        .collect();
     let mean_query = match (
         family_sum(
             last,
@@ -110,11 +121,12 @@ pub fn line(
     format!(
         "diagnostics: open files canaryd {fds_canaryd}, Prometheus {fds_prometheus}; \
          ticks in the window by how the slot got them: {}; queries in the window by mode: {}; \
-         errors by kind: {}; shed (not sent after a batch \
+         batch windows asked: {}; errors by kind: {}; shed (not sent after a batch \
          got no answer): {}; mean query time {mean_query}; canaryd /metrics {series} series, \
          {} KiB; canaryd log {} lines, {} KiB ({} WARN)",
         slots.join(", "),
         modes.join(", "),
+        windows.join(", "),
         errors.join(", "),
         delta(first, last, "canaryd_prometheus_shed_total", |_| true),
         last.len() / 1024,

@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// `false` asks every rollout's queries alone (for comparison; `prometheus.batch_queries`).
     #[arg(long, env = "CANARYD_PROMETHEUS_BATCH_QUERIES")]
     pub prometheus_batch_queries: Option<bool>,
+    /// `false` asks every batch's whole window each tick (for comparison;
+    /// `prometheus.incremental_windows`).
+    #[arg(long, env = "CANARYD_PROMETHEUS_INCREMENTAL_WINDOWS")]
+    pub prometheus_incremental_windows: Option<bool>,
     /// Rule files, folders or globs (repeatable).
     #[arg(long = "rules", env = "CANARYD_RULES", value_delimiter = ',')]
     pub rules: Vec<String>,
@@ -121,6 +125,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.prometheus_batch_queries {
             cfg.prometheus.batch_queries = v;
+        }
+        if let Some(v) = self.prometheus_incremental_windows {
+            cfg.prometheus.incremental_windows = v;
         }
         if !self.rules.is_empty() {
             cfg.rules = self.rules.clone();
@@ -226,7 +233,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let source = PrometheusSource::new(&prometheus)?
         .with_max_response_bytes(cfg.prometheus.max_response_bytes)
-        .with_batching(cfg.prometheus.batch_queries);
+        .with_batching(cfg.prometheus.batch_queries)
+        .with_incremental_windows(cfg.prometheus.settled_after()?);
     let hooks = HookRunner::new().context("building the hook HTTP client")?;
     let (controller, lease) = match &cfg.state.postgres {
         Some(pg) => {

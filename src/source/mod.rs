@@ -11,6 +11,7 @@ mod batch_run;
 pub mod batch_split;
 pub mod health;
 pub mod prometheus;
+pub mod window_cache;
 
 pub use health::HealthProbe;
 pub use prometheus::{PrometheusConfig, PrometheusSource};

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::answer_split::{self, Wanted};
 use super::batch_split::{self, Split};
+use super::window_cache::WindowCache;
 use crate::judge::Observation;
 use crate::judge::observation::{Point, Series};
 
@@ -78,6 +79,8 @@ pub struct PrometheusSource {
     timeout: Duration,
     max_response_bytes: usize,
     batching: bool,
+    /// Settled points of batch answers, reused by the next tick ([`super::window_cache`]).
+    windows: Option<std::sync::Arc<WindowCache>>,
 }
 
 impl std::fmt::Debug for PrometheusSource {
@@ -125,7 +128,21 @@ impl PrometheusSource {
             timeout: cfg.timeout,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             batching: true,
+            windows: None,
         })
+    }
+
+    /// Batch queries ask only the points of their window not settled at the last tick
+    /// (`prometheus.incremental_windows`, [`super::window_cache`]); `None` asks every window
+    /// whole.
+    pub fn with_incremental_windows(mut self, settled_after: Option<Duration>) -> Self {
+        self.windows = settled_after.map(|d| std::sync::Arc::new(WindowCache::new(d)));
+        self
+    }
+
+    /// Batch windows asked so far, `(whole, in part)`; `None` when incremental windows are off.
+    pub fn windows_asked(&self) -> Option<(u64, u64)> {
+        self.windows.as_ref().map(|c| c.asked())
     }
 
     /// Caps the size of every answer read (`prometheus.max_response_bytes`); larger answers
@@ -208,6 +225,40 @@ impl PrometheusSource {
     /// ([`super::answer_split`]): only members' points are kept, never the whole answer. The
     /// outcome is the one [`Self::range_answer`] then [`batch_split::split`] would give.
     pub async fn range_split(
+        &self,
+        query: &str,
+        end: SystemTime,
+        window: Duration,
+        step: Duration,
+        wanted: Wanted<'_>,
+    ) -> Result<Split, QueryFailure> {
+        match &self.windows {
+            Some(cache) => {
+                // Owned copies: the query outlives this tick when the tick gives up first.
+                let this = self.clone();
+                let q = query.to_string();
+                let (labels, keys, extra) =
+                    (wanted.labels.to_vec(), wanted.keys.to_vec(), wanted.extra);
+                cache
+                    .range_split(query, end, window, step, wanted, move |w| async move {
+                        let wanted = Wanted {
+                            labels: &labels,
+                            keys: &keys,
+                            extra,
+                        };
+                        this.range_split_whole(&q, end, w, step, wanted).await
+                    })
+                    .await
+            }
+            None => {
+                self.range_split_whole(query, end, window, step, wanted)
+                    .await
+            }
+        }
+    }
+
+    /// [`Self::range_split`] over exactly `window`, nothing reused.
+    async fn range_split_whole(
         &self,
         query: &str,
         end: SystemTime,

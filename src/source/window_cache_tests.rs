@@ -1,0 +1,303 @@
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::*;
+use crate::source::prometheus::QueryFailure;
+
+const STEP: i64 = 10;
+const WINDOW: i64 = 120;
+
+fn at(s: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(s as u64) + Duration::from_millis(250)
+}
+
+/// What a Prometheus answering `[end - window, end]` on the step grid would give member `k`:
+/// `version` stands for data that changed since (late scrapes), visible only at `t >= changed`.
+fn answer(keys: &[Vec<String>], end: i64, window: i64, changed: i64, version: f64) -> Split {
+    Ok(keys
+        .iter()
+        .enumerate()
+        .map(|(i, _)| Series::Points {
+            points: (0..)
+                .map(|k| end - window + k * STEP)
+                .take_while(|t| *t <= end)
+                .map(|t| Point {
+                    at: t as f64,
+                    value: i as f64 * 1000.0 + t as f64 + if t >= changed { version } else { 0.0 },
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+fn keys(n: usize) -> Vec<Vec<String>> {
+    (0..n).map(|i| vec![format!("svc-{i}")]).collect()
+}
+
+fn wanted<'a>(labels: &'a [String], keys: &'a [Vec<String>]) -> Wanted<'a> {
+    Wanted {
+        labels,
+        keys,
+        extra: Extra::Unlabelled,
+    }
+}
+
+/// Asks through the cache with a fake Prometheus; returns the merged answer and the window the
+/// fake was asked for.
+async fn ask(
+    cache: &Arc<WindowCache>,
+    keys: &[Vec<String>],
+    end: i64,
+    changed: i64,
+    version: f64,
+) -> (Split, Duration) {
+    let labels = vec!["service".to_string()];
+    let asked = Arc::new(Mutex::new(Duration::ZERO));
+    let (seen, owned) = (Arc::clone(&asked), keys.to_vec());
+    let got = cache
+        .range_split(
+            "q",
+            at(end),
+            Duration::from_secs(WINDOW as u64),
+            Duration::from_secs(STEP as u64),
+            wanted(&labels, keys),
+            move |w| {
+                *seen.lock().expect("lock") = w;
+                let w = w.as_secs() as i64;
+                async move { Ok(answer(&owned, end, w, changed, version)) }
+            },
+        )
+        .await;
+    let w = *asked.lock().expect("lock");
+    (got.unwrap_or_else(|e| panic!("{e:?}")), w)
+}
+
+fn cache() -> Arc<WindowCache> {
+    Arc::new(WindowCache::new(Duration::from_secs(30)))
+}
+
+#[test]
+fn the_plan_reuses_only_points_settled_at_the_last_ask_on_the_same_grid() {
+    // 13 points 880..=1000; the last ask ended at 990, so points up to 960 were settled.
+    assert_eq!(
+        plan_for(Some(990), true, 1000, WINDOW, STEP, 30),
+        Ask::From {
+            from: 970,
+            window: Duration::from_secs(30)
+        }
+    );
+    assert_eq!(plan_for(None, true, 1000, WINDOW, STEP, 30), Ask::Full);
+    assert_eq!(
+        plan_for(Some(990), false, 1000, WINDOW, STEP, 30),
+        Ask::Full,
+        "a newcomer"
+    );
+    assert_eq!(
+        plan_for(Some(995), true, 1000, WINDOW, STEP, 30),
+        Ask::Full,
+        "off the grid"
+    );
+    assert_eq!(
+        plan_for(Some(1000), true, 1000, WINDOW, STEP, 30),
+        Ask::Full,
+        "not ahead"
+    );
+    assert_eq!(
+        plan_for(Some(1010), true, 1000, WINDOW, STEP, 30),
+        Ask::Full,
+        "behind"
+    );
+    assert_eq!(
+        plan_for(Some(870), true, 1000, WINDOW, STEP, 30),
+        Ask::Full,
+        "too old"
+    );
+    assert_eq!(
+        plan_for(Some(990), true, 1000, WINDOW, STEP, 200),
+        Ask::Full,
+        "nothing settled"
+    );
+    // Extreme values never panic.
+    for (last, end, w, s, settle) in [
+        (i64::MIN, i64::MAX, i64::MAX, 1, i64::MAX),
+        (i64::MAX, i64::MIN, 0, i64::MAX, 0),
+        (0, i64::MAX, i64::MIN, 7, i64::MIN),
+        (-5, 5, 3, 0, 1),
+    ] {
+        let _ = plan_for(Some(last), true, end, w, s, settle);
+    }
+}
+
+#[tokio::test]
+async fn a_partial_ask_merged_with_kept_points_equals_the_full_window() {
+    let cache = cache();
+    let k = keys(3);
+    let (first, w) = ask(&cache, &k, 990, i64::MAX, 0.0).await;
+    assert_eq!(w, Duration::from_secs(120));
+    assert_eq!(first, answer(&k, 990, WINDOW, i64::MAX, 0.0));
+    // Data changed since the last ask from 970 on, the first point that was younger than
+    // `settled_after` then (a late scrape): the re-asked points carry it, the kept ones were
+    // settled and are equal either way.
+    let (second, w) = ask(&cache, &k, 1000, 970, 0.5).await;
+    assert_eq!(
+        w,
+        Duration::from_secs(30),
+        "only the unsettled points are asked"
+    );
+    assert_eq!(second, answer(&k, 1000, WINDOW, 970, 0.5));
+    let (third, w) = ask(&cache, &k, 1030, 980, 0.25).await;
+    assert_eq!(
+        w,
+        Duration::from_secs(50),
+        "980..=1030: settled up to 970 at the ask ending 1000"
+    );
+    let mut want = answer(&k, 1030, WINDOW, 980, 0.25);
+    // 970 was settled when asked at 1000 (with the 0.5 change): kept, not asked again.
+    if let Ok(series) = &mut want {
+        for s in series {
+            if let Series::Points { points } = s {
+                for p in points.iter_mut().filter(|p| p.at == 970.0) {
+                    p.value += 0.5;
+                }
+            }
+        }
+    }
+    assert_eq!(third, want);
+}
+
+#[tokio::test]
+async fn a_newcomer_or_a_failure_asks_the_whole_window_next() {
+    let cache = cache();
+    let (_, w) = ask(&cache, &keys(2), 990, i64::MAX, 0.0).await;
+    assert_eq!(w, Duration::from_secs(120));
+    let (got, w) = ask(&cache, &keys(3), 1000, i64::MAX, 0.0).await;
+    assert_eq!(
+        w,
+        Duration::from_secs(120),
+        "svc-2 has no earlier points here"
+    );
+    assert_eq!(got, answer(&keys(3), 1000, WINDOW, i64::MAX, 0.0));
+
+    let labels = vec!["service".to_string()];
+    let k = keys(3);
+    let failed = cache
+        .range_split(
+            "q",
+            at(1010),
+            Duration::from_secs(120),
+            Duration::from_secs(10),
+            wanted(&labels, &k),
+            |_| async { Err(QueryFailure::NoAnswer("timed out".into())) },
+        )
+        .await;
+    assert_eq!(failed, Err(QueryFailure::NoAnswer("timed out".into())));
+    let (_, w) = ask(&cache, &k, 1020, i64::MAX, 0.0).await;
+    assert_eq!(w, Duration::from_secs(120), "the failure dropped the entry");
+
+    let refused = cache
+        .range_split(
+            "q",
+            at(1030),
+            Duration::from_secs(120),
+            Duration::from_secs(10),
+            wanted(&labels, &k),
+            |_| async { Ok(Err("several batch series for one member".to_string())) },
+        )
+        .await;
+    assert_eq!(
+        refused,
+        Ok(Err("several batch series for one member".to_string()))
+    );
+    let (_, w) = ask(&cache, &k, 1040, i64::MAX, 0.0).await;
+    assert_eq!(
+        w,
+        Duration::from_secs(120),
+        "an unsplittable answer dropped the entry"
+    );
+}
+
+#[tokio::test]
+async fn windows_or_steps_not_in_whole_seconds_are_asked_whole() {
+    let cache = cache();
+    let labels = vec!["service".to_string()];
+    let k = keys(1);
+    for _ in 0..2 {
+        let asked = Arc::new(Mutex::new(Duration::ZERO));
+        let seen = Arc::clone(&asked);
+        let _ = cache
+            .range_split(
+                "q",
+                at(1000),
+                Duration::from_millis(120_500),
+                Duration::from_secs(10),
+                wanted(&labels, &k),
+                move |w| {
+                    *seen.lock().expect("lock") = w;
+                    async { Ok(Ok(vec![Series::Points { points: vec![] }])) }
+                },
+            )
+            .await;
+        assert_eq!(*asked.lock().expect("lock"), Duration::from_millis(120_500));
+    }
+}
+
+#[tokio::test]
+async fn a_member_without_plain_points_is_not_continued() {
+    let cache = cache();
+    let labels = vec!["service".to_string()];
+    let k = keys(1);
+    let odd = |_| async { Ok(Ok(vec![Series::Ambiguous { series: 2 }])) };
+    let got = cache
+        .range_split(
+            "q",
+            at(990),
+            Duration::from_secs(120),
+            Duration::from_secs(10),
+            wanted(&labels, &k),
+            odd,
+        )
+        .await;
+    assert_eq!(got, Ok(Ok(vec![Series::Ambiguous { series: 2 }])));
+    let (_, w) = ask(&cache, &k, 1000, i64::MAX, 0.0).await;
+    assert_eq!(w, Duration::from_secs(120));
+}
+
+#[tokio::test]
+async fn an_answer_the_tick_gave_up_on_still_fills_the_cache() {
+    let cache = cache();
+    let labels = vec!["service".to_string()];
+    let k = keys(2);
+    let owned = k.clone();
+    // The tick stops waiting after 10 ms; Prometheus answers after 100 ms.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(10),
+        cache.range_split(
+            "q",
+            at(990),
+            Duration::from_secs(120),
+            Duration::from_secs(10),
+            wanted(&labels, &k),
+            move |w| async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(answer(&owned, 990, w.as_secs() as i64, i64::MAX, 0.0))
+            },
+        ),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the tick was meant to give up first");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cache.asked() != (1, 0) || cache.lock().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the answer never filled the cache"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (got, w) = ask(&cache, &k, 1000, i64::MAX, 0.0).await;
+    assert_eq!(
+        w,
+        Duration::from_secs(30),
+        "the next tick asks only the unsettled points"
+    );
+    assert_eq!(got, answer(&k, 1000, WINDOW, i64::MAX, 0.0));
+}
