@@ -290,8 +290,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_start_is_committed_ahead_of_a_slot_of_tick_saves_already_queued() {
+        // 150 ms per commit: the writer needs ~1.5 s for the slot, so a test thread descheduled
+        // on a loaded machine while queueing (20 ms let it finish first at load 8-10) still
+        // sends the start while the slot is being written.
         let store = Arc::new(Counting {
-            delay: Duration::from_millis(20),
+            delay: Duration::from_millis(150),
             ..Counting::default()
         });
         let commit = GroupCommit::start(store.clone());
