@@ -210,14 +210,7 @@ impl PrometheusSource {
         window: Duration,
         step: Duration,
     ) -> Result<Data, QueryFailure> {
-        let (start_s, end_s) = range_bounds(end, window);
-        let started = Instant::now();
-        let response = self
-            .client
-            .query_range(query, start_s, end_s, step.as_secs_f64().max(0.001))
-            .timeout(self.timeout.as_millis() as i64)
-            .post_raw()
-            .await;
+        let (started, response) = self.send_range(query, end, window, step).await;
         self.answer(started, response).await
     }
 
@@ -257,6 +250,25 @@ impl PrometheusSource {
         }
     }
 
+    /// Sends one range query over `window` back from `end`; when it was sent, and what came.
+    async fn send_range(
+        &self,
+        query: &str,
+        end: SystemTime,
+        window: Duration,
+        step: Duration,
+    ) -> (Instant, Result<reqwest::Response, PromError>) {
+        let (start_s, end_s) = range_bounds(end, window);
+        let started = Instant::now();
+        let response = self
+            .client
+            .query_range(query, start_s, end_s, step.as_secs_f64().max(0.001))
+            .timeout(self.timeout.as_millis() as i64)
+            .post_raw()
+            .await;
+        (started, response)
+    }
+
     /// [`Self::range_split`] over exactly `window`, nothing reused.
     async fn range_split_whole(
         &self,
@@ -266,14 +278,7 @@ impl PrometheusSource {
         step: Duration,
         wanted: Wanted<'_>,
     ) -> Result<Split, QueryFailure> {
-        let (start_s, end_s) = range_bounds(end, window);
-        let started = Instant::now();
-        let response = self
-            .client
-            .query_range(query, start_s, end_s, step.as_secs_f64().max(0.001))
-            .timeout(self.timeout.as_millis() as i64)
-            .post_raw()
-            .await;
+        let (started, response) = self.send_range(query, end, window, step).await;
         self.answer_with(started, response, |status, body| {
             match answer_split::split_json(body, wanted) {
                 Some(split) => Ok(split),
