@@ -9,11 +9,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 mod batch_support;
 
-use batch_support::rollout;
+use batch_support::{rollout, scraped_services};
 use canaryd::controller::analysis::{Fetched, Gathered, judge_gathered};
 use canaryd::controller::gather_many::{fetch_many, fetch_many_with};
-use canaryd::demo::prometheus::{PrometheusOptions, PrometheusProcess};
-use canaryd::demo::service::{DemoService, Track};
+use canaryd::demo::prometheus::PrometheusProcess;
 use canaryd::judge::observation::Series;
 use canaryd::rollout::{Rollout, Tick};
 use canaryd::rules::Rule;
@@ -256,23 +255,8 @@ fn services() -> Vec<(String, f64, f64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_and_single_queries_judge_alike_on_a_real_prometheus() {
     let all = services();
-    let mut services = Vec::new();
-    for (name, errors, latency) in &all {
-        let s = DemoService::start(name, "127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("demo service");
-        s.update(Track::Canary, |p| {
-            p.error_rate = *errors;
-            p.latency_p50_s = *latency;
-        });
-        services.push(s);
-    }
-    let prometheus = PrometheusProcess::start(PrometheusOptions {
-        targets: services.iter().map(|s| s.addr().to_string()).collect(),
-        ..PrometheusOptions::default()
-    })
-    .await
-    .expect("prometheus");
+    let (_services, prometheus) =
+        scraped_services(all.iter().map(|(n, e, l)| (n.as_str(), *e, *l))).await;
     let rules: Vec<Rule> = all
         .iter()
         .enumerate()

@@ -7,11 +7,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 mod batch_support;
 
-use batch_support::rollout;
+use batch_support::{rollout, scraped_services};
 use canaryd::controller::analysis::{Fetched, Gathered, judge_gathered};
 use canaryd::controller::gather_many::fetch_many_with;
-use canaryd::demo::prometheus::{PrometheusOptions, PrometheusProcess};
-use canaryd::demo::service::{DemoService, Track};
 use canaryd::judge::observation::Series;
 use canaryd::rollout::Rollout;
 use canaryd::rules::Rule;
@@ -91,23 +89,7 @@ fn assert_same(incremental: &[Gathered], whole: &[Gathered], what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reused_points_give_the_series_and_verdicts_of_whole_windows() {
-    let mut services = Vec::new();
-    for (name, errors, latency) in SERVICES {
-        let s = DemoService::start(name, "127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("demo service");
-        s.update(Track::Canary, |p| {
-            p.error_rate = *errors;
-            p.latency_p50_s = *latency;
-        });
-        services.push(s);
-    }
-    let prometheus = PrometheusProcess::start(PrometheusOptions {
-        targets: services.iter().map(|s| s.addr().to_string()).collect(),
-        ..PrometheusOptions::default()
-    })
-    .await
-    .expect("prometheus");
+    let (_services, prometheus) = scraped_services(SERVICES.iter().copied()).await;
     let rules: Vec<Rule> = SERVICES
         .iter()
         .enumerate()

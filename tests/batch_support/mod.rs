@@ -1,7 +1,36 @@
-//! What the batch tests (`batch_queries`, `batch_outage`) share: the rollout they gather for.
+//! What the batch tests (`batch_queries`, `batch_outage`, `incremental_windows`) share: the
+//! rollout they gather for, and services scraped by a real Prometheus.
+#![allow(dead_code)] // each test binary uses part of it
 
+use canaryd::demo::prometheus::{PrometheusOptions, PrometheusProcess};
+use canaryd::demo::service::{DemoService, Track};
 use canaryd::rollout::{Phase, Rollout};
 use canaryd::rules::Rule;
+
+/// One demo service per `(name, canary error rate, canary median latency)`, and a Prometheus
+/// scraping them all. The services stop when the returned handles drop.
+pub async fn scraped_services<'a>(
+    services: impl IntoIterator<Item = (&'a str, f64, f64)>,
+) -> (Vec<DemoService>, PrometheusProcess) {
+    let mut started = Vec::new();
+    for (name, errors, latency) in services {
+        let s = DemoService::start(name, "127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("demo service");
+        s.update(Track::Canary, |p| {
+            p.error_rate = errors;
+            p.latency_p50_s = latency;
+        });
+        started.push(s);
+    }
+    let prometheus = PrometheusProcess::start(PrometheusOptions {
+        targets: started.iter().map(|s| s.addr().to_string()).collect(),
+        ..PrometheusOptions::default()
+    })
+    .await
+    .expect("prometheus");
+    (started, prometheus)
+}
 
 /// A rollout of `rule` progressing at 5 % for two minutes: past any warmup, so its ticks are
 /// gathered and judged.
