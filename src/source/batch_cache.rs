@@ -45,41 +45,42 @@ fn memo() -> MutexGuard<'static, Memo> {
 }
 
 /// The shape of every query, parsing (outside the lock) only texts not seen before.
+///
+/// Each fresh text is parsed and its tree shared with the memo's before the next is parsed:
+/// a parsed tree carries its compiled regex matchers (a few KB), and holding every fresh tree
+/// of a first tick at once cost 38 KB per rollout at the peak (77 MB at 2,000 rollouts,
+/// BENCHMARKS "Scale"), although the memo keeps one tree per shape.
 pub fn shapes(queries: &[&str]) -> Vec<Parsed> {
     let known: Vec<Option<Parsed>> = {
         let m = memo();
         queries.iter().map(|q| m.shapes.get(*q).cloned()).collect()
     };
-    let fresh: Vec<(usize, Result<Shape, Refused>)> = known
-        .iter()
-        .enumerate()
-        .filter(|(_, k)| k.is_none())
-        .map(|(i, _)| (i, shape(queries[i])))
-        .collect();
-    let mut out = known;
-    if fresh.is_empty() {
-        return out.into_iter().flatten().collect();
-    }
+    known
+        .into_iter()
+        .zip(queries)
+        .map(|(known, query)| known.unwrap_or_else(|| remember(query, shape(query))))
+        .collect()
+}
+
+/// Files one freshly parsed query, its tree replaced by the memo's one for its key.
+fn remember(query: &str, parsed: Result<Shape, Refused>) -> Parsed {
     let mut m = memo();
-    if m.shapes.len() + fresh.len() > MAX_SHAPES {
+    if m.shapes.len() >= MAX_SHAPES {
         m.shapes.clear();
         m.trees.clear();
     }
-    for (i, parsed) in fresh {
-        let parsed = parsed.map(|mut s| {
-            // One tree per key, however many queries share it.
-            match m.trees.get_key_value(&s.key) {
-                Some((key, tree)) => (s.key, s.expr) = (key.clone(), tree.clone()),
-                None => {
-                    m.trees.insert(s.key.clone(), s.expr.clone());
-                }
+    let parsed = parsed.map(|mut s| {
+        // One tree per key, however many queries share it.
+        match m.trees.get_key_value(&s.key) {
+            Some((key, tree)) => (s.key, s.expr) = (key.clone(), tree.clone()),
+            None => {
+                m.trees.insert(s.key.clone(), s.expr.clone());
             }
-            Arc::new(s)
-        });
-        m.shapes.insert(queries[i].to_string(), parsed.clone());
-        out[i] = Some(parsed);
-    }
-    out.into_iter().flatten().collect()
+        }
+        Arc::new(s)
+    });
+    m.shapes.insert(query.to_string(), parsed.clone());
+    parsed
 }
 
 /// [`rewrite`], remembered.
