@@ -79,7 +79,7 @@ pub async fn gather_by(
 /// How long before the deadline queries are given up: enough for the answers that did come to
 /// be put together before the safety net fires, small next to any deadline.
 fn net_margin(deadline: Duration) -> Duration {
-    (deadline / 20).min(Duration::from_millis(250))
+    (deadline / 10).min(Duration::from_millis(250))
 }
 
 /// [`gather_slot`] with explicit batch limits (a late wave is gathered without wide queries),
