@@ -124,6 +124,11 @@ pub struct PrometheusSection {
     /// interval plus the scrape timeout of what the rules read.
     #[serde(with = "crate::rules::schema::duration")]
     pub settled_after: Duration,
+    /// How long a whole window asked to fill the window cache may take, past the tick that
+    /// asked it (the tick itself still ends by its deadline). Unset: 30s, or `timeout` when
+    /// that is longer.
+    #[serde(default, with = "crate::rules::schema::opt_duration")]
+    pub fill_timeout: Option<Duration>,
 }
 
 impl PrometheusSection {
@@ -143,6 +148,26 @@ impl PrometheusSection {
         }
         Ok(Some(self.settled_after))
     }
+
+    /// The bound of a whole-window fill: refused below `timeout` (a fill must be able to
+    /// outlive the tick) or above Prometheus's own default query timeout (2m, or `timeout`
+    /// when that is longer).
+    pub fn fill_timeout(&self) -> Result<Duration, ConfigError> {
+        use crate::source::prometheus::{DEFAULT_FILL_TIMEOUT, MAX_FILL_TIMEOUT};
+        let Some(fill) = self.fill_timeout else {
+            return Ok(DEFAULT_FILL_TIMEOUT.max(self.timeout));
+        };
+        let max = MAX_FILL_TIMEOUT.max(self.timeout);
+        if fill < self.timeout || fill > max {
+            return Err(ConfigError::Unsafe(format!(
+                "prometheus.fill_timeout ({}) must be between prometheus.timeout ({}) and {}",
+                humantime::format_duration(fill),
+                humantime::format_duration(self.timeout),
+                humantime::format_duration(max)
+            )));
+        }
+        Ok(fill)
+    }
 }
 
 impl Default for PrometheusSection {
@@ -156,6 +181,7 @@ impl Default for PrometheusSection {
             batch_queries: true,
             incremental_windows: true,
             settled_after: Duration::from_secs(30),
+            fill_timeout: None,
         }
     }
 }
@@ -373,6 +399,38 @@ mod tests {
             (p.lease, p.renew_interval),
             (Duration::from_secs(10), Duration::from_secs(2))
         );
+    }
+
+    #[test]
+    fn a_fill_may_outlive_a_tick_but_not_prometheus_own_query_timeout() {
+        let section = |yaml: &str| -> PrometheusSection {
+            let cfg: Config = serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{e}"));
+            cfg.prometheus
+        };
+        let s = Duration::from_secs;
+        assert_eq!(section("prometheus: {}\n").fill_timeout().ok(), Some(s(30)));
+        assert_eq!(
+            section("prometheus: { timeout: 45s }\n")
+                .fill_timeout()
+                .ok(),
+            Some(s(45)),
+            "never shorter than the tick's own timeout"
+        );
+        assert_eq!(
+            section("prometheus: { fill_timeout: 1m }\n")
+                .fill_timeout()
+                .ok(),
+            Some(s(60))
+        );
+        for bad in [
+            "prometheus: { timeout: 10s, fill_timeout: 5s }\n",
+            "prometheus: { fill_timeout: 10m }\n",
+        ] {
+            assert!(
+                matches!(section(bad).fill_timeout(), Err(ConfigError::Unsafe(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

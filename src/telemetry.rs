@@ -66,6 +66,10 @@ fn describe() {
         "Queries failed without being sent because their batch got no answer (Prometheus down, overloaded or too slow): the tick judges them error instead of asking each alone"
     );
     describe_counter!(
+        "canaryd_prometheus_deadline_missed_total",
+        "Queries given up at their tick's deadline: only their metrics are judged error that tick, the metrics that answered in time are judged"
+    );
+    describe_counter!(
         "canaryd_hook_calls_total",
         "Hook delivery attempts by hook and outcome (success, error)"
     );
@@ -112,6 +116,7 @@ pub fn init_series<'a>(rules: impl IntoIterator<Item = &'a str>) {
         counter!("canaryd_prometheus_errors_total", "kind" => kind).increment(0);
     }
     counter!("canaryd_prometheus_shed_total").increment(0);
+    counter!("canaryd_prometheus_deadline_missed_total").increment(0);
     for how in ["planned", "asked", "late"] {
         counter!("canaryd_slot_ticks_total", "how" => how).increment(0);
     }

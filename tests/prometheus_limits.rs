@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use canaryd::judge::observation::Series;
 use canaryd::rollout::Rollout;
-use canaryd::source::batch::Wanted;
+use canaryd::source::batch::Members;
 use canaryd::source::batch_split::Extra;
 use canaryd::source::prometheus::{DEFAULT_MAX_RESPONSE_BYTES, QueryFailure};
 use canaryd::source::{PrometheusConfig, PrometheusSource};
@@ -162,9 +162,9 @@ async fn an_endless_batch_answer_is_split_never_and_is_an_unusable_answer() {
             SystemTime::now(),
             Duration::from_secs(60),
             Duration::from_secs(1),
-            Wanted {
-                labels: &labels,
-                keys: &keys,
+            Members {
+                labels: labels.into(),
+                keys: keys.into(),
                 extra: Extra::Unlabelled,
             },
         )

@@ -122,13 +122,19 @@ pub fn line(
         "diagnostics: open files canaryd {fds_canaryd}, Prometheus {fds_prometheus}; \
          ticks in the window by how the slot got them: {}; queries in the window by mode: {}; \
          batch windows asked: {}; errors by kind: {}; shed (not sent after a batch \
-         got no answer): {}; mean query time {mean_query}; canaryd /metrics {series} series, \
+         got no answer): {}; given up at the tick deadline: {}; mean query time {mean_query}; canaryd /metrics {series} series, \
          {} KiB; canaryd log {} lines, {} KiB ({} WARN)",
         slots.join(", "),
         modes.join(", "),
         windows.join(", "),
         errors.join(", "),
         delta(first, last, "canaryd_prometheus_shed_total", |_| true),
+        delta(
+            first,
+            last,
+            "canaryd_prometheus_deadline_missed_total",
+            |_| true
+        ),
         last.len() / 1024,
         log_text.lines().count(),
         log_text.len() / 1024,

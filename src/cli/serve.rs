@@ -234,7 +234,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let source = PrometheusSource::new(&prometheus)?
         .with_max_response_bytes(cfg.prometheus.max_response_bytes)
         .with_batching(cfg.prometheus.batch_queries)
-        .with_incremental_windows(cfg.prometheus.settled_after()?);
+        .with_incremental_windows(cfg.prometheus.settled_after()?)
+        .with_fill_timeout(cfg.prometheus.fill_timeout()?);
     let hooks = HookRunner::new().context("building the hook HTTP client")?;
     let (controller, lease) = match &cfg.state.postgres {
         Some(pg) => {

@@ -31,6 +31,7 @@ use crate::rollout::{Rollout, Tick};
 use crate::rules::schema::MetricKind;
 use crate::rules::{Group, QueryContext, Rule};
 use crate::source::PrometheusSource;
+use crate::source::tick_deadline::{TickDeadline, within};
 
 pub(super) use super::analysis_counters::counters;
 pub use super::analysis_counters::slow_counters;
@@ -80,6 +81,19 @@ pub async fn fetch(
     end: SystemTime,
     window: Duration,
 ) -> Gathered {
+    fetch_by(source, rule, rollout, end, window, None).await
+}
+
+/// [`fetch`], giving up at `by` each metric whose queries have not answered: that metric is
+/// failed (judged `error`), the metrics that answered keep their data.
+pub async fn fetch_by(
+    source: &PrometheusSource,
+    rule: &Rule,
+    rollout: &Rollout,
+    end: SystemTime,
+    window: Duration,
+    by: Option<TickDeadline>,
+) -> Gathered {
     let ctx = QueryContext {
         rollout: &rollout.id,
         version: &rollout.version,
@@ -97,10 +111,16 @@ pub async fn fetch(
                     rule.render(q, Group::Baseline, ctx),
                 ) {
                     (Ok(cq), Ok(bq)) => {
-                        let (canary, baseline) = tokio::join!(
-                            source.range_series(&cq, end, window, step),
-                            source.range_series(&bq, end, window, step)
-                        );
+                        let both = async {
+                            tokio::join!(
+                                source.range_series(&cq, end, window, step),
+                                source.range_series(&bq, end, window, step)
+                            )
+                        };
+                        let (canary, baseline) = within(by, 1, both).await.unwrap_or_else(|m| {
+                            let failed = Series::Failed { message: m };
+                            (failed.clone(), failed)
+                        });
                         Fetched::Window { canary, baseline }
                     }
                     (Err(e), _) | (_, Err(e)) => {
@@ -116,7 +136,8 @@ pub async fn fetch(
                 MetricKind::Counts { .. }
                 | MetricKind::Slow { .. }
                 | MetricKind::Histogram { .. } => {
-                    Fetched::Counters(counters(source, rule, m, ctx, end).await)
+                    let read = counters(source, rule, m, ctx, end);
+                    Fetched::Counters(within(by, 1, read).await.and_then(|c| c))
                 }
                 MetricKind::Invalid => return None,
             };

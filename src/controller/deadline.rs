@@ -2,7 +2,9 @@
 //! The scheduler's slot holds it ([`super::gather::answer_slot`]: a slot ends by the smallest
 //! deadline of its rollouts).
 //!
-//! A tick that misses it is judged `error` on every metric — no data, never a pass — so a hanging
+//! Each query still running just before it is given up alone (`source::tick_deadline`): its
+//! metric is `error`, the metrics that answered are judged. A tick the slot-wide safety net cuts
+//! is judged `error` on every metric ([`missed`]) — no data, never a pass — so a hanging
 //! Prometheus cannot stretch one tick over many intervals, and what the tick would have said had
 //! it finished late is never acted on.
 

@@ -9,8 +9,12 @@
 //! gatherer returns is judged exactly as a single rollout's fetch is.
 //!
 //! The slot's deadline is the smallest of its rollouts' tick deadlines
-//! ([`super::deadline::tick_deadline`]), counted from when the slot fired: a slot that misses
-//! it answers every rollout in it with the missed-deadline tick, never a late verdict.
+//! ([`super::deadline::tick_deadline`]), counted from when the slot fired ([`gather_by`]). Each
+//! query still running just before it is given up on its own: its members get that metric
+//! failed (judged `error`, never healthy), while every metric that answered in time is judged
+//! as usual — at 10,000 rollouts one slow shape used to cost every rollout all its metrics.
+//! The whole gathering is still cut at the deadline itself, as a safety net: a rollout left
+//! without an answer then gets the missed-deadline tick, never a late verdict.
 
 use std::time::{Duration, SystemTime};
 
@@ -24,6 +28,7 @@ use crate::rollout::Rollout;
 use crate::rules::Rule;
 use crate::source::PrometheusSource;
 use crate::source::batch::Limits;
+use crate::source::tick_deadline::TickDeadline;
 use crate::telemetry;
 
 /// Rollouts fetched at once within one slot; each fetches up to 8 metrics at once itself.
@@ -44,29 +49,63 @@ pub async fn gather_slot(
     items: &[(&Rule, &Rollout)],
     end: SystemTime,
 ) -> Vec<Gathered> {
-    gather_slot_with(source, items, end, &Limits::default()).await
+    gather_slot_with(source, items, end, &Limits::default(), None).await
 }
 
-/// [`gather_slot`] with explicit batch limits: a late wave is gathered without wide queries.
+/// The slot's tick, started at `started`, by its `deadline`: every query still running just
+/// before `started + deadline` is given up alone ([`TickDeadline`]; its metric is judged
+/// `error`), and the whole gathering is cut at `started + deadline` as a safety net. Fewer
+/// answers than items (only when the net fired) leave the rest to the missed-deadline tick.
+pub async fn gather_by(
+    source: &PrometheusSource,
+    items: &[(&Rule, &Rollout)],
+    end: SystemTime,
+    limits: &Limits,
+    started: Instant,
+    deadline: Duration,
+) -> Vec<Gathered> {
+    let by = TickDeadline {
+        at: started + deadline.saturating_sub(net_margin(deadline)),
+        of: deadline,
+    };
+    tokio::time::timeout_at(
+        started + deadline,
+        gather_slot_with(source, items, end, limits, Some(by)),
+    )
+    .await
+    .unwrap_or_default()
+}
+
+/// How long before the deadline queries are given up: enough for the answers that did come to
+/// be put together before the safety net fires, small next to any deadline.
+fn net_margin(deadline: Duration) -> Duration {
+    (deadline / 10).min(Duration::from_millis(250))
+}
+
+/// [`gather_slot`] with explicit batch limits (a late wave is gathered without wide queries),
+/// giving up each query still running at `by`.
 pub async fn gather_slot_with(
     source: &PrometheusSource,
     items: &[(&Rule, &Rollout)],
     end: SystemTime,
     limits: &Limits,
+    by: Option<TickDeadline>,
 ) -> Vec<Gathered> {
     if source.batching() && items.len() > 1 {
-        return gather_batched(source, items, end, limits).await;
+        return gather_batched(source, items, end, limits, by).await;
     }
-    gather_alone(source, items, end).await
+    gather_alone(source, items, end, by).await
 }
 
-/// One [`super::gather_many::fetch_many`] per window length (a batch needs equal ranges), the
-/// answers put back in the items' order.
+/// One [`super::gather_many::fetch_many`] per window length (a batch needs equal ranges), all
+/// at once (one slow window length must not leave the others no time), the answers put back
+/// in the items' order.
 async fn gather_batched(
     source: &PrometheusSource,
     items: &[(&Rule, &Rollout)],
     end: SystemTime,
     limits: &Limits,
+    by: Option<TickDeadline>,
 ) -> Vec<Gathered> {
     let mut by_window: std::collections::BTreeMap<Duration, Vec<usize>> = Default::default();
     for (i, (rule, _)) in items.iter().enumerate() {
@@ -76,11 +115,20 @@ async fn gather_batched(
             .push(i);
     }
     let mut out: Vec<Option<Gathered>> = vec![None; items.len()];
-    for (window, indices) in by_window {
-        let group: Vec<(&Rule, &Rollout)> = indices.iter().map(|&i| items[i]).collect();
-        let gathered =
-            super::gather_many::fetch_many_with(source, &group, end, window, true, limits).await;
-        for (i, g) in indices.into_iter().zip(gathered) {
+    type Group<'a> = (Duration, Vec<usize>, Vec<(&'a Rule, &'a Rollout)>);
+    let groups: Vec<Group<'_>> = by_window
+        .into_iter()
+        .map(|(window, indices)| {
+            let group = indices.iter().map(|&i| items[i]).collect();
+            (window, indices, group)
+        })
+        .collect();
+    let fetches = groups.iter().map(|(window, _, group)| {
+        super::gather_many::fetch_many_by(source, group, end, *window, true, limits, by)
+    });
+    let answers = futures_util::future::join_all(fetches).await;
+    for ((_, indices, _), gathered) in groups.iter().zip(answers) {
+        for (&i, g) in indices.iter().zip(gathered) {
             out[i] = Some(g);
         }
     }
@@ -93,12 +141,13 @@ async fn gather_alone(
     source: &PrometheusSource,
     items: &[(&Rule, &Rollout)],
     end: SystemTime,
+    by: Option<TickDeadline>,
 ) -> Vec<Gathered> {
     // Collected first: a lazy `map` inside the stream trips `Send` inference (see `fetch`).
     let fetches: Vec<_> = items
         .iter()
         .map(|(rule, rollout)| {
-            analysis::fetch(source, rule, rollout, end, rule.spec.analysis.window)
+            analysis::fetch_by(source, rule, rollout, end, rule.spec.analysis.window, by)
         })
         .collect();
     futures_util::stream::iter(fetches)
@@ -210,12 +259,7 @@ pub(super) async fn answer_slot(
         .iter()
         .map(|r| (r.rule.as_ref(), r.rollout.as_ref()))
         .collect();
-    let gathered = tokio::time::timeout_at(
-        started + deadline,
-        gather_slot_with(source, &items, end, limits),
-    )
-    .await
-    .unwrap_or_default();
+    let gathered = gather_by(source, &items, end, limits, started, deadline).await;
     let mut gathered = gathered.into_iter();
     for request in requests {
         // A gatherer that returned too few answers leaves the rest missed, never passed.

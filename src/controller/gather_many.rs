@@ -20,6 +20,7 @@ use crate::rules::schema::MetricKind;
 use crate::rules::{Group, QueryContext, Rule};
 use crate::source::PrometheusSource;
 use crate::source::batch::{self, Limits, RangeRequest};
+use crate::source::tick_deadline::{TickDeadline, within};
 
 /// Rollouts fetched at once when batching is off, and for their counters.
 const CONCURRENT_ROLLOUTS: usize = 8;
@@ -53,6 +54,21 @@ pub async fn fetch_many_with(
     batched: bool,
     limits: &Limits,
 ) -> Vec<Gathered> {
+    fetch_many_by(source, rollouts, end, window, batched, limits, None).await
+}
+
+/// [`fetch_many_with`] that gives up at `by` every query still running: a batch job's members,
+/// a rollout's counters or (unbatched) a rollout's metric then fail with the deadline's message
+/// and are judged `error`; whatever answered in time is judged as usual.
+pub async fn fetch_many_by(
+    source: &PrometheusSource,
+    rollouts: &[(&Rule, &Rollout)],
+    end: SystemTime,
+    window: Duration,
+    batched: bool,
+    limits: &Limits,
+    by: Option<TickDeadline>,
+) -> Vec<Gathered> {
     if !batched {
         let windows: usize = rollouts.iter().map(|(r, _)| window_metrics(r) * 2).sum();
         batch::count_queries("single", windows);
@@ -60,7 +76,7 @@ pub async fn fetch_many_with(
         // inference for the spawning task (higher-ranked lifetimes), as in `analysis::fetch`.
         let fetches: Vec<_> = rollouts
             .iter()
-            .map(|(rule, rollout)| analysis::fetch(source, rule, rollout, end, window))
+            .map(|(rule, rollout)| analysis::fetch_by(source, rule, rollout, end, window, by))
             .collect();
         return futures_util::stream::iter(fetches)
             .buffered(CONCURRENT_ROLLOUTS)
@@ -70,12 +86,15 @@ pub async fn fetch_many_with(
     let (requests, slots) = requests(rollouts, end, window);
     let counters: Vec<_> = rollouts
         .iter()
-        .map(|(rule, rollout)| sequential_only(source, rule, rollout, end))
+        .map(|(rule, rollout)| sequential_only(source, rule, rollout, end, by))
         .collect();
     let counters = futures_util::stream::iter(counters)
         .buffered(CONCURRENT_ROLLOUTS)
         .collect::<Vec<_>>();
-    let (answers, counters) = tokio::join!(batch::range_many(source, &requests, limits), counters);
+    let (answers, counters) = tokio::join!(
+        batch::range_many_by(source, &requests, limits, by),
+        counters
+    );
     let mut metrics: Vec<BTreeMap<String, Fetched>> = counters;
     for slot in slots {
         let fetched = match slot.requests {
@@ -161,6 +180,7 @@ async fn sequential_only(
     rule: &Rule,
     rollout: &Rollout,
     end: SystemTime,
+    by: Option<TickDeadline>,
 ) -> BTreeMap<String, Fetched> {
     let ctx = QueryContext {
         rollout: &rollout.id,
@@ -177,7 +197,8 @@ async fn sequential_only(
             )
         })
         .map(|m| async move {
-            let counters = analysis::counters(source, rule, m, ctx, end).await;
+            let read = analysis::counters(source, rule, m, ctx, end);
+            let counters = within(by, 1, read).await.and_then(|c| c);
             (m.name.clone(), Fetched::Counters(counters))
         })
         .collect();

@@ -17,7 +17,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt;
 use prometheus_http_query::response::Data;
 
 use super::PrometheusSource;
@@ -25,7 +24,8 @@ pub use super::answer_split::Wanted;
 use super::batch_cache;
 use super::batch_rewrite::{Shape, member_key, varying_labels};
 pub use super::batch_run::count_queries;
-use super::batch_run::run;
+pub use super::batch_run::range_many_by;
+pub use super::batch_split::Members;
 use super::batch_split::{Split, split};
 use super::prometheus::QueryFailure;
 use crate::judge::observation::Series;
@@ -90,11 +90,11 @@ pub trait RangeSource: Sync {
         end: SystemTime,
         window: Duration,
         step: Duration,
-        wanted: Wanted<'_>,
+        members: Members,
     ) -> impl Future<Output = Result<Split, QueryFailure>> + Send {
         async move {
             let data = self.range_data(query, end, window, step).await?;
-            Ok(split(&data, wanted.labels, wanted.keys, wanted.extra))
+            Ok(split(&data, &members.labels, &members.keys, members.extra))
         }
     }
 }
@@ -116,9 +116,9 @@ impl RangeSource for PrometheusSource {
         end: SystemTime,
         window: Duration,
         step: Duration,
-        wanted: Wanted<'_>,
+        members: Members,
     ) -> impl Future<Output = Result<Split, QueryFailure>> + Send {
-        PrometheusSource::range_split(self, query, end, window, step, wanted)
+        PrometheusSource::range_split(self, query, end, window, step, members)
     }
 }
 
@@ -325,28 +325,7 @@ pub async fn range_many<S: RangeSource>(
     requests: &[RangeRequest],
     limits: &Limits,
 ) -> Vec<Series> {
-    let jobs = plan(requests, limits);
-    // Futures collected first, so the whole stays `Send` (see `analysis::fetch`). Wide queries
-    // share the pool with the rest: asked one after another, four shapes' wide queries took
-    // longer than the tick's deadline at 3,000 rollouts on a loaded machine (BENCHMARKS.md).
-    let runs: Vec<_> = jobs
-        .into_iter()
-        .map(|job| run(source, requests, job, limits.concurrency))
-        .collect();
-    let answered: Vec<Vec<(usize, Series)>> = futures_util::stream::iter(runs)
-        .buffer_unordered(limits.concurrency.max(1))
-        .collect()
-        .await;
-    let mut out = vec![
-        Series::Failed {
-            message: "not asked (batching bug)".into(),
-        };
-        requests.len()
-    ];
-    for (i, s) in answered.into_iter().flatten() {
-        out[i] = s;
-    }
-    out
+    range_many_by(source, requests, limits, None).await
 }
 
 #[cfg(test)]

@@ -10,15 +10,86 @@
 
 use futures_util::StreamExt;
 
-use super::batch::{Job, RangeRequest, RangeSource, Wanted};
-use super::batch_split::Extra;
+use super::batch::{Job, Limits, RangeRequest, RangeSource, plan};
+use super::batch_split::{Extra, Members};
 use super::prometheus::QueryFailure;
 use super::prometheus::series;
+use super::tick_deadline::{TickDeadline, within};
 use crate::judge::observation::Series;
 
 /// Counts one query sent, by how: `batched`, `wide`, `single` or `fallback`.
 pub fn count_queries(mode: &'static str, n: usize) {
     metrics::counter!("canaryd_prometheus_queries_total", "mode" => mode).increment(n as u64);
+}
+
+/// Answers every request, batching what can be batched; result `i` is request `i`'s. A job
+/// still running at `by` gives its members the deadline's failure, and only them: the jobs that
+/// answered in time keep their answers ([`super::tick_deadline`]).
+pub async fn range_many_by<S: RangeSource>(
+    source: &S,
+    requests: &[RangeRequest],
+    limits: &Limits,
+    by: Option<TickDeadline>,
+) -> Vec<Series> {
+    let jobs = plan(requests, limits);
+    // Futures collected first, so the whole stays `Send` (see `analysis::fetch`). Wide queries
+    // share the pool with the rest: asked one after another, four shapes' wide queries took
+    // longer than the tick's deadline at 3,000 rollouts on a loaded machine (BENCHMARKS.md).
+    let runs: Vec<_> = jobs
+        .into_iter()
+        .map(|job| {
+            let indices = job_members(&job);
+            async move {
+                let n = indices.len();
+                match within(by, n, run(source, requests, job, limits.concurrency)).await {
+                    Ok(answered) => answered,
+                    Err(message) => {
+                        let failed = Series::Failed { message };
+                        indices.into_iter().map(|i| (i, failed.clone())).collect()
+                    }
+                }
+            }
+        })
+        .collect();
+    let answered: Vec<Vec<(usize, Series)>> = futures_util::stream::iter(runs)
+        .buffer_unordered(limits.concurrency.max(1))
+        .collect()
+        .await;
+    let mut out = vec![
+        Series::Failed {
+            message: "not asked (batching bug)".into(),
+        };
+        requests.len()
+    ];
+    for (i, s) in answered.into_iter().flatten() {
+        out[i] = s;
+    }
+    out
+}
+
+/// The requests a job answers.
+fn job_members(job: &Job) -> Vec<usize> {
+    match job {
+        Job::Single(i) => vec![*i],
+        Job::Batch { members, .. } | Job::Wide { members, .. } => {
+            members.iter().map(|(i, _)| *i).collect()
+        }
+    }
+}
+
+/// The members' keys, moved out once and shared ([`Members`]); the indexes stay behind.
+fn split_members(
+    members: Vec<(usize, Vec<String>)>,
+    labels: Vec<String>,
+    extra: Extra,
+) -> (Vec<usize>, Members) {
+    let (indices, keys): (Vec<usize>, Vec<Vec<String>>) = members.into_iter().unzip();
+    let members = Members {
+        labels: labels.into(),
+        keys: keys.into(),
+        extra,
+    };
+    (indices, members)
 }
 
 pub(super) async fn run<S: RangeSource>(
@@ -38,22 +109,17 @@ pub(super) async fn run<S: RangeSource>(
     };
     count_queries("wide", 1);
     let r = &requests[members[0].0];
-    let keys: Vec<Vec<String>> = members.iter().map(|(_, k)| k.clone()).collect();
-    let wanted = Wanted {
-        labels: &labels,
-        keys: &keys,
-        extra: Extra::Unlabelled,
-    };
+    let (indices, wanted) = split_members(members, labels, Extra::Unlabelled);
     let why = match source
         .range_split(&query, r.end, r.window, r.step, wanted)
         .await
     {
-        Ok(Ok(split)) => return members.iter().map(|(i, _)| *i).zip(split).collect(),
+        Ok(Ok(split)) => return indices.into_iter().zip(split).collect(),
         Ok(Err(why)) => why,
-        Err(QueryFailure::NoAnswer(why)) => return shed(members, &why, "wide"),
+        Err(QueryFailure::NoAnswer(why)) => return shed(indices, &why, "wide"),
         Err(QueryFailure::Unusable(why)) => why,
     };
-    tracing::warn!(members = members.len(), %why, "wide query fell back to regex batches");
+    tracing::warn!(members = indices.len(), %why, "wide query fell back to regex batches");
     let runs: Vec<_> = fallback
         .into_iter()
         .map(|job| run_one(source, requests, job, concurrency))
@@ -85,51 +151,48 @@ async fn run_one<S: RangeSource>(
         Job::Wide { members, .. } => {
             // Never planned as a fallback; answered per member rather than not at all.
             count_queries("fallback", members.len());
-            return per_member(source, requests, members, concurrency).await;
+            let indices = members.into_iter().map(|(i, _)| i).collect();
+            return per_member(source, requests, indices, concurrency).await;
         }
     };
     count_queries("batched", 1);
     let r = &requests[members[0].0];
-    let answer = if labels.is_empty() {
+    let identical = labels.is_empty();
+    let (indices, wanted) = split_members(members, labels, Extra::Combinations);
+    let answer = if identical {
         // Identical queries: every member gets the whole (single-series) answer.
         match source.range_data(&query, r.end, r.window, r.step).await {
             Ok(data) => {
                 let s = series(&data);
-                return members.into_iter().map(|(i, _)| (i, s.clone())).collect();
+                return indices.into_iter().map(|i| (i, s.clone())).collect();
             }
             Err(failure) => Err(failure),
         }
     } else {
-        let keys: Vec<Vec<String>> = members.iter().map(|(_, k)| k.clone()).collect();
-        let wanted = Wanted {
-            labels: &labels,
-            keys: &keys,
-            extra: Extra::Combinations,
-        };
         source
             .range_split(&query, r.end, r.window, r.step, wanted)
             .await
     };
     let why = match answer {
-        Ok(Ok(split)) => return members.iter().map(|(i, _)| *i).zip(split).collect(),
+        Ok(Ok(split)) => return indices.into_iter().zip(split).collect(),
         Ok(Err(why)) => why,
-        Err(QueryFailure::NoAnswer(why)) => return shed(members, &why, "batched"),
+        Err(QueryFailure::NoAnswer(why)) => return shed(indices, &why, "batched"),
         Err(QueryFailure::Unusable(why)) => why,
     };
-    tracing::warn!(members = members.len(), %why, "batched query fell back to one query per member");
-    count_queries("fallback", members.len());
-    per_member(source, requests, members, concurrency).await
+    tracing::warn!(members = indices.len(), %why, "batched query fell back to one query per member");
+    count_queries("fallback", indices.len());
+    per_member(source, requests, indices, concurrency).await
 }
 
 async fn per_member<S: RangeSource>(
     source: &S,
     requests: &[RangeRequest],
-    members: Vec<(usize, Vec<String>)>,
+    members: Vec<usize>,
     concurrency: usize,
 ) -> Vec<(usize, Series)> {
     let singles: Vec<_> = members
         .into_iter()
-        .map(|(i, _)| async move { (i, single(source, &requests[i]).await) })
+        .map(|i| async move { (i, single(source, &requests[i]).await) })
         .collect();
     futures_util::stream::iter(singles)
         .buffer_unordered(concurrency.max(1))
@@ -139,7 +202,7 @@ async fn per_member<S: RangeSource>(
 
 /// A batch that got no answer: every member fails this tick with the batch's reason, and
 /// nothing more is sent (see the module doc). Counted as `canaryd_prometheus_shed_total`.
-fn shed(members: Vec<(usize, Vec<String>)>, why: &str, mode: &str) -> Vec<(usize, Series)> {
+fn shed(members: Vec<usize>, why: &str, mode: &str) -> Vec<(usize, Series)> {
     tracing::warn!(members = members.len(), mode, %why,
         "batch query got no answer; its members are errors this tick, not asked again one by one");
     metrics::counter!("canaryd_prometheus_shed_total").increment(members.len() as u64);
@@ -150,10 +213,7 @@ fn shed(members: Vec<(usize, Vec<String>)>, why: &str, mode: &str) -> Vec<(usize
             members.len()
         ),
     };
-    members
-        .into_iter()
-        .map(|(i, _)| (i, failed.clone()))
-        .collect()
+    members.into_iter().map(|i| (i, failed.clone())).collect()
 }
 
 /// One request alone, with `range_series`' semantics.

@@ -1,10 +1,34 @@
 //! Splitting one batch answer back into each member's series ([`super::batch`]). Pure.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use prometheus_http_query::response::Data;
 
+use super::answer_split::Wanted;
 use crate::judge::observation::{Point, Series};
+
+/// The members of one batch query, owned and shared: a query through the window cache runs in
+/// a task of its own that may outlive the tick, so it cannot borrow them, and at 10,000 members
+/// a copy per hand-over (the source, the cache's task, the remembered answer) was 10,000 small
+/// vectors each time. One `Arc` is handed along instead.
+#[derive(Debug, Clone)]
+pub struct Members {
+    pub labels: Arc<[String]>,
+    pub keys: Arc<[Vec<String>]>,
+    pub extra: Extra,
+}
+
+impl Members {
+    /// A borrowed view, for the readers that split an answer.
+    pub fn wanted(&self) -> Wanted<'_> {
+        Wanted {
+            labels: &self.labels,
+            keys: &self.keys,
+            extra: self.extra,
+        }
+    }
+}
 
 /// Which series of an answer may be left out because no member asked for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

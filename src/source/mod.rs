@@ -11,7 +11,9 @@ mod batch_run;
 pub mod batch_split;
 pub mod health;
 pub mod prometheus;
+pub mod tick_deadline;
 pub mod window_cache;
+mod window_cache_fill;
 
 pub use health::HealthProbe;
 pub use prometheus::{PrometheusConfig, PrometheusSource};

@@ -12,9 +12,8 @@ use prometheus_http_query::{Client, Error as PromError};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::Deserialize;
 
-use super::answer_split::{self, Wanted};
-use super::batch_split::{self, Split};
-use super::window_cache::WindowCache;
+use super::batch_split::{Members, Split};
+use super::window_cache::{Bound, WindowCache};
 use crate::judge::Observation;
 use crate::judge::observation::{Point, Series};
 
@@ -22,6 +21,11 @@ use crate::judge::observation::{Point, Series};
 /// day at 15 s steps is ~200 KiB; 16 MiB leaves room for wide instant queries of per-series
 /// counters and still bounds what a runaway answer can take.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+#[path = "prometheus_fill.rs"]
+mod fill;
+use fill::build_client;
+pub use fill::{DEFAULT_FILL_TIMEOUT, MAX_FILL_TIMEOUT};
 
 /// How to reach Prometheus. Credentials live here only long enough to build the client.
 #[derive(Debug, Clone)]
@@ -75,6 +79,10 @@ pub type LabeledValue = (std::collections::BTreeMap<String, String>, f64);
 #[derive(Clone)]
 pub struct PrometheusSource {
     client: Client,
+    /// The same endpoint and credentials without the client's timeout: whole-window fills are
+    /// bounded by `fill_timeout` instead ([`super::window_cache_fill`]).
+    fill_client: Client,
+    fill_timeout: Duration,
     url: String,
     timeout: Duration,
     max_response_bytes: usize,
@@ -111,19 +119,12 @@ impl PrometheusSource {
         }
         // A redirect would carry the credentials' query to another origin: a Prometheus that
         // answers 3xx is an error, like every other unexpected answer.
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
-            .timeout(cfg.timeout)
-            .default_headers(headers)
-            .build()
-            .map_err(|e| SourceError::Client(e.to_string()))?;
-        let client = Client::from(http, &cfg.url).map_err(|e| SourceError::Url {
-            url: crate::redact::url(&cfg.url),
-            message: crate::redact::text(&e.to_string()),
-        })?;
+        let client = build_client(cfg, headers.clone(), Some(cfg.timeout))?;
+        let fill_client = build_client(cfg, headers, None)?;
         Ok(Self {
             client,
+            fill_client,
+            fill_timeout: DEFAULT_FILL_TIMEOUT.max(cfg.timeout),
             url: cfg.url.clone(),
             timeout: cfg.timeout,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
@@ -210,7 +211,7 @@ impl PrometheusSource {
         window: Duration,
         step: Duration,
     ) -> Result<Data, QueryFailure> {
-        let (started, response) = self.send_range(query, end, window, step).await;
+        let (started, response) = self.send_range(query, end, window, step, Bound::Tick).await;
         self.answer(started, response).await
     }
 
@@ -223,28 +224,22 @@ impl PrometheusSource {
         end: SystemTime,
         window: Duration,
         step: Duration,
-        wanted: Wanted<'_>,
+        members: Members,
     ) -> Result<Split, QueryFailure> {
         match &self.windows {
             Some(cache) => {
-                // Owned copies: the query outlives this tick when the tick gives up first.
+                // Owned: the query outlives this tick when the tick gives up first.
                 let this = self.clone();
                 let q = query.to_string();
-                let (labels, keys, extra) =
-                    (wanted.labels.to_vec(), wanted.keys.to_vec(), wanted.extra);
                 cache
-                    .range_split(query, end, window, step, wanted, move |w| async move {
-                        let wanted = Wanted {
-                            labels: &labels,
-                            keys: &keys,
-                            extra,
-                        };
-                        this.range_split_whole(&q, end, w, step, wanted).await
+                    .range_split(query, end, window, step, members, move |f| async move {
+                        this.range_split_whole(&q, end, f.window, step, f.members.wanted(), f.bound)
+                            .await
                     })
                     .await
             }
             None => {
-                self.range_split_whole(query, end, window, step, wanted)
+                self.range_split_whole(query, end, window, step, members.wanted(), Bound::Tick)
                     .await
             }
         }
@@ -257,38 +252,20 @@ impl PrometheusSource {
         end: SystemTime,
         window: Duration,
         step: Duration,
+        bound: Bound,
     ) -> (Instant, Result<reqwest::Response, PromError>) {
         let (start_s, end_s) = range_bounds(end, window);
+        let (client, timeout) = match bound {
+            Bound::Tick => (&self.client, self.timeout),
+            Bound::Fill => (&self.fill_client, self.fill_timeout),
+        };
         let started = Instant::now();
-        let response = self
-            .client
+        let response = client
             .query_range(query, start_s, end_s, step.as_secs_f64().max(0.001))
-            .timeout(self.timeout.as_millis() as i64)
+            .timeout(timeout.as_millis() as i64)
             .post_raw()
             .await;
         (started, response)
-    }
-
-    /// [`Self::range_split`] over exactly `window`, nothing reused.
-    async fn range_split_whole(
-        &self,
-        query: &str,
-        end: SystemTime,
-        window: Duration,
-        step: Duration,
-        wanted: Wanted<'_>,
-    ) -> Result<Split, QueryFailure> {
-        let (started, response) = self.send_range(query, end, window, step).await;
-        self.answer_with(started, response, |status, body| {
-            match answer_split::split_json(body, wanted) {
-                Some(split) => Ok(split),
-                // Not the canonical answer: parsed as before, for the same error or split.
-                None => parse_response(status, body).map(|data| {
-                    batch_split::split(&data, wanted.labels, wanted.keys, wanted.extra)
-                }),
-            }
-        })
-        .await
     }
 
     /// One instant query at `at`, every series with its labels: counters for the sequential

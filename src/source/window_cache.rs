@@ -22,14 +22,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::answer_split::Wanted;
-use super::batch_split::{Extra, Split};
+use super::batch_split::{Extra, Members, Split};
 use super::prometheus::QueryFailure;
-use crate::judge::observation::{Point, Series};
+use super::window_cache_fill::{Claim, FillGuard, Fills, ended};
+use crate::judge::observation::Point;
 
-/// Batches remembered at once: one per metric shape (wide) or per regex batch. Bounded so a
-/// churn of regex batches cannot grow it; the oldest answer is dropped first.
-const MAX_ENTRIES: usize = 1024;
+#[path = "window_cache_entry.rs"]
+mod entry;
+pub(super) use entry::plan_for;
+use entry::{Entry, kept, merge, remember};
 
 /// How a batch's window will be asked.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,19 +42,42 @@ pub enum Ask {
     From { from: i64, window: Duration },
 }
 
+/// How long a query through the cache may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// The Prometheus timeout, as any query of a tick.
+    Tick,
+    /// `prometheus.fill_timeout`: a whole window that fills the cache
+    /// ([`super::window_cache_fill`]).
+    Fill,
+}
+
+/// One query the cache asks its source to send: over `window` back from the end, by `bound`.
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    pub window: Duration,
+    pub bound: Bound,
+    pub members: Members,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     query: String,
     window_s: i64,
     step_s: i64,
-    labels: Vec<String>,
+    labels: Arc<[String]>,
     wide: bool,
 }
 
-#[derive(Debug)]
-struct Entry {
+/// What a tick will ask, decided before its query's task starts.
+struct Planned {
+    key: Key,
     end_s: i64,
-    members: HashMap<Vec<String>, Vec<Point>>,
+    ask: Ask,
+    /// The reused points of each member, for [`Ask::From`].
+    kept: Option<Vec<Vec<Point>>>,
+    /// Held while this tick fills the whole window.
+    fill: Option<FillGuard<Key>>,
 }
 
 /// The settled points of recent batch answers, shared by every tick of the daemon.
@@ -61,6 +85,7 @@ struct Entry {
 pub struct WindowCache {
     settled_after: i64,
     entries: Mutex<HashMap<Key, Entry>>,
+    fills: Fills<Key>,
     /// Windows asked whole and in part since start: what `/metrics` counts, for tests too.
     full: AtomicU64,
     partial: AtomicU64,
@@ -73,6 +98,7 @@ impl WindowCache {
         WindowCache {
             settled_after: i64::try_from(settled_after.as_secs()).unwrap_or(i64::MAX),
             entries: Mutex::new(HashMap::new()),
+            fills: Fills::new(),
             full: AtomicU64::new(0),
             partial: AtomicU64::new(0),
         }
@@ -86,36 +112,49 @@ impl WindowCache {
         )
     }
 
+    /// Whole windows being filled now (at most one per batch).
+    pub fn fills_in_flight(&self) -> usize {
+        self.fills.in_flight()
+    }
+
     /// Asks `fetch` (a range query ending at `end` over the window it is given) for what is not
     /// settled, and returns every member's series over the whole `window`.
     ///
     /// The query runs in its own task: a tick that gives up at its deadline drops only its wait,
-    /// and the answer still fills the cache when it comes (within the Prometheus timeout). At
-    /// 10,000 services the first whole wide window took longer than a 10 s tick; cancelled with
-    /// the tick it never filled the cache, so every tick asked it whole again.
+    /// and the answer still fills the cache when it comes. A whole window is asked with
+    /// [`Bound::Fill`] by one tick at a time per batch; a tick that finds that fill in flight
+    /// waits for it (this wait ends with the tick) and then asks only the rest.
     pub async fn range_split<F, Fut>(
         self: &Arc<Self>,
         query: &str,
         end: SystemTime,
         window: Duration,
         step: Duration,
-        wanted: Wanted<'_>,
+        members: Members,
         fetch: F,
     ) -> Result<Split, QueryFailure>
     where
-        F: FnOnce(Duration) -> Fut + Send + 'static,
+        F: FnOnce(Fetch) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Split, QueryFailure>> + Send + 'static,
     {
+        let planned = match (key(query, window, step, &members), whole_secs_since(end)) {
+            (Some(key), Some(end_s)) => Some(self.plan(key, end_s, &members.keys).await),
+            _ => None,
+        };
         let cache = Arc::clone(self);
-        let query = query.to_string();
-        let (labels, keys, extra) = (wanted.labels.to_vec(), wanted.keys.to_vec(), wanted.extra);
         let task = tokio::spawn(async move {
-            let wanted = Wanted {
-                labels: &labels,
-                keys: &keys,
-                extra,
-            };
-            cache.fill(&query, end, window, step, wanted, fetch).await
+            match planned {
+                Some(planned) => cache.fill(planned, window, members, fetch).await,
+                None => {
+                    let bound = Bound::Tick;
+                    fetch(Fetch {
+                        window,
+                        bound,
+                        members,
+                    })
+                    .await
+                }
+            }
         });
         task.await.unwrap_or_else(|e| {
             Err(QueryFailure::NoAnswer(format!(
@@ -124,56 +163,95 @@ impl WindowCache {
         })
     }
 
+    /// Decides what to ask: the rest of a remembered window, or the whole window (claimed as
+    /// this batch's one fill, unless too many are in flight); waits for a fill in flight first.
+    async fn plan(&self, key: Key, end_s: i64, keys: &[Vec<String>]) -> Planned {
+        loop {
+            let claim = {
+                let entries = self.lock();
+                let entry = entries.get(&key);
+                let index = entry.and_then(|e| e.index_of(keys));
+                let ask = plan_for(
+                    entry.map(|e| e.end_s),
+                    index.is_some(),
+                    end_s,
+                    key.window_s,
+                    key.step_s,
+                    self.settled_after,
+                );
+                // The kept points are copied out under the lock, so a tick that fails
+                // meanwhile (and drops the entry) cannot take them from under this one.
+                if let (Ask::From { from, .. }, Some(entry), Some(index)) = (ask, entry, index) {
+                    let kept = kept(entry, &index, end_s - key.window_s, from);
+                    return Planned {
+                        key,
+                        end_s,
+                        ask,
+                        kept: Some(kept),
+                        fill: None,
+                    };
+                }
+                self.fills.claim(&key)
+            };
+            let fill = match claim {
+                Claim::Fill(guard) => Some(guard),
+                Claim::Busy => None,
+                Claim::Wait(rx) => {
+                    ended(rx).await;
+                    continue;
+                }
+            };
+            return Planned {
+                key,
+                end_s,
+                ask: Ask::Full,
+                kept: None,
+                fill,
+            };
+        }
+    }
+
     async fn fill<F, Fut>(
         &self,
-        query: &str,
-        end: SystemTime,
+        planned: Planned,
         window: Duration,
-        step: Duration,
-        wanted: Wanted<'_>,
+        members: Members,
         fetch: F,
     ) -> Result<Split, QueryFailure>
     where
-        F: FnOnce(Duration) -> Fut,
+        F: FnOnce(Fetch) -> Fut,
         Fut: Future<Output = Result<Split, QueryFailure>>,
     {
-        let (Some(key), Some(end_s)) = (key(query, window, step, &wanted), whole_secs_since(end))
-        else {
-            return fetch(window).await;
-        };
-        // The kept points are copied out under the lock, so a tick that fails meanwhile (and
-        // drops the entry) cannot take them from under this one.
-        let (ask, kept) = {
-            let entries = self.lock();
-            let entry = entries.get(&key);
-            let ask = plan(
-                entry,
-                wanted.keys,
-                end_s,
-                key.window_s,
-                key.step_s,
-                self.settled_after,
-            );
-            let kept = match (ask, entry) {
-                (Ask::From { from, .. }, Some(entry)) => {
-                    Some(kept(entry, wanted.keys, end_s - key.window_s, from))
-                }
-                _ => None,
-            };
-            (ask, kept)
-        };
-        let answer = match (ask, &kept) {
+        let Planned {
+            key,
+            end_s,
+            ask,
+            kept,
+            fill,
+        } = planned;
+        let (window, bound) = match (ask, &kept) {
             (Ask::From { window: w, .. }, Some(_)) => {
                 self.partial.fetch_add(1, Ordering::Relaxed);
                 count("partial");
-                fetch(w).await
+                (w, Bound::Tick)
             }
             _ => {
                 self.full.fetch_add(1, Ordering::Relaxed);
                 count("full");
-                fetch(window).await
+                let bound = if fill.is_some() {
+                    Bound::Fill
+                } else {
+                    Bound::Tick
+                };
+                (window, bound)
             }
         };
+        let answer = fetch(Fetch {
+            window,
+            bound,
+            members: members.clone(),
+        })
+        .await;
         let series = match answer {
             Ok(Ok(series)) => series,
             other => {
@@ -185,7 +263,9 @@ impl WindowCache {
             (Ask::From { from, .. }, Some(kept)) => merge(kept, series, from),
             _ => series,
         };
-        remember(&mut self.lock(), key, end_s, wanted.keys, &merged);
+        remember(&mut self.lock(), key, end_s, &members.keys, &merged);
+        // Remembered first, then the claim ends: a waiter that wakes finds the answer.
+        drop(fill);
         Ok(Ok(merged))
     }
 
@@ -203,7 +283,7 @@ fn count(how: &'static str) {
     metrics::counter!("canaryd_prometheus_windows_total", "how" => how).increment(1);
 }
 
-fn key(query: &str, window: Duration, step: Duration, wanted: &Wanted<'_>) -> Option<Key> {
+fn key(query: &str, window: Duration, step: Duration, members: &Members) -> Option<Key> {
     if window.subsec_nanos() != 0 || step.subsec_nanos() != 0 || step.is_zero() {
         return None;
     }
@@ -211,129 +291,14 @@ fn key(query: &str, window: Duration, step: Duration, wanted: &Wanted<'_>) -> Op
         query: query.to_string(),
         window_s: i64::try_from(window.as_secs()).ok()?,
         step_s: i64::try_from(step.as_secs()).ok()?,
-        labels: wanted.labels.to_vec(),
-        wide: wanted.extra == Extra::Unlabelled,
+        labels: Arc::clone(&members.labels),
+        wide: members.extra == Extra::Unlabelled,
     })
 }
 
 /// The end as Prometheus is asked it (`prometheus::range_bounds` truncates to whole seconds).
 fn whole_secs_since(end: SystemTime) -> Option<i64> {
     i64::try_from(end.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()
-}
-
-/// Whether the last answer can serve the start of this window, and from where to ask. Pure.
-pub(super) fn plan_for(
-    last_end_s: Option<i64>,
-    all_known: bool,
-    end_s: i64,
-    window_s: i64,
-    step_s: i64,
-    settled_after: i64,
-) -> Ask {
-    let Some(last_end_s) = last_end_s else {
-        return Ask::Full;
-    };
-    let ahead = end_s.saturating_sub(last_end_s);
-    if !all_known || step_s <= 0 || ahead <= 0 || ahead % step_s != 0 {
-        return Ask::Full;
-    }
-    let start = end_s.saturating_sub(window_s);
-    // Points at or before `cutoff` were settled when last asked.
-    let cutoff = last_end_s.saturating_sub(settled_after);
-    if cutoff < start {
-        return Ask::Full;
-    }
-    // The first grid point after the cutoff: the grid is `start + k * step`.
-    let from = start.saturating_add(((cutoff - start) / step_s + 1).saturating_mul(step_s));
-    if from > end_s {
-        return Ask::Full;
-    }
-    Ask::From {
-        from,
-        window: Duration::from_secs(u64::try_from(end_s - from).unwrap_or(0)),
-    }
-}
-
-fn plan(
-    entry: Option<&Entry>,
-    keys: &[Vec<String>],
-    end_s: i64,
-    window_s: i64,
-    step_s: i64,
-    settled_after: i64,
-) -> Ask {
-    let all_known = entry.is_some_and(|e| keys.iter().all(|k| e.members.contains_key(k)));
-    plan_for(
-        entry.map(|e| e.end_s),
-        all_known,
-        end_s,
-        window_s,
-        step_s,
-        settled_after,
-    )
-}
-
-/// Each member's points from the last answer that this window still holds and will not ask
-/// again: those in `[start, from)`.
-fn kept(entry: &Entry, keys: &[Vec<String>], start: i64, from: i64) -> Vec<Vec<Point>> {
-    let (start, from) = (start as f64, from as f64);
-    keys.iter()
-        .map(|k| {
-            entry.members.get(k).map_or_else(Vec::new, |old| {
-                old.iter()
-                    .filter(|p| p.at >= start && p.at < from)
-                    .copied()
-                    .collect()
-            })
-        })
-        .collect()
-}
-
-/// The kept points followed by the new answer's (all at or after `from`). A member whose new
-/// series is not plain points keeps that outcome.
-fn merge(kept: Vec<Vec<Point>>, fresh: Vec<Series>, from: i64) -> Vec<Series> {
-    let from = from as f64;
-    kept.into_iter()
-        .zip(fresh)
-        .map(|(mut all, series)| match series {
-            Series::Points { points } => {
-                all.extend(points.into_iter().filter(|p| p.at >= from));
-                Series::Points { points: all }
-            }
-            other => other,
-        })
-        .collect()
-}
-
-fn remember(
-    entries: &mut HashMap<Key, Entry>,
-    key: Key,
-    end_s: i64,
-    keys: &[Vec<String>],
-    series: &[Series],
-) {
-    if entries.get(&key).is_some_and(|e| e.end_s > end_s) {
-        return; // a later tick already answered
-    }
-    let mut members = HashMap::with_capacity(keys.len());
-    for (k, s) in keys.iter().zip(series) {
-        let Series::Points { points } = s else {
-            // Not plain points: this member cannot be continued, so the next tick asks in full.
-            entries.remove(&key);
-            return;
-        };
-        members.insert(k.clone(), points.clone());
-    }
-    if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
-        let oldest = entries
-            .iter()
-            .min_by_key(|(_, e)| e.end_s)
-            .map(|(k, _)| k.clone());
-        if let Some(oldest) = oldest {
-            entries.remove(&oldest);
-        }
-    }
-    entries.insert(key, Entry { end_s, members });
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
+use crate::judge::observation::Series;
 use crate::source::prometheus::QueryFailure;
 
 const STEP: i64 = 10;
@@ -34,10 +35,10 @@ fn keys(n: usize) -> Vec<Vec<String>> {
     (0..n).map(|i| vec![format!("svc-{i}")]).collect()
 }
 
-fn wanted<'a>(labels: &'a [String], keys: &'a [Vec<String>]) -> Wanted<'a> {
-    Wanted {
-        labels,
-        keys,
+fn wanted(labels: &[String], keys: &[Vec<String>]) -> Members {
+    Members {
+        labels: labels.into(),
+        keys: keys.into(),
         extra: Extra::Unlabelled,
     }
 }
@@ -61,7 +62,8 @@ async fn ask(
             Duration::from_secs(WINDOW as u64),
             Duration::from_secs(STEP as u64),
             wanted(&labels, keys),
-            move |w| {
+            move |f: Fetch| {
+                let w = f.window;
                 *seen.lock().expect("lock") = w;
                 let w = w.as_secs() as i64;
                 async move { Ok(answer(&owned, end, w, changed, version)) }
@@ -187,7 +189,7 @@ async fn a_newcomer_or_a_failure_asks_the_whole_window_next() {
             Duration::from_secs(120),
             Duration::from_secs(10),
             wanted(&labels, &k),
-            |_| async { Err(QueryFailure::NoAnswer("timed out".into())) },
+            |_: Fetch| async { Err(QueryFailure::NoAnswer("timed out".into())) },
         )
         .await;
     assert_eq!(failed, Err(QueryFailure::NoAnswer("timed out".into())));
@@ -201,7 +203,7 @@ async fn a_newcomer_or_a_failure_asks_the_whole_window_next() {
             Duration::from_secs(120),
             Duration::from_secs(10),
             wanted(&labels, &k),
-            |_| async { Ok(Err("several batch series for one member".to_string())) },
+            |_: Fetch| async { Ok(Err("several batch series for one member".to_string())) },
         )
         .await;
     assert_eq!(
@@ -231,7 +233,8 @@ async fn windows_or_steps_not_in_whole_seconds_are_asked_whole() {
                 Duration::from_millis(120_500),
                 Duration::from_secs(10),
                 wanted(&labels, &k),
-                move |w| {
+                move |f: Fetch| {
+                    let w = f.window;
                     *seen.lock().expect("lock") = w;
                     async { Ok(Ok(vec![Series::Points { points: vec![] }])) }
                 },
@@ -246,7 +249,7 @@ async fn a_member_without_plain_points_is_not_continued() {
     let cache = cache();
     let labels = vec!["service".to_string()];
     let k = keys(1);
-    let odd = |_| async { Ok(Ok(vec![Series::Ambiguous { series: 2 }])) };
+    let odd = |_: Fetch| async { Ok(Ok(vec![Series::Ambiguous { series: 2 }])) };
     let got = cache
         .range_split(
             "q",
@@ -277,7 +280,8 @@ async fn an_answer_the_tick_gave_up_on_still_fills_the_cache() {
             Duration::from_secs(120),
             Duration::from_secs(10),
             wanted(&labels, &k),
-            move |w| async move {
+            move |f: Fetch| async move {
+                let w = f.window;
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 Ok(answer(&owned, 990, w.as_secs() as i64, i64::MAX, 0.0))
             },
@@ -300,4 +304,146 @@ async fn an_answer_the_tick_gave_up_on_still_fills_the_cache() {
         "the next tick asks only the unsettled points"
     );
     assert_eq!(got, answer(&k, 1000, WINDOW, i64::MAX, 0.0));
+}
+
+/// A fake Prometheus that records every ask (window, bound) and answers after `delay`.
+fn recording(
+    calls: &Arc<Mutex<Vec<(Duration, Bound)>>>,
+    keys: &[Vec<String>],
+    end: i64,
+    delay: Duration,
+) -> impl FnOnce(Fetch) -> std::pin::Pin<Box<dyn Future<Output = Result<Split, QueryFailure>> + Send>>
++ Send
++ 'static {
+    let (calls, owned) = (Arc::clone(calls), keys.to_vec());
+    move |f: Fetch| {
+        calls.lock().expect("lock").push((f.window, f.bound));
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(answer(
+                &owned,
+                end,
+                f.window.as_secs() as i64,
+                i64::MAX,
+                0.0,
+            ))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_tick_that_finds_the_whole_window_in_flight_waits_for_it_and_asks_only_the_rest() {
+    let cache = cache();
+    let labels = vec!["service".to_string()];
+    let k = keys(3);
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let window = Duration::from_secs(WINDOW as u64);
+    let step = Duration::from_secs(STEP as u64);
+    // Tick 1 launches the whole window (slow: 300 ms) and gives up after 20 ms.
+    let first = tokio::time::timeout(
+        Duration::from_millis(20),
+        cache.range_split(
+            "q",
+            at(990),
+            window,
+            step,
+            wanted(&labels, &k),
+            recording(&calls, &k, 990, Duration::from_millis(300)),
+        ),
+    )
+    .await;
+    assert!(first.is_err(), "the first tick was meant to give up");
+    assert_eq!(cache.fills_in_flight(), 1);
+    // Tick 2 finds the fill in flight: it sends nothing until the fill ends, then the rest.
+    let second = cache
+        .range_split(
+            "q",
+            at(1000),
+            window,
+            step,
+            wanted(&labels, &k),
+            recording(&calls, &k, 1000, Duration::ZERO),
+        )
+        .await;
+    assert_eq!(second, Ok(answer(&k, 1000, WINDOW, i64::MAX, 0.0)));
+    assert_eq!(
+        *calls.lock().expect("lock"),
+        vec![
+            (window, Bound::Fill),
+            (Duration::from_secs(30), Bound::Tick)
+        ],
+        "one whole window (with the fill's bound), then only the unsettled points"
+    );
+    assert_eq!(cache.fills_in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_tick_giving_up_while_it_waits_for_a_fill_leaves_nothing_behind() {
+    let cache = cache();
+    let labels = vec!["service".to_string()];
+    let k = keys(2);
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let (window, step) = (Duration::from_secs(120), Duration::from_secs(10));
+    let ask = |end: i64, delay: Duration| {
+        tokio::time::timeout(
+            Duration::from_millis(20),
+            cache.range_split(
+                "q",
+                at(end),
+                window,
+                step,
+                wanted(&labels, &k),
+                recording(&calls, &k, end, delay),
+            ),
+        )
+    };
+    assert!(ask(990, Duration::from_millis(200)).await.is_err());
+    // Ticks that come while the fill runs send nothing of their own.
+    for end in [1000, 1010, 1020] {
+        assert!(ask(end, Duration::ZERO).await.is_err());
+    }
+    assert_eq!(
+        calls.lock().expect("lock").len(),
+        1,
+        "no second whole window"
+    );
+    assert_eq!(cache.fills_in_flight(), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cache.fills_in_flight() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the fill never ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_prometheus_that_is_down_leaves_no_fill_and_no_entry() {
+    let cache = cache();
+    let labels = vec!["service".to_string()];
+    let k = keys(4);
+    for tick in 0..50 {
+        let got = cache
+            .range_split(
+                "q",
+                at(990 + tick * STEP),
+                Duration::from_secs(120),
+                Duration::from_secs(10),
+                wanted(&labels, &k),
+                |f: Fetch| async move {
+                    assert_eq!(f.bound, Bound::Fill, "a whole window is a fill");
+                    Err(QueryFailure::NoAnswer("connection refused".into()))
+                },
+            )
+            .await;
+        assert_eq!(
+            got,
+            Err(QueryFailure::NoAnswer("connection refused".into()))
+        );
+        assert_eq!(cache.fills_in_flight(), 0);
+    }
+    assert_eq!(
+        cache.asked(),
+        (50, 0),
+        "every tick asks whole, one at a time"
+    );
+    assert!(cache.lock().is_empty());
 }
