@@ -8,7 +8,7 @@
 //! [`run`] writes Markdown and JSON into `reports_dir` when a rollout ends and keeps the reports
 //! in a [`ReportBook`] for `GET /api/v1/rollouts/{id}/report`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +21,8 @@ use crate::controller::feed::Feed;
 use crate::rollout::{Action, Rollout};
 use crate::rules::Rule;
 use crate::verdict::Verdict;
+
+pub use super::report_thresholds::Thresholds;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -72,7 +74,7 @@ pub struct StepRecord {
 pub struct MetricRecord {
     pub name: String,
     /// The lines from the rule (`rollback_above`, `warn_above`, `max_ratio`, ...).
-    pub thresholds: BTreeMap<String, f64>,
+    pub thresholds: Thresholds,
     pub ticks: u32,
     pub baseline_first: Option<f64>,
     pub canary_first: Option<f64>,
@@ -108,18 +110,19 @@ impl ReportBuilder {
                 rule.metrics()
                     .map(|m| MetricRecord {
                         name: m.name.clone(),
-                        thresholds: [
-                            ("rollback_above", m.rollback_above),
-                            ("rollback_below", m.rollback_below),
-                            ("warn_above", m.warn_above),
-                            ("warn_below", m.warn_below),
-                            ("max_ratio", m.max_ratio),
-                            ("allowed_increase", m.allowed_increase),
-                            ("allowed_decrease", m.allowed_decrease),
-                        ]
-                        .into_iter()
-                        .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
-                        .collect(),
+                        thresholds: Thresholds::new(
+                            [
+                                ("rollback_above", m.rollback_above),
+                                ("rollback_below", m.rollback_below),
+                                ("warn_above", m.warn_above),
+                                ("warn_below", m.warn_below),
+                                ("max_ratio", m.max_ratio),
+                                ("allowed_increase", m.allowed_increase),
+                                ("allowed_decrease", m.allowed_decrease),
+                            ]
+                            .into_iter()
+                            .filter_map(|(k, v)| v.map(|v| (k, v))),
+                        ),
                         ticks: 0,
                         baseline_first: None,
                         canary_first: None,
