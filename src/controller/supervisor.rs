@@ -34,7 +34,13 @@ pub(super) async fn supervise(
     recovered: bool,
 ) {
     let id = rollout.id.clone();
-    let mut task = RolloutTask::new(inner.clone(), rule.clone(), *rollout, rx.clone(), recovered);
+    let mut task = RolloutTask::new(
+        inner.clone(),
+        rule.clone(),
+        unbox(rollout),
+        rx.clone(),
+        recovered,
+    );
     let mut panics = 0u32;
     loop {
         // The task (and the command queue's guard it holds) is dropped before the next one
@@ -53,6 +59,12 @@ pub(super) async fn supervise(
         task = RolloutTask::new(inner.clone(), rule.clone(), state, rx.clone(), true)
             .after_panic(reason, panics);
     }
+}
+
+/// Moves the rollout out of its box and frees the box now: `*rollout` in the body would keep
+/// the emptied allocation until the rollout's future ends.
+fn unbox(rollout: Box<Rollout>) -> Rollout {
+    *rollout
 }
 
 /// The rollout as last saved: the truth a restarted task starts from. Retries a store that
