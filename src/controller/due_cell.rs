@@ -148,7 +148,10 @@ mod tests {
         let (d, mut asked) = due();
         assert_eq!(tx.try_send(d), Ok(()));
         drop(rx);
-        assert!(asked.try_recv().is_err());
+        assert!(matches!(
+            asked.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
         assert_eq!(tx.try_send(due().0), Err(Full::Closed));
     }
 
