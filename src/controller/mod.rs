@@ -30,6 +30,7 @@ mod registry;
 pub mod reload;
 pub mod replica;
 pub mod report;
+mod report_book;
 mod report_thresholds;
 mod scheduler;
 mod shell;
