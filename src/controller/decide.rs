@@ -10,7 +10,7 @@ use super::shell::{ControlError, Reply, Update};
 use super::supervisor::inject_fault;
 use super::task::RolloutTask;
 use super::transition_log::{event_label, log_transition};
-use crate::rollout::{Event, Tick, handle};
+use crate::rollout::{Event, Rollout, Tick, handle};
 use crate::store::StoreError;
 use crate::telemetry;
 
@@ -19,7 +19,7 @@ impl RolloutTask {
         let answer = match self.apply(event).await {
             Err(e) => Err(ControlError::Store(e)),
             Ok(Some(why)) => Err(ControlError::Rejected(why)),
-            Ok(None) => Ok(self.state.clone()),
+            Ok(None) => Ok(Rollout::clone(&self.state)),
         };
         let _ = reply.send(answer);
     }
@@ -52,7 +52,7 @@ impl RolloutTask {
         }
         let before = self.state.clone();
         let t = handle(&self.state, &self.plan, event, now);
-        if t.rollout != before || tick.is_some() {
+        if t.rollout != *before || tick.is_some() {
             if let Err(e) = self
                 .inner
                 .commits
@@ -73,11 +73,11 @@ impl RolloutTask {
             }
             self.save_failures = 0;
         }
-        self.state = t.rollout;
+        self.state = std::sync::Arc::new(t.rollout);
         log_transition(&before, &self.state, &t.actions);
         telemetry::record_rollout(&self.state, &before);
         self.inner.announce(Update {
-            rollout: std::sync::Arc::new(self.state.clone()),
+            rollout: self.state.clone(),
             event: label,
             actions: t.actions,
         });

@@ -5,7 +5,7 @@ use chrono::Utc;
 use super::supervisor::inject_fault;
 use super::task::{RolloutTask, retry_delay};
 use crate::actions::HookPayload;
-use crate::rollout::{Action, Event, Rollout};
+use crate::rollout::{Action, Event};
 use crate::store::Delivery;
 use crate::traffic::{Reconcile, TrafficError, TrafficProvider};
 
@@ -104,7 +104,7 @@ impl RolloutTask {
                         Err(e) => Event::HookFailed { hook, error: e.to_string() },
                     };
                     let failed = matches!(event, Event::HookFailed { .. });
-                    let _ = self.apply(event).await;
+                    let _ = Box::pin(self.apply(event)).await;
                     if self.state.rollback_undelivered() {
                         self.rollback_rounds = if failed { self.rollback_rounds.saturating_add(1) } else { 0 };
                         tracing::error!(event = "rollout.rollback_undelivered", rollout = %self.state.id,
@@ -115,8 +115,7 @@ impl RolloutTask {
                     return;
                 }
                 Some(cmd) = self.rx.recv() => {
-                    let (event, reply) = *cmd;
-                    self.command(event, reply).await;
+                    self.command_boxed(cmd).await;
                     if self.state.pending.as_ref() != Some(&action) {
                         tracing::warn!(rollout = %self.state.id, hook = action.hook().as_str(), "hook in flight cancelled by a newer decision");
                         return;
@@ -198,24 +197,28 @@ impl RolloutTask {
 /// gets its weights again here (no step is lost); anything else that differs is drift, returned
 /// for the machine to pause on. A reading that fails is logged, not drift: the next weight
 /// change would fail and roll back if the server were really gone.
-pub(super) async fn check_traffic(t: &dyn TrafficProvider, state: &Rollout) -> Option<String> {
+/// Takes the rollout's id and confirmed weight, not the rollout: it runs while the tick waits.
+pub(super) async fn check_traffic(
+    t: &dyn TrafficProvider,
+    id: &str,
+    weight: u32,
+) -> Option<String> {
     let reading = match t.current().await {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(rollout = %state.id, provider = t.name(), error = %e, "cannot read the traffic weights");
+            tracing::warn!(rollout = %id, provider = t.name(), error = %e, "cannot read the traffic weights");
             return None;
         }
     };
-    match crate::traffic::reconcile(state.weight, &reading) {
+    match crate::traffic::reconcile(weight, &reading) {
         Reconcile::InSync => None,
         Reconcile::Reloaded => {
-            tracing::warn!(event = "traffic.reapplied", rollout = %state.id, provider = t.name(), weight = state.weight,
+            tracing::warn!(event = "traffic.reapplied", rollout = %id, provider = t.name(), weight,
                 found = %reading.weights, "server is back at its configured weights (reloaded); setting canaryd's again");
-            match crate::traffic::set_confirmed(t, state.weight).await {
+            match crate::traffic::set_confirmed(t, weight).await {
                 Ok(_) => None,
                 Err(e) => Some(format!(
-                    "server reloaded and re-applying {} % failed: {e}",
-                    state.weight
+                    "server reloaded and re-applying {weight} % failed: {e}"
                 )),
             }
         }

@@ -8,19 +8,17 @@
 //! [`run`] writes Markdown and JSON into `reports_dir` when a rollout ends and keeps the reports
 //! in a [`ReportBook`] for `GET /api/v1/rollouts/{id}/report`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::actions::templates::Templates;
 use crate::controller::Update;
-use crate::controller::feed::Feed;
 use crate::rollout::{Action, Rollout};
 use crate::rules::Rule;
 use crate::verdict::Verdict;
+
+pub use super::report_book::{ReportBook, run};
+pub use super::report_thresholds::Thresholds;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -72,7 +70,7 @@ pub struct StepRecord {
 pub struct MetricRecord {
     pub name: String,
     /// The lines from the rule (`rollback_above`, `warn_above`, `max_ratio`, ...).
-    pub thresholds: BTreeMap<String, f64>,
+    pub thresholds: Thresholds,
     pub ticks: u32,
     pub baseline_first: Option<f64>,
     pub canary_first: Option<f64>,
@@ -108,18 +106,19 @@ impl ReportBuilder {
                 rule.metrics()
                     .map(|m| MetricRecord {
                         name: m.name.clone(),
-                        thresholds: [
-                            ("rollback_above", m.rollback_above),
-                            ("rollback_below", m.rollback_below),
-                            ("warn_above", m.warn_above),
-                            ("warn_below", m.warn_below),
-                            ("max_ratio", m.max_ratio),
-                            ("allowed_increase", m.allowed_increase),
-                            ("allowed_decrease", m.allowed_decrease),
-                        ]
-                        .into_iter()
-                        .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
-                        .collect(),
+                        thresholds: Thresholds::new(
+                            [
+                                ("rollback_above", m.rollback_above),
+                                ("rollback_below", m.rollback_below),
+                                ("warn_above", m.warn_above),
+                                ("warn_below", m.warn_below),
+                                ("max_ratio", m.max_ratio),
+                                ("allowed_increase", m.allowed_increase),
+                                ("allowed_decrease", m.allowed_decrease),
+                            ]
+                            .into_iter()
+                            .filter_map(|(k, v)| v.map(|v| (k, v))),
+                        ),
                         ticks: 0,
                         baseline_first: None,
                         canary_first: None,
@@ -251,49 +250,6 @@ impl ReportBuilder {
     }
 }
 
-/// Reports of this process's rollouts by id, shared with the API.
-#[derive(Clone, Default)]
-pub struct ReportBook {
-    inner: Arc<Mutex<HashMap<String, Report>>>,
-    dir: Option<PathBuf>,
-}
-
-impl ReportBook {
-    pub fn new(dir: Option<PathBuf>) -> ReportBook {
-        ReportBook {
-            inner: Arc::default(),
-            dir,
-        }
-    }
-
-    /// The report of `id`: live from memory, else the JSON an earlier run left in `reports_dir`.
-    pub fn get(&self, id: &str) -> Option<Report> {
-        if let Some(r) = self.lock().get(id) {
-            return Some(r.clone());
-        }
-        let dir = self.dir.as_ref()?;
-        let suffix = format!("-{id}.json");
-        std::fs::read_dir(dir)
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.ends_with(&suffix))
-            })
-            .and_then(|p| std::fs::read(p).ok())
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-    }
-
-    fn put(&self, report: Report) {
-        self.lock().insert(report.rollout.clone(), report);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Report>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 /// `<YYYY-MM-DD>-<rule>-<rollout>`: sorted by day like the runbook's `reports/deploys/`, unique
 /// per rollout.
 pub fn file_stem(r: &Report) -> String {
@@ -312,62 +268,4 @@ pub fn render_markdown(
 ) -> Result<String, crate::actions::templates::TemplateError> {
     let ctx = serde_json::to_value(r).unwrap_or_default();
     t.render("report.md.j2", &ctx)
-}
-
-fn write(dir: &Path, t: &Templates, r: &Report) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let stem = file_stem(r);
-    let md = render_markdown(t, r).map_err(|e| e.to_string())?;
-    let json = serde_json::to_vec_pretty(r).map_err(|e| e.to_string())?;
-    let md_path = dir.join(format!("{stem}.md"));
-    write_whole(dir, &md_path, md.as_bytes())?;
-    let json_path = dir.join(format!("{stem}.json"));
-    write_whole(dir, &json_path, &json)?;
-    Ok(md_path)
-}
-
-/// Writes through a temporary file renamed into place, so a reader (or a crash) never sees half
-/// a record: the file is absent or whole.
-fn write_whole(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let failed = |e: std::io::Error| format!("writing {}: {e}", path.display());
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
-    std::io::Write::write_all(&mut tmp, bytes).map_err(failed)?;
-    tmp.persist(path).map_err(|e| failed(e.error))?;
-    Ok(())
-}
-
-/// Runs until the update stream closes.
-pub async fn run(mut feed: Feed, book: ReportBook, templates: Templates) {
-    let mut builders: HashMap<String, ReportBuilder> = HashMap::new();
-    // Rollouts whose record is written; a resync after a lag lists them again.
-    let mut written = std::collections::HashSet::new();
-    while let Some(updates) = feed.next().await {
-        for u in updates {
-            let r = &u.rollout;
-            if written.contains(&r.id) {
-                continue;
-            }
-            let builder = builders.entry(r.id.clone()).or_insert_with(|| {
-                let rules = feed.controller().rules();
-                ReportBuilder::new(r, rules.get(&r.rule).map(|r| r.as_ref()))
-            });
-            builder.observe(&u);
-            book.put(builder.report().clone());
-            if r.phase.is_terminal() {
-                let report = builder.report().clone();
-                builders.remove(&r.id);
-                written.insert(r.id.clone());
-                if let Some(dir) = &book.dir {
-                    match write(dir, &templates, &report) {
-                        Ok(p) => {
-                            tracing::info!(event = "report.write", rollout = %report.rollout, path = %p.display(), "deployment record written")
-                        }
-                        Err(e) => {
-                            tracing::error!(rollout = %report.rollout, error = %e, "cannot write the deployment record")
-                        }
-                    }
-                }
-            }
-        }
-    }
 }

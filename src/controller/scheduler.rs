@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
+
+use super::due_cell::{DueReceiver, DueSender, Full};
 use tokio::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -65,7 +67,7 @@ enum Msg {
         generation: u64,
         interval: Duration,
         now: bool,
-        notify: mpsc::Sender<Due>,
+        notify: DueSender,
         member: Member,
         published: Published,
     },
@@ -89,7 +91,7 @@ pub(super) struct Registration {
     generation: u64,
     tx: mpsc::UnboundedSender<Msg>,
     /// Where the rollout's slots arrive; holds at most one, so a busy actor is not flooded.
-    pub(super) due: mpsc::Receiver<Due>,
+    pub(super) due: DueReceiver,
     published: Published,
 }
 
@@ -132,7 +134,7 @@ impl Scheduler {
         member: Member,
     ) -> Registration {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        let (notify, due) = mpsc::channel(1);
+        let (notify, due) = super::due_cell::due_cell();
         let published = Published::default();
         let _ = self.tx.send(Msg::Register {
             id: id.to_string(),
@@ -158,7 +160,7 @@ struct Entry {
     interval: Duration,
     /// Offset of the next slot from the scheduler's origin.
     due: Duration,
-    notify: mpsc::Sender<Due>,
+    notify: DueSender,
     member: Member,
     published: Published,
 }
@@ -264,8 +266,8 @@ fn fire(
                 slot.shortest = slot.shortest.min(entry.interval);
             }
             // Still busy with an earlier slot it has not answered: that one stands for this one.
-            Err(mpsc::error::TrySendError::Full(_)) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(Full::Busy) => {}
+            Err(Full::Closed) => {
                 entries.remove(&id);
                 continue;
             }
@@ -338,7 +340,7 @@ mod tests {
         let mut again = s.register("r", Duration::from_millis(50), false, m());
         let _ = next_due(&mut again).await;
         assert!(
-            r.due.try_recv().is_err(),
+            r.due.try_recv().is_none(),
             "the replaced registration still got slots"
         );
     }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::group_commit::GroupCommit;
@@ -80,13 +80,12 @@ pub struct StartOptions {
 
 pub(super) type Reply = oneshot::Sender<Result<Rollout, ControlError>>;
 
-/// A command for a rollout's actor, boxed: a channel allocates its slots in blocks of 32, and
-/// an unboxed `(Event, Reply)` made that about 10 KB per live rollout (heaptrack at N = 3,000)
-/// for a queue that is nearly always empty.
+/// A command for a rollout's actor, boxed: an `(Event, Reply)` is large and the queue
+/// ([`super::commands`]) is nearly always empty.
 pub(super) type Command = Box<(Event, Reply)>;
 
 pub(super) struct Live {
-    tx: mpsc::Sender<Command>,
+    tx: super::commands::Sender<Command>,
     handle: JoinHandle<()>,
 }
 
@@ -268,9 +267,15 @@ impl Controller {
         rollout: Rollout,
         recovered: bool,
     ) {
-        let (tx, rx) = mpsc::channel(32);
+        let (tx, rx) = super::commands::queue();
         let (id, rollout_rule) = (rollout.id.clone(), rollout.rule.clone());
-        let handle = tokio::spawn(supervise(self.inner.clone(), rule, rollout, rx, recovered));
+        let handle = tokio::spawn(supervise(
+            self.inner.clone(),
+            rule,
+            Box::new(rollout),
+            rx,
+            recovered,
+        ));
         live.insert(id, rollout_rule, Live { tx, handle });
     }
 

@@ -8,56 +8,63 @@
 //! panic is delivered, commands are answered, and once nothing is owed the rollout leaves the
 //! live set, so its rule takes new rollouts. The command queue outlives each task, so a command
 //! sent meanwhile is answered by the next one.
+//!
+//! The task runs inside the supervisor's own future and its panic is caught there
+//! (`catch_unwind`), not in a second tokio task: one task cell per live rollout instead of two
+//! (each cell holds its whole future; heaptrack at 2,000 rollouts, BENCHMARKS.md "Scale").
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, mpsc};
+use futures_util::FutureExt;
 
-use super::shell::{Command, Inner};
-use super::task::{RolloutTask, retry_delay};
+use super::shell::Inner;
+use super::task::{Commands, RolloutTask, retry_delay};
 use crate::rollout::Rollout;
 use crate::rules::Rule;
 
-/// Runs the task of `rollout` until it ends, restarting it after each panic.
+/// Runs the task of `rollout` until it ends, restarting it after each panic. The rollout comes
+/// boxed: an async fn keeps its arguments for its whole life, and this one lives as long as the
+/// rollout.
 pub(super) async fn supervise(
     inner: Arc<Inner>,
     rule: Arc<Rule>,
-    rollout: Rollout,
-    rx: mpsc::Receiver<Command>,
+    rollout: Box<Rollout>,
+    rx: Commands,
     recovered: bool,
 ) {
     let id = rollout.id.clone();
-    let rx = Arc::new(Mutex::new(rx));
     let mut task = RolloutTask::new(
         inner.clone(),
         rule.clone(),
-        rollout,
-        rx.clone().lock_owned().await,
+        unbox(rollout),
+        rx.clone(),
         recovered,
     );
     let mut panics = 0u32;
     loop {
-        let reason = match tokio::spawn(task.run()).await {
+        // The task (and the command queue's guard it holds) is dropped before the next one
+        // locks the queue.
+        let reason = match AssertUnwindSafe(task.run()).catch_unwind().await {
             Ok(()) => return,
-            Err(e) if e.is_panic() => panic_reason(e.into_panic()),
-            // Cancelled: the runtime is shutting down.
-            Err(_) => return,
+            Err(payload) => panic_reason(payload),
         };
         panics = panics.saturating_add(1);
         tracing::error!(event = "rollout.task_panicked", rollout = %id, reason = %reason, panics,
             "rollout task panicked; restarting it from the stored state");
-        let Some(state) = stored(&inner, &id).await else {
+        // Boxed: the restart path is rare, and inline it would grow every rollout's future.
+        let Some(state) = Box::pin(stored(&inner, &id)).await else {
             return;
         };
-        task = RolloutTask::new(
-            inner.clone(),
-            rule.clone(),
-            state,
-            rx.clone().lock_owned().await,
-            true,
-        )
-        .after_panic(reason, panics);
+        task = RolloutTask::new(inner.clone(), rule.clone(), state, rx.clone(), true)
+            .after_panic(reason, panics);
     }
+}
+
+/// Moves the rollout out of its box and frees the box now: `*rollout` in the body would keep
+/// the emptied allocation until the rollout's future ends.
+fn unbox(rollout: Box<Rollout>) -> Rollout {
+    *rollout
 }
 
 /// The rollout as last saved: the truth a restarted task starts from. Retries a store that

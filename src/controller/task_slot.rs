@@ -4,7 +4,6 @@
 //! tick in flight, whose answer is then dropped unread; a slot that never answers is a missed
 //! tick by its deadline ([`super::deadline`]).
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chrono::Utc;
@@ -37,7 +36,7 @@ impl RolloutTask {
             let (reply, answer) = oneshot::channel();
             let request = TickRequest {
                 rule: self.rule.clone(),
-                rollout: Arc::new(self.state.clone()),
+                rollout: self.state.clone(),
                 deadline,
                 reply,
             };
@@ -46,7 +45,7 @@ impl RolloutTask {
             self.analyse(answer, deadline).await;
         } else {
             let _ = due.answer.send(None);
-            let _ = self.apply(Event::Timer).await;
+            let _ = Box::pin(self.apply(Event::Timer)).await;
         }
     }
 
@@ -54,7 +53,7 @@ impl RolloutTask {
     /// commands. A command that changes the phase, the step or the pending action makes the
     /// tick moot: it is cancelled (its answer dropped) and the loop acts on the command's
     /// decision at once.
-    async fn analyse(
+    pub(super) async fn analyse(
         &mut self,
         answer: oneshot::Receiver<Result<Gathered, SystemTime>>,
         deadline: Duration,
@@ -64,30 +63,27 @@ impl RolloutTask {
             self.state.step,
             self.state.pending.clone(),
         );
-        let (rule, state) = (self.rule.clone(), self.state.clone());
+        // The answer is judged after it arrives, against the state then (the one the machine
+        // decides from): the wait holds no copy of the rollout, at the moment every rollout of
+        // a slot is waiting at once.
         let traffic = self.traffic.clone();
+        let (id, weight) = (self.state.id.clone(), self.state.weight);
         let gather = async move {
             if let Some(t) = traffic
-                && let Some(found) = check_traffic(t.as_ref(), &state).await
+                && let Some(found) = Box::pin(check_traffic(t.as_ref(), &id, weight)).await
             {
-                return Event::TrafficDrift { found };
+                return Err(found);
             }
             // The slot answers by the deadline; the margin only guards against a slot that
             // never answers, which is then a missed tick like any other.
-            let tick = match tokio::time::timeout(deadline + ANSWER_MARGIN, answer).await {
-                Ok(Ok(Ok(gathered))) => judge_gathered(&rule, &state, &gathered),
-                Ok(Ok(Err(end))) => missed(&rule, &state, end, deadline),
-                _ => missed(&rule, &state, SystemTime::now(), deadline),
-            };
-            Event::Tick(tick)
+            Ok(tokio::time::timeout(deadline + ANSWER_MARGIN, answer).await)
         };
         tokio::pin!(gather);
         loop {
             tokio::select! {
                 biased;
                 Some(cmd) = self.rx.recv() => {
-                    let (event, reply) = *cmd;
-                    self.command(event, reply).await;
+                    self.command_boxed(cmd).await;
                     let now = (self.state.phase, self.state.step, self.state.pending.clone());
                     if now != before {
                         tracing::info!(event = "tick.cancelled", rollout = %self.state.id,
@@ -97,9 +93,16 @@ impl RolloutTask {
                 }
                 _ = self.shutdown.changed() => return,
                 Ok(()) = self.lead.changed() => if !self.leading() { return },
-                event = &mut gather => {
+                answer = &mut gather => {
+                    let (rule, state) = (self.rule.as_ref(), self.state.as_ref());
+                    let event = match answer {
+                        Err(found) => Event::TrafficDrift { found },
+                        Ok(Ok(Ok(Ok(gathered)))) => Event::Tick(judge_gathered(rule, state, &gathered)),
+                        Ok(Ok(Ok(Err(end)))) => Event::Tick(missed(rule, state, end, deadline)),
+                        Ok(_) => Event::Tick(missed(rule, state, SystemTime::now(), deadline)),
+                    };
                     crate::faults::stop_at("mid_tick", "gathered");
-                    let _ = self.apply(event).await;
+                    let _ = Box::pin(self.apply(event)).await;
                     return;
                 }
             }
@@ -114,22 +117,24 @@ impl RolloutTask {
             return;
         };
         let (inner, rule, state) = (self.inner.clone(), self.rule.clone(), self.state.clone());
-        let measure =
-            async move { super::checkpoint::measure(&inner.source, &rule, &state, now).await };
-        tokio::pin!(measure);
+        // Boxed: a checkpoint's queries are rare next to ticks, and inline they made every
+        // rollout's slot future as large as they are.
+        let mut measure =
+            Box::pin(
+                async move { super::checkpoint::measure(&inner.source, &rule, &state, now).await },
+            );
         loop {
             tokio::select! {
                 biased;
                 Some(cmd) = self.rx.recv() => {
-                    let (event, reply) = *cmd;
-                    self.command(event, reply).await;
+                    self.command_boxed(cmd).await;
                     if self.state.phase != Phase::Verifying {
                         return;
                     }
                 }
                 _ = self.shutdown.changed() => return,
                 result = &mut measure => {
-                    let _ = self.apply(Event::Checkpoint { index, result }).await;
+                    let _ = Box::pin(self.apply(Event::Checkpoint { index, result })).await;
                     return;
                 }
             }
