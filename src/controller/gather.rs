@@ -156,15 +156,22 @@ async fn gather_alone(
         .await
 }
 
-/// Runs one slot that fired at `fired`: gathers its planned ticks together with those of the
+/// Runs one slot that fired at `fired` and whose queries end at `end` (its boundary,
+/// [`super::scheduler::slot_end`]): gathers its planned ticks together with those of the
 /// rollouts asked that answered within the collect window, and answers each. The rest (asked
 /// and late, or planned for a state their actor has left) are gathered in late waves.
-pub(super) async fn run_slot(source: PrometheusSource, slot: Slot, fired: Instant) {
+pub(super) async fn run_slot(
+    source: PrometheusSource,
+    slot: Slot,
+    fired: Instant,
+    end: SystemTime,
+) {
     let Slot {
         planned,
         asked,
         unplanned,
         shortest,
+        due: _,
     } = slot;
     let collect = COLLECT.min(shortest / 4);
     let cutoff = fired + collect;
@@ -187,7 +194,7 @@ pub(super) async fn run_slot(source: PrometheusSource, slot: Slot, fired: Instan
     if !late.is_empty() {
         tokio::spawn(answer_late(source.clone(), late, collect));
     }
-    answer_slot(&source, requests, fired, &Limits::default()).await;
+    answer_slot(&source, requests, fired, end, &Limits::default()).await;
 }
 
 /// Late waves are not asked wide: a wide query costs Prometheus the whole fleet whatever the
@@ -213,7 +220,11 @@ async fn answer_late(
     in_waves(late, collect, |requests, started| {
         telemetry::record_slot_ticks("late", requests.len());
         let source = source.clone();
-        tokio::spawn(async move { answer_slot(&source, requests, started, &late_limits()).await });
+        // A late wave ends when it is gathered: its slot's boundary is already a wave ago.
+        let end = SystemTime::now();
+        tokio::spawn(
+            async move { answer_slot(&source, requests, started, end, &late_limits()).await },
+        );
     })
     .await;
 }
@@ -245,6 +256,7 @@ pub(super) async fn answer_slot(
     source: &PrometheusSource,
     requests: Vec<TickRequest>,
     started: Instant,
+    end: SystemTime,
     limits: &Limits,
 ) {
     let requests: Vec<TickRequest> = requests
@@ -254,7 +266,6 @@ pub(super) async fn answer_slot(
     let Some(deadline) = requests.iter().map(|r| r.deadline).min() else {
         return;
     };
-    let end = SystemTime::now();
     let items: Vec<(&Rule, &Rollout)> = requests
         .iter()
         .map(|r| (r.rule.as_ref(), r.rollout.as_ref()))

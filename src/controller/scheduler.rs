@@ -174,6 +174,9 @@ pub(super) struct Slot {
     pub(super) unplanned: Vec<oneshot::Receiver<Option<TickRequest>>>,
     /// The shortest interval among the slot's rollouts.
     pub(super) shortest: Duration,
+    /// The boundary the slot stands for (the latest due time of its rollouts), from the
+    /// scheduler's start: its queries end there, not when the slot got to them.
+    pub(super) due: Duration,
 }
 
 /// The loop: one timer, the earliest slot of every rollout.
@@ -183,6 +186,7 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let origin = Instant::now();
+    let wall_origin = SystemTime::now();
     let mut entries: HashMap<String, Entry> = HashMap::new();
     let mut timers: BTreeSet<(Duration, String)> = BTreeSet::new();
     loop {
@@ -213,11 +217,22 @@ async fn run(
                 let fired = Instant::now();
                 let slot = fire(&mut entries, &mut timers, fired.duration_since(origin), Utc::now());
                 if !(slot.planned.is_empty() && slot.asked.is_empty() && slot.unplanned.is_empty()) {
-                    tokio::spawn(super::gather::run_slot(source.clone(), slot, fired));
+                    let end = slot_end(wall_origin, slot.due);
+                    tokio::spawn(super::gather::run_slot(source.clone(), slot, fired, end));
                 }
             }
         }
     }
+}
+
+/// When the queries of a slot due `due` after the scheduler started (at `wall_origin`) end: the
+/// slot's boundary on the wall clock, so successive slots' windows end exactly one interval
+/// apart however late a loaded daemon got to them (the window cache reuses points only on the
+/// same step grid, and ends read off the clock a second apart once in a while sent the whole
+/// window again). Never after now: a clock stepped back since the start gives now.
+pub(super) fn slot_end(wall_origin: SystemTime, due: Duration) -> SystemTime {
+    let now = SystemTime::now();
+    wall_origin.checked_add(due).map_or(now, |end| end.min(now))
 }
 
 /// Takes every rollout due at `now` (`wall` on the clock) as one slot: plans the tick of each
@@ -234,6 +249,7 @@ fn fire(
         asked: Vec::new(),
         unplanned: Vec::new(),
         shortest: Duration::MAX,
+        due: Duration::ZERO,
     };
     while let Some((due, id)) = timers.first().cloned().filter(|(due, _)| *due <= now) {
         timers.remove(&(due, id.clone()));
@@ -264,6 +280,7 @@ fn fire(
                     None => slot.asked.push(asked),
                 }
                 slot.shortest = slot.shortest.min(entry.interval);
+                slot.due = slot.due.max(due);
             }
             // Still busy with an earlier slot it has not answered: that one stands for this one.
             Err(Full::Busy) => {}
@@ -303,6 +320,18 @@ mod tests {
             .unwrap_or_else(|| panic!("scheduler gone"));
         let _ = due.answer.send(None);
         Instant::now()
+    }
+
+    #[test]
+    fn a_slot_ends_at_its_boundary_and_never_after_now() {
+        let ten = Duration::from_secs(10);
+        let origin = SystemTime::now() - 3 * ten;
+        assert_eq!(slot_end(origin, 2 * ten), origin + 2 * ten);
+        let before = SystemTime::now();
+        let future = slot_end(origin, 100 * ten);
+        assert!(future >= before && future <= SystemTime::now());
+        // No overflow, whatever the due time.
+        assert!(slot_end(origin, Duration::MAX) <= SystemTime::now());
     }
 
     #[tokio::test]
