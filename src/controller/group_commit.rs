@@ -177,12 +177,13 @@ mod tests {
     use std::sync::Mutex;
 
     /// Records each commit's ids and refuses the rollout named `bad`, as a store with one
-    /// unwritable row; each commit takes `delay`, as an fsync of many rows does.
+    /// unwritable row. The first commit waits for `gate` to be opened (when one is set), as an
+    /// fsync of many rows keeps the writer busy: a test then decides what is queued meanwhile.
     #[derive(Default)]
     struct Counting {
         inner: MemoryStore,
         batches: Mutex<Vec<Vec<String>>>,
-        delay: Duration,
+        gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     }
 
     impl Counting {
@@ -206,7 +207,10 @@ mod tests {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(batch.iter().map(|(r, _)| r.id.clone()).collect());
-            std::thread::sleep(self.delay);
+            let gate = self.gate.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(gate) = gate {
+                let _ = gate.recv();
+            }
             SavedBatch {
                 results: batch
                     .iter()
@@ -290,11 +294,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_start_is_committed_ahead_of_a_slot_of_tick_saves_already_queued() {
-        // 150 ms per commit: the writer needs ~1.5 s for the slot, so a test thread descheduled
-        // on a loaded machine while queueing (20 ms let it finish first at load 8-10) still
-        // sends the start while the slot is being written.
+        // The writer's first commit is held until the start is queued: on a loaded machine
+        // the writer could otherwise get through the whole slot before the test sends it (a
+        // delay per commit made that only unlikely).
+        let (open, gate) = std::sync::mpsc::channel();
         let store = Arc::new(Counting {
-            delay: Duration::from_millis(150),
+            gate: Mutex::new(Some(gate)),
             ..Counting::default()
         });
         let commit = GroupCommit::start(store.clone());
@@ -309,9 +314,10 @@ mod tests {
         let start = queued(Box::pin(commit.save(rollout("start"), None)));
         let seen_at_send: usize = store.batches().iter().map(Vec::len).sum();
         assert!(
-            seen_at_send + MAX_BATCH < 5_000,
-            "the writer got through the slot before the start came ({seen_at_send})"
+            seen_at_send <= MAX_BATCH,
+            "the writer is held in its first commit ({seen_at_send})"
         );
+        let _ = open.send(());
         start.await.unwrap_or_else(|e| panic!("{e}"));
         let batches = store.batches();
         let at = batches

@@ -13,6 +13,7 @@
 
 mod rank_sum;
 mod select;
+mod select_one;
 mod shift;
 
 pub use rank_sum::{RankSumTest, rank_sum};

@@ -195,7 +195,7 @@ fn plan_group(
     }
     let mut keyed: Vec<Keyed> = Vec::new();
     for (i, s) in group {
-        match member_key(&s.values, &labels) {
+        match member_key(&s, &labels) {
             Ok(k) => keyed.push((k, i, s)),
             Err(_) => jobs.push(Job::Single(i)),
         }

@@ -13,8 +13,8 @@ use promql_parser::parser::Expr;
 
 use super::batch_rewrite::{Refused, Shape, rewrite, rewrite_wide, shape};
 
-/// Distinct query texts remembered: 10,000 rollouts of 4 window metrics render 80,000, about
-/// 300 bytes each with their values.
+/// Distinct query texts remembered: 10,000 rollouts of 4 window metrics render 80,000, each
+/// kept as a digest, its shape's shared parts and its own values (about 200 bytes).
 const MAX_SHAPES: usize = 131_072;
 /// Distinct batch queries remembered (one per group and chunk; a few hundred at 10,000
 /// rollouts).
@@ -30,10 +30,27 @@ type RewriteKey = (
     BTreeMap<String, BTreeSet<String>>,
 );
 
+/// A query text's SHA-256, cut to 128 bits: the memo's key instead of the text, which was
+/// most of an entry (a rollout's 8 query texts are ~1.4 KB). Two texts that differ in one
+/// value must never share an entry (a member would be given another's series): a collision
+/// of 128 bits of SHA-256 is not something a rule file can make.
+type Digest = [u8; 16];
+
+fn digest(query: &str) -> Digest {
+    use sha2::Digest as _;
+    let full = sha2::Sha256::digest(query.as_bytes());
+    let mut cut = [0; 16];
+    cut.copy_from_slice(&full[..16]);
+    cut
+}
+
+/// What every query of one key shares: its blanked tree and its value names.
+type Shared = (Arc<Expr>, Arc<[String]>);
+
 #[derive(Default)]
 struct Memo {
-    shapes: HashMap<String, Parsed>,
-    trees: HashMap<Arc<str>, Arc<Expr>>,
+    shapes: HashMap<Digest, Parsed>,
+    trees: HashMap<Arc<str>, Shared>,
     rewrites: HashMap<RewriteKey, Result<String, Refused>>,
 }
 
@@ -45,41 +62,45 @@ fn memo() -> MutexGuard<'static, Memo> {
 }
 
 /// The shape of every query, parsing (outside the lock) only texts not seen before.
+///
+/// Each fresh text is parsed and its tree shared with the memo's before the next is parsed:
+/// a parsed tree carries its compiled regex matchers (a few KB), and holding every fresh tree
+/// of a first tick at once cost 38 KB per rollout at the peak (77 MB at 2,000 rollouts,
+/// BENCHMARKS "Scale"), although the memo keeps one tree per shape.
 pub fn shapes(queries: &[&str]) -> Vec<Parsed> {
+    let digests: Vec<Digest> = queries.iter().map(|q| digest(q)).collect();
     let known: Vec<Option<Parsed>> = {
         let m = memo();
-        queries.iter().map(|q| m.shapes.get(*q).cloned()).collect()
+        digests.iter().map(|d| m.shapes.get(d).cloned()).collect()
     };
-    let fresh: Vec<(usize, Result<Shape, Refused>)> = known
-        .iter()
-        .enumerate()
-        .filter(|(_, k)| k.is_none())
-        .map(|(i, _)| (i, shape(queries[i])))
-        .collect();
-    let mut out = known;
-    if fresh.is_empty() {
-        return out.into_iter().flatten().collect();
-    }
+    known
+        .into_iter()
+        .zip(queries.iter().zip(digests))
+        .map(|(known, (query, d))| known.unwrap_or_else(|| remember(d, shape(query))))
+        .collect()
+}
+
+/// Files one freshly parsed query, its tree and names replaced by the memo's ones for its key.
+fn remember(query: Digest, parsed: Result<Shape, Refused>) -> Parsed {
     let mut m = memo();
-    if m.shapes.len() + fresh.len() > MAX_SHAPES {
+    if m.shapes.len() >= MAX_SHAPES {
         m.shapes.clear();
         m.trees.clear();
     }
-    for (i, parsed) in fresh {
-        let parsed = parsed.map(|mut s| {
-            // One tree per key, however many queries share it.
-            match m.trees.get_key_value(&s.key) {
-                Some((key, tree)) => (s.key, s.expr) = (key.clone(), tree.clone()),
-                None => {
-                    m.trees.insert(s.key.clone(), s.expr.clone());
-                }
+    let parsed = parsed.map(|s| {
+        // One tree and one list of names per key, however many queries share it.
+        let s = match m.trees.get_key_value(&s.key) {
+            Some((key, (tree, names))) => s.sharing(key.clone(), tree.clone(), names.clone()),
+            None => {
+                let shared = (s.expr.clone(), s.names.clone());
+                m.trees.insert(s.key.clone(), shared);
+                s
             }
-            Arc::new(s)
-        });
-        m.shapes.insert(queries[i].to_string(), parsed.clone());
-        out[i] = Some(parsed);
-    }
-    out.into_iter().flatten().collect()
+        };
+        Arc::new(s)
+    });
+    m.shapes.insert(query, parsed.clone());
+    parsed
 }
 
 /// [`rewrite`], remembered.
@@ -106,10 +127,9 @@ fn remembered(
     rewrite: impl FnOnce() -> Result<String, Refused>,
 ) -> Result<String, Refused> {
     let fixed: Vec<(String, String)> = shape
-        .values
-        .iter()
-        .filter(|(label, _)| !values.contains_key(label))
-        .cloned()
+        .values()
+        .filter(|(label, _)| !values.contains_key(*label))
+        .map(|(label, value)| (label.to_string(), value.to_string()))
         .collect();
     let key = (shape.key.clone(), fixed, values.clone());
     if let Some(done) = memo().rewrites.get(&key) {
@@ -122,4 +142,59 @@ fn remembered(
     }
     m.rewrites.insert(key, done.clone());
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::shapes;
+
+    #[test]
+    fn queries_of_one_key_share_their_tree_and_names_and_keep_their_own_values() {
+        let a = r#"sum(rate(memo_test_total{service="a", track="canary"}[1m]))"#;
+        let b = r#"sum(rate(memo_test_total{service="b", track="canary"}[1m]))"#;
+        let got = shapes(&[a, b]);
+        let [Ok(sa), Ok(sb)] = &got[..] else {
+            panic!("two shapes: {got:?}");
+        };
+        let got = shapes(&[a]);
+        let [Ok(again)] = &got[..] else {
+            panic!("one shape: {got:?}");
+        };
+        assert!(
+            Arc::ptr_eq(sa, again),
+            "a text seen before is not parsed again"
+        );
+        assert!(Arc::ptr_eq(&sa.expr, &sb.expr));
+        assert!(Arc::ptr_eq(&sa.names, &sb.names));
+        let values = |s: &super::Shape| {
+            s.values()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(values(sa), ["service=a", "track=canary"]);
+        assert_eq!(values(sb), ["service=b", "track=canary"]);
+    }
+
+    /// A memo keyed by anything coarser than the whole text would give a member another's
+    /// shape, and so another service's series.
+    #[test]
+    fn texts_that_differ_in_one_character_never_share_an_entry() {
+        let queries: Vec<String> = (0..2_000)
+            .map(|i| format!(r#"sum(memo_digest_total{{service="s{i}"}})"#))
+            .collect();
+        let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
+        // Twice: the second answer comes from the memo.
+        shapes(&refs);
+        for (i, parsed) in shapes(&refs).into_iter().enumerate() {
+            let Ok(s) = parsed else {
+                panic!("{i} refused");
+            };
+            assert_eq!(
+                s.values().map(|(_, v)| v).collect::<Vec<_>>(),
+                [format!("s{i}")]
+            );
+        }
+    }
 }

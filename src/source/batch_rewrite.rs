@@ -79,11 +79,33 @@ pub struct Shape {
     pub key: Arc<str>,
     /// The blanked query, what [`rewrite`] starts from; shared by every query of one key.
     pub(super) expr: Arc<Expr>,
-    /// The set-aside values in walk order, each with its label name.
-    pub values: Vec<(String, String)>,
+    /// The set-aside values' label names in walk order: fixed by the key, so shared by every
+    /// query of one key (the memo holds one shape per query text, 8 per rollout).
+    pub(super) names: Arc<[String]>,
+    /// The set-aside values, in the order of `names`.
+    pub(super) values: Box<[String]>,
 }
 
 impl Shape {
+    /// The set-aside values in walk order, each with its label name.
+    pub fn values(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
+        self.names
+            .iter()
+            .map(String::as_str)
+            .zip(self.values.iter().map(String::as_str))
+    }
+
+    /// The same shape with `names` and the tree shared from another shape of its key.
+    pub(super) fn sharing(self, key: Arc<str>, expr: Arc<Expr>, names: Arc<[String]>) -> Shape {
+        debug_assert_eq!(*names, *self.names);
+        Shape {
+            key,
+            expr,
+            names,
+            values: self.values,
+        }
+    }
+
     /// The query again, the set-aside values put back (those not batched stay as written).
     fn filled(&self) -> Result<Expr, Refused> {
         let mut expr = (*self.expr).clone();
@@ -92,7 +114,7 @@ impl Shape {
             for m in &mut vs.matchers.matchers {
                 if m.op == MatchOp::Equal
                     && m.name != METRIC_NAME
-                    && let Some((_, v)) = values.next()
+                    && let Some(v) = values.next()
                 {
                     m.value = v.clone();
                 }
@@ -106,7 +128,7 @@ impl Shape {
 /// of the shape (a batch over metric names would be dropped by every aggregation).
 pub fn shape(query: &str) -> Result<Shape, Refused> {
     let mut expr = promql_parser::parser::parse(query).or_else(refuse)?;
-    let mut values = Vec::new();
+    let (mut names, mut values) = (Vec::new(), Vec::new());
     let mut bad = None;
     selectors_mut(&mut expr, &mut |vs| {
         if !vs.matchers.or_matchers.is_empty() {
@@ -114,7 +136,8 @@ pub fn shape(query: &str) -> Result<Shape, Refused> {
         }
         for m in &mut vs.matchers.matchers {
             if m.op == MatchOp::Equal && m.name != METRIC_NAME {
-                values.push((m.name.clone(), std::mem::take(&mut m.value)));
+                names.push(m.name.clone());
+                values.push(std::mem::take(&mut m.value));
             }
         }
     })?;
@@ -124,19 +147,20 @@ pub fn shape(query: &str) -> Result<Shape, Refused> {
     Ok(Shape {
         key: expr.to_string().into(),
         expr: Arc::new(expr),
-        values,
+        names: names.into(),
+        values: values.into(),
     })
 }
 
 /// A member's value of each batch label (in `labels` order), or why it has none: a member that
 /// matches one label with two values, or with the empty value (which also matches series
 /// without the label), cannot be told apart in a grouped answer.
-pub fn member_key(values: &[(String, String)], labels: &[String]) -> Result<Vec<String>, Refused> {
+pub fn member_key(shape: &Shape, labels: &[String]) -> Result<Vec<String>, Refused> {
     labels
         .iter()
         .map(|label| {
             let mut found: Option<&str> = None;
-            for (name, value) in values.iter().filter(|(n, _)| n == label) {
+            for (name, value) in shape.values().filter(|(n, _)| n == label) {
                 match found {
                     Some(v) if v != value => {
                         return refuse(format!("{name} is matched with two values"));
@@ -161,9 +185,9 @@ pub fn varying_labels<'a>(shapes: impl IntoIterator<Item = &'a Shape>) -> Vec<St
     };
     let mut labels = BTreeSet::new();
     for s in shapes {
-        for (a, b) in first.values.iter().zip(&s.values) {
-            if a.1 != b.1 {
-                labels.insert(a.0.clone());
+        for ((name, a), b) in first.names.iter().zip(&first.values).zip(&s.values) {
+            if a != b {
+                labels.insert(name.clone());
             }
         }
     }
