@@ -33,13 +33,8 @@ pub fn install_metrics() -> Result<PrometheusHandle, String> {
 }
 
 fn describe() {
-    // canaryd_metric_threshold and canaryd_check_verdicts_total: described where they are
-    // rendered (`telemetry_rules.rs`).
-    describe_counter!(
-        "canaryd_rollbacks_total",
-        "Rollbacks decided, by reason kind"
-    );
-    describe_counter!("canaryd_promotions_total", "Rollouts promoted");
+    // canaryd_metric_threshold, canaryd_check_verdicts_total, canaryd_promotions_total and
+    // canaryd_rollbacks_total: described where they are rendered (`telemetry_rules.rs`).
     describe_gauge!(
         "canaryd_leader",
         "1 while this replica leads (always with the embedded store), 0 on a follower"
@@ -100,11 +95,10 @@ fn describe() {
 pub fn init_series<'a>(rules: impl IntoIterator<Item = &'a str>) {
     counter!("canaryd_store_commits_total").increment(0);
     counter!("canaryd_store_saves_total").increment(0);
-    for rule in rules {
-        counter!("canaryd_promotions_total", "rule" => rule.to_string()).increment(0);
-        for reason in ["metric", "abort", "alert", "health", "hook"] {
-            counter!("canaryd_rollbacks_total", "rule" => rule.to_string(), "reason" => reason)
-                .increment(0);
+    {
+        let mut kept = rules::registry();
+        for rule in rules {
+            kept.know_rule(rule);
         }
     }
     for hook in ["set_weight", "promote", "rollback"] {
@@ -203,14 +197,15 @@ pub fn record_rollout(r: &Rollout, before: &Rollout) {
         }
     }
     if r.rollback_decided && !before.rollback_decided {
-        counter!("canaryd_rollbacks_total", "rule" => r.rule.clone(), "reason" => rollback_kind(r.reason.as_deref())).increment(1);
+        rules::registry().count_rollback(&r.rule, rollback_kind(r.reason.as_deref()));
     }
     if r.phase == Phase::Succeeded && before.phase != Phase::Succeeded {
-        counter!("canaryd_promotions_total", "rule" => r.rule.clone()).increment(1);
+        rules::registry().count_promotion(&r.rule);
     }
 }
 
-/// A small fixed set of label values: free text in a label would explode cardinality.
+/// A small fixed set of label values (`rules::ROLLBACK_REASONS`): free text in a label would
+/// explode cardinality.
 fn rollback_kind(reason: Option<&str>) -> &'static str {
     match reason.unwrap_or_default() {
         r if r.starts_with("aborted") => "abort",

@@ -45,7 +45,7 @@ fn promoted(verify: &str, emergency: bool) -> Rollout {
     let p = plan();
     let mut r = Rollout::new("ro-1".into(), "demo".into(), "v2".into(), at(0));
     r.emergency = emergency;
-    r.verify = plan_for(rule.spec.verify.as_ref(), emergency).map(|mut v| {
+    r.verify = plan_for(rule.spec.verify.as_deref(), emergency).map(|mut v| {
         v.previous_version = Some("v1".into());
         v
     });

@@ -70,11 +70,11 @@ fn demo_rule(receiver: &HookReceiver, hold: u64) -> anyhow::Result<Rule> {
         (&mut spec.hooks.promote, "/promote"),
         (&mut spec.hooks.rollback, "/rollback"),
     ] {
-        *slot = Some(serde_saphyr::Spanned::new(
+        *slot = Some(Box::new(serde_saphyr::Spanned::new(
             hook(path),
             serde_saphyr::Location::UNKNOWN,
             serde_saphyr::Location::UNKNOWN,
-        ));
+        )));
     }
     // The demo runs now, whatever the day: the Tue–Thu window would otherwise hold it.
     rule.windows = None;
@@ -178,11 +178,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
                 "  backends    http://{}/metrics (each counts the requests it really served)",
                 rt.metric_targets().join("/metrics, http://")
             );
-            rule.spec.traffic = Some(serde_saphyr::Spanned::new(
+            rule.spec.traffic = Some(Box::new(serde_saphyr::Spanned::new(
                 rt.spec(),
                 serde_saphyr::Location::UNKNOWN,
                 serde_saphyr::Location::UNKNOWN,
-            ));
+            )));
             let dropped = keep_real_metrics(&mut rule);
             println!(
                 "  verdicts    from the requests HAProxy really split (requests by code, latency); \

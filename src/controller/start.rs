@@ -96,7 +96,7 @@ impl Controller {
             rollout.controls = opts.controls;
             rollout.migration = opts.migration;
             rollout.verify = match crate::rollout::verify::plan_for(
-                rule.spec.verify.as_ref(),
+                rule.spec.verify.as_deref(),
                 rollout.emergency,
             ) {
                 Some(mut v) => {
@@ -106,7 +106,7 @@ impl Controller {
                 }
                 None => None,
             };
-            self.inner.store.create(&rollout, &rule.source)?;
+            self.inner.store.create(&rollout, &rule.source())?;
             self.spawn(&mut live, rule, rollout.clone(), false);
             rollout
         };

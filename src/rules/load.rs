@@ -10,7 +10,7 @@ use super::catalog::Catalog;
 use super::resolve::{Origin, resolve};
 use super::schema::RuleSpec;
 use super::validate::{Finding, validate};
-use super::{Rule, RuleError};
+use super::{Rule, RuleError, Source};
 
 /// Parses and validates one rule file's text, or a rollout's rule snapshot (`snapshot`).
 /// `path` only labels the errors. A rule using metric templates needs them: see
@@ -38,9 +38,9 @@ pub fn parse_rule_in(path: &Path, text: &str, catalog: &Catalog) -> Result<Rule,
         return Err(located(path, findings, &resolved.origins));
     }
     let source = if resolved.files.is_empty() {
-        text.to_string()
+        Source::Text(text.to_string())
     } else {
-        super::snapshot::bundle(path, text, &resolved.files).map_err(|message| {
+        super::snapshot::check_size(path, text, &resolved.files).map_err(|message| {
             let loc = resolved.spec.name.referenced;
             vec![RuleError {
                 file: path.to_path_buf(),
@@ -48,7 +48,11 @@ pub fn parse_rule_in(path: &Path, text: &str, catalog: &Catalog) -> Result<Rule,
                 column: loc.column().max(1) as u32,
                 message,
             }]
-        })?
+        })?;
+        Source::Templated {
+            text: text.to_string(),
+            files: resolved.files,
+        }
     };
     Ok(Rule {
         spec: resolved.spec,

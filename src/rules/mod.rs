@@ -22,8 +22,10 @@ pub mod traffic;
 pub mod validate;
 pub mod window;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use load::{load_paths, load_rule_file, parse_rule, parse_rule_with};
 pub use schema::{MetricSpec, RuleSpec, StepSpec};
@@ -37,10 +39,23 @@ pub struct Rule {
     pub spec: RuleSpec,
     pub path: PathBuf,
     pub windows: Option<Windows>,
-    /// The file text this rule was parsed from: stored with each rollout, so a rollout recovered
-    /// after a restart runs the rule it started with, whatever the file says now. A rule using
-    /// metric templates keeps them with it here (`snapshot`), so `parse_rule` rebuilds it alone.
-    pub source: String,
+    /// What [`Rule::source`] writes out.
+    pub(crate) source: Source,
+}
+
+/// What a rule was parsed from. A rule using metric templates keeps its own text and the
+/// template files, shared with every other rule using them: one service per rule file put a
+/// copy of the template files' text in every rule (2 KB a rule, issue 14), for a bundle only
+/// a rollout's start reads.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    /// A rule file without templates, or a stored snapshot read back (kept byte for byte).
+    Text(String),
+    /// A rule file's text and the template files it used.
+    Templated {
+        text: String,
+        files: Vec<Arc<catalog::TemplateFile>>,
+    },
 }
 
 /// Which side of the comparison a query is for.
@@ -102,6 +117,19 @@ pub(crate) fn query_vars(spec: &RuleSpec, group: Group, ctx: &QueryContext<'_>) 
 impl Rule {
     pub fn name(&self) -> &str {
         &self.spec.name.value
+    }
+
+    /// The text stored with each rollout, so a rollout recovered after a restart runs the rule
+    /// it started with, whatever the files say now: the rule file's text, or for a rule using
+    /// metric templates a bundle of it and those template files (`snapshot`), which
+    /// `parse_rule` rebuilds the rule from alone. Identical inputs give identical text.
+    pub fn source(&self) -> Cow<'_, str> {
+        match &self.source {
+            Source::Text(text) => Cow::Borrowed(text),
+            Source::Templated { text, files } => {
+                Cow::Owned(snapshot::write(&self.path, text, files))
+            }
+        }
     }
 
     pub fn steps(&self) -> impl ExactSizeIterator<Item = &StepSpec> {

@@ -32,9 +32,9 @@ pub(super) fn check(spec: &RuleSpec, out: &mut Vec<Finding>) {
     for m in &spec.metrics.value {
         let m = &m.value;
         for (key, template) in [
-            ("query", &m.query),
-            ("events", &m.events),
-            ("requests", &m.requests),
+            ("query", m.query.as_ref()),
+            ("events", m.events.as_deref()),
+            ("requests", m.requests.as_deref()),
         ] {
             if let Some(t) = template {
                 check_template(spec, m, key, t, out);

@@ -244,8 +244,8 @@ fn vars(
 
 /// The template's spans, moved to the use site: findings about the merged metric are reported
 /// in the rule file (with the template's place in the note).
-fn moved(s: &Option<Spanned<String>>, to: Location) -> Option<Spanned<String>> {
-    s.as_ref().map(|s| Spanned::new(s.value.clone(), to, to))
+fn moved(s: Option<&Spanned<String>>, to: Location) -> Option<Spanned<String>> {
+    s.map(|s| Spanned::new(s.value.clone(), to, to))
 }
 
 /// The template's metric with every key in `set` taken from the rule's entry `m`.
@@ -302,11 +302,11 @@ fn merge(m: MetricSpec, set: &BTreeSet<&str>, t: &Template, to: Location) -> Met
     }
     MetricSpec {
         name,
-        query: moved(&d.query, to),
+        query: moved(d.query.as_ref(), to),
         test: d.test,
-        events: moved(&d.events, to),
-        requests: moved(&d.requests, to),
-        histogram: moved(&d.histogram, to),
+        events: moved(d.events.as_deref(), to).map(Box::new),
+        requests: moved(d.requests.as_deref(), to).map(Box::new),
+        histogram: moved(d.histogram.as_deref(), to).map(Box::new),
         slower_than: pick!("slower_than", slower_than),
         margin: pick!("margin", margin),
         alpha: pick!("alpha", alpha),

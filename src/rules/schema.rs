@@ -14,6 +14,11 @@ use crate::verdict::Direction;
 use crate::verdict::{ClassifierConfig, EffectMeasure, NanStrategy, OutlierStrategy};
 
 /// One service policy: which series to compare, how traffic moves, what counts as worse.
+///
+/// Blocks most rules leave out or set a few of (hooks, traffic, windows, verify, a sequential
+/// metric's counters) are boxed: inline, every `Spanned` carries two source locations, and a
+/// rule was 2 KB before it held a single value (issue 14 keeps a rule per service, 10,000 of
+/// them); boxed, an absent block costs a pointer.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
@@ -26,15 +31,15 @@ pub struct RuleSpec {
     #[serde(default)]
     pub health: Vec<Spanned<HealthSpec>>,
     #[serde(default)]
-    pub windows: Option<WindowsSpec>,
+    pub windows: Option<Box<WindowsSpec>>,
     /// Checkpoints after promotion (`rollout::verify`).
     #[serde(default)]
-    pub verify: Option<VerifySpec>,
+    pub verify: Option<Box<VerifySpec>>,
     #[serde(default)]
     pub hooks: HooksSpec,
     /// A built-in traffic provider that moves the weight itself, before the `set_weight` hook.
     #[serde(default)]
-    pub traffic: Option<Spanned<super::traffic::TrafficSpec>>,
+    pub traffic: Option<Box<Spanned<super::traffic::TrafficSpec>>>,
     #[serde(default)]
     pub alerts: AlertsSpec,
     /// Extra template variables, so teams share one query shape across services.
@@ -170,12 +175,12 @@ pub struct MetricSpec {
     pub test: Option<TestKind>,
     /// Counter expressions (per series, not aggregated) of bad events and of all requests.
     #[serde(default)]
-    pub events: Option<Spanned<String>>,
+    pub events: Option<Box<Spanned<String>>>,
     #[serde(default)]
-    pub requests: Option<Spanned<String>>,
+    pub requests: Option<Box<Spanned<String>>>,
     /// A latency histogram's base name: requests slower than `slower_than` seconds are events.
     #[serde(default)]
-    pub histogram: Option<Spanned<String>>,
+    pub histogram: Option<Box<Spanned<String>>>,
     #[serde(default)]
     pub slower_than: Option<f64>,
     /// Sequential test: tolerated excess ratio (null is canary <= (1 + margin) x baseline).
@@ -323,15 +328,15 @@ impl MetricSpec {
     }
 
     pub fn kind(&self) -> MetricKind<'_> {
-        fn text(s: &Option<Spanned<String>>) -> Option<&str> {
-            s.as_ref().map(|s| s.value.as_str())
+        fn text(s: Option<&Spanned<String>>) -> Option<&str> {
+            s.map(|s| s.value.as_str())
         }
-        match (self.test, text(&self.query)) {
+        match (self.test, text(self.query.as_ref())) {
             (None, Some(q)) => MetricKind::Window(q),
             (Some(TestKind::Sequential), None) => match (
-                text(&self.events),
-                text(&self.requests),
-                text(&self.histogram),
+                text(self.events.as_deref()),
+                text(self.requests.as_deref()),
+                text(self.histogram.as_deref()),
                 self.slower_than,
             ) {
                 (Some(events), Some(requests), None, None) => {
@@ -341,9 +346,9 @@ impl MetricSpec {
                 _ => MetricKind::Invalid,
             },
             (Some(TestKind::SequentialHistogram), None) => match (
-                text(&self.events),
-                text(&self.requests),
-                text(&self.histogram),
+                text(self.events.as_deref()),
+                text(self.requests.as_deref()),
+                text(self.histogram.as_deref()),
                 self.slower_than,
             ) {
                 (None, None, Some(histogram), None) => MetricKind::Histogram { histogram },
@@ -442,24 +447,24 @@ pub struct WindowsSpec {
 #[serde(deny_unknown_fields)]
 pub struct HooksSpec {
     #[serde(default)]
-    pub set_weight: Option<Spanned<HookSpec>>,
+    pub set_weight: Option<Box<Spanned<HookSpec>>>,
     #[serde(default)]
-    pub promote: Option<Spanned<HookSpec>>,
+    pub promote: Option<Box<Spanned<HookSpec>>>,
     #[serde(default)]
-    pub rollback: Option<Spanned<HookSpec>>,
+    pub rollback: Option<Box<Spanned<HookSpec>>>,
     /// Called with the previous version when a checkpoint after promotion fails and
     /// `verify.revert_on_failure` is set.
     #[serde(default)]
-    pub revert: Option<Spanned<HookSpec>>,
+    pub revert: Option<Box<Spanned<HookSpec>>>,
     /// Before any traffic moves (e.g. apply migrations); a failure ends the rollout.
     #[serde(default)]
-    pub pre_rollout: Option<Spanned<HookSpec>>,
+    pub pre_rollout: Option<Box<Spanned<HookSpec>>>,
     /// The canary's readiness endpoint: must answer 2xx before each weight increase.
     #[serde(default)]
-    pub readiness: Option<Spanned<ReadinessSpec>>,
+    pub readiness: Option<Box<Spanned<ReadinessSpec>>>,
     /// After a rollback of a reversible migration, once traffic is back on the baseline.
     #[serde(default)]
-    pub migrate_down: Option<Spanned<HookSpec>>,
+    pub migrate_down: Option<Box<Spanned<HookSpec>>>,
 }
 
 impl HooksSpec {
@@ -475,7 +480,7 @@ impl HooksSpec {
             &self.migrate_down,
         ]
         .into_iter()
-        .flatten()
+        .filter_map(Option::as_deref)
     }
 }
 

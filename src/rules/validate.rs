@@ -279,9 +279,9 @@ fn check_kind(m: &MetricSpec, span: &Spanned<MetricSpec>, spec: &RuleSpec, out: 
     use super::schema::{Compare, MetricKind};
     let name = &m.name;
     let templates_of = [
-        ("query", &m.query),
-        ("events", &m.events),
-        ("requests", &m.requests),
+        ("query", m.query.as_ref()),
+        ("events", m.events.as_deref()),
+        ("requests", m.requests.as_deref()),
     ];
     for (key, t) in templates_of {
         if let Some(t) = t
