@@ -298,18 +298,10 @@ fn fire(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::PrometheusConfig;
 
     fn scheduler() -> (Scheduler, watch::Sender<bool>) {
-        let source = PrometheusSource::new(&PrometheusConfig {
-            url: "http://127.0.0.1:9".into(),
-            timeout: Duration::from_secs(1),
-            bearer_token: None,
-            basic_auth: None,
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
         let (tx, rx) = watch::channel(false);
-        (Scheduler::start(source, rx), tx)
+        (Scheduler::start(slot_tests::down_source(), rx), tx)
     }
 
     /// Waits for the next slot of `r`, declines it, and says when it came.

@@ -230,13 +230,7 @@ async fn a_slow_actor_gets_its_data_from_the_slots_query_at_no_extra_query() {
 
 #[tokio::test]
 async fn a_rollout_that_published_no_wish_is_asked_and_one_not_yet_out_of_warmup_too() {
-    let source = PrometheusSource::new(&PrometheusConfig {
-        url: "http://127.0.0.1:9".into(),
-        timeout: Duration::from_secs(1),
-        bearer_token: None,
-        basic_auth: None,
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let source = down_source();
     let (_stop, shutdown) = watch::channel(false);
     let s = Scheduler::start(source, shutdown);
     let interval = Duration::from_millis(300);
@@ -260,13 +254,7 @@ async fn a_rollout_that_published_no_wish_is_asked_and_one_not_yet_out_of_warmup
 /// whole window again at 10,000 rollouts).
 #[tokio::test]
 async fn successive_slots_end_exactly_one_interval_apart() {
-    let source = PrometheusSource::new(&PrometheusConfig {
-        url: "http://127.0.0.1:9".into(),
-        timeout: Duration::from_secs(1),
-        bearer_token: None,
-        basic_auth: None,
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let source = down_source();
     let (_stop, shutdown) = watch::channel(false);
     let s = Scheduler::start(source, shutdown);
     let interval = Duration::from_millis(700);
@@ -296,4 +284,16 @@ async fn successive_slots_end_exactly_one_interval_apart() {
             "ends {ends:?}"
         );
     }
+}
+
+/// A source whose Prometheus refuses every connection: a slot still answers, every metric
+/// failed.
+pub(super) fn down_source() -> PrometheusSource {
+    PrometheusSource::new(&PrometheusConfig {
+        url: "http://127.0.0.1:9".into(),
+        timeout: Duration::from_secs(1),
+        bearer_token: None,
+        basic_auth: None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
 }
