@@ -23,9 +23,9 @@ struct Series {
     phase: Option<f64>,
     weight: Option<f64>,
     score: Option<f64>,
-    /// By (metric, group).
-    values: BTreeMap<(String, &'static str), f64>,
-    evidence: BTreeMap<String, f64>,
+    /// By (metric, group), sorted ([`small_entry`]).
+    values: Vec<((Box<str>, &'static str), f64)>,
+    evidence: Vec<(Box<str>, f64)>,
 }
 
 #[derive(Debug, Default)]
@@ -60,10 +60,18 @@ impl Registry {
         let s = self.entry(rollout, rule);
         s.score = Some(score);
         for (metric, group, v) in values {
-            s.values.insert((metric, group), v);
+            *small_entry(
+                &mut s.values,
+                |(m, g)| (&**m, *g).cmp(&(metric.as_str(), group)),
+                || (Box::from(metric.as_str()), group),
+            ) = v;
         }
         for (metric, e) in evidence {
-            s.evidence.insert(metric, e);
+            *small_entry(
+                &mut s.evidence,
+                |m| (**m).cmp(metric.as_str()),
+                || Box::from(metric.as_str()),
+            ) = e;
         }
     }
 
@@ -162,6 +170,26 @@ impl Registry {
     }
 }
 
+/// The value kept for the key `cmp` finds in `v`, sorted by key, inserting `make()` with a
+/// default value when there is none: a few entries per rollout or rule kept in a `Vec`, where a
+/// `BTreeMap` node reserves room for 11 whatever its length (0.5–1 KB for a rollout's 8 metric
+/// values or a rule's 4 metrics; heaptrack at 2,000 rollouts put ~2 KB per rollout in these
+/// maps). Iterating the `Vec` gives the `BTreeMap`'s order, so `/metrics` reads the same.
+pub(super) fn small_entry<K, V: Default>(
+    v: &mut Vec<(K, V)>,
+    cmp: impl Fn(&K) -> std::cmp::Ordering,
+    make: impl FnOnce() -> K,
+) -> &mut V {
+    let i = match v.binary_search_by(|(k, _)| cmp(k)) {
+        Ok(i) => i,
+        Err(i) => {
+            v.insert(i, (make(), V::default()));
+            i
+        }
+    };
+    &mut v[i].1
+}
+
 fn head(out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
 }
@@ -258,5 +286,43 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
         }
+    }
+
+    #[test]
+    fn metric_values_render_sorted_and_a_later_tick_replaces_its_value() {
+        let mut r = Registry::default();
+        let tick = |r: &mut Registry, v: f64| {
+            r.set_tick(
+                "x",
+                "api",
+                100.0,
+                [
+                    ("p95".to_string(), "canary", v),
+                    ("errors".to_string(), "canary", v),
+                    ("errors".to_string(), "baseline", v),
+                    ("cpu".to_string(), "canary", v),
+                ],
+                [("seq_b".to_string(), v), ("seq_a".to_string(), v)],
+            )
+        };
+        tick(&mut r, 1.0);
+        tick(&mut r, 2.0);
+        let mut text = String::new();
+        r.render(&mut text);
+        let values: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("canaryd_metric_value{") || l.starts_with("canaryd_metric_evidence{")
+            })
+            .collect();
+        let want = [
+            r#"canaryd_metric_value{rollout="x",rule="api",metric="cpu",group="canary"} 2"#,
+            r#"canaryd_metric_value{rollout="x",rule="api",metric="errors",group="baseline"} 2"#,
+            r#"canaryd_metric_value{rollout="x",rule="api",metric="errors",group="canary"} 2"#,
+            r#"canaryd_metric_value{rollout="x",rule="api",metric="p95",group="canary"} 2"#,
+            r#"canaryd_metric_evidence{rollout="x",rule="api",metric="seq_a"} 2"#,
+            r#"canaryd_metric_evidence{rollout="x",rule="api",metric="seq_b"} 2"#,
+        ];
+        assert_eq!(values, want);
     }
 }

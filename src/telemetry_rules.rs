@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use super::rollouts::{esc, num};
+use super::rollouts::{esc, num, small_entry};
 
 /// The verdict label values, in the order of [`Counts`].
 pub(crate) const VERDICTS: [&str; 5] = ["pass", "warn", "fail", "nodata", "error"];
@@ -39,10 +39,11 @@ type Thresholds = [Option<f64>; 5];
 
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    /// By rule, then metric: verdicts counted so far (a series shows once counted).
-    verdicts: BTreeMap<String, BTreeMap<String, Counts>>,
-    /// By rule, then metric: the thresholds the last tick held the metric against.
-    thresholds: BTreeMap<String, BTreeMap<String, Thresholds>>,
+    /// By rule, then metric (sorted, [`small_entry`]): verdicts counted so far (a series shows
+    /// once counted).
+    verdicts: BTreeMap<String, Vec<(Box<str>, Counts)>>,
+    /// By rule, then metric (sorted): the thresholds the last tick held the metric against.
+    thresholds: BTreeMap<String, Vec<(Box<str>, Thresholds)>>,
     /// By rule: promotions and rollbacks, every known rule shown from 0 so a `rate()` or an
     /// alert on them works before the first incident.
     outcomes: BTreeMap<String, Outcomes>,
@@ -52,7 +53,7 @@ impl Registry {
     /// Counts one verdict (an index into [`VERDICTS`]) of `metric` under `rule`.
     pub(crate) fn count_verdict(&mut self, rule: &str, metric: &str, verdict: usize) {
         let by_metric = entry(&mut self.verdicts, rule);
-        let counts = entry(by_metric, metric);
+        let counts = small_entry(by_metric, |m| (**m).cmp(metric), || Box::from(metric));
         if let Some(c) = counts.get_mut(verdict) {
             *c += 1;
         }
@@ -62,7 +63,7 @@ impl Registry {
     /// keeps the one set before, as the recorder's gauge did.
     pub(crate) fn set_thresholds(&mut self, rule: &str, metric: &str, values: Thresholds) {
         let by_metric = entry(&mut self.thresholds, rule);
-        let kept = entry(by_metric, metric);
+        let kept = small_entry(by_metric, |m| (**m).cmp(metric), || Box::from(metric));
         for (k, v) in kept.iter_mut().zip(values) {
             if v.is_some() {
                 *k = v;
