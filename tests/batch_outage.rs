@@ -12,7 +12,7 @@ mod batch_support;
 
 use batch_support::rollout;
 use canaryd::controller::analysis::{Fetched, judge_gathered};
-use canaryd::controller::gather_many::fetch_many_with;
+use canaryd::controller::gather_many::fetch_many_by;
 use canaryd::demo::prometheus::{PrometheusOptions, PrometheusProcess};
 use canaryd::judge::observation::Series;
 use canaryd::rollout::Rollout;
@@ -92,7 +92,16 @@ async fn prometheus_down_costs_one_query_per_shape_and_every_tick_is_error() {
     let window = Duration::from_secs(10);
 
     // Up: answered (no such series yet: empty, not failed).
-    let up = fetch_many_with(&source, &items, SystemTime::now(), window, true, &limits).await;
+    let up = fetch_many_by(
+        &source,
+        &items,
+        SystemTime::now(),
+        window,
+        true,
+        &limits,
+        None,
+    )
+    .await;
     for g in &up {
         let Some(Fetched::Window { canary, baseline }) = g.metrics.get("error_rate") else {
             panic!("no error_rate: {g:?}");
@@ -105,7 +114,16 @@ async fn prometheus_down_costs_one_query_per_shape_and_every_tick_is_error() {
 
     prometheus.stop().await;
     accepted.store(0, Ordering::SeqCst);
-    let down = fetch_many_with(&source, &items, SystemTime::now(), window, true, &limits).await;
+    let down = fetch_many_by(
+        &source,
+        &items,
+        SystemTime::now(),
+        window,
+        true,
+        &limits,
+        None,
+    )
+    .await;
     // One wide query, not 6 regex batches and then 60 single queries.
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
     assert_eq!(down.len(), ROLLOUTS);

@@ -11,7 +11,7 @@ mod batch_support;
 
 use batch_support::{rollout, scraped_services};
 use canaryd::controller::analysis::{Fetched, Gathered, judge_gathered};
-use canaryd::controller::gather_many::{fetch_many, fetch_many_with};
+use canaryd::controller::gather_many::{fetch_many, fetch_many_by};
 use canaryd::demo::prometheus::PrometheusProcess;
 use canaryd::judge::observation::Series;
 use canaryd::rollout::{Rollout, Tick};
@@ -413,7 +413,7 @@ async fn batched_and_single_queries_judge_alike_on_a_real_prometheus() {
     let (wide, wide_cost, _) = counted(
         &prometheus,
         4,
-        fetch_many_with(&src, some, end, window, true, &narrow),
+        fetch_many_by(&src, some, end, window, true, &narrow, None),
     )
     .await;
     assert_eq!(wide_cost, 4, "one wide query per metric shape");
@@ -424,7 +424,7 @@ async fn batched_and_single_queries_judge_alike_on_a_real_prometheus() {
     );
     // A wide answer over the cap falls back to the regex batches (then per member).
     let capped_some = source(&prometheus.url(), Some(2500));
-    let fallback = fetch_many_with(&capped_some, some, end, window, true, &narrow).await;
+    let fallback = fetch_many_by(&capped_some, some, end, window, true, &narrow, None).await;
     assert_same(&fallback, &single_some);
 
     // 4. Nothing can be read: batch and fallback fail, and no metric passes.

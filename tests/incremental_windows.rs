@@ -9,7 +9,7 @@ mod batch_support;
 
 use batch_support::{rollout, scraped_services};
 use canaryd::controller::analysis::{Fetched, Gathered, judge_gathered};
-use canaryd::controller::gather_many::fetch_many_with;
+use canaryd::controller::gather_many::fetch_many_by;
 use canaryd::judge::observation::Series;
 use canaryd::rollout::Rollout;
 use canaryd::rules::Rule;
@@ -110,7 +110,7 @@ async fn reused_points_give_the_series_and_verdicts_of_whole_windows() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let start = loop {
         let end = SystemTime::now() - Duration::from_secs(3);
-        let g = fetch_many_with(&whole, &pairs, end, window, true, &regex).await;
+        let g = fetch_many_by(&whole, &pairs, end, window, true, &regex, None).await;
         let full = g.iter().all(|g| {
             g.metrics.values().all(|f| match f {
                 Fetched::Window { canary, baseline } => {
@@ -136,8 +136,8 @@ async fn reused_points_give_the_series_and_verdicts_of_whole_windows() {
             while SystemTime::now() < end + Duration::from_secs(3) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let a = fetch_many_with(&incremental, &pairs, end, window, true, &limits).await;
-            let b = fetch_many_with(&whole, &pairs, end, window, true, &limits).await;
+            let a = fetch_many_by(&incremental, &pairs, end, window, true, &limits, None).await;
+            let b = fetch_many_by(&whole, &pairs, end, window, true, &limits, None).await;
             assert_same(&a, &b, &format!("{what}, tick {tick}"));
             for ((r, o), (ga, gb)) in pairs.iter().zip(a.iter().zip(&b)) {
                 let (ta, tb) = (judge_gathered(r, o, ga), judge_gathered(r, o, gb));

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use batch_support::{rollout, scraped_services};
 use canaryd::controller::analysis::{Fetched, Gathered, judge_gathered};
 use canaryd::controller::gather::gather_by;
-use canaryd::controller::gather_many::fetch_many_with;
+use canaryd::controller::gather_many::fetch_many_by;
 use canaryd::judge::observation::Series;
 use canaryd::rollout::machine::{Action, Event, handle};
 use canaryd::rollout::plan::Plan;
@@ -170,7 +170,7 @@ async fn warm(url: &str, pairs: &[(&Rule, &Rollout)]) -> SystemTime {
     loop {
         let end = SystemTime::now() - Duration::from_secs(3);
         let window = Duration::from_secs(10);
-        let g = fetch_many_with(&direct, pairs, end, window, true, &Limits::default()).await;
+        let g = fetch_many_by(&direct, pairs, end, window, true, &Limits::default(), None).await;
         let full = g.iter().all(|g| {
             g.metrics.values().all(|f| match f {
                 Fetched::Window { canary, baseline } => {

@@ -42,22 +42,20 @@ pub async fn fetch_many(
     window: Duration,
     batched: bool,
 ) -> Vec<Gathered> {
-    fetch_many_with(source, rollouts, end, window, batched, &Limits::default()).await
+    fetch_many_by(
+        source,
+        rollouts,
+        end,
+        window,
+        batched,
+        &Limits::default(),
+        None,
+    )
+    .await
 }
 
-/// [`fetch_many`] with explicit batch limits.
-pub async fn fetch_many_with(
-    source: &PrometheusSource,
-    rollouts: &[(&Rule, &Rollout)],
-    end: SystemTime,
-    window: Duration,
-    batched: bool,
-    limits: &Limits,
-) -> Vec<Gathered> {
-    fetch_many_by(source, rollouts, end, window, batched, limits, None).await
-}
-
-/// [`fetch_many_with`] that gives up at `by` every query still running: a batch job's members,
+/// [`fetch_many`] with explicit batch limits, giving up at `by` (when set) every query still
+/// running: a batch job's members,
 /// a rollout's counters or (unbatched) a rollout's metric then fail with the deadline's message
 /// and are judged `error`; whatever answered in time is judged as usual.
 pub async fn fetch_many_by(
