@@ -5,7 +5,7 @@
 //!
 //! Run: `cargo bench --bench live_stack`
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant, SystemTime};

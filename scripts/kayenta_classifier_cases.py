@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Generate tests/fixtures/kayenta_classifier_cases.json from Kayenta's own classifier tests,
-the cases tests/classifier_kayenta.rs replays through canaryd's classifier.
+the cases tests/it/classifier_kayenta.rs replays through canaryd's classifier.
 
 Why a script: the cases are Kayenta's, not ours. Every Mann-Whitney test of
 kayenta-judge/src/test/scala/com/netflix/kayenta/judge/ClassifierSuite.scala

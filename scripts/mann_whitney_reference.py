@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Generate tests/fixtures/mann_whitney_reference.json, the reference values that
-tests/stats_reference.rs checks canaryd's rank statistics against.
+tests/it/stats_reference.rs checks canaryd's rank statistics against.
 
 Why a script and a committed file: CI has no Python, but the numbers must come from an
 implementation that shares nothing with the Rust code. U and the p-value come from SciPy's

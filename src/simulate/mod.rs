@@ -194,7 +194,7 @@ pub fn outcomes(sim: &Simulated, scenario: &Scenario, setup: &Setup) -> Vec<Outc
 /// Why: a simulated rollout is pure CPU and shares nothing with the others (each run has its own
 /// random stream), so the runs of one line are independent and the numbers cannot depend on
 /// which core computed which run. A 24 h line of the report and the 1 % bounds of
-/// `tests/simulation.rs` are hundreds of rollouts each; this is what makes them a wait of
+/// `tests/it/simulation.rs` are hundreds of rollouts each; this is what makes them a wait of
 /// seconds instead of minutes. Runs are handed out one at a time (an atomic counter), because
 /// a rollout rolled back at its first look costs a hundredth of one that holds to the end.
 pub fn each_run<T: Send>(runs: u64, f: impl Fn(u64) -> T + Sync) -> Vec<T> {

@@ -146,7 +146,7 @@ pub fn plan_for(rule: &Rule, horizon: Duration) -> Plan {
 /// every tick, so only the values change from one tick to the next.
 ///
 /// Why: building ~50 label maps and pod names per tick and metric was a tenth of a simulated
-/// rollout's time in a debug build (the `tests/simulation.rs` bounds replay 1,800 rollouts).
+/// rollout's time in a debug build (the `tests/it/simulation.rs` bounds replay 1,800 rollouts).
 struct Exported {
     /// Per group: each pod's series key for the count test.
     pods: [Vec<String>; 2],

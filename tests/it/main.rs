@@ -1,0 +1,74 @@
+//! Every integration test but the decision core's (`tests/pure`): real servers, the daemon, the
+//! statistics references, as modules of one test binary. One link instead of ~65 keeps the
+//! target dir small enough for CI, where each binary carried its own ~70 MB copy of the crate.
+//! nextest still runs each test in its own process, so tests share no state.
+
+mod batch_support;
+mod common;
+
+mod alert_paging;
+mod alertmanager_webhook;
+mod alerts;
+mod alpha_live;
+mod api;
+mod architecture;
+mod batch_outage;
+mod batch_queries;
+mod classifier_kayenta;
+mod controls_api;
+mod crash;
+mod daemon_process;
+mod demo_stack;
+mod deploy_files;
+mod fault_points;
+mod ha_failover;
+mod ha_fencing;
+mod ha_handover;
+mod ha_owed_rollback;
+mod ha_store_outage;
+mod hook_delivery;
+mod hook_retries;
+mod hooks;
+mod hot_reload;
+mod incremental_windows;
+mod injection;
+mod input_properties;
+mod judge_cli;
+mod later_steps;
+mod lifecycle;
+mod log_lines;
+mod metric_templates;
+mod outages;
+mod postgres_store;
+mod preemption;
+mod prometheus_limits;
+mod redirects;
+mod reports;
+mod rollout_prometheus;
+mod rule_files;
+mod rule_limits;
+mod scheduler_many;
+mod secrets;
+mod sequential_hist_rules;
+mod sequential_hist_stack;
+mod sequential_stack;
+mod simulation;
+mod simulation_counts;
+mod slot_deadline;
+mod stale_data;
+mod state_dir;
+mod statistical;
+mod stats_properties;
+mod stats_reference;
+mod store_refusal;
+mod task_panic;
+mod traffic_demo;
+mod traffic_haproxy;
+mod traffic_nginx;
+mod traffic_rules;
+mod verify_regression;
+mod wait_cli;
+mod web_browser;
+mod web_feed;
+mod web_notify;
+mod window_tables;
