@@ -4,13 +4,17 @@
 //! dropped, so the in-memory state never runs ahead of the disk, and the actor decides again
 //! after a backoff.
 
+use std::sync::Arc;
+
 use chrono::Utc;
+
+use super::group_commit::TickRow;
 
 use super::shell::{ControlError, Reply, Update};
 use super::supervisor::inject_fault;
 use super::task::RolloutTask;
 use super::transition_log::{event_label, log_transition};
-use crate::rollout::{Event, Rollout, Tick, handle};
+use crate::rollout::{Event, Rollout, Tick, handle, keeps_tick};
 use crate::store::StoreError;
 use crate::telemetry;
 
@@ -32,16 +36,7 @@ impl RolloutTask {
             inject_fault("tick");
         }
         let now = Utc::now();
-        // History keeps the verdicts; the sequential tests' running state lives on the rollout
-        // once, not again in every stored tick.
-        let tick = match &event {
-            Event::Tick(t) => Some(Tick {
-                sequential: Default::default(),
-                ..t.clone()
-            }),
-            _ => None,
-        };
-        if let Some(t) = &tick {
+        if let Event::Tick(t) = &event {
             telemetry::record_tick(&self.state, &self.rule, t);
             // Every metric of every tick: DEBUG, or 10,000 rollouts log thousands of lines a
             // second. What is decided from them (steps, rollbacks, promotions, hooks) is INFO.
@@ -50,15 +45,27 @@ impl RolloutTask {
                     canary = ?c.canary, baseline = ?c.baseline, threshold = ?c.threshold.map(|t| t.value), reason = %c.reason, "check");
             }
         }
+        // History keeps every tick's verdicts. A tick the machine counts becomes the rollout's
+        // `last_tick` (its running state moved onto the rollout), and is saved from there: a
+        // slot's decisions all wait for their commit at once, and a copy of each tick held
+        // meanwhile was most of the slot's memory. Only a tick the machine ignores (warmup, a
+        // hook in flight, another step) needs its own row.
+        let row = match &event {
+            Event::Tick(t) if keeps_tick(&self.state, &self.plan, t) => TickRow::Last,
+            Event::Tick(t) => TickRow::Own(Tick {
+                sequential: Default::default(),
+                counters_moved: Default::default(),
+                ..t.clone()
+            }),
+            _ => TickRow::None,
+        };
         let before = self.state.clone();
         let t = handle(&self.state, &self.plan, event, now);
-        if t.rollout != *before || tick.is_some() {
-            if let Err(e) = self
-                .inner
-                .commits
-                .save(t.rollout.clone(), tick.clone())
-                .await
-            {
+        let changed = t.rollout != *before;
+        // Shared with the commit, not copied: the saved state is the one the actor then holds.
+        let rollout = Arc::new(t.rollout);
+        if changed || !matches!(row, TickRow::None) {
+            if let Err(e) = self.inner.commits.save(rollout.clone(), row).await {
                 self.save_failures += 1;
                 tracing::error!(rollout = %before.id, error = %e, event = label, failures = self.save_failures,
                     "decision not saved; not acting on it, will decide again");
@@ -73,7 +80,7 @@ impl RolloutTask {
             }
             self.save_failures = 0;
         }
-        self.state = std::sync::Arc::new(t.rollout);
+        self.state = rollout;
         log_transition(&before, &self.state, &t.actions);
         telemetry::record_rollout(&self.state, &before);
         self.inner.announce(Update {

@@ -25,12 +25,13 @@ use crate::source::tick_deadline::{TickDeadline, within};
 /// Rollouts fetched at once when batching is off, and for their counters.
 const CONCURRENT_ROLLOUTS: usize = 8;
 
-/// One window metric's two requests, by position in the batched request list.
+/// One window metric's two requests, in the order of the batched request list.
 struct Slot {
     rollout: usize,
     metric: String,
-    /// Indexes of the canary and baseline requests, or why the queries could not be rendered.
-    requests: Result<(usize, usize), String>,
+    /// `Ok` when its canary and baseline requests are the next two in the list, else why the
+    /// queries could not be rendered.
+    requests: Result<(), String>,
 }
 
 /// The tick of every `(rule, rollout)` ending at `end`; result `i` belongs to `rollouts[i]`.
@@ -94,11 +95,18 @@ pub async fn fetch_many_by(
         counters
     );
     let mut metrics: Vec<BTreeMap<String, Fetched>> = counters;
+    // Moved, not copied: the slot's points are held once, by the rollouts they belong to.
+    let mut answers = answers.into_iter();
+    let mut next = || {
+        answers.next().unwrap_or_else(|| Series::Failed {
+            message: "not asked (batching bug)".into(),
+        })
+    };
     for slot in slots {
         let fetched = match slot.requests {
-            Ok((c, b)) => Fetched::Window {
-                canary: answers[c].clone(),
-                baseline: answers[b].clone(),
+            Ok(()) => Fetched::Window {
+                canary: next(),
+                baseline: next(),
             },
             Err(message) => {
                 let failed = Series::Failed { message };
@@ -148,7 +156,6 @@ fn requests(
                 rule.render(q, Group::Baseline, &ctx),
             ) {
                 (Ok(cq), Ok(bq)) => {
-                    let at = requests.len();
                     for query in [cq, bq] {
                         requests.push(RangeRequest {
                             query,
@@ -157,7 +164,7 @@ fn requests(
                             step,
                         });
                     }
-                    Ok((at, at + 1))
+                    Ok(())
                 }
                 (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
             };

@@ -31,10 +31,40 @@ pub(super) const MAX_LINGER: Duration = Duration::from_millis(25);
 /// control decision waits behind tick saves already being committed.
 const MAX_BATCH: usize = 512;
 
+/// The history row a decision saves with its rollout, if any.
+#[derive(Debug)]
+pub(super) enum TickRow {
+    /// Not a tick: only the rollout's row.
+    None,
+    /// A tick the machine kept: the row is the saved rollout's own `last_tick`, so a slot's
+    /// waiting decisions hold no second copy of their checks.
+    Last,
+    /// A tick the machine did not count (warmup, a hook in flight, another step).
+    Own(Tick),
+}
+
+/// One decision waiting for its commit. Small on purpose: a slot's thousands of decisions sit
+/// in the writer's queue at once, and the state is the actor's own `Arc`, not a copy.
 struct Request {
-    rollout: Rollout,
-    tick: Option<Tick>,
+    rollout: Arc<Rollout>,
+    tick: TickRow,
     reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+impl Request {
+    fn is_tick(&self) -> bool {
+        !matches!(self.tick, TickRow::None)
+    }
+
+    /// What the store saves: the rollout and its history row.
+    fn item(&self) -> (&Rollout, Option<&Tick>) {
+        let tick = match &self.tick {
+            TickRow::None => None,
+            TickRow::Last => self.rollout.last_tick.as_ref(),
+            TickRow::Own(t) => Some(t),
+        };
+        (&self.rollout, tick)
+    }
 }
 
 /// The handle every rollout saves through. Cheap to clone; the writer thread ends when the last
@@ -61,8 +91,8 @@ impl GroupCommit {
     /// Saves one decision in the next group commit and returns its own result once committed.
     pub(super) async fn save(
         &self,
-        rollout: Rollout,
-        tick: Option<Tick>,
+        rollout: Arc<Rollout>,
+        tick: TickRow,
     ) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::Unavailable("the store writer has stopped".into());
@@ -95,10 +125,7 @@ fn writer(store: &dyn Store, rx: &std_mpsc::Receiver<Request>) {
 }
 
 fn commit(store: &dyn Store, batch: Vec<Request>) {
-    let items: Vec<(&Rollout, Option<&Tick>)> = batch
-        .iter()
-        .map(|r| (&r.rollout, r.tick.as_ref()))
-        .collect();
+    let items: Vec<(&Rollout, Option<&Tick>)> = batch.iter().map(Request::item).collect();
     // A store that panics fails this batch, not every later save.
     let saved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.save_many(&items)));
     let (results, commits) = match saved {
@@ -126,7 +153,7 @@ struct Queue {
 
 impl Queue {
     fn push(&mut self, r: Request) {
-        if r.tick.is_some() {
+        if r.is_tick() {
             self.ticks.push_back(r);
         } else {
             self.control.push_back(r);
@@ -257,7 +284,9 @@ mod tests {
         let store = Arc::new(Counting::default());
         let commit = GroupCommit::start(store.clone());
         let ids = ["a", "b", "bad", "c", "d"];
-        let saves = ids.iter().map(|id| commit.save(rollout(id), None));
+        let saves = ids
+            .iter()
+            .map(|id| commit.save(Arc::new(rollout(id)), TickRow::None));
         let results = futures_util::future::join_all(saves).await;
         for (id, r) in ids.iter().zip(&results) {
             assert_eq!(r.is_ok(), *id != "bad", "{id}: {r:?}");
@@ -306,12 +335,15 @@ mod tests {
         // A slot of 5,000 tick saves, each polled once so it is queued, then a start.
         let ticks: Vec<_> = (0..5_000)
             .map(|i| {
-                queued(Box::pin(
-                    commit.save(rollout(&format!("t{i}")), Some(tick())),
-                ))
+                queued(Box::pin(commit.save(
+                    Arc::new(rollout(&format!("t{i}"))),
+                    TickRow::Own(tick()),
+                )))
             })
             .collect();
-        let start = queued(Box::pin(commit.save(rollout("start"), None)));
+        let start = queued(Box::pin(
+            commit.save(Arc::new(rollout("start")), TickRow::None),
+        ));
         let seen_at_send: usize = store.batches().iter().map(Vec::len).sum();
         assert!(
             seen_at_send <= MAX_BATCH,
@@ -335,6 +367,34 @@ mod tests {
         let saved = futures_util::future::join_all(ticks).await;
         assert!(saved.iter().all(Result::is_ok));
         assert_eq!(store.batches().iter().map(Vec::len).sum::<usize>(), 5_001);
+    }
+
+    #[tokio::test]
+    async fn a_kept_tick_is_saved_to_history_from_the_rollouts_last_tick() {
+        let store = Arc::new(Counting::default());
+        let commit = GroupCommit::start(store.clone());
+        let mut kept = rollout("kept");
+        kept.last_tick = Some(tick());
+        let mut ignored = rollout("ignored");
+        ignored.last_tick = Some(tick());
+        let mut own = tick();
+        own.step = 7;
+        let saves = [
+            commit.save(Arc::new(kept), TickRow::Last),
+            commit.save(Arc::new(ignored), TickRow::Own(own.clone())),
+            commit.save(Arc::new(rollout("control")), TickRow::None),
+        ];
+        for r in futures_util::future::join_all(saves).await {
+            r.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let history = |id: &str| store.history(id, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(history("kept"), vec![tick()]);
+        assert_eq!(
+            history("ignored"),
+            vec![own],
+            "its own row, not its last_tick"
+        );
+        assert_eq!(history("control"), Vec::<Tick>::new());
     }
 
     #[test]

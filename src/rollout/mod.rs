@@ -19,7 +19,7 @@ use crate::judge::Score;
 use crate::judge::sequential::SequentialState;
 use crate::verdict::Check;
 
-pub use machine::{Action, Event, HookKind, Transition, handle};
+pub use machine::{Action, Event, HookKind, Transition, handle, keeps_tick};
 pub use plan::{Plan, PlanStep};
 
 /// Where a rollout is in its life. Names are the contract of design.md.

@@ -62,6 +62,7 @@ mod stats_properties;
 mod stats_reference;
 mod store_refusal;
 mod task_panic;
+mod tick_history;
 mod traffic_demo;
 mod traffic_haproxy;
 mod traffic_nginx;

@@ -12,6 +12,7 @@ mod judge_mutants;
 mod judge_score;
 mod lifecycle_machine;
 mod machine_at_least_once;
+mod machine_keeps_tick;
 mod machine_mutants;
 mod rollout_machine;
 mod sequential;

@@ -22,6 +22,7 @@ mod ticks;
 
 pub(super) use hooks::{decide_rollback, request_weight, resume};
 use hooks::{hook_failed, hook_succeeded, task_failed};
+pub use ticks::keeps_tick;
 use ticks::on_tick;
 pub(super) use ticks::try_advance;
 

@@ -10,6 +10,17 @@ fn in_warmup(r: &Rollout, plan: &Plan, at: DateTime<Utc>) -> bool {
     }
 }
 
+/// Whether the machine counts `tick` for `r` (and keeps it as `last_tick`): a rollout that is
+/// watching, with no hook in flight, at the tick's step, past warmup. Every other tick changes
+/// nothing. The controller asks first so that a kept tick is saved to history from the rollout
+/// itself, not from a copy held while the slot's decisions wait for their commit.
+pub fn keeps_tick(r: &Rollout, plan: &Plan, tick: &Tick) -> bool {
+    r.phase.is_watching()
+        && r.pending.is_none()
+        && tick.step == r.step
+        && !in_warmup(r, plan, tick.at)
+}
+
 pub(super) fn on_tick(
     r: &mut Rollout,
     plan: &Plan,
@@ -17,10 +28,7 @@ pub(super) fn on_tick(
     now: DateTime<Utc>,
     out: &mut Vec<Action>,
 ) {
-    if !r.phase.is_watching() || r.pending.is_some() || tick.step != r.step {
-        return;
-    }
-    if in_warmup(r, plan, tick.at) {
+    if !keeps_tick(r, plan, &tick) {
         return;
     }
     // The running state moves onto the rollout; the tick kept as `last_tick` is only verdicts.
