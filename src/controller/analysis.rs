@@ -5,8 +5,9 @@
 //! - [`judge_gathered`] is pure: it decides which samples belong to the current step and are
 //!   fresh, runs the judge and returns the [`Tick`] the state machine consumes.
 //!
-//! The live rollout task and `canaryd analyze` both call [`gather`] (= fetch + judge); the
-//! simulator hands its own `Gathered` to [`judge_gathered`]. All three decide by the same rules,
+//! `canaryd analyze` calls [`gather`] (= fetch + judge); a live rollout's slot fetches
+//! ([`super::gather`]) and its actor judges with [`judge_gathered`]; the simulator hands its own
+//! `Gathered` to [`judge_gathered`]. All three decide by the same rules,
 //! so a replay or a simulation agrees with the daemon.
 //!
 //! The rules that make stale data unable to promote (issue 16):
@@ -60,6 +61,18 @@ pub struct Gathered {
     pub metrics: BTreeMap<String, Fetched>,
 }
 
+/// Which tick [`fetch`] asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct TickQuery {
+    /// The end of every query: the tick's time.
+    pub end: SystemTime,
+    /// The range of window metrics.
+    pub window: Duration,
+    /// When set, each metric whose queries have not answered by then is failed (judged
+    /// `error`) and the metrics that answered keep their data.
+    pub by: Option<TickDeadline>,
+}
+
 /// Queries and judges one tick ending at `end`; `window` is the range of window metrics.
 pub async fn gather(
     source: &PrometheusSource,
@@ -68,7 +81,12 @@ pub async fn gather(
     end: SystemTime,
     window: Duration,
 ) -> Tick {
-    let gathered = fetch(source, rule, rollout, end, window).await;
+    let query = TickQuery {
+        end,
+        window,
+        by: None,
+    };
+    let gathered = fetch(source, rule, rollout, query).await;
     judge_gathered(rule, rollout, &gathered)
 }
 
@@ -78,22 +96,9 @@ pub async fn fetch(
     source: &PrometheusSource,
     rule: &Rule,
     rollout: &Rollout,
-    end: SystemTime,
-    window: Duration,
+    query: TickQuery,
 ) -> Gathered {
-    fetch_by(source, rule, rollout, end, window, None).await
-}
-
-/// [`fetch`], giving up at `by` each metric whose queries have not answered: that metric is
-/// failed (judged `error`), the metrics that answered keep their data.
-pub async fn fetch_by(
-    source: &PrometheusSource,
-    rule: &Rule,
-    rollout: &Rollout,
-    end: SystemTime,
-    window: Duration,
-    by: Option<TickDeadline>,
-) -> Gathered {
+    let TickQuery { end, window, by } = query;
     let ctx = QueryContext {
         rollout: &rollout.id,
         version: &rollout.version,

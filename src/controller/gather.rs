@@ -9,7 +9,7 @@
 //! gatherer returns is judged exactly as a single rollout's fetch is.
 //!
 //! The slot's deadline is the smallest of its rollouts' tick deadlines
-//! ([`super::deadline::tick_deadline`]), counted from when the slot fired ([`gather_by`]). Each
+//! ([`super::deadline::tick_deadline`]), counted from when the slot fired ([`SlotGathering`]). Each
 //! query still running just before it is given up on its own: its members get that metric
 //! failed (judged `error`, never healthy), while every metric that answered in time is judged
 //! as usual — at 10,000 rollouts one slow shape used to cost every rollout all its metrics.
@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::analysis::{self, Gathered};
+use super::analysis::{self, Gathered, TickQuery};
 use super::scheduler::{Slot, TickRequest};
 use crate::rollout::Rollout;
 use crate::rules::Rule;
@@ -40,61 +40,50 @@ const CONCURRENT_ROLLOUTS: usize = 32;
 /// so waiting for a busy one cannot eat the others' tick.
 const COLLECT: Duration = Duration::from_millis(200);
 
+/// How a slot is gathered: its batch limits (a late wave is gathered without wide queries), and
+/// when it started and by when it must be done.
+#[derive(Debug, Clone)]
+pub struct SlotGathering {
+    pub limits: Limits,
+    pub started: Instant,
+    pub deadline: Duration,
+}
+
 /// Gathers every item's tick ending at `end`: one [`Gathered`] per item, in order. With
 /// batching on (the default), rollouts with the same window go through
-/// [`super::gather_many::fetch_many`], whose window queries are asked once per metric shape;
+/// [`super::gather_many::fetch_many_by`], whose window queries are asked once per metric shape;
 /// off, each rollout is fetched alone.
+///
+/// Every query still running just before `started + deadline` is given up alone
+/// ([`TickDeadline`]; its metric is judged `error`), and the whole gathering is cut at
+/// `started + deadline` as a safety net. Fewer answers than items (only when the net fired)
+/// leave the rest to the missed-deadline tick.
 pub async fn gather_slot(
     source: &PrometheusSource,
     items: &[(&Rule, &Rollout)],
     end: SystemTime,
-) -> Vec<Gathered> {
-    gather_slot_with(source, items, end, &Limits::default(), None).await
-}
-
-/// The slot's tick, started at `started`, by its `deadline`: every query still running just
-/// before `started + deadline` is given up alone ([`TickDeadline`]; its metric is judged
-/// `error`), and the whole gathering is cut at `started + deadline` as a safety net. Fewer
-/// answers than items (only when the net fired) leave the rest to the missed-deadline tick.
-pub async fn gather_by(
-    source: &PrometheusSource,
-    items: &[(&Rule, &Rollout)],
-    end: SystemTime,
-    limits: &Limits,
-    started: Instant,
-    deadline: Duration,
+    how: &SlotGathering,
 ) -> Vec<Gathered> {
     let by = TickDeadline {
-        at: started + deadline.saturating_sub(net_margin(deadline)),
-        of: deadline,
+        at: how.started + how.deadline.saturating_sub(net_margin(how.deadline)),
+        of: how.deadline,
     };
-    tokio::time::timeout_at(
-        started + deadline,
-        gather_slot_with(source, items, end, limits, Some(by)),
-    )
-    .await
-    .unwrap_or_default()
+    let gathering = async {
+        if source.batching() && items.len() > 1 {
+            gather_batched(source, items, end, &how.limits, by).await
+        } else {
+            gather_alone(source, items, end, by).await
+        }
+    };
+    tokio::time::timeout_at(how.started + how.deadline, gathering)
+        .await
+        .unwrap_or_default()
 }
 
 /// How long before the deadline queries are given up: enough for the answers that did come to
 /// be put together before the safety net fires, small next to any deadline.
 fn net_margin(deadline: Duration) -> Duration {
     (deadline / 10).min(Duration::from_millis(250))
-}
-
-/// [`gather_slot`] with explicit batch limits (a late wave is gathered without wide queries),
-/// giving up each query still running at `by`.
-pub async fn gather_slot_with(
-    source: &PrometheusSource,
-    items: &[(&Rule, &Rollout)],
-    end: SystemTime,
-    limits: &Limits,
-    by: Option<TickDeadline>,
-) -> Vec<Gathered> {
-    if source.batching() && items.len() > 1 {
-        return gather_batched(source, items, end, limits, by).await;
-    }
-    gather_alone(source, items, end, by).await
 }
 
 /// One [`super::gather_many::fetch_many`] per window length (a batch needs equal ranges), all
@@ -105,7 +94,7 @@ async fn gather_batched(
     items: &[(&Rule, &Rollout)],
     end: SystemTime,
     limits: &Limits,
-    by: Option<TickDeadline>,
+    by: TickDeadline,
 ) -> Vec<Gathered> {
     let mut by_window: std::collections::BTreeMap<Duration, Vec<usize>> = Default::default();
     for (i, (rule, _)) in items.iter().enumerate() {
@@ -124,7 +113,7 @@ async fn gather_batched(
         })
         .collect();
     let fetches = groups.iter().map(|(window, _, group)| {
-        super::gather_many::fetch_many_by(source, group, end, *window, true, limits, by)
+        super::gather_many::fetch_many_by(source, group, end, *window, true, limits, Some(by))
     });
     let answers = futures_util::future::join_all(fetches).await;
     for ((_, indices, _), gathered) in groups.iter().zip(answers) {
@@ -141,13 +130,18 @@ async fn gather_alone(
     source: &PrometheusSource,
     items: &[(&Rule, &Rollout)],
     end: SystemTime,
-    by: Option<TickDeadline>,
+    by: TickDeadline,
 ) -> Vec<Gathered> {
     // Collected first: a lazy `map` inside the stream trips `Send` inference (see `fetch`).
     let fetches: Vec<_> = items
         .iter()
         .map(|(rule, rollout)| {
-            analysis::fetch_by(source, rule, rollout, end, rule.spec.analysis.window, by)
+            let query = TickQuery {
+                end,
+                window: rule.spec.analysis.window,
+                by: Some(by),
+            };
+            analysis::fetch(source, rule, rollout, query)
         })
         .collect();
     futures_util::stream::iter(fetches)
@@ -270,7 +264,12 @@ pub(super) async fn answer_slot(
         .iter()
         .map(|r| (r.rule.as_ref(), r.rollout.as_ref()))
         .collect();
-    let gathered = gather_by(source, &items, end, limits, started, deadline).await;
+    let how = SlotGathering {
+        limits: *limits,
+        started,
+        deadline,
+    };
+    let gathered = gather_slot(source, &items, end, &how).await;
     let mut gathered = gathered.into_iter();
     for request in requests {
         // A gatherer that returned too few answers leaves the rest missed, never passed.

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 
-use super::analysis::{self, Fetched, Gathered};
+use super::analysis::{self, Fetched, Gathered, TickQuery};
 use crate::judge::observation::Series;
 use crate::rollout::Rollout;
 use crate::rules::schema::MetricKind;
@@ -75,7 +75,9 @@ pub async fn fetch_many_by(
         // inference for the spawning task (higher-ranked lifetimes), as in `analysis::fetch`.
         let fetches: Vec<_> = rollouts
             .iter()
-            .map(|(rule, rollout)| analysis::fetch_by(source, rule, rollout, end, window, by))
+            .map(|(rule, rollout)| {
+                analysis::fetch(source, rule, rollout, TickQuery { end, window, by })
+            })
             .collect();
         return futures_util::stream::iter(fetches)
             .buffered(CONCURRENT_ROLLOUTS)

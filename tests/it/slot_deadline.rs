@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use batch_support::{rollout, scraped_services};
 use canaryd::controller::analysis::{Fetched, Gathered, judge_gathered};
-use canaryd::controller::gather::gather_by;
+use canaryd::controller::gather::{SlotGathering, gather_slot};
 use canaryd::controller::gather_many::fetch_many_by;
 use canaryd::judge::observation::Series;
 use canaryd::rollout::machine::{Action, Event, handle};
@@ -236,7 +236,17 @@ async fn a_late_metric_is_error_alone_and_its_whole_window_still_fills_the_cache
     let limits = Limits::default();
 
     let started = tokio::time::Instant::now();
-    let first = gather_by(&src, &pairs, end, &limits, started, DEADLINE).await;
+    let first = gather_slot(
+        &src,
+        &pairs,
+        end,
+        &SlotGathering {
+            limits,
+            started,
+            deadline: DEADLINE,
+        },
+    )
+    .await;
     // The slot-wide safety net would have left every rollout without an answer.
     assert_eq!(first.len(), pairs.len(), "every rollout has an answer");
     assert_eq!(
@@ -262,7 +272,17 @@ async fn a_late_metric_is_error_alone_and_its_whole_window_still_fills_the_cache
     }
     let next = end + Duration::from_secs(1);
     let started = tokio::time::Instant::now();
-    let second = gather_by(&src, &pairs, next, &limits, started, DEADLINE).await;
+    let second = gather_slot(
+        &src,
+        &pairs,
+        next,
+        &SlotGathering {
+            limits,
+            started,
+            deadline: DEADLINE,
+        },
+    )
+    .await;
     assert_eq!(delayed.load(Ordering::SeqCst), 1, "only the rest was asked");
     let (whole, in_part) = src.windows_asked().expect("incremental windows on");
     assert_eq!((whole, in_part), (3, 3), "three shapes, whole then in part");
@@ -295,7 +315,17 @@ async fn without_batching_the_late_metric_alone_is_error() {
     let src = source(&url).with_batching(false);
 
     let started = tokio::time::Instant::now();
-    let got = gather_by(&src, &pairs, end, &Limits::default(), started, DEADLINE).await;
+    let got = gather_slot(
+        &src,
+        &pairs,
+        end,
+        &SlotGathering {
+            limits: Limits::default(),
+            started,
+            deadline: DEADLINE,
+        },
+    )
+    .await;
     assert_eq!(got.len(), pairs.len(), "every rollout has an answer");
     // Canary and baseline of each rollout, asked alone.
     assert_eq!(delayed.load(Ordering::SeqCst), 2 * pairs.len());
