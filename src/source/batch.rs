@@ -22,6 +22,8 @@ use prometheus_http_query::response::Data;
 use super::PrometheusSource;
 pub use super::answer_split::Wanted;
 use super::batch_cache;
+pub use super::batch_fallback::Fallback;
+use super::batch_fallback::regex_batches;
 use super::batch_rewrite::{Shape, member_key, varying_labels};
 pub use super::batch_run::count_queries;
 pub use super::batch_run::range_many_by;
@@ -141,12 +143,12 @@ pub enum Job {
         query: String,
         labels: Vec<String>,
         members: Vec<(usize, Vec<String>)>,
-        fallback: Vec<Job>,
+        fallback: Fallback,
     },
 }
 
 /// A member of a group: its values of the batch labels, its request, its shape.
-type Keyed = (Vec<String>, usize, Arc<Shape>);
+pub(super) type Keyed = (Vec<String>, usize, Arc<Shape>);
 
 /// Requests batch together when their shapes and their (end, window, step) are equal.
 type GroupKey = (Arc<str>, SystemTime, Duration, Duration);
@@ -207,8 +209,12 @@ fn plan_group(
     if limits.wide && chunked.len() > 1 {
         match batch_cache::rewritten_wide(&keyed[0].2, &labels) {
             Ok(query) => {
-                let mut fallback = Vec::new();
-                regex_batches(requests, &chunked, &labels, &mut fallback);
+                let fallback = Fallback {
+                    chunks: chunked
+                        .iter()
+                        .filter_map(|c| Some((c.len(), c.first()?.2.clone())))
+                        .collect(),
+                };
                 jobs.push(Job::Wide {
                     query,
                     labels,
@@ -223,38 +229,6 @@ fn plan_group(
         }
     }
     regex_batches(requests, &chunked, &labels, jobs);
-}
-
-/// One regex batch per chunk (a chunk of one, or one whose rewrite is refused: singles).
-fn regex_batches(
-    requests: &[RangeRequest],
-    chunked: &[&[Keyed]],
-    labels: &[String],
-    jobs: &mut Vec<Job>,
-) {
-    for chunk in chunked.iter().copied() {
-        if chunk.len() < 2 {
-            jobs.extend(chunk.iter().map(|(_, i, _)| Job::Single(*i)));
-            continue;
-        }
-        let mut values: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (k, _, _) in chunk {
-            for (l, v) in labels.iter().zip(k) {
-                values.entry(l.clone()).or_default().insert(v.clone());
-            }
-        }
-        match batch_cache::rewritten(&chunk[0].2, &values) {
-            Ok(query) => jobs.push(Job::Batch {
-                query,
-                labels: labels.to_vec(),
-                members: chunk.iter().map(|(k, i, _)| (*i, k.clone())).collect(),
-            }),
-            Err(why) => {
-                tracing::debug!(query = %requests[chunk[0].1].query, %why, "query not batched");
-                jobs.extend(chunk.iter().map(|(_, i, _)| Job::Single(*i)));
-            }
-        }
-    }
 }
 
 fn push_batch(

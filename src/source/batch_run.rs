@@ -110,6 +110,8 @@ pub(super) async fn run<S: RangeSource>(
     count_queries("wide", 1);
     let r = &requests[members[0].0];
     let (indices, wanted) = split_members(members, labels, Extra::Unlabelled);
+    // Shared, not copied: the fallback is built from them only if the wide query fails.
+    let (labels, keys) = (wanted.labels.clone(), wanted.keys.clone());
     let why = match source
         .range_split(&query, r.end, r.window, r.step, wanted)
         .await
@@ -121,6 +123,7 @@ pub(super) async fn run<S: RangeSource>(
     };
     tracing::warn!(members = indices.len(), %why, "wide query fell back to regex batches");
     let runs: Vec<_> = fallback
+        .jobs(requests, &labels, &indices, &keys)
         .into_iter()
         .map(|job| run_one(source, requests, job, concurrency))
         .collect();

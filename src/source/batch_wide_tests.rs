@@ -181,7 +181,8 @@ fn a_group_larger_than_one_regex_batch_is_one_wide_query() {
             ..small()
         },
     );
-    assert_eq!(fallback, &regex_plan);
+    let (indices, keys): (Vec<usize>, Vec<Vec<String>>) = members.iter().cloned().unzip();
+    assert_eq!(fallback.jobs(&reqs, labels, &indices, &keys), regex_plan);
     assert_eq!(regex_plan.len(), 5);
 
     // A group that fits one regex batch stays a regex batch.

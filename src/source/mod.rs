@@ -6,6 +6,7 @@
 mod answer_split;
 pub mod batch;
 mod batch_cache;
+mod batch_fallback;
 pub mod batch_rewrite;
 mod batch_run;
 pub mod batch_split;
