@@ -58,7 +58,77 @@ pub struct Gathered {
     /// When the tick looked: the end of every query, and the time ages are measured from.
     pub at: DateTime<Utc>,
     /// By metric name. A metric of the rule missing here is judged `error`.
-    pub metrics: BTreeMap<String, Fetched>,
+    pub metrics: Metrics,
+}
+
+/// A tick's fetched metrics by name, in a small sorted vector: every rollout of a slot holds
+/// one from its gathering to its judging, all at once, and a `BTreeMap` reserved room for 11
+/// entries for a rule's handful (heaptrack at 2,000 rollouts: 2.9 MB of the slot's peak).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics(Vec<(String, Fetched)>);
+
+impl Metrics {
+    fn at(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(name))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Fetched> {
+        self.at(name).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Sets `name`'s result, replacing an earlier one.
+    pub fn insert(&mut self, name: String, fetched: Fetched) {
+        match self.at(&name) {
+            Ok(i) => self.0[i].1 = fetched,
+            Err(i) => self.0.insert(i, (name, fetched)),
+        }
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Fetched> {
+        self.0.iter().map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Metrics {
+    type Item = (&'a String, &'a Fetched);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (String, Fetched)>,
+        fn(&'a (String, Fetched)) -> (&'a String, &'a Fetched),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+/// As a map collects: sorted by name, a later result for a name replacing an earlier one.
+impl FromIterator<(String, Fetched)> for Metrics {
+    fn from_iter<I: IntoIterator<Item = (String, Fetched)>>(iter: I) -> Metrics {
+        let mut m = Metrics::default();
+        for (name, fetched) in iter {
+            m.insert(name, fetched);
+        }
+        m.0.shrink_to_fit();
+        m
+    }
+}
+
+impl From<BTreeMap<String, Fetched>> for Metrics {
+    fn from(map: BTreeMap<String, Fetched>) -> Metrics {
+        Metrics(map.into_iter().collect())
+    }
 }
 
 /// Which tick [`fetch`] asks for.
@@ -156,5 +226,27 @@ pub async fn fetch(
     Gathered {
         at: DateTime::<Utc>::from(end),
         metrics: fetched.into_iter().flatten().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Fetched, Metrics};
+
+    fn failed(why: &str) -> Fetched {
+        Fetched::Counters(Err(why.into()))
+    }
+
+    #[test]
+    fn metrics_are_found_by_name_and_a_later_result_replaces_an_earlier() {
+        let m: Metrics = [("b", "1"), ("a", "2"), ("c", "3"), ("b", "4")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), failed(v)))
+            .collect();
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(m.get("b"), Some(&failed("4")));
+        assert_eq!(m.get("a"), Some(&failed("2")));
+        assert_eq!(m.get("d"), None);
+        assert_eq!(m.len(), 3);
     }
 }

@@ -7,13 +7,12 @@
 //! Sequential metrics (counter snapshots) are still read per rollout through
 //! [`analysis::fetch`]: their instant queries keep every series for the sequential test.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 
-use super::analysis::{self, Fetched, Gathered, TickQuery};
+use super::analysis::{self, Fetched, Gathered, Metrics, TickQuery};
 use crate::judge::observation::Series;
 use crate::rollout::Rollout;
 use crate::rules::schema::MetricKind;
@@ -96,7 +95,7 @@ pub async fn fetch_many_by(
         batch::range_many_by(source, &requests, limits, by),
         counters
     );
-    let mut metrics: Vec<BTreeMap<String, Fetched>> = counters;
+    let mut metrics: Vec<Metrics> = counters;
     // Moved, not copied: the slot's points are held once, by the rollouts they belong to.
     let mut answers = answers.into_iter();
     let mut next = || {
@@ -188,7 +187,7 @@ async fn sequential_only(
     rollout: &Rollout,
     end: SystemTime,
     by: Option<TickDeadline>,
-) -> BTreeMap<String, Fetched> {
+) -> Metrics {
     let ctx = QueryContext {
         rollout: &rollout.id,
         version: &rollout.version,

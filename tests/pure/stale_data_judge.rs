@@ -99,7 +99,7 @@ fn gathered(now: i64, window: Series, counts: Counters) -> Gathered {
     .collect();
     Gathered {
         at: at(now),
-        metrics,
+        metrics: metrics.into(),
     }
 }
 
