@@ -16,7 +16,9 @@ use serde_saphyr::{Location, Spanned};
 
 use super::catalog::{Catalog, Template, TemplateFile};
 use super::schema::{MetricSpec, RuleSpec};
+use super::shared::{Shared, Text};
 use super::validate::{Finding, at};
+use super::vars::Vars;
 
 /// Keys that make a template what it is; a rule setting one would be a different metric.
 const DEFINING: &[&str] = &["query", "test", "events", "requests", "histogram"];
@@ -171,8 +173,8 @@ pub(crate) fn resolve(
             places: [m.referenced, name.referenced],
             note,
         });
-        let merged = merge(m.value, &set, t, name.referenced);
-        resolved.push(Spanned::new(merged, m.referenced, m.defined));
+        let merged = merge(m.value.into_inner(), &set, t, name.referenced);
+        resolved.push(Spanned::new(Shared::new(merged), m.referenced, m.defined));
     }
     spec.metrics.value = resolved;
     spec.vars = vars(&spec, &files, &first_use, &mut out);
@@ -209,7 +211,7 @@ fn vars(
     files: &[Arc<TemplateFile>],
     first_use: &[Location],
     out: &mut Vec<Finding>,
-) -> BTreeMap<String, String> {
+) -> Vars {
     let mut merged: BTreeMap<String, (String, &Path)> = BTreeMap::new();
     for (file, used_at) in files.iter().zip(first_use) {
         let at_rule = |message: String| super::validate::at_loc(*used_at, message);
@@ -238,13 +240,17 @@ fn vars(
         }
     }
     let mut vars: BTreeMap<String, String> = merged.into_iter().map(|(k, (v, _))| (k, v)).collect();
-    vars.extend(spec.vars.clone());
-    vars
+    vars.extend(
+        spec.vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    Vars::from(vars)
 }
 
 /// The template's spans, moved to the use site: findings about the merged metric are reported
-/// in the rule file (with the template's place in the note).
-fn moved(s: Option<&Spanned<String>>, to: Location) -> Option<Spanned<String>> {
+/// in the rule file (with the template's place in the note). The text itself is shared.
+fn moved(s: Option<&Spanned<Text>>, to: Location) -> Option<Spanned<Text>> {
     s.map(|s| Spanned::new(s.value.clone(), to, to))
 }
 

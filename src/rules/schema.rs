@@ -4,12 +4,13 @@
 //! error with file:line:col instead of a silently ignored setting. Fields that later validation
 //! must point at (steps, metrics, queries) keep their source location in a [`Spanned`].
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
+use super::shared::{Shared, Text};
+use super::vars::Vars;
 use crate::verdict::Direction;
 use crate::verdict::{ClassifierConfig, EffectMeasure, NanStrategy, OutlierStrategy};
 
@@ -27,7 +28,8 @@ pub struct RuleSpec {
     pub steps: Spanned<Vec<Spanned<StepSpec>>>,
     #[serde(default)]
     pub analysis: AnalysisSpec,
-    pub metrics: Spanned<Vec<Spanned<MetricSpec>>>,
+    /// Shared: rules of one load hold one copy of each equal metric (`rules::shared`).
+    pub metrics: Spanned<Vec<Spanned<Shared<MetricSpec>>>>,
     #[serde(default)]
     pub health: Vec<Spanned<HealthSpec>>,
     #[serde(default)]
@@ -44,7 +46,7 @@ pub struct RuleSpec {
     pub alerts: AlertsSpec,
     /// Extra template variables, so teams share one query shape across services.
     #[serde(default)]
-    pub vars: BTreeMap<String, String>,
+    pub vars: Vars,
 }
 
 /// PromQL label matchers that pick each group's series; spliced into queries as `{{selector}}`.
@@ -162,25 +164,27 @@ pub enum Compare {
 }
 
 /// One signal: a PromQL template plus the lines it must not cross.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+///
+/// `PartialEq` is what lets rules share a metric (`rules::shared::Interner`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MetricSpec {
     pub name: String,
     /// PromQL template for a window metric. Sequential metrics give `events`/`requests` (or
     /// `histogram`/`slower_than`) instead.
     #[serde(default)]
-    pub query: Option<Spanned<String>>,
+    pub query: Option<Spanned<Text>>,
     /// `sequential`: the anytime-valid test on counts (see `judge::sequential`).
     #[serde(default)]
     pub test: Option<TestKind>,
     /// Counter expressions (per series, not aggregated) of bad events and of all requests.
     #[serde(default)]
-    pub events: Option<Box<Spanned<String>>>,
+    pub events: Option<Box<Spanned<Text>>>,
     #[serde(default)]
-    pub requests: Option<Box<Spanned<String>>>,
+    pub requests: Option<Box<Spanned<Text>>>,
     /// A latency histogram's base name: requests slower than `slower_than` seconds are events.
     #[serde(default)]
-    pub histogram: Option<Box<Spanned<String>>>,
+    pub histogram: Option<Box<Spanned<Text>>>,
     #[serde(default)]
     pub slower_than: Option<f64>,
     /// Sequential test: tolerated excess ratio (null is canary <= (1 + margin) x baseline).
@@ -328,8 +332,8 @@ impl MetricSpec {
     }
 
     pub fn kind(&self) -> MetricKind<'_> {
-        fn text(s: Option<&Spanned<String>>) -> Option<&str> {
-            s.map(|s| s.value.as_str())
+        fn text(s: Option<&Spanned<Text>>) -> Option<&str> {
+            s.map(|s| &*s.value)
         }
         match (self.test, text(self.query.as_ref())) {
             (None, Some(q)) => MetricKind::Window(q),

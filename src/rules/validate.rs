@@ -5,6 +5,7 @@
 use serde_saphyr::{Location, Spanned};
 
 use super::schema::{HookSpec, MetricSpec, RuleSpec};
+use super::shared::Shared;
 use super::templates;
 use super::window::{Window, Windows};
 use crate::verdict::Direction;
@@ -183,7 +184,7 @@ fn check_metrics(spec: &RuleSpec, out: &mut Vec<Finding>) {
 
 fn check_metric(
     m: &MetricSpec,
-    span: &Spanned<MetricSpec>,
+    span: &Spanned<Shared<MetricSpec>>,
     spec: &RuleSpec,
     out: &mut Vec<Finding>,
 ) {
@@ -275,7 +276,12 @@ fn check_metric(
 }
 
 /// A metric is a window query, or a sequential test on counters; never a mix of both.
-fn check_kind(m: &MetricSpec, span: &Spanned<MetricSpec>, spec: &RuleSpec, out: &mut Vec<Finding>) {
+fn check_kind(
+    m: &MetricSpec,
+    span: &Spanned<Shared<MetricSpec>>,
+    spec: &RuleSpec,
+    out: &mut Vec<Finding>,
+) {
     use super::schema::{Compare, MetricKind};
     let name = &m.name;
     let templates_of = [
@@ -285,7 +291,7 @@ fn check_kind(m: &MetricSpec, span: &Spanned<MetricSpec>, spec: &RuleSpec, out: 
     ];
     for (key, t) in templates_of {
         if let Some(t) = t
-            && let Err(e) = templates::check(&t.value, &spec.vars)
+            && let Err(e) = templates::check_vars(&t.value, &spec.vars)
         {
             out.push(at(t, format!("metric {name}: {key} {e}")));
         }
