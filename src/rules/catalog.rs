@@ -215,11 +215,11 @@ fn check_template(
     };
     rule.name = Spanned::new("template".into(), t.referenced, t.defined);
     rule.metrics = Spanned::new(
-        vec![Spanned::new(
+        Shared::new(vec![Spanned::new(
             Shared::new(t.value.clone()),
             t.referenced,
             t.defined,
-        )],
+        )]),
         t.referenced,
         t.defined,
     );

@@ -66,14 +66,11 @@ pub fn parse_rule_in(path: &Path, text: &str, catalog: &Catalog) -> Result<Rule,
     })
 }
 
-/// Once a rule's findings and warnings are made, its metrics need no place in its file: each
-/// becomes the load's one copy of an equal metric, so rules naming a template hold a pointer to
-/// it rather than a copy (3.6 KB a rule before, issue 14).
+/// Once a rule's findings and warnings are made, its metrics and steps need no place in its
+/// file: each becomes the load's one copy of an equal one, so rules naming a template hold a
+/// pointer to it rather than a copy (3.6 KB a rule before, issue 14).
 fn share_metrics(spec: &mut RuleSpec, catalog: &Catalog) {
-    for m in &mut spec.metrics.value {
-        super::shared::unplaced(m.value.make_mut());
-        m.value = catalog.shared().metric(m.value.clone());
-    }
+    catalog.shared().share(spec);
 }
 
 /// Findings with the file attached; one about a templated metric also names the template's

@@ -12,16 +12,19 @@
 mod bounds;
 pub mod catalog;
 pub mod checkpoints;
+mod lint;
 pub mod load;
 pub mod matchers;
 mod promql;
 mod resolve;
 pub mod schema;
+mod schema_metric;
 pub mod shared;
 mod snapshot;
 pub mod templates;
 pub mod traffic;
 pub mod validate;
+mod validate_metric;
 pub mod vars;
 pub mod window;
 

@@ -111,7 +111,7 @@ pub(crate) fn resolve(
     let keys: MetricKeys = serde_saphyr::from_str_with_options(text, lenient()).unwrap_or_default();
     let mut out = Vec::new();
     let mut first_use = Vec::new();
-    let metrics = std::mem::take(&mut spec.metrics.value);
+    let metrics = std::mem::take(&mut spec.metrics.value).into_inner();
     let mut resolved = Vec::with_capacity(metrics.len());
     for (i, m) in metrics.into_iter().enumerate() {
         let Some(name) = m.value.template.clone() else {
@@ -176,7 +176,7 @@ pub(crate) fn resolve(
         let merged = merge(m.value.into_inner(), &set, t, name.referenced);
         resolved.push(Spanned::new(Shared::new(merged), m.referenced, m.defined));
     }
-    spec.metrics.value = resolved;
+    spec.metrics.value = Shared::new(resolved);
     spec.vars = vars(&spec, &files, &first_use, &mut out);
     if out.is_empty() {
         Ok(Resolved {

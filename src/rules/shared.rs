@@ -1,26 +1,50 @@
 //! Parts of a rule that many rules hold alike, behind an `Arc`: a metric built on a template is
 //! the same in every rule that names it, and one service per rule file made each rule carry a
-//! full copy of it (3.6 KB a rule, issue 14). `load` shares equal metrics between the rules of
-//! one load ([`Interner`]); a rule that overrides a threshold keeps its own metric, whose query
-//! text is still the template's (`Text`).
+//! full copy of it (3.6 KB a rule, issue 14). `load` shares equal metrics, lists of metrics and
+//! step plans between the rules of one load ([`Interner`]); a rule that overrides a threshold
+//! keeps its own metric, whose query text is still the template's (`Text`).
 //!
 //! Both types read and write exactly as the value they wrap, so a rule's YAML, its API JSON and
 //! its stored snapshot are unchanged.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::ops::Deref;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_saphyr::{Location, Spanned};
 
-use super::schema::MetricSpec;
+use super::schema::{MetricSpec, RuleSpec, StepSpec};
 
-/// A value shared between rules; read-only once loaded (`Arc::make_mut` on the rare edit, such
-/// as `demo` or `simulate` trimming a rule's metrics, copies only that rule's).
-#[derive(Debug, Clone, PartialEq)]
+/// A value shared between rules; read-only once loaded (an edit through `DerefMut`, such as
+/// `demo` or `simulate` trimming a rule's metrics, copies only that rule's).
+#[derive(Debug, PartialEq)]
 pub struct Shared<T>(Arc<T>);
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+/// `for m in std::mem::take(&mut spec.metrics.value)`: the items, copied only if shared.
+impl<T: Clone> IntoIterator for Shared<Vec<T>> {
+    type Item = T;
+    type IntoIter = std::vec::IntoIter<T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.into_inner().into_iter()
+    }
+}
+
+/// `for m in &spec.metrics.value`, as over the `Vec` it was.
+impl<'a, T> IntoIterator for &'a Shared<Vec<T>> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
 
 impl<T> Shared<T> {
     pub fn new(value: T) -> Self {
@@ -38,16 +62,25 @@ impl<T: Clone> Shared<T> {
     pub fn into_inner(self) -> T {
         Arc::unwrap_or_clone(self.0)
     }
-
-    pub fn make_mut(&mut self) -> &mut T {
-        Arc::make_mut(&mut self.0)
-    }
 }
 
 impl<T> Deref for Shared<T> {
     type Target = T;
     fn deref(&self) -> &T {
         &self.0
+    }
+}
+
+/// Copy on write: an edit (a test, `demo` trimming a rule) never reaches the other rules.
+impl<T: Clone> DerefMut for Shared<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl<T: Default> Default for Shared<T> {
+    fn default() -> Self {
+        Self::new(T::default())
     }
 }
 
@@ -105,42 +138,70 @@ impl Serialize for Text {
     }
 }
 
-/// Equal metrics of the rules of one load, held once. Lives in the load's `Catalog`, so rules of
-/// one reload share and a rollout's snapshot (parsed alone) never reaches another load's metrics.
+/// Equal parts of the rules of one load, held once: each metric, each rule's list of them, and
+/// each plan of steps. Lives in the load's `Catalog`, so rules of one reload share and a
+/// rollout's snapshot (parsed alone) never reaches another load's parts.
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
-    /// Buckets by the metric's JSON; equality (`PartialEq`, so a NaN is never shared) decides.
-    metrics: Mutex<HashMap<String, Vec<Shared<MetricSpec>>>>,
+    metrics: Pool<MetricSpec>,
+    metric_lists: Pool<Vec<Spanned<Shared<MetricSpec>>>>,
+    steps: Pool<Vec<Spanned<StepSpec>>>,
 }
 
-impl Interner {
-    /// The one copy of `m` for this load. Its spans must be [`unplaced`] first: a span of the
-    /// rule file it came from would be wrong in every other rule sharing it.
-    pub(crate) fn metric(&self, m: Shared<MetricSpec>) -> Shared<MetricSpec> {
-        // A metric that does not serialize is kept as it is: sharing is a saving, never a need.
-        let Ok(key) = serde_json::to_string(&*m) else {
-            return m;
+/// Buckets by the value's JSON; equality (`PartialEq`, so a NaN is never shared) decides.
+#[derive(Debug)]
+struct Pool<T>(Mutex<HashMap<String, Vec<Shared<T>>>>);
+
+impl<T> Default for Pool<T> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<T: Serialize + PartialEq> Pool<T> {
+    fn get(&self, v: Shared<T>) -> Shared<T> {
+        // A value that does not serialize is kept as it is: sharing is a saving, never a need.
+        let Ok(key) = serde_json::to_string(&*v) else {
+            return v;
         };
-        let mut map = match self.metrics.lock() {
+        let mut map = match self.0.lock() {
             Ok(map) => map,
             Err(poisoned) => poisoned.into_inner(),
         };
         let bucket = map.entry(key).or_default();
-        if let Some(same) = bucket.iter().find(|s| **s == m) {
+        if let Some(same) = bucket.iter().find(|s| **s == v) {
             return same.clone();
         }
-        bucket.push(m.clone());
-        m
+        bucket.push(v.clone());
+        v
     }
 }
 
-/// A metric with no place in any file: what a loaded rule keeps once its findings (and lint
-/// warnings) are made, since nothing after loading points into the files.
-pub(crate) fn unplaced(m: &mut MetricSpec) {
-    fn clear<T>(s: &mut Spanned<T>) {
-        s.referenced = Location::UNKNOWN;
-        s.defined = Location::UNKNOWN;
+impl Interner {
+    /// Replaces `spec`'s metrics and steps by this load's one copy of each. Their places in the
+    /// file are cleared first ([`unplaced`]): a place in one rule file would be wrong in every
+    /// other rule sharing it, and nothing after loading points into the files.
+    pub(crate) fn share(&self, spec: &mut RuleSpec) {
+        let metrics = &mut spec.metrics.value;
+        for m in metrics.iter_mut() {
+            unplace(m);
+            unplaced(&mut m.value);
+            m.value = self.metrics.get(m.value.clone());
+        }
+        *metrics = self.metric_lists.get(metrics.clone());
+        let steps = &mut spec.steps.value;
+        steps.iter_mut().for_each(unplace);
+        *steps = self.steps.get(steps.clone());
     }
+}
+
+fn unplace<T>(s: &mut Spanned<T>) {
+    s.referenced = Location::UNKNOWN;
+    s.defined = Location::UNKNOWN;
+}
+
+/// A metric with no place in any file.
+fn unplaced(m: &mut MetricSpec) {
     let MetricSpec {
         query,
         events,
@@ -149,9 +210,34 @@ pub(crate) fn unplaced(m: &mut MetricSpec) {
         template,
         ..
     } = m;
-    query.iter_mut().for_each(clear);
-    events.iter_mut().for_each(|s| clear(s));
-    requests.iter_mut().for_each(|s| clear(s));
-    histogram.iter_mut().for_each(|s| clear(s));
-    template.iter_mut().for_each(clear);
+    query.iter_mut().for_each(unplace);
+    events.iter_mut().for_each(|s| unplace(s));
+    requests.iter_mut().for_each(|s| unplace(s));
+    histogram.iter_mut().for_each(|s| unplace(s));
+    template.iter_mut().for_each(unplace);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steps(yaml: &str) -> Shared<Vec<Spanned<StepSpec>>> {
+        serde_saphyr::from_str(yaml).expect("steps")
+    }
+
+    /// The JSON only buckets: two values that write alike but differ (here only in their
+    /// places, which JSON leaves out) are never made one.
+    #[test]
+    fn a_pool_shares_equal_values_only() {
+        let pool = Pool::default();
+        let a = pool.get(steps("- { weight: 5 }\n- { weight: 100 }\n"));
+        let same = pool.get(steps("- { weight: 5 }\n- { weight: 100 }\n"));
+        let moved = pool.get(steps("\n- { weight: 5 }\n- { weight: 100 }\n"));
+        assert!(Shared::ptr_eq(&a, &same));
+        assert!(!Shared::ptr_eq(&a, &moved), "same JSON, other places");
+        assert_eq!(
+            serde_json::to_string(&*a).ok(),
+            serde_json::to_string(&*moved).ok()
+        );
+    }
 }

@@ -72,6 +72,14 @@ fn rules_naming_a_template_share_its_metric_and_an_override_keeps_its_own() {
     };
     assert!(Shared::ptr_eq(metric(a, 0), metric(b, 0)), "one copy");
     assert!(
+        Shared::ptr_eq(&a.spec.metrics.value, &b.spec.metrics.value),
+        "one list of metrics"
+    );
+    assert!(
+        Shared::ptr_eq(&a.spec.steps.value, &c.spec.steps.value),
+        "one plan of steps"
+    );
+    assert!(
         !Shared::ptr_eq(metric(a, 0), metric(c, 0)),
         "an override is a different metric"
     );
@@ -92,6 +100,13 @@ fn rules_naming_a_template_share_its_metric_and_an_override_keeps_its_own() {
         .expect("renders")
     };
     assert!(q(a).contains(r#"svc="a""#) && q(b).contains(r#"svc="b""#));
+    // An edit (as `demo` trims a rule's metrics) copies only the edited rule's.
+    let mut edited = a.clone();
+    edited.spec.metrics.value[0].value.rollback_above = Some(9.0);
+    edited.spec.steps.value[0].value.weight = 7;
+    assert_eq!(b.metrics().next().and_then(|m| m.rollback_above), Some(2.0));
+    assert_eq!(a.steps().next().map(|s| s.weight), Some(5));
+    assert_eq!(edited.steps().next().map(|s| s.weight), Some(7));
 }
 
 #[test]
