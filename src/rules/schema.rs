@@ -190,28 +190,30 @@ pub struct WindowsSpec {
 }
 
 /// The actions on the world. Absent hooks are no-ops, so a rule can watch without acting.
+/// Call hooks are shared between the rules of a load that call the same endpoint alike
+/// (`rules::shared`), as one deploy API for every service commonly is.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HooksSpec {
     #[serde(default)]
-    pub set_weight: Option<Box<Spanned<HookSpec>>>,
+    pub set_weight: Option<Shared<Spanned<HookSpec>>>,
     #[serde(default)]
-    pub promote: Option<Box<Spanned<HookSpec>>>,
+    pub promote: Option<Shared<Spanned<HookSpec>>>,
     #[serde(default)]
-    pub rollback: Option<Box<Spanned<HookSpec>>>,
+    pub rollback: Option<Shared<Spanned<HookSpec>>>,
     /// Called with the previous version when a checkpoint after promotion fails and
     /// `verify.revert_on_failure` is set.
     #[serde(default)]
-    pub revert: Option<Box<Spanned<HookSpec>>>,
+    pub revert: Option<Shared<Spanned<HookSpec>>>,
     /// Before any traffic moves (e.g. apply migrations); a failure ends the rollout.
     #[serde(default)]
-    pub pre_rollout: Option<Box<Spanned<HookSpec>>>,
+    pub pre_rollout: Option<Shared<Spanned<HookSpec>>>,
     /// The canary's readiness endpoint: must answer 2xx before each weight increase.
     #[serde(default)]
     pub readiness: Option<Box<Spanned<ReadinessSpec>>>,
     /// After a rollback of a reversible migration, once traffic is back on the baseline.
     #[serde(default)]
-    pub migrate_down: Option<Box<Spanned<HookSpec>>>,
+    pub migrate_down: Option<Shared<Spanned<HookSpec>>>,
 }
 
 impl HooksSpec {
@@ -256,7 +258,7 @@ fn two_seconds() -> Duration {
 }
 
 /// An HTTP endpoint or a command; exactly one of `url` and `command`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HookSpec {
     /// Serialized redacted: serializing a rule is for showing it (the snapshot keeps the text).

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_saphyr::{Location, Spanned};
 
-use super::schema::{MetricSpec, RuleSpec, StepSpec};
+use super::schema::{HookSpec, MetricSpec, RuleSpec, StepSpec};
 
 /// A value shared between rules; read-only once loaded (an edit through `DerefMut`, such as
 /// `demo` or `simulate` trimming a rule's metrics, copies only that rule's).
@@ -138,14 +138,17 @@ impl Serialize for Text {
     }
 }
 
-/// Equal parts of the rules of one load, held once: each metric, each rule's list of them, and
-/// each plan of steps. Lives in the load's `Catalog`, so rules of one reload share and a
+/// Equal parts of the rules of one load, held once: each metric, each rule's list of them, each
+/// plan of steps and each call hook. Lives in the load's `Catalog`, so rules of one reload share and a
 /// rollout's snapshot (parsed alone) never reaches another load's parts.
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
     metrics: Pool<MetricSpec>,
     metric_lists: Pool<Vec<Spanned<Shared<MetricSpec>>>>,
     steps: Pool<Vec<Spanned<StepSpec>>>,
+    /// JSON writes a hook's URL redacted: two URLs differing in a secret share a bucket, and
+    /// equality keeps them apart.
+    hooks: Pool<Spanned<HookSpec>>,
 }
 
 /// Buckets by the value's JSON; equality (`PartialEq`, so a NaN is never shared) decides.
@@ -192,6 +195,19 @@ impl Interner {
         let steps = &mut spec.steps.value;
         steps.iter_mut().for_each(unplace);
         *steps = self.steps.get(steps.clone());
+        let h = &mut spec.hooks;
+        let hooks = [
+            &mut h.set_weight,
+            &mut h.promote,
+            &mut h.rollback,
+            &mut h.revert,
+            &mut h.pre_rollout,
+            &mut h.migrate_down,
+        ];
+        for hook in hooks.into_iter().flatten() {
+            unplace(hook);
+            *hook = self.hooks.get(hook.clone());
+        }
     }
 }
 

@@ -16,15 +16,21 @@ templates:
     rollback_above: 2
 ";
 
-/// A rule whose metrics start on line 5 (after `lines` blank lines more).
-fn rule(name: &str, blank: usize, metrics: &str) -> String {
+/// A rule whose metrics start on line 5 (after `blank` blank lines more), with a rollback hook
+/// whose URL has `password` in it.
+fn rule_with(name: &str, blank: usize, metrics: &str, password: &str) -> String {
     format!(
         "name: {name}\n\
          selector: {{ canary: 'svc=\"{name}\", track=\"canary\"', baseline: 'svc=\"{name}\", track=\"baseline\"' }}\n\
          steps: [{{ weight: 5, hold: 1h }}, {{ weight: 100 }}]\n\
-         {}metrics:\n{metrics}",
+         {}metrics:\n{metrics}\
+         hooks: {{ rollback: {{ url: 'http://deploy:{password}@deploy.example/rollback' }} }}\n",
         "\n".repeat(blank)
     )
+}
+
+fn rule(name: &str, blank: usize, metrics: &str) -> String {
+    rule_with(name, blank, metrics, "s1")
 }
 
 fn load(files: &[(&str, String)]) -> (tempfile::TempDir, Vec<Rule>, Vec<RuleError>) {
@@ -59,10 +65,11 @@ fn rules_naming_a_template_share_its_metric_and_an_override_keeps_its_own() {
         ),
         (
             "d.yaml",
-            rule(
+            rule_with(
                 "d",
                 1,
                 "  - { name: lat, template: lat, rollback_above: 3 }\n",
+                "s2",
             ),
         ),
     ]);
@@ -78,6 +85,17 @@ fn rules_naming_a_template_share_its_metric_and_an_override_keeps_its_own() {
     assert!(
         Shared::ptr_eq(&a.spec.steps.value, &c.spec.steps.value),
         "one plan of steps"
+    );
+    let rollback = |r: &Rule| r.spec.hooks.rollback.clone().expect("a rollback hook");
+    assert!(Shared::ptr_eq(&rollback(a), &rollback(c)), "one hook");
+    // d's URL differs from c's only in the password, which a hook's JSON redacts.
+    assert!(!Shared::ptr_eq(&rollback(c), &rollback(d)));
+    assert!(
+        rollback(d)
+            .value
+            .url
+            .as_deref()
+            .is_some_and(|u| u.contains(":s2@"))
     );
     assert!(
         !Shared::ptr_eq(metric(a, 0), metric(c, 0)),
