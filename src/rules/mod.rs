@@ -12,6 +12,7 @@
 mod bounds;
 pub mod catalog;
 pub mod checkpoints;
+mod files;
 mod lint;
 pub mod load;
 pub mod matchers;
