@@ -18,10 +18,10 @@ pub fn run(args: &CheckArgs) -> i32 {
         eprintln!("{e}");
     }
     for r in &rules {
-        for w in crate::rules::validate::lint(&r.spec) {
+        for w in &r.warnings {
             eprintln!(
                 "{}:{}:{}: warning: {}",
-                r.path.display(),
+                w.file.display(),
                 w.line,
                 w.column,
                 w.message

@@ -70,11 +70,13 @@ fn demo_rule(receiver: &HookReceiver, hold: u64) -> anyhow::Result<Rule> {
         (&mut spec.hooks.promote, "/promote"),
         (&mut spec.hooks.rollback, "/rollback"),
     ] {
-        *slot = Some(Box::new(serde_saphyr::Spanned::new(
-            hook(path),
-            serde_saphyr::Location::UNKNOWN,
-            serde_saphyr::Location::UNKNOWN,
-        )));
+        *slot = Some(crate::rules::shared::Shared::new(
+            serde_saphyr::Spanned::new(
+                hook(path),
+                serde_saphyr::Location::UNKNOWN,
+                serde_saphyr::Location::UNKNOWN,
+            ),
+        ));
     }
     // The demo runs now, whatever the day: the Tue–Thu window would otherwise hold it.
     rule.windows = None;

@@ -54,7 +54,10 @@ impl Controller {
         let Some(text) = source else {
             return current;
         };
-        if let Some(c) = current.as_ref().filter(|c| c.source() == text.as_str()) {
+        if let Some(c) = current
+            .as_ref()
+            .filter(|c| c.source().is_ok_and(|s| s == text.as_str()))
+        {
             return Some(c.clone());
         }
         if let Some(rule) = shared.get(&text) {

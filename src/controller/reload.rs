@@ -66,10 +66,12 @@ fn apply_result(
             Ok(n)
         }
         Err(errors) => {
-            metrics::gauge!("canaryd_rules_reload_success").set(0.0);
+            // Said before the gauge drops: whoever sees the gauge finds the reasons logged
+            // (hot_reload's test read the log between the two and found nothing, under load).
             for e in &errors {
                 tracing::error!(error = %e, "rule reload rejected; keeping the running rules");
             }
+            metrics::gauge!("canaryd_rules_reload_success").set(0.0);
             Err(errors)
         }
     }

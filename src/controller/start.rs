@@ -106,7 +106,10 @@ impl Controller {
                 }
                 None => None,
             };
-            self.inner.store.create(&rollout, &rule.source())?;
+            let source = rule
+                .source()
+                .map_err(|e| ControlError::Rejected(e.to_string()))?;
+            self.inner.store.create(&rollout, &source)?;
             self.spawn(&mut live, rule, rollout.clone(), false);
             rollout
         };

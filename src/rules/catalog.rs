@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::schema::{MetricSpec, RuleSpec};
+use super::shared::{Interner, Shared};
 use super::validate::{Finding, at};
 use super::{RuleError, templates};
 
@@ -69,13 +70,19 @@ impl Template {
     }
 }
 
-/// Every template loaded, by name.
+/// Every template loaded, by name, and the metrics the rules of this load share.
 #[derive(Debug, Default, Clone)]
 pub struct Catalog {
     by_name: BTreeMap<String, Template>,
+    shared: Arc<Interner>,
 }
 
 impl Catalog {
+    /// Where rules parsed with this catalog share their equal metrics (`rules::shared`).
+    pub(crate) fn shared(&self) -> &Interner {
+        &self.shared
+    }
+
     pub fn get(&self, name: &str) -> Option<&Template> {
         self.by_name.get(name)
     }
@@ -207,7 +214,15 @@ fn check_template(
         return out;
     };
     rule.name = Spanned::new("template".into(), t.referenced, t.defined);
-    rule.metrics = Spanned::new(vec![t.clone()], t.referenced, t.defined);
+    rule.metrics = Spanned::new(
+        Shared::new(vec![Spanned::new(
+            Shared::new(t.value.clone()),
+            t.referenced,
+            t.defined,
+        )]),
+        t.referenced,
+        t.defined,
+    );
     rule.vars = vars
         .iter()
         .map(|(k, v)| (k.clone(), v.value.clone().unwrap_or_else(|| "x".into())))

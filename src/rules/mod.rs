@@ -6,20 +6,27 @@
 //! key and `checkpoints` the checkpoints after promotion (reload is `controller::reload`).
 //! `catalog` holds metric templates (files of `kind: metric_templates`), `resolve` turns a rule's
 //! `template:` metrics into plain ones at load time, and `snapshot` keeps a rule with the
-//! template files it used for its rollouts.
+//! template files it used for its rollouts. `shared` holds what many rules hold alike (metrics
+//! built on one template) once per load, and `vars` a rule's variables as a small sorted list.
 
 mod bounds;
 pub mod catalog;
 pub mod checkpoints;
+mod files;
+mod lint;
 pub mod load;
 pub mod matchers;
 mod promql;
 mod resolve;
 pub mod schema;
+mod schema_metric;
+pub mod shared;
 mod snapshot;
 pub mod templates;
 pub mod traffic;
 pub mod validate;
+mod validate_metric;
+pub mod vars;
 pub mod window;
 
 use std::borrow::Cow;
@@ -29,6 +36,7 @@ use std::sync::Arc;
 
 pub use load::{load_paths, load_rule_file, parse_rule, parse_rule_with};
 pub use schema::{MetricSpec, RuleSpec, StepSpec};
+pub use snapshot::SnapshotError;
 pub use window::Windows;
 
 use templates::QueryVars;
@@ -39,6 +47,9 @@ pub struct Rule {
     pub spec: RuleSpec,
     pub path: PathBuf,
     pub windows: Option<Windows>,
+    /// Advice that did not stop the rule loading (`validate::lint`), made at load time: the
+    /// metrics a loaded rule shares no longer know where they were written.
+    pub warnings: Vec<RuleError>,
     /// What [`Rule::source`] writes out.
     pub(crate) source: Source,
 }
@@ -91,7 +102,7 @@ pub(crate) fn query_vars(spec: &RuleSpec, group: Group, ctx: &QueryContext<'_>) 
         Group::Baseline => &spec.selector.baseline,
     };
     let mut vars = QueryVars {
-        values: spec.vars.clone(),
+        values: spec.vars.to_map(),
         ..QueryVars::default()
     };
     for (k, v) in [
@@ -123,11 +134,11 @@ impl Rule {
     /// it started with, whatever the files say now: the rule file's text, or for a rule using
     /// metric templates a bundle of it and those template files (`snapshot`), which
     /// `parse_rule` rebuilds the rule from alone. Identical inputs give identical text.
-    pub fn source(&self) -> Cow<'_, str> {
+    pub fn source(&self) -> Result<Cow<'_, str>, SnapshotError> {
         match &self.source {
-            Source::Text(text) => Cow::Borrowed(text),
+            Source::Text(text) => Ok(Cow::Borrowed(text)),
             Source::Templated { text, files } => {
-                Cow::Owned(snapshot::write(&self.path, text, files))
+                snapshot::write(&self.path, text, files).map(Cow::Owned)
             }
         }
     }
@@ -141,7 +152,7 @@ impl Rule {
     }
 
     pub fn metrics(&self) -> impl ExactSizeIterator<Item = &MetricSpec> {
-        self.spec.metrics.value.iter().map(|m| &m.value)
+        self.spec.metrics.value.iter().map(|m| &*m.value)
     }
 
     /// Renders one window metric's query for one group. The rule was checked at load time, so

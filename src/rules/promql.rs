@@ -11,6 +11,7 @@
 use serde_saphyr::Spanned;
 
 use super::schema::{MetricKind, MetricSpec, RuleSpec};
+use super::shared::Text;
 use super::templates;
 use super::validate::{Finding, at};
 use super::{Group, QueryContext};
@@ -52,12 +53,12 @@ fn check_template(
     spec: &RuleSpec,
     m: &MetricSpec,
     key: &str,
-    t: &Spanned<String>,
+    t: &Spanned<Text>,
     out: &mut Vec<Finding>,
 ) {
     let name = &m.name;
     // Unknown variables and syntax are reported by `validate`; nothing to render then.
-    if templates::check(&t.value, &spec.vars).is_err() {
+    if templates::check_vars(&t.value, &spec.vars).is_err() {
         return;
     }
     for group in [Group::Canary, Group::Baseline] {
@@ -109,7 +110,7 @@ fn check_histogram(
     spec: &RuleSpec,
     m: &MetricSpec,
     histogram: &str,
-    h: &Spanned<String>,
+    h: &Spanned<Text>,
     out: &mut Vec<Finding>,
 ) {
     for sel in [&spec.selector.canary, &spec.selector.baseline] {

@@ -16,7 +16,9 @@ use serde_saphyr::{Location, Spanned};
 
 use super::catalog::{Catalog, Template, TemplateFile};
 use super::schema::{MetricSpec, RuleSpec};
+use super::shared::{Shared, Text};
 use super::validate::{Finding, at};
+use super::vars::Vars;
 
 /// Keys that make a template what it is; a rule setting one would be a different metric.
 const DEFINING: &[&str] = &["query", "test", "events", "requests", "histogram"];
@@ -109,7 +111,7 @@ pub(crate) fn resolve(
     let keys: MetricKeys = serde_saphyr::from_str_with_options(text, lenient()).unwrap_or_default();
     let mut out = Vec::new();
     let mut first_use = Vec::new();
-    let metrics = std::mem::take(&mut spec.metrics.value);
+    let metrics = std::mem::take(&mut spec.metrics.value).into_inner();
     let mut resolved = Vec::with_capacity(metrics.len());
     for (i, m) in metrics.into_iter().enumerate() {
         let Some(name) = m.value.template.clone() else {
@@ -171,10 +173,10 @@ pub(crate) fn resolve(
             places: [m.referenced, name.referenced],
             note,
         });
-        let merged = merge(m.value, &set, t, name.referenced);
-        resolved.push(Spanned::new(merged, m.referenced, m.defined));
+        let merged = merge(m.value.into_inner(), &set, t, name.referenced);
+        resolved.push(Spanned::new(Shared::new(merged), m.referenced, m.defined));
     }
-    spec.metrics.value = resolved;
+    spec.metrics.value = Shared::new(resolved);
     spec.vars = vars(&spec, &files, &first_use, &mut out);
     if out.is_empty() {
         Ok(Resolved {
@@ -209,7 +211,7 @@ fn vars(
     files: &[Arc<TemplateFile>],
     first_use: &[Location],
     out: &mut Vec<Finding>,
-) -> BTreeMap<String, String> {
+) -> Vars {
     let mut merged: BTreeMap<String, (String, &Path)> = BTreeMap::new();
     for (file, used_at) in files.iter().zip(first_use) {
         let at_rule = |message: String| super::validate::at_loc(*used_at, message);
@@ -238,13 +240,17 @@ fn vars(
         }
     }
     let mut vars: BTreeMap<String, String> = merged.into_iter().map(|(k, (v, _))| (k, v)).collect();
-    vars.extend(spec.vars.clone());
-    vars
+    vars.extend(
+        spec.vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    Vars::from(vars)
 }
 
 /// The template's spans, moved to the use site: findings about the merged metric are reported
-/// in the rule file (with the template's place in the note).
-fn moved(s: Option<&Spanned<String>>, to: Location) -> Option<Spanned<String>> {
+/// in the rule file (with the template's place in the note). The text itself is shared.
+fn moved(s: Option<&Spanned<Text>>, to: Location) -> Option<Spanned<Text>> {
     s.map(|s| Spanned::new(s.value.clone(), to, to))
 }
 

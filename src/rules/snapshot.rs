@@ -54,9 +54,23 @@ pub(crate) fn is_snapshot(text: &str) -> bool {
     text.starts_with(PREFIX)
 }
 
+/// A bundle that could not be written: serde_json refuses nothing made of strings, so this is a
+/// bug, and the rollout it was for is refused rather than started without its snapshot.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the rule snapshot of {path}: {source}")]
+pub struct SnapshotError {
+    pub path: String,
+    #[source]
+    pub source: serde_json::Error,
+}
+
 /// The snapshot of a rule at `path` that used `files`. Written when a rollout starts rather
 /// than kept with the rule: rules share their template files, snapshots would not.
-pub(crate) fn write(path: &Path, text: &str, files: &[Arc<TemplateFile>]) -> String {
+pub(crate) fn write(
+    path: &Path,
+    text: &str,
+    files: &[Arc<TemplateFile>],
+) -> Result<String, SnapshotError> {
     fn part<'a>(p: &Path, text: &'a str) -> PartRef<'a> {
         PartRef {
             path: p.display().to_string(),
@@ -68,8 +82,10 @@ pub(crate) fn write(path: &Path, text: &str, files: &[Arc<TemplateFile>]) -> Str
         rule: part(path, text),
         templates: files.iter().map(|f| part(&f.path, &f.text)).collect(),
     };
-    // Only strings and a list of structs: serde_json has nothing here that can fail.
-    serde_json::to_string(&b).expect("a bundle of strings always serializes")
+    serde_json::to_string(&b).map_err(|source| SnapshotError {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Refuses a rule whose snapshot would be larger than [`MAX_SNAPSHOT_BYTES`], so a stored
@@ -90,7 +106,7 @@ pub(crate) fn check_size(
     if raw.saturating_mul(6) <= MAX_SNAPSHOT_BYTES {
         return Ok(());
     }
-    let len = write(path, text, files).len();
+    let len = write(path, text, files).map_err(|e| e.to_string())?.len();
     if len > MAX_SNAPSHOT_BYTES {
         return Err(format!(
             "this rule and the template files it uses are {len} bytes; a rollout's snapshot keeps at most {MAX_SNAPSHOT_BYTES}"
@@ -151,10 +167,10 @@ mod tests {
             r#"{"kind":"rule_snapshot","rule":{"path":"api.yaml","text":"name: api\nselector: { canary: 'track=\"c\"', baseline: 'track=\"b\"' }\nsteps: [{ weight: 100 }]\nmetrics:\n  - { name: up, template: up }\n"},"#,
             r#""templates":[{"path":"t/up.yaml","text":"kind: metric_templates\ntemplates:\n  - name: up\n    query: sum(up{ {{selector}} })\n    rollback_below: 1\n"}]}"#
         );
-        assert_eq!(rule.source(), expected);
+        assert_eq!(rule.source().expect("writes"), expected);
         let again = parse(Path::new("elsewhere.yaml"), expected).expect("snapshot parses");
         assert_eq!(
-            again.source(),
+            again.source().expect("kept"),
             expected,
             "kept as stored, whatever the path"
         );

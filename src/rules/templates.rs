@@ -108,11 +108,19 @@ pub const HOOK_VARIABLES: &[&str] = &["event", "rollout", "rule", "version", "we
 
 /// Checks a query template against the built-in variables plus the rule's `vars`.
 pub fn check(template: &str, extra: &BTreeMap<String, String>) -> Result<(), TemplateError> {
-    let known: BTreeSet<&str> = BUILTIN_VARIABLES
-        .iter()
-        .copied()
-        .chain(extra.keys().map(String::as_str))
-        .collect();
+    check_names(template, extra.keys().map(String::as_str))
+}
+
+/// [`check`] with the rule's `vars` as loaded.
+pub fn check_vars(template: &str, vars: &super::vars::Vars) -> Result<(), TemplateError> {
+    check_names(template, vars.keys())
+}
+
+fn check_names<'a>(
+    template: &str,
+    extra: impl Iterator<Item = &'a str>,
+) -> Result<(), TemplateError> {
+    let known: BTreeSet<&str> = BUILTIN_VARIABLES.iter().copied().chain(extra).collect();
     check_known(template, &known)
 }
 

@@ -52,6 +52,7 @@ mod secrets;
 mod sequential_hist_rules;
 mod sequential_hist_stack;
 mod sequential_stack;
+mod shared_metrics;
 mod simulation;
 mod simulation_counts;
 mod slot_deadline;

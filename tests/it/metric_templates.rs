@@ -133,12 +133,13 @@ fn a_rules_snapshot_rebuilds_it_alone_whatever_the_template_file_says_later() {
     )
     .expect("edit");
     // What a recovering daemon does with the stored text: no files involved.
-    let again = parse_rule(Path::new("api.yaml"), &rules[0].source()).expect("snapshot parses");
+    let again = parse_rule(Path::new("api.yaml"), &rules[0].source().expect("writes"))
+        .expect("snapshot parses");
     let m = again.metrics().next().expect("metric");
     assert_eq!(m.rollback_above, Some(0.05));
     assert_eq!(
-        again.source(),
-        rules[0].source(),
+        again.source().expect("kept"),
+        rules[0].source().expect("writes"),
         "a snapshot of a snapshot is itself"
     );
     // The files now give the new threshold.
@@ -155,7 +156,7 @@ fn a_rules_snapshot_rebuilds_it_alone_whatever_the_template_file_says_later() {
     std::fs::write(dir.path().join("plain.yaml"), &plain).expect("plain");
     let (rules, _) = load_paths(&[dir.path().display().to_string()]);
     let p = rules.iter().find(|r| r.name() == "plain").expect("plain");
-    assert_eq!(p.source(), plain);
+    assert_eq!(p.source().expect("kept"), plain);
 }
 
 #[test]

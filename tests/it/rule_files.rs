@@ -209,7 +209,7 @@ fn shipped_rules_roll_back_on_the_design_table_thresholds() {
             "{name}: a repeated Mann-Whitney rolls back healthy canaries on slower hosts"
         );
         assert!(
-            canaryd::rules::validate::lint(&rule.spec).is_empty(),
+            rule.warnings.is_empty(),
             "{name}: shipped rules must not draw `canaryd check` warnings"
         );
     }
@@ -289,12 +289,12 @@ fn shipped_rules_probe_the_runbooks_health_endpoints_on_loopback() {
 #[test]
 fn hotrodan_rolls_back_with_its_runbooks_github_workflow() {
     let hooks = shipped("hotrodan").spec.hooks;
-    let rollback = hooks.rollback.expect("rollback hook").value;
+    let rollback = hooks.rollback.expect("rollback hook").into_inner().value;
     assert_eq!(
         rollback.command.as_deref(),
         Some(&["gh", "workflow", "run", "rollback-production"].map(String::from)[..])
     );
-    let promote = hooks.promote.expect("promote hook").value;
+    let promote = hooks.promote.expect("promote hook").into_inner().value;
     assert!(
         promote
             .command
