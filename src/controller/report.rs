@@ -13,13 +13,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::actions::templates::Templates;
 use crate::controller::Update;
 use crate::rollout::{Action, HookKind, Rollout};
 use crate::rules::{MetricSpec, Rule};
 use crate::verdict::Verdict;
 
-pub use super::report_book::{ReportBook, run};
+pub use super::report_book::{ReportBook, file_stem, render_markdown, run};
 pub use super::report_thresholds::Thresholds;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -339,22 +338,93 @@ fn metric_record(m: &MetricSpec, seen: &Seen) -> MetricRecord {
     }
 }
 
-/// `<YYYY-MM-DD>-<rule>-<rollout>`: sorted by day like the runbook's `reports/deploys/`, unique
-/// per rollout.
-pub fn file_stem(r: &Report) -> String {
-    format!(
-        "{}-{}-{}",
-        r.started_at.format("%Y-%m-%d"),
-        r.rule,
-        r.rollout
-    )
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::Phase;
 
-/// Renders the Markdown record.
-pub fn render_markdown(
-    t: &Templates,
-    r: &Report,
-) -> Result<String, crate::actions::templates::TemplateError> {
-    let ctx = serde_json::to_value(r).unwrap_or_default();
-    t.render("report.md.j2", &ctx)
+    fn rule() -> Arc<Rule> {
+        let yaml = "name: api\nselector:\n  canary: 'track=\"canary\"'\n  baseline: 'track=\"baseline\"'\n\
+                    steps:\n  - { weight: 10, hold: 1m }\n  - { weight: 100 }\n\
+                    analysis: { interval: 10s, window: 1m }\nmetrics:\n\
+                    \x20 - { name: errors, query: 'sum(rate(e{ {{selector}} }[1m]))', rollback_above: 0.05, warn_above: 0.01 }\n\
+                    hooks: {}\n";
+        Arc::new(
+            crate::rules::parse_rule(std::path::Path::new("api.yaml"), yaml)
+                .unwrap_or_else(|e| panic!("{e:?}")),
+        )
+    }
+
+    fn tick(at: DateTime<Utc>, baseline: f64, canary: f64, verdict: &str) -> crate::rollout::Tick {
+        serde_json::from_value(serde_json::json!({
+            "at": at, "step": 1,
+            "checks": [{"metric": "errors", "verdict": verdict, "critical": false,
+                        "canary": canary, "baseline": baseline, "threshold": null,
+                        "canary_samples": 3, "baseline_samples": 3, "reason": ""}],
+            "score": {"value": 100.0, "outcome": "pass", "reason": ""}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn update(r: &Rollout, event: &'static str) -> Update {
+        Update {
+            rollout: Arc::new(r.clone()),
+            event,
+            actions: Vec::new(),
+        }
+    }
+
+    /// Field by field what the builder folds in: first and last values per metric, ticks
+    /// counted once each, hooks with their outcome, steps with their ends, and the end.
+    #[test]
+    fn a_record_keeps_first_and_last_values_hooks_steps_and_the_end() {
+        let t0 = Utc::now();
+        let at = |s: i64| t0 + chrono::TimeDelta::seconds(s);
+        let mut r = Rollout::new("ro-1".into(), "api".into(), "v2".into(), t0);
+        let mut b = ReportBuilder::new(&r, Some(rule()));
+        assert_eq!(b.report().outcome, "in_progress");
+        r.phase = Phase::Progressing;
+        r.pending = Some(Action::SetWeight {
+            step: 1,
+            weight: 10,
+        });
+        b.observe(&update(&r, "start"));
+        r.pending = None;
+        r.step = 1;
+        r.weight = 10;
+        r.step_started_at = Some(at(1));
+        r.updated_at = at(1);
+        b.observe(&update(&r, "hook_succeeded"));
+        r.last_tick = Some(tick(at(20), 0.001, 0.002, "pass"));
+        b.observe(&update(&r, "tick"));
+        b.observe(&update(&r, "tick")); // the same tick again is not counted twice
+        r.last_tick = Some(tick(at(30), 0.003, 0.04, "warn"));
+        b.observe(&update(&r, "tick"));
+        r.phase = Phase::Succeeded;
+        r.finished_at = Some(at(90));
+        b.observe(&update(&r, "promote"));
+        let rep = b.report();
+        let m = &rep.metrics[0];
+        assert_eq!((m.name.as_str(), m.ticks), ("errors", 2));
+        assert_eq!(
+            (m.baseline_first, m.baseline_last),
+            (Some(0.001), Some(0.003))
+        );
+        assert_eq!((m.canary_first, m.canary_last), (Some(0.002), Some(0.04)));
+        assert_eq!(m.last_verdict, Some(Verdict::Warn));
+        assert_eq!(m.thresholds.get("rollback_above"), Some(0.05));
+        assert_eq!(rep.hooks.len(), 1);
+        assert_eq!(
+            (
+                rep.hooks[0].hook.as_str(),
+                rep.hooks[0].outcome.as_str(),
+                rep.hooks[0].weight
+            ),
+            ("set_weight", "success", Some(10))
+        );
+        assert_eq!(rep.steps.len(), 1);
+        assert_eq!(rep.steps[0].ended_at, Some(at(90)));
+        assert_eq!(rep.outcome, "promoted");
+        assert_eq!(rep.duration_seconds, Some(90.0));
+    }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::feed::Feed;
-use super::report::{Report, ReportBuilder, file_stem, render_markdown};
+use super::report::{Report, ReportBuilder};
 use crate::actions::templates::Templates;
 
 /// Reports of this process's rollouts by id, shared with the API. It holds the builders
@@ -128,4 +128,24 @@ pub async fn run(mut feed: Feed, book: ReportBook, templates: Templates) {
             }
         }
     }
+}
+
+/// `<YYYY-MM-DD>-<rule>-<rollout>`: sorted by day like the runbook's `reports/deploys/`, unique
+/// per rollout.
+pub fn file_stem(r: &Report) -> String {
+    format!(
+        "{}-{}-{}",
+        r.started_at.format("%Y-%m-%d"),
+        r.rule,
+        r.rollout
+    )
+}
+
+/// Renders the Markdown record.
+pub fn render_markdown(
+    t: &Templates,
+    r: &Report,
+) -> Result<String, crate::actions::templates::TemplateError> {
+    let ctx = serde_json::to_value(r).unwrap_or_default();
+    t.render("report.md.j2", &ctx)
 }
