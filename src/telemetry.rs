@@ -134,51 +134,7 @@ pub fn render_rollouts(out: &mut String) {
     }
 }
 
-/// `/metrics` in chunks of about [`chunks::CHUNK`] bytes: the recorder's text, then the series
-/// kept outside the recorder, per rollout then per rule, each chunk rendered when the one before
-/// was taken ([`chunks`]). Concatenated, the chunks are the whole exposition.
-pub struct Exposition {
-    recorder: Option<String>,
-    /// 0: per-rollout series, 1: per-rule series, 2: done.
-    part: u8,
-    cursor: chunks::Cursor,
-}
-
-impl Exposition {
-    /// Starts with `recorder`, the recorder's own exposition.
-    pub fn new(recorder: String) -> Exposition {
-        Exposition {
-            recorder: Some(recorder),
-            part: 0,
-            cursor: chunks::Cursor::default(),
-        }
-    }
-}
-
-impl Iterator for Exposition {
-    type Item = String;
-
-    fn next(&mut self) -> Option<String> {
-        if let Some(text) = self.recorder.take()
-            && !text.is_empty()
-        {
-            return Some(text);
-        }
-        let mut out = String::with_capacity(chunks::CHUNK + 1024);
-        while self.part < 2 && out.len() < chunks::CHUNK {
-            let done = if self.part == 0 {
-                rollouts::registry().render_some(&mut self.cursor, &mut out, chunks::CHUNK)
-            } else {
-                rules::registry().render_some(&mut self.cursor, &mut out, chunks::CHUNK)
-            };
-            if done {
-                self.part += 1;
-                self.cursor = chunks::Cursor::default();
-            }
-        }
-        (!out.is_empty()).then_some(out)
-    }
-}
+pub use chunks::Exposition;
 
 /// Per-tick gauges and verdict counters. The per-rollout gauges live in [`rollouts`], which
 /// forgets ended rollouts; the per-rule verdict counters and thresholds in [`rules`].

@@ -50,3 +50,49 @@ pub(crate) fn section<V>(
     cursor.after = None;
     true
 }
+
+/// `/metrics` in chunks of about [`CHUNK`] bytes: the recorder's text, then the series
+/// kept outside the recorder, per rollout then per rule, each chunk rendered when the one before
+/// was taken. Concatenated, the chunks are the whole exposition.
+pub struct Exposition {
+    recorder: Option<String>,
+    /// 0: per-rollout series, 1: per-rule series, 2: done.
+    part: u8,
+    cursor: Cursor,
+}
+
+impl Exposition {
+    /// Starts with `recorder`, the recorder's own exposition.
+    pub fn new(recorder: String) -> Exposition {
+        Exposition {
+            recorder: Some(recorder),
+            part: 0,
+            cursor: Cursor::default(),
+        }
+    }
+}
+
+impl Iterator for Exposition {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        if let Some(text) = self.recorder.take()
+            && !text.is_empty()
+        {
+            return Some(text);
+        }
+        let mut out = String::with_capacity(CHUNK + 1024);
+        while self.part < 2 && out.len() < CHUNK {
+            let done = if self.part == 0 {
+                super::rollouts::registry().render_some(&mut self.cursor, &mut out, CHUNK)
+            } else {
+                super::rules::registry().render_some(&mut self.cursor, &mut out, CHUNK)
+            };
+            if done {
+                self.part += 1;
+                self.cursor = Cursor::default();
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}

@@ -348,6 +348,12 @@ mod tests {
                 let done = r.render_some(&mut cursor, &mut chunk, budget);
                 text.push_str(&chunk);
                 chunks += 1;
+                // Each chunk makes progress: a cursor that does not move fails here, not by
+                // filling memory.
+                assert!(
+                    text.len() <= whole.len(),
+                    "budget {budget}: past the whole text"
+                );
                 if done {
                     break;
                 }
