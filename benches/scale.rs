@@ -17,6 +17,10 @@
 //! - `--n` / `SCALE_N`: comma-separated N (default 1000,3000; 10000 on request)
 //! - `--duration` / `SCALE_DURATION` (default 3m), `--settle` / `SCALE_SETTLE` (60s),
 //!   `--idle` / `SCALE_IDLE` (20s: Prometheus with scrapes only)
+//! - `--scrape` / `SCALE_SCRAPE` (default 15s; `0s` for none): canaryd's `/metrics` is read this
+//!   often from the settle's start to the window's end, as a Prometheus would
+//!   (`scale_support/scrape.rs`), so its cost is in the peak RSS; the diagnostics line says
+//!   how many scrapes, how long they took and how large the text was
 //! - `--batch on|off` / `SCALE_BATCH` (default on, as the daemon): adds the daemon flag for batching
 //!   (`SCALE_BATCH_ON_ARGS`, see `scale_support/setup.rs`); printed in the table
 //! - `--daemon-arg ARG` (repeatable) / `SCALE_DAEMON_ARGS`: more `canaryd serve` arguments
@@ -37,6 +41,8 @@ mod exporter;
 mod measure;
 #[path = "scale_support/report.rs"]
 mod report;
+#[path = "scale_support/scrape.rs"]
+mod scrape;
 #[path = "scale_support/setup.rs"]
 mod setup;
 
@@ -209,11 +215,17 @@ async fn run(cfg: &Config, n: usize) -> Result<Row> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
+    let scraper = scrape::Scraper::start(
+        http.clone(),
+        format!("{}/metrics", daemon.url),
+        cfg.scrape_every,
+    );
     tokio::time::sleep(cfg.settle).await;
     let first = sample(&http, &pids, &prometheus, &daemon, &ticks).await?;
     let fsyncs = measure::count_fsyncs(pids.canaryd, cfg.duration);
     tokio::time::sleep(cfg.duration).await;
     let last = sample(&http, &pids, &prometheus, &daemon, &ticks).await?;
+    let scrapes = scraper.finish().await;
     let (fds_canaryd, fds_prometheus) = (diag::fds(pids.canaryd), diag::fds(pids.prometheus));
     let fsyncs = fsyncs.await.ok().flatten();
     let window = ticks.window(first.tick_seq, last.tick_seq)?;
@@ -239,7 +251,8 @@ async fn run(cfg: &Config, n: usize) -> Result<Row> {
             &fds_canaryd,
             &fds_prometheus,
             daemon.log_path(),
-        ),
+        ) + "; "
+            + &scrapes.line(),
         ..row
     };
     drop(daemon);

@@ -119,17 +119,22 @@ pub fn init_series<'a>(rules: impl IntoIterator<Item = &'a str>) {
     }
 }
 
+#[path = "telemetry_chunks.rs"]
+mod chunks;
 #[path = "telemetry_rollouts.rs"]
 mod rollouts;
 #[path = "telemetry_rules.rs"]
 mod rules;
 
 /// Appends the series kept outside the recorder (per rollout, per rule) to `out`, the
-/// recorder's exposition.
+/// recorder's exposition: the text [`Exposition`] streams, whole.
 pub fn render_rollouts(out: &mut String) {
-    rollouts::render(out);
-    rules::registry().render(out);
+    for chunk in Exposition::new(String::new()) {
+        out.push_str(&chunk);
+    }
 }
+
+pub use chunks::Exposition;
 
 /// Per-tick gauges and verdict counters. The per-rollout gauges live in [`rollouts`], which
 /// forgets ended rollouts; the per-rule verdict counters and thresholds in [`rules`].

@@ -14,8 +14,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use super::chunks::{Cursor, section};
+
 /// Ended rollouts whose series are still shown.
 pub const ENDED_KEPT: usize = 256;
+
+/// The `group` label values, sorted (the order `/metrics` shows them in).
+const GROUPS: [&str; 2] = ["baseline", "canary"];
 
 #[derive(Debug, Default, Clone, PartialEq)]
 struct Series {
@@ -23,15 +28,19 @@ struct Series {
     phase: Option<f64>,
     weight: Option<f64>,
     score: Option<f64>,
-    /// By (metric, group), sorted ([`small_entry`]).
-    values: Vec<((Box<str>, &'static str), f64)>,
-    evidence: Vec<(Box<str>, f64)>,
+    /// By (metric, group), sorted by the metric's name ([`small_entry`]); the metric is its
+    /// index in [`Registry::names`], the group in [`GROUPS`]: 16 bytes a value instead of a
+    /// name allocated per rollout and value (1.4 MB at 2,000 rollouts, heaptrack).
+    values: Vec<((u32, u8), f64)>,
+    evidence: Vec<(u32, f64)>,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     live: BTreeMap<String, Series>,
     ended: VecDeque<String>,
+    /// Every metric name seen, once: a few per template, shared by every rollout.
+    names: Vec<Box<str>>,
 }
 
 impl Registry {
@@ -41,6 +50,22 @@ impl Registry {
             s.rule = rule.to_string();
         }
         s
+    }
+
+    /// The index of `metric` in [`Registry::names`], added when new.
+    fn name(&mut self, metric: &str) -> u32 {
+        let i = match self.names.iter().position(|n| **n == *metric) {
+            Some(i) => i,
+            None => {
+                self.names.push(Box::from(metric));
+                self.names.len() - 1
+            }
+        };
+        u32::try_from(i).unwrap_or(u32::MAX)
+    }
+
+    fn name_of(&self, i: u32) -> &str {
+        self.names.get(i as usize).map_or("", |n| n)
     }
 
     pub(crate) fn set_state(&mut self, rollout: &str, rule: &str, phase: f64, weight: f64) {
@@ -57,22 +82,36 @@ impl Registry {
         values: impl IntoIterator<Item = (String, &'static str, f64)>,
         evidence: impl IntoIterator<Item = (String, f64)>,
     ) {
+        let values: Vec<(u32, u8, f64)> = values
+            .into_iter()
+            .filter_map(|(metric, group, v)| {
+                let g = GROUPS.iter().position(|g| *g == group)?;
+                Some((self.name(&metric), g as u8, v))
+            })
+            .collect();
+        let evidence: Vec<(u32, f64)> = evidence
+            .into_iter()
+            .map(|(metric, e)| (self.name(&metric), e))
+            .collect();
+        // Taken out for the comparisons while the rollout's entry is borrowed; put back below.
+        let names = std::mem::take(&mut self.names);
+        let by_name = |a: u32, b: u32| {
+            let name = |i: u32| names.get(i as usize).map(|n| &**n);
+            name(a).cmp(&name(b))
+        };
         let s = self.entry(rollout, rule);
         s.score = Some(score);
         for (metric, group, v) in values {
             *small_entry(
                 &mut s.values,
-                |(m, g)| (&**m, *g).cmp(&(metric.as_str(), group)),
-                || (Box::from(metric.as_str()), group),
+                |(m, g)| by_name(*m, metric).then(g.cmp(&group)),
+                || (metric, group),
             ) = v;
         }
         for (metric, e) in evidence {
-            *small_entry(
-                &mut s.evidence,
-                |m| (**m).cmp(metric.as_str()),
-                || Box::from(metric.as_str()),
-            ) = e;
+            *small_entry(&mut s.evidence, |m| by_name(*m, metric), || metric) = e;
         }
+        self.names = names;
     }
 
     /// The rollout ended: its series stay until [`ENDED_KEPT`] later rollouts have ended.
@@ -100,7 +139,17 @@ impl Registry {
             .sum()
     }
 
+    #[cfg(test)]
     pub(crate) fn render(&self, out: &mut String) {
+        let mut cursor = Cursor::default();
+        while !self.render_some(&mut cursor, out, usize::MAX) {}
+    }
+
+    /// Renders from `cursor` on until `out` holds `budget` bytes or the series are all written;
+    /// `true` when they are. One family after another, each rollout by rollout in id order:
+    /// `/metrics` streams the text a piece at a time instead of building all of it (29 MB at
+    /// 10,000 rollouts).
+    pub(crate) fn render_some(&self, cursor: &mut Cursor, out: &mut String, budget: usize) -> bool {
         type Pick = fn(&Series) -> Option<f64>;
         let simple: [(&str, &str, Pick); 3] = [
             (
@@ -119,54 +168,83 @@ impl Registry {
                 |s| s.score,
             ),
         ];
-        for (name, help, pick) in simple {
-            head(out, name, help);
-            for (id, s) in &self.live {
-                if let Some(v) = pick(s) {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{rollout=\"{}\",rule=\"{}\"}} {}",
-                        esc(id),
-                        esc(&s.rule),
-                        num(v)
-                    );
-                }
-            }
-        }
-        head(
-            out,
-            "canaryd_metric_value",
-            "Latest value of a metric per group (canary, baseline)",
-        );
-        for (id, s) in &self.live {
-            for ((metric, group), v) in &s.values {
-                let _ = writeln!(
+        while cursor.family < simple.len() + 2 {
+            let done = match simple.get(cursor.family) {
+                Some(&(name, help, pick)) => section(
+                    &self.live,
+                    cursor,
                     out,
-                    "canaryd_metric_value{{rollout=\"{}\",rule=\"{}\",metric=\"{}\",group=\"{group}\"}} {}",
-                    esc(id),
-                    esc(&s.rule),
-                    esc(metric),
-                    num(*v)
-                );
-            }
-        }
-        head(
-            out,
-            "canaryd_metric_evidence",
-            "The sequential test's evidence E for the canary being worse",
-        );
-        for (id, s) in &self.live {
-            for (metric, e) in &s.evidence {
-                let _ = writeln!(
+                    budget,
+                    |out| head(out, name, help),
+                    |out, id, s| {
+                        if let Some(v) = pick(s) {
+                            let _ = writeln!(
+                                out,
+                                "{name}{{rollout=\"{}\",rule=\"{}\"}} {}",
+                                esc(id),
+                                esc(&s.rule),
+                                num(v)
+                            );
+                        }
+                    },
+                ),
+                None if cursor.family == simple.len() => section(
+                    &self.live,
+                    cursor,
                     out,
-                    "canaryd_metric_evidence{{rollout=\"{}\",rule=\"{}\",metric=\"{}\"}} {}",
-                    esc(id),
-                    esc(&s.rule),
-                    esc(metric),
-                    num(*e)
-                );
+                    budget,
+                    |out| {
+                        head(
+                            out,
+                            "canaryd_metric_value",
+                            "Latest value of a metric per group (canary, baseline)",
+                        )
+                    },
+                    |out, id, s| {
+                        for ((metric, group), v) in &s.values {
+                            let group = GROUPS.get(usize::from(*group)).copied().unwrap_or("");
+                            let _ = writeln!(
+                                out,
+                                "canaryd_metric_value{{rollout=\"{}\",rule=\"{}\",metric=\"{}\",group=\"{group}\"}} {}",
+                                esc(id),
+                                esc(&s.rule),
+                                esc(self.name_of(*metric)),
+                                num(*v)
+                            );
+                        }
+                    },
+                ),
+                None => section(
+                    &self.live,
+                    cursor,
+                    out,
+                    budget,
+                    |out| {
+                        head(
+                            out,
+                            "canaryd_metric_evidence",
+                            "The sequential test's evidence E for the canary being worse",
+                        )
+                    },
+                    |out, id, s| {
+                        for (metric, e) in &s.evidence {
+                            let _ = writeln!(
+                                out,
+                                "canaryd_metric_evidence{{rollout=\"{}\",rule=\"{}\",metric=\"{}\"}} {}",
+                                esc(id),
+                                esc(&s.rule),
+                                esc(self.name_of(*metric)),
+                                num(*e)
+                            );
+                        }
+                    },
+                ),
+            };
+            if !done {
+                return false;
             }
         }
+        true
     }
 }
 
@@ -194,20 +272,36 @@ fn head(out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
 }
 
-/// A label value in the exposition format: backslash, quote and newline escaped.
-pub(super) fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// A label value in the exposition format: backslash, quote and newline escaped (borrowed
+/// when there is nothing to escape, as nearly always: no allocation per label and line).
+pub(super) fn esc(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    std::borrow::Cow::Owned(
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n"),
+    )
 }
 
-pub(super) fn num(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        v.to_string()
+/// A sample value in the exposition format, written in place (no string per line).
+pub(super) fn num(v: f64) -> Num {
+    Num(v)
+}
+
+pub(super) struct Num(f64);
+
+impl std::fmt::Display for Num {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.0;
+        if v.is_nan() {
+            f.write_str("NaN")
+        } else if v.is_infinite() {
+            f.write_str(if v > 0.0 { "+Inf" } else { "-Inf" })
+        } else {
+            write!(f, "{v}")
+        }
     }
 }
 
@@ -220,14 +314,97 @@ pub(crate) fn registry() -> MutexGuard<'static, Registry> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Appends every kept rollout's series to `out` (the recorder's exposition).
-pub fn render(out: &mut String) {
-    registry().render(out);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rendered whole and in chunks of any size, the text is the same, byte for byte: a chunk
+    /// boundary neither repeats nor drops a line, and each family's head is written once.
+    #[test]
+    fn chunks_of_any_size_concatenate_to_the_whole_exposition() {
+        let mut r = Registry::default();
+        for i in 0..300 {
+            let id = format!("ro-{i:03}");
+            r.set_state(&id, "api", 1.0, 5.0);
+            if i % 3 != 0 {
+                r.set_tick(
+                    &id,
+                    "api",
+                    f64::from(i),
+                    [
+                        ("p95".to_string(), "canary", 0.2),
+                        ("errors".to_string(), "baseline", 0.01),
+                    ],
+                    [("seq".to_string(), 1.5)],
+                );
+            }
+        }
+        let mut whole = String::new();
+        r.render(&mut whole);
+        for budget in [1, 100, 4096, super::super::chunks::CHUNK] {
+            let (mut text, mut cursor, mut chunks) = (String::new(), Cursor::default(), 0);
+            loop {
+                let mut chunk = String::new();
+                let done = r.render_some(&mut cursor, &mut chunk, budget);
+                text.push_str(&chunk);
+                chunks += 1;
+                // Each chunk makes progress: a cursor that does not move fails here, not by
+                // filling memory.
+                assert!(
+                    text.len() <= whole.len(),
+                    "budget {budget}: past the whole text"
+                );
+                if done {
+                    break;
+                }
+            }
+            assert_eq!(text, whole, "budget {budget}");
+            assert!(budget > whole.len() || chunks > 1, "budget {budget}");
+        }
+    }
+
+    /// The exposition of two rollouts, exactly as the text built whole before chunking was.
+    #[test]
+    fn the_exposition_reads_as_before() {
+        let mut r = Registry::default();
+        r.set_state("b", "web", 1.0, 25.0);
+        r.set_state("a", "api", 3.0, 5.0);
+        r.set_tick(
+            "a",
+            "api",
+            75.0,
+            [
+                ("p95".to_string(), "canary", 0.25),
+                ("errors".to_string(), "canary", f64::NAN),
+                ("errors".to_string(), "baseline", 0.5),
+            ],
+            [("errors".to_string(), 2.0)],
+        );
+        let mut text = String::new();
+        r.render(&mut text);
+        let want = "\
+# HELP canaryd_rollout_phase Phase of each rollout as an index: 0 pending, 1 progressing, 2 waiting_window, 3 waiting_approval, 4 paused, 5 promoting, 6 succeeded, 7 rolling_back, 8 rolled_back, 9 failed
+# TYPE canaryd_rollout_phase gauge
+canaryd_rollout_phase{rollout=\"a\",rule=\"api\"} 3
+canaryd_rollout_phase{rollout=\"b\",rule=\"web\"} 1
+# HELP canaryd_rollout_weight Traffic weight confirmed for the canary (percent)
+# TYPE canaryd_rollout_weight gauge
+canaryd_rollout_weight{rollout=\"a\",rule=\"api\"} 5
+canaryd_rollout_weight{rollout=\"b\",rule=\"web\"} 25
+# HELP canaryd_analysis_score Score of the last analysis tick (0-100)
+# TYPE canaryd_analysis_score gauge
+canaryd_analysis_score{rollout=\"a\",rule=\"api\"} 75
+# HELP canaryd_metric_value Latest value of a metric per group (canary, baseline)
+# TYPE canaryd_metric_value gauge
+canaryd_metric_value{rollout=\"a\",rule=\"api\",metric=\"errors\",group=\"baseline\"} 0.5
+canaryd_metric_value{rollout=\"a\",rule=\"api\",metric=\"errors\",group=\"canary\"} NaN
+canaryd_metric_value{rollout=\"a\",rule=\"api\",metric=\"p95\",group=\"canary\"} 0.25
+# HELP canaryd_metric_evidence The sequential test's evidence E for the canary being worse
+# TYPE canaryd_metric_evidence gauge
+canaryd_metric_evidence{rollout=\"a\",rule=\"api\",metric=\"errors\"} 2
+";
+        assert_eq!(text, want);
+    }
 
     #[test]
     fn ended_rollouts_series_are_dropped_beyond_the_kept_number() {

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use super::chunks::{Cursor, section};
 use super::rollouts::{esc, num, small_entry};
 
 /// The verdict label values, in the order of [`Counts`].
@@ -91,90 +92,134 @@ impl Registry {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn render(&self, out: &mut String) {
-        self.render_outcomes(out);
-        if !self.verdicts.is_empty() {
-            head(
-                out,
-                "canaryd_check_verdicts_total",
-                "Check verdicts by rule, metric and verdict",
-                "counter",
-            );
-        }
-        for (rule, metrics) in &self.verdicts {
-            for (metric, counts) in metrics {
-                for (verdict, n) in VERDICTS.iter().zip(counts) {
-                    if *n > 0 {
-                        let _ = writeln!(
-                            out,
-                            "canaryd_check_verdicts_total{{rule=\"{}\",metric=\"{}\",verdict=\"{verdict}\"}} {n}",
-                            esc(rule),
-                            esc(metric),
-                        );
-                    }
-                }
-            }
-        }
-        if !self.thresholds.is_empty() {
-            head(
-                out,
-                "canaryd_metric_threshold",
-                "Threshold a metric is held against, by kind",
-                "gauge",
-            );
-        }
-        for (rule, metrics) in &self.thresholds {
-            for (metric, values) in metrics {
-                for (kind, v) in KINDS.iter().zip(values) {
-                    if let Some(v) = v {
-                        let _ = writeln!(
-                            out,
-                            "canaryd_metric_threshold{{rule=\"{}\",metric=\"{}\",kind=\"{kind}\"}} {}",
-                            esc(rule),
-                            esc(metric),
-                            num(*v)
-                        );
-                    }
-                }
-            }
-        }
+        let mut cursor = Cursor::default();
+        while !self.render_some(&mut cursor, out, usize::MAX) {}
     }
-}
 
-impl Registry {
-    fn render_outcomes(&self, out: &mut String) {
-        if self.outcomes.is_empty() {
-            return;
-        }
-        head(
-            out,
-            "canaryd_promotions_total",
-            "Rollouts promoted",
-            "counter",
-        );
-        for (rule, counts) in &self.outcomes {
-            let _ = writeln!(
-                out,
-                "canaryd_promotions_total{{rule=\"{}\"}} {}",
-                esc(rule),
-                counts[0]
-            );
-        }
-        head(
-            out,
-            "canaryd_rollbacks_total",
-            "Rollbacks decided, by reason kind",
-            "counter",
-        );
-        for (rule, counts) in &self.outcomes {
-            for (reason, n) in ROLLBACK_REASONS.iter().zip(&counts[1..]) {
-                let _ = writeln!(
+    /// Renders from `cursor` on until `out` holds `budget` bytes or every series is written;
+    /// `true` when they are ([`super::chunks`]). Families in the order: promotions, rollbacks,
+    /// verdicts, thresholds; each rule by rule in name order.
+    pub(crate) fn render_some(&self, cursor: &mut Cursor, out: &mut String, budget: usize) -> bool {
+        while cursor.family < 4 {
+            let done = match cursor.family {
+                0 => section(
+                    &self.outcomes,
+                    cursor,
                     out,
-                    "canaryd_rollbacks_total{{rule=\"{}\",reason=\"{reason}\"}} {n}",
-                    esc(rule),
-                );
+                    budget,
+                    |out| {
+                        if !self.outcomes.is_empty() {
+                            head(
+                                out,
+                                "canaryd_promotions_total",
+                                "Rollouts promoted",
+                                "counter",
+                            );
+                        }
+                    },
+                    |out, rule, counts| {
+                        let _ = writeln!(
+                            out,
+                            "canaryd_promotions_total{{rule=\"{}\"}} {}",
+                            esc(rule),
+                            counts[0]
+                        );
+                    },
+                ),
+                1 => section(
+                    &self.outcomes,
+                    cursor,
+                    out,
+                    budget,
+                    |out| {
+                        if !self.outcomes.is_empty() {
+                            head(
+                                out,
+                                "canaryd_rollbacks_total",
+                                "Rollbacks decided, by reason kind",
+                                "counter",
+                            );
+                        }
+                    },
+                    |out, rule, counts| {
+                        for (reason, n) in ROLLBACK_REASONS.iter().zip(&counts[1..]) {
+                            let _ = writeln!(
+                                out,
+                                "canaryd_rollbacks_total{{rule=\"{}\",reason=\"{reason}\"}} {n}",
+                                esc(rule),
+                            );
+                        }
+                    },
+                ),
+                2 => section(
+                    &self.verdicts,
+                    cursor,
+                    out,
+                    budget,
+                    |out| {
+                        if !self.verdicts.is_empty() {
+                            head(
+                                out,
+                                "canaryd_check_verdicts_total",
+                                "Check verdicts by rule, metric and verdict",
+                                "counter",
+                            );
+                        }
+                    },
+                    |out, rule, metrics| {
+                        for (metric, counts) in metrics {
+                            for (verdict, n) in VERDICTS.iter().zip(counts) {
+                                if *n > 0 {
+                                    let _ = writeln!(
+                                        out,
+                                        "canaryd_check_verdicts_total{{rule=\"{}\",metric=\"{}\",verdict=\"{verdict}\"}} {n}",
+                                        esc(rule),
+                                        esc(metric),
+                                    );
+                                }
+                            }
+                        }
+                    },
+                ),
+                _ => section(
+                    &self.thresholds,
+                    cursor,
+                    out,
+                    budget,
+                    |out| {
+                        if !self.thresholds.is_empty() {
+                            head(
+                                out,
+                                "canaryd_metric_threshold",
+                                "Threshold a metric is held against, by kind",
+                                "gauge",
+                            );
+                        }
+                    },
+                    |out, rule, metrics| {
+                        for (metric, values) in metrics {
+                            for (kind, v) in KINDS.iter().zip(values) {
+                                if let Some(v) = v {
+                                    let _ = writeln!(
+                                        out,
+                                        "canaryd_metric_threshold{{rule=\"{}\",metric=\"{}\",kind=\"{kind}\"}} {}",
+                                        esc(rule),
+                                        esc(metric),
+                                        num(*v)
+                                    );
+                                }
+                            }
+                        }
+                    },
+                ),
+            };
+            if !done {
+                return false;
             }
         }
+        true
     }
 }
 
@@ -202,6 +247,49 @@ pub(crate) fn registry() -> MutexGuard<'static, Registry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rendered whole and in chunks of any size, the text is the same, byte for byte.
+    #[test]
+    fn chunks_of_any_size_concatenate_to_the_whole_exposition() {
+        let mut r = Registry::default();
+        for i in 0..200 {
+            let rule = format!("rule-{i:03}");
+            r.know_rule(&rule);
+            r.count_verdict(&rule, "errors", i % 5);
+            r.count_verdict(&rule, "p95", 0);
+            r.set_thresholds(&rule, "errors", [Some(0.05), None, Some(0.01), None, None]);
+        }
+        let mut whole = String::new();
+        r.render(&mut whole);
+        for budget in [1, 100, 4096] {
+            let (mut text, mut cursor, mut chunks) = (String::new(), Cursor::default(), 0);
+            loop {
+                let mut chunk = String::new();
+                let done = r.render_some(&mut cursor, &mut chunk, budget);
+                text.push_str(&chunk);
+                chunks += 1;
+                // Each chunk makes progress: a cursor that does not move fails here, not by
+                // filling memory.
+                assert!(
+                    text.len() <= whole.len(),
+                    "budget {budget}: past the whole text"
+                );
+                if done {
+                    break;
+                }
+            }
+            assert_eq!(text, whole, "budget {budget}");
+            assert!(chunks > 1, "budget {budget}");
+        }
+        for head in [
+            "# TYPE canaryd_promotions_total counter",
+            "# TYPE canaryd_rollbacks_total counter",
+            "# TYPE canaryd_check_verdicts_total counter",
+            "# TYPE canaryd_metric_threshold gauge",
+        ] {
+            assert_eq!(whole.matches(head).count(), 1, "{head}");
+        }
+    }
 
     #[test]
     fn verdicts_count_per_rule_metric_and_verdict_and_show_once_counted() {

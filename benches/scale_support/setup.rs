@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 
 /// Every parameter: its flag (`--n 1000,3000`) and its environment variable.
-const KEYS: [(&str, &str); 8] = [
+const KEYS: [(&str, &str); 9] = [
     ("n", "SCALE_N"),
     ("duration", "SCALE_DURATION"),
     ("settle", "SCALE_SETTLE"),
@@ -17,6 +17,7 @@ const KEYS: [(&str, &str); 8] = [
     ("daemon-arg", "SCALE_DAEMON_ARGS"),
     ("start-concurrency", "SCALE_START_CONCURRENCY"),
     ("interval", "SCALE_INTERVAL"),
+    ("scrape", "SCALE_SCRAPE"),
 ];
 
 /// The daemon arguments that turn query batching on and off (`prometheus.batch_queries`, on by
@@ -71,6 +72,8 @@ pub struct Config {
     pub daemon_args: Vec<String>,
     /// Rollout starts in flight at once.
     pub start_concurrency: usize,
+    /// How often canaryd's `/metrics` is scraped during the run (zero: never).
+    pub scrape_every: Duration,
     pub timing: Timing,
 }
 
@@ -131,10 +134,11 @@ impl Config {
             "off" => false,
             other => bail!("--batch is on or off, not {other:?}"),
         };
-        let (ns_default, duration_default, settle_default, idle_default) = if smoke {
-            ("5", "6s", "4s", "0s")
+        let (ns_default, duration_default, settle_default, idle_default, scrape_default) = if smoke
+        {
+            ("5", "6s", "4s", "0s", "2s")
         } else {
-            ("1000,3000", "3m", "60s", "20s")
+            ("1000,3000", "3m", "60s", "20s", "15s")
         };
         let ns = one("n", ns_default)
             .split(',')
@@ -162,6 +166,7 @@ impl Config {
             batch,
             daemon_args,
             start_concurrency,
+            scrape_every: duration("scrape", scrape_default)?,
             timing: if smoke {
                 SMOKE
             } else {

@@ -151,14 +151,19 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
+/// The exposition, streamed a chunk at a time ([`crate::telemetry::Exposition`]): at 10,000
+/// rollouts the whole text is ~29 MB, and Prometheus asks for it every 15–60 s.
 async fn metrics(State(state): State<AppState>) -> Response {
     match &state.metrics {
-        Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
-            let mut text = h.render();
-            crate::telemetry::render_rollouts(&mut text);
-            text
-        })
-            .into_response(),
+        Some(h) => {
+            let chunks = crate::telemetry::Exposition::new(h.render())
+                .map(Ok::<String, std::convert::Infallible>);
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+            )
+                .into_response()
+        }
         None => ApiError::NotFound("metrics are not enabled".into()).into_response(),
     }
 }

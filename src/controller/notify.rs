@@ -125,8 +125,8 @@ fn events_of(
     if u.event == "start" && u.rollout.phase != Phase::Pending {
         out.push(NotificationEvent::Scheduled);
     }
-    let steps_before = before.map_or(0, |b| b.report().steps.len());
-    if after.report().steps.len() > steps_before {
+    let steps_before = before.map_or(0, ReportBuilder::steps_len);
+    if after.steps_len() > steps_before {
         out.push(NotificationEvent::StepCompleted);
     }
     if u.actions
@@ -139,7 +139,7 @@ fn events_of(
         out.push(NotificationEvent::Complete);
     }
     let waits = matches!(u.rollout.phase, Phase::WaitingApproval | Phase::Paused);
-    if waits && before.map(|b| b.report().phase.as_str()) != Some(u.rollout.phase.as_str()) {
+    if waits && before.map(ReportBuilder::phase) != Some(u.rollout.phase.as_str()) {
         out.push(NotificationEvent::Waiting);
     }
     out
@@ -160,7 +160,7 @@ pub async fn run(mut feed: Feed, notifier: Notifier) {
             let rule = rules.get(&r.rule);
             let builder = builders
                 .entry(r.id.clone())
-                .or_insert_with(|| ReportBuilder::new(r, rule.map(|r| r.as_ref())));
+                .or_insert_with(|| ReportBuilder::new(r, rule.cloned()));
             builder.observe(&u);
             let events = if u.event == crate::controller::feed::RESYNC {
                 Vec::new()

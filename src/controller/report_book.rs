@@ -6,16 +6,23 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::feed::Feed;
-use super::report::{Report, ReportBuilder, file_stem, render_markdown};
+use super::report::{Report, ReportBuilder};
 use crate::actions::templates::Templates;
 
 /// Reports of this process's rollouts by id, shared with the API. It holds the builders
 /// themselves and renders a [`Report`] when one is asked for: a second copy of every live
 /// rollout's report, refreshed by a clone per update, was about 2 KB a rollout at scale.
+/// An ended rollout's builder is replaced by its final report: the builder holds the
+/// rollout's last state, which is shared only while the rollout is live.
 #[derive(Clone, Default)]
 pub struct ReportBook {
-    inner: Arc<Mutex<HashMap<String, ReportBuilder>>>,
+    inner: Arc<Mutex<HashMap<String, Kept>>>,
     dir: Option<PathBuf>,
+}
+
+enum Kept {
+    Live(ReportBuilder),
+    Ended(Box<Report>),
 }
 
 impl ReportBook {
@@ -28,8 +35,10 @@ impl ReportBook {
 
     /// The report of `id`: live from memory, else the JSON an earlier run left in `reports_dir`.
     pub fn get(&self, id: &str) -> Option<Report> {
-        if let Some(b) = self.lock().get(id) {
-            return Some(b.report().clone());
+        match self.lock().get(id) {
+            Some(Kept::Live(b)) => return Some(b.report()),
+            Some(Kept::Ended(r)) => return Some((**r).clone()),
+            None => {}
         }
         let dir = self.dir.as_ref()?;
         let suffix = format!("-{id}.json");
@@ -45,7 +54,7 @@ impl ReportBook {
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ReportBuilder>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Kept>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -83,14 +92,25 @@ pub async fn run(mut feed: Feed, book: ReportBook, templates: Templates) {
                 continue;
             }
             let ended = {
-                let mut builders = book.lock();
-                let builder = builders.entry(r.id.clone()).or_insert_with(|| {
+                let mut kept = book.lock();
+                let entry = kept.entry(r.id.clone()).or_insert_with(|| {
                     let rules = feed.controller().rules();
-                    ReportBuilder::new(r, rules.get(&r.rule).map(|r| r.as_ref()))
+                    Kept::Live(ReportBuilder::new(r, rules.get(&r.rule).cloned()))
                 });
-                builder.observe(&u);
-                // Cloned only to be written, outside the lock.
-                r.phase.is_terminal().then(|| builder.report().clone())
+                match entry {
+                    Kept::Live(builder) => {
+                        builder.observe(&u);
+                        if r.phase.is_terminal() {
+                            let report = builder.report();
+                            // Cloned only to be written, outside the lock.
+                            *entry = Kept::Ended(Box::new(report.clone()));
+                            Some(report)
+                        } else {
+                            None
+                        }
+                    }
+                    Kept::Ended(_) => None,
+                }
             };
             let Some(report) = ended else {
                 continue;
@@ -108,4 +128,24 @@ pub async fn run(mut feed: Feed, book: ReportBook, templates: Templates) {
             }
         }
     }
+}
+
+/// `<YYYY-MM-DD>-<rule>-<rollout>`: sorted by day like the runbook's `reports/deploys/`, unique
+/// per rollout.
+pub fn file_stem(r: &Report) -> String {
+    format!(
+        "{}-{}-{}",
+        r.started_at.format("%Y-%m-%d"),
+        r.rule,
+        r.rollout
+    )
+}
+
+/// Renders the Markdown record.
+pub fn render_markdown(
+    t: &Templates,
+    r: &Report,
+) -> Result<String, crate::actions::templates::TemplateError> {
+    let ctx = serde_json::to_value(r).unwrap_or_default();
+    t.render("report.md.j2", &ctx)
 }

@@ -98,8 +98,8 @@ pub(super) struct Registration {
 impl Registration {
     /// Tells the scheduler whether (and from when) this rollout wants analysis, so its next
     /// slot is gathered without asking. Called each time round the actor's loop.
-    pub(super) fn publish(&self, wanted: Option<Wanted>) {
-        self.published.set(wanted);
+    pub(super) fn publish(&self, wanted: Option<Wanted>, state: &Arc<Rollout>) {
+        self.published.set(wanted, state);
     }
 }
 
@@ -257,12 +257,12 @@ fn fire(
             continue;
         };
         let (answer, asked) = oneshot::channel();
-        let (planned, request) = match entry.published.get().filter(|w| w.due(wall)) {
-            Some(wanted) => {
+        let (planned, request) = match entry.published.get().filter(|(w, _)| w.due(wall)) {
+            Some((wanted, rollout)) => {
                 let (reply, answer) = oneshot::channel();
                 let request = TickRequest {
                     rule: entry.member.rule.clone(),
-                    rollout: entry.member.rollout.clone(),
+                    rollout,
                     deadline: entry.member.deadline,
                     reply,
                 };

@@ -16,7 +16,7 @@ use crate::rollout::Phase;
 use crate::source::PrometheusConfig;
 
 /// A rule of one window metric over `service`'s canary and baseline.
-pub(super) fn member(service: &str, deadline: Duration) -> (Member, Rollout) {
+pub(super) fn member(service: &str, deadline: Duration) -> (Member, Arc<Rollout>) {
     let yaml = format!(
         r#"name: {service}
 selector:
@@ -42,7 +42,7 @@ hooks: {{}}
     );
     r.phase = Phase::Progressing;
     r.step_started_at = Some(chrono::Utc::now() - chrono::TimeDelta::seconds(60));
-    (Member::new(Arc::new(rule), &r, deadline), r)
+    (Member::new(Arc::new(rule), deadline), Arc::new(r))
 }
 
 /// The values of `label="…"` or `label=~"a|b"` in a decoded query.
@@ -171,45 +171,42 @@ async fn a_slow_actor_gets_its_data_from_the_slots_query_at_no_extra_query() {
     for service in ["sa", "sb", "sc"] {
         let (m, rollout) = member(service, interval);
         let r = s.register(&rollout.id, interval, false, m);
-        r.publish(Wanted::of(&rollout, Duration::ZERO));
+        r.publish(Wanted::of(&rollout, Duration::ZERO), &rollout);
         actors.push(r);
     }
     // Each actor as `task` is: the slot's planned answer, or else it asks for its tick.
-    let members: Vec<Member> = ["sa", "sb", "sc"]
+    let members: Vec<(Member, Arc<Rollout>)> = ["sa", "sb", "sc"]
         .iter()
-        .map(|s| member(s, interval).0)
+        .map(|s| member(s, interval))
         .collect();
-    let takes =
-        actors
-            .into_iter()
-            .zip(members)
-            .zip([0u64, 0, 600])
-            .map(|((mut r, m), slow)| async move {
-                let due = tokio::time::timeout(Duration::from_secs(10), r.due.recv())
-                    .await
-                    .unwrap_or_else(|_| panic!("no slot within 10 s"))
-                    .unwrap_or_else(|| panic!("scheduler gone"));
-                // Busy past the collect window (saving its last decision, say).
-                tokio::time::sleep(Duration::from_millis(slow)).await;
-                let answer = match due.planned {
-                    Some(planned) => {
-                        let _ = due.answer.send(None);
-                        planned.answer
-                    }
-                    None => {
-                        let (reply, answer) = oneshot::channel();
-                        let request = TickRequest {
-                            rule: m.rule,
-                            rollout: m.rollout,
-                            deadline: m.deadline,
-                            reply,
-                        };
-                        let _ = due.answer.send(Some(request));
-                        answer
-                    }
-                };
-                (answer.await, r)
-            });
+    let takes = actors.into_iter().zip(members).zip([0u64, 0, 600]).map(
+        |((mut r, (m, rollout)), slow)| async move {
+            let due = tokio::time::timeout(Duration::from_secs(10), r.due.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no slot within 10 s"))
+                .unwrap_or_else(|| panic!("scheduler gone"));
+            // Busy past the collect window (saving its last decision, say).
+            tokio::time::sleep(Duration::from_millis(slow)).await;
+            let answer = match due.planned {
+                Some(planned) => {
+                    let _ = due.answer.send(None);
+                    planned.answer
+                }
+                None => {
+                    let (reply, answer) = oneshot::channel();
+                    let request = TickRequest {
+                        rule: m.rule,
+                        rollout,
+                        deadline: m.deadline,
+                        reply,
+                    };
+                    let _ = due.answer.send(Some(request));
+                    answer
+                }
+            };
+            (answer.await, r)
+        },
+    );
     let got = futures_util::future::join_all(takes).await;
     let mut ends = Vec::new();
     for (answer, _registration) in &got {
@@ -237,7 +234,7 @@ async fn a_rollout_that_published_no_wish_is_asked_and_one_not_yet_out_of_warmup
     let (m, rollout) = member("sa", interval);
     let mut quiet = s.register("quiet", interval, false, m.clone());
     let mut warming = s.register("warming", interval, false, m);
-    warming.publish(Wanted::of(&rollout, Duration::from_secs(3600)));
+    warming.publish(Wanted::of(&rollout, Duration::from_secs(3600)), &rollout);
     for r in [&mut quiet, &mut warming] {
         let due = tokio::time::timeout(Duration::from_secs(5), r.due.recv())
             .await
@@ -262,7 +259,7 @@ async fn successive_slots_end_exactly_one_interval_apart() {
     let mut r = s.register(&rollout.id, interval, false, m);
     let mut ends = Vec::new();
     for _ in 0..3 {
-        r.publish(Wanted::of(&rollout, Duration::ZERO));
+        r.publish(Wanted::of(&rollout, Duration::ZERO), &rollout);
         let due = tokio::time::timeout(Duration::from_secs(10), r.due.recv())
             .await
             .unwrap_or_else(|_| panic!("no slot within 10 s"))

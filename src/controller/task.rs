@@ -146,7 +146,7 @@ impl RolloutTask {
             .clamp(MIN_INTERVAL, MAX_INTERVAL);
         let deadline = tick_deadline(interval, self.inner.source.timeout());
         // Recovered (or restarted after a panic): analyse at once instead of after one interval.
-        let member = Member::new(self.rule.clone(), &self.state, deadline);
+        let member = Member::new(self.rule.clone(), deadline);
         let mut slots =
             self.inner
                 .scheduler()
@@ -154,7 +154,7 @@ impl RolloutTask {
         while self.state.is_live() && !*self.shutdown.borrow() && self.leading() {
             // Every decision passes here before the next slot is taken: the scheduler plans
             // that slot from this, without asking.
-            slots.publish(Wanted::of(&self.state, self.plan.warmup));
+            slots.publish(Wanted::of(&self.state, self.plan.warmup), &self.state);
             if self.save_failures > 0 {
                 Box::pin(self.idle(retry_delay(self.save_failures))).await;
             }

@@ -316,7 +316,7 @@ fn deploy_complete_message_and_report_carry_each_checkpoints_numbers() {
     assert_eq!(r.phase, Phase::Succeeded);
     let mut r = r;
     r.controls[0].reason = Some("ok\n| forged row |".into());
-    let mut b = ReportBuilder::new(&r, Some(&rule("")));
+    let mut b = ReportBuilder::new(&r, Some(std::sync::Arc::new(rule(""))));
     b.observe(&Update {
         rollout: std::sync::Arc::new(r.clone()),
         event: "checkpoint",
