@@ -18,6 +18,8 @@ use promql_parser::label::{Labels, MatchOp, Matcher};
 use promql_parser::parser::token::T_EQL_REGEX;
 use promql_parser::parser::{Expr, LabelModifier, VectorMatchCardinality, VectorSelector};
 
+use super::shape_values::Values;
+
 const METRIC_NAME: &str = "__name__";
 
 /// Aggregations that combine a group's series into one without looking at other groups.
@@ -83,7 +85,7 @@ pub struct Shape {
     /// query of one key (the memo holds one shape per query text, 8 per rollout).
     pub(super) names: Arc<[String]>,
     /// The set-aside values, in the order of `names`.
-    pub(super) values: Box<[String]>,
+    pub(super) values: Values,
 }
 
 impl Shape {
@@ -92,7 +94,7 @@ impl Shape {
         self.names
             .iter()
             .map(String::as_str)
-            .zip(self.values.iter().map(String::as_str))
+            .zip(self.values.iter())
     }
 
     /// The same shape with `names` and the tree shared from another shape of its key.
@@ -116,7 +118,7 @@ impl Shape {
                     && m.name != METRIC_NAME
                     && let Some(v) = values.next()
                 {
-                    m.value = v.clone();
+                    m.value = v.to_string();
                 }
             }
         })?;
@@ -148,7 +150,7 @@ pub fn shape(query: &str) -> Result<Shape, Refused> {
         key: expr.to_string().into(),
         expr: Arc::new(expr),
         names: names.into(),
-        values: values.into(),
+        values: values.into_iter().collect(),
     })
 }
 
@@ -185,7 +187,12 @@ pub fn varying_labels<'a>(shapes: impl IntoIterator<Item = &'a Shape>) -> Vec<St
     };
     let mut labels = BTreeSet::new();
     for s in shapes {
-        for ((name, a), b) in first.names.iter().zip(&first.values).zip(&s.values) {
+        for ((name, a), b) in first
+            .names
+            .iter()
+            .zip(first.values.iter())
+            .zip(s.values.iter())
+        {
             if a != b {
                 labels.insert(name.clone());
             }

@@ -12,6 +12,7 @@ mod batch_run;
 pub mod batch_split;
 pub mod health;
 pub mod prometheus;
+mod shape_values;
 pub mod tick_deadline;
 pub mod window_cache;
 mod window_cache_fill;
