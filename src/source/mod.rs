@@ -8,6 +8,7 @@ pub mod batch;
 mod batch_cache;
 pub mod batch_rewrite;
 mod batch_run;
+mod batch_shape;
 pub mod batch_split;
 pub mod health;
 pub mod prometheus;
