@@ -109,6 +109,7 @@ impl ChildProcess {
             .stdout(log)
             .stderr(log_err)
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .map_err(|e| DemoError::io(format!("spawning {}", self.binary.display()), e))?;
         self.child = Some(child);
@@ -118,6 +119,7 @@ impl ChildProcess {
     /// Kills the child and reaps it; a no-op when it is not running.
     pub(crate) async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            kill_group(&child);
             // An error means the child already exited; either way it is gone once `wait` returns.
             let _ = child.kill().await;
         }
@@ -174,6 +176,7 @@ impl Drop for ChildProcess {
         // `kill_on_drop` would send the signal too, but leaves reaping to tokio in the
         // background; a test process that exits right after dropping us hands the zombie to
         // PID 1, which in containers often never reaps it. SIGKILL is prompt, so wait briefly.
+        kill_group(child);
         if child.start_kill().is_err() {
             return;
         }
@@ -183,6 +186,20 @@ impl Drop for ChildProcess {
                 Ok(Some(_)) | Err(_) => return,
             }
         }
+    }
+}
+
+/// SIGKILL to the child's whole process group (it leads one, `process_group(0)`): nginx's
+/// workers outlived a SIGKILL to their master alone and piled up, orphaned, run after run.
+/// An error means the group is already gone.
+pub(crate) fn kill_group(child: &Child) {
+    use rustix::process::{Pid, Signal, kill_process_group};
+    if let Some(pid) = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .and_then(Pid::from_raw)
+    {
+        let _ = kill_process_group(pid, Signal::KILL);
     }
 }
 

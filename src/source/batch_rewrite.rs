@@ -12,15 +12,14 @@
 //! set operators, subqueries, `@`) is refused, and the caller asks per member.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use promql_parser::label::{Labels, MatchOp, Matcher};
 use promql_parser::parser::token::T_EQL_REGEX;
 use promql_parser::parser::{Expr, LabelModifier, VectorMatchCardinality, VectorSelector};
 
-use super::shape_values::Values;
+pub use super::batch_shape::{Shape, member_key, shape, varying_labels};
 
-const METRIC_NAME: &str = "__name__";
+pub(super) const METRIC_NAME: &str = "__name__";
 
 /// Aggregations that combine a group's series into one without looking at other groups.
 const PLAIN_AGGREGATIONS: &[&str] = &[
@@ -69,136 +68,8 @@ const LABEL_KEEPING_FUNCTIONS: &[&str] = &[
 #[error("not batched: {0}")]
 pub struct Refused(pub String);
 
-fn refuse<T>(why: impl Into<String>) -> Result<T, Refused> {
+pub(super) fn refuse<T>(why: impl Into<String>) -> Result<T, Refused> {
     Err(Refused(why.into()))
-}
-
-/// One parsed query with the values of its equality matchers set aside.
-#[derive(Debug, Clone)]
-pub struct Shape {
-    /// The query with every equality matcher's value blanked: two queries with equal keys
-    /// differ at most in those values.
-    pub key: Arc<str>,
-    /// The blanked query, what [`rewrite`] starts from; shared by every query of one key.
-    pub(super) expr: Arc<Expr>,
-    /// The set-aside values' label names in walk order: fixed by the key, so shared by every
-    /// query of one key (the memo holds one shape per query text, 8 per rollout).
-    pub(super) names: Arc<[String]>,
-    /// The set-aside values, in the order of `names`.
-    pub(super) values: Values,
-}
-
-impl Shape {
-    /// The set-aside values in walk order, each with its label name.
-    pub fn values(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
-        self.names
-            .iter()
-            .map(String::as_str)
-            .zip(self.values.iter())
-    }
-
-    /// The same shape with `names` and the tree shared from another shape of its key.
-    pub(super) fn sharing(self, key: Arc<str>, expr: Arc<Expr>, names: Arc<[String]>) -> Shape {
-        debug_assert_eq!(*names, *self.names);
-        Shape {
-            key,
-            expr,
-            names,
-            values: self.values,
-        }
-    }
-
-    /// The query again, the set-aside values put back (those not batched stay as written).
-    fn filled(&self) -> Result<Expr, Refused> {
-        let mut expr = (*self.expr).clone();
-        let mut values = self.values.iter();
-        selectors_mut(&mut expr, &mut |vs| {
-            for m in &mut vs.matchers.matchers {
-                if m.op == MatchOp::Equal
-                    && m.name != METRIC_NAME
-                    && let Some(v) = values.next()
-                {
-                    m.value = v.to_string();
-                }
-            }
-        })?;
-        Ok(expr)
-    }
-}
-
-/// Parses `query` and sets its equality matchers' values aside. `__name__` matchers stay part
-/// of the shape (a batch over metric names would be dropped by every aggregation).
-pub fn shape(query: &str) -> Result<Shape, Refused> {
-    let mut expr = promql_parser::parser::parse(query).or_else(refuse)?;
-    let (mut names, mut values) = (Vec::new(), Vec::new());
-    let mut bad = None;
-    selectors_mut(&mut expr, &mut |vs| {
-        if !vs.matchers.or_matchers.is_empty() {
-            bad = Some("selector with `or` matchers");
-        }
-        for m in &mut vs.matchers.matchers {
-            if m.op == MatchOp::Equal && m.name != METRIC_NAME {
-                names.push(m.name.clone());
-                values.push(std::mem::take(&mut m.value));
-            }
-        }
-    })?;
-    if let Some(why) = bad {
-        return refuse(why);
-    }
-    Ok(Shape {
-        key: expr.to_string().into(),
-        expr: Arc::new(expr),
-        names: names.into(),
-        values: values.into_iter().collect(),
-    })
-}
-
-/// A member's value of each batch label (in `labels` order), or why it has none: a member that
-/// matches one label with two values, or with the empty value (which also matches series
-/// without the label), cannot be told apart in a grouped answer.
-pub fn member_key(shape: &Shape, labels: &[String]) -> Result<Vec<String>, Refused> {
-    labels
-        .iter()
-        .map(|label| {
-            let mut found: Option<&str> = None;
-            for (name, value) in shape.values().filter(|(n, _)| n == label) {
-                match found {
-                    Some(v) if v != value => {
-                        return refuse(format!("{name} is matched with two values"));
-                    }
-                    _ => found = Some(value),
-                }
-            }
-            match found {
-                Some("") => refuse(format!("{label} is matched with the empty value")),
-                Some(v) => Ok(v.to_string()),
-                None => refuse(format!("{label} is not matched")),
-            }
-        })
-        .collect()
-}
-
-/// The labels whose values differ between the shapes of one group (same key).
-pub fn varying_labels<'a>(shapes: impl IntoIterator<Item = &'a Shape>) -> Vec<String> {
-    let mut shapes = shapes.into_iter();
-    let Some(first) = shapes.next() else {
-        return Vec::new();
-    };
-    let mut labels = BTreeSet::new();
-    for s in shapes {
-        for ((name, a), b) in first
-            .names
-            .iter()
-            .zip(first.values.iter())
-            .zip(s.values.iter())
-        {
-            if a != b {
-                labels.insert(name.clone());
-            }
-        }
-    }
-    labels.into_iter().collect()
 }
 
 /// One query for a whole group: each batch label's equality matchers become one anchored regex
@@ -362,7 +233,10 @@ fn selector(
 }
 
 /// Visits every selector (also inside matrix selectors and subqueries).
-fn selectors_mut(expr: &mut Expr, f: &mut impl FnMut(&mut VectorSelector)) -> Result<(), Refused> {
+pub(super) fn selectors_mut(
+    expr: &mut Expr,
+    f: &mut impl FnMut(&mut VectorSelector),
+) -> Result<(), Refused> {
     match expr {
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Ok(()),
         Expr::Paren(p) => selectors_mut(&mut p.expr, f),

@@ -9,6 +9,7 @@ mod batch_cache;
 mod batch_fallback;
 pub mod batch_rewrite;
 mod batch_run;
+mod batch_shape;
 pub mod batch_split;
 pub mod health;
 pub mod prometheus;

@@ -10,10 +10,11 @@ use serde_json::{Value, json};
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// A headless Chromium session with a fresh profile; chromedriver is killed on drop.
+/// A headless Chromium session with a fresh profile; chromedriver and its browsers are killed on
+/// drop.
 pub struct Browser {
     pub client: Client,
-    _driver: tokio::process::Child,
+    driver: tokio::process::Child,
     _profile: tempfile::TempDir,
 }
 
@@ -45,7 +46,7 @@ impl Browser {
             .expect("WebDriver session");
         Browser {
             client,
-            _driver: driver,
+            driver,
             _profile: profile,
         }
     }
@@ -118,6 +119,22 @@ impl Browser {
     }
 }
 
+/// chromedriver leads its own process group: killing it alone left every Chromium it started
+/// running, orphaned, after the test.
+impl Drop for Browser {
+    fn drop(&mut self) {
+        use rustix::process::{Pid, Signal, kill_process_group};
+        if let Some(pid) = self
+            .driver
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .and_then(Pid::from_raw)
+        {
+            let _ = kill_process_group(pid, Signal::KILL);
+        }
+    }
+}
+
 /// Starts chromedriver on a free port and waits until it answers; a new port is tried when the
 /// driver exited (another process took the port between its choice and the driver's bind).
 /// The driver must still run after it answered, so a foreign server on the port never counts.
@@ -130,6 +147,7 @@ async fn start_driver() -> (tokio::process::Child, String) {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .expect("chromedriver (scripts/setup.sh installs chromium-driver)");
         let url = format!("http://127.0.0.1:{port}");
