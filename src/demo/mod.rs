@@ -25,6 +25,8 @@ pub mod service;
 mod simulation;
 pub mod traffic_stack;
 
+pub use process::kill_group;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -192,7 +192,7 @@ impl Drop for ChildProcess {
 /// SIGKILL to the child's whole process group (it leads one, `process_group(0)`): nginx's
 /// workers outlived a SIGKILL to their master alone and piled up, orphaned, run after run.
 /// An error means the group is already gone.
-pub(crate) fn kill_group(child: &Child) {
+pub fn kill_group(child: &Child) {
     use rustix::process::{Pid, Signal, kill_process_group};
     if let Some(pid) = child
         .id()

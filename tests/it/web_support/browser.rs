@@ -123,15 +123,7 @@ impl Browser {
 /// running, orphaned, after the test.
 impl Drop for Browser {
     fn drop(&mut self) {
-        use rustix::process::{Pid, Signal, kill_process_group};
-        if let Some(pid) = self
-            .driver
-            .id()
-            .and_then(|p| i32::try_from(p).ok())
-            .and_then(Pid::from_raw)
-        {
-            let _ = kill_process_group(pid, Signal::KILL);
-        }
+        canaryd::demo::kill_group(&self.driver);
     }
 }
 
