@@ -23,6 +23,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::analysis::{self, Gathered, TickQuery};
+use super::gather_many::Item;
+use super::gather_memo::QueryMemo;
 use super::scheduler::{Slot, TickRequest};
 use crate::rollout::Rollout;
 use crate::rules::Rule;
@@ -58,9 +60,28 @@ pub struct SlotGathering {
 /// ([`TickDeadline`]; its metric is judged `error`), and the whole gathering is cut at
 /// `started + deadline` as a safety net. Fewer answers than items (only when the net fired)
 /// leave the rest to the missed-deadline tick.
+///
+/// The rollouts come without their memos ([`super::gather_memo`]), so theirs are built for this
+/// call; a live slot hands its rollouts' own ([`gather_known`]).
 pub async fn gather_slot(
     source: &PrometheusSource,
     items: &[(&Rule, &Rollout)],
+    end: SystemTime,
+    how: &SlotGathering,
+) -> Vec<Gathered> {
+    let memos: Vec<QueryMemo> = items.iter().map(|_| QueryMemo::default()).collect();
+    let items: Vec<Item<'_>> = items
+        .iter()
+        .zip(&memos)
+        .map(|(&(rule, rollout), memo)| (rule, rollout, memo))
+        .collect();
+    gather_known(source, &items, end, how).await
+}
+
+/// [`gather_slot`] for rollouts with their memos.
+async fn gather_known(
+    source: &PrometheusSource,
+    items: &[Item<'_>],
     end: SystemTime,
     how: &SlotGathering,
 ) -> Vec<Gathered> {
@@ -91,20 +112,20 @@ fn net_margin(deadline: Duration) -> Duration {
 /// in the items' order.
 async fn gather_batched(
     source: &PrometheusSource,
-    items: &[(&Rule, &Rollout)],
+    items: &[Item<'_>],
     end: SystemTime,
     limits: &Limits,
     by: TickDeadline,
 ) -> Vec<Gathered> {
     let mut by_window: std::collections::BTreeMap<Duration, Vec<usize>> = Default::default();
-    for (i, (rule, _)) in items.iter().enumerate() {
+    for (i, (rule, _, _)) in items.iter().enumerate() {
         by_window
             .entry(rule.spec.analysis.window)
             .or_default()
             .push(i);
     }
     let mut out: Vec<Option<Gathered>> = vec![None; items.len()];
-    type Group<'a> = (Duration, Vec<usize>, Vec<(&'a Rule, &'a Rollout)>);
+    type Group<'a> = (Duration, Vec<usize>, Vec<Item<'a>>);
     let groups: Vec<Group<'_>> = by_window
         .into_iter()
         .map(|(window, indices)| {
@@ -113,7 +134,7 @@ async fn gather_batched(
         })
         .collect();
     let fetches = groups.iter().map(|(window, _, group)| {
-        super::gather_many::fetch_many_by(source, group, end, *window, true, limits, Some(by))
+        super::gather_many::fetch_known(source, group, end, *window, limits, Some(by))
     });
     let answers = futures_util::future::join_all(fetches).await;
     for ((_, indices, _), gathered) in groups.iter().zip(answers) {
@@ -128,14 +149,14 @@ async fn gather_batched(
 
 async fn gather_alone(
     source: &PrometheusSource,
-    items: &[(&Rule, &Rollout)],
+    items: &[Item<'_>],
     end: SystemTime,
     by: TickDeadline,
 ) -> Vec<Gathered> {
     // Collected first: a lazy `map` inside the stream trips `Send` inference (see `fetch`).
     let fetches: Vec<_> = items
         .iter()
-        .map(|(rule, rollout)| {
+        .map(|(rule, rollout, _)| {
             let query = TickQuery {
                 end,
                 window: rule.spec.analysis.window,
@@ -260,16 +281,16 @@ pub(super) async fn answer_slot(
     let Some(deadline) = requests.iter().map(|r| r.deadline).min() else {
         return;
     };
-    let items: Vec<(&Rule, &Rollout)> = requests
+    let items: Vec<Item<'_>> = requests
         .iter()
-        .map(|r| (r.rule.as_ref(), r.rollout.as_ref()))
+        .map(|r| (&*r.rule, &*r.rollout, r.rule.queries()))
         .collect();
     let how = SlotGathering {
         limits: *limits,
         started,
         deadline,
     };
-    let gathered = gather_slot(source, &items, end, &how).await;
+    let gathered = gather_known(source, &items, end, &how).await;
     let mut gathered = gathered.into_iter();
     for request in requests {
         // A gatherer that returned too few answers leaves the rest missed, never passed.

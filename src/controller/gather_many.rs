@@ -7,31 +7,28 @@
 //! Sequential metrics (counter snapshots) are still read per rollout through
 //! [`analysis::fetch`]: their instant queries keep every series for the sequential test.
 
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 
 use super::analysis::{self, Fetched, Gathered, Metrics, TickQuery};
+use super::gather_memo::{Known, KnownMetric, QueryMemo, window_queries};
 use crate::judge::observation::Series;
 use crate::rollout::Rollout;
 use crate::rules::schema::MetricKind;
 use crate::rules::{Group, QueryContext, Rule};
 use crate::source::PrometheusSource;
-use crate::source::batch::{self, Limits, RangeRequest};
+use crate::source::batch::{self, Limits, Parsed, Request};
 use crate::source::tick_deadline::{TickDeadline, within};
 
 /// Rollouts fetched at once when batching is off, and for their counters.
 const CONCURRENT_ROLLOUTS: usize = 8;
 
-/// One window metric's two requests, in the order of the batched request list.
-struct Slot {
-    rollout: usize,
-    metric: String,
-    /// `Ok` when its canary and baseline requests are the next two in the list, else why the
-    /// queries could not be rendered.
-    requests: Result<(), String>,
-}
+/// A rollout of a slot with its queries' memo ([`super::gather_memo`]).
+pub(crate) type Item<'a> = (&'a Rule, &'a Rollout, &'a QueryMemo);
 
 /// The tick of every `(rule, rollout)` ending at `end`; result `i` belongs to `rollouts[i]`.
 /// `batched: false` asks every query alone (what the scale bench compares against).
@@ -58,6 +55,9 @@ pub async fn fetch_many(
 /// running: a batch job's members,
 /// a rollout's counters or (unbatched) a rollout's metric then fail with the deadline's message
 /// and are judged `error`; whatever answered in time is judged as usual.
+///
+/// The rollouts come without their memos, so theirs are built for this call ([`fetch_known`]
+/// is what a live slot calls).
 pub async fn fetch_many_by(
     source: &PrometheusSource,
     rollouts: &[(&Rule, &Rollout)],
@@ -68,7 +68,10 @@ pub async fn fetch_many_by(
     by: Option<TickDeadline>,
 ) -> Vec<Gathered> {
     if !batched {
-        let windows: usize = rollouts.iter().map(|(r, _)| window_metrics(r) * 2).sum();
+        let windows: usize = rollouts
+            .iter()
+            .map(|(r, _)| window_queries(r).count() * 2)
+            .sum();
         batch::count_queries("single", windows);
         // Futures collected first: a lazy `map` inside the stream trips the compiler's `Send`
         // inference for the spawning task (higher-ranked lifetimes), as in `analysis::fetch`.
@@ -83,10 +86,35 @@ pub async fn fetch_many_by(
             .collect()
             .await;
     }
-    let (requests, slots) = requests(rollouts, end, window);
-    let counters: Vec<_> = rollouts
+    let memos: Vec<QueryMemo> = rollouts.iter().map(|_| QueryMemo::default()).collect();
+    let items: Vec<Item<'_>> = rollouts
         .iter()
-        .map(|(rule, rollout)| sequential_only(source, rule, rollout, end, by))
+        .zip(&memos)
+        .map(|(&(rule, rollout), memo)| (rule, rollout, memo))
+        .collect();
+    fetch_known(source, &items, end, window, limits, by).await
+}
+
+/// [`fetch_many_by`] batched, each rollout's window queries taken from its memo (built when
+/// absent): their shapes plan the batches, and a query's text is rendered only if it is sent
+/// alone or logged.
+pub(crate) async fn fetch_known(
+    source: &PrometheusSource,
+    items: &[Item<'_>],
+    end: SystemTime,
+    window: Duration,
+    limits: &Limits,
+    by: Option<TickDeadline>,
+) -> Vec<Gathered> {
+    let known: Vec<Arc<Known>> = items
+        .iter()
+        .map(|(rule, rollout, memo)| memo.known(rule, rollout))
+        .collect();
+    let range = (end, window);
+    let requests = requests(items, &known, &range);
+    let counters: Vec<_> = items
+        .iter()
+        .map(|(rule, rollout, _)| sequential_only(source, rule, rollout, end, by))
         .collect();
     let counters = futures_util::stream::iter(counters)
         .buffered(CONCURRENT_ROLLOUTS)
@@ -95,6 +123,7 @@ pub async fn fetch_many_by(
         batch::range_many_by(source, &requests, limits, by),
         counters
     );
+    drop(requests);
     let mut metrics: Vec<Metrics> = counters;
     // Moved, not copied: the slot's points are held once, by the rollouts they belong to.
     let mut answers = answers.into_iter();
@@ -103,21 +132,26 @@ pub async fn fetch_many_by(
             message: "not asked (batching bug)".into(),
         })
     };
-    for slot in slots {
-        let fetched = match slot.requests {
-            Ok(()) => Fetched::Window {
-                canary: next(),
-                baseline: next(),
-            },
-            Err(message) => {
-                let failed = Series::Failed { message };
-                Fetched::Window {
-                    canary: failed.clone(),
-                    baseline: failed,
+    // In the order `requests` asked them: each rendered metric's canary, then its baseline.
+    for ((item, known), metrics) in items.iter().zip(&known).zip(&mut metrics) {
+        for ((m, _), k) in window_queries(item.0).zip(known.metrics.iter()) {
+            let fetched = match k {
+                KnownMetric::Rendered { .. } => Fetched::Window {
+                    canary: next(),
+                    baseline: next(),
+                },
+                KnownMetric::Failed(message) => {
+                    let failed = Series::Failed {
+                        message: message.clone(),
+                    };
+                    Fetched::Window {
+                        canary: failed.clone(),
+                        baseline: failed,
+                    }
                 }
-            }
-        };
-        metrics[slot.rollout].insert(slot.metric, fetched);
+            };
+            metrics.insert(m.name.clone(), fetched);
+        }
     }
     metrics
         .into_iter()
@@ -128,55 +162,79 @@ pub async fn fetch_many_by(
         .collect()
 }
 
-fn window_metrics(rule: &Rule) -> usize {
-    rule.metrics()
-        .filter(|m| matches!(m.kind(), MetricKind::Window(_)))
-        .count()
+/// One window query of one rollout: its shape from the memo, its text rendered only when asked
+/// ([`Request::text`]).
+struct WindowRequest<'a> {
+    rule: &'a Rule,
+    rollout: &'a Rollout,
+    template: &'a str,
+    group: Group,
+    shape: &'a Parsed,
+    /// The slot's end and window, shared by every request.
+    range: &'a (SystemTime, Duration),
 }
 
-/// Every window metric's canary and baseline request, rendered as [`analysis::fetch`] does.
-fn requests(
-    rollouts: &[(&Rule, &Rollout)],
-    end: SystemTime,
-    window: Duration,
-) -> (Vec<RangeRequest>, Vec<Slot>) {
-    let mut requests = Vec::new();
-    let mut slots = Vec::new();
-    for (index, (rule, rollout)) in rollouts.iter().enumerate() {
+impl Request for WindowRequest<'_> {
+    /// Rendered as the memo rendered it (same rule, rollout and template), so the text sent
+    /// alone is the one [`analysis::fetch`] sends.
+    fn text(&self) -> Result<Cow<'_, str>, String> {
         let ctx = QueryContext {
-            rollout: &rollout.id,
-            version: &rollout.version,
+            rollout: &self.rollout.id,
+            version: &self.rollout.version,
         };
-        let step = rule.spec.analysis.step;
-        for m in rule.metrics() {
-            let MetricKind::Window(q) = m.kind() else {
+        self.rule
+            .render(self.template, self.group, &ctx)
+            .map(Cow::Owned)
+            .map_err(|e| e.to_string())
+    }
+
+    fn known_shape(&self) -> Option<&Parsed> {
+        Some(self.shape)
+    }
+
+    fn end(&self) -> SystemTime {
+        self.range.0
+    }
+
+    fn window(&self) -> Duration {
+        self.range.1
+    }
+
+    fn step(&self) -> Duration {
+        self.rule.spec.analysis.step
+    }
+}
+
+/// Every rendered window metric's canary and baseline request, in the items' order.
+fn requests<'a>(
+    items: &[Item<'a>],
+    known: &'a [Arc<Known>],
+    range: &'a (SystemTime, Duration),
+) -> Vec<WindowRequest<'a>> {
+    let n = known
+        .iter()
+        .flat_map(|k| k.metrics.iter())
+        .filter(|k| matches!(k, KnownMetric::Rendered { .. }))
+        .count();
+    let mut requests = Vec::with_capacity(n * 2);
+    for (&(rule, rollout, _), known) in items.iter().zip(known) {
+        for ((_, template), k) in window_queries(rule).zip(known.metrics.iter()) {
+            let KnownMetric::Rendered { canary, baseline } = k else {
                 continue;
             };
-            let rendered = match (
-                rule.render(q, Group::Canary, &ctx),
-                rule.render(q, Group::Baseline, &ctx),
-            ) {
-                (Ok(cq), Ok(bq)) => {
-                    for query in [cq, bq] {
-                        requests.push(RangeRequest {
-                            query,
-                            end,
-                            window,
-                            step,
-                        });
-                    }
-                    Ok(())
-                }
-                (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
-            };
-            slots.push(Slot {
-                rollout: index,
-                metric: m.name.clone(),
-                requests: rendered,
-            });
+            for (group, shape) in [(Group::Canary, canary), (Group::Baseline, baseline)] {
+                requests.push(WindowRequest {
+                    rule,
+                    rollout,
+                    template,
+                    group,
+                    shape,
+                    range,
+                });
+            }
         }
     }
-    (requests, slots)
+    requests
 }
 
 /// The rollout's sequential metrics (their counters are per series, not batched), read as

@@ -18,6 +18,7 @@ mod due_cell;
 pub mod feed;
 pub mod gather;
 pub mod gather_many;
+mod gather_memo;
 mod group_commit;
 mod latest;
 pub mod lease;

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::gather_memo::RolloutRule;
 use crate::rollout::{Phase, Rollout};
-use crate::rules::Rule;
 
 /// A rollout in a state that wants analysis, from `from` on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,14 +74,18 @@ impl Published {
 /// What the scheduler gathers for a rollout without asking it: fixed for a task's life.
 #[derive(Clone)]
 pub(super) struct Member {
-    pub(super) rule: Arc<Rule>,
+    /// The rule snapshot, with the memo of the rollout's queries its ticks share.
+    pub(super) rule: RolloutRule,
     /// The tick's deadline ([`super::deadline::tick_deadline`]).
     pub(super) deadline: Duration,
 }
 
 impl Member {
-    pub(super) fn new(rule: Arc<Rule>, deadline: Duration) -> Member {
-        Member { rule, deadline }
+    pub(super) fn new(rule: impl Into<RolloutRule>, deadline: Duration) -> Member {
+        Member {
+            rule: rule.into(),
+            deadline,
+        }
     }
 }
 

@@ -31,10 +31,10 @@ use tokio::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::analysis::Gathered;
+use super::gather_memo::RolloutRule;
 use super::registry::{Member, Published, Wanted};
 use super::slots::{first_slot, next_slot};
 use crate::rollout::Rollout;
-use crate::rules::Rule;
 use crate::source::PrometheusSource;
 
 /// A slot has come for a rollout: answer with what to gather, or `None` to handle it alone.
@@ -52,7 +52,8 @@ pub(super) struct Planned {
 
 /// One rollout's part of a slot: what to gather for it, and where its answer goes.
 pub(super) struct TickRequest {
-    pub(super) rule: Arc<Rule>,
+    /// The rollout's rule, with the memo of its queries ([`super::gather_memo`]).
+    pub(super) rule: RolloutRule,
     /// Whose tick: its queries read the id and version (the actor judges its own state).
     pub(super) rollout: Arc<Rollout>,
     /// The tick's own deadline; the slot ends by the smallest of its rollouts'.

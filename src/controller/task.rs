@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use crate::store::leadership::Term;
 
 use super::deadline::tick_deadline;
+use super::gather_memo::RolloutRule;
 use super::registry::{Member, Wanted};
 use super::shell::{Command, Inner};
 use crate::rollout::{Event, Phase, Plan, Rollout};
@@ -56,7 +57,8 @@ pub(super) type Commands = super::commands::Receiver<Command>;
 
 pub(super) struct RolloutTask {
     pub(super) inner: Arc<Inner>,
-    pub(super) rule: Arc<Rule>,
+    /// The rule snapshot, and the memo of the rollout's queries every slot shares.
+    pub(super) rule: RolloutRule,
     pub(super) plan: Plan,
     /// The rollout as last decided and saved, shared with what the controller announced of it
     /// ([`super::latest`], the update stream): one copy at rest, not one per holder.
@@ -110,7 +112,7 @@ impl RolloutTask {
             probe,
             plan: Plan::from_rule(&rule),
             inner,
-            rule,
+            rule: RolloutRule::new(rule),
             state: Arc::new(state),
             rx,
             shutdown,

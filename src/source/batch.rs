@@ -22,8 +22,11 @@ use prometheus_http_query::response::Data;
 use super::PrometheusSource;
 pub use super::answer_split::Wanted;
 use super::batch_cache;
+pub use super::batch_cache::{Parsed, parsed};
 pub use super::batch_fallback::Fallback;
 use super::batch_fallback::regex_batches;
+pub use super::batch_request::Request;
+use super::batch_request::Text;
 use super::batch_rewrite::{Shape, member_key, varying_labels};
 pub use super::batch_run::count_queries;
 pub use super::batch_run::range_many_by;
@@ -154,21 +157,17 @@ pub(super) type Keyed = (Vec<String>, usize, Arc<Shape>);
 type GroupKey = (Arc<str>, SystemTime, Duration, Duration);
 
 /// Groups `requests` into jobs; every request is in exactly one.
-pub fn plan(requests: &[RangeRequest], limits: &Limits) -> Vec<Job> {
+pub fn plan<R: Request>(requests: &[R], limits: &Limits) -> Vec<Job> {
     let mut jobs = Vec::new();
     let mut groups: BTreeMap<GroupKey, Vec<(usize, Arc<Shape>)>> = BTreeMap::new();
-    let queries: Vec<&str> = requests.iter().map(|r| r.query.as_str()).collect();
-    for ((i, r), parsed) in requests
-        .iter()
-        .enumerate()
-        .zip(batch_cache::shapes(&queries))
-    {
+    for (i, parsed) in shapes(requests).into_iter().enumerate() {
+        let r = &requests[i];
         match parsed {
-            Ok(s) => groups
-                .entry((s.key.clone(), r.end, r.window, r.step))
+            Some(Ok(s)) => groups
+                .entry((s.key.clone(), r.end(), r.window(), r.step()))
                 .or_default()
                 .push((i, s)),
-            Err(_) => jobs.push(Job::Single(i)),
+            Some(Err(_)) | None => jobs.push(Job::Single(i)),
         }
     }
     for group in groups.into_values() {
@@ -177,8 +176,25 @@ pub fn plan(requests: &[RangeRequest], limits: &Limits) -> Vec<Job> {
     jobs
 }
 
-fn plan_group(
-    requests: &[RangeRequest],
+/// Every request's shape: the one it knows, else its text's from the memo (`None`: it has no
+/// text, and is asked alone to fail with why).
+fn shapes<R: Request>(requests: &[R]) -> Vec<Option<Parsed>> {
+    let mut out: Vec<Option<Parsed>> = requests.iter().map(|r| r.known_shape().cloned()).collect();
+    let unknown: Vec<(usize, std::borrow::Cow<'_, str>)> = requests
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| out[*i].is_none())
+        .filter_map(|(i, r)| Some((i, r.text().ok()?)))
+        .collect();
+    let texts: Vec<&str> = unknown.iter().map(|(_, t)| t.as_ref()).collect();
+    for ((i, _), parsed) in unknown.iter().zip(batch_cache::shapes(&texts)) {
+        out[*i] = Some(parsed);
+    }
+    out
+}
+
+fn plan_group<R: Request>(
+    requests: &[R],
     group: Vec<(usize, Arc<Shape>)>,
     limits: &Limits,
     jobs: &mut Vec<Job>,
@@ -191,7 +207,11 @@ fn plan_group(
     if labels.is_empty() {
         // Identical queries: one answer serves them all, up to the member cap.
         for chunk in group.chunks(limits.max_members.max(2)) {
-            push_batch(jobs, requests[chunk[0].0].query.clone(), Vec::new(), chunk);
+            match requests[chunk[0].0].text() {
+                Ok(query) => push_batch(jobs, query.into_owned(), Vec::new(), chunk),
+                // Without a text none is sent: each member fails alone with why.
+                Err(_) => jobs.extend(chunk.iter().map(|(i, _)| Job::Single(*i))),
+            }
         }
         return;
     }
@@ -215,20 +235,22 @@ fn plan_group(
                         .filter_map(|c| Some((c.len(), c.first()?.2.clone())))
                         .collect(),
                 };
+                // Moved, not cloned: the job holds the only copy of the members' keys.
                 jobs.push(Job::Wide {
                     query,
                     labels,
-                    members: keyed.iter().map(|(k, i, _)| (*i, k.clone())).collect(),
+                    members: keyed.into_iter().map(|(k, i, _)| (i, k)).collect(),
                     fallback,
                 });
                 return;
             }
             Err(why) => {
-                tracing::debug!(query = %requests[keyed[0].1].query, %why, "no wide batch");
+                tracing::debug!(query = %Text(&requests[keyed[0].1]), %why, "no wide batch");
             }
         }
     }
-    regex_batches(requests, &chunked, &labels, jobs);
+    let sizes: Vec<usize> = chunked.iter().map(|c| c.len()).collect();
+    regex_batches(requests, keyed, &sizes, &labels, jobs);
 }
 
 fn push_batch(
@@ -294,9 +316,9 @@ fn chunks<'a, T>(
 }
 
 /// Answers every request, batching what can be batched; result `i` is request `i`'s.
-pub async fn range_many<S: RangeSource>(
+pub async fn range_many<S: RangeSource, R: Request>(
     source: &S,
-    requests: &[RangeRequest],
+    requests: &[R],
     limits: &Limits,
 ) -> Vec<Series> {
     range_many_by(source, requests, limits, None).await

@@ -16,6 +16,9 @@ use super::batch_rewrite::{Refused, Shape, rewrite, rewrite_wide, shape};
 /// Distinct query texts remembered: 10,000 rollouts of 4 window metrics render 80,000, each
 /// kept as a digest, its shape's shared parts and its own values (about 200 bytes).
 const MAX_SHAPES: usize = 131_072;
+/// Distinct query keys whose tree is shared: one per metric template in use (a few dozen),
+/// bounded so rule reloads that change templates cannot grow it.
+const MAX_TREES: usize = 4_096;
 /// Distinct batch queries remembered (one per group and chunk; a few hundred at 10,000
 /// rollouts).
 const MAX_REWRITES: usize = 4_096;
@@ -87,20 +90,37 @@ fn remember(query: Digest, parsed: Result<Shape, Refused>) -> Parsed {
         m.shapes.clear();
         m.trees.clear();
     }
-    let parsed = parsed.map(|s| {
-        // One tree and one list of names per key, however many queries share it.
-        let s = match m.trees.get_key_value(&s.key) {
+    let parsed = parsed.map(|s| Arc::new(m.share(s)));
+    m.shapes.insert(query, parsed.clone());
+    parsed
+}
+
+/// The shape of one query, parsed now and not remembered by its text: for a caller that keeps
+/// the shape itself for as long as the text stays the same (a live rollout's queries,
+/// [`crate::controller::gather_memo`]), so the memo does not hold a second entry per query.
+/// Its tree and names are still shared with every other shape of its key.
+pub fn parsed(query: &str) -> Parsed {
+    let parsed = shape(query);
+    let mut m = memo();
+    if m.trees.len() >= MAX_TREES {
+        m.trees.clear();
+    }
+    parsed.map(|s| Arc::new(m.share(s)))
+}
+
+impl Memo {
+    /// `s` with its tree and names replaced by the memo's ones for its key: one tree and one
+    /// list of names per key, however many queries share it.
+    fn share(&mut self, s: Shape) -> Shape {
+        match self.trees.get_key_value(&s.key) {
             Some((key, (tree, names))) => s.sharing(key.clone(), tree.clone(), names.clone()),
             None => {
                 let shared = (s.expr.clone(), s.names.clone());
-                m.trees.insert(s.key.clone(), shared);
+                self.trees.insert(s.key.clone(), shared);
                 s
             }
-        };
-        Arc::new(s)
-    });
-    m.shapes.insert(query, parsed.clone());
-    parsed
+        }
+    }
 }
 
 /// [`rewrite`], remembered.

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::batch::{Job, Keyed, RangeRequest};
+use super::batch::{Job, Keyed, Request};
 use super::batch_cache;
+use super::batch_request::Text;
 use super::batch_rewrite::Shape;
 
 /// The regex batches a wide job falls back to, built only when it does ([`Fallback::jobs`]):
@@ -33,9 +34,9 @@ impl Fallback {
     /// The regex batches (and singles) [`plan`] makes without wide queries, for the wide job's
     /// members: `indices` and `keys` in its member order. A member past the planned batches
     /// (never, unless the lists were changed) is asked alone.
-    pub fn jobs(
+    pub fn jobs<R: Request>(
         &self,
-        requests: &[RangeRequest],
+        requests: &[R],
         labels: &[String],
         indices: &[usize],
         keys: &[Vec<String>],
@@ -54,32 +55,29 @@ impl Fallback {
             sizes.push(keyed.len() - before);
         }
         let mut jobs: Vec<Job> = members.map(|(i, _)| Job::Single(i)).collect();
-        let mut chunked: Vec<&[Keyed]> = Vec::with_capacity(sizes.len());
-        let mut rest = keyed.as_slice();
-        for n in sizes {
-            let (chunk, after) = rest.split_at(n);
-            chunked.push(chunk);
-            rest = after;
-        }
-        regex_batches(requests, &chunked, labels, &mut jobs);
+        regex_batches(requests, keyed, &sizes, labels, &mut jobs);
         jobs
     }
 }
 
-/// One regex batch per chunk (a chunk of one, or one whose rewrite is refused: singles).
-pub(super) fn regex_batches(
-    requests: &[RangeRequest],
-    chunked: &[&[Keyed]],
+/// One regex batch per run of `sizes` members of `keyed` (a run of one, or one whose rewrite is
+/// refused: singles). The members' keys are moved into the jobs, not copied.
+pub(super) fn regex_batches<R: Request>(
+    requests: &[R],
+    keyed: Vec<Keyed>,
+    sizes: &[usize],
     labels: &[String],
     jobs: &mut Vec<Job>,
 ) {
-    for chunk in chunked.iter().copied() {
+    let mut keyed = keyed.into_iter();
+    for &n in sizes {
+        let chunk: Vec<Keyed> = keyed.by_ref().take(n).collect();
         if chunk.len() < 2 {
             jobs.extend(chunk.iter().map(|(_, i, _)| Job::Single(*i)));
             continue;
         }
         let mut values: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (k, _, _) in chunk {
+        for (k, _, _) in &chunk {
             for (l, v) in labels.iter().zip(k) {
                 values.entry(l.clone()).or_default().insert(v.clone());
             }
@@ -88,12 +86,14 @@ pub(super) fn regex_batches(
             Ok(query) => jobs.push(Job::Batch {
                 query,
                 labels: labels.to_vec(),
-                members: chunk.iter().map(|(k, i, _)| (*i, k.clone())).collect(),
+                members: chunk.into_iter().map(|(k, i, _)| (i, k)).collect(),
             }),
             Err(why) => {
-                tracing::debug!(query = %requests[chunk[0].1].query, %why, "query not batched");
+                tracing::debug!(query = %Text(&requests[chunk[0].1]), %why, "query not batched");
                 jobs.extend(chunk.iter().map(|(_, i, _)| Job::Single(*i)));
             }
         }
     }
+    // Members past the runs (never, unless the sizes were changed) are asked alone.
+    jobs.extend(keyed.map(|(_, i, _)| Job::Single(i)));
 }

@@ -10,7 +10,7 @@
 
 use futures_util::StreamExt;
 
-use super::batch::{Job, Limits, RangeRequest, RangeSource, plan};
+use super::batch::{Job, Limits, RangeSource, Request, plan};
 use super::batch_split::{Extra, Members};
 use super::prometheus::QueryFailure;
 use super::prometheus::series;
@@ -25,9 +25,9 @@ pub fn count_queries(mode: &'static str, n: usize) {
 /// Answers every request, batching what can be batched; result `i` is request `i`'s. A job
 /// still running at `by` gives its members the deadline's failure, and only them: the jobs that
 /// answered in time keep their answers ([`super::tick_deadline`]).
-pub async fn range_many_by<S: RangeSource>(
+pub async fn range_many_by<S: RangeSource, R: Request>(
     source: &S,
-    requests: &[RangeRequest],
+    requests: &[R],
     limits: &Limits,
     by: Option<TickDeadline>,
 ) -> Vec<Series> {
@@ -92,9 +92,9 @@ fn split_members(
     (indices, members)
 }
 
-pub(super) async fn run<S: RangeSource>(
+pub(super) async fn run<S: RangeSource, R: Request>(
     source: &S,
-    requests: &[RangeRequest],
+    requests: &[R],
     job: Job,
     concurrency: usize,
 ) -> Vec<(usize, Series)> {
@@ -113,7 +113,7 @@ pub(super) async fn run<S: RangeSource>(
     // Shared, not copied: the fallback is built from them only if the wide query fails.
     let (labels, keys) = (wanted.labels.clone(), wanted.keys.clone());
     let why = match source
-        .range_split(&query, r.end, r.window, r.step, wanted)
+        .range_split(&query, r.end(), r.window(), r.step(), wanted)
         .await
     {
         Ok(Ok(split)) => return indices.into_iter().zip(split).collect(),
@@ -135,9 +135,9 @@ pub(super) async fn run<S: RangeSource>(
 }
 
 /// A single or regex batch job (a wide job is [`run`]'s).
-async fn run_one<S: RangeSource>(
+async fn run_one<S: RangeSource, R: Request>(
     source: &S,
-    requests: &[RangeRequest],
+    requests: &[R],
     job: Job,
     concurrency: usize,
 ) -> Vec<(usize, Series)> {
@@ -164,7 +164,10 @@ async fn run_one<S: RangeSource>(
     let (indices, wanted) = split_members(members, labels, Extra::Combinations);
     let answer = if identical {
         // Identical queries: every member gets the whole (single-series) answer.
-        match source.range_data(&query, r.end, r.window, r.step).await {
+        match source
+            .range_data(&query, r.end(), r.window(), r.step())
+            .await
+        {
             Ok(data) => {
                 let s = series(&data);
                 return indices.into_iter().map(|i| (i, s.clone())).collect();
@@ -173,7 +176,7 @@ async fn run_one<S: RangeSource>(
         }
     } else {
         source
-            .range_split(&query, r.end, r.window, r.step, wanted)
+            .range_split(&query, r.end(), r.window(), r.step(), wanted)
             .await
     };
     let why = match answer {
@@ -187,9 +190,9 @@ async fn run_one<S: RangeSource>(
     per_member(source, requests, indices, concurrency).await
 }
 
-async fn per_member<S: RangeSource>(
+async fn per_member<S: RangeSource, R: Request>(
     source: &S,
-    requests: &[RangeRequest],
+    requests: &[R],
     members: Vec<usize>,
     concurrency: usize,
 ) -> Vec<(usize, Series)> {
@@ -219,9 +222,16 @@ fn shed(members: Vec<usize>, why: &str, mode: &str) -> Vec<(usize, Series)> {
     members.into_iter().map(|i| (i, failed.clone())).collect()
 }
 
-/// One request alone, with `range_series`' semantics.
-async fn single<S: RangeSource>(source: &S, r: &RangeRequest) -> Series {
-    match source.range_data(&r.query, r.end, r.window, r.step).await {
+/// One request alone, with `range_series`' semantics; its text is made only now.
+async fn single<S: RangeSource, R: Request>(source: &S, r: &R) -> Series {
+    let query = match r.text() {
+        Ok(query) => query,
+        Err(message) => return Series::Failed { message },
+    };
+    match source
+        .range_data(&query, r.end(), r.window(), r.step())
+        .await
+    {
         Ok(data) => series(&data),
         Err(failure) => Series::Failed {
             message: failure.into_message(),

@@ -7,6 +7,7 @@ mod answer_split;
 pub mod batch;
 mod batch_cache;
 mod batch_fallback;
+mod batch_request;
 pub mod batch_rewrite;
 mod batch_run;
 mod batch_shape;
