@@ -164,7 +164,7 @@ pub(crate) async fn fetch_known(
 
 /// One window query of one rollout: its shape from the memo, its text rendered only when asked
 /// ([`Request::text`]).
-struct WindowRequest<'a> {
+pub(super) struct WindowRequest<'a> {
     rule: &'a Rule,
     rollout: &'a Rollout,
     template: &'a str,
@@ -206,7 +206,7 @@ impl Request for WindowRequest<'_> {
 }
 
 /// Every rendered window metric's canary and baseline request, in the items' order.
-fn requests<'a>(
+pub(super) fn requests<'a>(
     items: &[Item<'a>],
     known: &'a [Arc<Known>],
     range: &'a (SystemTime, Duration),

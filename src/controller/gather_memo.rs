@@ -159,3 +159,7 @@ pub(super) fn window_queries(
         _ => None,
     })
 }
+
+#[cfg(test)]
+#[path = "gather_memo_tests.rs"]
+mod tests;
