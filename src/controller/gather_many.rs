@@ -4,6 +4,8 @@
 //! [`analysis::fetch`] would give it: the same queries rendered the same way, answered by
 //! [`source::batch`](crate::source::batch) with batching on (one Prometheus query per group of
 //! alike queries, each result split back and checked) or one by one with batching off.
+//! Batched, each rollout's queries come from its memo ([`super::gather_memo`]) as shapes, and a
+//! text is rendered only for a query the batch sends alone or logs ([`fetch_known`]).
 //! Sequential metrics (counter snapshots) are still read per rollout through
 //! [`analysis::fetch`]: their instant queries keep every series for the sequential test.
 
