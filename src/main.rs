@@ -4,10 +4,25 @@ use clap::Parser;
 
 use canaryd::cli::{self, Cli, Command};
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // Before the runtime starts its threads: glibc's arena limit applies to threads made later.
+    cli::allocator::tune();
     let cli = Cli::parse();
-    let code = match cli.command {
+    let code = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("canaryd: cannot start the async runtime: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> i32 {
+    match cli.command {
         Command::Check(args) => cli::check::run(&args),
         Command::Judge(args) => cli::judge::run(&args),
         Command::Analyze(args) => report(cli::analyze::run(args).await),
@@ -16,8 +31,7 @@ async fn main() {
         Command::Demo(args) => report(cli::demo::run(args).await),
         Command::DemoService(args) => report(cli::demo_service::run(args).await),
         Command::Simulate(args) => cli::simulate::run(&args),
-    };
-    std::process::exit(code);
+    }
 }
 
 fn report(result: anyhow::Result<i32>) -> i32 {

@@ -1,5 +1,6 @@
 //! Command-line interface: the daemon, the offline tools and the API client.
 
+pub mod allocator;
 pub mod analyze;
 pub mod check;
 pub mod client;

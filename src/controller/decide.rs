@@ -4,6 +4,7 @@
 //! dropped, so the in-memory state never runs ahead of the disk, and the actor decides again
 //! after a backoff.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -14,7 +15,7 @@ use super::shell::{ControlError, Reply, Update};
 use super::supervisor::inject_fault;
 use super::task::RolloutTask;
 use super::transition_log::{event_label, log_transition};
-use crate::rollout::{Event, Rollout, Tick, handle, keeps_tick};
+use crate::rollout::{Action, Event, Rollout, Tick, Transition, handle, keeps_tick};
 use crate::store::StoreError;
 use crate::telemetry;
 
@@ -30,7 +31,60 @@ impl RolloutTask {
 
     /// Decide, save, publish. Returns the machine's rejection, if any, or the store's refusal,
     /// in which case the decision is dropped and nothing it asked for is performed.
-    pub(super) async fn apply(&mut self, event: Event) -> Result<Option<String>, StoreError> {
+    ///
+    /// The machine decides and the decision is queued for the commit at the call, not at the
+    /// first poll; the future only waits for the commit and then publishes. It is what every
+    /// rollout of a slot holds while their group commit runs, so it keeps only the decision's
+    /// handles: as an `async fn` holding the event, the transition and the save's request it
+    /// was 1,200 bytes a rollout (12 MB at 10,000 rollouts, in every slot).
+    pub(super) fn apply(
+        &mut self,
+        event: Event,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send + '_ {
+        let decided = self.decide(event);
+        async move {
+            let Decided {
+                before,
+                rollout,
+                actions,
+                rejected,
+                label,
+                commit,
+            } = decided;
+            if let Some(commit) = commit {
+                if let Err(e) = commit.await {
+                    self.save_failures += 1;
+                    tracing::error!(rollout = %before.id, error = %e, event = label, failures = self.save_failures,
+                        "decision not saved; not acting on it, will decide again");
+                    // A follower's refused write is its role, not a broken store.
+                    if !matches!(e, StoreError::NotLeader(_)) {
+                        self.inner.set_store_error(Some(e.to_string()));
+                    }
+                    return Err(e);
+                }
+                if self.save_failures > 0 {
+                    self.inner.set_store_error(None);
+                }
+                self.save_failures = 0;
+            }
+            self.state = rollout;
+            log_transition(&before, &self.state, &actions);
+            telemetry::record_rollout(&self.state, &before);
+            self.inner.announce(Update {
+                rollout: self.state.clone(),
+                event: label,
+                actions,
+            });
+            Ok(rejected)
+        }
+    }
+
+    /// The machine's decision on `event`, queued for the group commit when it changed anything
+    /// or carries a tick. Nothing is acted on or published yet.
+    fn decide(
+        &mut self,
+        event: Event,
+    ) -> Decided<impl Future<Output = Result<(), StoreError>> + Send + use<>> {
         let label = event_label(&event);
         if label == "tick" {
             inject_fault("tick");
@@ -60,34 +114,34 @@ impl RolloutTask {
             _ => TickRow::None,
         };
         let before = self.state.clone();
-        let t = handle(&self.state, &self.plan, event, now);
-        let changed = t.rollout != *before;
+        let Transition {
+            rollout,
+            actions,
+            rejected,
+        } = handle(&self.state, &self.plan, event, now);
+        let changed = rollout != *before;
         // Shared with the commit, not copied: the saved state is the one the actor then holds.
-        let rollout = Arc::new(t.rollout);
-        if changed || !matches!(row, TickRow::None) {
-            if let Err(e) = self.inner.commits.save(rollout.clone(), row).await {
-                self.save_failures += 1;
-                tracing::error!(rollout = %before.id, error = %e, event = label, failures = self.save_failures,
-                    "decision not saved; not acting on it, will decide again");
-                // A follower's refused write is its role, not a broken store.
-                if !matches!(e, StoreError::NotLeader(_)) {
-                    self.inner.set_store_error(Some(e.to_string()));
-                }
-                return Err(e);
-            }
-            if self.save_failures > 0 {
-                self.inner.set_store_error(None);
-            }
-            self.save_failures = 0;
+        let rollout = Arc::new(rollout);
+        let commit = (changed || !matches!(row, TickRow::None))
+            .then(|| self.inner.commits.save(rollout.clone(), row));
+        Decided {
+            before,
+            rollout,
+            actions,
+            rejected,
+            label,
+            commit,
         }
-        self.state = rollout;
-        log_transition(&before, &self.state, &t.actions);
-        telemetry::record_rollout(&self.state, &before);
-        self.inner.announce(Update {
-            rollout: self.state.clone(),
-            event: label,
-            actions: t.actions,
-        });
-        Ok(t.rejected)
     }
+}
+
+/// A decision between the machine and the commit: the state before and after, what the machine
+/// asked for, and the commit's answer to wait for (`None` when nothing needs saving).
+struct Decided<C> {
+    before: Arc<Rollout>,
+    rollout: Arc<Rollout>,
+    actions: Vec<Action>,
+    rejected: Option<String>,
+    label: &'static str,
+    commit: Option<C>,
 }

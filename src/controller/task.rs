@@ -233,6 +233,24 @@ mod tests {
     /// was 8.5 KB a rollout (heaptrack at 2,000 rollouts); boxed, they take heap only while
     /// they run. A structural bound (sizes are fixed at compile time), not a measurement: an
     /// arm left inline breaks it.
+    /// The same for a two-argument method.
+    fn method_future_size<A, B, R>(_: impl FnOnce(A, B) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every rollout of a slot waits for the group commit at once, inside `apply`'s future: the
+    /// decision is queued at the call, and the wait holds only its handles. As an `async fn`
+    /// holding the event, the transition and the save's request it was 1,200 bytes. Structural,
+    /// as above: moving the decision back into the future breaks it.
+    #[test]
+    fn a_decision_waiting_for_its_commit_holds_only_handles() {
+        let waiting = method_future_size(super::RolloutTask::apply);
+        assert!(
+            waiting <= 384,
+            "a decision waiting for its commit is {waiting} bytes"
+        );
+    }
+
     #[test]
     fn a_rollouts_resting_future_holds_its_task_not_its_biggest_arm() {
         let supervised = future_size(super::super::supervisor::supervise);

@@ -108,7 +108,7 @@ pub(super) fn evidence_check(
     });
     check.canary_samples = evidence.ticks as usize;
     check.baseline_samples = evidence.ticks as usize;
-    check.evidence = Some(evidence);
+    check.evidence = Some(Box::new(evidence));
     check
 }
 

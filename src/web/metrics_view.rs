@@ -249,7 +249,7 @@ mod tests {
             effect: None,
             canary_samples: 10,
             baseline_samples: 10,
-            evidence: Some(Evidence {
+            evidence: Some(Box::new(Evidence {
                 e_value,
                 max_e: e_value,
                 p_value: (1.0 / e_value).min(1.0),
@@ -258,7 +258,7 @@ mod tests {
                 baseline_rate: Some(0.01),
                 best_ratio: None,
                 ticks: 1,
-            }),
+            })),
             muted: false,
             reason: "<b>why</b>".into(),
         };
