@@ -269,12 +269,15 @@ mod tests {
             (0, 0),
             (0, -10),
             (-(1 << 53), 1 << 52),
+            (0, 10),
         ] {
             let members = [
                 vec![p(0.0, 1.0), p(10.0, 2.0)],
                 vec![p(9_007_199_254_740_992.0, 1.0)],
+                // On the grid but for its sign: read back as `0.0` it would not be the same.
+                vec![p(-0.0, 1.0), p(10.0, 2.0)],
             ];
-            let points = Points::new(origin, step, 3, members.iter().map(Vec::as_slice));
+            let points = Points::new(origin, step, 5, members.iter().map(Vec::as_slice));
             assert_eq!(bits(&stored(&points)), bits(&members), "{origin} {step}");
         }
     }
