@@ -626,3 +626,57 @@ async fn a_tick_keeps_the_answer_it_reuses_when_another_tick_fails_meanwhile() {
     let got = slow.await.expect("tick A");
     assert_eq!(got, Ok(answer(&k, 1000, WINDOW, i64::MAX, 0.0)));
 }
+
+#[tokio::test]
+async fn members_in_another_order_or_fewer_reuse_their_own_points() {
+    let cache = cache();
+    let labels = vec!["service".to_string()];
+    // Each member's value tells whose it is and when it was taken.
+    let held = |keys: &[Vec<String>], end: i64, window: i64| -> Split {
+        Ok(keys
+            .iter()
+            .map(|k| {
+                let n: f64 = k[0].trim_start_matches("svc-").parse().expect("svc-N");
+                Series::Points {
+                    points: (0..)
+                        .map(|j| end - window + j * STEP)
+                        .take_while(|t| *t <= end)
+                        .map(|t| Point {
+                            at: t as f64,
+                            value: n * 1000.0 + t as f64,
+                        })
+                        .collect(),
+                }
+            })
+            .collect())
+    };
+    let ask = |keys: Vec<Vec<String>>, end: i64| {
+        let asked = Arc::new(Mutex::new(Duration::ZERO));
+        let seen = Arc::clone(&asked);
+        let (cache, labels) = (Arc::clone(&cache), labels.clone());
+        async move {
+            let got = cache
+                .range_split(
+                    "q",
+                    at(end),
+                    Duration::from_secs(WINDOW as u64),
+                    Duration::from_secs(STEP as u64),
+                    wanted(&labels, &keys),
+                    move |f: Fetch| {
+                        *seen.lock().expect("lock") = f.window;
+                        let got = held(&keys, end, f.window.as_secs() as i64);
+                        async move { Ok(got) }
+                    },
+                )
+                .await;
+            let w = *asked.lock().expect("lock");
+            (got.expect("answered"), w)
+        }
+    };
+    let k = keys(4);
+    let _ = ask(k.clone(), 990).await;
+    let shuffled = vec![k[3].clone(), k[0].clone(), k[2].clone()];
+    let (got, w) = ask(shuffled.clone(), 1000).await;
+    assert_eq!(w, Duration::from_secs(30), "every member was known: reused");
+    assert_eq!(got, held(&shuffled, 1000, WINDOW));
+}
