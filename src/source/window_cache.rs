@@ -268,7 +268,7 @@ impl WindowCache {
             None => series,
         };
         // Built outside the lock; the entry this tick reused is let go once replaced.
-        let entry = entry_of(&key, end_s, &members.keys, &merged);
+        let entry = entry_of(&key, end_s, self.settled_after, &members.keys, &merged);
         remember(&mut self.lock(), key, end_s, entry);
         // Remembered first, then the claim ends: a waiter that wakes finds the answer.
         drop(fill);

@@ -38,6 +38,14 @@ pub(super) enum Index {
 }
 
 impl Entry {
+    /// Points held, all members together.
+    #[cfg(test)]
+    pub(super) fn points_held(&self) -> usize {
+        (0..self.keys.len())
+            .map(|i| self.points.member(i).count())
+            .sum()
+    }
+
     /// Where each of `keys` is in this entry, or `None` when one is new. The members of a
     /// steady batch are the same, in the same order, tick after tick: compared without a map.
     pub(super) fn index_of(&self, keys: &[Vec<String>]) -> Option<Index> {
@@ -136,9 +144,13 @@ pub(super) fn merge(kept: &Kept, fresh: Vec<Series>) -> Vec<Series> {
 /// The entry to remember of an answer ending at `end_s`, each member's points stored on `key`'s
 /// step grid; `None` when a member cannot be continued (not plain points, or missing), so the
 /// next tick asks in full. Built outside the lock.
+///
+/// Only the points a later window can reuse are stored ([`reusable`]): 9 of 13 at a 2 m window,
+/// 10 s steps and `settled_after` 30 s.
 pub(super) fn entry_of(
     key: &Key,
     end_s: i64,
+    settled_after: i64,
     keys: &Arc<[Vec<String>]>,
     series: &[Series],
 ) -> Option<Entry> {
@@ -146,12 +158,13 @@ pub(super) fn entry_of(
         return None;
     }
     let series = &series[..keys.len()];
+    let keep = reusable(end_s, key.window_s, key.step_s, settled_after);
     let mut total = 0usize;
     for s in series {
         let Series::Points { points } = s else {
             return None;
         };
-        total = total.saturating_add(points.len());
+        total = total.saturating_add(grid::kept(points, keep).count());
     }
     let members = series.iter().map(|s| match s {
         Series::Points { points } => points.as_slice(),
@@ -161,8 +174,37 @@ pub(super) fn entry_of(
     Some(Entry {
         end_s,
         keys: Arc::clone(keys),
-        points: grid::Points::new(origin, key.step_s, total, members),
+        points: grid::Points::new(origin, key.step_s, keep, total, members),
     })
+}
+
+/// The times, `[from, to)`, of the points of an answer ending at `end_s` that a later window
+/// can reuse; `None` (keep all) when they cannot be computed without overflow.
+///
+/// A later window is reused only when it ends a whole number of steps later ([`plan_for`]), so
+/// it starts at least one step after this one and never holds this window's first point; and
+/// it reuses only points before the first grid point after `end_s - settled_after` (younger
+/// ones were not settled and are asked again). The grids agree, so that point is the same
+/// whichever later window asks. Pure.
+pub(in crate::source) fn reusable(
+    end_s: i64,
+    window_s: i64,
+    step_s: i64,
+    settled_after: i64,
+) -> Option<(f64, f64)> {
+    if step_s <= 0 || window_s < 0 {
+        return None;
+    }
+    let origin = end_s.checked_sub(window_s)?;
+    let from = origin.checked_add(step_s)?;
+    let cutoff = end_s.checked_sub(settled_after)?;
+    if cutoff < from {
+        // Nothing a later window reuses: it asks whole.
+        return Some((from as f64, from as f64));
+    }
+    let steps = (cutoff - origin) / step_s + 1;
+    let to = origin.checked_add(steps.checked_mul(step_s)?)?;
+    Some((from as f64, to as f64))
 }
 
 /// Remembers `entry` (from [`entry_of`]) as `key`'s last answer; `None` forgets it.

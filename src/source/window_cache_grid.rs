@@ -36,12 +36,14 @@ enum Span {
 }
 
 impl Points {
-    /// Stores `members`' points on the grid `origin + k * step` where they lie on it.
-    /// `total` is how many points they hold in all (the values' capacity; exact when every
-    /// member is on the grid).
+    /// Stores `members`' points within `keep` (`[from, to)`, the others dropped; `None` keeps
+    /// all) on the grid
+    /// `origin + k * step` where they lie on it. `total` is how many points that keeps in all
+    /// (the values' capacity; exact when every member is on the grid).
     pub(super) fn new<'a>(
         origin: i64,
         step: i64,
+        keep: Option<(f64, f64)>,
         total: usize,
         members: impl ExactSizeIterator<Item = &'a [Point]>,
     ) -> Points {
@@ -53,24 +55,28 @@ impl Points {
             off: Vec::new(),
         };
         for m in members {
-            points.push(m);
+            points.push(kept(m, keep));
         }
         points
     }
 
-    fn push(&mut self, member: &[Point]) {
-        let span = match (self.on_grid(member), u32::try_from(self.values.len())) {
-            (Some(first), Ok(offset)) if u32::try_from(member.len()).is_ok() => {
-                self.values.extend(member.iter().map(|p| p.value));
+    fn push<'a>(&mut self, member: impl Iterator<Item = &'a Point> + Clone) {
+        let len = member.clone().count();
+        let span = match (
+            self.on_grid(member.clone()),
+            u32::try_from(self.values.len()),
+        ) {
+            (Some(first), Ok(offset)) if u32::try_from(len).is_ok() => {
+                self.values.extend(member.map(|p| p.value));
                 Span::Grid {
                     offset,
                     first,
-                    len: member.len() as u32,
+                    len: len as u32,
                 }
             }
             _ => match u32::try_from(self.off.len()) {
                 Ok(i) => {
-                    self.off.push(member.to_vec());
+                    self.off.push(member.copied().collect());
                     Span::Off(i)
                 }
                 // Past 4 billion members: never in a batch (bounded far lower), but a member
@@ -87,8 +93,8 @@ impl Points {
 
     /// The grid slot of `member`'s first point, when every point is exactly (bit for bit) at
     /// consecutive grid times from there.
-    fn on_grid(&self, member: &[Point]) -> Option<u32> {
-        let Some(first) = member.first() else {
+    fn on_grid<'a>(&self, member: impl Iterator<Item = &'a Point> + Clone) -> Option<u32> {
+        let Some(first) = member.clone().next() else {
             return Some(0);
         };
         let t0 = whole(first.at)?;
@@ -146,6 +152,17 @@ impl Points {
     }
 }
 
+/// The points of `member` within `keep` (`[from, to)`; `None` keeps all), as [`Points::new`]
+/// stores them.
+pub(super) fn kept(
+    member: &[Point],
+    keep: Option<(f64, f64)>,
+) -> impl Iterator<Item = &Point> + Clone {
+    member
+        .iter()
+        .filter(move |p| keep.is_none_or(|(from, to)| p.at >= from && p.at < to))
+}
+
 /// `at` as whole seconds, when it is exactly one (bit for bit: `-0.0` is not `0`).
 fn whole(at: f64) -> Option<i64> {
     // Within ±2^53 every whole second is exact as an `f64`, and the cast cannot saturate.
@@ -200,6 +217,8 @@ impl ExactSizeIterator for Iter<'_> {}
 mod tests {
     use super::*;
 
+    const ALL: Option<(f64, f64)> = None;
+
     fn p(at: f64, value: f64) -> Point {
         Point { at, value }
     }
@@ -251,7 +270,7 @@ mod tests {
             vec![p(890.0, 1.0), p(880.0, 2.0)],
         ];
         let total = members.iter().map(Vec::len).sum();
-        let points = Points::new(880, 10, total, members.iter().map(Vec::as_slice));
+        let points = Points::new(880, 10, ALL, total, members.iter().map(Vec::as_slice));
         assert_eq!(bits(&stored(&points)), bits(&members));
         assert_eq!(points.member(members.len()).count(), 0, "none past the end");
         assert_eq!(
@@ -277,7 +296,7 @@ mod tests {
                 // On the grid but for its sign: read back as `0.0` it would not be the same.
                 vec![p(-0.0, 1.0), p(10.0, 2.0)],
             ];
-            let points = Points::new(origin, step, 5, members.iter().map(Vec::as_slice));
+            let points = Points::new(origin, step, ALL, 5, members.iter().map(Vec::as_slice));
             assert_eq!(bits(&stored(&points)), bits(&members), "{origin} {step}");
         }
     }
@@ -285,7 +304,7 @@ mod tests {
     #[test]
     fn points_on_the_grid_take_8_bytes_each_in_one_allocation() {
         let members: Vec<Vec<Point>> = (0..1000).map(|_| grid(880, 13, 10)).collect();
-        let points = Points::new(880, 10, 13_000, members.iter().map(Vec::as_slice));
+        let points = Points::new(880, 10, ALL, 13_000, members.iter().map(Vec::as_slice));
         assert!(points.off.is_empty());
         assert_eq!(points.values.capacity(), 13_000);
         assert_eq!(

@@ -680,3 +680,61 @@ async fn members_in_another_order_or_fewer_reuse_their_own_points() {
     assert_eq!(w, Duration::from_secs(30), "every member was known: reused");
     assert_eq!(got, held(&shuffled, 1000, WINDOW));
 }
+
+#[test]
+fn an_entry_keeps_only_the_points_a_later_window_can_reuse() {
+    // An answer 880..=1000: a later window starts at 890 or after, and reuses only points
+    // settled at 1000 (up to 970, before 980).
+    assert_eq!(
+        entry::reusable(1000, WINDOW, STEP, 30),
+        Some((890.0, 980.0))
+    );
+    assert_eq!(
+        entry::reusable(1000, WINDOW, STEP, 25),
+        Some((890.0, 980.0)),
+        "975 is settled but off the grid: the next grid point is still asked"
+    );
+    assert_eq!(
+        entry::reusable(1000, WINDOW, STEP, 200),
+        Some((890.0, 890.0)),
+        "nothing is settled inside a later window"
+    );
+    for (end, w, s, settle) in [
+        (i64::MIN, i64::MAX, 1, 0),
+        (i64::MAX, 0, i64::MAX, i64::MIN),
+        (0, 10, 0, 1),
+        (5, -1, 1, 1),
+    ] {
+        let _ = entry::reusable(end, w, s, settle);
+    }
+}
+
+#[tokio::test]
+async fn whatever_a_later_window_asks_the_trimmed_entry_holds_its_points() {
+    // Every later end a whole number of steps on, with every settled_after: the merged answer
+    // is the whole window's.
+    for settle in [10, 25, 30, 60, 110, 130] {
+        for ahead in [1, 2, 3, 5, 11, 12, 13] {
+            let cache = Arc::new(WindowCache::new(Duration::from_secs(settle)));
+            let k = keys(2);
+            let _ = ask(&cache, &k, 990, i64::MAX, 0.0).await;
+            let end = 990 + ahead * STEP;
+            let (got, _) = ask(&cache, &k, end, i64::MAX, 0.0).await;
+            assert_eq!(
+                got,
+                answer(&k, end, WINDOW, i64::MAX, 0.0),
+                "settled_after {settle}, {ahead} steps on"
+            );
+        }
+    }
+    let cache = cache();
+    let k = keys(3);
+    let _ = ask(&cache, &k, 1000, i64::MAX, 0.0).await;
+    let entries = cache.lock();
+    let entry = entries.values().next().expect("remembered");
+    assert_eq!(
+        entry.points_held(),
+        3 * 9,
+        "890..=970 of each member, not all 13"
+    );
+}
