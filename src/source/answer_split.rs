@@ -97,20 +97,28 @@ impl<'w> State<'w> {
         if let Some(why) = self.refused.take() {
             return Some(Err(why));
         }
-        Some(Ok(self
-            .wanted
-            .keys
-            .iter()
-            .map(|k| Series::Points {
-                points: self
-                    .found
-                    .get(k.as_slice())
-                    .cloned()
-                    .flatten()
-                    .unwrap_or_default(),
-            })
-            .collect()))
+        let keys = self.wanted.keys;
+        Some(Ok(in_order(keys, &mut self.found)))
     }
+}
+
+/// Each of `keys`' points out of `found`, moved, not copied: the answer is the one copy. A key
+/// that occurs twice (never in a batch, whose members are distinct) gets the same points twice.
+fn in_order(
+    keys: &[Vec<String>],
+    found: &mut BTreeMap<&[String], Option<Vec<Point>>>,
+) -> Vec<Series> {
+    let distinct = found.len() == keys.len();
+    keys.iter()
+        .map(|k| {
+            let slot = found
+                .get_mut(k.as_slice())
+                .and_then(|p| if distinct { p.take() } else { p.clone() });
+            Series::Points {
+                points: slot.unwrap_or_default(),
+            }
+        })
+        .collect()
 }
 
 /// Which of `names` an object's key is (`None`: another key), read without keeping it.

@@ -256,3 +256,21 @@ fn a_wide_answer_of_many_services_splits_like_the_whole_parse() {
     assert_eq!(got.len(), keys.len());
     assert_eq!(points(&got[1]), vec![(1.0, 9.0), (2.0, 8.0)]);
 }
+
+#[test]
+fn a_member_asked_twice_gets_its_points_both_times_both_ways() {
+    // The answer's points are moved out, not copied; a repeated key must still get them twice.
+    let (l, k) = (
+        labels(),
+        vec![key("a", "canary"), key("b", "canary"), key("a", "canary")],
+    );
+    let body = answer(&[
+        (&[("service", "a"), ("track", "canary")], &[(1.0, "1")]),
+        (&[("service", "b"), ("track", "canary")], &[(1.0, "2")]),
+    ]);
+    let got = assert_alike(&body, wanted(&l, &k, Extra::Combinations));
+    let got = got.expect("splits");
+    assert_eq!(points(&got[0]), vec![(1.0, 1.0)]);
+    assert_eq!(points(&got[1]), vec![(1.0, 2.0)]);
+    assert_eq!(points(&got[2]), vec![(1.0, 1.0)], "the repeated member too");
+}

@@ -79,10 +79,17 @@ pub fn split(data: &Data, labels: &[String], keys: &[Vec<String>], extra: Extra)
             return Err("several batch series for one member".into());
         }
     }
+    // Moved out, not copied, unless a key occurs twice (never in a batch: members are distinct).
+    let distinct = wanted.len() == keys.len();
     Ok(keys
         .iter()
         .map(|k| Series::Points {
-            points: found.get(k.as_slice()).cloned().unwrap_or_default(),
+            points: if distinct {
+                found.remove(k.as_slice())
+            } else {
+                found.get(k.as_slice()).cloned()
+            }
+            .unwrap_or_default(),
         })
         .collect())
 }

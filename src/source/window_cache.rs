@@ -25,12 +25,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::batch_split::{Extra, Members, Split};
 use super::prometheus::QueryFailure;
 use super::window_cache_fill::{Claim, FillGuard, Fills, ended};
-use crate::judge::observation::Point;
 
 #[path = "window_cache_entry.rs"]
 mod entry;
 pub(super) use entry::plan_for;
-use entry::{Entry, kept, merge, remember};
+use entry::{Entry, Kept, entry_of, merge, remember};
 
 /// How a batch's window will be asked.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,8 +73,8 @@ struct Planned {
     key: Key,
     end_s: i64,
     ask: Ask,
-    /// The reused points of each member, for [`Ask::From`].
-    kept: Option<Vec<Vec<Point>>>,
+    /// The last answer and what of it is reused, for [`Ask::From`].
+    kept: Option<Kept>,
     /// Held while this tick fills the whole window.
     fill: Option<FillGuard<Key>>,
 }
@@ -84,7 +83,7 @@ struct Planned {
 #[derive(Debug)]
 pub struct WindowCache {
     settled_after: i64,
-    entries: Mutex<HashMap<Key, Entry>>,
+    entries: Mutex<HashMap<Key, Arc<Entry>>>,
     fills: Fills<Key>,
     /// Windows asked whole and in part since start: what `/metrics` counts, for tests too.
     full: AtomicU64,
@@ -179,10 +178,15 @@ impl WindowCache {
                     key.step_s,
                     self.settled_after,
                 );
-                // The kept points are copied out under the lock, so a tick that fails
-                // meanwhile (and drops the entry) cannot take them from under this one.
+                // The entry is shared, not copied, under the lock: a tick that fails meanwhile
+                // (and drops it from the map) cannot take its points from under this one.
                 if let (Ask::From { from, .. }, Some(entry), Some(index)) = (ask, entry, index) {
-                    let kept = kept(entry, &index, end_s - key.window_s, from);
+                    let kept = Kept {
+                        entry: Arc::clone(entry),
+                        index,
+                        start: end_s.saturating_sub(key.window_s),
+                        from,
+                    };
                     return Planned {
                         key,
                         end_s,
@@ -259,17 +263,19 @@ impl WindowCache {
                 return other;
             }
         };
-        let merged = match (ask, kept) {
-            (Ask::From { from, .. }, Some(kept)) => merge(kept, series, from),
-            _ => series,
+        let merged = match kept {
+            Some(kept) => merge(&kept, series),
+            None => series,
         };
-        remember(&mut self.lock(), key, end_s, &members.keys, &merged);
+        // Built outside the lock; the entry this tick reused is let go once replaced.
+        let entry = entry_of(&key, end_s, self.settled_after, &members.keys, &merged);
+        remember(&mut self.lock(), key, end_s, entry);
         // Remembered first, then the claim ends: a waiter that wakes finds the answer.
         drop(fill);
         Ok(Ok(merged))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Entry>>> {
         // A panic while holding it cannot leave an entry half-written (entries are replaced
         // whole), so a poisoned lock is still sound to use.
         self.entries

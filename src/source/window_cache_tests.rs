@@ -2,7 +2,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
-use crate::judge::observation::Series;
+use crate::judge::observation::{Point, Series};
 use crate::source::prometheus::QueryFailure;
 
 const STEP: i64 = 10;
@@ -446,4 +446,295 @@ async fn a_prometheus_that_is_down_leaves_no_fill_and_no_entry() {
         "every tick asks whole, one at a time"
     );
     assert!(cache.lock().is_empty());
+}
+
+fn capacities(split: &Split) -> Vec<(usize, usize)> {
+    let Ok(series) = split else {
+        panic!("not split: {split:?}")
+    };
+    series
+        .iter()
+        .map(|s| match s {
+            Series::Points { points } => (points.len(), points.capacity()),
+            other => panic!("not points: {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_merged_series_is_allocated_at_its_exact_size() {
+    let cache = cache();
+    let k = keys(5);
+    let _ = ask(&cache, &k, 990, i64::MAX, 0.0).await;
+    for end in [1000, 1010, 1040] {
+        let (got, w) = ask(&cache, &k, end, i64::MAX, 0.0).await;
+        assert!(w < Duration::from_secs(WINDOW as u64), "reused at {end}");
+        assert_eq!(got, answer(&k, end, WINDOW, i64::MAX, 0.0));
+        for (len, capacity) in capacities(&got) {
+            assert_eq!(len, 13);
+            assert_eq!(capacity, len, "no spare room held until the tick is judged");
+        }
+    }
+}
+
+/// A fake Prometheus that answers the window it is asked from `points`, member by member.
+async fn ask_points(
+    cache: &Arc<WindowCache>,
+    keys: &[Vec<String>],
+    end: i64,
+    points: Vec<Vec<Point>>,
+) -> (Split, Duration) {
+    let labels = vec!["service".to_string()];
+    let asked = Arc::new(Mutex::new(Duration::ZERO));
+    let seen = Arc::clone(&asked);
+    let got = cache
+        .range_split(
+            "q",
+            at(end),
+            Duration::from_secs(WINDOW as u64),
+            Duration::from_secs(STEP as u64),
+            wanted(&labels, keys),
+            move |f: Fetch| {
+                *seen.lock().expect("lock") = f.window;
+                let from = (end - f.window.as_secs() as i64) as f64;
+                let series = points
+                    .into_iter()
+                    .map(|m| Series::Points {
+                        points: m.into_iter().filter(|p| p.at >= from).collect(),
+                    })
+                    .collect();
+                async move { Ok(Ok(series)) }
+            },
+        )
+        .await;
+    let w = *asked.lock().expect("lock");
+    (got.unwrap_or_else(|e| panic!("{e:?}")), w)
+}
+
+#[tokio::test]
+async fn points_with_gaps_or_off_the_grid_are_kept_exactly_as_they_came() {
+    let cache = cache();
+    let k = keys(4);
+    // What Prometheus holds, whichever window is asked of it.
+    let p = |at: f64, value: f64| Point { at, value };
+    let held = |end: i64| -> Vec<Vec<Point>> {
+        let on: Vec<i64> = (0..)
+            .map(|j| 880 + j * STEP)
+            .take_while(|t| *t <= end)
+            .collect();
+        vec![
+            // A gap: no point at 900 nor 910 (the series was absent).
+            on.iter()
+                .filter(|t| !(900..=910).contains(*t))
+                .map(|t| p(*t as f64, *t as f64))
+                .collect(),
+            // Times half a second off the grid.
+            on.iter().map(|t| p(*t as f64 + 0.5, 1.0)).collect(),
+            // NaN and -0.0 values, bit for bit.
+            on.iter()
+                .map(|t| p(*t as f64, if t % 20 == 0 { f64::NAN } else { -0.0 }))
+                .collect(),
+            on.iter().map(|t| p(*t as f64, 7.0)).collect(),
+        ]
+    };
+    let bits = |split: &Split| -> Vec<Vec<(u64, u64)>> {
+        let Ok(series) = split else {
+            panic!("{split:?}")
+        };
+        series
+            .iter()
+            .map(|s| match s {
+                Series::Points { points } => points
+                    .iter()
+                    .map(|p| (p.at.to_bits(), p.value.to_bits()))
+                    .collect(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let whole = |end: i64| -> Split {
+        let from = (end - WINDOW) as f64;
+        Ok(held(end)
+            .into_iter()
+            .map(|m| Series::Points {
+                points: m.into_iter().filter(|p| p.at >= from).collect(),
+            })
+            .collect())
+    };
+    let (first, w) = ask_points(&cache, &k, 1000, held(1000)).await;
+    assert_eq!(w, Duration::from_secs(WINDOW as u64));
+    assert_eq!(bits(&first), bits(&whole(1000)));
+    for end in [1010, 1020] {
+        let (got, w) = ask_points(&cache, &k, end, held(end)).await;
+        assert_eq!(w, Duration::from_secs(30), "reused at {end}");
+        assert_eq!(bits(&got), bits(&whole(end)), "at {end}");
+    }
+}
+
+#[tokio::test]
+async fn a_tick_keeps_the_answer_it_reuses_when_another_tick_fails_meanwhile() {
+    let cache = cache();
+    let labels = vec!["service".to_string()];
+    let k = keys(3);
+    let _ = ask(&cache, &k, 990, i64::MAX, 0.0).await;
+    // Tick A plans to reuse the entry, then its partial query waits.
+    let (release, wait) = tokio::sync::oneshot::channel::<()>();
+    let owned = k.clone();
+    let slow = {
+        let cache = Arc::clone(&cache);
+        let labels = labels.clone();
+        let k = k.clone();
+        tokio::spawn(async move {
+            cache
+                .range_split(
+                    "q",
+                    at(1000),
+                    Duration::from_secs(WINDOW as u64),
+                    Duration::from_secs(STEP as u64),
+                    wanted(&labels, &k),
+                    move |f: Fetch| async move {
+                        let _ = wait.await;
+                        Ok(answer(
+                            &owned,
+                            1000,
+                            f.window.as_secs() as i64,
+                            i64::MAX,
+                            0.0,
+                        ))
+                    },
+                )
+                .await
+        })
+    };
+    while cache.asked() != (1, 1) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Tick B fails and drops the entry from the map.
+    let failed = cache
+        .range_split(
+            "q",
+            at(1000),
+            Duration::from_secs(WINDOW as u64),
+            Duration::from_secs(STEP as u64),
+            wanted(&labels, &k),
+            |_: Fetch| async { Err(QueryFailure::NoAnswer("timed out".into())) },
+        )
+        .await;
+    assert!(failed.is_err());
+    assert!(cache.lock().is_empty(), "the failure dropped the entry");
+    release.send(()).expect("tick A waits");
+    let got = slow.await.expect("tick A");
+    assert_eq!(got, Ok(answer(&k, 1000, WINDOW, i64::MAX, 0.0)));
+}
+
+#[tokio::test]
+async fn members_in_another_order_or_fewer_reuse_their_own_points() {
+    let cache = cache();
+    let labels = vec!["service".to_string()];
+    // Each member's value tells whose it is and when it was taken.
+    let held = |keys: &[Vec<String>], end: i64, window: i64| -> Split {
+        Ok(keys
+            .iter()
+            .map(|k| {
+                let n: f64 = k[0].trim_start_matches("svc-").parse().expect("svc-N");
+                Series::Points {
+                    points: (0..)
+                        .map(|j| end - window + j * STEP)
+                        .take_while(|t| *t <= end)
+                        .map(|t| Point {
+                            at: t as f64,
+                            value: n * 1000.0 + t as f64,
+                        })
+                        .collect(),
+                }
+            })
+            .collect())
+    };
+    let ask = |keys: Vec<Vec<String>>, end: i64| {
+        let asked = Arc::new(Mutex::new(Duration::ZERO));
+        let seen = Arc::clone(&asked);
+        let (cache, labels) = (Arc::clone(&cache), labels.clone());
+        async move {
+            let got = cache
+                .range_split(
+                    "q",
+                    at(end),
+                    Duration::from_secs(WINDOW as u64),
+                    Duration::from_secs(STEP as u64),
+                    wanted(&labels, &keys),
+                    move |f: Fetch| {
+                        *seen.lock().expect("lock") = f.window;
+                        let got = held(&keys, end, f.window.as_secs() as i64);
+                        async move { Ok(got) }
+                    },
+                )
+                .await;
+            let w = *asked.lock().expect("lock");
+            (got.expect("answered"), w)
+        }
+    };
+    let k = keys(4);
+    let _ = ask(k.clone(), 990).await;
+    let shuffled = vec![k[3].clone(), k[0].clone(), k[2].clone()];
+    let (got, w) = ask(shuffled.clone(), 1000).await;
+    assert_eq!(w, Duration::from_secs(30), "every member was known: reused");
+    assert_eq!(got, held(&shuffled, 1000, WINDOW));
+}
+
+#[test]
+fn an_entry_keeps_only_the_points_a_later_window_can_reuse() {
+    // An answer 880..=1000: a later window starts at 890 or after, and reuses only points
+    // settled at 1000 (up to 970, before 980).
+    assert_eq!(
+        entry::reusable(1000, WINDOW, STEP, 30),
+        Some((890.0, 980.0))
+    );
+    assert_eq!(
+        entry::reusable(1000, WINDOW, STEP, 25),
+        Some((890.0, 980.0)),
+        "975 is settled but off the grid: the next grid point is still asked"
+    );
+    assert_eq!(
+        entry::reusable(1000, WINDOW, STEP, 200),
+        Some((890.0, 890.0)),
+        "nothing is settled inside a later window"
+    );
+    for (end, w, s, settle) in [
+        (i64::MIN, i64::MAX, 1, 0),
+        (i64::MAX, 0, i64::MAX, i64::MIN),
+        (0, 10, 0, 1),
+        (5, -1, 1, 1),
+    ] {
+        let _ = entry::reusable(end, w, s, settle);
+    }
+}
+
+#[tokio::test]
+async fn whatever_a_later_window_asks_the_trimmed_entry_holds_its_points() {
+    // Every later end a whole number of steps on, with every settled_after: the merged answer
+    // is the whole window's.
+    for settle in [10, 25, 30, 60, 110, 130] {
+        for ahead in [1, 2, 3, 5, 11, 12, 13] {
+            let cache = Arc::new(WindowCache::new(Duration::from_secs(settle)));
+            let k = keys(2);
+            let _ = ask(&cache, &k, 990, i64::MAX, 0.0).await;
+            let end = 990 + ahead * STEP;
+            let (got, _) = ask(&cache, &k, end, i64::MAX, 0.0).await;
+            assert_eq!(
+                got,
+                answer(&k, end, WINDOW, i64::MAX, 0.0),
+                "settled_after {settle}, {ahead} steps on"
+            );
+        }
+    }
+    let cache = cache();
+    let k = keys(3);
+    let _ = ask(&cache, &k, 1000, i64::MAX, 0.0).await;
+    let entries = cache.lock();
+    let entry = entries.values().next().expect("remembered");
+    assert_eq!(
+        entry.points_held(),
+        3 * 9,
+        "890..=970 of each member, not all 13"
+    );
 }
