@@ -23,7 +23,7 @@ pub fn judge_tick<'a>(
     analysis: &AnalysisSpec,
 ) -> (Vec<Check>, Score) {
     let metrics: Vec<&MetricSpec> = metrics.into_iter().collect();
-    let checks: Vec<Check> = metrics
+    let mut checks: Vec<Check> = metrics
         .iter()
         .enumerate()
         .map(|(i, m)| match inputs.get(i) {
@@ -37,6 +37,12 @@ pub fn judge_tick<'a>(
             }
         })
         .collect();
+    // Every live rollout keeps its last tick, so its texts are cut to their length: `format!`
+    // can leave a reason nearly twice the room it needs (a failure's 56 bytes in 104; a pass's
+    // usually fits).
+    for c in &mut checks {
+        c.reason.shrink_to_fit();
+    }
     let scored: Vec<Scored<'_>> = metrics
         .iter()
         .zip(&checks)
@@ -46,6 +52,7 @@ pub fn judge_tick<'a>(
             weight: m.weight,
         })
         .collect();
-    let s = score(&scored, &analysis.score);
+    let mut s = score(&scored, &analysis.score);
+    s.reason.shrink_to_fit();
     (checks, s)
 }

@@ -290,3 +290,28 @@ fn critical_effect_is_in_every_serialised_check_and_in_hook_payloads() {
     let loaded: canaryd::verdict::Check = serde_json::from_value(old).expect("old check loads");
     assert!(!loaded.critical_effect);
 }
+
+/// Every live rollout keeps its last tick: a judged tick's texts hold no spare room, on a pass,
+/// a failure and no data (`format!` left a failure's reason 56 bytes long in 104).
+#[test]
+fn a_judged_ticks_texts_are_cut_to_their_length() {
+    use canaryd::judge::{MetricInput, judge_tick};
+    let specs = [error_rate(), error_rate(), error_rate()];
+    let base = obs(&[0.004, 0.005, 0.005, 0.006, 0.005, 0.004]);
+    let inputs = [
+        MetricInput::Window(
+            obs(&[0.004, 0.005, 0.006, 0.005, 0.005, 0.004]),
+            base.clone(),
+        ),
+        MetricInput::Window(obs(&[0.2, 0.3, 0.2, 0.3, 0.2, 0.3]), base.clone()),
+        MetricInput::Window(obs(&[]), base),
+    ];
+    let (checks, score) = judge_tick(&specs, &inputs, &AnalysisSpec::default());
+    let mut spare = 0;
+    for c in &checks {
+        assert!(!c.reason.is_empty());
+        spare += c.reason.capacity() - c.reason.len();
+    }
+    spare += score.reason.capacity() - score.reason.len();
+    assert_eq!(spare, 0, "{checks:#?} {score:#?}");
+}
