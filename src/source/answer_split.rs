@@ -34,8 +34,20 @@ pub struct Wanted<'a> {
 /// as before then). `Some(Err)` is the split's own refusal, as [`super::batch_split::split`]
 /// gives it.
 pub fn split_json(body: &[u8], wanted: Wanted<'_>) -> Option<Split> {
+    split_from(serde_json::Deserializer::from_slice(body), wanted)
+}
+
+/// [`split_json`] of the JSON `reader` gives, read to its end (a gzip answer's decoder,
+/// [`super::answer_body`]): the whole JSON is never held. A read error gives `None`.
+pub fn split_reader(reader: impl std::io::Read, wanted: Wanted<'_>) -> Option<Split> {
+    split_from(serde_json::Deserializer::from_reader(reader), wanted)
+}
+
+fn split_from<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+    wanted: Wanted<'_>,
+) -> Option<Split> {
     let mut state = State::new(wanted);
-    let mut de = serde_json::Deserializer::from_slice(body);
     de.deserialize_map(Envelope(&mut state)).ok()?;
     de.end().ok()?;
     state.finish()

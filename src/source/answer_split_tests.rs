@@ -68,7 +68,22 @@ fn assert_alike(body: &str, w: Wanted<'_>) -> Split {
         panic!("a canonical answer was not read by the streaming split: {body}")
     };
     assert_eq!(format!("{new:?}"), format!("{old:?}"), "{body}");
+    // The same answer gzip-compressed, split as it is inflated, gives the same.
+    let streamed = streamed(body, w).expect("the gzip answer is read too");
+    assert_eq!(format!("{streamed:?}"), format!("{new:?}"), "{body}");
     new
+}
+
+/// `body` gzip-compressed, split through the decoder as a gzip answer is.
+fn streamed(body: &str, w: Wanted<'_>) -> Option<Split> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(body.as_bytes()).expect("compress");
+    let gz = e.finish().expect("compress");
+    split_reader(
+        std::io::BufReader::new(flate2::bufread::GzDecoder::new(gz.as_slice())),
+        w,
+    )
 }
 
 fn points(s: &Series) -> Vec<(f64, f64)> {
@@ -175,6 +190,11 @@ fn every_truncation_of_an_answer_is_left_to_the_old_parser_which_refuses_it() {
             None,
             "{cut}"
         );
+        assert_eq!(
+            streamed(cut, wanted(&l, &keys, Extra::Unlabelled)),
+            None,
+            "{cut}"
+        );
         assert!(
             old(cut, wanted(&l, &keys, Extra::Unlabelled)).is_err(),
             "{cut}"
@@ -210,6 +230,7 @@ fn anything_but_a_canonical_matrix_answer_is_left_to_the_old_parser() {
     ];
     for body in bodies {
         assert_eq!(split_json(body.as_bytes(), w), None, "{body}");
+        assert_eq!(streamed(body, w), None, "{body}");
         let old = old(body, w);
         assert!(
             matches!(old, Err(_) | Ok(Err(_))),

@@ -2,7 +2,8 @@
 //!
 //! Every answer is read with a size cap ([`DEFAULT_MAX_RESPONSE_BYTES`] unless configured): a
 //! broken or hostile endpoint streaming an endless body must cost a failed query, never the
-//! daemon's memory.
+//! daemon's memory. Answers are asked gzip-compressed and kept so until read
+//! (`answer_body.rs`); the cap bounds them both as read and as inflated.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +23,9 @@ use crate::judge::observation::{Point, Series};
 /// counters and still bounds what a runaway answer can take.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
+#[path = "answer_body.rs"]
+mod body;
+use body::{Body, read_capped};
 #[path = "prometheus_fill.rs"]
 mod fill;
 use fill::build_client;
@@ -323,15 +327,20 @@ impl PrometheusSource {
         started: Instant,
         response: Result<reqwest::Response, PromError>,
     ) -> Result<Data, QueryFailure> {
-        self.answer_with(started, response, parse_response).await
+        let cap = self.max_response_bytes;
+        self.answer_with(started, response, |status, body| {
+            parse_response(status, &body.inflated(cap)?)
+        })
+        .await
     }
 
-    /// [`Self::answer`] with the body read by `parse` (status, bytes) instead of into `Data`.
+    /// [`Self::answer`] with the body read by `parse` (status, body as it came) instead of
+    /// into `Data`.
     async fn answer_with<T>(
         &self,
         started: Instant,
         response: Result<reqwest::Response, PromError>,
-        parse: impl FnOnce(u16, &[u8]) -> Result<T, (&'static str, String)>,
+        parse: impl FnOnce(u16, &Body) -> Result<T, (&'static str, String)>,
     ) -> Result<T, QueryFailure> {
         let result = match response {
             Ok(r) => {
@@ -368,48 +377,6 @@ fn range_bounds(end: SystemTime, window: Duration) -> (i64, i64) {
         .unwrap_or(0.0);
     let start_s = end_s - window.as_secs_f64();
     (start_s as i64, end_s as i64)
-}
-
-/// The body of one answer, at most `cap` bytes. Stops reading the moment the cap is passed, so
-/// an endless body costs `cap` bytes and no more.
-async fn read_capped(
-    mut response: reqwest::Response,
-    cap: usize,
-) -> Result<Vec<u8>, (&'static str, String)> {
-    let too_large = |n: String| {
-        (
-            "too_large",
-            format!(
-                "Prometheus answer is larger than max_response_bytes ({cap} bytes, got {n}); aggregate the query or raise the limit"
-            ),
-        )
-    };
-    if let Some(len) = response.content_length()
-        && len > cap as u64
-    {
-        return Err(too_large(format!("{len} bytes announced")));
-    }
-    let mut body = Vec::new();
-    loop {
-        let chunk = response.chunk().await.map_err(|e| {
-            let inner = std::error::Error::source(&e)
-                .map(|s| format!(" ({s})"))
-                .unwrap_or_default();
-            (
-                "transport",
-                format!(
-                    "Prometheus answer broke off after {} bytes: {e}{inner}",
-                    body.len()
-                ),
-            )
-        })?;
-        let Some(chunk) = chunk else { break };
-        if body.len().saturating_add(chunk.len()) > cap {
-            return Err(too_large("more".into()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// Whether a failed read means Prometheus gave no answer (down, overloaded, too slow) rather

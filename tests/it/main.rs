@@ -21,6 +21,7 @@ mod daemon_process;
 mod demo_stack;
 mod deploy_files;
 mod fault_points;
+mod gzip_answers;
 mod ha_failover;
 mod ha_fencing;
 mod ha_handover;
