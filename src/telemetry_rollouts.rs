@@ -10,7 +10,7 @@
 //!
 //! Rendered after the recorder's own text ([`render`]), in the same exposition format.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -40,7 +40,7 @@ pub(crate) struct Registry {
     live: BTreeMap<String, Series>,
     ended: VecDeque<String>,
     /// Every metric name seen, once: a few per template, shared by every rollout.
-    names: Vec<Box<str>>,
+    names: Names,
 }
 
 impl Registry {
@@ -54,18 +54,11 @@ impl Registry {
 
     /// The index of `metric` in [`Registry::names`], added when new.
     fn name(&mut self, metric: &str) -> u32 {
-        let i = match self.names.iter().position(|n| **n == *metric) {
-            Some(i) => i,
-            None => {
-                self.names.push(Box::from(metric));
-                self.names.len() - 1
-            }
-        };
-        u32::try_from(i).unwrap_or(u32::MAX)
+        self.names.id(metric)
     }
 
     fn name_of(&self, i: u32) -> &str {
-        self.names.get(i as usize).map_or("", |n| n)
+        self.names.get(i)
     }
 
     pub(crate) fn set_state(&mut self, rollout: &str, rule: &str, phase: f64, weight: f64) {
@@ -96,8 +89,8 @@ impl Registry {
         // Taken out for the comparisons while the rollout's entry is borrowed; put back below.
         let names = std::mem::take(&mut self.names);
         let by_name = |a: u32, b: u32| {
-            let name = |i: u32| names.get(i as usize).map(|n| &**n);
-            name(a).cmp(&name(b))
+            let name = |i: u32| names.get(i);
+            name(a).cmp(name(b))
         };
         let s = self.entry(rollout, rule);
         s.score = Some(score);
@@ -268,6 +261,33 @@ pub(super) fn small_entry<K, V: Default>(
     &mut v[i].1
 }
 
+/// Metric names, each kept once and known by its index: per-rollout and per-rule series hold
+/// a `u32` instead of a name of their own (a few distinct names per template, shared by every
+/// rollout and rule built on it). Found by hash, so many distinct names cost no linear scan.
+#[derive(Debug, Default)]
+pub(super) struct Names {
+    list: Vec<Box<str>>,
+    index: HashMap<Box<str>, u32>,
+}
+
+impl Names {
+    /// The index of `name`, added when new.
+    pub(super) fn id(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let i = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
+        self.list.push(Box::from(name));
+        self.index.insert(Box::from(name), i);
+        i
+    }
+
+    /// The name of index `i` ("" for an index never given out).
+    pub(super) fn get(&self, i: u32) -> &str {
+        self.list.get(i as usize).map_or("", |n| n)
+    }
+}
+
 fn head(out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
 }
@@ -361,6 +381,17 @@ mod tests {
             assert_eq!(text, whole, "budget {budget}");
             assert!(budget > whole.len() || chunks > 1, "budget {budget}");
         }
+    }
+
+    /// A name seen again gets its first index: series of many rollouts share one entry each.
+    #[test]
+    fn names_are_kept_once_and_found_by_index() {
+        let mut n = Names::default();
+        let (p95, errors) = (n.id("p95"), n.id("errors"));
+        assert_ne!(p95, errors);
+        assert_eq!(n.id("p95"), p95);
+        assert_eq!(n.list.len(), 2);
+        assert_eq!((n.get(p95), n.get(errors), n.get(7)), ("p95", "errors", ""));
     }
 
     /// The exposition of two rollouts, exactly as the text built whole before chunking was.

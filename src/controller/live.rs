@@ -41,7 +41,12 @@ impl<T> LiveSet<T> {
             Some((kept, _)) => kept.clone(),
             None => rule.into(),
         };
-        let ids = self.by_rule.entry(rule.clone()).or_default();
+        // Nearly every rule has one live rollout: room for one id, not the four a first push
+        // reserves (48 bytes a rule).
+        let ids = self
+            .by_rule
+            .entry(rule.clone())
+            .or_insert_with(|| Vec::with_capacity(1));
         if let Err(at) = ids.binary_search(&id) {
             ids.insert(at, id.clone());
         }
@@ -118,6 +123,16 @@ mod tests {
         assert_eq!(drained, vec![("b".to_string(), 4), ("c".to_string(), 3)]);
         assert_eq!(set.of_rule("search"), Vec::<String>::new());
         assert!(set.by_id.is_empty());
+    }
+
+    /// A rule with one live rollout holds room for one id, not a first push's four.
+    #[test]
+    fn a_rule_with_one_rollout_reserves_one_id() {
+        let mut set = LiveSet::default();
+        set.insert("a".into(), "checkout".into(), ());
+        assert_eq!(set.by_rule["checkout"].capacity(), 1);
+        set.insert("b".into(), "checkout".into(), ());
+        assert_eq!(set.of_rule("checkout"), vec!["a", "b"]);
     }
 
     #[test]

@@ -29,8 +29,10 @@ pub struct RuleSpec {
     pub selector: SelectorSpec,
     /// Shared like `metrics`: many rules roll out in the same steps.
     pub steps: Spanned<Shared<Vec<Spanned<StepSpec>>>>,
+    /// Shared like `steps`: rules written from one template mostly time their analysis alike
+    /// (120 bytes a rule inline).
     #[serde(default)]
-    pub analysis: AnalysisSpec,
+    pub analysis: Shared<AnalysisSpec>,
     /// Shared: rules of one load hold one copy of each equal metric, and of each equal list
     /// of them (`rules::shared`).
     pub metrics: Spanned<Shared<Vec<Spanned<Shared<MetricSpec>>>>>,
@@ -46,8 +48,9 @@ pub struct RuleSpec {
     /// A built-in traffic provider that moves the weight itself, before the `set_weight` hook.
     #[serde(default)]
     pub traffic: Option<Box<Spanned<super::traffic::TrafficSpec>>>,
+    /// Shared: nearly every rule has none (48 bytes a rule inline).
     #[serde(default)]
-    pub alerts: AlertsSpec,
+    pub alerts: Shared<AlertsSpec>,
     /// Extra template variables, so teams share one query shape across services.
     #[serde(default)]
     pub vars: Vars,
@@ -81,7 +84,7 @@ impl StepSpec {
 }
 
 /// Analysis timing and rollout-level limits.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalysisSpec {
     #[serde(with = "duration")]
@@ -142,7 +145,7 @@ pub enum OnNodata {
 }
 
 /// Kayenta-style score cut-offs (0–100).
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScoreSpec {
     pub pass: f64,
@@ -277,7 +280,7 @@ pub struct HookSpec {
 }
 
 /// Alertmanager matchers whose firing alerts stop the rule's live rollouts.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsSpec {
     #[serde(default)]

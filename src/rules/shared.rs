@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_saphyr::{Location, Spanned};
 
-use super::schema::{HookSpec, MetricSpec, RuleSpec, StepSpec};
+use super::schema::{AlertsSpec, AnalysisSpec, HookSpec, MetricSpec, RuleSpec, StepSpec};
 
 /// A value shared between rules; read-only once loaded (an edit through `DerefMut`, such as
 /// `demo` or `simulate` trimming a rule's metrics, copies only that rule's).
@@ -139,7 +139,7 @@ impl Serialize for Text {
 }
 
 /// Equal parts of the rules of one load, held once: each metric, each rule's list of them, each
-/// plan of steps and each call hook. Lives in the load's `Catalog`, so rules of one reload share and a
+/// plan of steps, each call hook, and each rule's analysis timing and alert matchers. Lives in the load's `Catalog`, so rules of one reload share and a
 /// rollout's snapshot (parsed alone) never reaches another load's parts.
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
@@ -149,6 +149,8 @@ pub(crate) struct Interner {
     /// JSON writes a hook's URL redacted: two URLs differing in a secret share a bucket, and
     /// equality keeps them apart.
     hooks: Pool<Spanned<HookSpec>>,
+    analysis: Pool<AnalysisSpec>,
+    alerts: Pool<AlertsSpec>,
 }
 
 /// Buckets by the value's JSON; equality (`PartialEq`, so a NaN is never shared) decides.
@@ -181,7 +183,8 @@ impl<T: Serialize + PartialEq> Pool<T> {
 }
 
 impl Interner {
-    /// Replaces `spec`'s metrics and steps by this load's one copy of each. Their places in the
+    /// Replaces `spec`'s metrics, steps, hooks, analysis and alerts by this load's one copy of
+    /// each. Their places in the
     /// file are cleared first ([`unplaced`]): a place in one rule file would be wrong in every
     /// other rule sharing it, and nothing after loading points into the files.
     pub(crate) fn share(&self, spec: &mut RuleSpec) {
@@ -208,6 +211,8 @@ impl Interner {
             unplace(hook);
             *hook = self.hooks.get(hook.clone());
         }
+        spec.analysis = self.analysis.get(spec.analysis.clone());
+        spec.alerts = self.alerts.get(spec.alerts.clone());
     }
 }
 

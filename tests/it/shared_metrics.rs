@@ -184,3 +184,38 @@ fn check_warnings_still_point_into_the_rule_file() {
         ]
     );
 }
+
+/// Analysis timing and alert matchers written alike are one copy too; a rule timed otherwise
+/// keeps its own, and an edit of one rule's timing reaches no other rule.
+#[test]
+fn rules_timed_alike_share_their_analysis_and_alerts() {
+    let uses = "  - { name: lat, template: lat }\n";
+    let timed = |name: &str, interval: &str| {
+        format!(
+            "{}analysis: {{ interval: {interval} }}\n",
+            rule(name, 0, uses)
+        )
+    };
+    let (_dir, rules, errors) = load(&[
+        ("t.yaml", TEMPLATES.to_string()),
+        ("a.yaml", timed("a", "30s")),
+        ("b.yaml", timed("b", "30s")),
+        ("c.yaml", timed("c", "2m")),
+    ]);
+    assert!(errors.is_empty(), "{errors:?}");
+    let [a, b, c] = &rules[..] else {
+        panic!("three rules: {rules:?}")
+    };
+    assert!(Shared::ptr_eq(&a.spec.analysis, &b.spec.analysis));
+    assert!(!Shared::ptr_eq(&a.spec.analysis, &c.spec.analysis));
+    assert_eq!(a.spec.analysis.interval.as_secs(), 30);
+    assert_eq!(c.spec.analysis.interval.as_secs(), 120);
+    assert!(
+        Shared::ptr_eq(&a.spec.alerts, &c.spec.alerts),
+        "no alerts, one copy"
+    );
+    let mut edited = a.clone();
+    edited.spec.analysis.interval = std::time::Duration::from_secs(5);
+    assert_eq!(b.spec.analysis.interval.as_secs(), 30);
+    assert_eq!(a.spec.analysis.interval.as_secs(), 30);
+}
