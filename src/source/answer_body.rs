@@ -2,12 +2,13 @@
 //! `prometheus.rs`, for its answer reader).
 //!
 //! The source asks for `Accept-Encoding: gzip`: a wide batch answer is ~10 MB of JSON at
-//! 10,000 services and ~8–10× smaller compressed, and a slot holds up to four at once. The
-//! body is kept as it came; the batch split reads it through the decoder without ever holding
-//! the JSON ([`Body::split`]), every other reader gets the JSON inflated first
-//! ([`Body::inflated`]) and parses it exactly as an uncompressed answer. Both bound the
-//! inflated bytes by `max_response_bytes` as well as the bytes read: a small answer that
-//! inflates without end (a gzip bomb) fails as `too_large` and never allocates more.
+//! 10,000 services and much smaller compressed (label names and digits repeat), and a slot
+//! holds up to four at once. The body is kept as it came; the batch split reads it through
+//! the decoder without ever holding the JSON ([`Body::split`]), every other reader gets the
+//! JSON inflated first ([`Body::inflated`]) and parses it exactly as an uncompressed answer.
+//! Both bound the inflated bytes by `max_response_bytes` as well as the bytes read: a small
+//! answer that inflates without end (a gzip bomb) fails as `too_large` and never allocates
+//! more.
 
 use std::borrow::Cow;
 use std::io::Read;

@@ -29,7 +29,7 @@ pub(super) fn build_client(
 ) -> Result<Client, SourceError> {
     // A redirect would carry the credentials' query to another origin: a Prometheus that
     // answers 3xx is an error, like every other unexpected answer.
-    // Compressed answers are ~8–10× smaller: a slot's wide batch answers are held as they
+    // Compressed answers are much smaller (label names and digits repeat): a slot's wide batch answers are held as they
     // came and inflated only as read (`answer_body.rs`). reqwest has no `gzip` feature here,
     // so the header is ours and so is the decoding.
     let mut headers = headers;
