@@ -96,3 +96,34 @@ impl Iterator for Exposition {
         (!out.is_empty()).then_some(out)
     }
 }
+
+/// A family's `# HELP` and `# TYPE` lines, as both registries write them.
+pub(crate) fn head(out: &mut String, name: &str, help: &str, kind: &str) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A registry's text rendered `budget` bytes at a time by `render_some`, joined, with the
+/// number of chunks it took; fails the test the moment the chunks run past `whole` (a cursor
+/// that does not move fails here, not by filling memory). The registries' chunk tests share it.
+#[cfg(test)]
+pub(crate) fn render_in_chunks(
+    whole: &str,
+    budget: usize,
+    mut render_some: impl FnMut(&mut Cursor, &mut String, usize) -> bool,
+) -> (String, usize) {
+    let (mut text, mut cursor, mut chunks) = (String::new(), Cursor::default(), 0);
+    loop {
+        let mut chunk = String::new();
+        let done = render_some(&mut cursor, &mut chunk, budget);
+        text.push_str(&chunk);
+        chunks += 1;
+        assert!(
+            text.len() <= whole.len(),
+            "budget {budget}: past the whole text"
+        );
+        if done {
+            return (text, chunks);
+        }
+    }
+}

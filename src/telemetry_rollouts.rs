@@ -288,8 +288,9 @@ impl Names {
     }
 }
 
+/// Every per-rollout family is a gauge.
 fn head(out: &mut String, name: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    super::chunks::head(out, name, help, "gauge");
 }
 
 /// A label value in the exposition format: backslash, quote and newline escaped (borrowed
@@ -362,22 +363,10 @@ mod tests {
         let mut whole = String::new();
         r.render(&mut whole);
         for budget in [1, 100, 4096, super::super::chunks::CHUNK] {
-            let (mut text, mut cursor, mut chunks) = (String::new(), Cursor::default(), 0);
-            loop {
-                let mut chunk = String::new();
-                let done = r.render_some(&mut cursor, &mut chunk, budget);
-                text.push_str(&chunk);
-                chunks += 1;
-                // Each chunk makes progress: a cursor that does not move fails here, not by
-                // filling memory.
-                assert!(
-                    text.len() <= whole.len(),
-                    "budget {budget}: past the whole text"
-                );
-                if done {
-                    break;
-                }
-            }
+            let (text, chunks) =
+                super::super::chunks::render_in_chunks(&whole, budget, |c, out, b| {
+                    r.render_some(c, out, b)
+                });
             assert_eq!(text, whole, "budget {budget}");
             assert!(budget > whole.len() || chunks > 1, "budget {budget}");
         }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use super::chunks::{Cursor, section};
+use super::chunks::{Cursor, head, section};
 use super::rollouts::{Names, esc, num};
 
 /// The verdict label values, in the order of [`Counts`].
@@ -278,10 +278,6 @@ impl Registry {
     }
 }
 
-fn head(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
 /// The entry for `key`, allocating its name only the first time.
 fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
     if !map.contains_key(key) {
@@ -317,22 +313,10 @@ mod tests {
         let mut whole = String::new();
         r.render(&mut whole);
         for budget in [1, 100, 4096] {
-            let (mut text, mut cursor, mut chunks) = (String::new(), Cursor::default(), 0);
-            loop {
-                let mut chunk = String::new();
-                let done = r.render_some(&mut cursor, &mut chunk, budget);
-                text.push_str(&chunk);
-                chunks += 1;
-                // Each chunk makes progress: a cursor that does not move fails here, not by
-                // filling memory.
-                assert!(
-                    text.len() <= whole.len(),
-                    "budget {budget}: past the whole text"
-                );
-                if done {
-                    break;
-                }
-            }
+            let (text, chunks) =
+                super::super::chunks::render_in_chunks(&whole, budget, |c, out, b| {
+                    r.render_some(c, out, b)
+                });
             assert_eq!(text, whole, "budget {budget}");
             assert!(chunks > 1, "budget {budget}");
         }
