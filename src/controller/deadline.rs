@@ -22,18 +22,23 @@ pub(super) fn tick_deadline(interval: Duration, prometheus_timeout: Duration) ->
     interval.min(prometheus_timeout)
 }
 
-/// The tick of an analysis that missed its deadline: every metric `error`, scored like any
-/// tick, so it counts toward `nodata_limit` and never toward promotion. Sequential states are
-/// left out, so the running tests carry on from their last real observation.
-pub(super) fn missed(rule: &Rule, rollout: &Rollout, end: SystemTime, deadline: Duration) -> Tick {
-    let reason = format!(
+/// Why a tick with no answer from its slot is missed.
+pub(super) fn no_answer(deadline: Duration) -> String {
+    format!(
         "no answer from Prometheus within the tick's deadline of {} \
          (the smaller of analysis.interval and the Prometheus timeout)",
         humantime::format_duration(deadline)
-    );
+    )
+}
+
+/// The tick of an analysis that missed its deadline, for `reason`: every metric `error`,
+/// scored like any tick, so it counts toward `nodata_limit` and never toward promotion.
+/// Sequential states are left out, so the running tests carry on from their last real
+/// observation.
+pub(super) fn missed(rule: &Rule, rollout: &Rollout, end: SystemTime, reason: &str) -> Tick {
     let inputs: Vec<MetricInput> = rule
         .metrics()
-        .map(|m| MetricInput::Judged(Box::new(Check::new(m, Verdict::Error, reason.clone()))))
+        .map(|m| MetricInput::Judged(Box::new(Check::new(m, Verdict::Error, reason.to_string()))))
         .collect();
     let (checks, score) = judge_tick(rule.metrics(), &inputs, &rule.spec.analysis);
     Tick {
@@ -81,7 +86,7 @@ hooks: {}
             &rule,
             &rollout,
             SystemTime::now(),
-            Duration::from_millis(1500),
+            &no_answer(Duration::from_millis(1500)),
         );
         assert_eq!(t.checks.len(), 2);
         for c in &t.checks {

@@ -24,6 +24,7 @@ mod latest;
 pub mod lease;
 mod live;
 pub mod notify;
+mod pacer;
 mod perform;
 pub mod probes;
 mod recover;

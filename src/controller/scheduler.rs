@@ -32,6 +32,7 @@ use chrono::{DateTime, Utc};
 
 use super::analysis::Gathered;
 use super::gather_memo::RolloutRule;
+use super::pacer::Pacer;
 use super::registry::{Member, Published, Wanted};
 use super::slots::{first_slot, next_slot};
 use crate::rollout::Rollout;
@@ -83,6 +84,9 @@ enum Msg {
 pub(super) struct Scheduler {
     tx: mpsc::UnboundedSender<Msg>,
     generations: Arc<AtomicU64>,
+    /// The turns every rollout takes to judge its slot's answer ([`super::pacer`]): one set for
+    /// the daemon, shared by every slot and late wave.
+    pacer: Pacer,
 }
 
 /// A rollout's place in the scheduler, for as long as it is held: dropping it (the task ended
@@ -114,14 +118,29 @@ impl Drop for Registration {
 }
 
 impl Scheduler {
-    /// Starts the loop on the current runtime.
+    /// Starts the loop on the current runtime, with the daemon's [`super::pacer::WIDTH`] turns.
     pub(super) fn start(source: PrometheusSource, shutdown: watch::Receiver<bool>) -> Scheduler {
+        Scheduler::start_paced(source, shutdown, Pacer::default())
+    }
+
+    /// [`Scheduler::start`] with `pacer`'s turns: tests judge a slot in waves smaller than it.
+    pub(super) fn start_paced(
+        source: PrometheusSource,
+        shutdown: watch::Receiver<bool>,
+        pacer: Pacer,
+    ) -> Scheduler {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(source, rx, shutdown));
         Scheduler {
             tx,
             generations: Arc::new(AtomicU64::new(0)),
+            pacer,
         }
+    }
+
+    /// The turns a rollout takes to judge its slot's answer.
+    pub(super) fn pacer(&self) -> Pacer {
+        self.pacer.clone()
     }
 
     /// Schedules rollout `id` every `interval`: first at once when `now` (recovered, restarted),

@@ -107,7 +107,7 @@ pub(super) struct Inner {
     /// Every decision is saved through it: one commit for the decisions of a slot.
     pub(super) commits: GroupCommit,
     /// Owns every live rollout's next tick; started with the first rollout, on its runtime.
-    scheduler: OnceLock<Scheduler>,
+    pub(super) scheduler: OnceLock<Scheduler>,
 }
 
 impl Inner {

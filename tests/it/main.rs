@@ -40,6 +40,7 @@ mod lifecycle;
 mod log_lines;
 mod metric_templates;
 mod outages;
+mod paced_slots;
 mod postgres_store;
 mod preemption;
 mod prometheus_limits;
