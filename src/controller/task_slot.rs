@@ -231,6 +231,15 @@ impl RolloutTask {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+    use tokio::time::Instant;
+
+    use super::super::pacer::Pacer;
+
+    const DEADLINE: Duration = Duration::from_millis(150);
+
     fn method_future_size<A, B, C, R>(_: impl FnOnce(A, B, C) -> R) -> usize {
         std::mem::size_of::<R>()
     }
@@ -242,6 +251,67 @@ mod tests {
     /// call, not held, and the rare arms (a checkpoint, a timer) are boxed. It was 1,008 bytes
     /// without the turn (heaptrack at 5,000: 5.0 MB). Structural, not a measurement: holding
     /// the `Due`, a copy of the pending action or a second timer again breaks it.
+    fn rollout() -> crate::rollout::Rollout {
+        crate::rollout::Rollout::new("r".into(), "api".into(), "v2".into(), chrono::Utc::now())
+    }
+
+    fn gathered() -> super::Gathered {
+        super::Gathered {
+            at: chrono::Utc::now(),
+            metrics: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_a_turn_within_a_deadline_ends_the_wait_without_one() {
+        let pacer = Pacer::new(1);
+        let _held = pacer.clone().turn().await;
+        let (tx, answer) = oneshot::channel();
+        let _ = tx.send(Ok(gathered()));
+        let started = Instant::now();
+        let waited = super::wait(None, &rollout(), answer, pacer.clone(), DEADLINE);
+        let waited = tokio::time::timeout(Duration::from_secs(5), waited).await;
+        let Ok(Ok((Some(Ok(_)), None))) = waited else {
+            panic!("the answer, and no turn: {waited:?}");
+        };
+        assert!(started.elapsed() >= DEADLINE);
+        assert!(started.elapsed() < DEADLINE + Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn an_answer_and_a_free_turn_are_taken_at_once() {
+        let pacer = Pacer::new(1);
+        let (tx, answer) = oneshot::channel();
+        let _ = tx.send(Ok(gathered()));
+        let waited = tokio::time::timeout(
+            Duration::from_secs(1),
+            super::wait(
+                None,
+                &rollout(),
+                answer,
+                pacer.clone(),
+                Duration::from_secs(30),
+            ),
+        )
+        .await;
+        let Ok(Ok((Some(Ok(_)), Some(_turn)))) = waited else {
+            panic!("the answer with a turn: {waited:?}");
+        };
+        assert_eq!(pacer.free(), 0, "the turn is held by the waiter");
+    }
+
+    #[tokio::test]
+    async fn a_slot_that_never_answers_ends_the_wait_past_the_deadline() {
+        let (_tx, answer) = oneshot::channel::<Result<super::Gathered, std::time::SystemTime>>();
+        let started = Instant::now();
+        let waited = super::wait(None, &rollout(), answer, Pacer::new(1), DEADLINE);
+        let waited = tokio::time::timeout(Duration::from_secs(5), waited).await;
+        let Ok(Ok((None, Some(_)))) = waited else {
+            panic!("no answer: {waited:?}");
+        };
+        assert!(started.elapsed() >= DEADLINE + super::ANSWER_MARGIN);
+    }
+
     #[test]
     fn slot_future_is_small() {
         let slot = method_future_size(super::RolloutTask::slot);
