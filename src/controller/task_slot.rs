@@ -269,7 +269,8 @@ mod tests {
         let (tx, answer) = oneshot::channel();
         let _ = tx.send(Ok(gathered()));
         let started = Instant::now();
-        let waited = super::wait(None, &rollout(), answer, pacer.clone(), DEADLINE);
+        let r = rollout();
+        let waited = super::wait(None, &r, answer, pacer.clone(), DEADLINE);
         let waited = tokio::time::timeout(Duration::from_secs(5), waited).await;
         let Ok(Ok((Some(Ok(_)), None))) = waited else {
             panic!("the answer, and no turn: {waited:?}");
@@ -304,7 +305,8 @@ mod tests {
     async fn a_slot_that_never_answers_ends_the_wait_past_the_deadline() {
         let (_tx, answer) = oneshot::channel::<Result<super::Gathered, std::time::SystemTime>>();
         let started = Instant::now();
-        let waited = super::wait(None, &rollout(), answer, Pacer::new(1), DEADLINE);
+        let r = rollout();
+        let waited = super::wait(None, &r, answer, Pacer::new(1), DEADLINE);
         let waited = tokio::time::timeout(Duration::from_secs(5), waited).await;
         let Ok(Ok((None, Some(_)))) = waited else {
             panic!("no answer: {waited:?}");
