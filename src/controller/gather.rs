@@ -5,8 +5,9 @@
 //! returns one [`Gathered`] per item, in order: batched through
 //! [`super::gather_many::fetch_many`] (one query per metric shape for rollouts with equal
 //! windows) unless `prometheus.batch_queries` is off, then [`analysis::fetch`] per rollout.
-//! Judging stays per rollout ([`analysis::judge_gathered`], in the rollout's actor), so what a
-//! gatherer returns is judged exactly as a single rollout's fetch is.
+//! Judging stays per rollout ([`analysis::judge_gathered`], in the rollout's actor, with a turn
+//! from [`super::pacer`]: a slot's answers are all sent at once, and judged in waves), so what
+//! a gatherer returns is judged exactly as a single rollout's fetch is.
 //!
 //! The slot's deadline is the smallest of its rollouts' tick deadlines
 //! ([`super::deadline::tick_deadline`]), counted from when the slot fired ([`SlotGathering`]). Each

@@ -9,7 +9,8 @@
 //! want analysis is asked: its actor answers with a [`TickRequest`], or declines and handles the
 //! moment itself (a hold's timer, a checkpoint after promotion). The slot's requests are
 //! gathered together by one call ([`super::gather::answer_slot`]), each answered on its own
-//! channel.
+//! channel. Each actor then judges its answer with a turn from the scheduler's [`Pacer`]
+//! ([`super::pacer`]), held until its decision is committed, so a slot is judged in waves.
 //!
 //! Control still preempts analysis: the actor keeps its command queue and, while its request is
 //! out, answers commands first; one that changes the phase, step or pending action drops the
