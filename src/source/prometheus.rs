@@ -2,15 +2,15 @@
 //!
 //! Every answer is read with a size cap ([`DEFAULT_MAX_RESPONSE_BYTES`] unless configured): a
 //! broken or hostile endpoint streaming an endless body must cost a failed query, never the
-//! daemon's memory. Answers are asked gzip-compressed and kept so until read
-//! (`answer_body.rs`); the cap bounds them both as read and as inflated.
+//! daemon's memory. Answers are asked gzip-compressed (unless `prometheus.compress` is off) and
+//! kept so until read (`answer_body.rs`); the cap bounds them both as read and as inflated.
 //! Reading an answer and sorting its failures is `answer_read.rs`; its JSON, `answer_parse.rs`.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_http_query::response::Data;
 use prometheus_http_query::{Client, Error as PromError};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::header::{ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, HeaderValue};
 
 use super::batch_split::{Members, Split};
 use super::window_cache::{Bound, WindowCache};
@@ -91,6 +91,8 @@ pub struct PrometheusSource {
     timeout: Duration,
     max_response_bytes: usize,
     batching: bool,
+    /// Whether answers are asked gzip-compressed (`prometheus.compress`).
+    compress: bool,
     /// Settled points of batch answers, reused by the next tick ([`super::window_cache`]).
     windows: Option<std::sync::Arc<WindowCache>>,
 }
@@ -133,6 +135,7 @@ impl PrometheusSource {
             timeout: cfg.timeout,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             batching: true,
+            compress: true,
             windows: None,
         })
     }
@@ -166,6 +169,19 @@ impl PrometheusSource {
 
     pub fn batching(&self) -> bool {
         self.batching
+    }
+
+    /// Whether answers are asked gzip-compressed (`prometheus.compress`, on by default): smaller
+    /// to read and hold for canaryd, more CPU for Prometheus (BENCHMARKS.md, "Scale —
+    /// session 12"). Off, no `Accept-Encoding` is sent and every answer comes plain.
+    pub fn with_compression(mut self, on: bool) -> Self {
+        self.compress = on;
+        self
+    }
+
+    /// The `Accept-Encoding` every request carries, if any.
+    fn accept_encoding(&self) -> Option<HeaderValue> {
+        self.compress.then(|| HeaderValue::from_static("gzip"))
     }
 
     pub fn url(&self) -> &str {
@@ -263,13 +279,14 @@ impl PrometheusSource {
             Bound::Tick => (&self.client, self.timeout),
             Bound::Fill => (&self.fill_client, self.fill_timeout),
         };
-        let started = Instant::now();
-        let response = client
+        let mut ask = client
             .query_range(query, start_s, end_s, step.as_secs_f64().max(0.001))
-            .timeout(timeout.as_millis() as i64)
-            .post_raw()
-            .await;
-        (started, response)
+            .timeout(timeout.as_millis() as i64);
+        if let Some(encoding) = self.accept_encoding() {
+            ask = ask.header(ACCEPT_ENCODING, encoding);
+        }
+        let started = Instant::now();
+        (started, ask.post_raw().await)
     }
 
     /// One instant query at `at`, every series with its labels: counters for the sequential
@@ -283,15 +300,16 @@ impl PrometheusSource {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let started = Instant::now();
-        let response = self
+        let mut ask = self
             .client
             .query(query)
             .at(at_s)
-            .timeout(self.timeout.as_millis() as i64)
-            .post_raw()
-            .await;
-        match self.read(started, response).await? {
+            .timeout(self.timeout.as_millis() as i64);
+        if let Some(encoding) = self.accept_encoding() {
+            ask = ask.header(ACCEPT_ENCODING, encoding);
+        }
+        let started = Instant::now();
+        match self.read(started, ask.post_raw().await).await? {
             Data::Vector(v) => Ok(v
                 .iter()
                 .map(|s| (s.metric().clone().into_iter().collect(), s.sample().value()))
@@ -305,8 +323,13 @@ impl PrometheusSource {
 
     /// Readiness probe: the cheapest query every compatible backend answers.
     pub async fn ping(&self) -> Result<(), String> {
-        let response = self.client.query("vector(1)").get_raw().await;
-        self.read(Instant::now(), response).await.map(|_| ())
+        let mut ask = self.client.query("vector(1)");
+        if let Some(encoding) = self.accept_encoding() {
+            ask = ask.header(ACCEPT_ENCODING, encoding);
+        }
+        self.read(Instant::now(), ask.get_raw().await)
+            .await
+            .map(|_| ())
     }
 }
 

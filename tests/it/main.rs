@@ -5,11 +5,13 @@
 
 mod batch_support;
 mod common;
+mod fake_http;
 
 mod alert_paging;
 mod alertmanager_webhook;
 mod alerts;
 mod alpha_live;
+mod answer_encoding;
 mod api;
 mod architecture;
 mod batch_outage;
