@@ -259,8 +259,28 @@ async fn run(cfg: &Config, n: usize) -> Result<Row> {
     Ok(row)
 }
 
+/// Runs the bench until it ends or SIGINT/SIGTERM arrives. On a signal the run is dropped
+/// first, so its Prometheus and daemon are killed (their drops) before the bench exits with
+/// 128 + the signal; the default action would end the bench with both still running. SIGKILL
+/// cannot be caught: then the kernel kills them (`die_with_parent`).
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut int, mut term) = (
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::terminate())?,
+    );
+    let stopped = tokio::select! {
+        outcome = bench() => return outcome,
+        _ = int.recv() => 130,
+        _ = term.recv() => 143,
+    };
+    // `bench()` is dropped here, at the end of the `select!`: every child killed and reaped.
+    eprintln!("scale: stopped by a signal; its Prometheus and daemon were killed");
+    std::process::exit(stopped)
+}
+
+async fn bench() -> Result<()> {
     let cfg = Config::from_env_and_args()?;
     let build = if cfg!(debug_assertions) {
         "debug"

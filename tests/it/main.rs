@@ -16,6 +16,7 @@ mod api;
 mod architecture;
 mod batch_outage;
 mod batch_queries;
+mod child_cleanup;
 mod classifier_kayenta;
 mod controls_api;
 mod crash;
