@@ -45,6 +45,8 @@ mod report;
 mod scrape;
 #[path = "scale_support/setup.rs"]
 mod setup;
+#[path = "scale_support/watchdog.rs"]
+mod watchdog;
 
 use std::time::{Duration, Instant};
 

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::watchdog::Watchdog;
+
 /// The daemon binary: `SCALE_CANARYD`, else the one built with this bench.
 pub fn binary() -> PathBuf {
     std::env::var_os("SCALE_CANARYD")
@@ -28,6 +30,8 @@ pub struct ScaleDaemon {
     child: tokio::process::Child,
     pub url: String,
     log: PathBuf,
+    /// Kills the daemon's process group if the bench dies before dropping this.
+    _watchdog: Option<Watchdog>,
 }
 
 impl ScaleDaemon {
@@ -65,11 +69,14 @@ impl ScaleDaemon {
                 .process_group(0);
             canaryd::demo::die_with_parent(&mut command);
             let child = command.spawn().context("spawning canaryd")?;
+            let watchdog = child.id().map(Watchdog::start).transpose();
             let mut d = ScaleDaemon {
                 child,
                 url: format!("http://127.0.0.1:{port}"),
                 log,
+                _watchdog: None,
             };
+            d._watchdog = watchdog?;
             match d.wait_live(wait).await {
                 Ok(()) => return Ok(d),
                 Err(log) if log.contains("cannot listen on") => last = log,
