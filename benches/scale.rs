@@ -28,6 +28,11 @@
 //! - `--interval` / `SCALE_INTERVAL` (default 10s): the rules' analysis interval
 //! - `SCALE_CANARYD`: the daemon binary to measure (default: the one cargo built with the bench)
 //!
+//! The diagnostics line after each row also gives the Prometheus answer bytes canaryd read,
+//! by encoding (`--daemon-arg=--prometheus-compress --daemon-arg=false` for plain answers).
+//! SIGINT or SIGTERM stops the bench with its Prometheus and daemon; after a SIGKILL the
+//! kernel and a watchdog kill them (`scale_support/watchdog.rs`).
+//!
 //! Under `cargo test --benches` (no `--bench`), one smoke run: N = 5, 1 s scrapes, 2 s ticks,
 //! a 6 s window, failing if anything the table reports was not measured.
 
@@ -254,6 +259,13 @@ async fn run(cfg: &Config, n: usize) -> Result<Row> {
             &fds_prometheus,
             daemon.log_path(),
         ) + "; "
+            + &diag::answer_bytes(
+                &row.first.daemon_metrics,
+                &row.last.daemon_metrics,
+                cfg.duration,
+                t.interval,
+            )
+            + "; "
             + &scrapes.line(),
         ..row
     };
