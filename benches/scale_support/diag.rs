@@ -159,7 +159,7 @@ pub fn answer_bytes(first: &str, last: &str, window: Duration, interval: Duratio
                 family_sum(last, FAMILY, keep),
             ) {
                 (Some(a), Some(b)) => format!(
-                    "{e} {:.1} MB ({:.2} MB per tick interval)",
+                    "{e} {:.2} MB ({:.3} MB per tick interval)",
                     (b - a) / 1e6,
                     (b - a) / 1e6 / intervals
                 ),
