@@ -64,7 +64,7 @@ pub fn parse_rule_in(path: &Path, text: &str, catalog: &Catalog) -> Result<Rule,
     Ok(Rule {
         spec,
         path: path.to_path_buf(),
-        windows,
+        windows: windows.map(Box::new),
         warnings,
         source,
     })
