@@ -28,6 +28,11 @@
 //! - `--interval` / `SCALE_INTERVAL` (default 10s): the rules' analysis interval
 //! - `SCALE_CANARYD`: the daemon binary to measure (default: the one cargo built with the bench)
 //!
+//! The diagnostics line after each row also gives the Prometheus answer bytes canaryd read,
+//! by encoding (`--daemon-arg=--prometheus-compress --daemon-arg=false` for plain answers).
+//! SIGINT or SIGTERM stops the bench with its Prometheus and daemon; after a SIGKILL the
+//! kernel and a watchdog kill them (`scale_support/watchdog.rs`).
+//!
 //! Under `cargo test --benches` (no `--bench`), one smoke run: N = 5, 1 s scrapes, 2 s ticks,
 //! a 6 s window, failing if anything the table reports was not measured.
 
@@ -45,6 +50,8 @@ mod report;
 mod scrape;
 #[path = "scale_support/setup.rs"]
 mod setup;
+#[path = "scale_support/watchdog.rs"]
+mod watchdog;
 
 use std::time::{Duration, Instant};
 
@@ -252,6 +259,13 @@ async fn run(cfg: &Config, n: usize) -> Result<Row> {
             &fds_prometheus,
             daemon.log_path(),
         ) + "; "
+            + &diag::answer_bytes(
+                &row.first.daemon_metrics,
+                &row.last.daemon_metrics,
+                cfg.duration,
+                t.interval,
+            )
+            + "; "
             + &scrapes.line(),
         ..row
     };
@@ -259,8 +273,28 @@ async fn run(cfg: &Config, n: usize) -> Result<Row> {
     Ok(row)
 }
 
+/// Runs the bench until it ends or SIGINT/SIGTERM arrives. On a signal the run is dropped
+/// first, so its Prometheus and daemon are killed (their drops) before the bench exits with
+/// 128 + the signal; the default action would end the bench with both still running. SIGKILL
+/// cannot be caught: then the kernel kills them (`die_with_parent`).
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut int, mut term) = (
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::terminate())?,
+    );
+    let stopped = tokio::select! {
+        outcome = bench() => return outcome,
+        _ = int.recv() => 130,
+        _ = term.recv() => 143,
+    };
+    // `bench()` is dropped here, at the end of the `select!`: every child killed and reaped.
+    eprintln!("scale: stopped by a signal; its Prometheus and daemon were killed");
+    std::process::exit(stopped)
+}
+
+async fn bench() -> Result<()> {
     let cfg = Config::from_env_and_args()?;
     let build = if cfg!(debug_assertions) {
         "debug"

@@ -120,6 +120,10 @@ pub struct PrometheusSection {
     /// Batch queries ask only the part of their window not yet settled and reuse the rest of
     /// the last tick's answer (`source::window_cache`); off, every tick asks whole windows.
     pub incremental_windows: bool,
+    /// Ask Prometheus for gzip-compressed answers: far fewer bytes for canaryd to read and hold,
+    /// more CPU for Prometheus to compress them (BENCHMARKS.md, "Scale — session 12"). Off,
+    /// answers come plain.
+    pub compress: bool,
     /// How old a point must have been when it was fetched to be reused: longer than the scrape
     /// interval plus the scrape timeout of what the rules read.
     #[serde(with = "crate::rules::schema::duration")]
@@ -180,6 +184,7 @@ impl Default for PrometheusSection {
             max_response_bytes: crate::source::prometheus::DEFAULT_MAX_RESPONSE_BYTES,
             batch_queries: true,
             incremental_windows: true,
+            compress: true,
             settled_after: Duration::from_secs(30),
             fill_timeout: None,
         }
@@ -431,6 +436,16 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn answers_are_compressed_unless_the_file_says_otherwise() {
+        let compress = |yaml: &str| -> bool {
+            let cfg: Config = serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{e}"));
+            cfg.prometheus.compress
+        };
+        assert!(compress("prometheus: {}\n"));
+        assert!(!compress("prometheus: { compress: false }\n"));
     }
 
     #[test]

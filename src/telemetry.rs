@@ -53,6 +53,11 @@ fn describe() {
         "Failed Prometheus queries by kind"
     );
     describe_counter!(
+        "canaryd_prometheus_answer_bytes_total",
+        Unit::Bytes,
+        "Bytes read from Prometheus answers, by the encoding they came in (gzip, identity): with prometheus.compress on, identity bytes mean something between strips the compression"
+    );
+    describe_counter!(
         "canaryd_prometheus_queries_total",
         "Range queries sent by how: batched (one for a group of alike queries), wide (one for a whole group, its varying matchers dropped), single, fallback (per member after a failed or ambiguous batch)"
     );
@@ -111,6 +116,9 @@ pub fn init_series<'a>(rules: impl IntoIterator<Item = &'a str>) {
     }
     counter!("canaryd_prometheus_shed_total").increment(0);
     counter!("canaryd_prometheus_deadline_missed_total").increment(0);
+    for encoding in ["gzip", "identity"] {
+        counter!("canaryd_prometheus_answer_bytes_total", "encoding" => encoding).increment(0);
+    }
     for how in ["planned", "asked", "late"] {
         counter!("canaryd_slot_ticks_total", "how" => how).increment(0);
     }

@@ -148,128 +148,22 @@ impl Registry {
     }
 
     /// Renders from `cursor` on until `out` holds `budget` bytes or every series is written;
-    /// `true` when they are ([`super::chunks`]). Families in the order: promotions, rollbacks,
-    /// verdicts, thresholds; each rule by rule in name order.
+    /// `true` when they are ([`super::chunks`]). Families in [`FAMILIES`]' order; each rule by
+    /// rule in name order.
     pub(crate) fn render_some(&self, cursor: &mut Cursor, out: &mut String, budget: usize) -> bool {
-        let names = &self.names;
-        while cursor.family < 4 {
-            let done = match cursor.family {
-                0 => section(
-                    &self.rules,
-                    cursor,
-                    out,
-                    budget,
-                    |out| {
-                        if self.any_outcomes {
-                            head(
-                                out,
-                                "canaryd_promotions_total",
-                                "Rollouts promoted",
-                                "counter",
-                            );
-                        }
-                    },
-                    |out, rule, series| {
-                        if let Some(counts) = &series.outcomes {
-                            let _ = writeln!(
-                                out,
-                                "canaryd_promotions_total{{rule=\"{}\"}} {}",
-                                esc(rule),
-                                counts[0]
-                            );
-                        }
-                    },
-                ),
-                1 => section(
-                    &self.rules,
-                    cursor,
-                    out,
-                    budget,
-                    |out| {
-                        if self.any_outcomes {
-                            head(
-                                out,
-                                "canaryd_rollbacks_total",
-                                "Rollbacks decided, by reason kind",
-                                "counter",
-                            );
-                        }
-                    },
-                    |out, rule, series| {
-                        let Some(counts) = &series.outcomes else {
-                            return;
-                        };
-                        for (reason, n) in ROLLBACK_REASONS.iter().zip(&counts[1..]) {
-                            let _ = writeln!(
-                                out,
-                                "canaryd_rollbacks_total{{rule=\"{}\",reason=\"{reason}\"}} {n}",
-                                esc(rule),
-                            );
-                        }
-                    },
-                ),
-                2 => section(
-                    &self.rules,
-                    cursor,
-                    out,
-                    budget,
-                    |out| {
-                        if self.any_verdicts {
-                            head(
-                                out,
-                                "canaryd_check_verdicts_total",
-                                "Check verdicts by rule, metric and verdict",
-                                "counter",
-                            );
-                        }
-                    },
-                    |out, rule, series| {
-                        for m in &series.metrics {
-                            for (verdict, n) in VERDICTS.iter().zip(&m.counts) {
-                                if *n > 0 {
-                                    let _ = writeln!(
-                                        out,
-                                        "canaryd_check_verdicts_total{{rule=\"{}\",metric=\"{}\",verdict=\"{verdict}\"}} {n}",
-                                        esc(rule),
-                                        esc(names.get(m.name)),
-                                    );
-                                }
-                            }
-                        }
-                    },
-                ),
-                _ => section(
-                    &self.rules,
-                    cursor,
-                    out,
-                    budget,
-                    |out| {
-                        if self.any_thresholds {
-                            head(
-                                out,
-                                "canaryd_metric_threshold",
-                                "Threshold a metric is held against, by kind",
-                                "gauge",
-                            );
-                        }
-                    },
-                    |out, rule, series| {
-                        for m in &series.metrics {
-                            for (i, (kind, v)) in KINDS.iter().zip(&m.thresholds).enumerate() {
-                                if m.set & (1 << i) != 0 {
-                                    let _ = writeln!(
-                                        out,
-                                        "canaryd_metric_threshold{{rule=\"{}\",metric=\"{}\",kind=\"{kind}\"}} {}",
-                                        esc(rule),
-                                        esc(names.get(m.name)),
-                                        num(*v)
-                                    );
-                                }
-                            }
-                        }
-                    },
-                ),
-            };
+        while let Some(f) = FAMILIES.get(cursor.family) {
+            let done = section(
+                &self.rules,
+                cursor,
+                out,
+                budget,
+                |out| {
+                    if (f.shown)(self) {
+                        head(out, f.name, f.help, f.kind);
+                    }
+                },
+                |out, rule, series| (f.lines)(out, f.name, rule, series, &self.names),
+            );
             if !done {
                 return false;
             }
@@ -277,6 +171,92 @@ impl Registry {
         true
     }
 }
+
+/// One family of this registry: its head, whether the head shows, and a rule's lines.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    shown: fn(&Registry) -> bool,
+    /// Writes the lines of one rule (`name` is the family's).
+    lines: fn(&mut String, &str, &str, &RuleSeries, &Names),
+}
+
+/// The families in the order `/metrics` shows them: promotions, rollbacks, verdicts,
+/// thresholds. Each is written the same way (a head if any rule has one, then rule by rule),
+/// so only what differs is said here.
+const FAMILIES: [Family; 4] = [
+    Family {
+        name: "canaryd_promotions_total",
+        help: "Rollouts promoted",
+        kind: "counter",
+        shown: |r| r.any_outcomes,
+        lines: |out, name, rule, series, _| {
+            if let Some(counts) = &series.outcomes {
+                let _ = writeln!(out, "{name}{{rule=\"{}\"}} {}", esc(rule), counts[0]);
+            }
+        },
+    },
+    Family {
+        name: "canaryd_rollbacks_total",
+        help: "Rollbacks decided, by reason kind",
+        kind: "counter",
+        shown: |r| r.any_outcomes,
+        lines: |out, name, rule, series, _| {
+            let Some(counts) = &series.outcomes else {
+                return;
+            };
+            for (reason, n) in ROLLBACK_REASONS.iter().zip(&counts[1..]) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{rule=\"{}\",reason=\"{reason}\"}} {n}",
+                    esc(rule),
+                );
+            }
+        },
+    },
+    Family {
+        name: "canaryd_check_verdicts_total",
+        help: "Check verdicts by rule, metric and verdict",
+        kind: "counter",
+        shown: |r| r.any_verdicts,
+        lines: |out, name, rule, series, names| {
+            for m in &series.metrics {
+                for (verdict, n) in VERDICTS.iter().zip(&m.counts) {
+                    if *n > 0 {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{rule=\"{}\",metric=\"{}\",verdict=\"{verdict}\"}} {n}",
+                            esc(rule),
+                            esc(names.get(m.name)),
+                        );
+                    }
+                }
+            }
+        },
+    },
+    Family {
+        name: "canaryd_metric_threshold",
+        help: "Threshold a metric is held against, by kind",
+        kind: "gauge",
+        shown: |r| r.any_thresholds,
+        lines: |out, name, rule, series, names| {
+            for m in &series.metrics {
+                for (i, (kind, v)) in KINDS.iter().zip(&m.thresholds).enumerate() {
+                    if m.set & (1 << i) != 0 {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{rule=\"{}\",metric=\"{}\",kind=\"{kind}\"}} {}",
+                            esc(rule),
+                            esc(names.get(m.name)),
+                            num(*v)
+                        );
+                    }
+                }
+            }
+        },
+    },
+];
 
 /// The entry for `key`, allocating its name only the first time.
 fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {

@@ -5,13 +5,18 @@
 //! Here the wait grows with the number of rules.
 //!
 //! `SCALE_CANARYD` runs another binary than the one cargo built with the bench: a release
-//! build under a debug harness, or an older build's daemon under this harness ("before" numbers).
+//! build under a debug harness, or an older build's daemon under this harness ("before" numbers),
+//! or a wrapper script that runs it (a profiler). The daemon leads its own process group, killed
+//! whole on drop, so a wrapper's child goes with it; and it dies with the bench
+//! ([`canaryd::demo::die_with_parent`]) when the bench is killed before any drop runs.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+use crate::watchdog::Watchdog;
 
 /// The daemon binary: `SCALE_CANARYD`, else the one built with this bench.
 pub fn binary() -> PathBuf {
@@ -25,6 +30,8 @@ pub struct ScaleDaemon {
     child: tokio::process::Child,
     pub url: String,
     log: PathBuf,
+    /// Kills the daemon's process group if the bench dies before dropping this.
+    _watchdog: Option<Watchdog>,
 }
 
 impl ScaleDaemon {
@@ -43,7 +50,8 @@ impl ScaleDaemon {
         for _ in 0..5 {
             let port = canaryd::demo::free_loopback_port()?;
             let log = state.join(format!("canaryd-{port}.log"));
-            let child = tokio::process::Command::new(binary())
+            let mut command = tokio::process::Command::new(binary());
+            command
                 .arg("serve")
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
@@ -58,13 +66,17 @@ impl ScaleDaemon {
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).context("canaryd's log file")?)
                 .kill_on_drop(true)
-                .spawn()
-                .context("spawning canaryd")?;
+                .process_group(0);
+            canaryd::demo::die_with_parent(&mut command);
+            let child = command.spawn().context("spawning canaryd")?;
+            let watchdog = child.id().map(Watchdog::start).transpose();
             let mut d = ScaleDaemon {
                 child,
                 url: format!("http://127.0.0.1:{port}"),
                 log,
+                _watchdog: None,
             };
+            d._watchdog = watchdog?;
             match d.wait_live(wait).await {
                 Ok(()) => return Ok(d),
                 Err(log) if log.contains("cannot listen on") => last = log,
@@ -92,6 +104,7 @@ impl ScaleDaemon {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        canaryd::demo::kill_group(&self.child);
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
         Err(self.log_tail())
@@ -115,6 +128,7 @@ impl ScaleDaemon {
 
 impl Drop for ScaleDaemon {
     fn drop(&mut self) {
+        canaryd::demo::kill_group(&self.child);
         let _ = self.child.start_kill();
         let deadline = Instant::now() + Duration::from_secs(5);
         while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {

@@ -4,6 +4,7 @@
 //! log. Printed as one line after each run's row.
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::measure::family_sum;
 
@@ -140,4 +141,31 @@ pub fn line(
         log_text.len() / 1024,
         log_text.lines().filter(|l| l.contains(" WARN ")).count(),
     )
+}
+
+/// The Prometheus answer bytes canaryd read in the window, by encoding
+/// (`canaryd_prometheus_answer_bytes_total`), in all and per tick interval: what
+/// `prometheus.compress` saves on the wire. "n/a" on builds without the metric.
+pub fn answer_bytes(first: &str, last: &str, window: Duration, interval: Duration) -> String {
+    const FAMILY: &str = "canaryd_prometheus_answer_bytes_total";
+    let intervals = window.as_secs_f64() / interval.as_secs_f64().max(1e-9);
+    let by: Vec<String> = ["gzip", "identity"]
+        .iter()
+        .map(|e| {
+            let label = format!("encoding=\"{e}\"");
+            let keep = |l: &str| l.contains(&label);
+            match (
+                family_sum(first, FAMILY, keep),
+                family_sum(last, FAMILY, keep),
+            ) {
+                (Some(a), Some(b)) => format!(
+                    "{e} {:.2} MB ({:.3} MB per tick interval)",
+                    (b - a) / 1e6,
+                    (b - a) / 1e6 / intervals
+                ),
+                _ => format!("{e} n/a"),
+            }
+        })
+        .collect();
+    format!("answer bytes read in the window: {}", by.join(", "))
 }

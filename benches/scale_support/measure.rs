@@ -203,7 +203,9 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 /// tracepoints are unavailable (no root, no perf).
 pub fn count_fsyncs(pid: u32, d: std::time::Duration) -> tokio::task::JoinHandle<Option<f64>> {
     tokio::spawn(async move {
-        let out = tokio::process::Command::new("perf")
+        let mut perf = tokio::process::Command::new("perf");
+        canaryd::demo::die_with_parent(&mut perf);
+        let out = perf
             .args(["stat", "-x", ",", "-e"])
             .arg("syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync")
             .arg("-p")

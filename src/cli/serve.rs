@@ -46,6 +46,9 @@ pub struct ServeArgs {
     /// `prometheus.incremental_windows`).
     #[arg(long, env = "CANARYD_PROMETHEUS_INCREMENTAL_WINDOWS")]
     pub prometheus_incremental_windows: Option<bool>,
+    /// `false` asks Prometheus for plain answers, not gzip (`prometheus.compress`).
+    #[arg(long, env = "CANARYD_PROMETHEUS_COMPRESS")]
+    pub prometheus_compress: Option<bool>,
     /// Rule files, folders or globs (repeatable).
     #[arg(long = "rules", env = "CANARYD_RULES", value_delimiter = ',')]
     pub rules: Vec<String>,
@@ -128,6 +131,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.prometheus_incremental_windows {
             cfg.prometheus.incremental_windows = v;
+        }
+        if let Some(v) = self.prometheus_compress {
+            cfg.prometheus.compress = v;
         }
         if !self.rules.is_empty() {
             cfg.rules = self.rules.clone();
@@ -234,6 +240,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let source = PrometheusSource::new(&prometheus)?
         .with_max_response_bytes(cfg.prometheus.max_response_bytes)
         .with_batching(cfg.prometheus.batch_queries)
+        .with_compression(cfg.prometheus.compress)
         .with_incremental_windows(cfg.prometheus.settled_after()?)
         .with_fill_timeout(cfg.prometheus.fill_timeout()?);
     let hooks = HookRunner::new().context("building the hook HTTP client")?;

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 /// Commands a rollout may have waiting before a sender waits for room: a burst of controls is
@@ -21,8 +22,10 @@ pub(super) const DEPTH: usize = 32;
 
 struct Shared<T> {
     queue: Mutex<VecDeque<T>>,
-    /// A command arrived, or the last sender left.
-    ready: Notify,
+    /// A command arrived, or the last sender left: wakes the one actor taking commands. A
+    /// waker, not a `Notify`: a wait on a `Notify` is an 88-byte future inside every resting
+    /// rollout's task cell, a wait on this is a reference.
+    ready: AtomicWaker,
     /// Room freed, or the last receiver left.
     room: Notify,
     senders: AtomicUsize,
@@ -43,7 +46,7 @@ pub(super) struct Receiver<T>(Arc<Shared<T>>);
 pub(super) fn queue<T>() -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(VecDeque::new()),
-        ready: Notify::new(),
+        ready: AtomicWaker::new(),
         room: Notify::new(),
         senders: AtomicUsize::new(1),
         receivers: AtomicUsize::new(1),
@@ -66,7 +69,7 @@ impl<T> Sender<T> {
                 if q.len() < DEPTH {
                     q.push_back(item);
                     drop(q);
-                    self.0.ready.notify_one();
+                    self.0.ready.wake();
                     return Ok(());
                 }
             }
@@ -85,7 +88,7 @@ impl<T> Clone for Sender<T> {
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         if self.0.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.ready.notify_one();
+            self.0.ready.wake();
         }
     }
 }
@@ -93,18 +96,26 @@ impl<T> Drop for Sender<T> {
 impl<T> Receiver<T> {
     /// The next command; `None` once every sender is gone and nothing waits. Cancel-safe: a
     /// command stays queued until a call returns it.
-    pub(super) async fn recv(&mut self) -> Option<T> {
-        loop {
+    pub(super) fn recv(&mut self) -> impl std::future::Future<Output = Option<T>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_recv(cx))
+    }
+
+    /// Takes the next command, or registers to be woken (and looks once more, so a command
+    /// sent between the look and the registration is not missed).
+    fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+        for registered in [false, true] {
             if let Some(item) = self.0.lock().pop_front() {
                 self.0.room.notify_one();
-                return Some(item);
+                return std::task::Poll::Ready(Some(item));
             }
             if self.0.senders.load(Ordering::Acquire) == 0 {
-                return None;
+                return std::task::Poll::Ready(None);
             }
-            // `notify_one` keeps a permit when nobody waits yet: a wake-up is never lost.
-            self.0.ready.notified().await;
+            if !registered {
+                self.0.ready.register(cx.waker());
+            }
         }
+        std::task::Poll::Pending
     }
 }
 

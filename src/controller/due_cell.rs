@@ -7,13 +7,15 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use super::scheduler::Due;
 
 struct Shared {
     due: Mutex<Option<Due>>,
-    ready: Notify,
+    /// Wakes the actor: a waker rather than a `Notify`, whose wait is an 88-byte future in
+    /// every resting rollout's task cell (a wait on this is a reference).
+    ready: AtomicWaker,
     /// The scheduler dropped its side (the rollout was replaced or the scheduler ended).
     sender_gone: AtomicBool,
     /// The actor dropped its side (its task ended or panicked).
@@ -38,7 +40,7 @@ pub(super) struct DueReceiver(Arc<Shared>);
 pub(super) fn due_cell() -> (DueSender, DueReceiver) {
     let shared = Arc::new(Shared {
         due: Mutex::new(None),
-        ready: Notify::new(),
+        ready: AtomicWaker::new(),
         sender_gone: AtomicBool::new(false),
         receiver_gone: AtomicBool::new(false),
     });
@@ -61,8 +63,8 @@ impl DueSender {
         }
         *cell = Some(due);
         drop(cell);
-        // `notify_one` keeps a permit when nobody waits yet, so a wake-up is never lost.
-        self.0.ready.notify_one();
+        // An actor not yet waiting finds the slot when it looks ([`DueReceiver::poll_recv`]).
+        self.0.ready.wake();
         Ok(())
     }
 }
@@ -70,23 +72,32 @@ impl DueSender {
 impl Drop for DueSender {
     fn drop(&mut self) {
         self.0.sender_gone.store(true, Ordering::Release);
-        self.0.ready.notify_one();
+        self.0.ready.wake();
     }
 }
 
 impl DueReceiver {
     /// The next slot; `None` once the scheduler dropped its side and no slot is left.
     /// Cancel-safe: the slot stays in the cell until a call returns it.
-    pub(super) async fn recv(&mut self) -> Option<Due> {
-        loop {
+    pub(super) fn recv(&mut self) -> impl std::future::Future<Output = Option<Due>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_recv(cx))
+    }
+
+    /// Takes the slot, or registers to be woken (and looks once more, so a slot handed over
+    /// between the look and the registration is not missed).
+    fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Due>> {
+        for registered in [false, true] {
             if let Some(due) = self.try_recv() {
-                return Some(due);
+                return std::task::Poll::Ready(Some(due));
             }
             if self.0.sender_gone.load(Ordering::Acquire) {
-                return None;
+                return std::task::Poll::Ready(None);
             }
-            self.0.ready.notified().await;
+            if !registered {
+                self.0.ready.register(cx.waker());
+            }
         }
+        std::task::Poll::Pending
     }
 
     pub(super) fn try_recv(&mut self) -> Option<Due> {

@@ -33,6 +33,7 @@ pub mod reload;
 pub mod replica;
 pub mod report;
 mod report_book;
+mod report_seen;
 mod report_thresholds;
 mod scheduler;
 mod shell;

@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use super::report_seen::{BASELINE, CANARY, Seen};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -112,16 +114,6 @@ pub struct ReportBuilder {
     steps: Vec<StepRecord>,
     hooks: Vec<HookSeen>,
     last_tick_at: Option<DateTime<Utc>>,
-}
-
-/// What the ticks said of one metric so far.
-#[derive(Debug, Clone, Copy, Default)]
-struct Seen {
-    ticks: u32,
-    last_verdict: Option<Verdict>,
-    /// (first, last) value seen.
-    baseline: Option<(f64, f64)>,
-    canary: Option<(f64, f64)>,
 }
 
 /// A finished hook: a [`HookRecord`] without its two names allocated.
@@ -284,10 +276,10 @@ impl ReportBuilder {
                 seen.ticks += 1;
                 seen.last_verdict = Some(c.verdict);
                 if let Some(v) = c.baseline {
-                    seen.baseline = Some((seen.baseline.map_or(v, |(first, _)| first), v));
+                    seen.see(BASELINE, v);
                 }
                 if let Some(v) = c.canary {
-                    seen.canary = Some((seen.canary.map_or(v, |(first, _)| first), v));
+                    seen.see(CANARY, v);
                 }
             }
         }
@@ -330,10 +322,10 @@ fn metric_record(m: &MetricSpec, seen: &Seen) -> MetricRecord {
             .filter_map(|(k, v)| v.map(|v| (k, v))),
         ),
         ticks: seen.ticks,
-        baseline_first: seen.baseline.map(|(first, _)| first),
-        canary_first: seen.canary.map(|(first, _)| first),
-        baseline_last: seen.baseline.map(|(_, last)| last),
-        canary_last: seen.canary.map(|(_, last)| last),
+        baseline_first: seen.pair(BASELINE).map(|(first, _)| first),
+        canary_first: seen.pair(CANARY).map(|(first, _)| first),
+        baseline_last: seen.pair(BASELINE).map(|(_, last)| last),
+        canary_last: seen.pair(CANARY).map(|(_, last)| last),
         last_verdict: seen.last_verdict,
     }
 }

@@ -24,40 +24,47 @@ use crate::rollout::Rollout;
 use crate::rules::Rule;
 
 /// Runs the task of `rollout` until it ends, restarting it after each panic. The rollout comes
-/// boxed: an async fn keeps its arguments for its whole life, and this one lives as long as the
-/// rollout.
-pub(super) async fn supervise(
+/// boxed: the future keeps its arguments for its whole life, and it lives as long as the
+/// rollout. A plain fn returning an `async move` block, not an `async fn`, which would keep
+/// each argument twice (as given and as moved into its body: `-Zprint-type-sizes`).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+pub(super) fn supervise(
     inner: Arc<Inner>,
     rule: Arc<Rule>,
     rollout: Box<Rollout>,
     rx: Commands,
     recovered: bool,
-) {
-    let id = rollout.id.clone();
-    let mut task = RolloutTask::new(
-        inner.clone(),
-        rule.clone(),
-        unbox(rollout),
-        rx.clone(),
-        recovered,
-    );
-    let mut panics = 0u32;
-    loop {
-        // The task (and the command queue's guard it holds) is dropped before the next one
-        // locks the queue.
-        let reason = match AssertUnwindSafe(task.run()).catch_unwind().await {
-            Ok(()) => return,
-            Err(payload) => panic_reason(payload),
-        };
-        panics = panics.saturating_add(1);
-        tracing::error!(event = "rollout.task_panicked", rollout = %id, reason = %reason, panics,
-            "rollout task panicked; restarting it from the stored state");
-        // Boxed: the restart path is rare, and inline it would grow every rollout's future.
-        let Some(state) = Box::pin(stored(&inner, &id)).await else {
-            return;
-        };
-        task = RolloutTask::new(inner.clone(), rule.clone(), state, rx.clone(), true)
-            .after_panic(reason, panics);
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let id = rollout.id.clone();
+        let mut task = RolloutTask::new(
+            inner.clone(),
+            rule.clone(),
+            unbox(rollout),
+            rx.clone(),
+            recovered,
+        );
+        let mut panics = 0u32;
+        loop {
+            // The task (and the command queue's guard it holds) is dropped before the next one
+            // locks the queue.
+            let reason = match AssertUnwindSafe(task.run()).catch_unwind().await {
+                Ok(()) => return,
+                Err(payload) => panic_reason(payload),
+            };
+            panics = panics.saturating_add(1);
+            tracing::error!(event = "rollout.task_panicked", rollout = %id, reason = %reason, panics,
+                "rollout task panicked; restarting it from the stored state");
+            // Boxed: the restart path is rare, and inline it would grow every rollout's future.
+            let Some(state) = Box::pin(stored(&inner, &id)).await else {
+                return;
+            };
+            task = RolloutTask::new(inner.clone(), rule.clone(), state, rx.clone(), true)
+                .after_panic(reason, panics);
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub mod service;
 mod simulation;
 pub mod traffic_stack;
 
-pub use process::kill_group;
+pub use process::{die_with_parent, kill_group};
 
 use std::path::PathBuf;
 use std::time::Duration;

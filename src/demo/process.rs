@@ -103,13 +103,16 @@ impl ChildProcess {
         let log_err = log
             .try_clone()
             .map_err(|e| DemoError::io(format!("duplicating {}", self.log.display()), e))?;
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
             .kill_on_drop(true)
-            .process_group(0)
+            .process_group(0);
+        die_with_parent(&mut command);
+        let child = command
             .spawn()
             .map_err(|e| DemoError::io(format!("spawning {}", self.binary.display()), e))?;
         self.child = Some(child);
@@ -187,6 +190,34 @@ impl Drop for ChildProcess {
             }
         }
     }
+}
+
+/// Has the child killed (SIGKILL) when the thread that spawned it ends (`PR_SET_PDEATHSIG`):
+/// when its parent is killed outright (SIGKILL, or a signal it does not handle), no destructor
+/// runs to stop the child, and a Prometheus in its own process group would outlive the test or
+/// bench that started it. The kernel ties this to the spawning *thread*: spawn from the main
+/// thread or a runtime worker, which live as long as the process, never from a short-lived one.
+/// A no-op off Linux.
+pub fn die_with_parent(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let parent = rustix::process::getpid();
+        // SAFETY: runs in the forked child before exec and only makes two syscalls (prctl,
+        // getppid), both async-signal-safe; it allocates nothing and touches no lock.
+        unsafe {
+            command.pre_exec(move || {
+                use rustix::process::{Signal, getppid, set_parent_process_death_signal};
+                set_parent_process_death_signal(Some(Signal::KILL))?;
+                // The parent may have died between fork and prctl: then no signal would come.
+                if getppid() != Some(parent) {
+                    return Err(std::io::Error::other("the parent exited before exec"));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
 }
 
 /// SIGKILL to the child's whole process group (it leads one, `process_group(0)`): nginx's

@@ -43,7 +43,7 @@ impl Plan {
             failure_limit: a.failure_limit,
             nodata_limit: a.nodata_limit,
             on_nodata: a.on_nodata,
-            windows: rule.windows.clone(),
+            windows: rule.windows.as_deref().cloned(),
             lifecycle: super::lifecycle::LifecycleHooks {
                 pre_rollout: rule.spec.hooks.pre_rollout.is_some(),
                 readiness: rule.spec.hooks.readiness.is_some(),

@@ -8,11 +8,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::kept_text::Dictionary;
 use super::schema::{MetricSpec, RuleSpec};
 use super::shared::{Interner, Shared};
 use super::validate::{Finding, at};
@@ -75,9 +76,20 @@ impl Template {
 pub struct Catalog {
     by_name: BTreeMap<String, Template>,
     shared: Arc<Interner>,
+    /// The first rule text of this load: every rule's kept text is deflated after it
+    /// (`kept_text`). Unset until a rule is parsed; `None` when that text was too long.
+    dictionary: OnceLock<Option<Arc<Dictionary>>>,
 }
 
 impl Catalog {
+    /// The dictionary the rules of this load keep their texts deflated after: made from the
+    /// first text asked with, so a load of rules alike keeps a few dozen bytes a rule.
+    pub(crate) fn dictionary(&self, text: &str) -> Option<&Arc<Dictionary>> {
+        self.dictionary
+            .get_or_init(|| Dictionary::new(text).map(Arc::new))
+            .as_ref()
+    }
+
     /// Where rules parsed with this catalog share their equal metrics (`rules::shared`).
     pub(crate) fn shared(&self) -> &Interner {
         &self.shared

@@ -9,6 +9,7 @@ use serde_saphyr::Spanned;
 use super::catalog::Catalog;
 pub use super::files::{MAX_RULE_FILE_BYTES, RuleFile, expand_paths, read_paths};
 use super::files::{read_capped, too_large};
+use super::kept_text::KeptText;
 use super::resolve::{Origin, resolve};
 use super::schema::RuleSpec;
 use super::validate::{Finding, validate};
@@ -42,8 +43,9 @@ pub fn parse_rule_in(path: &Path, text: &str, catalog: &Catalog) -> Result<Rule,
     let warnings = located(path, super::validate::lint(&resolved.spec), &[]);
     let mut spec = resolved.spec;
     share_metrics(&mut spec, catalog);
+    let kept = KeptText::new(text, catalog.dictionary(text));
     let source = if resolved.files.is_empty() {
-        Source::Text(text.to_string())
+        Source::Text(kept)
     } else {
         super::snapshot::check_size(path, text, &resolved.files).map_err(|message| {
             let loc = spec.name.referenced;
@@ -55,14 +57,14 @@ pub fn parse_rule_in(path: &Path, text: &str, catalog: &Catalog) -> Result<Rule,
             }]
         })?;
         Source::Templated {
-            text: text.to_string(),
+            text: kept,
             files: resolved.files,
         }
     };
     Ok(Rule {
         spec,
         path: path.to_path_buf(),
-        windows,
+        windows: windows.map(Box::new),
         warnings,
         source,
     })

@@ -13,6 +13,7 @@ mod bounds;
 pub mod catalog;
 pub mod checkpoints;
 mod files;
+mod kept_text;
 mod lint;
 pub mod load;
 pub mod matchers;
@@ -39,6 +40,7 @@ pub use schema::{MetricSpec, RuleSpec, StepSpec};
 pub use snapshot::SnapshotError;
 pub use window::Windows;
 
+use kept_text::KeptText;
 use templates::QueryVars;
 
 /// A rule that passed every check; what rollouts run on.
@@ -46,7 +48,8 @@ use templates::QueryVars;
 pub struct Rule {
     pub spec: RuleSpec,
     pub path: PathBuf,
-    pub windows: Option<Windows>,
+    /// Boxed: most rules have none, and 10,000 rules each held 56 bytes for it.
+    pub windows: Option<Box<Windows>>,
     /// Advice that did not stop the rule loading (`validate::lint`), made at load time: the
     /// metrics a loaded rule shares no longer know where they were written.
     pub warnings: Vec<RuleError>,
@@ -57,14 +60,15 @@ pub struct Rule {
 /// What a rule was parsed from. A rule using metric templates keeps its own text and the
 /// template files, shared with every other rule using them: one service per rule file put a
 /// copy of the template files' text in every rule (2 KB a rule, issue 14), for a bundle only
-/// a rollout's start reads.
+/// a rollout's start reads. The rule's own text is kept deflated after its load's first rule
+/// text (`kept_text`): 0.9 KB a rule kept whole.
 #[derive(Debug, Clone)]
 pub(crate) enum Source {
     /// A rule file without templates, or a stored snapshot read back (kept byte for byte).
-    Text(String),
+    Text(KeptText),
     /// A rule file's text and the template files it used.
     Templated {
-        text: String,
+        text: KeptText,
         files: Vec<Arc<catalog::TemplateFile>>,
     },
 }
@@ -135,10 +139,16 @@ impl Rule {
     /// metric templates a bundle of it and those template files (`snapshot`), which
     /// `parse_rule` rebuilds the rule from alone. Identical inputs give identical text.
     pub fn source(&self) -> Result<Cow<'_, str>, SnapshotError> {
+        let kept = |text: &KeptText| {
+            text.text().map_err(|source| SnapshotError::Kept {
+                path: self.path.display().to_string(),
+                source,
+            })
+        };
         match &self.source {
-            Source::Text(text) => Ok(Cow::Borrowed(text)),
+            Source::Text(text) => kept(text).map(Cow::Owned),
             Source::Templated { text, files } => {
-                snapshot::write(&self.path, text, files).map(Cow::Owned)
+                snapshot::write(&self.path, &kept(text)?, files).map(Cow::Owned)
             }
         }
     }

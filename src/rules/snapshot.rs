@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{Catalog, TemplateFile};
+use super::kept_text::KeptText;
 use super::load::{MAX_RULE_FILE_BYTES, parse_rule_in};
 use super::{Rule, RuleError, Source};
 
@@ -54,14 +55,23 @@ pub(crate) fn is_snapshot(text: &str) -> bool {
     text.starts_with(PREFIX)
 }
 
-/// A bundle that could not be written: serde_json refuses nothing made of strings, so this is a
-/// bug, and the rollout it was for is refused rather than started without its snapshot.
+/// A snapshot that could not be written: serde_json refuses nothing made of strings, and a kept
+/// text is checked to read back when it is kept, so either is a bug, and the rollout it was
+/// for is refused rather than started without its snapshot.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write the rule snapshot of {path}: {source}")]
-pub struct SnapshotError {
-    pub path: String,
-    #[source]
-    pub source: serde_json::Error,
+pub enum SnapshotError {
+    #[error("cannot write the rule snapshot of {path}: {source}")]
+    Json {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot write the rule snapshot of {path}: {source}")]
+    Kept {
+        path: String,
+        #[source]
+        source: super::kept_text::KeptTextError,
+    },
 }
 
 /// The snapshot of a rule at `path` that used `files`. Written when a rollout starts rather
@@ -82,7 +92,7 @@ pub(crate) fn write(
         rule: part(path, text),
         templates: files.iter().map(|f| part(&f.path, &f.text)).collect(),
     };
-    serde_json::to_string(&b).map_err(|source| SnapshotError {
+    serde_json::to_string(&b).map_err(|source| SnapshotError::Json {
         path: path.display().to_string(),
         source,
     })
@@ -141,7 +151,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
         return Err(errors);
     }
     let mut rule = parse_rule_in(path, &b.rule.text, &catalog)?;
-    rule.source = Source::Text(text.to_string());
+    rule.source = Source::Text(KeptText::new(text, None));
     Ok(rule)
 }
 

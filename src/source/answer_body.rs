@@ -96,7 +96,9 @@ fn gzip_encoded(value: Option<&HeaderValue>) -> Result<bool, ReadError> {
 }
 
 /// The body of one answer, at most `cap` bytes as read. Stops reading the moment the cap is
-/// passed, so an endless body costs `cap` bytes and no more.
+/// passed, so an endless body costs `cap` bytes and no more. Every byte read, kept or not, is
+/// counted by the encoding it came in (`canaryd_prometheus_answer_bytes_total`): what the
+/// answers cost on the wire, and a proxy that strips the compression shows as `identity`.
 pub(super) async fn read_capped(
     mut response: reqwest::Response,
     cap: usize,
@@ -108,6 +110,29 @@ pub(super) async fn read_capped(
         return Err(too_large(cap, &format!("{len} bytes announced")));
     }
     let mut body = Vec::new();
+    let mut read = 0u64;
+    let outcome = read_chunks(&mut response, cap, &mut body, &mut read).await;
+    let encoding = if gzip { "gzip" } else { "identity" };
+    metrics::counter!(ANSWER_BYTES, "encoding" => encoding).increment(read);
+    outcome?;
+    Ok(if gzip {
+        Body::Gzip(body)
+    } else {
+        Body::Plain(body)
+    })
+}
+
+/// The metric of the bytes read from Prometheus, by `encoding` (`gzip` or `identity`).
+const ANSWER_BYTES: &str = "canaryd_prometheus_answer_bytes_total";
+
+/// Reads `response`'s chunks into `body` until its end or past `cap`, adding each chunk's
+/// length to `read` as it arrives.
+async fn read_chunks(
+    response: &mut reqwest::Response,
+    cap: usize,
+    body: &mut Vec<u8>,
+    read: &mut u64,
+) -> Result<(), ReadError> {
     loop {
         let chunk = response.chunk().await.map_err(|e| {
             let inner = std::error::Error::source(&e)
@@ -121,17 +146,15 @@ pub(super) async fn read_capped(
                 ),
             )
         })?;
-        let Some(chunk) = chunk else { break };
+        let Some(chunk) = chunk else {
+            return Ok(());
+        };
+        *read = read.saturating_add(chunk.len() as u64);
         if body.len().saturating_add(chunk.len()) > cap {
             return Err(too_large(cap, "more"));
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(if gzip {
-        Body::Gzip(body)
-    } else {
-        Body::Plain(body)
-    })
 }
 
 fn too_large(cap: usize, got: &str) -> ReadError {

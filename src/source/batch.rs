@@ -164,7 +164,7 @@ pub fn plan<R: Request>(requests: &[R], limits: &Limits) -> Vec<Job> {
         let r = &requests[i];
         match parsed {
             Some(Ok(s)) => groups
-                .entry((s.key.clone(), r.end(), r.window(), r.step()))
+                .entry((s.key().clone(), r.end(), r.window(), r.step()))
                 .or_default()
                 .push((i, s)),
             Some(Err(_)) | None => jobs.push(Job::Single(i)),

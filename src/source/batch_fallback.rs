@@ -26,7 +26,7 @@ impl PartialEq for Fallback {
                 .chunks
                 .iter()
                 .zip(&other.chunks)
-                .all(|((n, a), (m, b))| n == m && a.key == b.key && a.values == b.values)
+                .all(|((n, a), (m, b))| n == m && a.key() == b.key() && a.values == b.values)
     }
 }
 

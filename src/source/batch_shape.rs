@@ -15,41 +15,54 @@ use super::shape_values::Values;
 /// One parsed query with the values of its equality matchers set aside.
 #[derive(Debug, Clone)]
 pub struct Shape {
-    /// The query with every equality matcher's value blanked: two queries with equal keys
-    /// differ at most in those values.
-    pub key: Arc<str>,
-    /// The blanked query, what [`rewrite`] starts from; shared by every query of one key.
-    pub(super) expr: Arc<Expr>,
-    /// The set-aside values' label names in walk order: fixed by the key, so shared by every
-    /// query of one key (the memo holds one shape per query text, 8 per rollout).
-    pub(super) names: Arc<[String]>,
-    /// The set-aside values, in the order of `names`.
+    /// What every query of its key shares (the memo hands out one per key).
+    pub(super) blanked: Arc<Blanked>,
+    /// The set-aside values, in the order of [`Blanked::names`].
     pub(super) values: Values,
 }
 
+/// What the queries of one key share: the key, the blanked tree and the value names. One
+/// allocation behind one pointer: a live rollout's memo holds 8 shapes, and a key, a tree and
+/// the names held by three pointers were 32 bytes more in each (issue 14).
+#[derive(Debug)]
+pub struct Blanked {
+    /// The query with every equality matcher's value blanked: two queries with equal keys
+    /// differ at most in those values.
+    pub(super) key: Arc<str>,
+    /// The blanked query, what [`super::batch_rewrite::rewrite`] starts from.
+    expr: Expr,
+    /// The set-aside values' label names in walk order: fixed by the key.
+    names: Box<[String]>,
+}
+
 impl Shape {
+    /// The query with every equality matcher's value blanked: two queries with equal keys
+    /// differ at most in those values.
+    pub fn key(&self) -> &Arc<str> {
+        &self.blanked.key
+    }
+
     /// The set-aside values in walk order, each with its label name.
     pub fn values(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
-        self.names
+        self.blanked
+            .names
             .iter()
             .map(String::as_str)
             .zip(self.values.iter())
     }
 
-    /// The same shape with `names` and the tree shared from another shape of its key.
-    pub(super) fn sharing(self, key: Arc<str>, expr: Arc<Expr>, names: Arc<[String]>) -> Shape {
-        debug_assert_eq!(*names, *self.names);
+    /// The same shape with what its key shares taken from another shape of its key.
+    pub(super) fn sharing(self, blanked: Arc<Blanked>) -> Shape {
+        debug_assert_eq!(blanked.names, self.blanked.names);
         Shape {
-            key,
-            expr,
-            names,
+            blanked,
             values: self.values,
         }
     }
 
     /// The query again, the set-aside values put back (those not batched stay as written).
     pub(super) fn filled(&self) -> Result<Expr, Refused> {
-        let mut expr = (*self.expr).clone();
+        let mut expr = self.blanked.expr.clone();
         let mut values = self.values.iter();
         selectors_mut(&mut expr, &mut |vs| {
             for m in &mut vs.matchers.matchers {
@@ -86,9 +99,11 @@ pub fn shape(query: &str) -> Result<Shape, Refused> {
         return refuse(why);
     }
     Ok(Shape {
-        key: expr.to_string().into(),
-        expr: Arc::new(expr),
-        names: names.into(),
+        blanked: Arc::new(Blanked {
+            key: expr.to_string().into(),
+            expr,
+            names: names.into(),
+        }),
         values: values.into_iter().collect(),
     })
 }
@@ -127,6 +142,7 @@ pub fn varying_labels<'a>(shapes: impl IntoIterator<Item = &'a Shape>) -> Vec<St
     let mut labels = BTreeSet::new();
     for s in shapes {
         for ((name, a), b) in first
+            .blanked
             .names
             .iter()
             .zip(first.values.iter())

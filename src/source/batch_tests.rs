@@ -154,7 +154,8 @@ fn shipped_rules_queries_are_batched_one_query_per_shape() {
                     keys.insert(
                         crate::source::batch_rewrite::shape(&query)
                             .expect("parses")
-                            .key,
+                            .key()
+                            .clone(),
                     );
                     reqs.push(request(&query));
                 }

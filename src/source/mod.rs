@@ -3,6 +3,7 @@
 //! Architecture Invariant: this folder knows queries and endpoints, nothing about rollouts,
 //! steps or verdicts. Failures come back as typed [`crate::judge::Observation`]s, never panics.
 
+mod answer_parse;
 mod answer_split;
 pub mod batch;
 mod batch_cache;

@@ -2,21 +2,19 @@
 //!
 //! Every answer is read with a size cap ([`DEFAULT_MAX_RESPONSE_BYTES`] unless configured): a
 //! broken or hostile endpoint streaming an endless body must cost a failed query, never the
-//! daemon's memory. Answers are asked gzip-compressed and kept so until read
-//! (`answer_body.rs`); the cap bounds them both as read and as inflated.
+//! daemon's memory. Answers are asked gzip-compressed (unless `prometheus.compress` is off) and
+//! kept so until read (`answer_body.rs`); the cap bounds them both as read and as inflated.
+//! Reading an answer and sorting its failures is `answer_read.rs`; its JSON, `answer_parse.rs`.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prometheus_http_query::error::PrometheusError;
 use prometheus_http_query::response::Data;
 use prometheus_http_query::{Client, Error as PromError};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
-use serde::Deserialize;
+use reqwest::header::{ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, HeaderValue};
 
 use super::batch_split::{Members, Split};
 use super::window_cache::{Bound, WindowCache};
-use crate::judge::Observation;
-use crate::judge::observation::{Point, Series};
+use crate::judge::observation::Series;
 
 /// Largest Prometheus answer read, by default. A range query of one aggregated series over a
 /// day at 15 s steps is ~200 KiB; 16 MiB leaves room for wide instant queries of per-series
@@ -25,7 +23,9 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 #[path = "answer_body.rs"]
 mod body;
-use body::{Body, read_capped};
+#[path = "answer_read.rs"]
+mod read;
+pub use super::answer_parse::{observe, parse_response, series};
 #[path = "prometheus_fill.rs"]
 mod fill;
 use fill::build_client;
@@ -91,6 +91,8 @@ pub struct PrometheusSource {
     timeout: Duration,
     max_response_bytes: usize,
     batching: bool,
+    /// Whether answers are asked gzip-compressed (`prometheus.compress`).
+    compress: bool,
     /// Settled points of batch answers, reused by the next tick ([`super::window_cache`]).
     windows: Option<std::sync::Arc<WindowCache>>,
 }
@@ -133,6 +135,7 @@ impl PrometheusSource {
             timeout: cfg.timeout,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             batching: true,
+            compress: true,
             windows: None,
         })
     }
@@ -166,6 +169,19 @@ impl PrometheusSource {
 
     pub fn batching(&self) -> bool {
         self.batching
+    }
+
+    /// Whether answers are asked gzip-compressed (`prometheus.compress`, on by default): smaller
+    /// to read and hold for canaryd, more CPU for Prometheus (BENCHMARKS.md, "Scale —
+    /// session 12"). Off, no `Accept-Encoding` is sent and every answer comes plain.
+    pub fn with_compression(mut self, on: bool) -> Self {
+        self.compress = on;
+        self
+    }
+
+    /// The `Accept-Encoding` every request carries, if any.
+    fn accept_encoding(&self) -> Option<HeaderValue> {
+        self.compress.then(|| HeaderValue::from_static("gzip"))
     }
 
     pub fn url(&self) -> &str {
@@ -263,13 +279,14 @@ impl PrometheusSource {
             Bound::Tick => (&self.client, self.timeout),
             Bound::Fill => (&self.fill_client, self.fill_timeout),
         };
-        let started = Instant::now();
-        let response = client
+        let mut ask = client
             .query_range(query, start_s, end_s, step.as_secs_f64().max(0.001))
-            .timeout(timeout.as_millis() as i64)
-            .post_raw()
-            .await;
-        (started, response)
+            .timeout(timeout.as_millis() as i64);
+        if let Some(encoding) = self.accept_encoding() {
+            ask = ask.header(ACCEPT_ENCODING, encoding);
+        }
+        let started = Instant::now();
+        (started, ask.post_raw().await)
     }
 
     /// One instant query at `at`, every series with its labels: counters for the sequential
@@ -283,15 +300,16 @@ impl PrometheusSource {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let started = Instant::now();
-        let response = self
+        let mut ask = self
             .client
             .query(query)
             .at(at_s)
-            .timeout(self.timeout.as_millis() as i64)
-            .post_raw()
-            .await;
-        match self.read(started, response).await? {
+            .timeout(self.timeout.as_millis() as i64);
+        if let Some(encoding) = self.accept_encoding() {
+            ask = ask.header(ACCEPT_ENCODING, encoding);
+        }
+        let started = Instant::now();
+        match self.read(started, ask.post_raw().await).await? {
             Data::Vector(v) => Ok(v
                 .iter()
                 .map(|s| (s.metric().clone().into_iter().collect(), s.sample().value()))
@@ -305,67 +323,13 @@ impl PrometheusSource {
 
     /// Readiness probe: the cheapest query every compatible backend answers.
     pub async fn ping(&self) -> Result<(), String> {
-        let response = self.client.query("vector(1)").get_raw().await;
-        self.read(Instant::now(), response).await.map(|_| ())
-    }
-
-    /// Reads one answer within the size cap and parses it, recording the query's duration and
-    /// counting a failure by kind. The error describes what failed without secrets.
-    async fn read(
-        &self,
-        started: Instant,
-        response: Result<reqwest::Response, PromError>,
-    ) -> Result<Data, String> {
-        self.answer(started, response)
+        let mut ask = self.client.query("vector(1)");
+        if let Some(encoding) = self.accept_encoding() {
+            ask = ask.header(ACCEPT_ENCODING, encoding);
+        }
+        self.read(Instant::now(), ask.get_raw().await)
             .await
-            .map_err(QueryFailure::into_message)
-    }
-
-    /// [`Self::read`], telling an answer that never came from one that came unusable.
-    async fn answer(
-        &self,
-        started: Instant,
-        response: Result<reqwest::Response, PromError>,
-    ) -> Result<Data, QueryFailure> {
-        let cap = self.max_response_bytes;
-        self.answer_with(started, response, |status, body| {
-            parse_response(status, &body.inflated(cap)?)
-        })
-        .await
-    }
-
-    /// [`Self::answer`] with the body read by `parse` (status, body as it came) instead of
-    /// into `Data`.
-    async fn answer_with<T>(
-        &self,
-        started: Instant,
-        response: Result<reqwest::Response, PromError>,
-        parse: impl FnOnce(u16, &Body) -> Result<T, (&'static str, String)>,
-    ) -> Result<T, QueryFailure> {
-        let result = match response {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                read_capped(r, self.max_response_bytes)
-                    .await
-                    .and_then(|body| parse(status, &body))
-                    .map_err(|(kind, message)| {
-                        let none = no_answer(kind, status, &message);
-                        (kind, none, message)
-                    })
-            }
-            // The request never got an answer (connect, reset, timeout before the headers).
-            Err(e) => Err((error_kind(&e), true, describe(&e))),
-        };
-        metrics::histogram!("canaryd_prometheus_query_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
-        result.map_err(|(kind, none, message)| {
-            metrics::counter!("canaryd_prometheus_errors_total", "kind" => kind).increment(1);
-            if none {
-                QueryFailure::NoAnswer(message)
-            } else {
-                QueryFailure::Unusable(message)
-            }
-        })
+            .map(|_| ())
     }
 }
 
@@ -377,162 +341,4 @@ fn range_bounds(end: SystemTime, window: Duration) -> (i64, i64) {
         .unwrap_or(0.0);
     let start_s = end_s - window.as_secs_f64();
     (start_s as i64, end_s as i64)
-}
-
-/// Whether a failed read means Prometheus gave no answer (down, overloaded, too slow) rather
-/// than an unusable one: the body broke off, a 5xx (Prometheus answers its own query timeout
-/// and cancellation with 503), or an execution error that is its deadline passing (422
-/// "context deadline exceeded" while expanding series).
-fn no_answer(kind: &str, status: u16, message: &str) -> bool {
-    kind == "transport"
-        || status >= 500
-        || (status == 422
-            && (message.contains("deadline exceeded") || message.contains("context canceled")))
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-enum Envelope {
-    Success { data: Data },
-    Error(PrometheusError),
-}
-
-/// Parses one answer of the Prometheus HTTP API (`{"status": ..., "data": ...}`): public so the
-/// parser can be fuzzed and recorded answers tested without a server.
-pub fn parse_response(http_status: u16, body: &[u8]) -> Result<Data, (&'static str, String)> {
-    match serde_json::from_slice::<Envelope>(body) {
-        Ok(Envelope::Success { data }) => Ok(data),
-        Ok(Envelope::Error(e)) => Err(("query", format!("Prometheus rejected the query: {e}"))),
-        Err(e) => {
-            let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-            let text: String = text.chars().filter(|c| !c.is_control()).collect();
-            Err((
-                "other",
-                format!(
-                    "Prometheus answered HTTP {http_status} with no usable JSON ({e}): {text:?}"
-                ),
-            ))
-        }
-    }
-}
-
-/// The points of a range query's single series, with their times.
-pub fn series(data: &Data) -> Series {
-    let point = |s: &prometheus_http_query::response::Sample| Point {
-        at: s.timestamp(),
-        value: s.value(),
-    };
-    match data {
-        Data::Matrix(m) => match m.len() {
-            0 => Series::Points { points: Vec::new() },
-            1 => Series::Points {
-                points: m[0].samples().iter().map(point).collect(),
-            },
-            n => Series::Ambiguous { series: n },
-        },
-        Data::Vector(v) => match v.len() {
-            0 => Series::Points { points: Vec::new() },
-            1 => Series::Points {
-                points: vec![point(v[0].sample())],
-            },
-            n => Series::Ambiguous { series: n },
-        },
-        Data::Scalar(s) => Series::Points {
-            points: vec![point(s)],
-        },
-    }
-}
-
-/// Turns a query result into an observation; public so recorded JSON can be tested offline.
-pub fn observe(data: &Data) -> Observation {
-    match data {
-        Data::Matrix(series) => match series.len() {
-            0 => Observation::Empty { dropped: 0 },
-            1 => Observation::from_values(series[0].samples().iter().map(|s| s.value())),
-            n => Observation::Ambiguous { series: n },
-        },
-        Data::Vector(series) => match series.len() {
-            0 => Observation::Empty { dropped: 0 },
-            1 => Observation::from_values([series[0].sample().value()]),
-            n => Observation::Ambiguous { series: n },
-        },
-        Data::Scalar(s) => Observation::from_values([s.value()]),
-    }
-}
-
-fn error_kind(e: &PromError) -> &'static str {
-    match e {
-        PromError::Prometheus(_) => "query",
-        PromError::Client(_) => "transport",
-        _ => "other",
-    }
-}
-
-/// A message that names what failed without echoing headers or URL credentials.
-fn describe(e: &PromError) -> String {
-    crate::redact::text(&describe_raw(e))
-}
-
-fn describe_raw(e: &PromError) -> String {
-    match e {
-        PromError::Prometheus(p) => format!("Prometheus rejected the query: {p}"),
-        PromError::Client(c) => {
-            let inner = std::error::Error::source(c)
-                .map(|s| s.to_string())
-                .unwrap_or_default();
-            format!("Prometheus unreachable or bad answer: {c} {inner}")
-                .trim()
-                .to_string()
-        }
-        other => format!("Prometheus request failed: {other}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(json: &str) -> Data {
-        #[derive(serde::Deserialize)]
-        struct Body {
-            data: Data,
-        }
-        serde_json::from_str::<Body>(json).unwrap().data
-    }
-
-    #[test]
-    fn one_series_gives_its_finite_values_in_order() {
-        let d = parse(
-            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"0.1"],[2,"NaN"],[3,"0.3"],[4,"+Inf"]]}]}}"#,
-        );
-        assert_eq!(
-            observe(&d),
-            Observation::Samples {
-                values: vec![0.1, 0.3],
-                dropped: 2
-            }
-        );
-    }
-
-    #[test]
-    fn empty_result_is_empty_not_zero() {
-        let d = parse(r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#);
-        assert_eq!(observe(&d), Observation::Empty { dropped: 0 });
-    }
-
-    #[test]
-    fn all_nan_is_empty() {
-        let d = parse(
-            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"NaN"],[2,"NaN"]]}]}}"#,
-        );
-        assert_eq!(observe(&d), Observation::Empty { dropped: 2 });
-    }
-
-    #[test]
-    fn several_series_are_ambiguous() {
-        let d = parse(
-            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"1"},"values":[[1,"1"]]},{"metric":{"a":"2"},"values":[[1,"2"]]}]}}"#,
-        );
-        assert_eq!(observe(&d), Observation::Ambiguous { series: 2 });
-    }
 }

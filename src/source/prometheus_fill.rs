@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_http_query::Client;
-use reqwest::header::{ACCEPT_ENCODING, HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
 
 use super::{PrometheusConfig, PrometheusSource, QueryFailure, SourceError, parse_response};
 use crate::source::answer_split::Wanted;
@@ -29,11 +29,9 @@ pub(super) fn build_client(
 ) -> Result<Client, SourceError> {
     // A redirect would carry the credentials' query to another origin: a Prometheus that
     // answers 3xx is an error, like every other unexpected answer.
-    // Compressed answers are much smaller (label names and digits repeat): a slot's wide batch answers are held as they
-    // came and inflated only as read (`answer_body.rs`). reqwest has no `gzip` feature here,
-    // so the header is ours and so is the decoding.
-    let mut headers = headers;
-    headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+    // No `Accept-Encoding` here: each request asks gzip itself when `prometheus.compress` is on
+    // (`PrometheusSource::with_compression`). reqwest has no `gzip` feature here, so the header
+    // is ours and so is the decoding (`answer_body.rs`).
     let mut http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))

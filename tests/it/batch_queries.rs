@@ -68,27 +68,7 @@ const HOSTILE_METRICS: &str = r#"
 "#;
 
 fn rule(index: usize, service: &str, metrics: &str) -> Rule {
-    let promql = service.replace('\\', "\\\\").replace('"', "\\\"");
-    let yaml = format!(
-        r#"name: svc-{index}
-selector:
-  canary: 'service="{promql}", track="canary"'
-  baseline: 'service="{promql}", track="baseline"'
-steps:
-  - {{ weight: 5, hold: 1h }}
-  - {{ weight: 100 }}
-analysis:
-  interval: 1s
-  step: 1s
-  window: 10s
-  warmup: 0s
-  min_samples: 3
-metrics:{metrics}hooks:
-  set_weight: {{ url: "http://127.0.0.1:9/weight" }}
-"#
-    );
-    canaryd::rules::parse_rule(std::path::Path::new("batch.yaml"), &yaml)
-        .unwrap_or_else(|e| panic!("rule for {service:?}: {e:?}\n{yaml}"))
+    batch_support::service_rule("batch.yaml", index, service, "1h", metrics)
 }
 
 /// Range queries Prometheus has answered so far (every status code).

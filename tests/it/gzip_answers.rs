@@ -7,7 +7,6 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use canaryd::judge::observation::Series;
@@ -15,8 +14,8 @@ use canaryd::source::batch::Members;
 use canaryd::source::batch_split::{Extra, Split};
 use canaryd::source::prometheus::QueryFailure;
 use canaryd::source::{PrometheusConfig, PrometheusSource};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+
+use crate::fake_http::{Answer, FakeHttp, peak_rss_kib};
 
 const MATRIX: &str = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"service":"a"},"values":[[1,"0.5"],[2,"0.25"]]},{"metric":{"service":"b"},"values":[[1,"9"]]}]}}"#;
 const ERROR: &str = r#"{"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": 1:5: parse error: unexpected <by>"}"#;
@@ -45,47 +44,6 @@ fn bomb(mib: usize) -> Vec<u8> {
         gz.extend_from_slice(&out[head..]);
     }
     gz
-}
-
-/// A server answering every request with `status`, `encoding` and `body`; keeps the last
-/// request head.
-async fn fake(
-    status: u16,
-    encoding: Option<&str>,
-    body: Vec<u8>,
-) -> (SocketAddr, Arc<Mutex<String>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let seen = Arc::new(Mutex::new(String::new()));
-    let last = seen.clone();
-    let encoding = encoding
-        .map(|e| format!("content-encoding: {e}\r\n"))
-        .unwrap_or_default();
-    let body = Arc::new(body);
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let (last, encoding, body) = (last.clone(), encoding.clone(), body.clone());
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                *last.lock().expect("lock") = String::from_utf8_lossy(&head).to_lowercase();
-                let start = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{encoding}content-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = conn.write_all(start.as_bytes()).await;
-                let _ = conn.write_all(&body).await;
-                let _ = conn.shutdown().await;
-            });
-        }
-    });
-    (addr, seen)
 }
 
 fn source(addr: SocketAddr, cap: usize) -> PrometheusSource {
@@ -126,11 +84,11 @@ async fn range(src: &PrometheusSource) -> Series {
 
 #[tokio::test]
 async fn the_source_asks_for_gzip_and_reads_a_compressed_answer_as_the_plain_one() {
-    let (gz, head) = fake(200, Some("gzip"), gzip(MATRIX.as_bytes())).await;
-    let (plain, _) = fake(200, None, MATRIX.as_bytes().to_vec()).await;
-    let (gz, plain) = (source(gz, 1 << 20), source(plain, 1 << 20));
+    let gz_fake = FakeHttp::start(Answer::encoded("gzip", gzip(MATRIX.as_bytes()))).await;
+    let plain = FakeHttp::start(Answer::plain(MATRIX)).await;
+    let (gz, plain) = (source(gz_fake.addr, 1 << 20), source(plain.addr, 1 << 20));
     let got = split(&gz).await;
-    assert!(head.lock().expect("lock").contains("accept-encoding: gzip"));
+    assert!(gz_fake.last_head().contains("accept-encoding: gzip"));
     let want = split(&plain).await;
     assert!(matches!(want, Ok(Ok(ref s)) if s.len() == 2), "{want:?}");
     assert_eq!(format!("{got:?}"), format!("{want:?}"));
@@ -145,8 +103,8 @@ async fn a_gzip_bomb_fails_too_large_without_being_inflated() {
     // ~1 MiB compressed, 1 GiB of JSON once inflated: under the cap as read, 512× over it after.
     let body = bomb(1024);
     assert!(body.len() < cap, "{} bytes compressed", body.len());
-    let (addr, _) = fake(200, Some("gzip"), body).await;
-    let src = source(addr, cap);
+    let fake = FakeHttp::start(Answer::encoded("gzip", body)).await;
+    let src = source(fake.addr, cap);
     let before = peak_rss_kib();
     let answer = split(&src).await;
     let Err(QueryFailure::Unusable(message)) = answer else {
@@ -175,8 +133,8 @@ async fn a_truncated_or_false_gzip_body_is_an_unusable_answer() {
         gz[..gz.len() - 4].to_vec(),
         MATRIX.as_bytes().to_vec(),
     ] {
-        let (addr, _) = fake(200, Some("gzip"), body).await;
-        let src = source(addr, 1 << 20);
+        let fake = FakeHttp::start(Answer::encoded("gzip", body)).await;
+        let src = source(fake.addr, 1 << 20);
         let answer = split(&src).await;
         let Err(QueryFailure::Unusable(message)) = answer else {
             panic!("a broken gzip body must fail the batch as unusable: {answer:?}")
@@ -194,9 +152,10 @@ async fn a_truncated_or_false_gzip_body_is_an_unusable_answer() {
 
 #[tokio::test]
 async fn a_compressed_error_answer_keeps_its_message() {
-    let (gz, _) = fake(400, Some("gzip"), gzip(ERROR.as_bytes())).await;
-    let (plain, _) = fake(400, None, ERROR.as_bytes().to_vec()).await;
-    let (gz, plain) = (source(gz, 1 << 20), source(plain, 1 << 20));
+    let gz =
+        FakeHttp::start(Answer::encoded("gzip", gzip(ERROR.as_bytes())).with_status(400)).await;
+    let plain = FakeHttp::start(Answer::plain(ERROR).with_status(400)).await;
+    let (gz, plain) = (source(gz.addr, 1 << 20), source(plain.addr, 1 << 20));
     let got = gz.instant_series("x", SystemTime::now()).await;
     let want = plain.instant_series("x", SystemTime::now()).await;
     let message = want.clone().expect_err("an error answer");
@@ -213,25 +172,12 @@ async fn a_compressed_error_answer_keeps_its_message() {
 
 #[tokio::test]
 async fn another_content_encoding_is_an_error_that_names_it() {
-    let (addr, _) = fake(200, Some("br"), MATRIX.as_bytes().to_vec()).await;
-    let src = source(addr, 1 << 20);
+    let fake = FakeHttp::start(Answer::encoded("br", MATRIX)).await;
+    let src = source(fake.addr, 1 << 20);
     let message = src
         .instant_series("x", SystemTime::now())
         .await
         .expect_err("br is not read");
     assert!(message.contains("Content-Encoding \"br\""), "{message}");
     assert!(matches!(split(&src).await, Err(QueryFailure::Unusable(_))));
-}
-
-/// The process's peak resident memory so far (VmHWM), in KiB.
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -24,41 +24,23 @@ const SERVICES: &[(&str, f64, f64)] = &[
     ("pay.ments", 0.02, 0.3),
 ];
 
-fn rule(index: usize, service: &str) -> Rule {
-    let promql = service.replace('\\', "\\\\").replace('"', "\\\"");
-    let yaml = format!(
-        r#"name: svc-{index}
-selector:
-  canary: 'service="{promql}", track="canary"'
-  baseline: 'service="{promql}", track="baseline"'
-steps:
-  - {{ weight: 5, hold: 1h }}
-  - {{ weight: 100 }}
-analysis:
-  interval: 1s
-  step: 1s
-  window: 10s
-  warmup: 0s
-  min_samples: 3
-metrics:
+const METRICS: &str = r#"
   - name: error_rate
     query: |
-      sum(rate(http_requests_total{{ {{{{selector}}}}, code=~"5.." }}[4s]))
-        / sum(rate(http_requests_total{{ {{{{selector}}}} }}[4s]))
+      sum(rate(http_requests_total{ {{selector}}, code=~"5.." }[4s]))
+        / sum(rate(http_requests_total{ {{selector}} }[4s]))
     rollback_above: 0.05
     warn_above: 0.01
   - name: p95_latency
-    query: histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{{ {{{{selector}}}} }}[4s])))
+    query: histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{ {{selector}} }[4s])))
     rollback_above: 0.5
   - name: cpu_utilization
-    query: avg(rate(process_cpu_seconds_total{{ {{{{selector}}}} }}[4s]))
+    query: avg(rate(process_cpu_seconds_total{ {{selector}} }[4s]))
     rollback_above: 0.9
-hooks:
-  set_weight: {{ url: "http://127.0.0.1:9/weight" }}
-"#
-    );
-    canaryd::rules::parse_rule(std::path::Path::new("incremental.yaml"), &yaml)
-        .unwrap_or_else(|e| panic!("rule for {service:?}: {e:?}\n{yaml}"))
+"#;
+
+fn rule(index: usize, service: &str) -> Rule {
+    batch_support::service_rule("incremental.yaml", index, service, "1h", METRICS)
 }
 
 fn source(url: &str, settled_after: Option<Duration>) -> PrometheusSource {

@@ -7,17 +7,16 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use canaryd::actions::HookRunner;
 use canaryd::api::{AppState, router};
-use canaryd::controller::Controller;
 use canaryd::rules::templates;
 use canaryd::source::prometheus::observe;
-use canaryd::source::{PrometheusConfig, PrometheusSource};
 use canaryd::store::MemoryStore;
 use prometheus_http_query::response::Data;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+use crate::common::offline;
 
 /// Arbitrary JSON, shallow enough to stay fast.
 fn json_value() -> impl Strategy<Value = Value> {
@@ -72,18 +71,10 @@ fn prometheus_data() -> impl Strategy<Value = Value> {
 }
 
 fn app() -> axum::Router {
-    let source = PrometheusSource::new(&PrometheusConfig {
-        url: "http://127.0.0.1:9".into(),
-        timeout: std::time::Duration::from_millis(200),
-        bearer_token: None,
-        basic_auth: None,
-    })
-    .expect("source");
-    let controller = Controller::new(
-        BTreeMap::new(),
+    let controller = offline::controller(
+        Vec::new(),
         Arc::new(MemoryStore::default()),
-        source,
-        HookRunner::new().expect("hooks"),
+        std::time::Duration::from_millis(200),
     );
     router(AppState {
         controller,

@@ -5,15 +5,18 @@
 
 mod batch_support;
 mod common;
+mod fake_http;
 
 mod alert_paging;
 mod alertmanager_webhook;
 mod alerts;
 mod alpha_live;
+mod answer_encoding;
 mod api;
 mod architecture;
 mod batch_outage;
 mod batch_queries;
+mod child_cleanup;
 mod classifier_kayenta;
 mod controls_api;
 mod crash;

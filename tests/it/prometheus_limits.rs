@@ -4,8 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use canaryd::judge::observation::Series;
@@ -15,75 +13,12 @@ use canaryd::source::batch_split::Extra;
 use canaryd::source::prometheus::{DEFAULT_MAX_RESPONSE_BYTES, QueryFailure};
 use canaryd::source::{PrometheusConfig, PrometheusSource};
 use canaryd::verdict::Verdict;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
-/// What the fake Prometheus sends after the request.
-#[derive(Clone, Copy)]
-enum Answer {
-    /// A chunked JSON body that never ends.
-    Endless,
-    /// Announces a body this large in Content-Length, then streams it.
-    Announced(u64),
-}
+use crate::fake_http::{Answer, Body, FakeHttp, peak_rss_kib};
 
-/// A TCP server answering every request with `answer`; counts the body bytes it got written.
-async fn fake_prometheus(answer: Answer) -> (SocketAddr, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let written = Arc::new(AtomicU64::new(0));
-    let counter = written.clone();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                // Read the request head; the body (the query form) does not matter.
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let framing = match answer {
-                    Answer::Endless => "transfer-encoding: chunked".to_string(),
-                    Answer::Announced(n) => format!("content-length: {n}"),
-                };
-                let start = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{framing}\r\n\r\n"
-                );
-                let prefix = br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":["#;
-                let piece = br#"[1,"1"],"#.repeat(8192);
-                let send = |data: &[u8]| -> Vec<u8> {
-                    counter.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    match answer {
-                        Answer::Endless => {
-                            let mut c = format!("{:x}\r\n", data.len()).into_bytes();
-                            c.extend_from_slice(data);
-                            c.extend_from_slice(b"\r\n");
-                            c
-                        }
-                        Answer::Announced(_) => data.to_vec(),
-                    }
-                };
-                if conn.write_all(start.as_bytes()).await.is_err() {
-                    return;
-                }
-                let first = send(prefix);
-                if conn.write_all(&first).await.is_err() {
-                    return;
-                }
-                loop {
-                    let chunk = send(&piece);
-                    if conn.write_all(&chunk).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, written)
+/// A fake Prometheus answering every request with `body`, a matrix answer without end.
+async fn fake_prometheus(body: Body) -> FakeHttp {
+    FakeHttp::start(Answer::streaming(body)).await
 }
 
 fn source(addr: SocketAddr) -> PrometheusSource {
@@ -97,26 +32,12 @@ fn source(addr: SocketAddr) -> PrometheusSource {
     .expect("source")
 }
 
-/// The process's peak resident memory so far (VmHWM), in KiB: its growth over the query is
-/// the most the query ever held, not what happens to be left after it.
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_prometheus_body_fails_the_query_fast_with_bounded_memory() {
-    let (addr, written) = fake_prometheus(Answer::Endless).await;
+    let fake = fake_prometheus(Body::Endless).await;
     let before = peak_rss_kib();
     let started = Instant::now();
-    let answer = source(addr)
+    let answer = source(fake.addr)
         .range_series(
             "up",
             SystemTime::now(),
@@ -126,7 +47,7 @@ async fn an_endless_prometheus_body_fails_the_query_fast_with_bounded_memory() {
         .await;
     let took = started.elapsed();
     let grew_mib = peak_rss_kib().saturating_sub(before) / 1024;
-    let sent_mib = written.load(Ordering::Relaxed) / (1024 * 1024);
+    let sent_mib = fake.written() / (1024 * 1024);
     println!(
         "endless body: failed after {took:?}, server wrote {sent_mib} MiB, peak RSS grew {grew_mib} MiB"
     );
@@ -152,10 +73,10 @@ async fn an_endless_prometheus_body_fails_the_query_fast_with_bounded_memory() {
 
 #[tokio::test]
 async fn an_endless_batch_answer_is_split_never_and_is_an_unusable_answer() {
-    let (addr, _) = fake_prometheus(Answer::Endless).await;
+    let fake = fake_prometheus(Body::Endless).await;
     let labels = vec!["service".to_string()];
     let keys = vec![vec!["a".to_string()]];
-    let answer = source(addr)
+    let answer = source(fake.addr)
         .with_max_response_bytes(256 * 1024)
         .range_split(
             "sum by (service) (up)",
@@ -181,8 +102,8 @@ async fn an_endless_batch_answer_is_split_never_and_is_an_unusable_answer() {
 
 #[tokio::test]
 async fn an_announced_oversized_body_is_refused_before_it_is_read() {
-    let (addr, written) = fake_prometheus(Answer::Announced(5 * 1024 * 1024)).await;
-    let answer = source(addr)
+    let fake = fake_prometheus(Body::Announced(5 * 1024 * 1024)).await;
+    let answer = source(fake.addr)
         .with_max_response_bytes(1024 * 1024)
         .instant_series("up", SystemTime::now())
         .await;
@@ -193,12 +114,12 @@ async fn an_announced_oversized_body_is_refused_before_it_is_read() {
     );
     assert!(message.contains("5242880 bytes announced"), "{message}");
     // Refused on the header: the body was never read to the end.
-    assert!(written.load(Ordering::Relaxed) < 5 * 1024 * 1024);
+    assert!(fake.written() < 5 * 1024 * 1024);
 }
 
 #[tokio::test]
 async fn a_capped_answer_is_an_error_verdict_never_a_pass() {
-    let (addr, _) = fake_prometheus(Answer::Endless).await;
+    let fake = fake_prometheus(Body::Endless).await;
     let rule = canaryd::rules::parse_rule(
         Path::new("api.yaml"),
         r#"name: api
@@ -217,7 +138,7 @@ metrics:
     .unwrap_or_else(|e| panic!("{e:?}"));
     let mut r = Rollout::new("ro".into(), "api".into(), "v2".into(), chrono::Utc::now());
     r.step_started_at = Some(chrono::Utc::now() - chrono::Duration::hours(1));
-    let source = source(addr).with_max_response_bytes(256 * 1024);
+    let source = source(fake.addr).with_max_response_bytes(256 * 1024);
     let tick = canaryd::controller::analysis::gather(
         &source,
         &rule,

@@ -40,39 +40,27 @@ const WINDOW_S: f64 = 10.0;
 const DELAY: Duration = Duration::from_secs(5);
 const DEADLINE: Duration = Duration::from_secs(2);
 
-fn rule(index: usize, service: &str) -> Rule {
-    let yaml = format!(
-        r#"name: svc-{index}
-selector:
-  canary: 'service="{service}", track="canary"'
-  baseline: 'service="{service}", track="baseline"'
-steps:
-  - {{ weight: 5, hold: 30s }}
-  - {{ weight: 100 }}
-analysis:
-  interval: 1s
-  step: 1s
-  window: 10s
-  warmup: 0s
-  min_samples: 3
-metrics:
+/// Three metrics; the last reads [`SLOW`]'s series.
+const METRICS: &str = r#"
   - name: error_rate
     query: |
-      sum(rate(http_requests_total{{ {{{{selector}}}}, code=~"5.." }}[4s]))
-        / sum(rate(http_requests_total{{ {{{{selector}}}} }}[4s]))
+      sum(rate(http_requests_total{ {{selector}}, code=~"5.." }[4s]))
+        / sum(rate(http_requests_total{ {{selector}} }[4s]))
     rollback_above: 0.05
   - name: p95_latency
-    query: histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{{ {{{{selector}}}} }}[4s])))
+    query: histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{ {{selector}} }[4s])))
     rollback_above: 0.5
   - name: cpu_utilization
-    query: avg(rate({SLOW}{{ {{{{selector}}}} }}[4s]))
+    query: avg(rate(process_cpu_seconds_total{ {{selector}} }[4s]))
     rollback_above: 100
-hooks:
-  set_weight: {{ url: "http://127.0.0.1:9/weight" }}
-"#
+"#;
+
+fn rule(index: usize, service: &str) -> Rule {
+    assert!(
+        METRICS.contains(SLOW),
+        "the slow metric is one of the rule's"
     );
-    canaryd::rules::parse_rule(std::path::Path::new("slot_deadline.yaml"), &yaml)
-        .unwrap_or_else(|e| panic!("rule for {service:?}: {e:?}\n{yaml}"))
+    batch_support::service_rule("slot_deadline.yaml", index, service, "30s", METRICS)
 }
 
 #[derive(Clone)]

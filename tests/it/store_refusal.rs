@@ -5,13 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use canaryd::actions::HookRunner;
-use canaryd::controller::Controller;
 use canaryd::demo::receiver::HookReceiver;
 use canaryd::rollout::{Rollout, Tick};
-use canaryd::rules::parse_rule;
-use canaryd::source::{PrometheusConfig, PrometheusSource};
 use canaryd::store::{Delivery, MemoryStore, Store, StoreError};
+
+use crate::common::offline;
 
 /// A memory store whose `save` fails while `refuse` is set, as a full or broken disk would.
 #[derive(Default)]
@@ -58,32 +56,11 @@ impl Store for Refusing {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decision_the_store_refuses_is_never_acted_on_and_is_retried_when_it_recovers() {
     let receiver = HookReceiver::start().await.expect("receiver");
-    let text = format!(
-        "name: refusal\nselector: {{ canary: 'track=\"canary\"', baseline: 'track=\"baseline\"' }}\n\
-         steps: [{{ weight: 5, hold: 1h }}, {{ weight: 100 }}]\nanalysis: {{ interval: 1h }}\n\
-         metrics:\n  - {{ name: up, query: 'sum(up{{ {{{{selector}}}} }})', rollback_below: 1 }}\n\
-         hooks:\n  set_weight: {{ url: \"{}\" }}\n",
-        receiver.url("/weight")
-    );
-    let rule = parse_rule(std::path::Path::new("refusal.yaml"), &text).expect("rule");
+    let rule = offline::up_rule("refusal", "interval: 1h", &receiver);
     let store = Arc::new(Refusing::default());
     store.refuse.store(true, Ordering::SeqCst);
     // Prometheus is never asked: the interval is an hour and the test ends at the first step.
-    let source = PrometheusSource::new(&PrometheusConfig {
-        url: "http://127.0.0.1:9".into(),
-        timeout: Duration::from_secs(1),
-        bearer_token: None,
-        basic_auth: None,
-    })
-    .expect("source");
-    let controller = Controller::new(
-        [("refusal".to_string(), Arc::new(rule))]
-            .into_iter()
-            .collect(),
-        store.clone(),
-        source,
-        HookRunner::new().expect("hooks"),
-    );
+    let controller = offline::controller(vec![rule], store.clone(), Duration::from_secs(1));
     let r = controller.start("refusal", "v1").await.expect("created");
 
     // While the store refuses, the decision to shift traffic is dropped: no hook is called.

@@ -7,43 +7,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use canaryd::actions::HookRunner;
-use canaryd::controller::Controller;
 use canaryd::demo::receiver::HookReceiver;
-use canaryd::rules::parse_rule;
-use canaryd::source::{PrometheusConfig, PrometheusSource};
 use canaryd::store::{MemoryStore, Store};
+
+use crate::common::offline;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_counted_tick_is_in_history_once_in_order() {
     let receiver = HookReceiver::start().await.expect("receiver");
     // Prometheus refuses every query: each tick is judged `error`, which pauses (never rolls
     // back) and keeps the rollout watching, so ticks go on being counted after warmup.
-    let text = format!(
-        "name: history\nselector: {{ canary: 'track=\"canary\"', baseline: 'track=\"baseline\"' }}\n\
-         steps: [{{ weight: 5, hold: 1h }}, {{ weight: 100 }}]\n\
-         analysis: {{ interval: 1s, warmup: 3s, nodata_limit: 1000, on_nodata: pause }}\n\
-         metrics:\n  - {{ name: up, query: 'sum(up{{ {{{{selector}}}} }})', rollback_below: 1 }}\n\
-         hooks:\n  set_weight: {{ url: \"{}\" }}\n",
-        receiver.url("/weight")
+    let rule = offline::up_rule(
+        "history",
+        "interval: 1s, warmup: 3s, nodata_limit: 1000, on_nodata: pause",
+        &receiver,
     );
-    let rule = parse_rule(std::path::Path::new("history.yaml"), &text).expect("rule");
     let store = Arc::new(MemoryStore::default());
-    let source = PrometheusSource::new(&PrometheusConfig {
-        url: "http://127.0.0.1:9".into(),
-        timeout: Duration::from_secs(1),
-        bearer_token: None,
-        basic_auth: None,
-    })
-    .expect("source");
-    let controller = Controller::new(
-        [("history".to_string(), Arc::new(rule))]
-            .into_iter()
-            .collect(),
-        store.clone(),
-        source,
-        HookRunner::new().expect("hooks"),
-    );
+    let controller = offline::controller(vec![rule], store.clone(), Duration::from_secs(1));
     let r = controller.start("history", "v1").await.expect("created");
 
     // Until a tick two seconds past warmup is in history (warmup counts from the first weight).

@@ -1,5 +1,6 @@
-//! What the batch tests (`batch_queries`, `batch_outage`, `incremental_windows`) share: the
-//! rollout they gather for, and services scraped by a real Prometheus.
+//! What the batch tests (`batch_queries`, `batch_outage`, `incremental_windows`,
+//! `slot_deadline`) share: the rule and the rollout they gather for, and services scraped by a
+//! real Prometheus.
 #![allow(dead_code)] // each test binary uses part of it
 
 use canaryd::demo::prometheus::{PrometheusOptions, PrometheusProcess};
@@ -46,4 +47,31 @@ pub fn rollout(rule: &Rule) -> Rollout {
     r.weight = 5;
     r.step_started_at = Some(now - chrono::Duration::seconds(120));
     r
+}
+
+/// Rule `svc-{index}` of the batch tests for `service` (a label value, escaped here for PromQL),
+/// from file `file`: 5 % held for `hold`, 1 s ticks over a 10 s window, the `metrics:` list
+/// given as YAML (queries with `{{selector}}`), and a weight hook nobody answers.
+pub fn service_rule(file: &str, index: usize, service: &str, hold: &str, metrics: &str) -> Rule {
+    let promql = service.replace('\\', "\\\\").replace('"', "\\\"");
+    let yaml = format!(
+        r#"name: svc-{index}
+selector:
+  canary: 'service="{promql}", track="canary"'
+  baseline: 'service="{promql}", track="baseline"'
+steps:
+  - {{ weight: 5, hold: {hold} }}
+  - {{ weight: 100 }}
+analysis:
+  interval: 1s
+  step: 1s
+  window: 10s
+  warmup: 0s
+  min_samples: 3
+metrics:{metrics}hooks:
+  set_weight: {{ url: "http://127.0.0.1:9/weight" }}
+"#
+    );
+    canaryd::rules::parse_rule(std::path::Path::new(file), &yaml)
+        .unwrap_or_else(|e| panic!("rule for {service:?}: {e:?}\n{yaml}"))
 }
