@@ -120,10 +120,9 @@ pub struct PrometheusSection {
     /// Batch queries ask only the part of their window not yet settled and reuse the rest of
     /// the last tick's answer (`source::window_cache`); off, every tick asks whole windows.
     pub incremental_windows: bool,
-    /// Ask Prometheus for gzip-compressed answers: about 50× fewer bytes on the wire, for a
-    /// Prometheus behind a slow link. Off by default: at 10,000 rollouts plain answers cost
-    /// canaryd less memory (188–189 vs 195–202 MiB) and less CPU, and Prometheus no compressing
-    /// (BENCHMARKS.md, "Scale — session 12").
+    /// Ask Prometheus for gzip-compressed answers: far fewer bytes for canaryd to read and hold,
+    /// more CPU for Prometheus to compress them (BENCHMARKS.md, "Scale — session 12"). Off,
+    /// answers come plain.
     pub compress: bool,
     /// How old a point must have been when it was fetched to be reused: longer than the scrape
     /// interval plus the scrape timeout of what the rules read.
@@ -185,7 +184,7 @@ impl Default for PrometheusSection {
             max_response_bytes: crate::source::prometheus::DEFAULT_MAX_RESPONSE_BYTES,
             batch_queries: true,
             incremental_windows: true,
-            compress: false,
+            compress: true,
             settled_after: Duration::from_secs(30),
             fill_timeout: None,
         }
@@ -440,13 +439,13 @@ mod tests {
     }
 
     #[test]
-    fn answers_are_plain_unless_the_file_asks_for_compression() {
+    fn answers_are_compressed_unless_the_file_says_otherwise() {
         let compress = |yaml: &str| -> bool {
             let cfg: Config = serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{e}"));
             cfg.prometheus.compress
         };
-        assert!(!compress("prometheus: {}\n"));
-        assert!(compress("prometheus: { compress: true }\n"));
+        assert!(compress("prometheus: {}\n"));
+        assert!(!compress("prometheus: { compress: false }\n"));
     }
 
     #[test]

@@ -135,7 +135,7 @@ impl PrometheusSource {
             timeout: cfg.timeout,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             batching: true,
-            compress: false,
+            compress: true,
             windows: None,
         })
     }
@@ -171,9 +171,9 @@ impl PrometheusSource {
         self.batching
     }
 
-    /// Whether answers are asked gzip-compressed (`prometheus.compress`, off by default): ~50×
-    /// fewer bytes on the wire, but at 10,000 rollouts more memory and CPU for canaryd than
-    /// plain answers (BENCHMARKS.md, "Scale — session 12"). Off, no `Accept-Encoding` is sent.
+    /// Whether answers are asked gzip-compressed (`prometheus.compress`, on by default): smaller
+    /// to read and hold for canaryd, more CPU for Prometheus (BENCHMARKS.md, "Scale —
+    /// session 12"). Off, no `Accept-Encoding` is sent and every answer comes plain.
     pub fn with_compression(mut self, on: bool) -> Self {
         self.compress = on;
         self

@@ -30,7 +30,6 @@ fn source(url: &str) -> PrometheusSource {
         basic_auth: None,
     })
     .expect("source")
-    .with_compression(true)
 }
 
 /// `(gzip, identity)` bytes in an exposition (0 for a series not there yet).
@@ -219,7 +218,7 @@ async fn ticked(daemon: &Daemon, rollout: &str) -> (f64, f64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daemon_reads_plain_by_default_and_gzip_with_compress_on() {
+async fn the_daemon_reads_gzip_by_default_and_plain_with_compress_off() {
     let opts = RuleOpts {
         hold: "1h",
         ..RuleOpts::default()
@@ -228,23 +227,23 @@ async fn the_daemon_reads_plain_by_default_and_gzip_with_compress_on() {
     let id = stack.start_at_first_step("v2").await;
     let (gzip, identity) = ticked(&stack.daemon, &id).await;
     assert!(
-        gzip == 0.0 && identity > 0.0,
+        gzip > 0.0 && identity == 0.0,
         "gzip {gzip}, identity {identity}"
     );
 
-    // A second daemon on the same Prometheus and rule, its own state, compression on.
+    // A second daemon on the same Prometheus and rule, its own state, compression off.
     let dir = tempfile::tempdir().expect("tempdir");
-    let on = Daemon::start(
+    let off = Daemon::start(
         &stack.prometheus.url(),
         &[stack.rule_path()],
         dir.path(),
-        &["--prometheus-compress", "true"],
+        &["--prometheus-compress", "false"],
     )
     .await;
-    let id = on.start_rollout("encoding", "v2").await;
-    let (gzip, identity) = ticked(&on, &id).await;
+    let id = off.start_rollout("encoding", "v2").await;
+    let (gzip, identity) = ticked(&off, &id).await;
     assert!(
-        gzip > 0.0 && identity == 0.0,
+        gzip == 0.0 && identity > 0.0,
         "gzip {gzip}, identity {identity}"
     );
 }

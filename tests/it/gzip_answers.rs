@@ -54,7 +54,6 @@ fn source(addr: SocketAddr, cap: usize) -> PrometheusSource {
         basic_auth: None,
     })
     .expect("source")
-    .with_compression(true)
     .with_max_response_bytes(cap)
 }
 
