@@ -19,7 +19,7 @@ use canaryd::demo::service::DemoService;
 use canaryd::rollout::{Phase, Rollout, Tick};
 use canaryd::rules::parse_rule;
 use canaryd::source::{PrometheusConfig, PrometheusSource};
-use canaryd::store::{Delivery, MemoryStore, SavedBatch, Store, StoreError};
+use common::hooked_store::{Hooked, SaveHook};
 use common::{RuleOpts, rule_yaml};
 
 const WIDTH: usize = 2;
@@ -29,19 +29,12 @@ const SERVICES: usize = 8;
 /// decisions each commit carried.
 #[derive(Default)]
 struct SlowCommits {
-    inner: MemoryStore,
     ticks_per_commit: Mutex<Vec<usize>>,
     tick_saves: AtomicUsize,
 }
 
-impl Store for SlowCommits {
-    fn create(&self, r: &Rollout, s: &str) -> Result<(), StoreError> {
-        self.inner.create(r, s)
-    }
-    fn save(&self, r: &Rollout, t: Option<&Tick>) -> Result<(), StoreError> {
-        self.inner.save(r, t)
-    }
-    fn save_many(&self, batch: &[(&Rollout, Option<&Tick>)]) -> SavedBatch {
+impl SaveHook for SlowCommits {
+    fn before_batch(&self, batch: &[(&Rollout, Option<&Tick>)]) {
         let ticks = batch.iter().filter(|(_, t)| t.is_some()).count();
         if ticks > 0 {
             self.ticks_per_commit
@@ -51,31 +44,6 @@ impl Store for SlowCommits {
             self.tick_saves.fetch_add(ticks, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(40));
         }
-        SavedBatch {
-            results: batch.iter().map(|(r, t)| self.inner.save(r, *t)).collect(),
-            commits: 1,
-        }
-    }
-    fn get(&self, id: &str) -> Result<Option<Rollout>, StoreError> {
-        self.inner.get(id)
-    }
-    fn list(&self) -> Result<Vec<Rollout>, StoreError> {
-        self.inner.list()
-    }
-    fn rule_source(&self, id: &str) -> Result<Option<String>, StoreError> {
-        self.inner.rule_source(id)
-    }
-    fn history(&self, id: &str, limit: usize) -> Result<Vec<Tick>, StoreError> {
-        self.inner.history(id, limit)
-    }
-    fn record_delivery(&self, d: &Delivery) -> Result<(), StoreError> {
-        self.inner.record_delivery(d)
-    }
-    fn deliveries(&self, id: &str) -> Result<Vec<Delivery>, StoreError> {
-        self.inner.deliveries(id)
-    }
-    fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
     }
 }
 
@@ -109,7 +77,7 @@ async fn a_slot_paced_two_at_a_time_commits_at_most_two_ticks_at_once_and_every_
             (name.clone(), Arc::new(rule))
         })
         .collect();
-    let store = Arc::new(SlowCommits::default());
+    let store = Arc::new(Hooked::<SlowCommits>::default());
     let source = PrometheusSource::new(&PrometheusConfig {
         url: prometheus.url(),
         timeout: Duration::from_secs(5),
@@ -147,11 +115,12 @@ async fn a_slot_paced_two_at_a_time_commits_at_most_two_ticks_at_once_and_every_
         assert_eq!(r.phase, Phase::Succeeded, "{}: {r:?}", r.id);
     }
     let commits = store
+        .hook
         .ticks_per_commit
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let saves = store.tick_saves.load(Ordering::SeqCst);
+    let saves = store.hook.tick_saves.load(Ordering::SeqCst);
     // Slots of eight ticks each, many of them: the waves had something to pace.
     assert!(saves >= 4 * SERVICES, "{saves} tick saves: {commits:?}");
     assert!(

@@ -7,49 +7,25 @@ use std::time::Duration;
 
 use canaryd::demo::receiver::HookReceiver;
 use canaryd::rollout::{Rollout, Tick};
-use canaryd::store::{Delivery, MemoryStore, Store, StoreError};
+use canaryd::store::StoreError;
 
+use crate::common::hooked_store::{Hooked, SaveHook};
 use crate::common::offline;
 
-/// A memory store whose `save` fails while `refuse` is set, as a full or broken disk would.
+/// Refuses every save while `refuse` is set, as a full or broken disk would.
 #[derive(Default)]
 struct Refusing {
-    inner: MemoryStore,
     refuse: AtomicBool,
     refused: AtomicU32,
 }
 
-impl Store for Refusing {
-    fn create(&self, rollout: &Rollout, rule_source: &str) -> Result<(), StoreError> {
-        self.inner.create(rollout, rule_source)
-    }
-    fn save(&self, rollout: &Rollout, tick: Option<&Tick>) -> Result<(), StoreError> {
+impl SaveHook for Refusing {
+    fn before_save(&self, _: &Rollout, _: Option<&Tick>) -> Result<(), StoreError> {
         if self.refuse.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::SeqCst);
             return Err(StoreError::Unavailable("disk full (test)".into()));
         }
-        self.inner.save(rollout, tick)
-    }
-    fn get(&self, id: &str) -> Result<Option<Rollout>, StoreError> {
-        self.inner.get(id)
-    }
-    fn list(&self) -> Result<Vec<Rollout>, StoreError> {
-        self.inner.list()
-    }
-    fn rule_source(&self, id: &str) -> Result<Option<String>, StoreError> {
-        self.inner.rule_source(id)
-    }
-    fn history(&self, id: &str, limit: usize) -> Result<Vec<Tick>, StoreError> {
-        self.inner.history(id, limit)
-    }
-    fn record_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
-        self.inner.record_delivery(delivery)
-    }
-    fn deliveries(&self, id: &str) -> Result<Vec<Delivery>, StoreError> {
-        self.inner.deliveries(id)
-    }
-    fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping()
+        Ok(())
     }
 }
 
@@ -57,8 +33,8 @@ impl Store for Refusing {
 async fn a_decision_the_store_refuses_is_never_acted_on_and_is_retried_when_it_recovers() {
     let receiver = HookReceiver::start().await.expect("receiver");
     let rule = offline::up_rule("refusal", "interval: 1h", &receiver);
-    let store = Arc::new(Refusing::default());
-    store.refuse.store(true, Ordering::SeqCst);
+    let store = Arc::new(Hooked::<Refusing>::default());
+    store.hook.refuse.store(true, Ordering::SeqCst);
     // Prometheus is never asked: the interval is an hour and the test ends at the first step.
     let controller = offline::controller(vec![rule], store.clone(), Duration::from_secs(1));
     let r = controller.start("refusal", "v1").await.expect("created");
@@ -66,7 +42,7 @@ async fn a_decision_the_store_refuses_is_never_acted_on_and_is_retried_when_it_r
     // While the store refuses, the decision to shift traffic is dropped: no hook is called.
     // Until the task has retried the refused decision once (1 s backoff), not a guessed time.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while store.refused.load(Ordering::SeqCst) < 2 {
+    while store.hook.refused.load(Ordering::SeqCst) < 2 {
         assert!(
             std::time::Instant::now() < deadline,
             "the task did not retry the refused decision"
@@ -81,7 +57,7 @@ async fn a_decision_the_store_refuses_is_never_acted_on_and_is_retried_when_it_r
     assert_eq!(controller.get(&r.id).expect("rollout").weight, 0);
 
     // The store is back: the task decides again, saves, and only then acts, exactly once.
-    store.refuse.store(false, Ordering::SeqCst);
+    store.hook.refuse.store(false, Ordering::SeqCst);
     assert!(
         receiver
             .wait_for(|c| !c.is_empty(), Duration::from_secs(10))

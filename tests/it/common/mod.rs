@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod alerting;
+pub mod hooked_store;
 pub mod offline;
 pub mod pg;
 pub mod traffic;
