@@ -11,29 +11,26 @@ use canaryd::store::leadership::{Leadership, LeaseBackend};
 use canaryd::store::postgres::PostgresStore;
 use canaryd::store::sqlite::SqliteStore;
 use canaryd::store::{MemoryStore, Store};
-use canaryd::verdict::{Check, Verdict};
+use canaryd::verdict::{Check, Stats, Verdict};
 use chrono::Utc;
 
 fn tick(step: usize) -> Tick {
-    let check = |name: &str| Check {
-        metric: name.into(),
-        verdict: Verdict::Pass,
-        classification: None,
-        critical: false,
-        critical_effect: false,
-        canary: Some(0.0012),
-        baseline: Some(0.0011),
-        ratio: Some(1.09),
-        threshold: None,
-        p_value: Some(0.41),
-        interval: Some((-0.001, 0.002)),
-        estimate: Some(0.0001),
-        effect: Some(1.02),
-        canary_samples: 40,
-        baseline_samples: 40,
-        reason: format!("{name} within its lines"),
-        evidence: None,
-        muted: false,
+    let check = |name: &str| {
+        let mut c = Check {
+            canary: Some(0.0012),
+            baseline: Some(0.0011),
+            ratio: Some(1.09),
+            canary_samples: 40,
+            baseline_samples: 40,
+            ..Check::named(name, Verdict::Pass, format!("{name} within its lines"))
+        };
+        c.set_stats(Stats {
+            p_value: Some(0.41),
+            interval: Some((-0.001, 0.002)),
+            estimate: Some(0.0001),
+            effect: Some(1.02),
+        });
+        c
     };
     Tick {
         at: Utc::now(),

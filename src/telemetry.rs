@@ -151,11 +151,11 @@ pub fn record_tick(r: &Rollout, rule: &Rule, tick: &Tick) {
     let mut evidence = Vec::new();
     for c in &tick.checks {
         if let Some(ev) = &c.evidence {
-            evidence.push((c.metric.clone(), ev.e_value));
+            evidence.push((&*c.metric, ev.e_value));
         }
         for (group, v) in [("canary", c.canary), ("baseline", c.baseline)] {
             if let Some(v) = v {
-                values.push((c.metric.clone(), group, v));
+                values.push((&*c.metric, group, v));
             }
         }
     }

@@ -67,24 +67,26 @@ impl Registry {
         s.weight = Some(weight);
     }
 
-    pub(crate) fn set_tick(
+    /// Metric names are borrowed (the checks' own): the registry keeps an index, so a tick
+    /// copies no name.
+    pub(crate) fn set_tick<M: AsRef<str>>(
         &mut self,
         rollout: &str,
         rule: &str,
         score: f64,
-        values: impl IntoIterator<Item = (String, &'static str, f64)>,
-        evidence: impl IntoIterator<Item = (String, f64)>,
+        values: impl IntoIterator<Item = (M, &'static str, f64)>,
+        evidence: impl IntoIterator<Item = (M, f64)>,
     ) {
         let values: Vec<(u32, u8, f64)> = values
             .into_iter()
             .filter_map(|(metric, group, v)| {
                 let g = GROUPS.iter().position(|g| *g == group)?;
-                Some((self.name(&metric), g as u8, v))
+                Some((self.name(metric.as_ref()), g as u8, v))
             })
             .collect();
         let evidence: Vec<(u32, f64)> = evidence
             .into_iter()
-            .map(|(metric, e)| (self.name(&metric), e))
+            .map(|(metric, e)| (self.name(metric.as_ref()), e))
             .collect();
         // Taken out for the comparisons while the rollout's entry is borrowed; put back below.
         let names = std::mem::take(&mut self.names);

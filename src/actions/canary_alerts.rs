@@ -336,7 +336,7 @@ fn alert(
     labels.insert("step".into(), r.step.to_string());
     let mut annotations = BTreeMap::new();
     if let Some(c) = check {
-        labels.insert("metric".into(), c.metric.clone());
+        labels.insert("metric".into(), c.metric.to_string());
         annotations.insert("value".into(), fmt(c.canary));
         annotations.insert("baseline".into(), fmt(c.baseline));
         if let Some(t) = c.threshold {

@@ -91,7 +91,7 @@ pub fn decision(checks: &[Check], score: &Score) -> &'static str {
 /// The contract of design.md for one check.
 pub fn check_json(c: &Check) -> Value {
     json!({
-        "name": c.metric,
+        "name": &*c.metric,
         "verdict": c.verdict,
         "classification": c.classification,
         "critical": c.critical,
@@ -99,10 +99,10 @@ pub fn check_json(c: &Check) -> Value {
         "canary": c.canary,
         "baseline": c.baseline,
         "threshold": c.threshold,
-        "p_value": c.p_value,
-        "interval": c.interval,
-        "estimate": c.estimate,
-        "effect": c.effect,
+        "p_value": c.p_value(),
+        "interval": c.interval(),
+        "estimate": c.estimate(),
+        "effect": c.effect(),
         "ratio": c.ratio,
         "samples": {"canary": c.canary_samples, "baseline": c.baseline_samples},
         "reason": c.reason,
@@ -218,7 +218,7 @@ pub fn run(args: &JudgeArgs) -> i32 {
                 .map(|c| {
                     let mut v = check_json(c);
                     if let (Some((failed_at, e)), Some(obj)) =
-                        (trajectories.get(&c.metric), v.as_object_mut())
+                        (trajectories.get(&*c.metric), v.as_object_mut())
                     {
                         obj.insert("evidence".into(), json!(c.evidence));
                         obj.insert("fails_at_tick".into(), json!(failed_at));
@@ -271,13 +271,13 @@ pub fn table(checks: &[Check], score: &Score, decision: &str) -> String {
                 c.threshold
                     .map(|t| format!("{} {}", word(&t.kind), fmt(t.value)))
                     .unwrap_or_else(|| "-".into()),
-                c.p_value
+                c.p_value()
                     .map(|p| format!("{p:.4}"))
                     .unwrap_or_else(|| "-".into()),
-                c.interval
+                c.interval()
                     .map(|(a, b)| format!("[{}, {}]", fmt(a), fmt(b)))
                     .unwrap_or_else(|| "-".into()),
-                opt(c.effect),
+                opt(c.effect()),
             ]
         })
         .collect();

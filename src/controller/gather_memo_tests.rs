@@ -188,7 +188,7 @@ async fn a_query_that_cannot_render_is_error_with_the_reason_fetch_gives() {
             );
         }
         let tick = judge_gathered(&rule, &r, &got[0]);
-        let slow = tick.checks.iter().find(|c| c.metric == "slow");
+        let slow = tick.checks.iter().find(|c| &*c.metric == "slow");
         assert_eq!(slow.map(|c| c.verdict), Some(Verdict::Error), "{tick:?}");
     }
 }

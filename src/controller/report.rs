@@ -266,7 +266,7 @@ impl ReportBuilder {
                 let Some(i) = self
                     .rule
                     .as_ref()
-                    .and_then(|rule| rule.metrics().position(|m| m.name == c.metric))
+                    .and_then(|rule| rule.metrics().position(|m| *m.name == *c.metric))
                 else {
                     continue;
                 };

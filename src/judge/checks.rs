@@ -1,7 +1,7 @@
 //! One metric at one tick: absolute thresholds, ratio to the baseline, and (when configured) the
 //! statistical comparison, folded into one [`Check`] that carries every number behind it.
 
-use crate::verdict::{Check, Threshold, ThresholdKind, Verdict};
+use crate::verdict::{Check, Stats, Threshold, ThresholdKind, Verdict};
 
 use super::Observation;
 use super::classifier::classify;
@@ -16,7 +16,7 @@ impl Check {
         Check {
             critical: spec.critical,
             muted: spec.muted,
-            ..Check::named(spec.name.clone(), verdict, reason)
+            ..Check::named(spec.shared_name(), verdict, reason)
         }
     }
 }
@@ -267,10 +267,12 @@ fn statistical(
     };
     let c = classify(&with_nan(canary), &with_nan(baseline), &cfg);
     check.classification = Some(c.classification);
-    check.p_value = c.p_value;
-    check.interval = c.interval;
-    check.estimate = c.estimate;
-    check.effect = c.effect;
+    check.set_stats(Stats {
+        p_value: c.p_value,
+        interval: c.interval,
+        estimate: c.estimate,
+        effect: c.effect,
+    });
     check.critical_effect = c.critical_effect;
     let stat_reason = c.reason.clone();
     let (verdict, kind, value) = match c.classification {

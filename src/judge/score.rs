@@ -78,7 +78,7 @@ pub fn score(metrics: &[Scored<'_>], cutoffs: &ScoreSpec) -> Score {
     let missing: Vec<&str> = live
         .iter()
         .filter(|m| no_data(m.check))
-        .map(|m| m.check.metric.as_str())
+        .map(|m| &*m.check.metric)
         .collect();
     if live.is_empty() || missing.len() * 2 >= live.len() {
         return zero(
@@ -124,7 +124,7 @@ pub fn score(metrics: &[Scored<'_>], cutoffs: &ScoreSpec) -> Score {
     let unhealthy: Vec<&str> = live
         .iter()
         .filter(|m| !m.check.is_healthy())
-        .map(|m| m.check.metric.as_str())
+        .map(|m| &*m.check.metric)
         .collect();
     let reason = if unhealthy.is_empty() {
         "every metric healthy".to_string()

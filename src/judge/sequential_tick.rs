@@ -6,7 +6,7 @@
 
 use super::sequential::{Counters, EProcess, SequentialState, TickCounts};
 use crate::rules::schema::MetricSpec;
-use crate::verdict::{Check, Evidence, SequentialConfig, Threshold, ThresholdKind, Verdict};
+use crate::verdict::{Check, Evidence, SequentialConfig, Stats, Threshold, ThresholdKind, Verdict};
 
 /// One tick of a sequential metric: new counters in, a check and the next state out. Pure.
 pub fn judge_counts(
@@ -100,8 +100,11 @@ pub(super) fn evidence_check(
     let mut check = Check::new(spec, verdict, reason);
     check.canary = evidence.canary_rate;
     check.baseline = evidence.baseline_rate;
-    check.p_value = Some(evidence.p_value);
-    check.effect = evidence.best_ratio;
+    check.set_stats(Stats {
+        p_value: Some(evidence.p_value),
+        effect: evidence.best_ratio,
+        ..Stats::default()
+    });
     check.threshold = Some(Threshold {
         kind: ThresholdKind::Evidence,
         value: evidence.threshold,

@@ -56,3 +56,51 @@ pub fn judge_tick<'a>(
     s.reason.shrink_to_fit();
     (checks, s)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{MetricInput, judge_tick};
+    use crate::judge::Observation;
+    use crate::rules::schema::{AnalysisSpec, MetricSpec};
+
+    fn metric(yaml: &str) -> MetricSpec {
+        serde_saphyr::from_str(yaml).expect("metric")
+    }
+
+    fn window(v: f64) -> MetricInput {
+        let o = || Observation::from_values([v; 4]);
+        MetricInput::Window(o(), o())
+    }
+
+    /// Each check carries its own metric's name, and the rule's copy of it: every tick of every
+    /// rollout on this rule points at one name instead of a string per check.
+    #[test]
+    fn checks_carry_their_own_metrics_name_shared_with_the_rule() {
+        let specs = [
+            metric("name: error_rate\nquery: x\nrollback_above: 0.05\n"),
+            metric("name: p95_latency\nquery: y\nwarn_above: 5\n"),
+        ];
+        let inputs = [window(0.01), window(9.0)];
+        let a = AnalysisSpec::default();
+        let (first, _) = judge_tick(&specs, &inputs, &a);
+        let (second, _) = judge_tick(&specs, &inputs, &a);
+        let names: Vec<&str> = first.iter().map(|c| &*c.metric).collect();
+        assert_eq!(names, ["error_rate", "p95_latency"]);
+        assert!(first[1].reason.contains("above"), "{}", first[1].reason);
+        for (x, y) in first.iter().zip(&second) {
+            assert!(Arc::ptr_eq(&x.metric, &y.metric), "{} copied", x.metric);
+        }
+    }
+
+    /// A metric renamed after its name was first shared (a copy of a shared spec changed in
+    /// place) gives its new name, never the one it was shared under.
+    #[test]
+    fn a_renamed_metric_never_gives_its_old_shared_name() {
+        let mut m = metric("name: error_rate\nquery: x\n");
+        assert_eq!(&*m.shared_name(), "error_rate");
+        m.name = "errors_5xx".into();
+        assert_eq!(&*m.shared_name(), "errors_5xx");
+    }
+}

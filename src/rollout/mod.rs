@@ -5,6 +5,7 @@
 //! Only the controller owns time and calls `actions`.
 
 pub mod controls;
+mod failures;
 pub mod lifecycle;
 pub mod machine;
 pub mod plan;
@@ -19,6 +20,7 @@ use crate::judge::Score;
 use crate::judge::sequential::SequentialState;
 use crate::verdict::Check;
 
+pub use failures::Failures;
 pub use machine::{Action, Event, HookKind, Transition, handle, keeps_tick};
 pub use plan::{Plan, PlanStep};
 
@@ -150,7 +152,7 @@ pub struct Rollout {
     pub step_started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     /// Consecutive failing ticks per non-critical metric.
-    pub failures: BTreeMap<String, u32>,
+    pub failures: Failures,
     /// Consecutive ticks with a metric in no-data or error.
     pub nodata_ticks: u32,
     pub pause_reason: Option<PauseReason>,
@@ -227,7 +229,7 @@ impl Rollout {
             updated_at: now,
             step_started_at: None,
             finished_at: None,
-            failures: BTreeMap::new(),
+            failures: Failures::default(),
             nodata_ticks: 0,
             pause_reason: None,
             pending: None,

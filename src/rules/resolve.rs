@@ -296,6 +296,7 @@ fn merge(m: MetricSpec, set: &BTreeSet<&str>, t: &Template, to: Location) -> Met
         group,
         weight,
         template,
+        shared: _,
     } = m;
     macro_rules! pick {
         ($key:literal, $field:ident) => {
@@ -345,6 +346,7 @@ fn merge(m: MetricSpec, set: &BTreeSet<&str>, t: &Template, to: Location) -> Met
         group: pick!("group", group),
         weight: pick!("weight", weight),
         template,
+        shared: Default::default(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! Split from `schema` (the rule file's shape) to keep each under the file budget; `schema`
 //! re-exports everything here, so `rules::schema::MetricSpec` stays the path.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -129,6 +130,27 @@ pub struct MetricSpec {
     /// built on one template can be recognised as one query shape.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<Spanned<String>>,
+    /// `name` as the checks judged of this metric carry it ([`MetricSpec::shared_name`]).
+    #[serde(skip)]
+    pub shared: SharedName,
+}
+
+/// A metric's name made once and shared by every check judged of it: each live rollout keeps
+/// its last tick's checks, and a copy of the name in each was a string per metric per rollout.
+/// A cache of `name`, so it takes no part in equality (rules still share equal metrics).
+#[derive(Clone, Default)]
+pub struct SharedName(OnceLock<Arc<str>>);
+
+impl PartialEq for SharedName {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for SharedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedName")
+    }
 }
 
 /// Which test a metric runs beyond its lines.
@@ -164,6 +186,17 @@ pub enum OutliersMode {
 }
 
 impl MetricSpec {
+    /// The name, shared ([`SharedName`]). Checked against `name` on every call, so a name
+    /// changed after it was first shared is never given under the old one.
+    pub fn shared_name(&self) -> Arc<str> {
+        let kept = self.shared.0.get_or_init(|| Arc::from(self.name.as_str()));
+        if **kept == *self.name {
+            kept.clone()
+        } else {
+            Arc::from(self.name.as_str())
+        }
+    }
+
     /// The classifier settings this metric asks for, with canaryd's defaults filled in.
     pub fn classifier_config(&self) -> ClassifierConfig {
         let d = ClassifierConfig::default();

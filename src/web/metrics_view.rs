@@ -84,7 +84,7 @@ pub fn verdicts(last: Option<&Tick>) -> String {
 fn metric_names(ticks: &[Tick]) -> Vec<&str> {
     let mut names: Vec<&str> = Vec::new();
     for c in ticks.iter().flat_map(|t| &t.checks) {
-        if !names.contains(&c.metric.as_str()) {
+        if !names.contains(&&*c.metric) {
             names.push(&c.metric);
         }
     }
@@ -109,7 +109,7 @@ pub fn charts(r: &Rollout, ticks: &[Tick]) -> String {
     }
     for name in metric_names(ticks) {
         let of =
-            |t: &Tick| -> Option<Check> { t.checks.iter().find(|c| c.metric == name).cloned() };
+            |t: &Tick| -> Option<Check> { t.checks.iter().find(|c| &*c.metric == name).cloned() };
         let series: Vec<(f64, Option<Check>)> = ticks.iter().map(|t| (x(t), of(t))).collect();
         let pick = |f: &dyn Fn(&Check) -> Option<f64>| -> Vec<(f64, Option<f64>)> {
             series
@@ -231,11 +231,6 @@ mod tests {
             .map(|t| t.with_timezone(&chrono::Utc))
             .expect("time");
         let check = Check {
-            metric: "errors_vs_baseline".into(),
-            verdict: Verdict::Pass,
-            classification: None,
-            critical: false,
-            critical_effect: false,
             canary: Some(canary),
             baseline: Some(0.01),
             ratio: Some(canary / 0.01),
@@ -243,10 +238,6 @@ mod tests {
                 kind: ThresholdKind::MaxRatio,
                 value: 2.0,
             }),
-            p_value: None,
-            interval: None,
-            estimate: None,
-            effect: None,
             canary_samples: 10,
             baseline_samples: 10,
             evidence: Some(Box::new(Evidence {
@@ -259,8 +250,7 @@ mod tests {
                 best_ratio: None,
                 ticks: 1,
             })),
-            muted: false,
-            reason: "<b>why</b>".into(),
+            ..Check::named("errors_vs_baseline", Verdict::Pass, "<b>why</b>")
         };
         Tick {
             at: t0 + chrono::Duration::seconds(secs),

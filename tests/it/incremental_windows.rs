@@ -138,7 +138,7 @@ async fn reused_points_give_the_series_and_verdicts_of_whole_windows() {
             judged
                 .iter()
                 .flat_map(|t| &t.checks)
-                .any(|c| c.metric == "error_rate" && c.verdict == canaryd::verdict::Verdict::Fail),
+                .any(|c| &*c.metric == "error_rate" && c.verdict == canaryd::verdict::Verdict::Fail),
             "{what}: x|y(z) at 9 % errors never failed"
         );
         assert!(

@@ -140,7 +140,7 @@ async fn an_injected_version_is_one_label_value_and_the_bad_canary_rolls_back() 
     let check = tick
         .checks
         .iter()
-        .find(|c| c.metric == "error_rate")
+        .find(|c| &*c.metric == "error_rate")
         .cloned()
         .expect("error_rate check");
     let canary = check.canary.unwrap_or(0.0);

@@ -183,7 +183,7 @@ fn judged(rule: &Rule, r: &Rollout, g: &Gathered) -> Tick {
 fn assert_only_the_slow_metric_missed(tick: &Tick, what: &str) {
     assert_eq!(tick.checks.len(), 3, "{what}: {tick:?}");
     for c in &tick.checks {
-        if c.metric == "cpu_utilization" {
+        if &*c.metric == "cpu_utilization" {
             assert_eq!(c.verdict, Verdict::Error, "{what}: {c:?}");
             assert!(
                 c.reason.contains("tick's deadline of 2s"),

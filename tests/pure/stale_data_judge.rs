@@ -106,7 +106,7 @@ fn gathered(now: i64, window: Series, counts: Counters) -> Gathered {
 fn check<'a>(t: &'a Tick, metric: &str) -> &'a canaryd::verdict::Check {
     t.checks
         .iter()
-        .find(|c| c.metric == metric)
+        .find(|c| *c.metric == *metric)
         .unwrap_or_else(|| panic!("no {metric} in {t:?}"))
 }
 

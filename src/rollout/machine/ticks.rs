@@ -42,24 +42,23 @@ pub(super) fn on_tick(
     }
     for c in &tick.checks {
         let failing = c.verdict == crate::verdict::Verdict::Fail && !c.muted;
-        let count = r.failures.entry(c.metric.clone()).or_insert(0);
-        *count = if failing { *count + 1 } else { 0 };
+        r.failures.count(&c.metric, failing);
     }
     // A failing score counts as a failing tick too, unless it is 0 only for want of data.
     let score_failing =
         tick.score.outcome == crate::judge::ScoreOutcome::Fail && !tick.score.nodata;
-    let count = r.failures.entry(SCORE_KEY.to_string()).or_insert(0);
-    *count = if score_failing { *count + 1 } else { 0 };
+    r.failures
+        .count(crate::rollout::failures::score_key(), score_failing);
     let over = r
         .failures
         .iter()
-        .find(|(_, n)| **n >= plan.failure_limit)
-        .map(|(name, _)| name.clone());
+        .find(|(_, n)| *n >= plan.failure_limit)
+        .map(|(name, _)| name.to_string());
     if let Some(name) = over {
         let why = tick
             .checks
             .iter()
-            .find(|c| c.metric == name)
+            .find(|c| *c.metric == *name)
             .map(|c| c.reason.clone())
             .unwrap_or_else(|| {
                 format!(
