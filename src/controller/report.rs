@@ -183,7 +183,7 @@ impl ReportBuilder {
             controls: r.controls.clone(),
             retry_of: r.retry_of.clone(),
             emergency: r.emergency,
-            verify: r.verify.clone(),
+            verify: r.verify.as_deref().cloned(),
         };
         if !self.observed {
             return rep;

@@ -38,7 +38,7 @@ impl Controller {
             retry_of: Some(old.id.clone()),
             run: old.run.saturating_add(1),
             controls: vec![record],
-            migration: old.migration.clone(),
+            migration: old.migration.as_deref().cloned(),
         };
         self.start_with(&old.rule, &old.version, opts).await
     }
@@ -94,7 +94,7 @@ impl Controller {
             rollout.retry_of = opts.retry_of;
             rollout.run = opts.run.max(1);
             rollout.controls = opts.controls;
-            rollout.migration = opts.migration;
+            rollout.migration = opts.migration.map(Box::new);
             rollout.verify = match crate::rollout::verify::plan_for(
                 rule.spec.verify.as_deref(),
                 rollout.emergency,
@@ -102,7 +102,7 @@ impl Controller {
                 Some(mut v) => {
                     let promoted = self.inner.store.list_in(rule_name, Phase::Succeeded)?;
                     v.previous_version = previous_version(&promoted, rule_name);
-                    Some(v)
+                    Some(Box::new(v))
                 }
                 None => None,
             };

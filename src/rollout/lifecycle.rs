@@ -122,7 +122,7 @@ pub(super) fn after_rollback(
         r.finished_at = Some(now);
         r.migration_path = path;
     };
-    match r.migration.clone() {
+    match r.migration.as_deref().cloned() {
         None => finish(r, None),
         Some(m) if m.reversible && plan.lifecycle.migrate_down => {
             r.pending = Some(Action::MigrateDown);

@@ -185,12 +185,13 @@ pub struct Rollout {
     /// 1 for a first run, n + 1 for a retry of run n.
     #[serde(default = "controls::first_run")]
     pub run: u32,
-    /// Checkpoints after promotion and their results (`verify`).
+    /// Checkpoints after promotion and their results (`verify`). Boxed, as `migration`: few
+    /// rollouts have them, and every live rollout's state is kept (80 bytes each inline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verify: Option<verify::Verification>,
+    pub verify: Option<Box<verify::Verification>>,
     /// The database migration this release brings, as the start request declared it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub migration: Option<lifecycle::Migration>,
+    pub migration: Option<Box<lifecycle::Migration>>,
     /// After a rollback: which migration path was taken and why (the report shows it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration_path: Option<String>,
@@ -249,5 +250,20 @@ impl Rollout {
             restore_decision_needed: false,
             readiness_held_since: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every live rollout's state and last tick are kept (and a slot's ticks hold the old state
+    /// beside the new until their commit): these sizes are memory at scale.
+    #[test]
+    fn a_rollout_and_its_tick_stay_small() {
+        let (rollout, tick) = (
+            std::mem::size_of::<super::Rollout>(),
+            std::mem::size_of::<super::Tick>(),
+        );
+        assert!(rollout <= 552, "Rollout is {rollout} bytes");
+        assert!(tick <= 144, "Tick is {tick} bytes");
     }
 }

@@ -23,7 +23,7 @@ fn plan(lifecycle: LifecycleHooks) -> Plan {
 
 fn at_first_step(p: &Plan, migration: Option<Migration>) -> Rollout {
     let mut r = new_rollout();
-    r.migration = migration;
+    r.migration = migration.map(Box::new);
     started(p, r)
 }
 

@@ -47,7 +47,7 @@ fn promoted(verify: &str, emergency: bool) -> Rollout {
     r.emergency = emergency;
     r.verify = plan_for(rule.spec.verify.as_deref(), emergency).map(|mut v| {
         v.previous_version = Some("v1".into());
-        v
+        Box::new(v)
     });
     let (mut r, _) = step(&r, &p, Event::Start, 0);
     if emergency {
