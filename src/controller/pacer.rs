@@ -80,7 +80,7 @@ impl super::Controller {
         let _ = inner.scheduler.get_or_init(|| {
             super::scheduler::Scheduler::start_paced(
                 inner.source.clone(),
-                inner.shutdown.subscribe(),
+                inner.stops(),
                 Pacer::new(width),
             )
         });
