@@ -283,8 +283,6 @@ async fn successive_slots_end_exactly_one_interval_apart() {
     }
 }
 
-/// A source whose Prometheus refuses every connection: a slot still answers, every metric
-/// failed.
 /// A scheduler's stop watches: `shutdown`, and a term that never ends.
 pub(super) fn stops(shutdown: watch::Receiver<bool>) -> super::Stops {
     super::Stops {
@@ -298,6 +296,8 @@ pub(super) fn poke() -> Arc<dyn super::super::commands::Poke> {
     super::super::commands::queue::<()>().1.poker()
 }
 
+/// A source whose Prometheus refuses every connection: a slot still answers, every metric
+/// failed.
 pub(super) fn down_source() -> PrometheusSource {
     PrometheusSource::new(&PrometheusConfig {
         url: "http://127.0.0.1:9".into(),

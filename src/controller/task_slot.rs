@@ -358,3 +358,7 @@ mod tests {
         assert!(slot <= 600, "a rollout's slot future is {slot} bytes");
     }
 }
+
+#[cfg(test)]
+#[path = "turn_tests.rs"]
+mod turn_tests;
