@@ -22,7 +22,8 @@ steps:
   - { weight: 10, hold: 1h }
   - { weight: 100 }
 analysis:
-  interval: 100ms
+  interval: 10s
+  warmup: 0s
 metrics:
   - name: error_rate
     query: sum(rate(errors{ {{selector}} }[1m]))
@@ -34,35 +35,46 @@ hooks: {}
 fn down_source() -> PrometheusSource {
     PrometheusSource::new(&PrometheusConfig {
         url: "http://127.0.0.1:9".into(),
-        timeout: Duration::from_secs(1),
+        timeout: Duration::from_secs(10),
         bearer_token: None,
         basic_auth: None,
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_command_preempts_a_tick_waiting_for_its_turn_and_no_turn_stays_taken() {
+/// A controller on `store` whose slots are judged one rollout at a time.
+fn controller(store: Arc<MemoryStore>) -> Controller {
     let rule = parse_rule(Path::new("turns.yaml"), RULE).unwrap_or_else(|e| panic!("{e:?}"));
     let rules = [("turns".to_string(), Arc::new(rule))]
         .into_iter()
         .collect();
     let hooks = HookRunner::new().unwrap_or_else(|e| panic!("{e}"));
+    Controller::new(rules, store, down_source(), hooks).with_pacing_width(1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_preempts_a_tick_waiting_for_its_turn_and_no_turn_stays_taken() {
+    // Started, then resumed by a second controller: a recovered rollout ticks at once, and its
+    // tick's deadline (10 s) bounds the wait for a turn far beyond the command's second.
     let store = Arc::new(MemoryStore::default());
-    let c = Controller::new(rules, store, down_source(), hooks).with_pacing_width(1);
+    let first = controller(store.clone());
+    let started = first
+        .start("turns", "v2")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    first.shutdown().await;
+    let c = controller(store);
     let pacer = c.inner.scheduler().pacer();
     let held = pacer.clone().turn().await;
     assert!(
         held.is_some() && pacer.free() == 0,
         "the test holds the only turn"
     );
-    let started = c
-        .start("turns", "v2")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    // Several slots (100 ms apart) answer at once; the first tick's answer waits for a turn.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    c.recover().unwrap_or_else(|e| panic!("{e}"));
+    // The tick's answer comes at once (the connection is refused) and waits for a turn.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let waiting = c.get(&started.id).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(waiting.phase, Phase::Progressing);
     assert!(
         waiting.last_tick.is_none(),
         "a tick was judged without a turn: {:?}",
@@ -80,9 +92,9 @@ async fn a_command_preempts_a_tick_waiting_for_its_turn_and_no_turn_stays_taken(
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(pacer.free(), 1, "a cancelled tick kept a turn");
     let after = c.get(&started.id).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        after.phase,
-        Phase::Paused,
+    assert_eq!(after.phase, Phase::Paused);
+    assert!(
+        after.last_tick.is_none(),
         "the dropped tick was judged later"
     );
     c.shutdown().await;
