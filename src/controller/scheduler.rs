@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use super::due_cell::{DueReceiver, DueSender, Full};
 use tokio::time::Instant;
@@ -43,9 +43,10 @@ use super::gather_memo::RolloutRule;
 use super::pacer::Pacer;
 use super::registry::{Member, Published, Wanted};
 use super::slots::{first_slot, next_slot};
+use super::stops::Change;
+pub(super) use super::stops::Stops;
 use crate::rollout::Rollout;
 use crate::source::PrometheusSource;
-use crate::store::leadership::Term;
 
 /// A slot has come for a rollout: answer with what to gather, or `None` to handle it alone.
 pub(super) struct Due {
@@ -197,18 +198,6 @@ struct Entry {
     stop: Arc<dyn Poke>,
 }
 
-/// What stops every actor: the controller's shutdown and the leader term.
-pub(super) struct Stops {
-    pub(super) shutdown: watch::Receiver<bool>,
-    pub(super) lead: watch::Receiver<Option<Term>>,
-}
-
-/// The epoch a term value stands for: actors stop when it changes (a renewal of the same
-/// epoch changes only the term's end, and stops nobody).
-fn epoch_of(lead: &watch::Receiver<Option<Term>>) -> Option<u64> {
-    lead.borrow().map(|t| t.epoch)
-}
-
 /// Wakes every registered actor: something they stop on changed.
 fn poke_all(entries: &HashMap<String, Entry>) {
     for entry in entries.values() {
@@ -232,12 +221,8 @@ pub(super) struct Slot {
 
 /// The loop: one timer, the earliest slot of every rollout.
 async fn run(source: PrometheusSource, mut rx: mpsc::UnboundedReceiver<Msg>, stops: Stops) {
-    let Stops {
-        mut shutdown,
-        mut lead,
-    } = stops;
-    let mut epoch = epoch_of(&lead);
-    let mut lead_open = true;
+    let mut stops = stops;
+    let mut epoch = stops.epoch();
     let origin = Instant::now();
     let wall_origin = SystemTime::now();
     let mut entries: HashMap<String, Entry> = HashMap::new();
@@ -246,17 +231,10 @@ async fn run(source: PrometheusSource, mut rx: mpsc::UnboundedReceiver<Msg>, sto
         let next = timers.first().map(|(due, _)| origin + *due);
         tokio::select! {
             biased;
-            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() {
+            change = stops.changed(&mut epoch) => {
                 poke_all(&entries);
-                return;
-            },
-            changed = lead.changed(), if lead_open => {
-                // A closed term channel (the controller is gone) can change no more.
-                lead_open = changed.is_ok();
-                let now = epoch_of(&lead);
-                if now != epoch {
-                    epoch = now;
-                    poke_all(&entries);
+                if change == Change::Shutdown {
+                    return;
                 }
             }
             msg = rx.recv() => match msg {
@@ -369,6 +347,7 @@ fn fire(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::watch;
 
     fn scheduler() -> (Scheduler, watch::Sender<bool>) {
         let (tx, rx) = watch::channel(false);

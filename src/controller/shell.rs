@@ -123,9 +123,9 @@ impl Inner {
             .get_or_init(|| Scheduler::start(self.source.clone(), self.stops()))
     }
 
-    /// What stops every actor, for the scheduler's loop to watch ([`super::scheduler::Stops`]).
-    pub(super) fn stops(&self) -> super::scheduler::Stops {
-        super::scheduler::Stops {
+    /// What stops every actor, for the scheduler's loop to watch ([`super::stops::Stops`]).
+    pub(super) fn stops(&self) -> super::stops::Stops {
+        super::stops::Stops {
             shutdown: self.shutdown.subscribe(),
             lead: self.leadership.subscribe(),
         }
