@@ -104,8 +104,9 @@ impl RolloutTask {
         // slot's decisions all wait for their commit at once, and a copy of each tick held
         // meanwhile was most of the slot's memory. Only a tick the machine ignores (warmup, a
         // hook in flight, another step) needs its own row.
+        let plan = self.plan();
         let row = match &event {
-            Event::Tick(t) if keeps_tick(&self.state, &self.plan, t) => TickRow::Last,
+            Event::Tick(t) if keeps_tick(&self.state, &plan, t) => TickRow::Last,
             Event::Tick(t) => TickRow::Own(Tick {
                 sequential: Default::default(),
                 counters_moved: Default::default(),
@@ -118,7 +119,7 @@ impl RolloutTask {
             rollout,
             actions,
             rejected,
-        } = handle(&self.state, &self.plan, event, now);
+        } = handle(&self.state, &plan, event, now);
         let changed = rollout != *before;
         // Shared with the commit, not copied: the saved state is the one the actor then holds.
         let rollout = Arc::new(rollout);

@@ -39,6 +39,7 @@ mod scheduler;
 mod shell;
 pub mod slots;
 mod start;
+mod stops;
 mod supervisor;
 mod task;
 mod task_slot;

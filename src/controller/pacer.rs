@@ -72,15 +72,16 @@ impl Pacer {
 impl super::Controller {
     /// A controller whose slots are judged `width` rollouts at a time instead of [`WIDTH`], so
     /// a test sees waves with a handful of rollouts. Not a setting: [`WIDTH`] is chosen for the
-    /// store's transaction size. Call inside the runtime, before the first rollout starts (it
-    /// starts the scheduler); later it does nothing.
+    /// store's transaction size. Call inside the runtime, before the first rollout starts and
+    /// after [`super::Controller::with_leadership`] (it starts the scheduler, which watches the
+    /// term it finds); later it does nothing.
     #[doc(hidden)]
     pub fn with_pacing_width(self, width: usize) -> super::Controller {
         let inner = &self.inner;
         let _ = inner.scheduler.get_or_init(|| {
             super::scheduler::Scheduler::start_paced(
                 inner.source.clone(),
-                inner.shutdown.subscribe(),
+                inner.stops(),
                 Pacer::new(width),
             )
         });

@@ -2,6 +2,7 @@
 
 use chrono::Utc;
 
+use super::commands::Control;
 use super::supervisor::inject_fault;
 use super::task::{RolloutTask, retry_delay};
 use crate::actions::HookPayload;
@@ -114,17 +115,18 @@ impl RolloutTask {
                     }
                     return;
                 }
-                Some(cmd) = self.rx.recv() => {
+                control = self.control() => {
+                    let Control::Command(cmd) = control else {
+                        if !*self.inner.shutdown.borrow() {
+                            tracing::warn!(rollout = %self.state.id, hook = action.hook().as_str(), "hook in flight dropped: this replica no longer leads");
+                        }
+                        return;
+                    };
                     self.command_boxed(cmd).await;
                     if self.state.pending.as_ref() != Some(&action) {
                         tracing::warn!(rollout = %self.state.id, hook = action.hook().as_str(), "hook in flight cancelled by a newer decision");
                         return;
                     }
-                }
-                _ = self.shutdown.changed() => return,
-                Ok(()) = self.lead.changed() => if !self.leading() {
-                    tracing::warn!(rollout = %self.state.id, hook = action.hook().as_str(), "hook in flight dropped: this replica no longer leads");
-                    return;
                 },
             }
         }

@@ -18,13 +18,19 @@
 //! slow hook) when its slot comes takes the slot's answer when it is free, if it is still in the
 //! state the slot was planned for; else it asks and is gathered in a late wave. At most one slot
 //! waits for it (no burst after a long hook).
+//!
+//! The loop is also every actor's stop signal: it watches shutdown and the leader term, and when
+//! either ends it pokes each registered actor's command queue ([`super::commands::Poke`]); the
+//! actor then sees the stop in its one control wait ([`super::commands::Receiver::control`]).
+//! One watcher for the daemon instead of two `watch` waits in every rollout's resting future
+//! and slot future.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use super::due_cell::{DueReceiver, DueSender, Full};
 use tokio::time::Instant;
@@ -32,10 +38,13 @@ use tokio::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::analysis::Gathered;
+use super::commands::Poke;
 use super::gather_memo::RolloutRule;
 use super::pacer::Pacer;
 use super::registry::{Member, Published, Wanted};
 use super::slots::{first_slot, next_slot};
+use super::stops::Change;
+pub(super) use super::stops::Stops;
 use crate::rollout::Rollout;
 use crate::source::PrometheusSource;
 
@@ -73,6 +82,7 @@ enum Msg {
         notify: DueSender,
         member: Member,
         published: Published,
+        stop: Arc<dyn Poke>,
     },
     Remove {
         id: String,
@@ -120,18 +130,15 @@ impl Drop for Registration {
 
 impl Scheduler {
     /// Starts the loop on the current runtime, with the daemon's [`super::pacer::WIDTH`] turns.
-    pub(super) fn start(source: PrometheusSource, shutdown: watch::Receiver<bool>) -> Scheduler {
-        Scheduler::start_paced(source, shutdown, Pacer::default())
+    /// `shutdown` and `lead` are what stops the actors: the loop pokes them when either ends.
+    pub(super) fn start(source: PrometheusSource, stops: Stops) -> Scheduler {
+        Scheduler::start_paced(source, stops, Pacer::default())
     }
 
     /// [`Scheduler::start`] with `pacer`'s turns: tests judge a slot in waves smaller than it.
-    pub(super) fn start_paced(
-        source: PrometheusSource,
-        shutdown: watch::Receiver<bool>,
-        pacer: Pacer,
-    ) -> Scheduler {
+    pub(super) fn start_paced(source: PrometheusSource, stops: Stops, pacer: Pacer) -> Scheduler {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(source, rx, shutdown));
+        tokio::spawn(run(source, rx, stops));
         Scheduler {
             tx,
             generations: Arc::new(AtomicU64::new(0)),
@@ -146,13 +153,15 @@ impl Scheduler {
 
     /// Schedules rollout `id` every `interval`: first at once when `now` (recovered, restarted),
     /// else at its first slot ([`first_slot`]). A new registration of the same id replaces the
-    /// old one. `member` is what its ticks gather, once it publishes that it wants them.
+    /// old one. `member` is what its ticks gather, once it publishes that it wants them; `stop`
+    /// wakes its actor when shutdown or the end of the term should stop it.
     pub(super) fn register(
         &self,
         id: &str,
         interval: Duration,
         now: bool,
         member: Member,
+        stop: Arc<dyn Poke>,
     ) -> Registration {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         let (notify, due) = super::due_cell::due_cell();
@@ -165,6 +174,7 @@ impl Scheduler {
             notify,
             member,
             published: published.clone(),
+            stop,
         });
         Registration {
             id: id.to_string(),
@@ -184,6 +194,15 @@ struct Entry {
     notify: DueSender,
     member: Member,
     published: Published,
+    /// Wakes the actor to look at its stop condition.
+    stop: Arc<dyn Poke>,
+}
+
+/// Wakes every registered actor: something they stop on changed.
+fn poke_all(entries: &HashMap<String, Entry>) {
+    for entry in entries.values() {
+        entry.stop.poke();
+    }
 }
 
 /// One slot as fired: the ticks gathered without asking, and the answers of the rollouts asked.
@@ -201,11 +220,9 @@ pub(super) struct Slot {
 }
 
 /// The loop: one timer, the earliest slot of every rollout.
-async fn run(
-    source: PrometheusSource,
-    mut rx: mpsc::UnboundedReceiver<Msg>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn run(source: PrometheusSource, mut rx: mpsc::UnboundedReceiver<Msg>, stops: Stops) {
+    let mut stops = stops;
+    let mut epoch = stops.epoch();
     let origin = Instant::now();
     let wall_origin = SystemTime::now();
     let mut entries: HashMap<String, Entry> = HashMap::new();
@@ -214,17 +231,28 @@ async fn run(
         let next = timers.first().map(|(due, _)| origin + *due);
         tokio::select! {
             biased;
-            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
+            change = stops.changed(&mut epoch) => {
+                poke_all(&entries);
+                if change == Change::Shutdown {
+                    return;
+                }
+            }
             msg = rx.recv() => match msg {
-                None => return,
-                Some(Msg::Register { id, generation, interval, now, notify, member, published }) => {
+                None => {
+                    poke_all(&entries);
+                    return;
+                }
+                Some(Msg::Register { id, generation, interval, now, notify, member, published, stop }) => {
                     let elapsed = origin.elapsed();
                     let due = if now { elapsed } else { first_slot(elapsed, interval) };
                     if let Some(old) = entries.remove(&id) {
                         timers.remove(&(old.due, id.clone()));
                     }
                     timers.insert((due, id.clone()));
-                    entries.insert(id, Entry { generation, interval, due, notify, member, published });
+                    // Woken once now it is in: a term that ended before this insert (and whose
+                    // poke it missed) is seen by the actor as it looks again.
+                    stop.poke();
+                    entries.insert(id, Entry { generation, interval, due, notify, member, published, stop });
                 }
                 Some(Msg::Remove { id, generation }) => {
                     if entries.get(&id).is_some_and(|e| e.generation == generation)
@@ -319,10 +347,14 @@ fn fire(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::watch;
 
     fn scheduler() -> (Scheduler, watch::Sender<bool>) {
         let (tx, rx) = watch::channel(false);
-        (Scheduler::start(slot_tests::down_source(), rx), tx)
+        (
+            Scheduler::start(slot_tests::down_source(), slot_tests::stops(rx)),
+            tx,
+        )
     }
 
     /// Waits for the next slot of `r`, declines it, and says when it came.
@@ -353,10 +385,10 @@ mod tests {
         let interval = Duration::from_millis(300);
         let t_a = Instant::now();
         let m = || slot_tests::member("a", interval).0;
-        let mut a = s.register("a", interval, false, m());
+        let mut a = s.register("a", interval, false, m(), slot_tests::poke());
         tokio::time::sleep(Duration::from_millis(40)).await;
         let t_b = Instant::now();
-        let mut b = s.register("b", interval, false, m());
+        let mut b = s.register("b", interval, false, m(), slot_tests::poke());
         for round in 0..3 {
             let (da, db) = tokio::join!(next_due(&mut a), next_due(&mut b));
             if round == 0 {
@@ -371,15 +403,85 @@ mod tests {
         }
     }
 
+    /// An actor waiting in its control wait (for its answer, its turn, a hook) that only the
+    /// scheduler's poke can wake: its command queue's sender stays alive, as in the controller.
+    fn waiting_actor(
+        s: &Scheduler,
+        id: &str,
+        stopped: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        super::super::commands::Sender<u8>,
+    ) {
+        let (tx, mut rx) = super::super::commands::queue::<u8>();
+        let m = slot_tests::member(id, Duration::from_secs(3600)).0;
+        let registration = s.register(id, Duration::from_secs(3600), false, m, rx.poker());
+        let actor = tokio::spawn(async move {
+            let _registration = registration;
+            while rx.control(&stopped).await != super::super::commands::Control::Stop {}
+        });
+        (actor, tx)
+    }
+
+    #[tokio::test]
+    async fn shutdown_pokes_every_registered_actor_to_its_stop() {
+        let (s, shutdown) = scheduler();
+        let flag = shutdown.subscribe();
+        let (actor, _tx) = waiting_actor(&s, "a", move || *flag.borrow());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!actor.is_finished());
+        shutdown.send_replace(true);
+        let stopped = tokio::time::timeout(Duration::from_secs(2), actor).await;
+        assert!(stopped.is_ok(), "the actor did not hear the shutdown");
+    }
+
+    #[tokio::test]
+    async fn the_end_of_the_term_pokes_every_actor_and_a_renewal_stops_none() {
+        use crate::store::leadership::Leadership;
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let leadership = Leadership::replica();
+        let until = || Instant::now() + Duration::from_secs(600);
+        leadership.grant(7, until());
+        let stops = Stops {
+            shutdown,
+            lead: leadership.subscribe(),
+        };
+        let s = Scheduler::start(slot_tests::down_source(), stops);
+        let term = leadership.clone();
+        let (actor, _tx) = waiting_actor(&s, "a", move || term.epoch() != Some(7));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        leadership.grant(7, until());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!actor.is_finished(), "a renewal stopped the actor");
+        leadership.step_down(7);
+        let stopped = tokio::time::timeout(Duration::from_secs(2), actor).await;
+        assert!(
+            stopped.is_ok(),
+            "the actor did not hear that the term ended"
+        );
+    }
+
     #[tokio::test]
     async fn a_recovered_rollout_ticks_at_once_and_a_replaced_registration_hears_no_more() {
         let (s, _shutdown) = scheduler();
         let t0 = Instant::now();
         let m = || slot_tests::member("r", Duration::from_secs(1)).0;
-        let mut r = s.register("r", Duration::from_secs(3600), true, m());
+        let mut r = s.register(
+            "r",
+            Duration::from_secs(3600),
+            true,
+            m(),
+            slot_tests::poke(),
+        );
         assert!(next_due(&mut r).await - t0 < Duration::from_secs(1));
         // Replaced by a new registration of the same id: only the new one hears its slots.
-        let mut again = s.register("r", Duration::from_millis(50), false, m());
+        let mut again = s.register(
+            "r",
+            Duration::from_millis(50),
+            false,
+            m(),
+            slot_tests::poke(),
+        );
         let _ = next_due(&mut again).await;
         assert!(
             r.due.try_recv().is_none(),

@@ -120,7 +120,21 @@ impl Inner {
 
     pub(super) fn scheduler(&self) -> &Scheduler {
         self.scheduler
-            .get_or_init(|| Scheduler::start(self.source.clone(), self.shutdown.subscribe()))
+            .get_or_init(|| Scheduler::start(self.source.clone(), self.stops()))
+    }
+
+    /// What stops every actor, for the scheduler's loop to watch ([`super::stops::Stops`]).
+    pub(super) fn stops(&self) -> super::stops::Stops {
+        super::stops::Stops {
+            shutdown: self.shutdown.subscribe(),
+            lead: self.leadership.subscribe(),
+        }
+    }
+
+    /// Whether an actor started in term `epoch` must stop: the controller shuts down, or the
+    /// term ended (a replica that stopped leading acts on nothing).
+    pub(super) fn stops_now(&self, epoch: Option<u64>) -> bool {
+        *self.shutdown.borrow() || epoch.is_none() || self.leadership.epoch() != epoch
     }
 
     pub(super) fn lock_latest(&self) -> std::sync::MutexGuard<'_, Latest> {

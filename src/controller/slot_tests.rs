@@ -165,12 +165,12 @@ async fn a_slow_actor_gets_its_data_from_the_slots_query_at_no_extra_query() {
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let (_stop, shutdown) = watch::channel(false);
-    let s = Scheduler::start(source, shutdown);
+    let s = Scheduler::start(source, stops(shutdown));
     let interval = Duration::from_secs(2);
     let mut actors = Vec::new();
     for service in ["sa", "sb", "sc"] {
         let (m, rollout) = member(service, interval);
-        let r = s.register(&rollout.id, interval, false, m);
+        let r = s.register(&rollout.id, interval, false, m, poke());
         r.publish(Wanted::of(&rollout, Duration::ZERO), &rollout);
         actors.push(r);
     }
@@ -229,11 +229,11 @@ async fn a_slow_actor_gets_its_data_from_the_slots_query_at_no_extra_query() {
 async fn a_rollout_that_published_no_wish_is_asked_and_one_not_yet_out_of_warmup_too() {
     let source = down_source();
     let (_stop, shutdown) = watch::channel(false);
-    let s = Scheduler::start(source, shutdown);
+    let s = Scheduler::start(source, stops(shutdown));
     let interval = Duration::from_millis(300);
     let (m, rollout) = member("sa", interval);
-    let mut quiet = s.register("quiet", interval, false, m.clone());
-    let mut warming = s.register("warming", interval, false, m);
+    let mut quiet = s.register("quiet", interval, false, m.clone(), poke());
+    let mut warming = s.register("warming", interval, false, m, poke());
     warming.publish(Wanted::of(&rollout, Duration::from_secs(3600)), &rollout);
     for r in [&mut quiet, &mut warming] {
         let due = tokio::time::timeout(Duration::from_secs(5), r.due.recv())
@@ -253,10 +253,10 @@ async fn a_rollout_that_published_no_wish_is_asked_and_one_not_yet_out_of_warmup
 async fn successive_slots_end_exactly_one_interval_apart() {
     let source = down_source();
     let (_stop, shutdown) = watch::channel(false);
-    let s = Scheduler::start(source, shutdown);
+    let s = Scheduler::start(source, stops(shutdown));
     let interval = Duration::from_millis(700);
     let (m, rollout) = member("ends", interval);
-    let mut r = s.register(&rollout.id, interval, false, m);
+    let mut r = s.register(&rollout.id, interval, false, m, poke());
     let mut ends = Vec::new();
     for _ in 0..3 {
         r.publish(Wanted::of(&rollout, Duration::ZERO), &rollout);
@@ -281,6 +281,19 @@ async fn successive_slots_end_exactly_one_interval_apart() {
             "ends {ends:?}"
         );
     }
+}
+
+/// A scheduler's stop watches: `shutdown`, and a term that never ends.
+pub(super) fn stops(shutdown: watch::Receiver<bool>) -> super::Stops {
+    super::Stops {
+        shutdown,
+        lead: crate::store::leadership::Leadership::always().subscribe(),
+    }
+}
+
+/// A stop handle for a registration whose actor is the test itself.
+pub(super) fn poke() -> Arc<dyn super::super::commands::Poke> {
+    super::super::commands::queue::<()>().1.poker()
 }
 
 /// A source whose Prometheus refuses every connection: a slot still answers, every metric

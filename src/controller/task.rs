@@ -24,10 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
-use crate::store::leadership::Term;
-
+use super::commands::Control;
 use super::deadline::tick_deadline;
 use super::gather_memo::RolloutRule;
 use super::registry::{Member, Wanted};
@@ -59,12 +56,12 @@ pub(super) struct RolloutTask {
     pub(super) inner: Arc<Inner>,
     /// The rule snapshot, and the memo of the rollout's queries every slot shares.
     pub(super) rule: RolloutRule,
-    pub(super) plan: Plan,
     /// The rollout as last decided and saved, shared with what the controller announced of it
     /// ([`super::latest`], the update stream): one copy at rest, not one per holder.
     pub(super) state: Arc<Rollout>,
+    /// Commands, and the stop signal (shutdown, the end of the term) woken through the same
+    /// queue: [`RolloutTask::control`].
     pub(super) rx: Commands,
-    pub(super) shutdown: watch::Receiver<bool>,
     /// Resumed from the store: analyse at once instead of after one interval.
     pub(super) recovered: bool,
     /// Consecutive decisions the store refused.
@@ -77,7 +74,6 @@ pub(super) struct RolloutTask {
     pub(super) panics: u32,
     /// The leader term this task acts under; it stops when the term ends.
     pub(super) epoch: Option<u64>,
-    pub(super) lead: watch::Receiver<Option<Term>>,
     /// The rule's `traffic:` provider, which moves the weight before any hook runs.
     pub(super) traffic: Option<Arc<dyn TrafficProvider>>,
     /// Asks the canary's readiness endpoint (`hooks.readiness`).
@@ -92,8 +88,7 @@ impl RolloutTask {
         rx: Commands,
         recovered: bool,
     ) -> RolloutTask {
-        let shutdown = inner.shutdown.subscribe();
-        let (epoch, lead) = (inner.leadership.epoch(), inner.leadership.subscribe());
+        let epoch = inner.leadership.epoch();
         let traffic = rule
             .spec
             .traffic
@@ -107,15 +102,12 @@ impl RolloutTask {
             .and_then(|_| HealthProbe::new().ok());
         RolloutTask {
             epoch,
-            lead,
             traffic,
             probe,
-            plan: Plan::from_rule(&rule),
             inner,
             rule: RolloutRule::new(rule),
             state: Arc::new(state),
             rx,
-            shutdown,
             recovered,
             save_failures: 0,
             rollback_rounds: 0,
@@ -133,10 +125,31 @@ impl RolloutTask {
         self
     }
 
-    /// Still in the term it was started in: a task of a replica that stopped leading acts on
-    /// nothing (its writes would be fenced anyway, and its hook calls refused).
-    pub(super) fn leading(&self) -> bool {
-        self.epoch.is_some() && self.inner.leadership.epoch() == self.epoch
+    /// The rule's plan, worked out when a decision needs it: held in every actor it was 112
+    /// bytes of its task cell and a steps list on the heap per rollout, for a value the rule
+    /// snapshot (which the task keeps anyway) gives whenever asked.
+    pub(super) fn plan(&self) -> Plan {
+        Plan::from_rule(&self.rule)
+    }
+
+    /// The rule's warmup (the plan's, without building the plan).
+    pub(super) fn warmup(&self) -> Duration {
+        self.rule.spec.analysis.warmup
+    }
+
+    /// Shutting down, or the term this task acts under ended: the task stops (a task of a
+    /// replica that stopped leading acts on nothing; its writes would be fenced anyway, and its
+    /// hook calls refused).
+    pub(super) fn stopping(&self) -> bool {
+        self.inner.stops_now(self.epoch)
+    }
+
+    /// The next command, or [`Control::Stop`] when the task must stop: one wait for both, woken
+    /// by a command or by the scheduler's poke ([`super::scheduler`]). It borrows only the queue
+    /// and what the stop check reads, so it sits in a `select!` beside waits on other fields.
+    pub(super) fn control(&mut self) -> impl std::future::Future<Output = Control<Command>> + '_ {
+        let (inner, epoch) = (&self.inner, self.epoch);
+        self.rx.control(move || inner.stops_now(epoch))
     }
 
     /// The actor's loop, until the rollout ends, the controller shuts down or the term ends.
@@ -151,32 +164,42 @@ impl RolloutTask {
     )]
     pub(super) fn run(mut self) -> impl std::future::Future<Output = ()> + Send {
         async move {
-            let interval = self
-                .rule
-                .spec
-                .analysis
-                .interval
-                .clamp(MIN_INTERVAL, MAX_INTERVAL);
-            let deadline = tick_deadline(interval, self.inner.source.timeout());
-            // Recovered (or restarted after a panic): analyse at once instead of after one interval.
-            let member = Member::new(self.rule.clone(), deadline);
-            let mut slots =
-                self.inner
-                    .scheduler()
-                    .register(&self.state.id, interval, self.recovered, member);
-            while self.state.is_live() && !*self.shutdown.borrow() && self.leading() {
+            // In a block: its locals would otherwise sit in the resting future for the
+            // rollout's whole life (a `let` lives to the end of its scope, across every await).
+            let (deadline, mut slots) = {
+                let interval = self
+                    .rule
+                    .spec
+                    .analysis
+                    .interval
+                    .clamp(MIN_INTERVAL, MAX_INTERVAL);
+                let deadline = tick_deadline(interval, self.inner.source.timeout());
+                // Recovered (or restarted after a panic): analyse at once instead of after one
+                // interval.
+                let member = Member::new(self.rule.clone(), deadline);
+                let registered = self.inner.scheduler().register(
+                    &self.state.id,
+                    interval,
+                    self.recovered,
+                    member,
+                    self.rx.poker(),
+                );
+                (deadline, registered)
+            };
+            while self.state.is_live() && !self.stopping() {
                 // Every decision passes here before the next slot is taken: the scheduler plans
                 // that slot from this, without asking.
-                slots.publish(Wanted::of(&self.state, self.plan.warmup), &self.state);
+                slots.publish(Wanted::of(&self.state, self.warmup()), &self.state);
                 if self.owes() && Box::pin(self.owed()).await {
                     continue;
                 }
                 // Commands first: when a command and the slot are both ready, the command wins.
                 tokio::select! {
                     biased;
-                    Some(cmd) = self.rx.recv() => self.command_boxed(cmd).await,
-                    _ = self.shutdown.changed() => {}
-                    Ok(()) = self.lead.changed() => {}
+                    // A stop is seen by the loop's condition.
+                    control = self.control() => if let Control::Command(cmd) = control {
+                        self.command_boxed(cmd).await
+                    },
                     Some(due) = slots.due.recv() => Box::pin(self.slot(due, deadline)).await,
                 }
             }
@@ -215,7 +238,7 @@ impl RolloutTask {
         if let Some(action) = self.state.pending.clone() {
             if self.state.rollback_undelivered() && self.rollback_rounds > 0 {
                 Box::pin(self.idle(retry_delay(self.rollback_rounds))).await;
-                if !self.state.is_live() || *self.shutdown.borrow() {
+                if !self.state.is_live() || self.stopping() {
                     // The loop's condition ends it.
                     return true;
                 }
@@ -239,9 +262,9 @@ impl RolloutTask {
     pub(super) async fn idle(&mut self, d: Duration) {
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
-            Some(cmd) = self.rx.recv() => self.command_boxed(cmd).await,
-            _ = self.shutdown.changed() => {}
-            Ok(()) = self.lead.changed() => {}
+            control = self.control() => if let Control::Command(cmd) = control {
+                self.command_boxed(cmd).await
+            },
         }
     }
 
@@ -287,12 +310,14 @@ mod tests {
     /// Also the arguments: as `async fn`s, `supervise` and `run` kept each by-value argument
     /// twice (as given and as moved into the body), the task itself included, and the waits on
     /// the command queue and the slot cell were `Notify` futures of 88 bytes each: 1,256 bytes
-    /// in a debug build, 736 without.
+    /// in a debug build, 736 without. Then 376: the shutdown and leadership waits (120 bytes
+    /// each) became one control wait with the commands ([`super::RolloutTask::control`]), the
+    /// plan (112) is worked out when deciding, and the loop's setup locals live in a block.
     #[test]
     fn a_rollouts_resting_future_holds_its_task_not_its_biggest_arm() {
         let supervised = future_size(super::super::supervisor::supervise);
         assert!(
-            supervised <= 768,
+            supervised <= 400,
             "a rollout's supervised task future is {supervised} bytes"
         );
         // What the supervisor adds around the task's loop: its handles, the rollout's id and a

@@ -12,6 +12,7 @@ use chrono::Utc;
 use tokio::sync::oneshot;
 
 use super::analysis::{Gathered, judge_gathered};
+use super::commands::Control;
 use super::deadline::{missed, no_answer};
 use super::pacer::{Pacer, Turn};
 use super::perform::check_traffic;
@@ -37,30 +38,42 @@ type Waited = Result<(Option<Result<Gathered, SystemTime>>, Option<Turn>), Strin
 /// deadline; the margin only guards against a slot that never answers, which is then a missed
 /// tick like any other. Turns come back as decisions are committed: one that does not come
 /// within a deadline more means the store stopped committing, and the tick is missed.
-async fn wait(
+///
+/// A plain fn returning an `async move` block: as an `async fn` it kept each argument twice
+/// (as given and as moved into its body), in every rollout's slot future.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+fn wait(
     traffic: Option<Arc<dyn TrafficProvider>>,
-    before: &Rollout,
+    before: Arc<Rollout>,
     answer: Answer,
     pacer: Pacer,
     deadline: Duration,
-) -> Waited {
-    if let Some(t) = traffic
-        && let Some(found) = Box::pin(check_traffic(t.as_ref(), &before.id, before.weight)).await
-    {
-        return Err(found);
+) -> impl Future<Output = Waited> + Send {
+    async move {
+        if let Some(t) = traffic
+            && let Some(found) =
+                Box::pin(check_traffic(t.as_ref(), &before.id, before.weight)).await
+        {
+            return Err(found);
+        }
+        drop(before);
+        // Pinned where it is made: `tokio::pin!` on a `let` moves it into a second local, and
+        // both sat in the future (the timer twice).
+        let mut timer = std::pin::pin!(tokio::time::sleep(deadline + ANSWER_MARGIN));
+        let answer = tokio::select! {
+            answer = answer => answer.ok(),
+            () = &mut timer => None,
+        };
+        timer.as_mut().reset(tokio::time::Instant::now() + deadline);
+        let turn = tokio::select! {
+            turn = pacer.turn() => turn,
+            () = &mut timer => None,
+        };
+        Ok((answer, turn))
     }
-    let timer = tokio::time::sleep(deadline + ANSWER_MARGIN);
-    tokio::pin!(timer);
-    let answer = tokio::select! {
-        answer = answer => answer.ok(),
-        () = &mut timer => None,
-    };
-    timer.as_mut().reset(tokio::time::Instant::now() + deadline);
-    let turn = tokio::select! {
-        turn = pacer.turn() => turn,
-        () = &mut timer => None,
-    };
-    Ok((answer, turn))
 }
 
 /// What a rollout does with its slot.
@@ -104,7 +117,7 @@ impl RolloutTask {
 
     /// Answers the slot and says what this rollout does with it.
     fn take(&self, due: Due, deadline: Duration) -> Taken {
-        let wanted = Wanted::of(&self.state, self.plan.warmup).filter(|w| w.due(Utc::now()));
+        let wanted = Wanted::of(&self.state, self.warmup()).filter(|w| w.due(Utc::now()));
         if self.state.phase == Phase::Verifying {
             let _ = due.answer.send(None);
             Taken::Checkpoint
@@ -141,42 +154,64 @@ impl RolloutTask {
     /// Every rollout of a slot waits here at once, so the wait holds handles, not copies: the
     /// state's `Arc` (what the command check compares, and the traffic check's id and weight),
     /// the answer's receiver and the turn's wait (`slot_future_is_small` bounds it).
-    pub(super) async fn analyse(&mut self, answer: Answer, deadline: Duration) {
+    ///
+    /// A plain fn returning an `async move` block, the wait built at the call: an `async fn`
+    /// kept its arguments, and the wait's, twice.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub(super) fn analyse(
+        &mut self,
+        answer: Answer,
+        deadline: Duration,
+    ) -> impl Future<Output = ()> + Send + '_ {
         // The answer is judged after it arrives, against the state then (the one the machine
         // decides from).
-        let before = self.state.clone();
-        let traffic = self.traffic.clone();
-        let pacer = self.inner.scheduler().pacer();
-        let waited = {
-            let gather = wait(traffic, &before, answer, pacer, deadline);
-            tokio::pin!(gather);
-            loop {
-                tokio::select! {
-                    biased;
-                    Some(cmd) = self.rx.recv() => {
-                        self.command_boxed(cmd).await;
-                        let moved = self.state.phase != before.phase
-                            || self.state.step != before.step
-                            || self.state.pending != before.pending;
-                        if moved {
-                            tracing::info!(event = "tick.cancelled", rollout = %self.state.id,
-                                phase = self.state.phase.as_str(), "analysis in flight cancelled by a newer decision");
-                            return;
+        async move {
+            // In a block, so the wait's result, the event and the state before are not held
+            // beside the commit's wait: only the turn is.
+            let (committing, turn) = {
+                let before = self.state.clone();
+                let waited = {
+                    // Pinned where it is made: built outside the block or pinned with `tokio::pin!`
+                    // on a `let`, the wait was moved into a second local and held twice.
+                    let mut gather = std::pin::pin!(wait(
+                        self.traffic.clone(),
+                        before.clone(),
+                        answer,
+                        self.inner.scheduler().pacer(),
+                        deadline,
+                    ));
+                    loop {
+                        tokio::select! {
+                            biased;
+                            control = self.control() => {
+                                let Control::Command(cmd) = control else { return };
+                                self.command_boxed(cmd).await;
+                                let moved = self.state.phase != before.phase
+                                    || self.state.step != before.step
+                                    || self.state.pending != before.pending;
+                                if moved {
+                                    tracing::info!(event = "tick.cancelled", rollout = %self.state.id,
+                                        phase = self.state.phase.as_str(), "analysis in flight cancelled by a newer decision");
+                                    return;
+                                }
+                            }
+                            waited = &mut gather => break waited,
                         }
                     }
-                    _ = self.shutdown.changed() => return,
-                    Ok(()) = self.lead.changed() => if !self.leading() { return },
-                    waited = &mut gather => break waited,
-                }
-            }
-        };
-        drop(before);
-        // The answer is judged and dropped here; only the turn is held across the commit.
-        let (event, turn) = self.judged(waited, deadline);
-        crate::faults::stop_at("mid_tick", "gathered");
-        let _ = Box::pin(self.apply(event)).await;
-        // Given back only now: the decision is committed (or refused) and published.
-        drop(turn);
+                };
+                drop(before);
+                // The answer is judged and dropped here; only the turn is held across the commit.
+                let (event, turn) = self.judged(waited, deadline);
+                crate::faults::stop_at("mid_tick", "gathered");
+                (Box::pin(self.apply(event)), turn)
+            };
+            let _ = committing.await;
+            // Given back only now: the decision is committed (or refused) and published.
+            drop(turn);
+        }
     }
 
     /// The event a slot's answer makes, and the turn it was judged in (none for a traffic
@@ -213,13 +248,13 @@ impl RolloutTask {
         loop {
             tokio::select! {
                 biased;
-                Some(cmd) = self.rx.recv() => {
+                control = self.control() => {
+                    let Control::Command(cmd) = control else { return };
                     self.command_boxed(cmd).await;
                     if self.state.phase != Phase::Verifying {
                         return;
                     }
                 }
-                _ = self.shutdown.changed() => return,
                 result = &mut measure => {
                     let _ = Box::pin(self.apply(Event::Checkpoint { index, result })).await;
                     return;
@@ -244,13 +279,6 @@ mod tests {
         std::mem::size_of::<R>()
     }
 
-    /// Every rollout of a slot holds its slot future (boxed by the actor's loop) from the slot
-    /// to its commit, all at once. It is the wait for the answer and a turn (one timer for
-    /// both, the receiver, the semaphore's wait node), the command, shutdown and leadership
-    /// watches (88 + 120 + 120 bytes), and the state's `Arc`; the `Due` is answered at the
-    /// call, not held, and the rare arms (a checkpoint, a timer) are boxed. It was 1,008 bytes
-    /// without the turn (heaptrack at 5,000: 5.0 MB). Structural, not a measurement: holding
-    /// the `Due`, a copy of the pending action or a second timer again breaks it.
     fn rollout() -> crate::rollout::Rollout {
         crate::rollout::Rollout::new("r".into(), "api".into(), "v2".into(), chrono::Utc::now())
     }
@@ -270,7 +298,7 @@ mod tests {
         let _ = tx.send(Ok(gathered()));
         let started = Instant::now();
         let r = rollout();
-        let waited = super::wait(None, &r, answer, pacer.clone(), DEADLINE);
+        let waited = super::wait(None, r.into(), answer, pacer.clone(), DEADLINE);
         let waited = tokio::time::timeout(Duration::from_secs(5), waited).await;
         let Ok(Ok((Some(Ok(_)), None))) = waited else {
             panic!("the answer, and no turn: {waited:?}");
@@ -288,7 +316,7 @@ mod tests {
             Duration::from_secs(1),
             super::wait(
                 None,
-                &rollout(),
+                rollout().into(),
                 answer,
                 pacer.clone(),
                 Duration::from_secs(30),
@@ -306,7 +334,7 @@ mod tests {
         let (_tx, answer) = oneshot::channel::<Result<super::Gathered, std::time::SystemTime>>();
         let started = Instant::now();
         let r = rollout();
-        let waited = super::wait(None, &r, answer, Pacer::new(1), DEADLINE);
+        let waited = super::wait(None, r.into(), answer, Pacer::new(1), DEADLINE);
         let waited = tokio::time::timeout(Duration::from_secs(5), waited).await;
         let Ok(Ok((None, Some(_)))) = waited else {
             panic!("no answer: {waited:?}");
@@ -314,9 +342,23 @@ mod tests {
         assert!(started.elapsed() >= DEADLINE + super::ANSWER_MARGIN);
     }
 
+    /// Every rollout of a slot holds its slot future (boxed by the actor's loop) from the slot
+    /// to its commit, all at once. It is the wait for the answer and a turn (one timer for
+    /// both, 112 bytes; the receiver; the semaphore's wait, 104), the control wait (32: commands
+    /// and the stop signal in one), and the state's `Arc`; the `Due` is answered at the call,
+    /// not held, and the rare arms (a checkpoint, a timer) are boxed. It was 864 bytes in this
+    /// build (944 in release): the shutdown and leadership watches (120 bytes each) beside the
+    /// command wait, and the wait and its timer each held twice (moved into a second local by
+    /// `tokio::pin!` and by `async fn` arguments). Structural, not a measurement: holding the
+    /// `Due`, a copy of the pending action, a second timer, a watch wait or a doubled wait again
+    /// breaks it.
     #[test]
     fn slot_future_is_small() {
         let slot = method_future_size(super::RolloutTask::slot);
-        assert!(slot <= 960, "a rollout's slot future is {slot} bytes");
+        assert!(slot <= 600, "a rollout's slot future is {slot} bytes");
     }
 }
+
+#[cfg(test)]
+#[path = "turn_tests.rs"]
+mod turn_tests;
