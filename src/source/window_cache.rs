@@ -29,7 +29,7 @@ use super::window_cache_fill::{Claim, FillGuard, Fills, ended};
 #[path = "window_cache_entry.rs"]
 mod entry;
 pub(super) use entry::plan_for;
-use entry::{Entry, Kept, entry_of, merge, remember};
+use entry::{Entry, Kept, remember, share};
 
 /// How a batch's window will be asked.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -263,16 +263,14 @@ impl WindowCache {
                 return other;
             }
         };
-        let merged = match kept {
-            Some(kept) => merge(&kept, series),
-            None => series,
-        };
-        // Built outside the lock; the entry this tick reused is let go once replaced.
-        let entry = entry_of(&key, end_s, self.settled_after, &members.keys, &merged);
+        // Built outside the lock: the answer's members are views of the entry's grid. The entry
+        // this tick reused is let go once replaced (and the last view of it is judged).
+        let (answer, entry) = share(&key, end_s, &members.keys, kept.as_ref(), series);
+        drop(kept);
         remember(&mut self.lock(), key, end_s, entry);
         // Remembered first, then the claim ends: a waiter that wakes finds the answer.
         drop(fill);
-        Ok(Ok(merged))
+        Ok(Ok(answer))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Entry>>> {
