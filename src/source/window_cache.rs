@@ -282,6 +282,35 @@ impl WindowCache {
     }
 }
 
+/// A batch answer asked whole without the cache (`prometheus.incremental_windows` off), its
+/// members' points shared as the cache shares them ([`entry::shared`]): one grid, a view each,
+/// rather than a vector of 16-byte points each. Left as it is when the window or step is not
+/// whole seconds (no grid to share) or the query failed.
+pub fn share_whole(
+    answer: Result<Split, QueryFailure>,
+    end: SystemTime,
+    window: Duration,
+    step: Duration,
+) -> Result<Split, QueryFailure> {
+    let Ok(Ok(series)) = answer else {
+        return answer;
+    };
+    let grid = match (whole_secs_since(end), i64::try_from(window.as_secs())) {
+        (Some(end_s), Ok(window_s))
+            if window.subsec_nanos() == 0 && step.subsec_nanos() == 0 && !step.is_zero() =>
+        {
+            i64::try_from(step.as_secs())
+                .ok()
+                .map(|step_s| (end_s.saturating_sub(window_s), step_s))
+        }
+        _ => None,
+    };
+    match grid {
+        Some((origin, step_s)) => Ok(Ok(entry::shared(origin, step_s, None, series).0)),
+        None => Ok(Ok(series)),
+    }
+}
+
 /// Counts a batch window asked, by how: `full` or `partial` (settled points reused).
 fn count(how: &'static str) {
     metrics::counter!("canaryd_prometheus_windows_total", "how" => how).increment(1);

@@ -107,15 +107,9 @@ pub(super) struct Kept {
     pub(super) from: i64,
 }
 
-/// The tick's answer and the entry to remember of it, sharing one grid ([`Grid`]): each member
-/// whose answer is plain points gets a view of its points over the whole window (the kept points
-/// in `[start, from)` followed by the new answer's at or after `from`, or the new answer whole
-/// when nothing is kept); a member whose answer is not plain points keeps that outcome.
-///
-/// The entry is `None` when a member cannot be continued (not plain points, or missing), so the
-/// next tick asks in full. Built outside the lock. The grid holds the whole window (13 points a
-/// member at a 2 m window and 10 s steps, of which a later window reuses up to 9): one copy for
-/// the cache and the answers together, where the answers were a second copy at twice the size.
+/// The tick's answer and the entry to remember of it, sharing one grid ([`shared`]). The
+/// entry is `None` when a member cannot be continued (not plain points, or missing), so the
+/// next tick asks in full. Built outside the lock.
 pub(super) fn share(
     key: &Key,
     end_s: i64,
@@ -123,18 +117,52 @@ pub(super) fn share(
     kept: Option<&Kept>,
     fresh: Vec<Series>,
 ) -> (Vec<Series>, Option<Entry>) {
-    let members = match kept.map(|k| &k.index) {
+    let origin = end_s.saturating_sub(key.window_s);
+    let continued = fresh.len() >= keys.len()
+        && fresh[..keys.len()]
+            .iter()
+            .all(|s| matches!(s, Series::Points { .. }));
+    let (answer, grid) = shared(origin, key.step_s, kept, fresh);
+    let entry = (continued && grid.len() >= keys.len()).then(|| Entry {
+        end_s,
+        keys: Arc::clone(keys),
+        points: grid,
+    });
+    (answer, entry)
+}
+
+/// A batch answer whose members' points are views of one grid `origin + k * step` ([`Grid`]):
+/// each member whose answer is plain points gets its points over the whole window (the kept
+/// points in `[start, from)` followed by the new answer's at or after `from`, or the new answer
+/// whole when nothing is kept); a member whose answer is not plain points keeps that outcome.
+///
+/// The grid holds the whole window (13 points a member at a 2 m window and 10 s steps, of which
+/// a later window reuses up to 9): one copy for the cache and the answers together, where the
+/// answers were a second copy at twice the size. Pure.
+pub(in crate::source) fn shared(
+    origin: i64,
+    step: i64,
+    kept: Option<&Kept>,
+    fresh: Vec<Series>,
+) -> (Vec<Series>, Arc<Grid>) {
+    let members = match kept {
         None => fresh.len(),
-        Some(Index::Same) => fresh.len().min(keys.len()),
-        Some(Index::At(at)) => fresh.len().min(at.len()),
+        Some(Kept {
+            index: Index::Same,
+            entry,
+            ..
+        }) => fresh.len().min(entry.keys.len()),
+        Some(Kept {
+            index: Index::At(at),
+            ..
+        }) => fresh.len().min(at.len()),
     };
     let total = fresh[..members]
         .iter()
         .enumerate()
         .filter_map(|(i, s)| whole(kept, i, s).map(Iterator::count))
         .fold(0usize, usize::saturating_add);
-    let origin = end_s.saturating_sub(key.window_s);
-    let mut grid = Grid::with_capacity(origin, key.step_s, members, total);
+    let mut grid = Grid::with_capacity(origin, step, members, total);
     for (i, series) in fresh[..members].iter().enumerate() {
         match whole(kept, i, series) {
             Some(points) => grid.push(points),
@@ -142,10 +170,6 @@ pub(super) fn share(
         }
     }
     let grid = Arc::new(grid);
-    let continued = members >= keys.len()
-        && fresh[..keys.len()]
-            .iter()
-            .all(|s| matches!(s, Series::Points { .. }));
     let answer = fresh
         .into_iter()
         .take(members)
@@ -157,12 +181,7 @@ pub(super) fn share(
             other => other,
         })
         .collect();
-    let entry = continued.then(|| Entry {
-        end_s,
-        keys: Arc::clone(keys),
-        points: grid,
-    });
-    (answer, entry)
+    (answer, grid)
 }
 
 /// [`window`] of member `i`'s answer, when it is plain points.

@@ -761,3 +761,70 @@ async fn whatever_a_later_window_asks_the_entry_holds_its_points() {
         "the whole window of each member: the answers read it too"
     );
 }
+
+#[test]
+fn an_answer_asked_without_the_cache_is_shared_the_same_way() {
+    let k = keys(4);
+    let mut members = answer(&k, 1000, WINDOW, i64::MAX, 0.0).expect("split");
+    // A gap, an off-grid time and a failed member among them.
+    members[1] = Series::Points {
+        points: vec![
+            Point {
+                at: 890.0,
+                value: f64::NAN,
+            },
+            Point {
+                at: 905.5,
+                value: -0.0,
+            },
+        ]
+        .into(),
+    };
+    members[2] = Series::Failed {
+        message: "down".into(),
+    };
+    let window = Duration::from_secs(WINDOW as u64);
+    let step = Duration::from_secs(STEP as u64);
+    let got = share_whole(Ok(Ok(members.clone())), at(1000), window, step);
+    let bits = |s: &[Series]| -> Vec<Option<Vec<(u64, u64)>>> {
+        s.iter()
+            .map(|s| match s {
+                Series::Points { points } => Some(
+                    points
+                        .iter()
+                        .map(|p| (p.at.to_bits(), p.value.to_bits()))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    };
+    let Ok(Ok(shared)) = &got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(bits(shared), bits(&members));
+    assert_eq!(shared[2], members[2], "a failed member keeps its failure");
+    let grids: Vec<_> = shared
+        .iter()
+        .filter_map(|s| match s {
+            Series::Points { points } => Some(points.shared().expect("a view")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(grids.len(), 3);
+    assert!(grids.iter().all(|g| Arc::ptr_eq(g, grids[0])), "one grid");
+    // Not whole seconds: left as it came; a failure passes through.
+    let odd = share_whole(
+        Ok(Ok(members.clone())),
+        at(1000),
+        window / 3 * 2 + Duration::from_millis(1),
+        step,
+    );
+    let Ok(Ok(odd)) = odd else { panic!() };
+    assert!(
+        odd.iter()
+            .all(|s| !matches!(s, Series::Points { points } if points.shared().is_some()))
+    );
+    let down = Err(QueryFailure::NoAnswer("refused".into()));
+    assert_eq!(share_whole(down.clone(), at(1000), window, step), down);
+}
