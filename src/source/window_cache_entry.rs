@@ -226,7 +226,7 @@ fn window<'a>(
     )
 }
 
-/// Remembers `entry` (from [`entry_of`]) as `key`'s last answer; `None` forgets it.
+/// Remembers `entry` (from [`share`]) as `key`'s last answer; `None` forgets it.
 pub(super) fn remember(
     entries: &mut HashMap<Key, Arc<Entry>>,
     key: Key,
