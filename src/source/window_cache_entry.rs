@@ -9,12 +9,16 @@ use std::time::Duration;
 use super::{Ask, Key};
 use crate::judge::observation::{Grid, Point, Points, Series};
 
+#[path = "window_cache_keys.rs"]
+mod keys;
+use keys::Keys;
+
 /// Batches remembered at once: one per metric shape (wide) or per regex batch. Bounded so a
 /// churn of regex batches cannot grow it; the oldest answer is dropped first.
 const MAX_ENTRIES: usize = 1024;
 
-/// The last answer of a batch: the members' keys (shared with the query that asked them, not
-/// copied) and each member's points, in the same order, on the answer's step grid ([`Grid`]:
+/// The last answer of a batch: the members' keys (in one allocation, [`Keys`]) and each
+/// member's points, in the same order, on the answer's step grid ([`Grid`]:
 /// 8 bytes a point where they lie on it). The grid is the very one the tick's answers are views
 /// of ([`share`]): the points are stored once for the cache and every rollout. Held in the map
 /// as an `Arc`: a tick that reuses it takes the `Arc` under the lock, so a tick that fails
@@ -23,7 +27,7 @@ const MAX_ENTRIES: usize = 1024;
 #[derive(Debug)]
 pub(super) struct Entry {
     pub(super) end_s: i64,
-    keys: Arc<[Vec<String>]>,
+    keys: Keys,
     pub(super) points: Arc<Grid>,
 }
 
@@ -45,22 +49,9 @@ impl Entry {
             .sum()
     }
 
-    /// Where each of `keys` is in this entry, or `None` when one is new. The members of a
-    /// steady batch are the same, in the same order, tick after tick: compared without a map.
+    /// Where each of `keys` is in this entry, or `None` when one is new.
     pub(super) fn index_of(&self, keys: &[Vec<String>]) -> Option<Index> {
-        if *self.keys == *keys {
-            return Some(Index::Same);
-        }
-        let at: HashMap<&[String], usize> = self
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (k.as_slice(), i))
-            .collect();
-        keys.iter()
-            .map(|k| at.get(k.as_slice()).copied())
-            .collect::<Option<Vec<usize>>>()
-            .map(Index::At)
+        self.keys.index_of(keys)
     }
 }
 
@@ -113,7 +104,7 @@ pub(super) struct Kept {
 pub(super) fn share(
     key: &Key,
     end_s: i64,
-    keys: &Arc<[Vec<String>]>,
+    keys: &[Vec<String>],
     kept: Option<&Kept>,
     fresh: Vec<Series>,
 ) -> (Vec<Series>, Option<Entry>) {
@@ -123,11 +114,14 @@ pub(super) fn share(
             .iter()
             .all(|s| matches!(s, Series::Points { .. }));
     let (answer, grid) = shared(origin, key.step_s, kept, fresh);
-    let entry = (continued && grid.len() >= keys.len()).then(|| Entry {
-        end_s,
-        keys: Arc::clone(keys),
-        points: grid,
-    });
+    let entry = (continued && grid.len() >= keys.len())
+        .then(|| Keys::new(keys))
+        .flatten()
+        .map(|keys| Entry {
+            end_s,
+            keys,
+            points: grid,
+        });
     (answer, entry)
 }
 

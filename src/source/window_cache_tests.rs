@@ -828,3 +828,32 @@ fn an_answer_asked_without_the_cache_is_shared_the_same_way() {
     let down = Err(QueryFailure::NoAnswer("refused".into()));
     assert_eq!(share_whole(down.clone(), at(1000), window, step), down);
 }
+
+#[tokio::test]
+async fn the_entry_keeps_its_members_keys_compactly_not_the_ticks_own() {
+    let cache = cache();
+    let k = keys(3);
+    let members = wanted(&["service".to_string()], &k);
+    let tick_keys = Arc::clone(&members.keys);
+    let owned = k.clone();
+    let got = cache
+        .range_split(
+            "q",
+            at(1000),
+            Duration::from_secs(WINDOW as u64),
+            Duration::from_secs(STEP as u64),
+            members,
+            move |_f: Fetch| async move { Ok(answer(&owned, 1000, WINDOW, i64::MAX, 0.0)) },
+        )
+        .await;
+    assert_eq!(got, Ok(answer(&k, 1000, WINDOW, i64::MAX, 0.0)));
+    assert_eq!(
+        Arc::strong_count(&tick_keys),
+        1,
+        "the tick's keys are let go with the tick"
+    );
+    // And the next tick still finds every member.
+    let (next, w) = ask(&cache, &k, 1010, i64::MAX, 0.0).await;
+    assert!(w < Duration::from_secs(WINDOW as u64), "reused");
+    assert_eq!(next, answer(&k, 1010, WINDOW, i64::MAX, 0.0));
+}
