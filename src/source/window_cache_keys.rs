@@ -126,7 +126,11 @@ mod tests {
         assert_eq!(stored.index_of(&keys(&[&["svc-1", "canary", ""]])), None);
         let mut longer = old.clone();
         longer[0].push(String::new());
-        assert_eq!(stored.index_of(&longer), None, "a value more is another key");
+        assert_eq!(
+            stored.index_of(&longer),
+            None,
+            "a value more is another key"
+        );
         assert_eq!(
             stored.index_of(&old[..5]),
             Some(Index::At(vec![0, 1, 2, 3, 4])),
