@@ -261,7 +261,7 @@ async fn a_fallback_sends_every_rollouts_own_text_and_gives_it_its_own_answer() 
         let Series::Points { points } = series else {
             panic!("{i}: {series:?}");
         };
-        let asked = points[0].value as usize;
+        let asked = points.to_vec()[0].value as usize;
         assert_eq!(singles[asked - 1], expected[i], "request {i}");
     }
 }

@@ -12,6 +12,13 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+#[path = "observation_grid.rs"]
+mod grid;
+#[path = "observation_points.rs"]
+mod points;
+pub use grid::{Grid, Iter as PointIter};
+pub use points::Points;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Observation {
@@ -72,8 +79,9 @@ pub struct Point {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Series {
-    /// One series' points in time order; empty when the query matched no series.
-    Points { points: Vec<Point> },
+    /// One series' points in time order; empty when the query matched no series. Its own, or a
+    /// view of the batch answer it came in ([`Points`]).
+    Points { points: Points },
     /// Several series where one aggregated series was expected.
     Ambiguous { series: usize },
     /// The source could not answer.
@@ -111,7 +119,7 @@ impl Series {
             return Observation::Empty { dropped: 0 };
         }
         let since = unix(a.since);
-        let (earlier, current): (Vec<&Point>, Vec<&Point>) =
+        let (earlier, current): (Vec<Point>, Vec<Point>) =
             points.iter().partition(|p| p.at < since);
         let newest = points
             .iter()
@@ -284,7 +292,9 @@ mod tests {
             f.admit(&admission(0, 1)),
             Observation::Failed { .. }
         ));
-        let e = Series::Points { points: vec![] };
+        let e = Series::Points {
+            points: Points::default(),
+        };
         assert_eq!(e.admit(&admission(0, 1)), Observation::Empty { dropped: 0 });
     }
 }

@@ -8,7 +8,7 @@ use prometheus_http_query::response::Data;
 use serde::Deserialize;
 
 use crate::judge::Observation;
-use crate::judge::observation::{Point, Series};
+use crate::judge::observation::{Point, Points, Series};
 
 #[derive(Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -44,21 +44,25 @@ pub fn series(data: &Data) -> Series {
     };
     match data {
         Data::Matrix(m) => match m.len() {
-            0 => Series::Points { points: Vec::new() },
+            0 => Series::Points {
+                points: Points::default(),
+            },
             1 => Series::Points {
                 points: m[0].samples().iter().map(point).collect(),
             },
             n => Series::Ambiguous { series: n },
         },
         Data::Vector(v) => match v.len() {
-            0 => Series::Points { points: Vec::new() },
+            0 => Series::Points {
+                points: Points::default(),
+            },
             1 => Series::Points {
-                points: vec![point(v[0].sample())],
+                points: vec![point(v[0].sample())].into(),
             },
             n => Series::Ambiguous { series: n },
         },
         Data::Scalar(s) => Series::Points {
-            points: vec![point(s)],
+            points: vec![point(s)].into(),
         },
     }
 }

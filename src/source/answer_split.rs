@@ -130,7 +130,7 @@ fn in_order(
                 .get_mut(k.as_slice())
                 .and_then(|p| if distinct { p.take() } else { p.clone() });
             Series::Points {
-                points: slot.unwrap_or_default(),
+                points: slot.unwrap_or_default().into(),
             }
         })
         .collect()

@@ -90,7 +90,8 @@ fn own_answer() -> Series {
         points: vec![Point {
             at: 1.0,
             value: 7.0,
-        }],
+        }]
+        .into(),
     }
 }
 

@@ -89,7 +89,8 @@ pub fn split(data: &Data, labels: &[String], keys: &[Vec<String>], extra: Extra)
             } else {
                 found.get(k.as_slice()).cloned()
             }
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            .into(),
         })
         .collect())
 }

@@ -70,7 +70,7 @@ fn value(service: &str, track: &str) -> f64 {
 
 fn point(v: f64) -> Series {
     Series::Points {
-        points: vec![Point { at: 1.0, value: v }],
+        points: vec![Point { at: 1.0, value: v }].into(),
     }
 }
 
@@ -114,7 +114,7 @@ impl RangeSource for Fake {
             let Series::Points { points } = &expected(&[r])[0] else {
                 unreachable!()
             };
-            return Ok(matrix(&[(vec![], points[0].value)]));
+            return Ok(matrix(&[(vec![], points.to_vec()[0].value)]));
         }
         let wide = !query.contains("service=~");
         if wide && self.wide_fails {

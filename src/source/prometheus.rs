@@ -13,7 +13,7 @@ use prometheus_http_query::{Client, Error as PromError};
 use reqwest::header::{ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, HeaderValue};
 
 use super::batch_split::{Members, Split};
-use super::window_cache::{Bound, WindowCache};
+use super::window_cache::{self, Bound, WindowCache};
 use crate::judge::observation::Series;
 
 /// Largest Prometheus answer read, by default. A range query of one aggregated series over a
@@ -259,8 +259,10 @@ impl PrometheusSource {
                     .await
             }
             None => {
-                self.range_split_whole(query, end, window, step, members.wanted(), Bound::Tick)
-                    .await
+                let answer = self
+                    .range_split_whole(query, end, window, step, members.wanted(), Bound::Tick)
+                    .await;
+                window_cache::share_whole(answer, end, window, step)
             }
         }
     }

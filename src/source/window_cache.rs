@@ -29,7 +29,7 @@ use super::window_cache_fill::{Claim, FillGuard, Fills, ended};
 #[path = "window_cache_entry.rs"]
 mod entry;
 pub(super) use entry::plan_for;
-use entry::{Entry, Kept, entry_of, merge, remember};
+use entry::{Entry, Kept, remember, share};
 
 /// How a batch's window will be asked.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -263,16 +263,14 @@ impl WindowCache {
                 return other;
             }
         };
-        let merged = match kept {
-            Some(kept) => merge(&kept, series),
-            None => series,
-        };
-        // Built outside the lock; the entry this tick reused is let go once replaced.
-        let entry = entry_of(&key, end_s, self.settled_after, &members.keys, &merged);
+        // Built outside the lock: the answer's members are views of the entry's grid. The entry
+        // this tick reused is let go once replaced (and the last view of it is judged).
+        let (answer, entry) = share(&key, end_s, &members.keys, kept.as_ref(), series);
+        drop(kept);
         remember(&mut self.lock(), key, end_s, entry);
         // Remembered first, then the claim ends: a waiter that wakes finds the answer.
         drop(fill);
-        Ok(Ok(merged))
+        Ok(Ok(answer))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Entry>>> {
@@ -281,6 +279,35 @@ impl WindowCache {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A batch answer asked whole without the cache (`prometheus.incremental_windows` off), its
+/// members' points shared as the cache shares them ([`entry::shared`]): one grid, a view each,
+/// rather than a vector of 16-byte points each. Left as it is when the window or step is not
+/// whole seconds (no grid to share) or the query failed.
+pub fn share_whole(
+    answer: Result<Split, QueryFailure>,
+    end: SystemTime,
+    window: Duration,
+    step: Duration,
+) -> Result<Split, QueryFailure> {
+    let Ok(Ok(series)) = answer else {
+        return answer;
+    };
+    let grid = match (whole_secs_since(end), i64::try_from(window.as_secs())) {
+        (Some(end_s), Ok(window_s))
+            if window.subsec_nanos() == 0 && step.subsec_nanos() == 0 && !step.is_zero() =>
+        {
+            i64::try_from(step.as_secs())
+                .ok()
+                .map(|step_s| (end_s.saturating_sub(window_s), step_s))
+        }
+        _ => None,
+    };
+    match grid {
+        Some((origin, step_s)) => Ok(Ok(entry::shared(origin, step_s, None, series).0)),
+        None => Ok(Ok(series)),
     }
 }
 

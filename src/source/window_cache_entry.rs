@@ -1,31 +1,34 @@
 //! The pure half of the window cache: a remembered batch answer ([`Entry`]), what a new window
-//! can reuse of it ([`plan_for`], [`Kept`]), and how the rest is joined on ([`merge`],
-//! [`entry_of`], [`remember`]). A child of `window_cache.rs`.
+//! can reuse of it ([`plan_for`], [`Kept`]), and how the rest is joined on and shared with the
+//! tick's answers ([`share`], [`remember`]). A child of `window_cache.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Ask, Key};
-use crate::judge::observation::Series;
+use crate::judge::observation::{Grid, Point, Points, Series};
 
-#[path = "window_cache_grid.rs"]
-mod grid;
+#[path = "window_cache_keys.rs"]
+mod keys;
+use keys::Keys;
 
 /// Batches remembered at once: one per metric shape (wide) or per regex batch. Bounded so a
 /// churn of regex batches cannot grow it; the oldest answer is dropped first.
 const MAX_ENTRIES: usize = 1024;
 
-/// The last answer of a batch: the members' keys (shared with the query that asked them, not
-/// copied) and each member's points, in the same order, on the answer's step grid
-/// ([`grid::Points`]: 8 bytes a point where they lie on it). Held in the map as an `Arc`: a tick
-/// that reuses it takes the `Arc` under the lock, so a tick that fails meanwhile (and drops the
-/// entry from the map) cannot take the points from under it, and nothing is copied to keep them.
+/// The last answer of a batch: the members' keys (in one allocation, [`Keys`]) and each
+/// member's points, in the same order, on the answer's step grid ([`Grid`]:
+/// 8 bytes a point where they lie on it). The grid is the very one the tick's answers are views
+/// of ([`share`]): the points are stored once for the cache and every rollout. Held in the map
+/// as an `Arc`: a tick that reuses it takes the `Arc` under the lock, so a tick that fails
+/// meanwhile (and drops the entry from the map) cannot take the points from under it, and
+/// nothing is copied to keep them.
 #[derive(Debug)]
 pub(super) struct Entry {
     pub(super) end_s: i64,
-    keys: Arc<[Vec<String>]>,
-    points: grid::Points,
+    keys: Keys,
+    pub(super) points: Arc<Grid>,
 }
 
 /// Where each member of a tick is in the entry it reuses.
@@ -42,26 +45,13 @@ impl Entry {
     #[cfg(test)]
     pub(super) fn points_held(&self) -> usize {
         (0..self.keys.len())
-            .map(|i| self.points.member(i).count())
+            .map(|i| self.points.member(i).len())
             .sum()
     }
 
-    /// Where each of `keys` is in this entry, or `None` when one is new. The members of a
-    /// steady batch are the same, in the same order, tick after tick: compared without a map.
+    /// Where each of `keys` is in this entry, or `None` when one is new.
     pub(super) fn index_of(&self, keys: &[Vec<String>]) -> Option<Index> {
-        if *self.keys == *keys {
-            return Some(Index::Same);
-        }
-        let at: HashMap<&[String], usize> = self
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (k.as_slice(), i))
-            .collect();
-        keys.iter()
-            .map(|k| at.get(k.as_slice()).copied())
-            .collect::<Option<Vec<usize>>>()
-            .map(Index::At)
+        self.keys.index_of(keys)
     }
 }
 
@@ -108,106 +98,129 @@ pub(super) struct Kept {
     pub(super) from: i64,
 }
 
-/// The kept points followed by the new answer's (all at or after `from`), each member's series
-/// allocated once at its exact size: these series are the tick's answer, held until judged. A
-/// member whose new series is not plain points keeps that outcome.
-pub(super) fn merge(kept: &Kept, fresh: Vec<Series>) -> Vec<Series> {
-    let (start, from) = (kept.start as f64, kept.from as f64);
-    let members = match &kept.index {
-        Index::Same => kept.entry.keys.len(),
-        Index::At(at) => at.len(),
-    };
-    (0..members)
-        .zip(fresh)
-        .map(|(i, series)| match series {
-            Series::Points { points } => {
-                let at = match &kept.index {
-                    Index::Same => i,
-                    Index::At(at) => at[i],
-                };
-                let old = kept
-                    .entry
-                    .points
-                    .member(at)
-                    .filter(|p| p.at >= start && p.at < from);
-                let new = || points.iter().filter(|p| p.at >= from);
-                let mut all = Vec::with_capacity(old.clone().count() + new().count());
-                all.extend(old);
-                all.extend(new());
-                Series::Points { points: all }
-            }
-            other => other,
-        })
-        .collect()
-}
-
-/// The entry to remember of an answer ending at `end_s`, each member's points stored on `key`'s
-/// step grid; `None` when a member cannot be continued (not plain points, or missing), so the
+/// The tick's answer and the entry to remember of it, sharing one grid ([`shared`]). The
+/// entry is `None` when a member cannot be continued (not plain points, or missing), so the
 /// next tick asks in full. Built outside the lock.
-///
-/// Only the points a later window can reuse are stored ([`reusable`]): 9 of 13 at a 2 m window,
-/// 10 s steps and `settled_after` 30 s.
-pub(super) fn entry_of(
+pub(super) fn share(
     key: &Key,
     end_s: i64,
-    settled_after: i64,
-    keys: &Arc<[Vec<String>]>,
-    series: &[Series],
-) -> Option<Entry> {
-    if series.len() < keys.len() {
-        return None;
-    }
-    let series = &series[..keys.len()];
-    let keep = reusable(end_s, key.window_s, key.step_s, settled_after);
-    let mut total = 0usize;
-    for s in series {
-        let Series::Points { points } = s else {
-            return None;
-        };
-        total = total.saturating_add(grid::kept(points, keep).count());
-    }
-    let members = series.iter().map(|s| match s {
-        Series::Points { points } => points.as_slice(),
-        _ => &[],
-    });
+    keys: &[Vec<String>],
+    kept: Option<&Kept>,
+    fresh: Vec<Series>,
+) -> (Vec<Series>, Option<Entry>) {
     let origin = end_s.saturating_sub(key.window_s);
-    Some(Entry {
-        end_s,
-        keys: Arc::clone(keys),
-        points: grid::Points::new(origin, key.step_s, keep, total, members),
-    })
+    let continued = fresh.len() >= keys.len()
+        && fresh[..keys.len()]
+            .iter()
+            .all(|s| matches!(s, Series::Points { .. }));
+    let (answer, grid) = shared(origin, key.step_s, kept, fresh);
+    let entry = (continued && grid.len() >= keys.len())
+        .then(|| Keys::new(keys))
+        .flatten()
+        .map(|keys| Entry {
+            end_s,
+            keys,
+            points: grid,
+        });
+    (answer, entry)
 }
 
-/// The times, `[from, to)`, of the points of an answer ending at `end_s` that a later window
-/// can reuse; `None` (keep all) when they cannot be computed without overflow.
+/// A batch answer whose members' points are views of one grid `origin + k * step` ([`Grid`]):
+/// each member whose answer is plain points gets its points over the whole window (the kept
+/// points in `[start, from)` followed by the new answer's at or after `from`, or the new answer
+/// whole when nothing is kept); a member whose answer is not plain points keeps that outcome.
 ///
-/// A later window is reused only when it ends a whole number of steps later ([`plan_for`]), so
-/// it starts at least one step after this one and never holds this window's first point; and
-/// it reuses only points before the first grid point after `end_s - settled_after` (younger
-/// ones were not settled and are asked again). The grids agree, so that point is the same
-/// whichever later window asks. Pure.
-pub(in crate::source) fn reusable(
-    end_s: i64,
-    window_s: i64,
-    step_s: i64,
-    settled_after: i64,
-) -> Option<(f64, f64)> {
-    if step_s <= 0 || window_s < 0 {
-        return None;
+/// The grid holds the whole window (13 points a member at a 2 m window and 10 s steps, of which
+/// a later window reuses up to 9): one copy for the cache and the answers together, where the
+/// answers were a second copy at twice the size. Pure.
+pub(in crate::source) fn shared(
+    origin: i64,
+    step: i64,
+    kept: Option<&Kept>,
+    fresh: Vec<Series>,
+) -> (Vec<Series>, Arc<Grid>) {
+    let members = match kept {
+        None => fresh.len(),
+        Some(Kept {
+            index: Index::Same,
+            entry,
+            ..
+        }) => fresh.len().min(entry.keys.len()),
+        Some(Kept {
+            index: Index::At(at),
+            ..
+        }) => fresh.len().min(at.len()),
+    };
+    let total = fresh[..members]
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| whole(kept, i, s).map(Iterator::count))
+        .fold(0usize, usize::saturating_add);
+    let mut grid = Grid::with_capacity(origin, step, members, total);
+    for (i, series) in fresh[..members].iter().enumerate() {
+        match whole(kept, i, series) {
+            Some(points) => grid.push(points),
+            None => grid.push(std::iter::empty()),
+        }
     }
-    let origin = end_s.checked_sub(window_s)?;
-    let from = origin.checked_add(step_s)?;
-    let cutoff = end_s.checked_sub(settled_after)?;
-    if cutoff < from {
-        // Nothing a later window reuses: it asks whole.
-        return Some((from as f64, from as f64));
-    }
-    let steps = (cutoff - origin) / step_s + 1;
-    let to = origin.checked_add(steps.checked_mul(step_s)?)?;
-    Some((from as f64, to as f64))
+    let grid = Arc::new(grid);
+    let answer = fresh
+        .into_iter()
+        .take(members)
+        .enumerate()
+        .map(|(i, series)| match series {
+            Series::Points { .. } => Series::Points {
+                points: Points::view(&grid, i).unwrap_or_default(),
+            },
+            other => other,
+        })
+        .collect();
+    (answer, grid)
 }
 
-/// Remembers `entry` (from [`entry_of`]) as `key`'s last answer; `None` forgets it.
+/// [`window`] of member `i`'s answer, when it is plain points.
+fn whole<'a>(
+    kept: Option<&'a Kept>,
+    i: usize,
+    series: &'a Series,
+) -> Option<impl Iterator<Item = Point> + Clone + 'a> {
+    match series {
+        Series::Points { points } => Some(window(kept, i, points)),
+        _ => None,
+    }
+}
+
+/// Member `i`'s points over the whole window: the kept points in `[start, from)` of the entry
+/// it reuses, then `fresh`'s at or after `from`; `fresh` alone when nothing is kept.
+fn window<'a>(
+    kept: Option<&'a Kept>,
+    i: usize,
+    fresh: &'a Points,
+) -> impl Iterator<Item = Point> + Clone + 'a {
+    let (old, from) = match kept {
+        Some(kept) => {
+            let at = match &kept.index {
+                Index::Same => i,
+                Index::At(at) => at[i],
+            };
+            let (start, from) = (kept.start as f64, kept.from as f64);
+            let old = kept
+                .entry
+                .points
+                .member(at)
+                .filter(move |p| p.at >= start && p.at < from);
+            (Some(old), Some(from))
+        }
+        None => (None, None),
+    };
+    old.into_iter().flatten().chain(
+        fresh
+            .iter()
+            .filter(move |p| from.is_none_or(|from| p.at >= from)),
+    )
+}
+
+/// Remembers `entry` (from [`share`]) as `key`'s last answer; `None` forgets it.
 pub(super) fn remember(
     entries: &mut HashMap<Key, Arc<Entry>>,
     key: Key,

@@ -2,7 +2,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
-use crate::judge::observation::{Point, Series};
+use crate::judge::observation::{Grid, Point, Series};
 use crate::source::prometheus::QueryFailure;
 
 const STEP: i64 = 10;
@@ -158,9 +158,11 @@ async fn a_partial_ask_merged_with_kept_points_equals_the_full_window() {
     if let Ok(series) = &mut want {
         for s in series {
             if let Series::Points { points } = s {
-                for p in points.iter_mut().filter(|p| p.at == 970.0) {
+                let mut own = points.to_vec();
+                for p in own.iter_mut().filter(|p| p.at == 970.0) {
                     p.value += 0.5;
                 }
+                *points = own.into();
             }
         }
     }
@@ -236,7 +238,11 @@ async fn windows_or_steps_not_in_whole_seconds_are_asked_whole() {
                 move |f: Fetch| {
                     let w = f.window;
                     *seen.lock().expect("lock") = w;
-                    async { Ok(Ok(vec![Series::Points { points: vec![] }])) }
+                    async {
+                        Ok(Ok(vec![Series::Points {
+                            points: Default::default(),
+                        }]))
+                    }
                 },
             )
             .await;
@@ -448,33 +454,78 @@ async fn a_prometheus_that_is_down_leaves_no_fill_and_no_entry() {
     assert!(cache.lock().is_empty());
 }
 
-fn capacities(split: &Split) -> Vec<(usize, usize)> {
+/// The grid each member's points are a view of (`None` for points of their own).
+fn grids(split: &Split) -> Vec<Option<Arc<Grid>>> {
     let Ok(series) = split else {
         panic!("not split: {split:?}")
     };
     series
         .iter()
         .map(|s| match s {
-            Series::Points { points } => (points.len(), points.capacity()),
+            Series::Points { points } => points.shared().cloned(),
             other => panic!("not points: {other:?}"),
         })
         .collect()
 }
 
 #[tokio::test]
-async fn each_merged_series_is_allocated_at_its_exact_size() {
+async fn every_member_answer_is_a_view_of_the_one_grid_the_cache_remembers() {
     let cache = cache();
     let k = keys(5);
-    let _ = ask(&cache, &k, 990, i64::MAX, 0.0).await;
-    for end in [1000, 1010, 1040] {
-        let (got, w) = ask(&cache, &k, end, i64::MAX, 0.0).await;
-        assert!(w < Duration::from_secs(WINDOW as u64), "reused at {end}");
-        assert_eq!(got, answer(&k, end, WINDOW, i64::MAX, 0.0));
-        for (len, capacity) in capacities(&got) {
-            assert_eq!(len, 13);
-            assert_eq!(capacity, len, "no spare room held until the tick is judged");
+    for end in [990, 1000, 1010, 1040] {
+        let (got, _) = ask(&cache, &k, end, i64::MAX, 0.0).await;
+        assert_eq!(got, answer(&k, end, WINDOW, i64::MAX, 0.0), "at {end}");
+        let remembered = Arc::clone(&cache.lock().values().next().expect("remembered").points);
+        for (i, grid) in grids(&got).into_iter().enumerate() {
+            let grid = grid.unwrap_or_else(|| panic!("member {i} at {end} is a copy"));
+            assert!(Arc::ptr_eq(&grid, &remembered), "member {i} at {end}");
         }
+        let Ok(series) = &got else { unreachable!() };
+        assert!(
+            series.iter().all(|s| match s {
+                Series::Points { points } => points.own_heap_bytes() == 0,
+                _ => false,
+            }),
+            "no member holds points of its own"
+        );
+        assert!(
+            remembered.heap_bytes() <= 5 * (13 * size_of::<f64>() + 16),
+            "13 points of 8 bytes and a span a member, once for the cache and the answers: {}",
+            remembered.heap_bytes()
+        );
     }
+}
+
+#[tokio::test]
+async fn a_replaced_entry_is_freed_with_its_last_view_and_never_before() {
+    let cache = cache();
+    let k = keys(3);
+    let (first, _) = ask(&cache, &k, 990, i64::MAX, 0.0).await;
+    let grid = Arc::downgrade(grids(&first)[0].as_ref().expect("a view"));
+    // The next tick reuses it and replaces it; the first tick's answers still read it whole.
+    let (second, _) = ask(&cache, &k, 1000, i64::MAX, 0.0).await;
+    assert_eq!(second, answer(&k, 1000, WINDOW, i64::MAX, 0.0));
+    assert!(grid.upgrade().is_some(), "still read by the first answers");
+    assert_eq!(first, answer(&k, 990, WINDOW, i64::MAX, 0.0));
+    drop(first);
+    assert!(grid.upgrade().is_none(), "freed with its last view");
+    // A failed tick drops the entry from the map; the second answers keep their points.
+    let held = Arc::downgrade(grids(&second)[0].as_ref().expect("a view"));
+    let failed = cache
+        .range_split(
+            "q",
+            at(1010),
+            Duration::from_secs(WINDOW as u64),
+            Duration::from_secs(STEP as u64),
+            wanted(&["service".to_string()], &k),
+            |_f: Fetch| async { Err(QueryFailure::NoAnswer("down".into())) },
+        )
+        .await;
+    assert!(failed.is_err());
+    assert!(cache.lock().is_empty(), "the failed tick forgot the entry");
+    assert_eq!(second, answer(&k, 1000, WINDOW, i64::MAX, 0.0));
+    drop(second);
+    assert!(held.upgrade().is_none());
 }
 
 /// A fake Prometheus that answers the window it is asked from `points`, member by member.
@@ -681,36 +732,8 @@ async fn members_in_another_order_or_fewer_reuse_their_own_points() {
     assert_eq!(got, held(&shuffled, 1000, WINDOW));
 }
 
-#[test]
-fn an_entry_keeps_only_the_points_a_later_window_can_reuse() {
-    // An answer 880..=1000: a later window starts at 890 or after, and reuses only points
-    // settled at 1000 (up to 970, before 980).
-    assert_eq!(
-        entry::reusable(1000, WINDOW, STEP, 30),
-        Some((890.0, 980.0))
-    );
-    assert_eq!(
-        entry::reusable(1000, WINDOW, STEP, 25),
-        Some((890.0, 980.0)),
-        "975 is settled but off the grid: the next grid point is still asked"
-    );
-    assert_eq!(
-        entry::reusable(1000, WINDOW, STEP, 200),
-        Some((890.0, 890.0)),
-        "nothing is settled inside a later window"
-    );
-    for (end, w, s, settle) in [
-        (i64::MIN, i64::MAX, 1, 0),
-        (i64::MAX, 0, i64::MAX, i64::MIN),
-        (0, 10, 0, 1),
-        (5, -1, 1, 1),
-    ] {
-        let _ = entry::reusable(end, w, s, settle);
-    }
-}
-
 #[tokio::test]
-async fn whatever_a_later_window_asks_the_trimmed_entry_holds_its_points() {
+async fn whatever_a_later_window_asks_the_entry_holds_its_points() {
     // Every later end a whole number of steps on, with every settled_after: the merged answer
     // is the whole window's.
     for settle in [10, 25, 30, 60, 110, 130] {
@@ -734,7 +757,103 @@ async fn whatever_a_later_window_asks_the_trimmed_entry_holds_its_points() {
     let entry = entries.values().next().expect("remembered");
     assert_eq!(
         entry.points_held(),
-        3 * 9,
-        "890..=970 of each member, not all 13"
+        3 * 13,
+        "the whole window of each member: the answers read it too"
     );
+}
+
+#[test]
+fn an_answer_asked_without_the_cache_is_shared_the_same_way() {
+    let k = keys(4);
+    let mut members = answer(&k, 1000, WINDOW, i64::MAX, 0.0).expect("split");
+    // A gap, an off-grid time and a failed member among them.
+    members[1] = Series::Points {
+        points: vec![
+            Point {
+                at: 890.0,
+                value: f64::NAN,
+            },
+            Point {
+                at: 905.5,
+                value: -0.0,
+            },
+        ]
+        .into(),
+    };
+    members[2] = Series::Failed {
+        message: "down".into(),
+    };
+    let window = Duration::from_secs(WINDOW as u64);
+    let step = Duration::from_secs(STEP as u64);
+    let got = share_whole(Ok(Ok(members.clone())), at(1000), window, step);
+    let bits = |s: &[Series]| -> Vec<Option<Vec<(u64, u64)>>> {
+        s.iter()
+            .map(|s| match s {
+                Series::Points { points } => Some(
+                    points
+                        .iter()
+                        .map(|p| (p.at.to_bits(), p.value.to_bits()))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    };
+    let Ok(Ok(shared)) = &got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(bits(shared), bits(&members));
+    assert_eq!(shared[2], members[2], "a failed member keeps its failure");
+    let grids: Vec<_> = shared
+        .iter()
+        .filter_map(|s| match s {
+            Series::Points { points } => Some(points.shared().expect("a view")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(grids.len(), 3);
+    assert!(grids.iter().all(|g| Arc::ptr_eq(g, grids[0])), "one grid");
+    // Not whole seconds: left as it came; a failure passes through.
+    let odd = share_whole(
+        Ok(Ok(members.clone())),
+        at(1000),
+        window / 3 * 2 + Duration::from_millis(1),
+        step,
+    );
+    let Ok(Ok(odd)) = odd else { panic!() };
+    assert!(
+        odd.iter()
+            .all(|s| !matches!(s, Series::Points { points } if points.shared().is_some()))
+    );
+    let down = Err(QueryFailure::NoAnswer("refused".into()));
+    assert_eq!(share_whole(down.clone(), at(1000), window, step), down);
+}
+
+#[tokio::test]
+async fn the_entry_keeps_its_members_keys_compactly_not_the_ticks_own() {
+    let cache = cache();
+    let k = keys(3);
+    let members = wanted(&["service".to_string()], &k);
+    let tick_keys = Arc::clone(&members.keys);
+    let owned = k.clone();
+    let got = cache
+        .range_split(
+            "q",
+            at(1000),
+            Duration::from_secs(WINDOW as u64),
+            Duration::from_secs(STEP as u64),
+            members,
+            move |_f: Fetch| async move { Ok(answer(&owned, 1000, WINDOW, i64::MAX, 0.0)) },
+        )
+        .await;
+    assert_eq!(got, Ok(answer(&k, 1000, WINDOW, i64::MAX, 0.0)));
+    assert_eq!(
+        Arc::strong_count(&tick_keys),
+        1,
+        "the tick's keys are let go with the tick"
+    );
+    // And the next tick still finds every member.
+    let (next, w) = ask(&cache, &k, 1010, i64::MAX, 0.0).await;
+    assert!(w < Duration::from_secs(WINDOW as u64), "reused");
+    assert_eq!(next, answer(&k, 1010, WINDOW, i64::MAX, 0.0));
 }

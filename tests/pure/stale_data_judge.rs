@@ -164,16 +164,22 @@ fn fresh_points_at_this_step_are_judged_and_earlier_ones_left_out() {
     let rule = rule("");
     // A bad value from the previous weight must not count; the fresh ones are healthy.
     let mut points = match series(90..=104, 0.9) {
-        Series::Points { points } => points,
+        Series::Points { points } => points.to_vec(),
         other => panic!("{other:?}"),
     };
     if let Series::Points { points: fresh } = series(105..=112, 0.001) {
-        points.extend(fresh);
+        points.extend(fresh.iter());
     }
     let t = judge_gathered(
         &rule,
         &rollout(),
-        &gathered(112, Series::Points { points }, counters(10.0, 10.0)),
+        &gathered(
+            112,
+            Series::Points {
+                points: points.into(),
+            },
+            counters(10.0, 10.0),
+        ),
     );
     let c = check(&t, "error_rate");
     assert_eq!(c.verdict, Verdict::Pass, "{c:?}");

@@ -1,21 +1,22 @@
-//! Every member's remembered points of one batch answer, stored compactly: a child of
-//! `window_cache_entry.rs`.
+//! Many series' points stored together on their step grid: the storage a batch answer's
+//! members share (a child of `observation.rs`; [`super::Points`] is one member's view of it).
 //!
 //! Why: at 10,000 services a wide batch has 20,000 members of 13 points each (2 m window at
-//! 10 s steps), and the cache's copy of them was one of the largest holders of the daemon's
-//! peak heap (BENCHMARKS.md, "Scale — session 11"): 20,000 small vectors of 16-byte points per
-//! batch, held while the next answer was merged. A range query's points lie on its step grid
-//! (`start + k * step`), so their times need not be kept: a member whose points are exactly on
-//! the grid and without a gap is one slice of one shared `Vec<f64>` (8 bytes a point, one
-//! allocation for the whole batch). A member that is not (a gap, a time off the grid, a time
-//! that is not a whole second) keeps its points as they came. Either way the points read back
-//! are bit for bit the points stored: the grid is used only where that holds.
+//! 10 s steps). Copied out as one `Vec` of 16-byte points per member, a tick's answers were the
+//! largest holder of the daemon's peak heap (BENCHMARKS.md, "Scale — session 13"), on top of the
+//! window cache's own copy. A range query's points lie on its step grid (`origin + k * step`),
+//! so their times need not be kept: a member whose points are exactly on the grid and without
+//! a gap is one slice of one `Vec<f64>` (8 bytes a point, one allocation for the whole batch),
+//! and the same grid is both the window cache's entry and every member's answer. A member that
+//! is not on it (a gap, a time off the grid, a time that is not a whole second) keeps its
+//! points as they came. Either way the points read back are bit for bit the points stored: the
+//! grid is used only where that holds. Pure data: no I/O, no clock.
 
-use crate::judge::observation::Point;
+use super::Point;
 
-/// The points of each member, in member order.
+/// The points of each member, in member order; built once, then only read (shared in an `Arc`).
 #[derive(Debug)]
-pub(super) struct Points {
+pub struct Grid {
     /// The grid: point `k` is at `origin + k * step` (whole seconds).
     origin: i64,
     step: i64,
@@ -35,32 +36,36 @@ enum Span {
     Off(u32),
 }
 
-impl Points {
-    /// Stores `members`' points within `keep` (`[from, to)`, the others dropped; `None` keeps
-    /// all) on the grid
-    /// `origin + k * step` where they lie on it. `total` is how many points that keeps in all
-    /// (the values' capacity; exact when every member is on the grid).
-    pub(super) fn new<'a>(
-        origin: i64,
-        step: i64,
-        keep: Option<(f64, f64)>,
-        total: usize,
-        members: impl ExactSizeIterator<Item = &'a [Point]>,
-    ) -> Points {
-        let mut points = Points {
+impl Grid {
+    /// An empty grid `origin + k * step` with room for `members` members and `total` points in
+    /// all (exact when every member is on the grid: no spare room is held).
+    pub fn with_capacity(origin: i64, step: i64, members: usize, total: usize) -> Grid {
+        Grid {
             origin,
             step,
             values: Vec::with_capacity(total),
-            spans: Vec::with_capacity(members.len()),
+            spans: Vec::with_capacity(members),
             off: Vec::new(),
-        };
-        for m in members {
-            points.push(kept(m, keep));
         }
-        points
     }
 
-    fn push<'a>(&mut self, member: impl Iterator<Item = &'a Point> + Clone) {
+    /// Stores `members`' points (each in full) on the grid `origin + k * step` where they lie
+    /// on it. `total` is how many points there are in all.
+    pub fn new<'a>(
+        origin: i64,
+        step: i64,
+        total: usize,
+        members: impl ExactSizeIterator<Item = &'a [Point]>,
+    ) -> Grid {
+        let mut grid = Grid::with_capacity(origin, step, members.len(), total);
+        for m in members {
+            grid.push(m.iter().copied());
+        }
+        grid
+    }
+
+    /// Stores the next member's points; its index is the number of members pushed before.
+    pub fn push(&mut self, member: impl Iterator<Item = Point> + Clone) {
         let len = member.clone().count();
         let span = match (
             self.on_grid(member.clone()),
@@ -76,7 +81,7 @@ impl Points {
             }
             _ => match u32::try_from(self.off.len()) {
                 Ok(i) => {
-                    self.off.push(member.copied().collect());
+                    self.off.push(member.collect());
                     Span::Off(i)
                 }
                 // Past 4 billion members: never in a batch (bounded far lower), but a member
@@ -93,7 +98,7 @@ impl Points {
 
     /// The grid slot of `member`'s first point, when every point is exactly (bit for bit) at
     /// consecutive grid times from there.
-    fn on_grid<'a>(&self, member: impl Iterator<Item = &'a Point> + Clone) -> Option<u32> {
+    fn on_grid(&self, member: impl Iterator<Item = Point> + Clone) -> Option<u32> {
         let Some(first) = member.clone().next() else {
             return Some(0);
         };
@@ -114,13 +119,16 @@ impl Points {
     }
 
     /// How many members are stored.
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.spans.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
     /// Member `i`'s points as stored; none past the end.
-    pub(super) fn member(&self, i: usize) -> Iter<'_> {
+    pub fn member(&self, i: usize) -> Iter<'_> {
         match self.spans.get(i) {
             Some(&Span::Grid { offset, first, len }) => {
                 let (offset, len) = (offset as usize, len as usize);
@@ -138,9 +146,8 @@ impl Points {
         }
     }
 
-    /// Bytes held on the heap (what the benchmark notes count).
-    #[cfg(test)]
-    pub(super) fn heap_bytes(&self) -> usize {
+    /// Bytes held on the heap, every member's together (what the benchmark notes count).
+    pub fn heap_bytes(&self) -> usize {
         self.values.capacity() * size_of::<f64>()
             + self.spans.capacity() * size_of::<Span>()
             + self.off.capacity() * size_of::<Vec<Point>>()
@@ -150,17 +157,6 @@ impl Points {
                 .map(|o| o.capacity() * size_of::<Point>())
                 .sum::<usize>()
     }
-}
-
-/// The points of `member` within `keep` (`[from, to)`; `None` keeps all), as [`Points::new`]
-/// stores them.
-pub(super) fn kept(
-    member: &[Point],
-    keep: Option<(f64, f64)>,
-) -> impl Iterator<Item = &Point> + Clone {
-    member
-        .iter()
-        .filter(move |p| keep.is_none_or(|(from, to)| p.at >= from && p.at < to))
 }
 
 /// `at` as whole seconds, when it is exactly one (bit for bit: `-0.0` is not `0`).
@@ -174,9 +170,9 @@ fn whole(at: f64) -> Option<i64> {
     ((t as f64).to_bits() == at.to_bits()).then_some(t)
 }
 
-/// One member's points, read back.
+/// One member's points, read back in order, each with its time.
 #[derive(Debug, Clone)]
-pub(super) enum Iter<'a> {
+pub enum Iter<'a> {
     Grid {
         at: i64,
         step: i64,
@@ -217,8 +213,6 @@ impl ExactSizeIterator for Iter<'_> {}
 mod tests {
     use super::*;
 
-    const ALL: Option<(f64, f64)> = None;
-
     fn p(at: f64, value: f64) -> Point {
         Point { at, value }
     }
@@ -229,7 +223,7 @@ mod tests {
             .collect()
     }
 
-    fn stored(points: &Points) -> Vec<Vec<Point>> {
+    fn stored(points: &Grid) -> Vec<Vec<Point>> {
         (0..points.len())
             .map(|i| points.member(i).collect())
             .collect()
@@ -270,7 +264,7 @@ mod tests {
             vec![p(890.0, 1.0), p(880.0, 2.0)],
         ];
         let total = members.iter().map(Vec::len).sum();
-        let points = Points::new(880, 10, ALL, total, members.iter().map(Vec::as_slice));
+        let points = Grid::new(880, 10, total, members.iter().map(Vec::as_slice));
         assert_eq!(bits(&stored(&points)), bits(&members));
         assert_eq!(points.member(members.len()).count(), 0, "none past the end");
         assert_eq!(
@@ -296,7 +290,7 @@ mod tests {
                 // On the grid but for its sign: read back as `0.0` it would not be the same.
                 vec![p(-0.0, 1.0), p(10.0, 2.0)],
             ];
-            let points = Points::new(origin, step, ALL, 5, members.iter().map(Vec::as_slice));
+            let points = Grid::new(origin, step, 5, members.iter().map(Vec::as_slice));
             assert_eq!(bits(&stored(&points)), bits(&members), "{origin} {step}");
         }
     }
@@ -304,7 +298,7 @@ mod tests {
     #[test]
     fn points_on_the_grid_take_8_bytes_each_in_one_allocation() {
         let members: Vec<Vec<Point>> = (0..1000).map(|_| grid(880, 13, 10)).collect();
-        let points = Points::new(880, 10, ALL, 13_000, members.iter().map(Vec::as_slice));
+        let points = Grid::new(880, 10, 13_000, members.iter().map(Vec::as_slice));
         assert!(points.off.is_empty());
         assert_eq!(points.values.capacity(), 13_000);
         assert_eq!(
