@@ -4,7 +4,6 @@
 //! gave; the bytes read are counted by the encoding they came in, so a proxy that strips the
 //! compression shows up as `identity`.
 
-use std::io::Write;
 use std::time::{Duration, Instant, SystemTime};
 
 use canaryd::controller::analysis::{Fetched, Gathered, judge_gathered};
@@ -12,24 +11,18 @@ use canaryd::controller::gather_many::fetch_many;
 use canaryd::judge::observation::Series;
 use canaryd::rollout::Rollout;
 use canaryd::rules::Rule;
-use canaryd::source::{PrometheusConfig, PrometheusSource};
+use canaryd::source::PrometheusSource;
 use canaryd::verdict::Verdict;
 
 use crate::batch_support::{rollout, scraped_services};
 use crate::common::{self, Daemon, RuleOpts, Stack, check_of};
-use crate::fake_http::{Answer, FakeHttp};
+use crate::fake_http::{Answer, FakeHttp, gzip, last_minute, source_at};
 
 const MATRIX: &str = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"0.5"],[2,"0.25"]]}]}}"#;
 const BYTES: &str = "canaryd_prometheus_answer_bytes_total";
 
 fn source(url: &str) -> PrometheusSource {
-    PrometheusSource::new(&PrometheusConfig {
-        url: url.to_string(),
-        timeout: Duration::from_secs(10),
-        bearer_token: None,
-        basic_auth: None,
-    })
-    .expect("source")
+    source_at(url, Duration::from_secs(10))
 }
 
 /// `(gzip, identity)` bytes in an exposition (0 for a series not there yet).
@@ -45,21 +38,13 @@ fn answer_bytes(exposition: &str) -> (f64, f64) {
 }
 
 async fn one_range(src: &PrometheusSource) -> Series {
-    src.range_series(
-        "x",
-        SystemTime::now(),
-        Duration::from_secs(60),
-        Duration::from_secs(10),
-    )
-    .await
+    last_minute(src, "x").await
 }
 
 #[tokio::test]
 async fn answer_bytes_are_counted_by_the_encoding_they_came_in() {
     let metrics = canaryd::telemetry::install_metrics().expect("recorder");
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(MATRIX.as_bytes()).expect("compress");
-    let gz = e.finish().expect("compress");
+    let gz = gzip(MATRIX.as_bytes());
     let plain = FakeHttp::start(Answer::plain(MATRIX)).await;
     let compressed = FakeHttp::start(Answer::encoded("gzip", gz.clone())).await;
 

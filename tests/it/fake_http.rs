@@ -4,9 +4,14 @@
 //! never ends or is longer than announced — counting the body bytes it got written.
 #![allow(dead_code)] // each test module uses part of it
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use canaryd::judge::observation::Series;
+use canaryd::source::{PrometheusConfig, PrometheusSource};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -158,6 +163,36 @@ async fn serve(
         return;
     }
     while conn.write_all(&send(&piece)).await.is_ok() {}
+}
+
+/// A source on `url` without credentials, as every test of a fake server asks through. The
+/// timeout is the caller's: a test of a size cap wants it long, so the cap is what stops a read.
+pub fn source_at(url: &str, timeout: Duration) -> PrometheusSource {
+    PrometheusSource::new(&PrometheusConfig {
+        url: url.to_string(),
+        timeout,
+        bearer_token: None,
+        basic_auth: None,
+    })
+    .expect("source")
+}
+
+/// `bytes` gzip-compressed, as Prometheus sends an answer asked with `Accept-Encoding: gzip`.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).expect("compress");
+    e.finish().expect("compress")
+}
+
+/// The last minute of `query` at 10 s steps: one range query, whatever the server answers.
+pub async fn last_minute(src: &PrometheusSource, query: &str) -> Series {
+    src.range_series(
+        query,
+        SystemTime::now(),
+        Duration::from_secs(60),
+        Duration::from_secs(10),
+    )
+    .await
 }
 
 /// The process's peak resident memory so far (VmHWM), in KiB: its growth over a query is the

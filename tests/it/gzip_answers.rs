@@ -10,21 +10,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use canaryd::judge::observation::Series;
+use canaryd::source::PrometheusSource;
 use canaryd::source::batch::Members;
 use canaryd::source::batch_split::{Extra, Split};
 use canaryd::source::prometheus::QueryFailure;
-use canaryd::source::{PrometheusConfig, PrometheusSource};
 
-use crate::fake_http::{Answer, FakeHttp, peak_rss_kib};
+use crate::fake_http::{Answer, FakeHttp, gzip, last_minute, peak_rss_kib, source_at};
 
 const MATRIX: &str = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"service":"a"},"values":[[1,"0.5"],[2,"0.25"]]},{"metric":{"service":"b"},"values":[[1,"9"]]}]}}"#;
 const ERROR: &str = r#"{"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": 1:5: parse error: unexpected <by>"}"#;
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(bytes).expect("compress");
-    e.finish().expect("compress")
-}
 
 /// About `mib` MiB of spaces after a canonical empty answer, from ~1 KiB per MiB: a compressed
 /// MiB of spaces after a sync flush is a byte-aligned run of blocks that can be repeated.
@@ -47,14 +41,7 @@ fn bomb(mib: usize) -> Vec<u8> {
 }
 
 fn source(addr: SocketAddr, cap: usize) -> PrometheusSource {
-    PrometheusSource::new(&PrometheusConfig {
-        url: format!("http://{addr}"),
-        timeout: Duration::from_secs(20),
-        bearer_token: None,
-        basic_auth: None,
-    })
-    .expect("source")
-    .with_max_response_bytes(cap)
+    source_at(&format!("http://{addr}"), Duration::from_secs(20)).with_max_response_bytes(cap)
 }
 
 async fn split(src: &PrometheusSource) -> Result<Split, QueryFailure> {
@@ -73,13 +60,7 @@ async fn split(src: &PrometheusSource) -> Result<Split, QueryFailure> {
 }
 
 async fn range(src: &PrometheusSource) -> Series {
-    src.range_series(
-        "x",
-        SystemTime::now(),
-        Duration::from_secs(60),
-        Duration::from_secs(10),
-    )
-    .await
+    last_minute(src, "x").await
 }
 
 #[tokio::test]

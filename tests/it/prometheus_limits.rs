@@ -8,13 +8,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use canaryd::judge::observation::Series;
 use canaryd::rollout::Rollout;
+use canaryd::source::PrometheusSource;
 use canaryd::source::batch::Members;
 use canaryd::source::batch_split::Extra;
 use canaryd::source::prometheus::{DEFAULT_MAX_RESPONSE_BYTES, QueryFailure};
-use canaryd::source::{PrometheusConfig, PrometheusSource};
 use canaryd::verdict::Verdict;
 
-use crate::fake_http::{Answer, Body, FakeHttp, peak_rss_kib};
+use crate::fake_http::{Answer, Body, FakeHttp, peak_rss_kib, source_at};
 
 /// A fake Prometheus answering every request with `body`, a matrix answer without end.
 async fn fake_prometheus(body: Body) -> FakeHttp {
@@ -22,14 +22,8 @@ async fn fake_prometheus(body: Body) -> FakeHttp {
 }
 
 fn source(addr: SocketAddr) -> PrometheusSource {
-    PrometheusSource::new(&PrometheusConfig {
-        url: format!("http://{addr}"),
-        // Long: the cap, not the timeout, must be what stops the read.
-        timeout: Duration::from_secs(30),
-        bearer_token: None,
-        basic_auth: None,
-    })
-    .expect("source")
+    // Long: the cap, not the timeout, must be what stops the read.
+    source_at(&format!("http://{addr}"), Duration::from_secs(30))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
