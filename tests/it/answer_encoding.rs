@@ -81,35 +81,23 @@ async fn answer_bytes_are_counted_by_the_encoding_they_came_in() {
 }
 
 /// Window metrics and a sequential one (counters, read by instant queries).
-fn rule(index: usize, service: &str) -> Rule {
-    let yaml = format!(
-        r#"name: svc-{index}
-selector:
-  canary: 'service="{service}", track="canary"'
-  baseline: 'service="{service}", track="baseline"'
-steps:
-  - {{ weight: 5, hold: 1h }}
-  - {{ weight: 100 }}
-analysis: {{ interval: 1s, step: 1s, window: 10s, warmup: 0s, min_samples: 3 }}
-metrics:
+const METRICS: &str = r#"
   - name: error_rate
     query: |
-      sum(rate(http_requests_total{{ {{{{selector}}}}, code=~"5.." }}[4s]))
-        / sum(rate(http_requests_total{{ {{{{selector}}}} }}[4s]))
+      sum(rate(http_requests_total{ {{selector}}, code=~"5.." }[4s]))
+        / sum(rate(http_requests_total{ {{selector}} }[4s]))
     rollback_above: 0.05
   - name: p95_latency
-    query: histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{{ {{{{selector}}}} }}[4s])))
+    query: histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{ {{selector}} }[4s])))
     rollback_above: 1.5
   - name: errors_vs_baseline
     test: sequential
-    events: 'http_requests_total{{ {{{{selector}}}}, code=~"5.." }}'
-    requests: 'http_requests_total{{ {{{{selector}}}} }}'
-hooks:
-  set_weight: {{ url: "http://127.0.0.1:9/weight" }}
-"#
-    );
-    canaryd::rules::parse_rule(std::path::Path::new("encoding.yaml"), &yaml)
-        .unwrap_or_else(|e| panic!("rule for {service:?}: {e:?}\n{yaml}"))
+    events: 'http_requests_total{ {{selector}}, code=~"5.." }'
+    requests: 'http_requests_total{ {{selector}} }'
+"#;
+
+fn rule(index: usize, service: &str) -> Rule {
+    crate::batch_support::service_rule("encoding.yaml", index, service, "1h", METRICS)
 }
 
 fn full(g: &[Gathered]) -> bool {
